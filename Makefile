@@ -1,0 +1,41 @@
+# Every target creates the virtualenv it needs; nothing has to be installed by hand.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test demo lint typecheck bench migration clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/python -m silentpulse_db.demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check silentpulse_db tests bench
+	$(BIN)/ruff format --check silentpulse_db tests bench
+	$(BIN)/mypy
+	$(BIN)/squawk --config .squawk.toml silentpulse_db/migrations/*.sql
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+# make migration name=add_tags_table
+migration: $(STAMP)
+	@test -n "$(name)" || { echo "usage: make migration name=add_x" >&2; exit 2; }
+	$(BIN)/silentpulse-db create --path silentpulse_db/migrations $(name)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,56 @@
+"""Validating a DSN and showing it without its password."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from .errors import ConfigurationError
+
+_SCHEMES = ("postgres", "postgresql")
+# user:password@ in a URL, and password=... in a libpq keyword string.
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*(@)")
+_KW_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#\s]*", re.IGNORECASE)
+
+DSN_ENV_VARS = ("DATABASE_URL", "POSTGRES_DSN")
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with every DSN password in it replaced by ``***``."""
+    text = _URL_PASSWORD.sub(r"\1***\2", text)
+    text = _QUERY_PASSWORD.sub(r"\1***", text)
+    return _KW_PASSWORD.sub(r"\1***", text)
+
+
+def validate_dsn(dsn: str, *, setting: str = "dsn") -> str:
+    """Check that ``dsn`` is a postgres URL asyncpg can use; raise ConfigurationError if not.
+
+    The error names the setting and shows the DSN with its password hidden.
+    """
+    if not isinstance(dsn, str) or not dsn.strip():
+        raise ConfigurationError(f"{setting} is empty: expected postgresql://user@host:port/db")
+    try:
+        parts = urlsplit(dsn)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"{setting} is not a valid PostgreSQL URL ({exc}): {redact(dsn)}"
+        ) from None
+    if parts.scheme not in _SCHEMES:
+        raise ConfigurationError(
+            f"{setting} must start with postgresql:// or postgres://, got {redact(dsn)!r}"
+        )
+    return dsn
+
+
+def dsn_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """The DSN from DATABASE_URL or POSTGRES_DSN (in that order), if set."""
+    env = os.environ if environ is None else environ
+    for name in DSN_ENV_VARS:
+        value = env.get(name)
+        if value:
+            return value
+    return None

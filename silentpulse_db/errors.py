@@ -1,0 +1,149 @@
+"""The one exception hierarchy of silentpulse_db.
+
+Every error the library raises on purpose derives from :class:`SilentPulseDBError`.
+Messages name the file, line, setting or row at fault and never carry a
+password, key or plaintext.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class SilentPulseDBError(Exception):
+    """Base of every error raised by silentpulse_db."""
+
+
+# --- configuration ---------------------------------------------------------
+
+
+class ConfigurationError(SilentPulseDBError):
+    """A setting (DSN, environment variable, path, option) is missing or malformed."""
+
+
+# --- connecting --------------------------------------------------------------
+
+
+class DatabaseConnectionError(SilentPulseDBError):
+    """The database could not be reached, or refused us for good."""
+
+
+# --- migration files ---------------------------------------------------------
+
+
+class MigrationSourceError(SilentPulseDBError):
+    """The set of migration files is invalid; nothing was applied."""
+
+    def __init__(self, message: str, *, file: str | None = None) -> None:
+        super().__init__(message)
+        self.file = file
+
+
+# --- the database's migration state ------------------------------------------
+
+
+class LockTimeoutError(SilentPulseDBError):
+    """The migration lock stayed held by someone else for longer than lock_timeout."""
+
+    def __init__(self, message: str, *, holders: Sequence[LockHolder] = ()) -> None:
+        super().__init__(message)
+        self.holders = tuple(holders)
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """A backend that held a migration lock key, as pg_stat_activity shows it."""
+
+    pid: int
+    application_name: str
+    key: int
+    state: str | None = None
+    client_addr: str | None = None
+
+
+class DirtyDatabaseError(SilentPulseDBError):
+    """schema_migrations says a migration stopped partway (dirty = true)."""
+
+    def __init__(self, message: str, *, version: int) -> None:
+        super().__init__(message)
+        self.version = version
+
+
+class DatabaseAheadError(SilentPulseDBError):
+    """The database is at a version the migration files do not contain."""
+
+    def __init__(self, message: str, *, database_version: int, latest_file_version: int | None):
+        super().__init__(message)
+        self.database_version = database_version
+        self.latest_file_version = latest_file_version
+
+
+class ChecksumMismatchError(SilentPulseDBError):
+    """An applied migration file changed after it was applied (strict mode)."""
+
+
+class MigrationFailedError(SilentPulseDBError):
+    """A migration's SQL failed; its transaction was rolled back (or the DB is dirty)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str,
+        line: int | None = None,
+        column: int | None = None,
+        sqlstate: str | None = None,
+        server_message: str | None = None,
+        dirty: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.file = file
+        self.line = line
+        self.column = column
+        self.sqlstate = sqlstate
+        self.server_message = server_message
+        self.dirty = dirty
+
+
+class MigrationInterruptedError(MigrationFailedError):
+    """The connection was lost while a migration ran (terminated, reset, server gone)."""
+
+
+class VersionNotFoundError(SilentPulseDBError):
+    """A requested target version has no migration file."""
+
+
+class BaselineError(SilentPulseDBError):
+    """The database cannot be adopted with baseline (already versioned, or schema differs)."""
+
+
+class ReversibilityError(SilentPulseDBError):
+    """`check` found a down migration that does not undo its up migration."""
+
+
+# --- credentials -------------------------------------------------------------
+
+
+class CryptoError(SilentPulseDBError):
+    """Base of envelope and key errors. Never carries key material or plaintext."""
+
+
+class KeyConfigError(CryptoError, ConfigurationError):
+    """A key setting is missing or malformed (wrong length, not hex)."""
+
+
+class UnknownKeyError(CryptoError):
+    """The envelope names a key id that the keyring does not hold."""
+
+
+class TamperedValueError(CryptoError):
+    """Authentication failed: the value was altered or moved to another row, column or tenant."""
+
+
+class MalformedEnvelopeError(CryptoError):
+    """The bytes are not an envelope: too short or an unknown version."""
+
+
+class CredentialMigrationError(SilentPulseDBError):
+    """migrate-credentials could not complete; everything was rolled back."""

@@ -1,0 +1,157 @@
+"""The start-up entry point, run_migrations, and the one-off prerequisites and baseline."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .errors import BaselineError, MigrationSourceError
+from .migrator import Migrator, version_label
+from .results import MigrationResult, PrerequisitesResult
+from .session import locked_connection
+from .source import MigrationSource, load_source
+from .version_table import read_version, record_history
+
+logger = logging.getLogger("silentpulse_db")
+
+OPTIONAL_EXTENSIONS = ("age",)
+
+
+async def run_migrations(
+    dsn: str,
+    *,
+    source: str | Path | MigrationSource | None = None,
+    attempts: int = 30,
+    wait: float = 2.0,
+    lock_timeout: float = 60.0,
+    target: int | None = None,
+    strict: bool = False,
+) -> MigrationResult:
+    """Apply every pending migration; call it before building the service's pool.
+
+    Connects with retries (``attempts`` tries, ``wait`` seconds apart) while the
+    server starts, takes the migration lock (waiting at most ``lock_timeout``
+    seconds), applies what is pending up to ``target`` and returns. Replicas
+    starting together queue on the lock; the first applies, the rest find
+    nothing to do.
+
+    A database ahead of the files (an older replica during a rolling deploy)
+    logs a warning and returns; with ``strict=True`` it raises
+    DatabaseAheadError, and a changed checksum of an applied file raises
+    ChecksumMismatchError instead of a warning.
+    """
+    migrations = source if isinstance(source, MigrationSource) else load_source(source)
+    async with locked_connection(
+        dsn, attempts=attempts, wait=wait, lock_timeout=lock_timeout
+    ) as conn:
+        migrator = Migrator(conn, migrations)
+        state = await migrator.require_clean()
+        if migrator.ahead_of_files(state):
+            error = migrator.ahead_error(state)
+            if strict:
+                raise error
+            logger.warning("%s; not migrating", error)
+            return MigrationResult(
+                version_before=state.version,
+                version_after=state.version,
+                database_ahead=True,
+                warnings=(str(error),),
+            )
+        warnings = await migrator.verify_checksums(state, strict=strict)
+        applied = await migrator.apply(migrator.pending_up(state, target=target), "up")
+        after = applied[-1].version if applied else state.version
+        if applied:
+            logger.info(
+                "migrated from version %s to %s (%d applied)",
+                version_label(state.version),
+                version_label(after),
+                len(applied),
+            )
+        else:
+            logger.debug("database is up to date at version %s", version_label(state.version))
+        return MigrationResult(
+            version_before=state.version,
+            version_after=after,
+            applied=tuple(applied),
+            warnings=tuple(warnings),
+        )
+
+
+async def apply_prerequisites(
+    dsn: str,
+    *,
+    source: str | Path | MigrationSource | None = None,
+    attempts: int = 30,
+    wait: float = 2.0,
+    lock_timeout: float = 60.0,
+) -> PrerequisitesResult:
+    """Run prerequisites.sql (extensions; needs a superuser) once, under the migration lock.
+
+    Optional extensions the server does not have (Apache AGE) are reported in
+    the result, not raised.
+    """
+    migrations = source if isinstance(source, MigrationSource) else load_source(source)
+    if migrations.prerequisites is None:
+        raise MigrationSourceError(
+            f"{migrations.description} has no prerequisites.sql", file=migrations.description
+        )
+    notices: list[str] = []
+    async with locked_connection(
+        dsn, attempts=attempts, wait=wait, lock_timeout=lock_timeout, ensure=False
+    ) as conn:
+        conn.add_log_listener(lambda _c, msg: notices.append(str(getattr(msg, "message", msg))))
+        await Migrator(conn, migrations).run_file(migrations.prerequisites)
+        installed = await conn.fetch("SELECT extname FROM pg_extension ORDER BY extname")
+        missing = await conn.fetch(
+            "SELECT n FROM unnest($1::text[]) n "
+            "WHERE n NOT IN (SELECT name FROM pg_available_extensions) ORDER BY n",
+            list(OPTIONAL_EXTENSIONS),
+        )
+    result = PrerequisitesResult(
+        installed=tuple(r["extname"] for r in installed),
+        unavailable_optional=tuple(r["n"] for r in missing),
+        notices=tuple(notices),
+    )
+    for name in result.unavailable_optional:
+        logger.warning("optional extension %r is not available on this server; skipped", name)
+    return result
+
+
+async def baseline(
+    dsn: str,
+    *,
+    source: str | Path | MigrationSource | None = None,
+    attempts: int = 30,
+    wait: float = 2.0,
+    lock_timeout: float = 60.0,
+) -> MigrationResult:
+    """Adopt a database created before migrations: run baseline.sql (version 1, clean)."""
+    migrations = source if isinstance(source, MigrationSource) else load_source(source)
+    if migrations.baseline is None:
+        raise MigrationSourceError(
+            f"{migrations.description} has no baseline.sql", file=migrations.description
+        )
+    async with locked_connection(
+        dsn, attempts=attempts, wait=wait, lock_timeout=lock_timeout
+    ) as conn:
+        before = await read_version(conn)
+        if before.version is not None or before.dirty:
+            raise BaselineError(
+                f"database already has a migration version ({before}); baseline only adopts an "
+                f"unversioned database"
+            )
+        migrator = Migrator(conn, migrations)
+        await migrator.run_file(migrations.baseline)
+        after = await read_version(conn)
+        if after.version is not None:
+            first = migrations.get(after.version)
+            await record_history(
+                conn,
+                version=after.version,
+                name=first.name if first else "baseline",
+                direction="baseline",
+                checksum=first.up.checksum if first else None,
+                duration_ms=None,
+            )
+    logger.info("baselined database at version %s", version_label(after.version))
+    return MigrationResult(version_before=None, version_after=after.version)

@@ -1,0 +1,219 @@
+"""Discovering migration files: a package's resources or a directory.
+
+File names follow golang-migrate (``^([0-9]+)_(.*)\\.(down|up)\\.(.*)$``, here with
+the ``sql`` extension). On top of golang-migrate this project requires a down
+file for every up file and rejects empty or non-UTF-8 files. Any problem is a
+MigrationSourceError naming the file, raised before anything is applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+import importlib_resources
+
+from .errors import MigrationSourceError
+
+DEFAULT_PACKAGE = "silentpulse_db.migrations"
+PREREQUISITES_FILE = "prerequisites.sql"
+BASELINE_FILE = "baseline.sql"
+_SPECIAL_FILES = frozenset({PREREQUISITES_FILE, BASELINE_FILE})
+
+FILE_PATTERN = re.compile(r"^([0-9]+)_(.*)\.(down|up)\.(.*)$")
+
+Direction = Literal["up", "down"]
+
+
+class _Traversable(Protocol):
+    """The part of importlib.resources.abc.Traversable we use (pathlib.Path fits too)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def is_file(self) -> bool: ...
+
+    def read_bytes(self) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class MigrationFile:
+    """One ``.sql`` file: its name, where it came from, its text and checksum."""
+
+    filename: str
+    location: str
+    sql: str
+    checksum: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return self.location
+
+
+@dataclass(frozen=True)
+class Migration:
+    """A numbered migration: the pair of files for one version."""
+
+    version: int
+    name: str
+    up: MigrationFile
+    down: MigrationFile
+
+    def file(self, direction: Direction) -> MigrationFile:
+        return self.up if direction == "up" else self.down
+
+
+@dataclass(frozen=True)
+class MigrationSource:
+    """A validated, ordered set of migrations and the optional special files."""
+
+    description: str
+    migrations: tuple[Migration, ...]
+    prerequisites: MigrationFile | None = None
+    baseline: MigrationFile | None = None
+
+    @property
+    def versions(self) -> tuple[int, ...]:
+        return tuple(m.version for m in self.migrations)
+
+    @property
+    def latest(self) -> int | None:
+        return self.migrations[-1].version if self.migrations else None
+
+    def get(self, version: int) -> Migration | None:
+        for migration in self.migrations:
+            if migration.version == version:
+                return migration
+        return None
+
+    def previous_version(self, version: int) -> int | None:
+        """The version below ``version`` in this set, or None (no version) below the first."""
+        earlier = [m.version for m in self.migrations if m.version < version]
+        return earlier[-1] if earlier else None
+
+
+def load_source(source: str | Path | None = None) -> MigrationSource:
+    """Load and validate migrations from a package name, a directory, or the packaged set.
+
+    A string naming an existing directory (or containing a path separator) is a
+    directory; any other string is an importable package name.
+    """
+    if source is None:
+        source = DEFAULT_PACKAGE
+    if isinstance(source, Path) or _looks_like_path(source):
+        path = Path(source)
+        if not path.is_dir():
+            raise MigrationSourceError(
+                f"migrations path {str(path)!r} is not a directory", file=str(path)
+            )
+        entries: list[_Traversable] = sorted(path.iterdir(), key=lambda p: p.name)
+        return _build(str(path), entries, lambda e: str(Path(source) / e.name))
+    try:
+        root = importlib_resources.files(source)
+    except (ModuleNotFoundError, TypeError) as exc:
+        raise MigrationSourceError(
+            f"migrations source {source!r} is neither a directory nor an importable package "
+            f"({exc})",
+            file=source,
+        ) from None
+    entries = sorted(root.iterdir(), key=lambda e: e.name)
+    return _build(source, entries, lambda e: f"{source}/{e.name}")
+
+
+def _looks_like_path(source: str) -> bool:
+    return "/" in source or "\\" in source or source.startswith(".") or Path(source).is_dir()
+
+
+def _build(
+    description: str,
+    entries: list[_Traversable],
+    locate: _Locator,
+) -> MigrationSource:
+    ups: dict[int, tuple[str, MigrationFile]] = {}
+    downs: dict[int, tuple[str, MigrationFile]] = {}
+    specials: dict[str, MigrationFile] = {}
+    for entry in entries:
+        name = entry.name
+        if not name.endswith(".sql") or not entry.is_file():
+            continue  # __init__.py, README, folders: not migrations
+        location = locate(entry)
+        if name in _SPECIAL_FILES:
+            specials[name] = _read(entry, location)
+            continue
+        match = FILE_PATTERN.match(name)
+        if match is None or match.group(4) != "sql" or not match.group(2):
+            raise MigrationSourceError(
+                f"{location}: malformed migration file name; expected "
+                f"NNNNNN_name.up.sql or NNNNNN_name.down.sql",
+                file=location,
+            )
+        version, label, direction = int(match.group(1)), match.group(2), match.group(3)
+        bucket = ups if direction == "up" else downs
+        if version in bucket:
+            other = bucket[version][1].location
+            raise MigrationSourceError(
+                f"{location}: duplicate migration file: version {version} {direction} "
+                f"is also {other}",
+                file=location,
+            )
+        bucket[version] = (label, _read(entry, location))
+
+    migrations = []
+    for version in sorted(set(ups) | set(downs)):
+        if version not in downs:
+            location = ups[version][1].location
+            raise MigrationSourceError(
+                f"{location}: no down file for version {version}; every migration needs "
+                f"both .up.sql and .down.sql",
+                file=location,
+            )
+        if version not in ups:
+            location = downs[version][1].location
+            raise MigrationSourceError(
+                f"{location}: no up file for version {version}; every migration needs "
+                f"both .up.sql and .down.sql",
+                file=location,
+            )
+        (up_label, up), (down_label, down) = ups[version], downs[version]
+        if up_label != down_label:
+            raise MigrationSourceError(
+                f"{down.location}: name {down_label!r} does not match its up file "
+                f"{up.location} ({up_label!r})",
+                file=down.location,
+            )
+        migrations.append(Migration(version=version, name=up_label, up=up, down=down))
+    return MigrationSource(
+        description=description,
+        migrations=tuple(migrations),
+        prerequisites=specials.get(PREREQUISITES_FILE),
+        baseline=specials.get(BASELINE_FILE),
+    )
+
+
+class _Locator(Protocol):
+    def __call__(self, entry: _Traversable, /) -> str: ...
+
+
+def _read(entry: _Traversable, location: str) -> MigrationFile:
+    raw = entry.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise MigrationSourceError(
+            f"{location}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}, "
+            f"line {line})",
+            file=location,
+        ) from None
+    # A BOM would reach the server as part of the first statement.
+    text = text.removeprefix("\ufeff")
+    if not text.strip():
+        raise MigrationSourceError(f"{location}: file is empty", file=location)
+    return MigrationFile(
+        filename=entry.name,
+        location=location,
+        sql=text,
+        checksum=hashlib.sha256(raw).hexdigest(),
+    )

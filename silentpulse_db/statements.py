@@ -1,0 +1,127 @@
+"""Reading a migration's SQL: its statements, whether it can run in a transaction,
+and where a server error position falls in the file.
+
+Parsing uses pglast (PostgreSQL's own parser), imported only when a migration
+is about to run so that a no-op start-up does not pay for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import MigrationSourceError
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One statement of a file: its text and where it starts (0-based character offset)."""
+
+    sql: str
+    offset: int
+    kind: str
+
+
+@dataclass(frozen=True)
+class ParsedSQL:
+    """What running a file needs to know about it."""
+
+    statements: tuple[Statement, ...]
+    # Statements that PostgreSQL refuses inside a transaction block, e.g. "CREATE INDEX
+    # CONCURRENTLY at line 3"; empty when the whole file can run in one transaction.
+    non_transactional: tuple[str, ...]
+    parsed: bool = True
+
+
+def analyze(sql: str, location: str) -> ParsedSQL:
+    """Split ``sql`` into statements and classify them.
+
+    A file the parser cannot read is left to the server (it reports the
+    position of the syntax error), and treated as transactional.
+    Explicit transaction control (BEGIN, COMMIT, ...) is refused: the runner
+    owns the transaction, and a COMMIT inside the file would split a migration
+    from its version change.
+    """
+    from pglast import parser  # deferred: importing it costs ~30 ms
+
+    try:
+        raw = parser.parse_sql(sql)
+    except parser.ParseError:
+        return ParsedSQL(
+            statements=(Statement(sql, 0, "unparsed"),), non_transactional=(), parsed=False
+        )
+    statements: list[Statement] = []
+    blocking: list[str] = []
+    for item in raw:
+        node = item.stmt
+        start = item.stmt_location or 0
+        length = item.stmt_len or (len(sql) - start)
+        kind = type(node).__name__
+        text = sql[start : start + length]
+        line, _ = line_and_column(sql, start + 1)
+        if kind == "TransactionStmt":
+            raise MigrationSourceError(
+                f"{location}:{line}: explicit transaction control ({text.split()[0].upper()}) "
+                f"is not allowed; each migration already runs in its own transaction",
+                file=location,
+            )
+        reason = _non_transactional_reason(kind, node)
+        if reason:
+            blocking.append(f"{reason} at line {line}")
+        statements.append(Statement(text, start, kind))
+    if not statements:
+        raise MigrationSourceError(f"{location}: file contains no SQL statement", file=location)
+    return ParsedSQL(statements=tuple(statements), non_transactional=tuple(blocking))
+
+
+def _non_transactional_reason(kind: str, node: Any) -> str | None:
+    """Name the construct if PostgreSQL cannot run this statement in a transaction block."""
+    if kind == "IndexStmt" and node.concurrent:
+        return "CREATE INDEX CONCURRENTLY"
+    if kind == "DropStmt" and node.concurrent:
+        return "DROP INDEX CONCURRENTLY"
+    if kind == "ReindexStmt":
+        params = {p.defname for p in (node.params or ())}
+        if "concurrently" in params:
+            return "REINDEX CONCURRENTLY"
+        if str(node.kind).endswith(("SYSTEM", "DATABASE")):
+            return "REINDEX SYSTEM/DATABASE"
+    if kind == "AlterTableStmt":
+        for cmd in node.cmds or ():
+            definition = getattr(cmd, "def_", None)
+            if getattr(definition, "concurrent", False):
+                return "DETACH PARTITION CONCURRENTLY"
+    if kind == "VacuumStmt" and node.is_vacuumcmd:
+        return "VACUUM"
+    if kind == "ClusterStmt" and node.relation is None:
+        return "CLUSTER without a table"
+    return _ALWAYS_OUTSIDE.get(kind)
+
+
+_ALWAYS_OUTSIDE = {
+    "AlterSystemStmt": "ALTER SYSTEM",
+    "CreatedbStmt": "CREATE DATABASE",
+    "DropdbStmt": "DROP DATABASE",
+    "CreateTableSpaceStmt": "CREATE TABLESPACE",
+    "DropTableSpaceStmt": "DROP TABLESPACE",
+    "CreateSubscriptionStmt": "CREATE SUBSCRIPTION",
+    "AlterSubscriptionStmt": "ALTER SUBSCRIPTION",
+    "DropSubscriptionStmt": "DROP SUBSCRIPTION",
+}
+
+
+def line_and_column(sql: str, position: int) -> tuple[int, int]:
+    """Line and column (both 1-based) of a 1-based character ``position`` in ``sql``.
+
+    The server counts characters, as Python's str does. A CRLF counts as one
+    line break, as golang-migrate reports it.
+    """
+    prefix = sql[: max(position - 1, 0)]
+    line = prefix.count("\n") + 1
+    column = len(prefix) - (prefix.rfind("\n") + 1) + 1
+    return line, column
+
+
+def line_text(sql: str, line: int) -> str:
+    lines = sql.splitlines()
+    return lines[line - 1] if 0 < line <= len(lines) else ""

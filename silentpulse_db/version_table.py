@@ -1,0 +1,156 @@
+"""The version table, exactly as golang-migrate keeps it, and our history beside it.
+
+``schema_migrations`` holds at most one row ``(version, dirty)``; no row means
+no version. Writing a version is ``TRUNCATE`` then ``INSERT`` in one
+transaction, as golang-migrate's postgres driver does. The table is never
+altered; what golang-migrate has no room for (checksums, durations, who ran
+what) goes into ``schema_migrations_history``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from . import __version__
+
+VERSION_TABLE = "schema_migrations"
+HISTORY_TABLE = "schema_migrations_history"
+NIL_VERSION = -1  # golang-migrate's NilVersion, used only for "(-1, dirty)"
+
+CREATE_VERSION_TABLE = (
+    f'CREATE TABLE IF NOT EXISTS "{VERSION_TABLE}" '
+    "(version bigint not null primary key, dirty boolean not null)"
+)
+CREATE_HISTORY_TABLE = f"""
+CREATE TABLE IF NOT EXISTS "{HISTORY_TABLE}" (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    version     bigint NOT NULL,
+    name        text NOT NULL,
+    direction   text NOT NULL CHECK (direction IN ('up', 'down', 'force', 'baseline')),
+    checksum    text,
+    applied_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    duration_ms double precision,
+    applied_by  text NOT NULL
+)"""
+COMMENT_HISTORY_TABLE = (
+    f'COMMENT ON TABLE "{HISTORY_TABLE}" IS '
+    "'silentpulse-db: one row per migration applied, reverted or forced; "
+    "schema_migrations stays golang-migrate''s own'"
+)
+
+
+@dataclass(frozen=True)
+class VersionState:
+    """What schema_migrations says. ``version`` is None when the table is empty."""
+
+    version: int | None
+    dirty: bool
+
+    def __str__(self) -> str:
+        shown = "none" if self.version is None else str(self.version)
+        return f"{shown} (dirty)" if self.dirty else shown
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    version: int
+    name: str
+    direction: str
+    checksum: str | None
+    applied_at: datetime
+    duration_ms: float | None
+    applied_by: str
+
+
+def runner_identity() -> str:
+    """Who ran a migration: OS user, host and pid, and this library's version."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()} pid {os.getpid()} (silentpulse-db {__version__})"
+
+
+async def ensure_tables(conn: Any) -> None:
+    """Create both tables if missing. Call with the migration lock held."""
+    exists = await conn.fetchval(
+        "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL",
+        VERSION_TABLE,
+        HISTORY_TABLE,
+    )
+    if exists:
+        return
+    async with conn.transaction():
+        await conn.execute(CREATE_VERSION_TABLE)
+        await conn.execute(CREATE_HISTORY_TABLE)
+        await conn.execute(COMMENT_HISTORY_TABLE)
+
+
+async def read_version(conn: Any) -> VersionState:
+    row = await conn.fetchrow(f'SELECT version, dirty FROM "{VERSION_TABLE}" LIMIT 1')
+    if row is None:
+        return VersionState(None, False)
+    version = row["version"]
+    return VersionState(None if version == NIL_VERSION else version, row["dirty"])
+
+
+async def write_version(conn: Any, version: int | None, dirty: bool) -> None:
+    """golang-migrate's SetVersion, inside the caller's transaction."""
+    await conn.execute(f'TRUNCATE "{VERSION_TABLE}"')
+    # golang-migrate writes a row for any real version, and (-1, true) for a
+    # failed down of the first migration; a clean "no version" is no row.
+    if version is not None or dirty:
+        await conn.execute(
+            f'INSERT INTO "{VERSION_TABLE}" (version, dirty) VALUES ($1, $2)',
+            NIL_VERSION if version is None else version,
+            dirty,
+        )
+
+
+async def set_version(conn: Any, version: int | None, dirty: bool) -> None:
+    """SetVersion in a transaction of its own."""
+    async with conn.transaction():
+        await write_version(conn, version, dirty)
+
+
+async def record_history(
+    conn: Any,
+    *,
+    version: int,
+    name: str,
+    direction: str,
+    checksum: str | None,
+    duration_ms: float | None,
+) -> None:
+    await conn.execute(
+        f'INSERT INTO "{HISTORY_TABLE}" '
+        "(version, name, direction, checksum, duration_ms, applied_by) "
+        "VALUES ($1, $2, $3, $4, $5, $6 || ' as role ' || current_user)",
+        version,
+        name,
+        direction,
+        checksum,
+        duration_ms,
+        runner_identity(),
+    )
+
+
+async def latest_history(conn: Any) -> dict[int, HistoryEntry]:
+    """For each version, its most recent 'up' or 'baseline' record."""
+    if await conn.fetchval("SELECT to_regclass($1)", HISTORY_TABLE) is None:
+        return {}
+    rows = await conn.fetch(
+        f"""
+        SELECT DISTINCT ON (version) version, name, direction, checksum, applied_at,
+               duration_ms, applied_by
+        FROM "{HISTORY_TABLE}"
+        WHERE direction IN ('up', 'baseline')
+        ORDER BY version, id DESC
+        """
+    )
+    return {r["version"]: HistoryEntry(**dict(r)) for r in rows}
