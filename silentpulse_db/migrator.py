@@ -27,7 +27,7 @@ from .errors import (
 )
 from .results import AppliedMigration, StatusRow
 from .source import Migration, MigrationFile, MigrationSource
-from .statements import ParsedSQL, analyze, line_and_column, line_text
+from .statements import ParsedSQL, Statement, analyze, line_and_column, line_text
 from .version_table import (
     NIL_VERSION,
     VersionState,
@@ -259,29 +259,28 @@ class Migrator:
 
     async def run_file(self, file: MigrationFile) -> None:
         """Run a whole file as one simple query (one implicit transaction)."""
-        try:
-            await self.conn.execute(file.sql)
-        except _CONNECTION_LOST as exc:
-            raise self._interrupted(file, exc, dirty=False) from None
-        except asyncpg.PostgresError as exc:
-            raise self._failed(file, exc, offset=0, dirty=False) from None
+        await self._execute(file, Statement(file.sql, 0, "file"), dirty=False)
 
     async def apply(
         self, plan: Sequence[Migration], direction: Direction
     ) -> list[AppliedMigration]:
-        done = []
-        for migration in plan:
-            done.append(await self.apply_one(migration, direction))
-        return done
+        # Read every file of the plan before running any: a file that cannot
+        # run (no statement, explicit COMMIT) stops the plan with nothing applied.
+        parsed = [analyze(m.file(direction).sql, m.file(direction).location) for m in plan]
+        return [
+            await self._apply_one(migration, direction, sql)
+            for migration, sql in zip(plan, parsed, strict=True)
+        ]
 
-    async def apply_one(self, migration: Migration, direction: Direction) -> AppliedMigration:
+    async def _apply_one(
+        self, migration: Migration, direction: Direction, parsed: ParsedSQL
+    ) -> AppliedMigration:
         file = migration.file(direction)
         target = (
             migration.version
             if direction == "up"
             else self.source.previous_version(migration.version)
         )
-        parsed = analyze(file.sql, file.location)
         if parsed.non_transactional:
             logger.info(
                 "%s runs outside a transaction (%s): golang-migrate's dirty protocol applies",
@@ -290,7 +289,7 @@ class Migrator:
             )
             duration = await self._run_dirty_protocol(migration, file, parsed, target, direction)
         else:
-            duration = await self._run_in_transaction(migration, file, target, direction)
+            duration = await self._run_in_transaction(migration, file, parsed, target, direction)
         result = AppliedMigration(
             version=migration.version,
             name=migration.name,
@@ -302,12 +301,18 @@ class Migrator:
         return result
 
     async def _run_in_transaction(
-        self, migration: Migration, file: MigrationFile, target: int | None, direction: Direction
+        self,
+        migration: Migration,
+        file: MigrationFile,
+        parsed: ParsedSQL,
+        target: int | None,
+        direction: Direction,
     ) -> float:
         started = time.perf_counter()
         try:
             async with self.conn.transaction():
-                await self.conn.execute(file.sql)
+                for statement in parsed.statements:
+                    await self._execute(file, statement, dirty=False)
                 duration = time.perf_counter() - started
                 await write_version(self.conn, target, False)
                 await record_history(
@@ -318,11 +323,7 @@ class Migrator:
                     checksum=file.checksum,
                     duration_ms=duration * 1000,
                 )
-        except asyncpg.PostgresError as exc:
-            if isinstance(exc, _CONNECTION_LOST):
-                raise self._interrupted(file, exc, dirty=False) from None
-            raise self._failed(file, exc, offset=0, dirty=False) from None
-        except _CONNECTION_LOST as exc:
+        except _CONNECTION_LOST as exc:  # lost while writing the version or committing
             raise self._interrupted(file, exc, dirty=False) from None
         return duration
 
@@ -337,14 +338,7 @@ class Migrator:
         await set_version(self.conn, NIL_VERSION if target is None else target, True)
         started = time.perf_counter()
         for statement in parsed.statements:
-            try:
-                await self.conn.execute(statement.sql)
-            except asyncpg.PostgresError as exc:
-                if isinstance(exc, _CONNECTION_LOST):
-                    raise self._interrupted(file, exc, dirty=True) from None
-                raise self._failed(file, exc, offset=statement.offset, dirty=True) from None
-            except _CONNECTION_LOST as exc:
-                raise self._interrupted(file, exc, dirty=True) from None
+            await self._execute(file, statement, dirty=True)
         duration = time.perf_counter() - started
         async with self.conn.transaction():
             await write_version(self.conn, target, False)
@@ -358,21 +352,38 @@ class Migrator:
             )
         return duration
 
+    async def _execute(self, file: MigrationFile, statement: Statement, *, dirty: bool) -> None:
+        """Run one statement (simple protocol); turn a failure into an error naming its line."""
+        try:
+            await self.conn.execute(statement.sql)
+        except _CONNECTION_LOST as exc:
+            raise self._interrupted(file, exc, dirty=dirty) from None
+        except asyncpg.PostgresError as exc:
+            raise self._failed(file, exc, statement=statement, dirty=dirty) from None
+
     def _failed(
-        self, file: MigrationFile, exc: asyncpg.PostgresError, *, offset: int, dirty: bool
+        self,
+        file: MigrationFile,
+        exc: asyncpg.PostgresError,
+        *,
+        statement: Statement,
+        dirty: bool,
     ) -> MigrationFailedError:
         sqlstate = getattr(exc, "sqlstate", None)
         message = getattr(exc, "message", None) or str(exc)
         position = getattr(exc, "position", None)
-        line = column = None
-        where = ""
-        excerpt = ""
         if position:
             # The server counts characters from 1 within the statement it was sent.
-            line, column = line_and_column(file.sql, offset + int(position))
+            line, column = line_and_column(file.sql, statement.offset + int(position))
             where = f" line {line}, column {column}"
-            text = line_text(file.sql, line)
-            excerpt = f"\n{line:>6} | {text}\n       | {' ' * (column - 1)}^"
+        else:
+            # No position (many DDL errors): name the statement that failed.
+            line, column = line_and_column(file.sql, statement.offset + 1)
+            where = f" line {line} (the statement starting there)"
+        text = line_text(file.sql, line)
+        excerpt = f"\n{line:>6} | {text}"
+        if position:
+            excerpt += f"\n       | {' ' * (column - 1)}^"
         details = []
         for attr in ("detail", "hint", "context"):
             value = getattr(exc, attr, None)
@@ -382,7 +393,8 @@ class Migrator:
             "The database is left dirty: "
             + self.dirty_message(VersionState(self._dirty_version(file), True))
             if dirty
-            else "Its transaction was rolled back: the database keeps its previous version, clean."
+            else "Its transaction was rolled back: nothing of it was applied and the version "
+            "is unchanged, clean."
         )
         text = (
             f"migration failed: {file.location}{where}: {message} (SQLSTATE {sqlstate})"
@@ -392,7 +404,7 @@ class Migrator:
             text,
             file=file.location,
             line=line,
-            column=column,
+            column=column if position else None,
             sqlstate=sqlstate,
             server_message=message,
             dirty=dirty,

@@ -48,7 +48,9 @@ async def run_migrations(
         state = await migrator.require_clean()
         if migrator.ahead_of_files(state):
             error = migrator.ahead_error(state)
-            if strict:
+            # Ahead of every file is an older replica (a warning); a version
+            # missing from the middle of the set is a broken deploy (an error).
+            if strict or (migrations.latest is not None and state.version < migrations.latest):
                 raise error
             logger.warning("%s; not migrating", error)
             return MigrationResult(

@@ -136,13 +136,13 @@ def _build(
     specials: dict[str, MigrationFile] = {}
     for entry in entries:
         name = entry.name
-        if not name.endswith(".sql") or not entry.is_file():
+        match = FILE_PATTERN.match(name)
+        if not entry.is_file() or (not name.endswith(".sql") and match is None):
             continue  # __init__.py, README, folders: not migrations
         location = locate(entry)
         if name in _SPECIAL_FILES:
             specials[name] = _read(entry, location)
             continue
-        match = FILE_PATTERN.match(name)
         if match is None or match.group(4) != "sql" or not match.group(2):
             raise MigrationSourceError(
                 f"{location}: malformed migration file name; expected "

@@ -1,0 +1,109 @@
+"""The operator CLI as operators run it: a real process, real exit codes, stdout and stderr."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import execute, fetch, simple_set, version_rows, write_migrations
+
+
+def cli(*args: str, dsn: str | None = None, env_var: str = "DATABASE_URL") -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "POSTGRES_DSN")}
+    if dsn is not None:
+        env[env_var] = dsn
+    return subprocess.run(
+        [sys.executable, "-m", "silentpulse_db", *args],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    return write_migrations(tmp_path / "m", simple_set(3))
+
+
+async def test_up_version_status_down_goto_force(database_dsn: str, source: Path) -> None:
+    path = ["--path", str(source)]
+    r = cli("up", "2", *path, dsn=database_dsn)
+    assert r.returncode == 0, r.stderr
+    assert "1/up add_t1" in r.stdout and "2/up add_t2" in r.stdout and "version: 2" in r.stdout
+
+    r = cli("version", *path, dsn=database_dsn)
+    assert (r.returncode, r.stdout.strip()) == (0, "2")
+
+    r = cli("status", *path, dsn=database_dsn, env_var="POSTGRES_DSN")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["version", "name", "state", "applied_at", "duration", "checksum"]
+    assert lines[1].split()[:3] == ["1", "add_t1", "applied"] and lines[1].split()[-1] == "ok"
+    assert lines[3].split() == ["3", "add_t3", "pending", "-", "-", "-"]
+
+    r = cli("up", *path, dsn=database_dsn)
+    assert r.returncode == 0 and "3/up add_t3" in r.stdout
+    r = cli("down", "1", *path, dsn=database_dsn)
+    assert r.returncode == 0 and "3/down add_t3" in r.stdout
+    r = cli("goto", "1", *path, dsn=database_dsn)
+    assert r.returncode == 0 and await version_rows(database_dsn) == [(1, False)]
+
+    await execute(database_dsn, "TRUNCATE schema_migrations; INSERT INTO schema_migrations VALUES (2, true)")
+    r = cli("version", *path, dsn=database_dsn)
+    assert r.stdout.strip() == "2 (dirty)"
+    r = cli("up", *path, dsn=database_dsn)
+    assert r.returncode == 1 and "Dirty database version 2" in r.stderr and r.stdout == ""
+    r = cli("force", "1", *path, dsn=database_dsn)
+    assert r.returncode == 0 and await version_rows(database_dsn) == [(1, False)]
+
+    r = cli("down", "--all", *path, dsn=database_dsn)
+    assert r.returncode == 0 and await version_rows(database_dsn) == []
+    r = cli("version", *path, dsn=database_dsn)
+    assert r.stdout.strip() == "none"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["down"], "give N (down 1) or --all"),
+        (["down", "0"], "expected a number >= 1"),
+        (["goto"], "required"),
+        (["frobnicate"], "invalid choice"),
+        ([], "a command is required"),
+    ],
+)
+def test_usage_errors_exit_2(args: list[str], needle: str, database_dsn: str, source: Path) -> None:
+    r = cli(*args, *(["--path", str(source)] if args else []), dsn=database_dsn)
+    assert r.returncode == 2 and needle in r.stderr
+
+
+def test_missing_database_is_a_usage_error(source: Path) -> None:
+    r = cli("version", "--path", str(source))
+    assert r.returncode == 2 and "DATABASE_URL" in r.stderr
+
+
+def test_up_on_a_database_ahead_fails(database_dsn: str, tmp_path: Path) -> None:
+    new = write_migrations(tmp_path / "new", simple_set(3))
+    old = write_migrations(tmp_path / "old", simple_set(2))
+    assert cli("up", "--path", str(new), dsn=database_dsn).returncode == 0
+    r = cli("up", "--path", str(old), dsn=database_dsn)
+    assert r.returncode == 1 and "ahead of the newest migration file (2)" in r.stderr
+
+
+def test_errors_never_print_the_password(database_dsn: str, source: Path) -> None:
+    dsn = "postgresql://app:TopSecret99@127.0.0.1:1/nodb"
+    r = cli("up", "--path", str(source), "--attempts", "1", dsn=dsn)
+    assert r.returncode == 1
+    assert "TopSecret99" not in r.stderr + r.stdout and "***" in r.stderr
+
+
+def test_unknown_path(database_dsn: str, tmp_path: Path) -> None:
+    r = cli("up", "--path", str(tmp_path / "nope"), dsn=database_dsn)
+    assert r.returncode == 1 and "nope" in r.stderr
+
+
+def test_options_after_the_command(database_dsn: str, source: Path) -> None:
+    r = cli("up", "--path", str(source), "--database", database_dsn, "--lock-timeout", "5")
+    assert r.returncode == 0, r.stderr

@@ -1,0 +1,120 @@
+"""Connecting while the server starts, and failing fast (and quietly) when it never will."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from helpers import simple_set, write_migrations
+from silentpulse_db import DatabaseConnectionError, run_migrations
+from silentpulse_db.connect import is_transient
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def start_proxy(listen_port: int, target_port: int) -> asyncio.Server:
+    """A TCP forwarder: the 'server' that starts accepting late."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", target_port)
+        await asyncio.gather(pipe(client_r, server_w), pipe(server_r, client_w))
+
+    return await asyncio.start_server(handle, "127.0.0.1", listen_port)
+
+
+def with_port(dsn: str, port: int) -> str:
+    parts = urlsplit(dsn)
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.port}", f":{port}")).geturl()
+
+
+async def test_server_accepting_late_is_waited_for(
+    database_dsn: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()
+    late_dsn = with_port(database_dsn, port)
+    target = urlsplit(database_dsn).port
+    assert target is not None
+    source = write_migrations(tmp_path, simple_set(1))
+    with caplog.at_level(logging.WARNING, logger="silentpulse_db"):
+        runner = asyncio.create_task(run_migrations(late_dsn, source=source, attempts=30, wait=0.5))
+        await asyncio.sleep(2.5)
+        assert not runner.done()
+        proxy = await start_proxy(port, target)
+        try:
+            result = await asyncio.wait_for(runner, timeout=30)
+        finally:
+            proxy.close()
+    assert result.version_after == 1
+    retries = [r for r in caplog.records if "attempt" in r.getMessage()]
+    assert len(retries) >= 3
+    assert "attempt 1 of 30" in retries[0].getMessage()
+    assert "ConnectionRefusedError" in retries[0].getMessage() or "refused" in retries[0].getMessage().lower()
+
+
+async def test_gives_up_after_the_attempts(tmp_path: Path, database_dsn: str) -> None:
+    dsn = with_port(database_dsn, free_port())
+    started = time.monotonic()
+    with pytest.raises(DatabaseConnectionError, match="after 3 attempts"):
+        await run_migrations(dsn, source=write_migrations(tmp_path, simple_set(1)), attempts=3, wait=0.2)
+    assert time.monotonic() - started < 10
+
+
+async def test_wrong_password_fails_at_once_and_never_shows_it(
+    postgres_server: object, database_dsn: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    parts = urlsplit(database_dsn)
+    if not parts.password:
+        pytest.skip("the test server has no password authentication")
+    wrong = "Wr0ng-Secret-Value"
+    bad = parts._replace(netloc=f"{parts.username}:{wrong}@{parts.hostname}:{parts.port}").geturl()
+    started = time.monotonic()
+    with caplog.at_level(logging.DEBUG, logger="silentpulse_db"), pytest.raises(DatabaseConnectionError) as info:
+        await run_migrations(bad, source=write_migrations(tmp_path, simple_set(1)), attempts=30, wait=2.0)
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.0, f"wrong password took {elapsed:.2f}s (retried?)"
+    assert "password authentication failed" in str(info.value)
+    assert wrong not in str(info.value) and wrong not in caplog.text
+    assert wrong not in repr(info.value) and info.value.__cause__ is None
+
+
+async def test_retry_logs_never_show_the_password(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    secret = "S3cret-In-Dsn"
+    dsn = f"postgresql://app:{secret}@127.0.0.1:{free_port()}/db"
+    with caplog.at_level(logging.DEBUG, logger="silentpulse_db"), pytest.raises(DatabaseConnectionError) as info:
+        await run_migrations(dsn, source=write_migrations(tmp_path, simple_set(1)), attempts=2, wait=0.1)
+    assert secret not in caplog.text and secret not in str(info.value)
+    assert "***" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (ConnectionRefusedError(), True),
+        (ConnectionResetError(), True),
+        (socket.gaierror(-3, "Temporary failure in name resolution"), True),
+        (asyncio.TimeoutError(), True),
+        (ValueError("bad"), False),
+    ],
+)
+def test_transient_classification(exc: BaseException, transient: bool) -> None:
+    assert is_transient(exc) is transient

@@ -1,0 +1,184 @@
+"""Sharing the database with the golang-migrate CLI: same table, same rows, same lock keys.
+
+golang-migrate itself is not installable here, so its side is reproduced with
+the exact statements its postgres driver sends (see
+shared/reference/golang-migrate-compat.md, checked against v4.17.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from helpers import execute, fetch, simple_set, version_rows, write_migrations
+from silentpulse_db import LockTimeoutError, run_migrations
+from silentpulse_db.lock import golang_migrate_lock_key, lock_keys
+from silentpulse_db.migrator import Migrator
+from silentpulse_db.session import locked_connection
+from silentpulse_db.source import load_source
+
+GOLANG_CREATE = (
+    'CREATE TABLE IF NOT EXISTS "public"."schema_migrations" '
+    "(version bigint not null primary key, dirty boolean not null)"
+)
+
+
+def golang_set_version(version: int, dirty: bool) -> str:
+    """golang-migrate's SetVersion: TRUNCATE, then INSERT unless the clean nil version."""
+    insert = (
+        f"INSERT INTO schema_migrations (version, dirty) VALUES ({version}, {str(dirty).lower()});"
+        if version >= 0 or dirty
+        else ""
+    )
+    return f"BEGIN; TRUNCATE schema_migrations; {insert} COMMIT;"
+
+
+CATALOG = """
+SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull, a.attnum,
+       (SELECT string_agg(pg_get_constraintdef(c.oid), ';' ORDER BY c.conname)
+          FROM pg_constraint c WHERE c.conrelid = 'schema_migrations'::regclass) AS constraints,
+       (SELECT string_agg(regexp_replace(pg_get_indexdef(i.indexrelid), ' ON .*? USING', ' USING'), ';')
+          FROM pg_index i WHERE i.indrelid = 'schema_migrations'::regclass) AS indexes
+FROM pg_attribute a
+WHERE a.attrelid = 'schema_migrations'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+
+async def test_table_ddl_matches_golang_migrate(postgres_server: object, database_dsn: str, tmp_path: Path) -> None:
+    await run_migrations(database_dsn, source=write_migrations(tmp_path, simple_set(1)))
+    ours = [dict(r) for r in await fetch(database_dsn, CATALOG)]
+
+    other = database_dsn.rsplit("/", 1)[0] + "/postgres"
+    name = f"golang_{int(time.time() * 1000)}"
+    admin = await asyncpg.connect(other)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        peer = other.rsplit("/", 1)[0] + f"/{name}"
+        await execute(peer, GOLANG_CREATE)
+        theirs = [dict(r) for r in await fetch(peer, CATALOG)]
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+    assert ours == theirs
+    assert [(r["attname"], r["type"], r["attnotnull"]) for r in ours] == [
+        ("version", "bigint", True),
+        ("dirty", "boolean", True),
+    ]
+
+
+def test_lock_key_worked_example() -> None:
+    # Observed in pg_locks while the golang-migrate CLI ran against database "gm".
+    assert golang_migrate_lock_key("/gm", "public") == 3596941855
+
+
+async def test_both_lock_keys_of_this_database(database_dsn: str) -> None:
+    conn = await asyncpg.connect(database_dsn)
+    try:
+        keys = await lock_keys(conn)
+        database = await conn.fetchval("SELECT current_database()")
+    finally:
+        await conn.close()
+    assert keys.url_path == golang_migrate_lock_key("/" + database, "public")
+    assert keys.current_database == golang_migrate_lock_key(database, "public")
+    assert keys.url_path != keys.current_database
+
+
+@pytest.mark.parametrize("which", ["url_path", "current_database"])
+async def test_waits_for_a_golang_migrate_holder_then_names_it(
+    which: str, database_dsn: str, tmp_path: Path
+) -> None:
+    source = write_migrations(tmp_path, simple_set(1))
+    holder = await asyncpg.connect(database_dsn, server_settings={"application_name": "migrate-cli"})
+    try:
+        key = getattr(await lock_keys(holder), which)
+        # golang-migrate's Lock: a session-level advisory lock on its key.
+        await holder.execute("SELECT pg_advisory_lock($1)", key)
+        pid = holder.get_server_pid()
+        started = time.monotonic()
+        with pytest.raises(LockTimeoutError) as info:
+            await run_migrations(database_dsn, source=source, lock_timeout=1.0)
+        waited = time.monotonic() - started
+        text = str(info.value)
+        assert f"pid {pid}" in text and "'migrate-cli'" in text and str(key) in text
+        assert [h.pid for h in info.value.holders] == [pid]
+        assert waited >= 1.0
+        # Nothing ran while the peer held the lock.
+        assert await version_rows(database_dsn) == []
+
+        # Once the peer lets go, a waiting runner proceeds.
+        runner = asyncio.create_task(run_migrations(database_dsn, source=source, lock_timeout=30))
+        await asyncio.sleep(0.5)
+        assert not runner.done()
+        await holder.execute("SELECT pg_advisory_unlock($1)", key)
+        result = await runner
+        assert result.version_after == 1
+    finally:
+        await holder.close()
+
+
+async def test_waiting_runner_polls_and_never_blocks_in_pg_advisory_lock(database_dsn: str, tmp_path: Path) -> None:
+    source = write_migrations(tmp_path, simple_set(1))
+    holder = await asyncpg.connect(database_dsn)
+    try:
+        key = (await lock_keys(holder)).url_path
+        await holder.execute("SELECT pg_advisory_lock($1)", key)
+        runner = asyncio.create_task(run_migrations(database_dsn, source=source, lock_timeout=30))
+        await asyncio.sleep(0.5)
+        # A blocked pg_advisory_lock would show as a waiting advisory lock and
+        # hold a snapshot; polling shows neither.
+        waiting = await holder.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        )
+        snapshots = await holder.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'silentpulse-db' "
+            "AND backend_xmin IS NOT NULL AND state <> 'active'"
+        )
+        assert (waiting, snapshots) == (0, 0)
+        await holder.execute("SELECT pg_advisory_unlock($1)", key)
+        assert (await runner).version_after == 1
+    finally:
+        await holder.close()
+
+
+async def test_runbook_steps_leave_the_table_as_golang_migrate_would(database_dsn: str, tmp_path: Path) -> None:
+    source = load_source(write_migrations(tmp_path, simple_set(3)))
+    await run_migrations(database_dsn, source=source)
+    assert await version_rows(database_dsn) == [(3, False)]
+
+    async with locked_connection(database_dsn) as conn:
+        m = Migrator(conn, source)
+        # migrate down 1  ->  (2, false)
+        await m.down(count=1)
+        assert await version_rows(database_dsn) == [(2, False)]
+        # migrate goto 1  ->  (1, false)
+        await m.goto(1)
+        assert await version_rows(database_dsn) == [(1, False)]
+        # migrate goto 3  ->  (3, false)
+        await m.goto(3)
+        assert await version_rows(database_dsn) == [(3, False)]
+        # a failed golang-migrate up leaves (N, true); migrate force 2 -> (2, false)
+        await conn.execute(golang_set_version(3, True))
+        await m.force(2)
+        assert await version_rows(database_dsn) == [(2, False)]
+        # migrate force -1 -> no row at all; and down of everything -> no row.
+        await m.force(-1)
+        assert await version_rows(database_dsn) == []
+        await m.force(3)
+        await m.down()
+        assert await version_rows(database_dsn) == []
+
+
+async def test_reads_what_golang_migrate_wrote(database_dsn: str, tmp_path: Path) -> None:
+    """A database migrated to 2 by golang-migrate (no history table): we continue from 2."""
+    source = write_migrations(tmp_path, simple_set(3))
+    await execute(database_dsn, "CREATE TABLE t1 (id int); CREATE TABLE t2 (id int);")
+    await execute(database_dsn, GOLANG_CREATE)
+    await execute(database_dsn, golang_set_version(2, False))
+    result = await run_migrations(database_dsn, source=source)
+    assert [a.version for a in result.applied] == [3]
+    assert await version_rows(database_dsn) == [(3, False)]

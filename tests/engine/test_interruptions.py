@@ -1,0 +1,91 @@
+"""A runner killed, or its connection terminated, in the middle of a slow migration."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import fetch, fetchval, simple_set, user_tables, version_rows, wait_for, write_migrations
+from silentpulse_db import MigrationInterruptedError, run_migrations
+
+RUNNER = Path(__file__).with_name("runner_process.py")
+
+
+def with_slow_second(seconds: float) -> dict[int, tuple[str, str, str]]:
+    migrations = simple_set(1)
+    migrations[2] = (
+        "add_slow",
+        f"CREATE TABLE slow (id int);\nINSERT INTO slow VALUES (1);\nSELECT pg_sleep({seconds});\n",
+        "DROP TABLE slow;\n",
+    )
+    return migrations
+
+
+async def sleeping_backend(dsn: str) -> int | None:
+    return await fetchval(
+        dsn,
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'silentpulse-db' "
+        "AND query LIKE '%pg_sleep%' AND state = 'active' AND datname = current_database()",
+    )
+
+
+@pytest.mark.slow
+async def test_sigkill_mid_migration_leaves_previous_version_clean(database_dsn: str, tmp_path: Path) -> None:
+    source = write_migrations(tmp_path, with_slow_second(60))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(RUNNER), str(source),
+        env={**os.environ, "DATABASE_URL": database_dsn},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await wait_for(lambda: _is_not_none(sleeping_backend(database_dsn)), timeout=30)
+        os.kill(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        assert proc.returncode == -signal.SIGKILL
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    # The server notices the dead client (client_connection_check_interval),
+    # rolls back and frees the lock long before the 60 s sleep would end.
+    await wait_for(lambda: _is_none(sleeping_backend(database_dsn)), timeout=20)
+    assert await version_rows(database_dsn) == [(1, False)]
+    assert await user_tables(database_dsn) == {"t1"}
+
+    # The next run applies it (fast this time).
+    write_migrations(tmp_path, with_slow_second(0))
+    result = await run_migrations(database_dsn, source=source, lock_timeout=30)
+    assert [a.version for a in result.applied] == [2]
+    assert await version_rows(database_dsn) == [(2, False)]
+    assert [tuple(r) for r in await fetch(database_dsn, "SELECT id FROM slow")] == [(1,)]
+
+
+async def test_terminated_connection_mid_migration(database_dsn: str, tmp_path: Path) -> None:
+    source = write_migrations(tmp_path, with_slow_second(60))
+    runner = asyncio.create_task(run_migrations(database_dsn, source=source))
+    await wait_for(lambda: _is_not_none(sleeping_backend(database_dsn)), timeout=30)
+    pid = await sleeping_backend(database_dsn)
+    assert await fetchval(database_dsn, "SELECT pg_terminate_backend($1)", pid)
+    with pytest.raises(MigrationInterruptedError) as info:
+        await asyncio.wait_for(runner, timeout=30)
+    text = str(info.value)
+    assert "000002_add_slow.up.sql" in text and "rolled back" in text
+    assert await version_rows(database_dsn) == [(1, False)]
+    assert await user_tables(database_dsn) == {"t1"}
+
+    write_migrations(tmp_path, with_slow_second(0))
+    result = await run_migrations(database_dsn, source=source)
+    assert [a.version for a in result.applied] == [2]
+    assert await version_rows(database_dsn) == [(2, False)]
+
+
+async def _is_not_none(awaitable: object) -> bool:
+    return (await awaitable) is not None  # type: ignore[misc]
+
+
+async def _is_none(awaitable: object) -> bool:
+    return (await awaitable) is None  # type: ignore[misc]

@@ -1,0 +1,80 @@
+"""Small helpers shared by the tests: writing migration folders, querying a database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+
+def write_migrations(directory: Path, migrations: Mapping[int, tuple[str, str, str]]) -> Path:
+    """Write {version: (name, up_sql, down_sql)} as NNNNNN_name.up.sql / .down.sql files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for version, (name, up, down) in migrations.items():
+        (directory / f"{version:06d}_{name}.up.sql").write_text(up)
+        (directory / f"{version:06d}_{name}.down.sql").write_text(down)
+    return directory
+
+
+def simple_set(count: int, *, prefix: str = "t") -> dict[int, tuple[str, str, str]]:
+    """``count`` migrations, each creating one table."""
+    return {
+        v: (f"add_{prefix}{v}", f"CREATE TABLE {prefix}{v} (id int);\n", f"DROP TABLE {prefix}{v};\n")
+        for v in range(1, count + 1)
+    }
+
+
+async def fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
+async def execute(dsn: str, sql: str) -> None:
+    """Run a script (several statements, simple protocol)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def fetchval(dsn: str, sql: str, *args: Any) -> Any:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def version_rows(dsn: str) -> list[tuple[int, bool]]:
+    """Every row of schema_migrations (golang-migrate keeps at most one)."""
+    exists = await fetchval(dsn, "SELECT to_regclass('schema_migrations') IS NOT NULL")
+    if not exists:
+        return []
+    return [(r["version"], r["dirty"]) for r in await fetch(dsn, "SELECT version, dirty FROM schema_migrations")]
+
+
+async def user_tables(dsn: str) -> set[str]:
+    """Tables in public other than the two bookkeeping tables."""
+    rows = await fetch(
+        dsn,
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+        "AND tablename NOT IN ('schema_migrations', 'schema_migrations_history')",
+    )
+    return {r["tablename"] for r in rows}
+
+
+async def wait_for(predicate: Any, *, timeout: float = 30.0, interval: float = 0.05) -> None:
+    """Poll an async predicate until it is true (fails the test after ``timeout``)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
