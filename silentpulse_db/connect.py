@@ -60,6 +60,7 @@ async def connect(
     attempts: int = 30,
     wait: float = 2.0,
     application_name: str = APPLICATION_NAME,
+    server_settings: dict[str, str] | None = None,
 ) -> Any:
     """Open an asyncpg connection, retrying transient failures ``attempts`` times ``wait`` s apart.
 
@@ -93,7 +94,10 @@ async def connect(
                 return await asyncpg.connect(
                     dsn,
                     timeout=CONNECT_TIMEOUT,
-                    server_settings={"application_name": application_name},
+                    server_settings={
+                        "application_name": application_name,
+                        **(server_settings or {}),
+                    },
                 )
     except ValueError as exc:
         # asyncpg's DSN parser: bad sslmode, bad port, ...

@@ -46,13 +46,17 @@ class LockKeys:
         return tuple(dict.fromkeys((self.url_path, self.current_database)))
 
 
-async def lock_keys(conn: Any) -> LockKeys:
-    row = await conn.fetchrow("SELECT current_schema() AS schema, current_database() AS db")
-    schema, database = row["schema"], row["db"]
+def lock_keys_for(database: str, schema: str) -> LockKeys:
+    """Both golang-migrate keys for ``database`` (its name without a slash) and ``schema``."""
     return LockKeys(
         url_path=golang_migrate_lock_key("/" + database, schema),
         current_database=golang_migrate_lock_key(database, schema),
     )
+
+
+async def lock_keys(conn: Any) -> LockKeys:
+    row = await conn.fetchrow("SELECT current_schema() AS schema, current_database() AS db")
+    return lock_keys_for(row["db"], row["schema"])
 
 
 class MigrationLock:
@@ -97,14 +101,15 @@ class MigrationLock:
 
     async def release(self) -> None:
         held, self._held = self._held, []
-        for key in reversed(held):
-            if self._conn.is_closed():
-                return  # session locks end with the session
-            try:
-                await self._conn.execute("SELECT pg_advisory_unlock($1::bigint)", key)
-            except Exception as exc:  # a lost connection releases the lock server-side
-                logger.debug("could not release migration lock key %d: %s", key, exc)
-                return
+        if not held or self._conn.is_closed():
+            return  # session locks end with the session
+        # Keys are integers we computed: safe to inline, and one simple-protocol
+        # round trip is cheaper than a prepared statement per key.
+        unlock = ", ".join(f"pg_advisory_unlock({int(key)}::bigint)" for key in reversed(held))
+        try:
+            await self._conn.execute(f"SELECT {unlock}")
+        except Exception as exc:  # a lost connection releases the locks server-side
+            logger.debug("could not release the migration lock: %s", exc)
 
 
 async def lock_holders(conn: Any, keys: LockKeys) -> list[LockHolder]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import asyncpg
@@ -30,6 +30,7 @@ from .source import Migration, MigrationFile, MigrationSource
 from .statements import ParsedSQL, Statement, analyze, line_and_column, line_text
 from .version_table import (
     NIL_VERSION,
+    HistoryEntry,
     VersionState,
     latest_history,
     read_version,
@@ -70,9 +71,10 @@ class Migrator:
     async def state(self) -> VersionState:
         return await read_version(self.conn)
 
-    async def require_clean(self) -> VersionState:
+    async def require_clean(self, state: VersionState | None = None) -> VersionState:
         """The current version; DirtyDatabaseError with the recovery commands if dirty."""
-        state = await self.state()
+        if state is None:
+            state = await self.state()
         if state.dirty:
             raise DirtyDatabaseError(
                 self.dirty_message(state), version=state.version or NIL_VERSION
@@ -101,10 +103,15 @@ class Migrator:
     def ahead_of_files(self, state: VersionState) -> bool:
         return state.version is not None and self.source.get(state.version) is None
 
+    def past_latest_file(self, state: VersionState) -> bool:
+        """The database is newer than every file (an older replica during a deploy)."""
+        latest = self.source.latest
+        return state.version is not None and (latest is None or state.version > latest)
+
     def ahead_error(self, state: VersionState) -> DatabaseAheadError:
         assert state.version is not None
         latest = self.source.latest
-        if latest is None or state.version > latest:
+        if self.past_latest_file(state):
             message = (
                 f"database is at version {state.version}, ahead of the newest migration file "
                 f"({version_label(latest)}) in {self.source.description}: this code is older "
@@ -119,11 +126,12 @@ class Migrator:
             message, database_version=state.version, latest_file_version=latest
         )
 
-    async def checksum_problems(self, state: VersionState) -> list[str]:
+    def checksum_problems(
+        self, state: VersionState, history: Mapping[int, HistoryEntry]
+    ) -> list[str]:
         """Applied versions whose file changed since it was applied."""
         if state.version is None:
             return []
-        history = await latest_history(self.conn)
         problems = []
         for migration in self.source.migrations:
             if migration.version > state.version:
@@ -137,8 +145,10 @@ class Migrator:
                 )
         return problems
 
-    async def verify_checksums(self, state: VersionState, *, strict: bool) -> list[str]:
-        problems = await self.checksum_problems(state)
+    def verify_checksums(
+        self, state: VersionState, history: Mapping[int, HistoryEntry], *, strict: bool
+    ) -> list[str]:
+        problems = self.checksum_problems(state, history)
         if problems and strict:
             raise ChecksumMismatchError("; ".join(problems))
         for problem in problems:

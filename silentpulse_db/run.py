@@ -10,7 +10,7 @@ from .migrator import Migrator, version_label
 from .results import MigrationResult, PrerequisitesResult
 from .session import locked_connection
 from .source import MigrationSource, load_source
-from .version_table import read_version, record_history
+from .version_table import read_state, read_version, record_history
 
 logger = logging.getLogger("silentpulse_db")
 
@@ -45,12 +45,13 @@ async def run_migrations(
         dsn, attempts=attempts, wait=wait, lock_timeout=lock_timeout
     ) as conn:
         migrator = Migrator(conn, migrations)
-        state = await migrator.require_clean()
+        state, history = await read_state(conn)
+        await migrator.require_clean(state)
         if migrator.ahead_of_files(state):
             error = migrator.ahead_error(state)
             # Ahead of every file is an older replica (a warning); a version
             # missing from the middle of the set is a broken deploy (an error).
-            if strict or (migrations.latest is not None and state.version < migrations.latest):
+            if strict or not migrator.past_latest_file(state):
                 raise error
             logger.warning("%s; not migrating", error)
             return MigrationResult(
@@ -59,7 +60,7 @@ async def run_migrations(
                 database_ahead=True,
                 warnings=(str(error),),
             )
-        warnings = await migrator.verify_checksums(state, strict=strict)
+        warnings = migrator.verify_checksums(state, history, strict=strict)
         applied = await migrator.apply(migrator.pending_up(state, target=target), "up")
         after = applied[-1].version if applied else state.version
         if applied:

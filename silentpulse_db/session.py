@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .connect import connect
-from .lock import MigrationLock, lock_keys
-from .version_table import ensure_tables
+from .lock import MigrationLock, lock_keys_for
+from .version_table import HISTORY_TABLE, VERSION_TABLE, ensure_tables
 
 logger = logging.getLogger("silentpulse_db.session")
 
@@ -24,15 +24,25 @@ async def locked_connection(
     ensure: bool = True,
 ) -> AsyncIterator[Any]:
     """Connect (with retries), take both migration lock keys, create the tables if missing."""
-    conn = await connect(dsn, attempts=attempts, wait=wait)
+    conn = await connect(
+        dsn,
+        attempts=attempts,
+        wait=wait,
+        # If this process dies mid-migration (SIGKILL, lost pod), the server
+        # notices the closed socket within seconds, rolls back and frees the
+        # lock, instead of finishing a long statement for nobody. (PG 14+)
+        server_settings={"client_connection_check_interval": "2s"},
+    )
     try:
-        if conn.get_server_version().major >= 14:
-            # If this process dies mid-migration (SIGKILL, lost pod), the server
-            # notices the closed socket within seconds, rolls back and frees the
-            # lock, instead of finishing a long statement for nobody.
-            await conn.execute("SET client_connection_check_interval = '2s'")
-        async with MigrationLock(conn, await lock_keys(conn), timeout=lock_timeout):
-            if ensure:
+        probe = await conn.fetchrow(
+            "SELECT current_schema() AS schema, current_database() AS db, "
+            "to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL AS ready",
+            VERSION_TABLE,
+            HISTORY_TABLE,
+        )
+        keys = lock_keys_for(probe["db"], probe["schema"])
+        async with MigrationLock(conn, keys, timeout=lock_timeout):
+            if ensure and not probe["ready"]:
                 await ensure_tables(conn)
             yield conn
     finally:

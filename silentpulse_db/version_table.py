@@ -140,17 +140,46 @@ async def record_history(
     )
 
 
+_LATEST_HISTORY = f"""
+    SELECT DISTINCT ON (version) version, name, direction, checksum, applied_at,
+           duration_ms, applied_by
+    FROM "{HISTORY_TABLE}"
+    WHERE direction IN ('up', 'baseline')
+    ORDER BY version, id DESC
+"""
+
+# The version row and the history in one round trip: what start-up needs.
+_STATE_AND_HISTORY = f"""
+    SELECT s.version AS current_version, s.dirty AS current_dirty, h.*
+    FROM (SELECT 1) AS one
+    LEFT JOIN (SELECT version, dirty FROM "{VERSION_TABLE}" LIMIT 1) AS s ON true
+    LEFT JOIN ({_LATEST_HISTORY}) AS h ON true
+"""
+
+
 async def latest_history(conn: Any) -> dict[int, HistoryEntry]:
-    """For each version, its most recent 'up' or 'baseline' record."""
-    if await conn.fetchval("SELECT to_regclass($1)", HISTORY_TABLE) is None:
-        return {}
-    rows = await conn.fetch(
-        f"""
-        SELECT DISTINCT ON (version) version, name, direction, checksum, applied_at,
-               duration_ms, applied_by
-        FROM "{HISTORY_TABLE}"
-        WHERE direction IN ('up', 'baseline')
-        ORDER BY version, id DESC
-        """
+    """For each version, its most recent 'up' or 'baseline' record (tables must exist)."""
+    return {r["version"]: _entry(r) for r in await conn.fetch(_LATEST_HISTORY)}
+
+
+async def read_state(conn: Any) -> tuple[VersionState, dict[int, HistoryEntry]]:
+    """The version row and latest_history() together (tables must exist)."""
+    rows = await conn.fetch(_STATE_AND_HISTORY)
+    version, dirty = rows[0]["current_version"], rows[0]["current_dirty"]
+    if version is None:
+        state = VersionState(None, False)
+    else:
+        state = VersionState(None if version == NIL_VERSION else version, dirty)
+    return state, {r["version"]: _entry(r) for r in rows if r["version"] is not None}
+
+
+def _entry(row: Any) -> HistoryEntry:
+    return HistoryEntry(
+        version=row["version"],
+        name=row["name"],
+        direction=row["direction"],
+        checksum=row["checksum"],
+        applied_at=row["applied_at"],
+        duration_ms=row["duration_ms"],
+        applied_by=row["applied_by"],
     )
-    return {r["version"]: HistoryEntry(**dict(r)) for r in rows}
