@@ -4,7 +4,8 @@ Services call :func:`run_migrations` from their start-up hook; operators use the
 ``silentpulse-db`` command. See README.md and docs/.
 """
 
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     BaselineError,
@@ -34,8 +35,34 @@ from .results import (
     PrerequisitesResult,
     StatusRow,
 )
-from .run import apply_prerequisites, baseline, run_migrations
-from .source import Migration, MigrationFile, MigrationSource, load_source
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .run import apply_prerequisites, baseline, run_migrations
+    from .source import Migration, MigrationFile, MigrationSource, load_source
+
+# The engine (asyncpg, tenacity, ...) loads on first use, so that importing the
+# package for its types or its crypto stays cheap.
+_LAZY = {
+    "apply_prerequisites": ".run",
+    "baseline": ".run",
+    "run_migrations": ".run",
+    "Migration": ".source",
+    "MigrationFile": ".source",
+    "MigrationSource": ".source",
+    "load_source": ".source",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'silentpulse_db' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AppliedMigration",

@@ -1,0 +1,55 @@
+"""No-op run_migrations on an up-to-date database vs bare connect + SELECT 1 + close.
+
+Target: ratio <= 1.5. Runs on the packaged migrations, on the server's own auth
+(the throwaway server uses scram-sha-256, as production does).
+"""
+
+from __future__ import annotations
+
+import asyncpg
+from common import alternate, create_database, drop_database, machine, run, server_dsn, write_section
+
+from silentpulse_db import apply_prerequisites, run_migrations
+
+ROUNDS = 200
+
+
+async def main(admin: str) -> None:
+    dsn = await create_database(admin)
+    try:
+        await apply_prerequisites(dsn)
+        await run_migrations(dsn)
+
+        async def bare() -> None:
+            conn = await asyncpg.connect(dsn)
+            await conn.fetchval("SELECT 1")
+            await conn.close()
+
+        async def noop() -> None:
+            result = await run_migrations(dsn)
+            assert not result.applied
+
+        await alternate(10, bare=bare, noop=noop)  # warm up
+        medians = await alternate(ROUNDS, bare=bare, noop=noop)
+    finally:
+        await drop_database(admin, dsn)
+    ratio = medians["noop"] / medians["bare"]
+    write_section(
+        "noop",
+        f"""## No-op start-up
+
+`run_migrations` on an up-to-date database (packaged migrations) against a bare
+asyncpg connect + `SELECT 1` + close; {ROUNDS} alternating rounds, medians; {machine()}.
+
+| | median |
+|---|---|
+| bare connect + SELECT 1 + close | {medians['bare'] * 1000:.2f} ms |
+| no-op `run_migrations` | {medians['noop'] * 1000:.2f} ms |
+| **ratio** (target <= 1.5) | **{ratio:.2f}** |
+""",
+    )
+
+
+if __name__ == "__main__":
+    with server_dsn() as admin:
+        run(main(admin))

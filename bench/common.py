@@ -1,0 +1,105 @@
+"""Shared by the benchmarks: a server, fresh databases, medians, and docs/benchmarks.md.
+
+Every benchmark compares against a baseline measured in the same run and
+reports the ratio: this machine is shared and noisy, absolute times are not
+comparable between runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs" / "benchmarks.md"
+
+
+@contextlib.contextmanager
+def server_dsn() -> Iterator[str]:
+    """$BENCH_DSN (an admin DSN of an existing server) or a throwaway server's DSN."""
+    if os.environ.get("BENCH_DSN"):
+        yield os.environ["BENCH_DSN"]
+        return
+    from silentpulse_db.testing.server import PostgresServer
+
+    with PostgresServer() as server:
+        yield server.dsn
+
+
+def with_database(dsn: str, name: str) -> str:
+    parts = urlsplit(dsn)
+    return parts._replace(path=f"/{name}").geturl()
+
+
+async def create_database(admin_dsn: str, prefix: str = "bench") -> str:
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return with_database(admin_dsn, name)
+
+
+async def drop_database(admin_dsn: str, dsn: str) -> None:
+    name = urlsplit(dsn).path.lstrip("/")
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def alternate(
+    rounds: int, **candidates: Callable[[], Awaitable[object]]
+) -> dict[str, float]:
+    """Median seconds of each candidate, run in alternation so noise hits all alike."""
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            started = time.perf_counter()
+            await fn()
+            samples[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}"
+
+
+def write_section(name: str, markdown: str) -> None:
+    """Replace the section between <!-- name --> markers in docs/benchmarks.md."""
+    RESULTS.parent.mkdir(exist_ok=True)
+    text = RESULTS.read_text() if RESULTS.exists() else _HEADER
+    begin, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    block = f"{begin}\n{markdown.strip()}\n{end}"
+    if begin in text:
+        text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    RESULTS.write_text(text)
+    print(markdown)
+
+
+_HEADER = """# Benchmarks
+
+Produced by `make bench` (scripts in `bench/`). Each figure is a ratio against
+a baseline measured in the same run, on the same server, so that a noisy
+shared machine does not decide the result. Re-run to refresh.
+"""
+
+
+def run(coro: Awaitable[None]) -> None:
+    asyncio.run(coro)  # type: ignore[arg-type]

@@ -1,0 +1,18 @@
+"""`make bench`: every benchmark, results into docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = ["bench_import.py", "bench_noop.py", "bench_apply.py", "bench_replicas.py"]
+
+if __name__ == "__main__":
+    only = sys.argv[1:]
+    for script in SCRIPTS:
+        if only and not any(o in script for o in only):
+            continue
+        print(f"== {script}", flush=True)
+        subprocess.run([sys.executable, str(HERE / script)], check=True, cwd=HERE)
