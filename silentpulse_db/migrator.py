@@ -31,10 +31,10 @@ from .statements import ParsedSQL, Statement, analyze, line_and_column, line_tex
 from .version_table import (
     NIL_VERSION,
     HistoryEntry,
+    HistoryRecord,
     VersionState,
     latest_history,
     read_version,
-    record_history,
     set_version,
     write_version,
 )
@@ -254,17 +254,13 @@ class Migrator:
             raise VersionNotFoundError(f"force takes a version >= -1, got {version}")
         target = None if version == NIL_VERSION else version
         async with self.conn.transaction():
-            await write_version(self.conn, target, False)
-            if target is not None:
-                migration = self.source.get(target)
-                await record_history(
-                    self.conn,
-                    version=target,
-                    name=migration.name if migration else "?",
-                    direction="force",
-                    checksum=None,
-                    duration_ms=None,
-                )
+            migration = self.source.get(version)
+            await write_version(
+                self.conn,
+                target,
+                False,
+                HistoryRecord(version, migration.name if migration else "-", "force"),
+            )
         logger.info("forced version %s", version_label(target))
 
     async def run_file(self, file: MigrationFile) -> None:
@@ -324,15 +320,10 @@ class Migrator:
                 for statement in parsed.statements:
                     await self._execute(file, statement, dirty=False)
                 duration = time.perf_counter() - started
-                await write_version(self.conn, target, False)
-                await record_history(
-                    self.conn,
-                    version=migration.version,
-                    name=migration.name,
-                    direction=direction,
-                    checksum=file.checksum,
-                    duration_ms=duration * 1000,
+                record = HistoryRecord(
+                    migration.version, migration.name, direction, file.checksum, duration * 1000
                 )
+                await write_version(self.conn, target, False, record)
         except _CONNECTION_LOST as exc:  # lost while writing the version or committing
             raise self._interrupted(file, exc, dirty=False) from None
         return duration
@@ -351,15 +342,10 @@ class Migrator:
             await self._execute(file, statement, dirty=True)
         duration = time.perf_counter() - started
         async with self.conn.transaction():
-            await write_version(self.conn, target, False)
-            await record_history(
-                self.conn,
-                version=migration.version,
-                name=migration.name,
-                direction=direction,
-                checksum=file.checksum,
-                duration_ms=duration * 1000,
+            record = HistoryRecord(
+                migration.version, migration.name, direction, file.checksum, duration * 1000
             )
+            await write_version(self.conn, target, False, record)
         return duration
 
     async def _execute(self, file: MigrationFile, statement: Statement, *, dirty: bool) -> None:

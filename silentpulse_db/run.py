@@ -10,7 +10,7 @@ from .migrator import Migrator, version_label
 from .results import MigrationResult, PrerequisitesResult
 from .session import locked_connection
 from .source import MigrationSource, load_source
-from .version_table import read_state, read_version, record_history
+from .version_table import HistoryRecord, read_state, read_version, write_version
 
 logger = logging.getLogger("silentpulse_db")
 
@@ -148,13 +148,17 @@ async def baseline(
         after = await read_version(conn)
         if after.version is not None:
             first = migrations.get(after.version)
-            await record_history(
+            # Keep baseline.sql's row; add the history entry beside it.
+            await write_version(
                 conn,
-                version=after.version,
-                name=first.name if first else "baseline",
-                direction="baseline",
-                checksum=first.up.checksum if first else None,
-                duration_ms=None,
+                after.version,
+                after.dirty,
+                HistoryRecord(
+                    after.version,
+                    first.name if first else "baseline",
+                    "baseline",
+                    first.up.checksum if first else None,
+                ),
             )
     logger.info("baselined database at version %s", version_label(after.version))
     return MigrationResult(version_before=None, version_after=after.version)

@@ -9,6 +9,7 @@ what) goes into ``schema_migrations_history``.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import os
 import socket
@@ -67,13 +68,18 @@ class HistoryEntry:
     applied_by: str
 
 
-def runner_identity() -> str:
+@functools.cache
+def _identity(pid: int) -> str:
     """Who ran a migration: OS user, host and pid, and this library's version."""
     try:
         user = getpass.getuser()
     except Exception:  # no passwd entry in some containers
         user = str(os.getuid())
-    return f"{user}@{socket.gethostname()} pid {os.getpid()} (silentpulse-db {__version__})"
+    return f"{user}@{socket.gethostname()} pid {pid} (silentpulse-db {__version__})"
+
+
+def runner_identity() -> str:
+    return _identity(os.getpid())
 
 
 async def ensure_tables(conn: Any) -> None:
@@ -99,45 +105,71 @@ async def read_version(conn: Any) -> VersionState:
     return VersionState(None if version == NIL_VERSION else version, row["dirty"])
 
 
-async def write_version(conn: Any, version: int | None, dirty: bool) -> None:
-    """golang-migrate's SetVersion, inside the caller's transaction."""
-    await conn.execute(f'TRUNCATE "{VERSION_TABLE}"')
-    # golang-migrate writes a row for any real version, and (-1, true) for a
-    # failed down of the first migration; a clean "no version" is no row.
-    if version is not None or dirty:
-        await conn.execute(
-            f'INSERT INTO "{VERSION_TABLE}" (version, dirty) VALUES ($1, $2)',
-            NIL_VERSION if version is None else version,
-            dirty,
-        )
+@dataclass(frozen=True)
+class HistoryRecord:
+    """A row to add to schema_migrations_history."""
+
+    version: int
+    name: str
+    direction: str
+    checksum: str | None = None
+    duration_ms: float | None = None
+
+
+# golang-migrate's SetVersion is TRUNCATE + INSERT. We leave the same rows with
+# DELETE + upsert in one statement: no ACCESS EXCLUSIVE lock (a `migrate
+# version` reading the table during a long migration is not blocked), no new
+# relation files per migration, and one round trip that also writes history.
+_REMOVE_OTHERS = f'DELETE FROM "{VERSION_TABLE}" WHERE version IS DISTINCT FROM $1'
+_UPSERT = (
+    f'INSERT INTO "{VERSION_TABLE}" (version, dirty) VALUES ($1, $2) '
+    "ON CONFLICT (version) DO UPDATE SET dirty = EXCLUDED.dirty"
+)
+_INSERT_HISTORY = (
+    f'INSERT INTO "{HISTORY_TABLE}" (version, name, direction, checksum, duration_ms, applied_by) '
+    "VALUES ($3, $4, $5, $6, $7, $8 || ' as role ' || current_user)"
+)
+_SET_VERSION = f"WITH gone AS ({_REMOVE_OTHERS}) {_UPSERT}"
+_SET_VERSION_AND_HISTORY = f"WITH gone AS ({_REMOVE_OTHERS}), kept AS ({_UPSERT}) {_INSERT_HISTORY}"
+_CLEAR_VERSION = f'DELETE FROM "{VERSION_TABLE}"'
+_CLEAR_VERSION_AND_HISTORY = (
+    f'WITH gone AS (DELETE FROM "{VERSION_TABLE}" WHERE $1::bigint IS NULL AND $2::bool IS NULL) '
+    f"{_INSERT_HISTORY}"
+)
+
+
+async def write_version(
+    conn: Any, version: int | None, dirty: bool, history: HistoryRecord | None = None
+) -> None:
+    """golang-migrate's SetVersion (and our history row), inside the caller's transaction.
+
+    A row for any real version; ``(-1, true)`` for a failed down of the first
+    migration; no row for a clean "no version".
+    """
+    keep = version is not None or dirty
+    row = (NIL_VERSION if version is None else version, dirty) if keep else (None, None)
+    if history is None:
+        if keep:
+            await conn.execute(_SET_VERSION, *row)
+        else:
+            await conn.execute(_CLEAR_VERSION)
+        return
+    await conn.execute(
+        _SET_VERSION_AND_HISTORY if keep else _CLEAR_VERSION_AND_HISTORY,
+        *row,
+        history.version,
+        history.name,
+        history.direction,
+        history.checksum,
+        history.duration_ms,
+        runner_identity(),
+    )
 
 
 async def set_version(conn: Any, version: int | None, dirty: bool) -> None:
     """SetVersion in a transaction of its own."""
     async with conn.transaction():
         await write_version(conn, version, dirty)
-
-
-async def record_history(
-    conn: Any,
-    *,
-    version: int,
-    name: str,
-    direction: str,
-    checksum: str | None,
-    duration_ms: float | None,
-) -> None:
-    await conn.execute(
-        f'INSERT INTO "{HISTORY_TABLE}" '
-        "(version, name, direction, checksum, duration_ms, applied_by) "
-        "VALUES ($1, $2, $3, $4, $5, $6 || ' as role ' || current_user)",
-        version,
-        name,
-        direction,
-        checksum,
-        duration_ms,
-        runner_identity(),
-    )
 
 
 _LATEST_HISTORY = f"""
