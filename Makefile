@@ -33,9 +33,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
 # make migration name=add_tags_table
+MIGRATIONS ?= silentpulse_db/migrations
 migration: $(STAMP)
 	@test -n "$(name)" || { echo "usage: make migration name=add_x" >&2; exit 2; }
-	$(BIN)/silentpulse-db create --path silentpulse_db/migrations $(name)
+	@$(BIN)/silentpulse-db create --path $(MIGRATIONS) $(name)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -19,11 +19,15 @@ from .dsn import DSN_ENV_VARS, dsn_from_env, redact, validate_dsn
 from .errors import ConfigurationError, SilentPulseDBError
 from .migrator import Migrator, version_label
 from .results import AppliedMigration, StatusRow
+from .reversibility import check_reversibility
 from .run import apply_prerequisites, baseline
+from .scaffold import create_migration
 from .session import locked_connection
 from .source import MigrationSource, load_source
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+# `create` writes into the project's migrations folder (never into site-packages).
+DEFAULT_CREATE_PATH = Path("silentpulse_db/migrations")
 
 
 class UsageError(Exception):
@@ -96,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     command("status", "one row a version: applied or pending, when, checksum")
     command("prerequisites", "run prerequisites.sql (extensions; as a superuser)")
     command("baseline", "adopt a database created before migrations (version 1)")
+    create = command("create", "write the next NNNNNN_name.up.sql / .down.sql pair")
+    create.add_argument("name", help="snake_case with a verb prefix, e.g. add_tags_table")
+    command("check", "prove on a scratch database that every down undoes its up")
     return parser
 
 
@@ -164,8 +171,25 @@ async def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError("refusing to revert everything implicitly: give N (down 1) or --all")
     if args.command == "down" and args.all and args.n is not None:
         raise UsageError("give either N or --all, not both")
+    if args.command == "create":
+        directory = Path(args.path) if args.path else DEFAULT_CREATE_PATH
+        if not directory.is_dir():
+            raise UsageError(
+                f"{directory} is not a directory: run from the project root or pass --path"
+            )
+        for path in create_migration(directory, args.name):
+            print(path, file=out)
+        return EXIT_OK
     dsn = _database(args)
     source = _source(args)
+    if args.command == "check":
+        report = await check_reversibility(dsn, source)
+        print(
+            f"checked {len(report.checked)} migration(s): up, down and up again restore the "
+            f"schema exactly; names and pairs follow the rules",
+            file=out,
+        )
+        return EXIT_OK
     options = {"attempts": args.attempts, "lock_timeout": args.lock_timeout}
 
     if args.command == "prerequisites":

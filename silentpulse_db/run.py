@@ -5,12 +5,21 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from .catalog import snapshot
+from .connect import connect
 from .errors import BaselineError, MigrationSourceError
 from .migrator import Migrator, version_label
 from .results import MigrationResult, PrerequisitesResult
+from .scratch import scratch_database
 from .session import locked_connection
 from .source import MigrationSource, load_source
-from .version_table import HistoryRecord, read_state, read_version, write_version
+from .version_table import (
+    HistoryRecord,
+    ensure_tables,
+    read_state,
+    read_version,
+    write_version,
+)
 
 logger = logging.getLogger("silentpulse_db")
 
@@ -127,13 +136,28 @@ async def baseline(
     attempts: int = 30,
     wait: float = 2.0,
     lock_timeout: float = 60.0,
+    verify: bool = True,
 ) -> MigrationResult:
-    """Adopt a database created before migrations: run baseline.sql (version 1, clean)."""
+    """Adopt a database created before migrations: run baseline.sql (version 1, clean).
+
+    With ``verify`` (the default) the database's schema is first compared with
+    what the first migration creates on a scratch database (partitions aside),
+    and a mismatch is refused with the differences listed.
+    """
     migrations = source if isinstance(source, MigrationSource) else load_source(source)
     if migrations.baseline is None:
         raise MigrationSourceError(
             f"{migrations.description} has no baseline.sql", file=migrations.description
         )
+    if verify and migrations.migrations:
+        differences = await baseline_differences(dsn, migrations, attempts=attempts, wait=wait)
+        if differences:
+            raise BaselineError(
+                f"the database's schema does not match what "
+                f"{migrations.migrations[0].up.location} creates; not baselining. "
+                f"{len(differences)} difference(s) (expected -> this database):\n"
+                + "\n".join(f"- {d}" for d in differences)
+            )
     async with locked_connection(
         dsn, attempts=attempts, wait=wait, lock_timeout=lock_timeout
     ) as conn:
@@ -162,3 +186,23 @@ async def baseline(
             )
     logger.info("baselined database at version %s", version_label(after.version))
     return MigrationResult(version_before=None, version_after=after.version)
+
+
+async def baseline_differences(
+    dsn: str, migrations: MigrationSource, *, attempts: int = 30, wait: float = 2.0
+) -> list[str]:
+    """How ``dsn``'s schema differs from prerequisites + the first migration on a scratch DB."""
+    first = migrations.migrations[0]
+    async with scratch_database(dsn, prefix="silentpulse_baseline") as scratch:
+        migrator = Migrator(scratch, migrations)
+        if migrations.prerequisites is not None:
+            await migrator.run_file(migrations.prerequisites)
+        await ensure_tables(scratch)
+        await migrator.apply([first], "up")
+        expected = await snapshot(scratch)
+    conn = await connect(dsn, attempts=attempts, wait=wait)
+    try:
+        actual = await snapshot(conn)
+    finally:
+        await conn.close()
+    return expected.without_partitions().diff(actual.without_partitions())

@@ -1,0 +1,134 @@
+"""Authoring tools: `create` scaffolding with its naming rules, and `check` reversibility."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import simple_set, write_migrations
+from silentpulse_db import MigrationSourceError, ReversibilityError
+from silentpulse_db.reversibility import check_reversibility
+from silentpulse_db.scaffold import create_migration
+from silentpulse_db.source import load_source
+
+
+def test_create_writes_the_next_pair(tmp_path: Path) -> None:
+    write_migrations(tmp_path, {4: ("add_t4", "CREATE TABLE t4 ();", "DROP TABLE t4;")})
+    up, down = create_migration(tmp_path, "add_tags_table")
+    assert (up.name, down.name) == ("000005_add_tags_table.up.sql", "000005_add_tags_table.down.sql")
+    assert up.read_text().startswith("-- 000005_add_tags_table:")
+
+
+def test_create_in_an_empty_folder_starts_at_one(tmp_path: Path) -> None:
+    up, _ = create_migration(tmp_path, "create_index_assets_hostname")
+    assert up.name == "000001_create_index_assets_hostname.up.sql"
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("AddTags", "snake_case"),
+        ("add-tags", "snake_case"),
+        ("add__tags", "snake_case"),
+        ("tags_table", "verb prefix"),
+        ("add", "verb prefix"),
+        ("1_add_tags", "snake_case"),
+    ],
+)
+def test_create_refuses_bad_names(tmp_path: Path, name: str, reason: str) -> None:
+    with pytest.raises(MigrationSourceError, match=reason):
+        create_migration(tmp_path, name)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_create_refuses_a_used_name(tmp_path: Path) -> None:
+    write_migrations(tmp_path, {4: ("add_tags", "CREATE TABLE tags ();", "DROP TABLE tags;")})
+    with pytest.raises(MigrationSourceError, match="already used by .*000004_add_tags.up.sql"):
+        create_migration(tmp_path, "add_tags")
+
+
+def test_make_migration_target(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    target = tmp_path / "silentpulse_db" / "migrations"
+    target.mkdir(parents=True)
+    r = subprocess.run(
+        ["make", "-s", "-C", str(root), "migration", "name=add_x_table", f"MIGRATIONS={target}"],
+        capture_output=True, text=True, check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    assert (target / "000001_add_x_table.up.sql").exists()
+    r = subprocess.run(
+        ["make", "-s", "-C", str(root), "migration", "name=BadName", f"MIGRATIONS={target}"],
+        capture_output=True, text=True, check=False,
+    )
+    assert r.returncode != 0 and "snake_case" in r.stderr
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "silentpulse_db", *args], capture_output=True, text=True, check=False)
+
+
+async def test_check_passes_a_reversible_set(database_dsn: str, tmp_path: Path) -> None:
+    migrations = simple_set(2)
+    migrations[4] = (
+        "add_index_and_comment",
+        "CREATE INDEX t1_id ON t1 (id);\nCOMMENT ON TABLE t1 IS 'one';\nALTER TABLE t2 ADD COLUMN note text DEFAULT 'x';\n",
+        "ALTER TABLE t2 DROP COLUMN note;\nCOMMENT ON TABLE t1 IS NULL;\nDROP INDEX t1_id;\n",
+    )
+    report = await check_reversibility(database_dsn, load_source(write_migrations(tmp_path, migrations)))
+    assert report.checked == [1, 2, 4]
+
+
+async def test_check_catches_a_down_that_forgets_an_index(database_dsn: str, tmp_path: Path) -> None:
+    migrations = simple_set(1)
+    migrations[4] = (
+        "add_t1_name",
+        "ALTER TABLE t1 ADD COLUMN name text;\nCREATE INDEX t1_name_idx ON t1 (name);\n",
+        "ALTER TABLE t1 DROP COLUMN name CASCADE;\n",  # the index goes with the column...
+    )
+    migrations[5] = (
+        "add_t1_code",
+        "ALTER TABLE t1 ADD COLUMN code text;\nCREATE INDEX t1_id_idx ON t1 (id);\n",
+        "ALTER TABLE t1 DROP COLUMN code;\n",  # ...but this one stays behind
+    )
+    with pytest.raises(ReversibilityError) as info:
+        await check_reversibility(database_dsn, load_source(write_migrations(tmp_path, migrations)))
+    text = str(info.value)
+    assert "000005_add_t1_code: down does not restore the schema before up" in text
+    assert "index public.t1_id_idx: unexpected" in text
+    assert "000004" not in text
+
+
+async def test_check_catches_a_down_dropping_a_column_up_did_not_add(database_dsn: str, tmp_path: Path) -> None:
+    migrations = {
+        1: ("add_t1", "CREATE TABLE t1 (id int, legacy text);\n", "DROP TABLE t1;\n"),
+        4: (
+            "add_t1_code",
+            "ALTER TABLE t1 ADD COLUMN code text;\n",
+            "ALTER TABLE t1 DROP COLUMN code;\nALTER TABLE t1 DROP COLUMN legacy;\n",
+        ),
+    }
+    with pytest.raises(ReversibilityError) as info:
+        await check_reversibility(database_dsn, load_source(write_migrations(tmp_path, migrations)))
+    text = str(info.value)
+    assert "000004_add_t1_code: down does not restore" in text
+    assert "column public.t1.legacy: missing" in text
+
+
+async def test_check_reports_naming_rules(database_dsn: str, tmp_path: Path) -> None:
+    migrations = simple_set(1)
+    migrations[4] = ("tags", "CREATE TABLE tags ();", "DROP TABLE tags;")
+    with pytest.raises(ReversibilityError, match="000004_tags.up.sql: 'tags' does not start with a verb prefix"):
+        await check_reversibility(database_dsn, load_source(write_migrations(tmp_path, migrations)))
+
+
+def test_check_cli_exit_codes(database_dsn: str, tmp_path: Path) -> None:
+    good = write_migrations(tmp_path / "good", simple_set(2))
+    r = _cli("check", "--path", str(good), "--database", database_dsn)
+    assert r.returncode == 0 and "checked 2 migration(s)" in r.stdout, r.stderr
+    bad = write_migrations(tmp_path / "bad", {1: ("add_t1", "CREATE TABLE t1 (id int);", "SELECT 1;")})
+    r = _cli("check", "--path", str(bad), "--database", database_dsn)
+    assert r.returncode == 1 and "relation public.t1: unexpected" in r.stderr
