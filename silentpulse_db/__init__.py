@@ -39,12 +39,16 @@ from .results import (
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from .listener import ALERT_CHANNEL, AlertEvent, listen_alerts
     from .run import apply_prerequisites, baseline, run_migrations
     from .source import Migration, MigrationFile, MigrationSource, load_source
 
 # The engine (asyncpg, tenacity, ...) loads on first use, so that importing the
 # package for its types or its crypto stays cheap.
 _LAZY = {
+    "ALERT_CHANNEL": ".listener",
+    "AlertEvent": ".listener",
+    "listen_alerts": ".listener",
     "apply_prerequisites": ".run",
     "baseline": ".run",
     "run_migrations": ".run",
@@ -65,6 +69,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ALERT_CHANNEL",
+    "AlertEvent",
     "AppliedMigration",
     "BaselineError",
     "ChecksumMismatchError",
@@ -95,6 +101,7 @@ __all__ = [
     "__version__",
     "apply_prerequisites",
     "baseline",
+    "listen_alerts",
     "load_source",
     "run_migrations",
 ]

@@ -107,7 +107,8 @@ async def connect(
             raise
         if is_transient(exc):
             raise DatabaseConnectionError(
-                f"could not connect to {redact(dsn)} after {attempts} attempts: {describe(exc)}"
+                f"could not connect to {redact(dsn)} after {attempts} attempts: {describe(exc)}",
+                transient=True,
             ) from None
         raise DatabaseConnectionError(
             f"could not connect to {redact(dsn)}: {describe(exc)}"

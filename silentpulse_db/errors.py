@@ -26,7 +26,16 @@ class ConfigurationError(SilentPulseDBError):
 
 
 class DatabaseConnectionError(SilentPulseDBError):
-    """The database could not be reached, or refused us for good."""
+    """The database could not be reached, or refused us for good.
+
+    ``transient`` is true when the last failure was of the kind that passes by
+    itself (refused, reset, starting up), false for a wrong password or an
+    unknown database.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 # --- migration files ---------------------------------------------------------

@@ -1,0 +1,185 @@
+"""Following alerts live: LISTEN on the alert channel, with reconnect and catch-up.
+
+Migration 000003 makes PostgreSQL ``pg_notify`` on :data:`ALERT_CHANNEL`
+whenever an alert is created or changes status, and stamps
+``alerts.status_changed_at``. :func:`listen_alerts` yields those changes. When
+its connection drops it reconnects with backoff, LISTENs again, and then reads
+from the alerts table every alert whose status changed since the last one it
+delivered (minus a safety margin), so nothing that happened while it was away
+is lost; changes it already delivered are recognised and not delivered twice.
+
+The notifications service is cross-tenant: connect as a role that bypasses
+row-level security (or every tenant's alerts will be invisible to catch-up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import asyncpg
+
+from .connect import connect, describe, is_transient
+from .dsn import validate_dsn
+from .errors import DatabaseConnectionError
+
+logger = logging.getLogger("silentpulse_db.listener")
+
+ALERT_CHANNEL = "silentpulse_alerts"
+
+_CATCH_UP = """
+    SELECT id, tenant_id, status, started_at, status_changed_at
+    FROM alerts
+    WHERE status_changed_at >= $1
+    ORDER BY status_changed_at, id
+"""
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """An alert created or changed status. ``source`` says how it reached us."""
+
+    alert_id: uuid.UUID
+    tenant_id: uuid.UUID
+    status: str
+    started_at: datetime
+    changed_at: datetime
+    operation: Literal["INSERT", "UPDATE"] | None
+    source: Literal["notify", "catch_up"]
+
+    @property
+    def key(self) -> tuple[uuid.UUID, str, datetime]:
+        return (self.alert_id, self.status, self.changed_at)
+
+
+def parse_payload(payload: str) -> AlertEvent:
+    data = json.loads(payload)
+    return AlertEvent(
+        alert_id=uuid.UUID(data["alert_id"]),
+        tenant_id=uuid.UUID(data["tenant_id"]),
+        status=data["status"],
+        started_at=datetime.fromisoformat(data["started_at"]),
+        changed_at=datetime.fromisoformat(data["changed_at"]),
+        operation=data["op"],
+        source="notify",
+    )
+
+
+class _Lost:
+    """Queued when the connection goes away, to wake the reader."""
+
+
+async def listen_alerts(
+    dsn: str,
+    *,
+    since: datetime | None = None,
+    catch_up_margin: timedelta = timedelta(seconds=60),
+    initial_backoff: float = 0.2,
+    max_backoff: float = 30.0,
+    health_check_interval: float = 10.0,
+) -> AsyncIterator[AlertEvent]:
+    """Yield alert changes forever (until the caller stops iterating).
+
+    ``since``: also deliver changes from this time on at the first connection
+    (default: only changes from now on). ``catch_up_margin``: how far before
+    the last delivered change catch-up looks again, to cover transactions that
+    committed late; anything it finds that was already delivered is skipped.
+    """
+    validate_dsn(dsn)
+    last_seen: datetime | None = since
+    delivered: dict[tuple[uuid.UUID, str, datetime], datetime] = {}
+    backoff = initial_backoff
+
+    def fresh(event: AlertEvent) -> bool:
+        nonlocal last_seen
+        if event.key in delivered:
+            return False
+        delivered[event.key] = event.changed_at
+        if last_seen is None or event.changed_at > last_seen:
+            last_seen = event.changed_at
+        horizon = last_seen - catch_up_margin
+        for key in [k for k, at in delivered.items() if at < horizon]:
+            del delivered[key]
+        return True
+
+    while True:
+        conn: Any = None
+        try:
+            # LISTEN first, then catch up: a change in between arrives both
+            # ways and is delivered once.
+            conn, queue = await _subscribe(dsn)
+            if last_seen is not None:
+                rows = await conn.fetch(_CATCH_UP, last_seen - catch_up_margin)
+                for row in rows:
+                    event = AlertEvent(
+                        alert_id=row["id"],
+                        tenant_id=row["tenant_id"],
+                        status=row["status"],
+                        started_at=row["started_at"],
+                        changed_at=row["status_changed_at"],
+                        operation=None,
+                        source="catch_up",
+                    )
+                    if fresh(event):
+                        yield event
+            else:
+                last_seen = await conn.fetchval("SELECT now()")
+            backoff = initial_backoff
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout=health_check_interval)
+                except asyncio.TimeoutError:
+                    await conn.execute("SELECT 1")  # an idle dead connection shows here
+                    continue
+                if isinstance(item, _Lost):
+                    raise ConnectionResetError("listener connection closed")
+                if fresh(item):
+                    yield item
+        except Exception as exc:
+            if not (is_transient(exc) or _is_lost(exc)):
+                raise
+            logger.warning(
+                "alert listener lost its connection (%s); reconnecting in %.1fs",
+                describe(exc),
+                backoff,
+            )
+        finally:
+            if conn is not None and not conn.is_closed():
+                conn.terminate()
+        await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+        backoff = min(backoff * 2, max_backoff)
+
+
+async def _subscribe(dsn: str) -> tuple[Any, asyncio.Queue[AlertEvent | _Lost]]:
+    """Connect and LISTEN; notifications and the connection's end arrive on the queue."""
+    queue: asyncio.Queue[AlertEvent | _Lost] = asyncio.Queue()
+
+    def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            queue.put_nowait(parse_payload(payload))
+        except (ValueError, KeyError) as exc:
+            logger.warning("ignoring malformed alert notification: %s", exc)
+
+    conn = await connect(dsn, attempts=1, application_name="silentpulse-db listener")
+    try:
+        conn.add_termination_listener(lambda _conn: queue.put_nowait(_Lost()))
+        await conn.add_listener(ALERT_CHANNEL, on_notify)
+    except BaseException:
+        conn.terminate()
+        raise
+    return conn, queue
+
+
+def _is_lost(exc: BaseException) -> bool:
+    if isinstance(exc, DatabaseConnectionError):
+        return exc.transient
+    if isinstance(exc, asyncpg.PostgresError):
+        return getattr(exc, "sqlstate", "").startswith(("57P", "08"))
+    return isinstance(exc, (asyncpg.InterfaceError, ConnectionError))
