@@ -1,0 +1,267 @@
+"""A throwaway PostgreSQL server for tests: initdb + pg_ctl on a free port.
+
+As root (CI containers), the server runs as the ``postgres`` OS user, since
+PostgreSQL refuses to run as root; otherwise as the current user. The
+superuser gets a random password and TCP connections use scram-sha-256, so
+tests exercise real authentication (and can prove a password never leaks).
+``SILENTPULSE_TEST_DSN`` names an existing server to use instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import glob
+import logging
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+import asyncpg
+
+from ..errors import ConfigurationError, SilentPulseDBError
+
+logger = logging.getLogger("silentpulse_db.testing")
+
+T = TypeVar("T")
+ENV_DSN = "SILENTPULSE_TEST_DSN"
+ENV_BINDIR = "PG_BINDIR"
+_RUN_AS = "postgres"
+_SETTINGS = {
+    # Durability is worthless for a server that lives as long as a test session.
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "300",
+    "shared_buffers": "128MB",
+    "listen_addresses": "127.0.0.1",
+}
+
+
+def find_bindir() -> Path:
+    """$PG_BINDIR, else `pg_config --bindir`, else the newest /usr/lib/postgresql/*/bin."""
+    candidates: list[str] = []
+    if os.environ.get(ENV_BINDIR):
+        candidates.append(os.environ[ENV_BINDIR])
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True)
+        candidates.append(out.stdout.strip())
+    candidates += sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), reverse=True
+    )
+    candidates += ["/usr/local/pgsql/bin", "/opt/homebrew/bin", "/usr/local/bin"]
+    for candidate in candidates:
+        if (Path(candidate) / "initdb").is_file() and (Path(candidate) / "pg_ctl").is_file():
+            return Path(candidate)
+    raise ConfigurationError(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found: looked in $PG_BINDIR, "
+        "`pg_config --bindir`, /usr/lib/postgresql/*/bin; install the postgresql package "
+        f"or set {ENV_BINDIR}, or point {ENV_DSN} at a running server"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from sync code, even inside a running event loop."""
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(asyncio.run(coro))
+        except BaseException as exc:  # re-raised in the caller's thread
+            error.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+class PostgresServer:
+    """A PostgreSQL server for the length of a test session (or a ``with`` block)."""
+
+    def __init__(self, *, dsn: str | None = None, bindir: Path | None = None) -> None:
+        self._external = dsn if dsn is not None else os.environ.get(ENV_DSN) or None
+        self._bindir = bindir
+        self._dir: Path | None = None
+        self.port = 0
+        self.password = ""
+        self.user = _RUN_AS if self._as_root() else _current_user()
+        self._running = False
+        if self._external:
+            parts = urlsplit(self._external)
+            self.port = parts.port or 5432
+            self.password = parts.password or ""
+            self.user = parts.username or self.user
+
+    # --- lifecycle -------------------------------------------------------------
+
+    def __enter__(self) -> PostgresServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def external(self) -> bool:
+        return self._external is not None
+
+    @property
+    def bindir(self) -> Path:
+        if self._bindir is None:
+            self._bindir = find_bindir()
+        return self._bindir
+
+    @property
+    def datadir(self) -> Path:
+        if self._dir is None:
+            raise SilentPulseDBError("the server has not been initialised")
+        return self._dir / "data"
+
+    def start(self) -> None:
+        """initdb (once) and start; a no-op for an external server."""
+        if self.external or self._running:
+            return
+        if self._dir is None:
+            self._init()
+        self._pg_ctl("start", "-w", "-t", "60", "-l", str(self._dir_path() / "server.log"))
+        self._running = True
+        atexit.register(self.stop)
+        logger.info("throwaway PostgreSQL running on port %d (%s)", self.port, self._dir)
+
+    def stop(self, *, remove: bool = True) -> None:
+        """Stop the server (fast shutdown) and, by default, delete its files."""
+        if self.external:
+            return
+        if self._running:
+            with contextlib.suppress(subprocess.CalledProcessError):
+                self._pg_ctl("stop", "-m", "fast", "-w", "-t", "60")
+            self._running = False
+        if remove and self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def pause(self) -> None:
+        """Stop the server but keep its data, to start it again on the same port."""
+        self.stop(remove=False)
+
+    # --- connecting ------------------------------------------------------------------
+
+    @property
+    def dsn(self) -> str:
+        """DSN of the server's `postgres` database, as the superuser (with password)."""
+        if self._external:
+            return self._external
+        return self.admin_dsn("postgres")
+
+    def admin_dsn(self, dbname: str) -> str:
+        """DSN of database ``dbname`` as the superuser."""
+        if self._external:
+            return urlsplit(self._external)._replace(path=f"/{dbname}").geturl()
+        return (
+            f"postgresql://{quote(self.user)}:{quote(self.password)}@127.0.0.1:{self.port}/{dbname}"
+        )
+
+    # --- internals ---------------------------------------------------------------------
+
+    def _dir_path(self) -> Path:
+        assert self._dir is not None
+        return self._dir
+
+    @staticmethod
+    def _as_root() -> bool:
+        return hasattr(os, "geteuid") and os.geteuid() == 0
+
+    def _init(self) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="silentpulse-pg-"))
+        self.port = free_port()
+        self.password = secrets.token_urlsafe(18)
+        pwfile = self._dir / "pwfile"
+        pwfile.write_text(self.password + "\n")
+        if self._as_root():
+            # The postgres user must own the directory (and read the pwfile).
+            shutil.chown(self._dir, user=_RUN_AS)
+            shutil.chown(pwfile, user=_RUN_AS)
+        try:
+            self._run(
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.datadir),
+                "-U",
+                self.user,
+                "--pwfile",
+                str(pwfile),
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        conf = "\n".join(f"{k} = '{v}'" for k, v in {**_SETTINGS, "port": str(self.port)}.items())
+        conf += f"\nunix_socket_directories = '{self._dir}'\n"
+        with (self.datadir / "postgresql.conf").open("a") as handle:
+            handle.write(conf)
+
+    def _pg_ctl(self, *args: str) -> None:
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), *args)
+
+    def _run(self, *command: str) -> None:
+        argv = ["runuser", "-u", _RUN_AS, "--", *command] if self._as_root() else list(command)
+        # cwd: the postgres user may not be allowed into the caller's directory.
+        done = subprocess.run(
+            argv, capture_output=True, text=True, check=False, timeout=120, cwd=self._dir
+        )
+        if done.returncode != 0:
+            log = ""
+            if self._dir is not None and (self._dir / "server.log").exists():
+                log = (self._dir / "server.log").read_text()[-2000:]
+            raise SilentPulseDBError(
+                f"{Path(command[0]).name} failed (exit {done.returncode}): "
+                f"{done.stderr.strip()[-2000:]}\n{log}"
+            )
+
+
+def _current_user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+async def _admin(dsn: str, sql: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def create_database(admin_dsn: str, name: str, *, template: str | None = None) -> str:
+    """Create database ``name`` (optionally from ``template``); return its DSN."""
+    clause = f' TEMPLATE "{template}"' if template else ""
+    run_sync(_admin(admin_dsn, f'CREATE DATABASE "{name}"{clause}'))
+    return urlsplit(admin_dsn)._replace(path=f"/{name}").geturl()
+
+
+def drop_database(admin_dsn: str, name: str) -> None:
+    run_sync(_admin(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

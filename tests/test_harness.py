@@ -1,0 +1,89 @@
+"""The shipped test harness: a throwaway server, fresh and migrated databases."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import time
+from pathlib import Path
+
+import asyncpg
+import pytest
+from helpers import fetch, fetchval, simple_set, write_migrations
+
+from silentpulse_db import run_migrations
+from silentpulse_db.testing import PostgresServer
+
+
+async def test_server_runs_as_postgres_when_root(postgres_server: PostgresServer) -> None:
+    if postgres_server.external:
+        pytest.skip("external server")
+    pid = int((postgres_server.datadir / "postmaster.pid").read_text().split()[0])
+    owner = pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_name
+    if os.geteuid() == 0:
+        assert owner == "postgres"  # PostgreSQL refuses root
+    else:
+        assert owner == pwd.getpwuid(os.geteuid()).pw_name
+
+
+async def test_password_authentication(postgres_server: PostgresServer) -> None:
+    if postgres_server.external:
+        pytest.skip("external server")
+    assert postgres_server.password
+    assert await fetchval(postgres_server.dsn, "SELECT 1") == 1
+    bad = postgres_server.dsn.replace(postgres_server.password, "nope")
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        await asyncpg.connect(bad)
+
+
+_seen: list[str] = []
+
+
+@pytest.mark.parametrize("round_", [1, 2])
+async def test_fresh_database_is_empty_and_new(database_dsn: str, round_: int) -> None:
+    assert database_dsn not in _seen
+    _seen.append(database_dsn)
+    tables = await fetch(database_dsn, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    assert tables == []
+    await fetch(database_dsn, "CREATE TABLE mine (id int)")
+
+
+async def test_migrated_database_is_a_copy_per_test(migrated_dsn: str) -> None:
+    version = await fetchval(migrated_dsn, "SELECT version FROM schema_migrations")
+    from silentpulse_db.source import load_source
+
+    assert version == load_source().latest
+    await fetch(migrated_dsn, "CREATE TABLE only_here (id int)")
+
+
+async def test_migrated_clone_is_fast(postgres_server: PostgresServer, migrated_template: str) -> None:
+    from silentpulse_db.testing import create_database, drop_database
+
+    started = time.perf_counter()
+    for i in range(3):
+        create_database(postgres_server.dsn, f"clone_speed_{i}", template=migrated_template)
+    per_clone = (time.perf_counter() - started) / 3
+    for i in range(3):
+        drop_database(postgres_server.dsn, f"clone_speed_{i}")
+    print(f"migrated clone: {per_clone * 1000:.0f} ms")
+
+
+@pytest.mark.slow
+async def test_restart_on_the_same_port_while_a_runner_waits(tmp_path: Path) -> None:
+    """A server that is down, then starting up, then ready: run_migrations waits it out."""
+    if os.environ.get("SILENTPULSE_TEST_DSN"):
+        pytest.skip("needs its own server")
+    with PostgresServer() as server:
+        dsn = server.dsn
+        port = server.port
+        server.pause()
+        runner = asyncio.create_task(
+            run_migrations(dsn, source=write_migrations(tmp_path, simple_set(1)), attempts=60, wait=0.25)
+        )
+        await asyncio.sleep(1.5)
+        assert not runner.done()
+        await asyncio.to_thread(server.start)
+        assert server.port == port
+        result = await asyncio.wait_for(runner, timeout=60)
+        assert result.version_after == 1
