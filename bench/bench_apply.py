@@ -32,7 +32,9 @@ def generate(directory: Path) -> list[str]:
     for v in range(1, COUNT + 1):
         up = f"CREATE TABLE bench_{v:04d} (id int);\n"
         (directory / f"{v:06d}_add_bench_{v:04d}.up.sql").write_text(up)
-        (directory / f"{v:06d}_add_bench_{v:04d}.down.sql").write_text(f"DROP TABLE bench_{v:04d};\n")
+        (directory / f"{v:06d}_add_bench_{v:04d}.down.sql").write_text(
+            f"DROP TABLE bench_{v:04d};\n"
+        )
         statements.append(up)
     return statements
 
@@ -110,12 +112,12 @@ Fresh database each time, {ROUNDS} rounds in alternation, medians; {machine()}.
 
 | | total | per migration |
 |---|---|---|
-| baseline: the {COUNT} statements on one connection, autocommit | {med['baseline']:.3f} s | {med['baseline'] / COUNT * 1000:.3f} ms |
-| `run_migrations` | {med['ours']:.3f} s | {med['ours'] / COUNT * 1000:.3f} ms |
-| yoyo-migrations 9.0 (psycopg2), same files | {med['yoyo']:.3f} s | {med['yoyo'] / COUNT * 1000:.3f} ms |
+| baseline: the {COUNT} statements on one connection, autocommit | {med["baseline"]:.3f} s | {med["baseline"] / COUNT * 1000:.3f} ms |
+| `run_migrations` | {med["ours"]:.3f} s | {med["ours"] / COUNT * 1000:.3f} ms |
+| yoyo-migrations 9.0 (psycopg2), same files | {med["yoyo"]:.3f} s | {med["yoyo"] / COUNT * 1000:.3f} ms |
 
 - **overhead per migration** over the baseline: **{overhead_ms:.3f} ms** (target <= 1 ms)
-- yoyo / ours: **{med['yoyo'] / med['ours']:.2f}x** (target > 1: ours faster)
+- yoyo / ours: **{med["yoyo"] / med["ours"]:.2f}x** (target > 1: ours faster)
 """,
     )
 

@@ -37,9 +37,9 @@ def main() -> None:
 
 | | median | vs `pass` |
 |---|---|---|
-| `python -c "pass"` | {med['pass'] * 1000:.1f} ms | 1.00 |
-| `python -c "import silentpulse_db"` | {med['import'] * 1000:.1f} ms | {med['import'] / med['pass']:.2f} |
-| `python -c "from silentpulse_db import run_migrations"` | {med['import+run'] * 1000:.1f} ms | {med['import+run'] / med['pass']:.2f} |
+| `python -c "pass"` | {med["pass"] * 1000:.1f} ms | 1.00 |
+| `python -c "import silentpulse_db"` | {med["import"] * 1000:.1f} ms | {med["import"] / med["pass"]:.2f} |
+| `python -c "from silentpulse_db import run_migrations"` | {med["import+run"] * 1000:.1f} ms | {med["import+run"] / med["pass"]:.2f} |
 
 `import silentpulse_db` loads only the error and result types; asyncpg,
 tenacity and the engine load when `run_migrations` (or another operation) is

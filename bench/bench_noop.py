@@ -7,7 +7,15 @@ Target: ratio <= 1.5. Runs on the packaged migrations, on the server's own auth
 from __future__ import annotations
 
 import asyncpg
-from common import alternate, create_database, drop_database, machine, run, server_dsn, write_section
+from common import (
+    alternate,
+    create_database,
+    drop_database,
+    machine,
+    run,
+    server_dsn,
+    write_section,
+)
 
 from silentpulse_db import apply_prerequisites, run_migrations
 
@@ -43,8 +51,8 @@ asyncpg connect + `SELECT 1` + close; {ROUNDS} alternating rounds, medians; {mac
 
 | | median |
 |---|---|
-| bare connect + SELECT 1 + close | {medians['bare'] * 1000:.2f} ms |
-| no-op `run_migrations` | {medians['noop'] * 1000:.2f} ms |
+| bare connect + SELECT 1 + close | {medians["bare"] * 1000:.2f} ms |
+| no-op `run_migrations` | {medians["noop"] * 1000:.2f} ms |
 | **ratio** (target <= 1.5) | **{ratio:.2f}** |
 """,
     )

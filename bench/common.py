@@ -62,9 +62,7 @@ async def drop_database(admin_dsn: str, dsn: str) -> None:
         await conn.close()
 
 
-async def alternate(
-    rounds: int, **candidates: Callable[[], Awaitable[object]]
-) -> dict[str, float]:
+async def alternate(rounds: int, **candidates: Callable[[], Awaitable[object]]) -> dict[str, float]:
     """Median seconds of each candidate, run in alternation so noise hits all alike."""
     samples: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(rounds):

@@ -22,7 +22,11 @@ def write_migrations(directory: Path, migrations: Mapping[int, tuple[str, str, s
 def simple_set(count: int, *, prefix: str = "t") -> dict[int, tuple[str, str, str]]:
     """``count`` migrations, each creating one table."""
     return {
-        v: (f"add_{prefix}{v}", f"CREATE TABLE {prefix}{v} (id int);\n", f"DROP TABLE {prefix}{v};\n")
+        v: (
+            f"add_{prefix}{v}",
+            f"CREATE TABLE {prefix}{v} (id int);\n",
+            f"DROP TABLE {prefix}{v};\n",
+        )
         for v in range(1, count + 1)
     }
 
@@ -57,7 +61,10 @@ async def version_rows(dsn: str) -> list[tuple[int, bool]]:
     exists = await fetchval(dsn, "SELECT to_regclass('schema_migrations') IS NOT NULL")
     if not exists:
         return []
-    return [(r["version"], r["dirty"]) for r in await fetch(dsn, "SELECT version, dirty FROM schema_migrations")]
+    return [
+        (r["version"], r["dirty"])
+        for r in await fetch(dsn, "SELECT version, dirty FROM schema_migrations")
+    ]
 
 
 async def user_tables(dsn: str) -> set[str]:

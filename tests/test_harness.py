@@ -44,7 +44,9 @@ _seen: list[str] = []
 async def test_fresh_database_is_empty_and_new(database_dsn: str, round_: int) -> None:
     assert database_dsn not in _seen
     _seen.append(database_dsn)
-    tables = await fetch(database_dsn, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    tables = await fetch(
+        database_dsn, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+    )
     assert tables == []
     await fetch(database_dsn, "CREATE TABLE mine (id int)")
 
@@ -57,7 +59,9 @@ async def test_migrated_database_is_a_copy_per_test(migrated_dsn: str) -> None:
     await fetch(migrated_dsn, "CREATE TABLE only_here (id int)")
 
 
-async def test_migrated_clone_is_fast(postgres_server: PostgresServer, migrated_template: str) -> None:
+async def test_migrated_clone_is_fast(
+    postgres_server: PostgresServer, migrated_template: str
+) -> None:
     from silentpulse_db.testing import create_database, drop_database
 
     started = time.perf_counter()
@@ -79,7 +83,9 @@ async def test_restart_on_the_same_port_while_a_runner_waits(tmp_path: Path) -> 
         port = server.port
         server.pause()
         runner = asyncio.create_task(
-            run_migrations(dsn, source=write_migrations(tmp_path, simple_set(1)), attempts=60, wait=0.25)
+            run_migrations(
+                dsn, source=write_migrations(tmp_path, simple_set(1)), attempts=60, wait=0.25
+            )
         )
         await asyncio.sleep(1.5)
         assert not runner.done()

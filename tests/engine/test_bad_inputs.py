@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import execute, simple_set, user_tables, version_rows, write_migrations
 
-from helpers import execute, fetch, simple_set, user_tables, version_rows, write_migrations
 from silentpulse_db import (
     ConfigurationError,
     DatabaseAheadError,
@@ -38,55 +38,97 @@ GOOD = {
 }
 
 CASES = {
-    "no direction": Case({"000002_add_x.sql": b"SELECT 1;"}, MigrationSourceError, ("000002_add_x.sql", "malformed")),
-    "not a number": Case({"abc_add_x.up.sql": b"SELECT 1;"}, MigrationSourceError, ("abc_add_x.up.sql", "malformed")),
+    "no direction": Case(
+        {"000002_add_x.sql": b"SELECT 1;"}, MigrationSourceError, ("000002_add_x.sql", "malformed")
+    ),
+    "not a number": Case(
+        {"abc_add_x.up.sql": b"SELECT 1;"}, MigrationSourceError, ("abc_add_x.up.sql", "malformed")
+    ),
     "wrong extension": Case(
         {"000002_add_x.up.txt": b"SELECT 1;", "000002_add_x.down.sql": b"SELECT 1;"},
         MigrationSourceError,
         ("000002_add_x.up.txt", "malformed"),
     ),
-    "empty name": Case({"000002_.up.sql": b"SELECT 1;", "000002_.down.sql": b"SELECT 1;"}, MigrationSourceError, ("000002_.",)),
+    "empty name": Case(
+        {"000002_.up.sql": b"SELECT 1;", "000002_.down.sql": b"SELECT 1;"},
+        MigrationSourceError,
+        ("000002_.",),
+    ),
     "duplicate version": Case(
         {"1_other.up.sql": b"SELECT 1;", "1_other.down.sql": b"SELECT 1;"},
         MigrationSourceError,
         ("duplicate migration file", "1_other.down.sql", "000001_add_t1.down.sql"),
     ),
-    "missing down": Case({"000002_add_x.up.sql": b"CREATE TABLE x ();"}, MigrationSourceError, ("000002_add_x.up.sql", "no down file")),
-    "missing up": Case({"000002_add_x.down.sql": b"DROP TABLE x;"}, MigrationSourceError, ("000002_add_x.down.sql", "no up file")),
+    "missing down": Case(
+        {"000002_add_x.up.sql": b"CREATE TABLE x ();"},
+        MigrationSourceError,
+        ("000002_add_x.up.sql", "no down file"),
+    ),
+    "missing up": Case(
+        {"000002_add_x.down.sql": b"DROP TABLE x;"},
+        MigrationSourceError,
+        ("000002_add_x.down.sql", "no up file"),
+    ),
     "names differ": Case(
         {"000002_add_x.up.sql": b"SELECT 1;", "000002_add_y.down.sql": b"SELECT 1;"},
         MigrationSourceError,
         ("000002_add_y.down.sql", "000002_add_x.up.sql"),
     ),
-    "empty file": Case({"000002_add_x.up.sql": b"", "000002_add_x.down.sql": b"SELECT 1;"}, MigrationSourceError, ("000002_add_x.up.sql", "empty")),
-    "blank file": Case({"000002_add_x.up.sql": b"  \n\t\n", "000002_add_x.down.sql": b"SELECT 1;"}, MigrationSourceError, ("000002_add_x.up.sql", "empty")),
+    "empty file": Case(
+        {"000002_add_x.up.sql": b"", "000002_add_x.down.sql": b"SELECT 1;"},
+        MigrationSourceError,
+        ("000002_add_x.up.sql", "empty"),
+    ),
+    "blank file": Case(
+        {"000002_add_x.up.sql": b"  \n\t\n", "000002_add_x.down.sql": b"SELECT 1;"},
+        MigrationSourceError,
+        ("000002_add_x.up.sql", "empty"),
+    ),
     "not utf-8": Case(
-        {"000002_add_x.up.sql": b"-- ok\nSELECT '\xff\xfe';\n", "000002_add_x.down.sql": b"SELECT 1;"},
+        {
+            "000002_add_x.up.sql": b"-- ok\nSELECT '\xff\xfe';\n",
+            "000002_add_x.down.sql": b"SELECT 1;",
+        },
         MigrationSourceError,
         ("000002_add_x.up.sql", "UTF-8", "line 2"),
     ),
     "only comments": Case(
-        {"000002_add_x.up.sql": b"-- nothing here\n/* nor here */\n", "000002_add_x.down.sql": b"SELECT 1;"},
+        {
+            "000002_add_x.up.sql": b"-- nothing here\n/* nor here */\n",
+            "000002_add_x.down.sql": b"SELECT 1;",
+        },
         MigrationSourceError,
         ("000002_add_x.up.sql", "no SQL statement"),
     ),
     "explicit commit": Case(
-        {"000002_add_x.up.sql": b"CREATE TABLE x ();\nCOMMIT;\n", "000002_add_x.down.sql": b"DROP TABLE x;"},
+        {
+            "000002_add_x.up.sql": b"CREATE TABLE x ();\nCOMMIT;\n",
+            "000002_add_x.down.sql": b"DROP TABLE x;",
+        },
         MigrationSourceError,
         ("000002_add_x.up.sql:2", "COMMIT"),
     ),
     "syntax error at a known line": Case(
-        {"000002_add_x.up.sql": b"CREATE TABLE x (id int);\n\nCREATE TABLE y (id int,);\n", "000002_add_x.down.sql": b"DROP TABLE x;"},
+        {
+            "000002_add_x.up.sql": b"CREATE TABLE x (id int);\n\nCREATE TABLE y (id int,);\n",
+            "000002_add_x.down.sql": b"DROP TABLE x;",
+        },
         MigrationFailedError,
         ("000002_add_x.up.sql line 3, column 24", "42601", "CREATE TABLE y (id int,);"),
     ),
     "runtime error at a known line": Case(
-        {"000002_add_x.up.sql": b"CREATE TABLE x (id int);\nALTER TABLE x ADD CONSTRAINT c CHECK (nope > 0);\n", "000002_add_x.down.sql": b"DROP TABLE x;"},
+        {
+            "000002_add_x.up.sql": b"CREATE TABLE x (id int);\nALTER TABLE x ADD CONSTRAINT c CHECK (nope > 0);\n",
+            "000002_add_x.down.sql": b"DROP TABLE x;",
+        },
         MigrationFailedError,
         ("000002_add_x.up.sql line 2", "42703", "nope"),
     ),
     "error without a position": Case(
-        {"000002_add_x.up.sql": b"CREATE TABLE x (id int);\nSELECT 1/0;\n", "000002_add_x.down.sql": b"DROP TABLE x;"},
+        {
+            "000002_add_x.up.sql": b"CREATE TABLE x (id int);\nSELECT 1/0;\n",
+            "000002_add_x.down.sql": b"DROP TABLE x;",
+        },
         MigrationFailedError,
         ("000002_add_x.up.sql", "division by zero", "22012"),
     ),
@@ -109,11 +151,15 @@ async def test_bad_migration_files(name: str, database_dsn: str, tmp_path: Path)
     assert await user_tables(database_dsn) == ({"t1"} if expected else set())
 
 
-async def test_dirty_database_is_refused_with_recovery_command(database_dsn: str, tmp_path: Path) -> None:
+async def test_dirty_database_is_refused_with_recovery_command(
+    database_dsn: str, tmp_path: Path
+) -> None:
     source = write_migrations(tmp_path, simple_set(3))
     await run_migrations(database_dsn, source=source, target=2)
     # What golang-migrate leaves after a failed 000003: (3, dirty).
-    await execute(database_dsn, "TRUNCATE schema_migrations; INSERT INTO schema_migrations VALUES (3, true)")
+    await execute(
+        database_dsn, "TRUNCATE schema_migrations; INSERT INTO schema_migrations VALUES (3, true)"
+    )
     with pytest.raises(DirtyDatabaseError) as info:
         await run_migrations(database_dsn, source=source)
     text = str(info.value)
@@ -126,7 +172,9 @@ async def test_dirty_database_is_refused_with_recovery_command(database_dsn: str
 async def test_database_ahead_in_strict_mode(database_dsn: str, tmp_path: Path) -> None:
     await run_migrations(database_dsn, source=write_migrations(tmp_path / "new", simple_set(3)))
     with pytest.raises(DatabaseAheadError, match=r"version 3, ahead .* \(2\)") as info:
-        await run_migrations(database_dsn, source=write_migrations(tmp_path / "old", simple_set(2)), strict=True)
+        await run_migrations(
+            database_dsn, source=write_migrations(tmp_path / "old", simple_set(2)), strict=True
+        )
     assert info.value.database_version == 3
     assert await version_rows(database_dsn) == [(3, False)]
 
@@ -136,7 +184,9 @@ async def test_version_without_a_file_is_named(database_dsn: str, tmp_path: Path
     gap = simple_set(3)
     del gap[2]
     source = write_migrations(tmp_path / "b", gap)
-    await execute(database_dsn, "TRUNCATE schema_migrations; INSERT INTO schema_migrations VALUES (2, false)")
+    await execute(
+        database_dsn, "TRUNCATE schema_migrations; INSERT INTO schema_migrations VALUES (2, false)"
+    )
     with pytest.raises(DatabaseAheadError, match="version 2, which has no migration file"):
         await run_migrations(database_dsn, source=source)
 
@@ -165,10 +215,14 @@ async def test_malformed_dsn(dsn: str, mentions: str, tmp_path: Path) -> None:
     assert "hunter2" not in str(info.value)
 
 
-async def test_unknown_database_fails_at_once(postgres_server: object, database_dsn: str, tmp_path: Path) -> None:
+async def test_unknown_database_fails_at_once(
+    postgres_server: object, database_dsn: str, tmp_path: Path
+) -> None:
     dsn = database_dsn.rsplit("/", 1)[0] + "/no_such_database"
     with pytest.raises(DatabaseConnectionError, match="no_such_database"):
-        await run_migrations(dsn, source=write_migrations(tmp_path, simple_set(1)), attempts=30, wait=2.0)
+        await run_migrations(
+            dsn, source=write_migrations(tmp_path, simple_set(1)), attempts=30, wait=2.0
+        )
 
 
 async def test_goto_unknown_version(database_dsn: str, tmp_path: Path) -> None:
@@ -179,5 +233,3 @@ async def test_goto_unknown_version(database_dsn: str, tmp_path: Path) -> None:
         with pytest.raises(VersionNotFoundError, match="version 7"):
             await Migrator(conn, source).goto(7)
     assert await version_rows(database_dsn) == []
-
-

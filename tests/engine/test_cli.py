@@ -8,17 +8,22 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import execute, simple_set, version_rows, write_migrations
 
-from helpers import execute, fetch, simple_set, version_rows, write_migrations
 
-
-def cli(*args: str, dsn: str | None = None, env_var: str = "DATABASE_URL") -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, dsn: str | None = None, env_var: str = "DATABASE_URL"
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "POSTGRES_DSN")}
     if dsn is not None:
         env[env_var] = dsn
     return subprocess.run(
         [sys.executable, "-m", "silentpulse_db", *args],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
     )
 
 
@@ -50,7 +55,9 @@ async def test_up_version_status_down_goto_force(database_dsn: str, source: Path
     r = cli("goto", "1", *path, dsn=database_dsn)
     assert r.returncode == 0 and await version_rows(database_dsn) == [(1, False)]
 
-    await execute(database_dsn, "TRUNCATE schema_migrations; INSERT INTO schema_migrations VALUES (2, true)")
+    await execute(
+        database_dsn, "TRUNCATE schema_migrations; INSERT INTO schema_migrations VALUES (2, true)"
+    )
     r = cli("version", *path, dsn=database_dsn)
     assert r.stdout.strip() == "2 (dirty)"
     r = cli("up", *path, dsn=database_dsn)

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import fetch, version_rows, write_migrations
+
 from silentpulse_db import run_migrations
 
 RUNNER = Path(__file__).with_name("runner_process.py")
@@ -43,7 +43,9 @@ async def assert_each_applied_once(dsn: str, count: int) -> None:
 
 async def test_twenty_concurrent_calls(database_dsn: str, tmp_path: Path) -> None:
     source = write_migrations(tmp_path, slow_set(5))
-    results = await asyncio.gather(*(run_migrations(database_dsn, source=source) for _ in range(20)))
+    results = await asyncio.gather(
+        *(run_migrations(database_dsn, source=source) for _ in range(20))
+    )
     applied = sorted(a.version for r in results for a in r.applied)
     assert applied == [1, 2, 3, 4, 5]
     assert all(r.version_after == 5 for r in results)
@@ -58,13 +60,17 @@ async def test_four_processes(database_dsn: str, tmp_path: Path) -> None:
     env = {**os.environ, "DATABASE_URL": database_dsn}
     procs = [
         await asyncio.create_subprocess_exec(
-            sys.executable, str(RUNNER), str(source), env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            str(RUNNER),
+            str(source),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         for _ in range(4)
     ]
     outputs = await asyncio.gather(*(p.communicate() for p in procs))
-    for proc, (out, err) in zip(procs, outputs, strict=True):
+    for proc, (_out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err.decode()
     applied = sorted(v for out, _ in outputs for v in json.loads(out))
     assert applied == [1, 2, 3, 4, 5]

@@ -10,8 +10,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-
 from helpers import simple_set, write_migrations
+
 from silentpulse_db import DatabaseConnectionError, run_migrations
 from silentpulse_db.connect import is_transient
 
@@ -68,14 +68,19 @@ async def test_server_accepting_late_is_waited_for(
     retries = [r for r in caplog.records if "attempt" in r.getMessage()]
     assert len(retries) >= 3
     assert "attempt 1 of 30" in retries[0].getMessage()
-    assert "ConnectionRefusedError" in retries[0].getMessage() or "refused" in retries[0].getMessage().lower()
+    assert (
+        "ConnectionRefusedError" in retries[0].getMessage()
+        or "refused" in retries[0].getMessage().lower()
+    )
 
 
 async def test_gives_up_after_the_attempts(tmp_path: Path, database_dsn: str) -> None:
     dsn = with_port(database_dsn, free_port())
     started = time.monotonic()
     with pytest.raises(DatabaseConnectionError, match="after 3 attempts"):
-        await run_migrations(dsn, source=write_migrations(tmp_path, simple_set(1)), attempts=3, wait=0.2)
+        await run_migrations(
+            dsn, source=write_migrations(tmp_path, simple_set(1)), attempts=3, wait=0.2
+        )
     assert time.monotonic() - started < 10
 
 
@@ -88,8 +93,13 @@ async def test_wrong_password_fails_at_once_and_never_shows_it(
     wrong = "Wr0ng-Secret-Value"
     bad = parts._replace(netloc=f"{parts.username}:{wrong}@{parts.hostname}:{parts.port}").geturl()
     started = time.monotonic()
-    with caplog.at_level(logging.DEBUG, logger="silentpulse_db"), pytest.raises(DatabaseConnectionError) as info:
-        await run_migrations(bad, source=write_migrations(tmp_path, simple_set(1)), attempts=30, wait=2.0)
+    with (
+        caplog.at_level(logging.DEBUG, logger="silentpulse_db"),
+        pytest.raises(DatabaseConnectionError) as info,
+    ):
+        await run_migrations(
+            bad, source=write_migrations(tmp_path, simple_set(1)), attempts=30, wait=2.0
+        )
     elapsed = time.monotonic() - started
     assert elapsed < 1.0, f"wrong password took {elapsed:.2f}s (retried?)"
     assert "password authentication failed" in str(info.value)
@@ -97,11 +107,18 @@ async def test_wrong_password_fails_at_once_and_never_shows_it(
     assert wrong not in repr(info.value) and info.value.__cause__ is None
 
 
-async def test_retry_logs_never_show_the_password(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_retry_logs_never_show_the_password(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     secret = "S3cret-In-Dsn"
     dsn = f"postgresql://app:{secret}@127.0.0.1:{free_port()}/db"
-    with caplog.at_level(logging.DEBUG, logger="silentpulse_db"), pytest.raises(DatabaseConnectionError) as info:
-        await run_migrations(dsn, source=write_migrations(tmp_path, simple_set(1)), attempts=2, wait=0.1)
+    with (
+        caplog.at_level(logging.DEBUG, logger="silentpulse_db"),
+        pytest.raises(DatabaseConnectionError) as info,
+    ):
+        await run_migrations(
+            dsn, source=write_migrations(tmp_path, simple_set(1)), attempts=2, wait=0.1
+        )
     assert secret not in caplog.text and secret not in str(info.value)
     assert "***" in str(info.value)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-
 from helpers import execute, fetch, simple_set, version_rows, write_migrations
+
 from silentpulse_db import LockTimeoutError, run_migrations
 from silentpulse_db.lock import golang_migrate_lock_key, lock_keys
 from silentpulse_db.migrator import Migrator
@@ -49,7 +49,9 @@ ORDER BY a.attnum
 """
 
 
-async def test_table_ddl_matches_golang_migrate(postgres_server: object, database_dsn: str, tmp_path: Path) -> None:
+async def test_table_ddl_matches_golang_migrate(
+    postgres_server: object, database_dsn: str, tmp_path: Path
+) -> None:
     await run_migrations(database_dsn, source=write_migrations(tmp_path, simple_set(1)))
     ours = [dict(r) for r in await fetch(database_dsn, CATALOG)]
 
@@ -93,7 +95,9 @@ async def test_waits_for_a_golang_migrate_holder_then_names_it(
     which: str, database_dsn: str, tmp_path: Path
 ) -> None:
     source = write_migrations(tmp_path, simple_set(1))
-    holder = await asyncpg.connect(database_dsn, server_settings={"application_name": "migrate-cli"})
+    holder = await asyncpg.connect(
+        database_dsn, server_settings={"application_name": "migrate-cli"}
+    )
     try:
         key = getattr(await lock_keys(holder), which)
         # golang-migrate's Lock: a session-level advisory lock on its key.
@@ -121,7 +125,9 @@ async def test_waits_for_a_golang_migrate_holder_then_names_it(
         await holder.close()
 
 
-async def test_waiting_runner_polls_and_never_blocks_in_pg_advisory_lock(database_dsn: str, tmp_path: Path) -> None:
+async def test_waiting_runner_polls_and_never_blocks_in_pg_advisory_lock(
+    database_dsn: str, tmp_path: Path
+) -> None:
     source = write_migrations(tmp_path, simple_set(1))
     holder = await asyncpg.connect(database_dsn)
     try:
@@ -145,7 +151,9 @@ async def test_waiting_runner_polls_and_never_blocks_in_pg_advisory_lock(databas
         await holder.close()
 
 
-async def test_runbook_steps_leave_the_table_as_golang_migrate_would(database_dsn: str, tmp_path: Path) -> None:
+async def test_runbook_steps_leave_the_table_as_golang_migrate_would(
+    database_dsn: str, tmp_path: Path
+) -> None:
     source = load_source(write_migrations(tmp_path, simple_set(3)))
     await run_migrations(database_dsn, source=source)
     assert await version_rows(database_dsn) == [(3, False)]

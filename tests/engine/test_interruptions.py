@@ -9,8 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import (
+    fetch,
+    fetchval,
+    simple_set,
+    user_tables,
+    version_rows,
+    wait_for,
+    write_migrations,
+)
 
-from helpers import fetch, fetchval, simple_set, user_tables, version_rows, wait_for, write_migrations
 from silentpulse_db import MigrationInterruptedError, run_migrations
 
 RUNNER = Path(__file__).with_name("runner_process.py")
@@ -35,12 +43,17 @@ async def sleeping_backend(dsn: str) -> int | None:
 
 
 @pytest.mark.slow
-async def test_sigkill_mid_migration_leaves_previous_version_clean(database_dsn: str, tmp_path: Path) -> None:
+async def test_sigkill_mid_migration_leaves_previous_version_clean(
+    database_dsn: str, tmp_path: Path
+) -> None:
     source = write_migrations(tmp_path, with_slow_second(60))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(RUNNER), str(source),
+        sys.executable,
+        str(RUNNER),
+        str(source),
         env={**os.environ, "DATABASE_URL": database_dsn},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         await wait_for(lambda: _is_not_none(sleeping_backend(database_dsn)), timeout=30)

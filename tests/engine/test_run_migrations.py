@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 
 import pytest
-
 from helpers import fetch, fetchval, simple_set, user_tables, version_rows, write_migrations
+
 from silentpulse_db import (
     ChecksumMismatchError,
     DatabaseAheadError,
@@ -33,7 +33,9 @@ async def test_applies_pending_and_reports_each(database_dsn: str, tmp_path: Pat
     assert (again.version_before, again.version_after, again.applied) == (3, 3, ())
 
 
-async def test_history_records_name_checksum_direction_and_runner(database_dsn: str, tmp_path: Path) -> None:
+async def test_history_records_name_checksum_direction_and_runner(
+    database_dsn: str, tmp_path: Path
+) -> None:
     source = write_migrations(tmp_path, simple_set(2))
     await run_migrations(database_dsn, source=source)
     rows = await fetch(
@@ -44,7 +46,10 @@ async def test_history_records_name_checksum_direction_and_runner(database_dsn: 
     import hashlib
 
     expected = hashlib.sha256((tmp_path / "000001_add_t1.up.sql").read_bytes()).hexdigest()
-    assert [(r["version"], r["name"], r["direction"]) for r in rows] == [(1, "add_t1", "up"), (2, "add_t2", "up")]
+    assert [(r["version"], r["name"], r["direction"]) for r in rows] == [
+        (1, "add_t1", "up"),
+        (2, "add_t2", "up"),
+    ]
     assert rows[0]["checksum"] == expected
     assert rows[0]["duration_ms"] > 0
     assert "pid" in rows[0]["applied_by"] and "role postgres" in rows[0]["applied_by"]
@@ -97,7 +102,11 @@ async def test_failed_transactional_migration_stays_clean_at_previous_version(
     database_dsn: str, tmp_path: Path
 ) -> None:
     migrations = simple_set(1)
-    migrations[2] = ("add_b", "CREATE TABLE b (id int);\nINSERT INTO b VALUES (1);\nINSERT INTO missing VALUES (1);\n", "DROP TABLE b;")
+    migrations[2] = (
+        "add_b",
+        "CREATE TABLE b (id int);\nINSERT INTO b VALUES (1);\nINSERT INTO missing VALUES (1);\n",
+        "DROP TABLE b;",
+    )
     source = write_migrations(tmp_path, migrations)
     with pytest.raises(MigrationFailedError) as info:
         await run_migrations(database_dsn, source=source)
@@ -137,5 +146,7 @@ async def test_failure_outside_a_transaction_leaves_dirty_with_recovery(
     with pytest.raises(MigrationFailedError) as info:
         await run_migrations(database_dsn, source=source)
     assert info.value.dirty and info.value.line == 3
-    assert "silentpulse-db force 1" in str(info.value) and "silentpulse-db force 2" in str(info.value)
+    assert "silentpulse-db force 1" in str(info.value) and "silentpulse-db force 2" in str(
+        info.value
+    )
     assert await version_rows(database_dsn) == [(2, True)]

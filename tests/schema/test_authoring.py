@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import simple_set, write_migrations
+
 from silentpulse_db import MigrationSourceError, ReversibilityError
 from silentpulse_db.reversibility import check_reversibility
 from silentpulse_db.scaffold import create_migration
@@ -18,7 +18,10 @@ from silentpulse_db.source import load_source
 def test_create_writes_the_next_pair(tmp_path: Path) -> None:
     write_migrations(tmp_path, {4: ("add_t4", "CREATE TABLE t4 ();", "DROP TABLE t4;")})
     up, down = create_migration(tmp_path, "add_tags_table")
-    assert (up.name, down.name) == ("000005_add_tags_table.up.sql", "000005_add_tags_table.down.sql")
+    assert (up.name, down.name) == (
+        "000005_add_tags_table.up.sql",
+        "000005_add_tags_table.down.sql",
+    )
     assert up.read_text().startswith("-- 000005_add_tags_table:")
 
 
@@ -56,19 +59,25 @@ def test_make_migration_target(tmp_path: Path) -> None:
     target.mkdir(parents=True)
     r = subprocess.run(
         ["make", "-s", "-C", str(root), "migration", "name=add_x_table", f"MIGRATIONS={target}"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert r.returncode == 0, r.stderr
     assert (target / "000001_add_x_table.up.sql").exists()
     r = subprocess.run(
         ["make", "-s", "-C", str(root), "migration", "name=BadName", f"MIGRATIONS={target}"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert r.returncode != 0 and "snake_case" in r.stderr
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "silentpulse_db", *args], capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "silentpulse_db", *args], capture_output=True, text=True, check=False
+    )
 
 
 async def test_check_passes_a_reversible_set(database_dsn: str, tmp_path: Path) -> None:
@@ -78,11 +87,15 @@ async def test_check_passes_a_reversible_set(database_dsn: str, tmp_path: Path) 
         "CREATE INDEX t1_id ON t1 (id);\nCOMMENT ON TABLE t1 IS 'one';\nALTER TABLE t2 ADD COLUMN note text DEFAULT 'x';\n",
         "ALTER TABLE t2 DROP COLUMN note;\nCOMMENT ON TABLE t1 IS NULL;\nDROP INDEX t1_id;\n",
     )
-    report = await check_reversibility(database_dsn, load_source(write_migrations(tmp_path, migrations)))
+    report = await check_reversibility(
+        database_dsn, load_source(write_migrations(tmp_path, migrations))
+    )
     assert report.checked == [1, 2, 4]
 
 
-async def test_check_catches_a_down_that_forgets_an_index(database_dsn: str, tmp_path: Path) -> None:
+async def test_check_catches_a_down_that_forgets_an_index(
+    database_dsn: str, tmp_path: Path
+) -> None:
     migrations = simple_set(1)
     migrations[4] = (
         "add_t1_name",
@@ -102,7 +115,9 @@ async def test_check_catches_a_down_that_forgets_an_index(database_dsn: str, tmp
     assert "000004" not in text
 
 
-async def test_check_catches_a_down_dropping_a_column_up_did_not_add(database_dsn: str, tmp_path: Path) -> None:
+async def test_check_catches_a_down_dropping_a_column_up_did_not_add(
+    database_dsn: str, tmp_path: Path
+) -> None:
     migrations = {
         1: ("add_t1", "CREATE TABLE t1 (id int, legacy text);\n", "DROP TABLE t1;\n"),
         4: (
@@ -121,7 +136,9 @@ async def test_check_catches_a_down_dropping_a_column_up_did_not_add(database_ds
 async def test_check_reports_naming_rules(database_dsn: str, tmp_path: Path) -> None:
     migrations = simple_set(1)
     migrations[4] = ("tags", "CREATE TABLE tags ();", "DROP TABLE tags;")
-    with pytest.raises(ReversibilityError, match="000004_tags.up.sql: 'tags' does not start with a verb prefix"):
+    with pytest.raises(
+        ReversibilityError, match="000004_tags.up.sql: 'tags' does not start with a verb prefix"
+    ):
         await check_reversibility(database_dsn, load_source(write_migrations(tmp_path, migrations)))
 
 
@@ -129,6 +146,8 @@ def test_check_cli_exit_codes(database_dsn: str, tmp_path: Path) -> None:
     good = write_migrations(tmp_path / "good", simple_set(2))
     r = _cli("check", "--path", str(good), "--database", database_dsn)
     assert r.returncode == 0 and "checked 2 migration(s)" in r.stdout, r.stderr
-    bad = write_migrations(tmp_path / "bad", {1: ("add_t1", "CREATE TABLE t1 (id int);", "SELECT 1;")})
+    bad = write_migrations(
+        tmp_path / "bad", {1: ("add_t1", "CREATE TABLE t1 (id int);", "SELECT 1;")}
+    )
     r = _cli("check", "--path", str(bad), "--database", database_dsn)
     assert r.returncode == 1 and "relation public.t1: unexpected" in r.stderr
