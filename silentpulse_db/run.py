@@ -125,7 +125,7 @@ async def apply_prerequisites(
         notices=tuple(notices),
     )
     for name in result.unavailable_optional:
-        logger.warning("optional extension %r is not available on this server; skipped", name)
+        logger.info("optional extension %r is not available on this server; skipped", name)
     return result
 
 

@@ -1,0 +1,19 @@
+-- prerequisites.sql: extensions the SilentPulse schema uses. Run once per
+-- database, as a superuser, before the first migration:
+--     silentpulse-db prerequisites
+-- Safe to run again. Apache AGE (the dependency graph) is optional: it is
+-- created where the server has it; elsewhere a NOTICE says it was skipped and
+-- migration 000001 leaves the graph out.
+
+CREATE EXTENSION IF NOT EXISTS "uuid-ossp";
+CREATE EXTENSION IF NOT EXISTS pgcrypto;
+
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'age') THEN
+        CREATE EXTENSION IF NOT EXISTS age;
+    ELSE
+        RAISE NOTICE 'optional extension "age" (Apache AGE) is not available on this server: the dependency graph will be skipped';
+    END IF;
+END
+$$;
