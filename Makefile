@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo lint typecheck bench migration clean
+.PHONY: venv test demo roundtrip lint typecheck bench migration clean
 
 venv: $(STAMP)
 
@@ -19,6 +19,10 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m silentpulse_db.demo
+
+# up -> down --all -> up and `check` on the packaged migrations (CI runs it).
+roundtrip: $(STAMP)
+	$(BIN)/python -m silentpulse_db.demo --roundtrip
 
 lint: $(STAMP)
 	$(BIN)/ruff check silentpulse_db tests bench

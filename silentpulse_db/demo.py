@@ -1,44 +1,37 @@
-"""`make demo`: a throwaway PostgreSQL, prerequisites, migrations, `status`, and stop.
+"""`make demo` and `make roundtrip`: the packaged migrations on a throwaway PostgreSQL.
 
-Shows on a fresh machine, with no server running, what a service's start-up
-does to its database. Run with ``python -m silentpulse_db.demo``.
+- ``python -m silentpulse_db.demo``: prerequisites, migrations, ``status``, stop.
+- ``python -m silentpulse_db.demo --roundtrip``: prerequisites, ``up``,
+  ``down --all``, ``up``, ``check`` (every down undoes its up), ``status`` —
+  each through the real CLI; exits non-zero on the first failure.
+
+Works on a fresh machine with no server running, as root or not.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import sys
 
-from . import apply_prerequisites, run_migrations
-from .cli import format_status
-from .migrator import Migrator
-from .session import locked_connection
-from .source import load_source
+from .cli import main as cli
 from .testing.server import PostgresServer
 
-
-async def _demo(dsn: str) -> None:
-    prerequisites = await apply_prerequisites(dsn)
-    print(f"prerequisites: extensions {', '.join(prerequisites.installed)}")
-    for name in prerequisites.unavailable_optional:
-        print(f"prerequisites: optional extension {name!r} not available here (skipped)")
-    result = await run_migrations(dsn)
-    for applied in result.applied:
-        print(f"applied {applied}")
-    async with locked_connection(dsn) as conn:
-        migrator = Migrator(conn, load_source())
-        print()
-        print(format_status(await migrator.status()))
-        print(f"current version: {await migrator.state()}")
+DEMO = [["prerequisites"], ["up"], ["status"]]
+ROUNDTRIP = [["prerequisites"], ["up"], ["down", "--all"], ["up"], ["check"], ["status"]]
 
 
-def main() -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    steps = ROUNDTRIP if "--roundtrip" in args else DEMO
     with PostgresServer() as server:
-        print(f"throwaway PostgreSQL on port {server.port}")
-        asyncio.run(_demo(server.dsn))
-    print("server stopped")
+        print(f"throwaway PostgreSQL {server.bindir.parent.name} on port {server.port}", flush=True)
+        for step in steps:
+            print(f"\n$ silentpulse-db {' '.join(step)}", flush=True)
+            status = cli([*step, "--database", server.dsn])
+            sys.stdout.flush()
+            if status != 0:
+                print(f"step `{' '.join(step)}` failed (exit {status})", file=sys.stderr)
+                return status
+    print("\nserver stopped")
     return 0
 
 

@@ -94,6 +94,7 @@ async def listen_alerts(
     """
     validate_dsn(dsn)
     last_seen: datetime | None = since
+    floor: datetime | None = since
     delivered: dict[tuple[uuid.UUID, str, datetime], datetime] = {}
     backoff = initial_backoff
 
@@ -116,7 +117,9 @@ async def listen_alerts(
             # ways and is delivered once.
             conn, queue = await _subscribe(dsn)
             if last_seen is not None:
-                rows = await conn.fetch(_CATCH_UP, last_seen - catch_up_margin)
+                assert floor is not None
+                # Never replay from before the listener's start (or ``since``).
+                rows = await conn.fetch(_CATCH_UP, max(floor, last_seen - catch_up_margin))
                 for row in rows:
                     event = AlertEvent(
                         alert_id=row["id"],
@@ -130,7 +133,7 @@ async def listen_alerts(
                     if fresh(event):
                         yield event
             else:
-                last_seen = await conn.fetchval("SELECT now()")
+                last_seen = floor = await conn.fetchval("SELECT now()")
             backoff = initial_backoff
             while True:
                 try:

@@ -1,0 +1,46 @@
+"""Adopting a database created before migrations: baseline checks the schema, then records version 1."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import execute, fetch, version_rows
+from silentpulse_db import BaselineError, apply_prerequisites, baseline, run_migrations
+from silentpulse_db.source import load_source
+
+
+async def premigration_database(dsn: str) -> None:
+    """What an older deployment did by hand: the prerequisites and 000001's SQL, no version table."""
+    await apply_prerequisites(dsn)
+    first = load_source().get(1)
+    assert first is not None
+    await execute(dsn, first.up.sql)
+    await execute(dsn, "DROP TABLE IF EXISTS schema_migrations, schema_migrations_history")
+
+
+async def test_baseline_adopts_a_matching_database(database_dsn: str) -> None:
+    await premigration_database(database_dsn)
+    result = await baseline(database_dsn)
+    assert result.version_after == 1
+    assert await version_rows(database_dsn) == [(1, False)]
+    history = await fetch(database_dsn, "SELECT version, direction FROM schema_migrations_history")
+    assert [tuple(r) for r in history] == [(1, "baseline")]
+    migrated = await run_migrations(database_dsn)
+    assert [a.version for a in migrated.applied] == [2, 3]
+
+
+async def test_baseline_refuses_a_different_schema_listing_differences(database_dsn: str) -> None:
+    await premigration_database(database_dsn)
+    await execute(database_dsn, "ALTER TABLE assets DROP COLUMN region; CREATE TABLE extra (id int)")
+    with pytest.raises(BaselineError) as info:
+        await baseline(database_dsn)
+    text = str(info.value)
+    assert "column public.assets.region: missing" in text
+    assert "relation public.extra: unexpected" in text
+    assert await version_rows(database_dsn) == []
+
+
+async def test_baseline_refuses_a_versioned_database(migrated_dsn: str) -> None:
+    with pytest.raises(BaselineError, match="already has a migration version"):
+        await baseline(migrated_dsn, verify=False)
+    assert await version_rows(migrated_dsn) == [(3, False)]

@@ -1,0 +1,106 @@
+"""listen_alerts: live notifications, reconnect after pg_terminate_backend, catch-up, no duplicates."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+from typing import Any
+
+import asyncpg
+
+from helpers import fetchval, wait_for
+from silentpulse_db import AlertEvent, listen_alerts
+
+from .seed import seed_tenant
+
+
+@contextlib.asynccontextmanager
+async def collecting(dsn: str, **options: Any) -> AsyncIterator[list[AlertEvent]]:
+    events: list[AlertEvent] = []
+
+    async def consume() -> None:
+        async for event in listen_alerts(dsn, initial_backoff=0.1, max_backoff=0.5, **options):
+            events.append(event)
+
+    task = asyncio.create_task(consume())
+    try:
+        yield events
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def listener_pid(dsn: str) -> int | None:
+    return await fetchval(
+        dsn,
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'silentpulse-db listener' "
+        "AND datname = current_database()",
+    )
+
+
+async def new_alert(conn: asyncpg.Connection, ids: dict[str, uuid.UUID]) -> uuid.UUID:
+    return await conn.fetchval(
+        "INSERT INTO alerts (tenant_id, flow_pulse_id, asset_id, alert_type, severity, started_at) "
+        "VALUES ($1, $2, $3, 'silence', 'high', $4) RETURNING id",
+        ids["tenants"], ids["flow_pulses"], ids["assets"], datetime.now(timezone.utc),
+    )
+
+
+async def test_live_and_across_a_dropped_connection(migrated_dsn: str) -> None:
+    conn = await asyncpg.connect(migrated_dsn)
+    try:
+        ids = await seed_tenant(conn, "echo")
+        async with collecting(migrated_dsn) as events:
+            await wait_for(lambda: _has(listener_pid(migrated_dsn)))
+            live = [await new_alert(conn, ids) for _ in range(3)]
+            await conn.execute("UPDATE alerts SET status = 'acknowledged' WHERE id = $1", live[0])
+            await wait_for(lambda: _len_at_least(events, 4), timeout=10)
+
+            # Drop the listener's connection, keep writing while it is away.
+            pid = await listener_pid(migrated_dsn)
+            assert await fetchval(migrated_dsn, "SELECT pg_terminate_backend($1)", pid)
+            away = [await new_alert(conn, ids) for _ in range(5)]
+            await conn.execute("UPDATE alerts SET status = 'resolved', resolved_at = now() WHERE id = $1", live[1])
+            # It reconnects (a new backend) and catches up from the table.
+            await wait_for(lambda: _other_pid(listener_pid(migrated_dsn), pid), timeout=15)
+            after = [await new_alert(conn, ids) for _ in range(2)]
+            expected = 3 + 1 + 5 + 1 + 2
+            await wait_for(lambda: _len_at_least(events, expected), timeout=15)
+            await asyncio.sleep(0.5)  # anything extra (a duplicate) would show up now
+        keys = [(e.alert_id, e.status) for e in events]
+        assert len(keys) == len(set(keys)) == expected, events
+        for alert in live + away + after:
+            assert (alert, "open") in keys
+        assert (live[0], "acknowledged") in keys and (live[1], "resolved") in keys
+        assert {e.source for e in events} == {"notify", "catch_up"}
+        assert all(e.tenant_id == ids["tenants"] for e in events)
+    finally:
+        await conn.close()
+
+
+async def test_since_replays_from_the_table(migrated_dsn: str) -> None:
+    conn = await asyncpg.connect(migrated_dsn)
+    try:
+        ids = await seed_tenant(conn, "foxtrot")
+        async with collecting(migrated_dsn, since=datetime(2000, 1, 1, tzinfo=timezone.utc)) as events:
+            await wait_for(lambda: _len_at_least(events, 1), timeout=10)
+        assert events[0].alert_id == ids["alerts"] and events[0].source == "catch_up"
+    finally:
+        await conn.close()
+
+
+async def _has(awaitable: Any) -> bool:
+    return (await awaitable) is not None
+
+
+async def _other_pid(awaitable: Any, old: int) -> bool:
+    pid = await awaitable
+    return pid is not None and pid != old
+
+
+async def _len_at_least(events: list[AlertEvent], n: int) -> bool:
+    return len(events) >= n
