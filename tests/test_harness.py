@@ -10,10 +10,11 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from helpers import fetch, fetchval, simple_set, write_migrations
 
 from silentpulse_db import run_migrations
 from silentpulse_db.testing import PostgresServer
+
+from helpers import fetch, fetchval, simple_set, write_migrations
 
 
 async def test_server_runs_as_postgres_when_root(postgres_server: PostgresServer) -> None:

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import execute, simple_set, user_tables, version_rows, write_migrations
 
 from silentpulse_db import (
     ConfigurationError,
@@ -21,6 +20,8 @@ from silentpulse_db import (
 from silentpulse_db.migrator import Migrator
 from silentpulse_db.session import locked_connection
 from silentpulse_db.source import load_source
+
+from helpers import execute, simple_set, user_tables, version_rows, write_migrations
 
 
 @dataclass

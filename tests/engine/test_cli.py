@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from helpers import execute, simple_set, version_rows, write_migrations
 
 

@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import fetch, version_rows, write_migrations
 
 from silentpulse_db import run_migrations
+
+from helpers import fetch, version_rows, write_migrations
 
 RUNNER = Path(__file__).with_name("runner_process.py")
 

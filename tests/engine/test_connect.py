@@ -10,10 +10,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from helpers import simple_set, write_migrations
 
 from silentpulse_db import DatabaseConnectionError, run_migrations
 from silentpulse_db.connect import is_transient
+
+from helpers import simple_set, write_migrations
 
 
 def free_port() -> int:

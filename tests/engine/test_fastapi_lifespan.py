@@ -9,9 +9,10 @@ from pathlib import Path
 import asyncpg
 import httpx
 from fastapi import FastAPI
-from helpers import simple_set, write_migrations
 
 from silentpulse_db import run_migrations
+
+from helpers import simple_set, write_migrations
 
 
 def make_app(dsn: str, source: Path) -> FastAPI:

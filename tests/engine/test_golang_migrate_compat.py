@@ -13,13 +13,14 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from helpers import execute, fetch, simple_set, version_rows, write_migrations
 
 from silentpulse_db import LockTimeoutError, run_migrations
 from silentpulse_db.lock import golang_migrate_lock_key, lock_keys
 from silentpulse_db.migrator import Migrator
 from silentpulse_db.session import locked_connection
 from silentpulse_db.source import load_source
+
+from helpers import execute, fetch, simple_set, version_rows, write_migrations
 
 GOLANG_CREATE = (
     'CREATE TABLE IF NOT EXISTS "public"."schema_migrations" '

@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from silentpulse_db import MigrationInterruptedError, run_migrations
+
 from helpers import (
     fetch,
     fetchval,
@@ -18,8 +21,6 @@ from helpers import (
     wait_for,
     write_migrations,
 )
-
-from silentpulse_db import MigrationInterruptedError, run_migrations
 
 RUNNER = Path(__file__).with_name("runner_process.py")
 

@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 
 import pytest
-from helpers import fetch, fetchval, simple_set, user_tables, version_rows, write_migrations
 
 from silentpulse_db import (
     ChecksumMismatchError,
@@ -14,6 +13,8 @@ from silentpulse_db import (
     MigrationFailedError,
     run_migrations,
 )
+
+from helpers import fetch, fetchval, simple_set, user_tables, version_rows, write_migrations
 
 
 async def test_applies_pending_and_reports_each(database_dsn: str, tmp_path: Path) -> None:

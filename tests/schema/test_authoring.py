@@ -7,12 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import simple_set, write_migrations
 
 from silentpulse_db import MigrationSourceError, ReversibilityError
 from silentpulse_db.reversibility import check_reversibility
 from silentpulse_db.scaffold import create_migration
 from silentpulse_db.source import load_source
+
+from helpers import simple_set, write_migrations
 
 
 def test_create_writes_the_next_pair(tmp_path: Path) -> None:

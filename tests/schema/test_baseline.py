@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import execute, fetch, version_rows
 from silentpulse_db import BaselineError, apply_prerequisites, baseline, run_migrations
 from silentpulse_db.source import load_source
+
+from helpers import execute, fetch, version_rows
 
 
 async def premigration_database(dsn: str) -> None:
@@ -31,7 +32,9 @@ async def test_baseline_adopts_a_matching_database(database_dsn: str) -> None:
 
 async def test_baseline_refuses_a_different_schema_listing_differences(database_dsn: str) -> None:
     await premigration_database(database_dsn)
-    await execute(database_dsn, "ALTER TABLE assets DROP COLUMN region; CREATE TABLE extra (id int)")
+    await execute(
+        database_dsn, "ALTER TABLE assets DROP COLUMN region; CREATE TABLE extra (id int)"
+    )
     with pytest.raises(BaselineError) as info:
         await baseline(database_dsn)
     text = str(info.value)

@@ -11,10 +11,10 @@ from typing import Any
 
 import asyncpg
 
-from helpers import fetchval, wait_for
 from silentpulse_db import AlertEvent, listen_alerts
 
 from .seed import seed_tenant
+from helpers import fetchval, wait_for
 
 
 @contextlib.asynccontextmanager
@@ -46,7 +46,10 @@ async def new_alert(conn: asyncpg.Connection, ids: dict[str, uuid.UUID]) -> uuid
     return await conn.fetchval(
         "INSERT INTO alerts (tenant_id, flow_pulse_id, asset_id, alert_type, severity, started_at) "
         "VALUES ($1, $2, $3, 'silence', 'high', $4) RETURNING id",
-        ids["tenants"], ids["flow_pulses"], ids["assets"], datetime.now(timezone.utc),
+        ids["tenants"],
+        ids["flow_pulses"],
+        ids["assets"],
+        datetime.now(timezone.utc),
     )
 
 
@@ -64,7 +67,9 @@ async def test_live_and_across_a_dropped_connection(migrated_dsn: str) -> None:
             pid = await listener_pid(migrated_dsn)
             assert await fetchval(migrated_dsn, "SELECT pg_terminate_backend($1)", pid)
             away = [await new_alert(conn, ids) for _ in range(5)]
-            await conn.execute("UPDATE alerts SET status = 'resolved', resolved_at = now() WHERE id = $1", live[1])
+            await conn.execute(
+                "UPDATE alerts SET status = 'resolved', resolved_at = now() WHERE id = $1", live[1]
+            )
             # It reconnects (a new backend) and catches up from the table.
             await wait_for(lambda: _other_pid(listener_pid(migrated_dsn), pid), timeout=15)
             after = [await new_alert(conn, ids) for _ in range(2)]
@@ -86,7 +91,9 @@ async def test_since_replays_from_the_table(migrated_dsn: str) -> None:
     conn = await asyncpg.connect(migrated_dsn)
     try:
         ids = await seed_tenant(conn, "foxtrot")
-        async with collecting(migrated_dsn, since=datetime(2000, 1, 1, tzinfo=timezone.utc)) as events:
+        async with collecting(
+            migrated_dsn, since=datetime(2000, 1, 1, tzinfo=timezone.utc)
+        ) as events:
             await wait_for(lambda: _len_at_least(events, 1), timeout=10)
         assert events[0].alert_id == ids["alerts"] and events[0].source == "catch_up"
     finally:

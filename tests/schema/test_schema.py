@@ -12,7 +12,6 @@ from urllib.parse import quote, urlsplit
 import asyncpg
 import pytest
 
-from helpers import execute, fetch, fetchval, version_rows
 from silentpulse_db import apply_prerequisites, run_migrations
 from silentpulse_db.catalog import snapshot
 from silentpulse_db.migrator import Migrator
@@ -20,38 +19,188 @@ from silentpulse_db.session import locked_connection
 from silentpulse_db.source import load_source
 
 from .seed import GLOBAL_TABLES, NOW, TENANT_TABLES, seed_tenant
+from helpers import execute, fetch, fetchval, version_rows
 
 KEY_COLUMNS = {
     "tenants": {"id", "name", "handle", "settings", "created_at"},
-    "assets": {"id", "tenant_id", "external_id", "hostname", "ip", "os", "vendor", "product", "region", "rating", "metadata"},
+    "assets": {
+        "id",
+        "tenant_id",
+        "external_id",
+        "hostname",
+        "ip",
+        "os",
+        "vendor",
+        "product",
+        "region",
+        "rating",
+        "metadata",
+    },
     "asset_groups": {"id", "tenant_id", "name", "filters"},
     "integration_points": {"id", "tenant_id", "type", "connection_config"},
     "flows": {"id", "tenant_id", "asset_group_id", "enabled"},
-    "flow_pulses": {"id", "flow_id", "integration_point_id", "position", "scheduler_interval", "time_window"},
-    "alerts": {"id", "tenant_id", "flow_pulse_id", "asset_id", "alert_type", "severity", "status", "started_at", "resolved_at", "mitre_techniques"},
+    "flow_pulses": {
+        "id",
+        "flow_id",
+        "integration_point_id",
+        "position",
+        "scheduler_interval",
+        "time_window",
+    },
+    "alerts": {
+        "id",
+        "tenant_id",
+        "flow_pulse_id",
+        "asset_id",
+        "alert_type",
+        "severity",
+        "status",
+        "started_at",
+        "resolved_at",
+        "mitre_techniques",
+    },
     "users": {"id", "tenant_id", "email", "password_hash", "role"},
     "notification_channels": {"id", "tenant_id", "type", "config", "enabled"},
     "notification_rules": {"id", "tenant_id", "conditions", "notification_channel_id"},
-    "report_definitions": {"id", "tenant_id", "type", "filters", "period", "schedule_cron", "format", "recipients"},
-    "report_executions": {"id", "report_definition_id", "status", "generated_at", "file_path", "error"},
+    "report_definitions": {
+        "id",
+        "tenant_id",
+        "type",
+        "filters",
+        "period",
+        "schedule_cron",
+        "format",
+        "recipients",
+    },
+    "report_executions": {
+        "id",
+        "report_definition_id",
+        "status",
+        "generated_at",
+        "file_path",
+        "error",
+    },
     "api_keys": {"id", "tenant_id", "key_hash", "scopes", "user_id", "expires_at"},
-    "audit_tasks": {"id", "tenant_id", "auditor_user_id", "scope_filters", "period_start", "period_end", "access_expires_at", "status", "created_by"},
-    "audit_logs": {"id", "tenant_id", "user_id", "action", "entity_type", "entity_id", "changes", "created_at", "request_id", "client_addr", "user_agent", "actor_type"},
-    "ai_configs": {"tenant_id", "provider", "model", "api_key_enc", "encryption_version", "max_tokens", "enabled"},
-    "exclusion_windows": {"id", "tenant_id", "asset_group_id", "start_time", "end_time", "recurrence_type", "recurrence_end", "created_by"},
-    "exclusion_logs": {"id", "tenant_id", "exclusion_window_id", "asset_id", "flow_pulse_id", "suppressed_at", "reason"},
-    "availability_snapshots": {"id", "tenant_id", "asset_group_id", "availability_percent", "kpi_target_percent", "compliant"},
-    "compliance_breaches": {"id", "tenant_id", "asset_group_id", "snapshot_id", "status", "acknowledged_by", "resolved_by"},
+    "audit_tasks": {
+        "id",
+        "tenant_id",
+        "auditor_user_id",
+        "scope_filters",
+        "period_start",
+        "period_end",
+        "access_expires_at",
+        "status",
+        "created_by",
+    },
+    "audit_logs": {
+        "id",
+        "tenant_id",
+        "user_id",
+        "action",
+        "entity_type",
+        "entity_id",
+        "changes",
+        "created_at",
+        "request_id",
+        "client_addr",
+        "user_agent",
+        "actor_type",
+    },
+    "ai_configs": {
+        "tenant_id",
+        "provider",
+        "model",
+        "api_key_enc",
+        "encryption_version",
+        "max_tokens",
+        "enabled",
+    },
+    "exclusion_windows": {
+        "id",
+        "tenant_id",
+        "asset_group_id",
+        "start_time",
+        "end_time",
+        "recurrence_type",
+        "recurrence_end",
+        "created_by",
+    },
+    "exclusion_logs": {
+        "id",
+        "tenant_id",
+        "exclusion_window_id",
+        "asset_id",
+        "flow_pulse_id",
+        "suppressed_at",
+        "reason",
+    },
+    "availability_snapshots": {
+        "id",
+        "tenant_id",
+        "asset_group_id",
+        "availability_percent",
+        "kpi_target_percent",
+        "compliant",
+    },
+    "compliance_breaches": {
+        "id",
+        "tenant_id",
+        "asset_group_id",
+        "snapshot_id",
+        "status",
+        "acknowledged_by",
+        "resolved_by",
+    },
     "connector_defs": {"type", "version", "source", "manifest", "synced_at"},
     "mitre_techniques": {"id", "technique_id", "name", "tactic", "description"},
     "asset_group_mitre": {"asset_group_id", "mitre_technique_id"},
-    "asset_observations": {"id", "tenant_id", "asset_id", "flow_pulse_id", "observed_at", "metadata"},
-    "asset_observation_hourly": {"tenant_id", "asset_id", "flow_pulse_id", "hour", "observation_count", "avg_interval_ms"},
-    "asset_observation_daily": {"tenant_id", "asset_id", "flow_pulse_id", "date", "uptime_pct", "gaps_count", "longest_gap_ms"},
+    "asset_observations": {
+        "id",
+        "tenant_id",
+        "asset_id",
+        "flow_pulse_id",
+        "observed_at",
+        "metadata",
+    },
+    "asset_observation_hourly": {
+        "tenant_id",
+        "asset_id",
+        "flow_pulse_id",
+        "hour",
+        "observation_count",
+        "avg_interval_ms",
+    },
+    "asset_observation_daily": {
+        "tenant_id",
+        "asset_id",
+        "flow_pulse_id",
+        "date",
+        "uptime_pct",
+        "gaps_count",
+        "longest_gap_ms",
+    },
     "feed_profiles": {"id", "tenant_id", "flow_pulse_id", "status", "config", "baseline"},
     "asset_profiles": {"id", "tenant_id", "asset_id", "flow_pulse_id", "status"},
-    "threshold_suggestions": {"id", "tenant_id", "flow_pulse_id", "asset_id", "suggestion_type", "priority", "status", "responded_by"},
-    "anomaly_events": {"id", "tenant_id", "flow_pulse_id", "asset_id", "anomaly_type", "severity", "related_alert_id", "status"},
+    "threshold_suggestions": {
+        "id",
+        "tenant_id",
+        "flow_pulse_id",
+        "asset_id",
+        "suggestion_type",
+        "priority",
+        "status",
+        "responded_by",
+    },
+    "anomaly_events": {
+        "id",
+        "tenant_id",
+        "flow_pulse_id",
+        "asset_id",
+        "anomaly_type",
+        "severity",
+        "related_alert_id",
+        "status",
+    },
 }
 
 
@@ -76,12 +225,25 @@ async def test_fresh_database_reaches_latest_with_every_table(database_dsn: str)
     # Credential columns hold envelopes.
     types = {
         (r["table_name"], r["column_name"]): r["data_type"]
-        for r in await fetch(database_dsn, "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = 'public'")
+        for r in await fetch(
+            database_dsn,
+            "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = 'public'",
+        )
     }
-    for column in [("integration_points", "connection_config"), ("notification_channels", "config"), ("ai_configs", "api_key_enc")]:
+    for column in [
+        ("integration_points", "connection_config"),
+        ("notification_channels", "config"),
+        ("ai_configs", "api_key_enc"),
+    ]:
         assert types[column] == "bytea"
     # Partitioned by month, with a default partition.
-    parts = {r["relname"] for r in await fetch(database_dsn, "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid")}
+    parts = {
+        r["relname"]
+        for r in await fetch(
+            database_dsn,
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid",
+        )
+    }
     month = NOW.strftime("%Y_%m")
     for table in ("alerts", "audit_logs", "asset_observations"):
         assert f"{table}_p{month}" in parts and f"{table}_default" in parts
@@ -133,17 +295,32 @@ async def test_tenant_isolation_for_an_application_role(migrated_dsn: str, app_r
         await admin.close()
     app = await asyncpg.connect(app_role)
     try:
-        assert not await app.fetchval("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user")
+        assert not await app.fetchval(
+            "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user"
+        )
         for table in TENANT_TABLES:
             # No tenant set: nothing visible.
             assert await app.fetchval(f"SELECT count(*) FROM {table}") == 0, table
             async with app.transaction():
-                await app.execute("SELECT set_config('app.current_tenant', $1, true)", str(a["tenants"]))
-                tenants = {r["tenant_id"] for r in await app.fetch(f"SELECT tenant_id FROM {table}")}
+                await app.execute(
+                    "SELECT set_config('app.current_tenant', $1, true)", str(a["tenants"])
+                )
+                tenants = {
+                    r["tenant_id"] for r in await app.fetch(f"SELECT tenant_id FROM {table}")
+                }
                 assert tenants == {a["tenants"]}, table
                 # B's rows can be neither changed nor deleted...
-                assert await app.execute(f"UPDATE {table} SET tenant_id = tenant_id WHERE tenant_id = $1", b["tenants"]) == "UPDATE 0"
-                assert await app.execute(f"DELETE FROM {table} WHERE tenant_id = $1", b["tenants"]) == "DELETE 0"
+                assert (
+                    await app.execute(
+                        f"UPDATE {table} SET tenant_id = tenant_id WHERE tenant_id = $1",
+                        b["tenants"],
+                    )
+                    == "UPDATE 0"
+                )
+                assert (
+                    await app.execute(f"DELETE FROM {table} WHERE tenant_id = $1", b["tenants"])
+                    == "DELETE 0"
+                )
                 # ...nor written: a copy of A's row claiming tenant B is refused.
                 with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
                     async with app.transaction():
@@ -159,7 +336,9 @@ async def test_tenant_isolation_for_an_application_role(migrated_dsn: str, app_r
                     async with app.transaction():
                         await app.execute(f"UPDATE {table} SET tenant_id = $1", b["tenants"])
         async with app.transaction():
-            await app.execute("SELECT set_config('app.current_tenant', $1, true)", str(b["tenants"]))
+            await app.execute(
+                "SELECT set_config('app.current_tenant', $1, true)", str(b["tenants"])
+            )
             assert [r["handle"] for r in await app.fetch("SELECT handle FROM tenants")] == ["bravo"]
     finally:
         await app.close()
@@ -201,7 +380,9 @@ async def test_alert_trigger_notifies_insert_and_status_change(migrated_dsn: str
     listener = await asyncpg.connect(migrated_dsn)
     received: asyncio.Queue[str] = asyncio.Queue()
     try:
-        await listener.add_listener("silentpulse_alerts", lambda *args: received.put_nowait(args[3]))
+        await listener.add_listener(
+            "silentpulse_alerts", lambda *args: received.put_nowait(args[3])
+        )
         ids = await seed_tenant(conn, "delta")
         first = json.loads(await asyncio.wait_for(received.get(), 5))
         assert first["op"] == "INSERT" and first["status"] == "open"
@@ -238,8 +419,18 @@ async def test_down_to_zero_leaves_nothing_and_up_again(migrated_dsn: str) -> No
     assert await version_rows(migrated_dsn) == []
     leftovers = {k: v for k, v in after.objects.items() if v and k not in ("extension", "schema")}
     assert leftovers == {}
-    relations = {r["relname"] for r in await fetch(migrated_dsn, "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'S', 'f', 'm')")}
+    relations = {
+        r["relname"]
+        for r in await fetch(
+            migrated_dsn,
+            "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'S', 'f', 'm')",
+        )
+    }
     # Only the bookkeeping: golang-migrate's table, and our history (with its identity sequence).
-    assert relations == {"schema_migrations", "schema_migrations_history", "schema_migrations_history_id_seq"}
+    assert relations == {
+        "schema_migrations",
+        "schema_migrations_history",
+        "schema_migrations_history_id_seq",
+    }
     result = await run_migrations(migrated_dsn)
     assert [a.version for a in result.applied] == [1, 2, 3]

@@ -1,0 +1,108 @@
+"""The credential envelope: byte layout and associated data. Pure functions, no keys.
+
+```
+offset len   field
+0      1     version: 0x01 AES-256-GCM under the master key
+                      0x02 AES-256-GCM under HKDF-SHA256(master, HKDF_SALT,
+                                                       info=V2_INFO || tenant_id)
+1      8     kid: HKDF-SHA256(master, HKDF_SALT, info=KID_INFO), 8 bytes
+9      12    nonce: random, fresh for every encryption
+21     n+16  AES-GCM ciphertext and tag
+```
+
+Associated data binds a value to where it lives: the 9-byte header, the table,
+the column, the tenant id and the row id, each preceded by its length as a
+4-byte big-endian integer. Ids are written as canonical UUID strings
+(lowercase, hyphenated).
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from dataclasses import dataclass
+
+from ..errors import MalformedEnvelopeError
+
+V1_MASTER = 0x01
+V2_PER_TENANT = 0x02
+VERSIONS = (V1_MASTER, V2_PER_TENANT)
+
+KID_LEN = 8
+NONCE_LEN = 12
+TAG_LEN = 16
+HEADER_LEN = 1 + KID_LEN
+PREFIX_LEN = HEADER_LEN + NONCE_LEN
+MIN_LEN = PREFIX_LEN + TAG_LEN
+
+# HKDF info labels: changing one changes every key id or per-tenant key.
+KID_INFO = b"silentpulse/credentials/kid/v1"
+V2_INFO = b"silentpulse/credentials/tenant-key/v2/"
+
+_LEN = struct.Struct(">I")
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A parsed envelope. ``body`` is the ciphertext with its tag."""
+
+    version: int
+    kid: bytes
+    nonce: bytes
+    body: bytes
+
+    @property
+    def header(self) -> bytes:
+        return bytes((self.version,)) + self.kid
+
+    def __repr__(self) -> str:
+        return f"Envelope(version={self.version}, kid={self.kid.hex()}, {len(self.body)} bytes)"
+
+
+def parse(data: bytes) -> Envelope:
+    """Split an envelope into its fields; MalformedEnvelopeError if it cannot be one."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise MalformedEnvelopeError(f"an envelope is bytes, not {type(data).__name__}")
+    data = bytes(data)
+    if len(data) < MIN_LEN:
+        raise MalformedEnvelopeError(
+            f"envelope too short: {len(data)} bytes, at least {MIN_LEN} expected"
+        )
+    if data[0] not in VERSIONS:
+        raise MalformedEnvelopeError(f"unknown envelope version 0x{data[0]:02x}")
+    return Envelope(
+        version=data[0],
+        kid=data[1:HEADER_LEN],
+        nonce=data[HEADER_LEN:PREFIX_LEN],
+        body=data[PREFIX_LEN:],
+    )
+
+
+def peek(data: bytes) -> tuple[int, bytes]:
+    """(version, kid) of an envelope without copying its body."""
+    if len(data) < MIN_LEN:
+        raise MalformedEnvelopeError(
+            f"envelope too short: {len(data)} bytes, at least {MIN_LEN} expected"
+        )
+    if data[0] not in VERSIONS:
+        raise MalformedEnvelopeError(f"unknown envelope version 0x{data[0]:02x}")
+    return data[0], bytes(data[1:HEADER_LEN])
+
+
+def canonical_id(value: uuid.UUID | str) -> str:
+    """A row or tenant id as it enters the associated data."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        if isinstance(value, str) and value:
+            return value  # a non-UUID key (e.g. a text primary key) is used as given
+        raise MalformedEnvelopeError(
+            f"an id must be a UUID or a non-empty string, not {value!r}"
+        ) from None
+
+
+def associated_data(header: bytes, table: str, column: str, tenant_id: str, row_id: str) -> bytes:
+    parts = (header, table.encode(), column.encode(), tenant_id.encode(), row_id.encode())
+    return b"".join(_LEN.pack(len(p)) + p for p in parts)

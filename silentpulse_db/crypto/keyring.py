@@ -1,0 +1,219 @@
+"""Keys and the envelope's sealing and opening.
+
+A :class:`Keyring` holds the current master key (from ``ENCRYPTION_KEY``) and,
+for a rollout window, decrypt-only previous ones (``OLD_ENCRYPTION_KEY``).
+Each master key has a key id (kid) derived with HKDF, written into every
+envelope, so a value names the key that opens it and no key is tried blindly.
+Per-tenant (v2) keys are derived with HKDF-SHA256 and cached.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from ..errors import KeyConfigError, TamperedValueError, UnknownKeyError
+from . import envelope as env
+
+KEY_LEN = 32
+TENANT_KEY_CACHE = 4096
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _hkdf(master: bytes, salt: bytes | None, info: bytes, length: int) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(master)
+
+
+def parse_key(value: str | None, variable: str) -> bytes:
+    """A 64-hex-character key from a setting; the error names the variable, never the value."""
+    if value is None or not value.strip():
+        raise KeyConfigError(f"{variable} is not set: expected 64 hex characters (32 bytes)")
+    text = value.strip()
+    if len(text) != 2 * KEY_LEN:
+        raise KeyConfigError(
+            f"{variable} must be 64 hex characters (32 bytes); got {len(text)} characters"
+        )
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise KeyConfigError(f"{variable} must be hexadecimal (0-9, a-f); it is not") from None
+
+
+def parse_flag(value: str | None, variable: str) -> bool:
+    text = (value or "").strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise KeyConfigError(f"{variable} must be true or false (also 1/0, yes/no, on/off)")
+
+
+class MasterKey:
+    """One master key with its salt: its kid, its v1 cipher and its per-tenant ciphers."""
+
+    __slots__ = ("_master", "_salt", "_tenants", "_v1", "kid")
+
+    def __init__(self, master: bytes, salt: bytes | None) -> None:
+        if len(master) != KEY_LEN:
+            raise KeyConfigError(f"a master key is {KEY_LEN} bytes; got {len(master)}")
+        self._master = bytes(master)
+        self._salt = salt
+        self.kid = _hkdf(self._master, salt, env.KID_INFO, env.KID_LEN)
+        self._v1 = AESGCM(self._master)
+        self._tenants: OrderedDict[str, AESGCM] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"MasterKey(kid={self.kid.hex()})"
+
+    def cipher(self, version: int, tenant_id: str) -> AESGCM:
+        if version == env.V1_MASTER:
+            return self._v1
+        cached = self._tenants.get(tenant_id)
+        if cached is not None:
+            self._tenants.move_to_end(tenant_id)
+            return cached
+        key = _hkdf(self._master, self._salt, env.V2_INFO + tenant_id.encode(), KEY_LEN)
+        cipher = self._tenants[tenant_id] = AESGCM(key)
+        if len(self._tenants) > TENANT_KEY_CACHE:
+            self._tenants.popitem(last=False)
+        return cipher
+
+
+class Keyring:
+    """Encrypts with the current master key; decrypts with any key it holds, chosen by kid."""
+
+    def __init__(
+        self,
+        master_key: bytes,
+        *,
+        salt: bytes | None = None,
+        per_tenant: bool = False,
+        previous_keys: Sequence[bytes] = (),
+    ) -> None:
+        self._current = MasterKey(master_key, salt)
+        self._keys = {self._current.kid: self._current}
+        for old in previous_keys:
+            key = MasterKey(old, salt)
+            self._keys.setdefault(key.kid, key)
+        self.per_tenant = per_tenant
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Keyring:
+        """From ENCRYPTION_KEY, HKDF_SALT (UTF-8 text), PER_TENANT_ENCRYPTION, and
+        OLD_ENCRYPTION_KEY as a decrypt-only previous key when set."""
+        e = os.environ if environ is None else environ
+        master = parse_key(e.get("ENCRYPTION_KEY"), "ENCRYPTION_KEY")
+        previous = []
+        if e.get("OLD_ENCRYPTION_KEY"):
+            previous.append(parse_key(e.get("OLD_ENCRYPTION_KEY"), "OLD_ENCRYPTION_KEY"))
+        return cls(
+            master,
+            salt=salt_from(e.get("HKDF_SALT")),
+            per_tenant=parse_flag(e.get("PER_TENANT_ENCRYPTION"), "PER_TENANT_ENCRYPTION"),
+            previous_keys=previous,
+        )
+
+    @classmethod
+    def from_hex(
+        cls, master_hex: str, *, salt: str | None = None, per_tenant: bool = False
+    ) -> Keyring:
+        return cls(parse_key(master_hex, "master key"), salt=salt_from(salt), per_tenant=per_tenant)
+
+    # --- what the keyring is --------------------------------------------------------
+
+    @property
+    def kid(self) -> bytes:
+        """Key id of the current master key."""
+        return self._current.kid
+
+    @property
+    def kids(self) -> tuple[bytes, ...]:
+        return tuple(self._keys)
+
+    @property
+    def default_version(self) -> int:
+        return env.V2_PER_TENANT if self.per_tenant else env.V1_MASTER
+
+    def __repr__(self) -> str:
+        previous = [k.hex() for k in self._keys if k != self.kid]
+        return f"Keyring(kid={self.kid.hex()}, per_tenant={self.per_tenant}, previous={previous})"
+
+    __str__ = __repr__
+
+    # --- sealing and opening ----------------------------------------------------------
+
+    def encrypt(
+        self,
+        plaintext: bytes,
+        *,
+        tenant_id: uuid.UUID | str,
+        table: str,
+        column: str,
+        row_id: uuid.UUID | str,
+        version: int | None = None,
+    ) -> bytes:
+        """Seal ``plaintext`` for one cell; v2 if per_tenant (or ``version=2``), else v1."""
+        return self._seal(
+            plaintext, os.urandom(env.NONCE_LEN), tenant_id, table, column, row_id, version
+        )
+
+    def _seal(
+        self,
+        plaintext: bytes,
+        nonce: bytes,
+        tenant_id: uuid.UUID | str,
+        table: str,
+        column: str,
+        row_id: uuid.UUID | str,
+        version: int | None,
+    ) -> bytes:
+        version = self.default_version if version is None else version
+        if version not in env.VERSIONS:
+            raise ValueError(f"unknown envelope version {version}")
+        tenant = env.canonical_id(tenant_id)
+        header = bytes((version,)) + self._current.kid
+        aad = env.associated_data(header, table, column, tenant, env.canonical_id(row_id))
+        body = self._current.cipher(version, tenant).encrypt(nonce, bytes(plaintext), aad)
+        return header + nonce + body
+
+    def decrypt(
+        self,
+        envelope: bytes,
+        *,
+        tenant_id: uuid.UUID | str,
+        table: str,
+        column: str,
+        row_id: uuid.UUID | str,
+    ) -> bytes:
+        """Open an envelope sealed for this cell (v1 or v2, current or previous key)."""
+        parsed = env.parse(envelope)
+        key = self._keys.get(parsed.kid)
+        if key is None:
+            raise UnknownKeyError(
+                f"value was sealed with key id {parsed.kid.hex()}, which this keyring does not "
+                f"hold (it holds {', '.join(k.hex() for k in self._keys)})"
+            )
+        tenant = env.canonical_id(tenant_id)
+        aad = env.associated_data(parsed.header, table, column, tenant, env.canonical_id(row_id))
+        try:
+            return key.cipher(parsed.version, tenant).decrypt(parsed.nonce, parsed.body, aad)
+        except InvalidTag:
+            row = env.canonical_id(row_id)
+            raise TamperedValueError(
+                f"value does not authenticate for {table}.{column} of row {row} (tenant "
+                f"{tenant}): altered, or moved from another row, column or tenant"
+            ) from None
+
+
+def salt_from(value: str | None) -> bytes | None:
+    """HKDF_SALT is text, used as its UTF-8 bytes; unset or empty means no salt."""
+    return value.encode() if value else None
