@@ -1,0 +1,163 @@
+"""Keyring behaviour: roundtrips, tampering, misplacement, settings, and what never leaks."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from silentpulse_db import (
+    KeyConfigError,
+    MalformedEnvelopeError,
+    TamperedValueError,
+    UnknownKeyError,
+)
+from silentpulse_db.crypto import Keyring
+
+KEY = bytes.fromhex("7f" * 32)
+OTHER = bytes.fromhex("3c" * 32)
+TENANT, OTHER_TENANT = uuid.uuid4(), uuid.uuid4()
+ROW, OTHER_ROW = uuid.uuid4(), uuid.uuid4()
+CELL = {"tenant_id": TENANT, "table": "notification_channels", "column": "config", "row_id": ROW}
+
+ids = st.uuids()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    plaintext=st.binary(max_size=2048),
+    tenant=ids,
+    row=ids,
+    per_tenant=st.booleans(),
+    salt=st.one_of(st.none(), st.binary(min_size=1, max_size=32)),
+)
+def test_roundtrip(
+    plaintext: bytes, tenant: uuid.UUID, row: uuid.UUID, per_tenant: bool, salt: bytes | None
+) -> None:
+    keyring = Keyring(KEY, salt=salt, per_tenant=per_tenant)
+    cell = {"tenant_id": tenant, "table": "ai_configs", "column": "api_key_enc", "row_id": row}
+    sealed = keyring.encrypt(plaintext, **cell)
+    assert sealed[0] == (2 if per_tenant else 1)
+    assert keyring.decrypt(sealed, **cell) == plaintext
+    # String ids name the same cell as UUID objects.
+    assert (
+        keyring.decrypt(sealed, **{**cell, "tenant_id": str(tenant).upper(), "row_id": str(row)})
+        == plaintext
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    plaintext=st.binary(min_size=0, max_size=300), version=st.sampled_from([1, 2]), data=st.data()
+)
+def test_any_single_flipped_bit_fails(plaintext: bytes, version: int, data: st.DataObject) -> None:
+    keyring = Keyring(KEY, salt=b"salt")
+    sealed = keyring.encrypt(plaintext, version=version, **CELL)
+    bit = data.draw(st.integers(min_value=0, max_value=len(sealed) * 8 - 1))
+    flipped = bytearray(sealed)
+    flipped[bit // 8] ^= 1 << (bit % 8)
+    # Which error says which part was hit: version byte, key id, or the rest.
+    expected = (
+        MalformedEnvelopeError if bit < 8 else UnknownKeyError if bit < 72 else TamperedValueError
+    )
+    with pytest.raises(expected):
+        keyring.decrypt(bytes(flipped), **CELL)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize(
+    "moved",
+    [
+        {"row_id": OTHER_ROW},
+        {"column": "name"},
+        {"table": "integration_points"},
+        {"tenant_id": OTHER_TENANT},
+    ],
+)
+def test_a_value_moved_elsewhere_fails(version: int, moved: dict[str, object]) -> None:
+    keyring = Keyring(KEY)
+    sealed = keyring.encrypt(b"token", version=version, **CELL)
+    with pytest.raises(TamperedValueError, match="moved from another row, column or tenant"):
+        keyring.decrypt(sealed, **{**CELL, **moved})
+
+
+def test_nonce_is_fresh_every_time() -> None:
+    keyring = Keyring(KEY, per_tenant=True)
+    nonces = {keyring.encrypt(b"same", **CELL)[9:21] for _ in range(1000)}
+    assert len(nonces) == 1000
+
+
+def test_per_tenant_keys_differ() -> None:
+    keyring = Keyring(KEY, per_tenant=True)
+    a = keyring._seal(b"x", b"\x00" * 12, TENANT, "t", "c", ROW, 2)
+    b = keyring._seal(b"x", b"\x00" * 12, OTHER_TENANT, "t", "c", ROW, 2)
+    assert a[21:] != b[21:]
+
+
+def test_salt_is_part_of_the_key_identity() -> None:
+    assert Keyring(KEY, salt=b"a").kid != Keyring(KEY, salt=b"b").kid != Keyring(KEY).kid
+
+
+def test_previous_keys_decrypt_only() -> None:
+    old = Keyring(OTHER, per_tenant=True)
+    sealed = old.encrypt(b"secret", **CELL)
+    rolling = Keyring(KEY, per_tenant=True, previous_keys=[OTHER])
+    assert rolling.decrypt(sealed, **CELL) == b"secret"
+    assert rolling.encrypt(b"new", **CELL)[1:9] == rolling.kid != old.kid
+    with pytest.raises(UnknownKeyError, match=old.kid.hex()):
+        Keyring(KEY).decrypt(sealed, **CELL)
+
+
+GOOD = {"ENCRYPTION_KEY": KEY.hex()}
+
+
+def test_from_env() -> None:
+    keyring = Keyring.from_env({**GOOD, "HKDF_SALT": "pepper", "PER_TENANT_ENCRYPTION": "TRUE"})
+    assert keyring.per_tenant and keyring.kid == Keyring(KEY, salt=b"pepper").kid
+    assert not Keyring.from_env(GOOD).per_tenant
+    rolling = Keyring.from_env({**GOOD, "OLD_ENCRYPTION_KEY": OTHER.hex()})
+    assert Keyring(OTHER).kid in rolling.kids
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable", "problem"),
+    [
+        ({}, "ENCRYPTION_KEY", "not set"),
+        ({"ENCRYPTION_KEY": "ab" * 31 + "a"}, "ENCRYPTION_KEY", "got 63 characters"),
+        ({"ENCRYPTION_KEY": "ab" * 32 + "a"}, "ENCRYPTION_KEY", "got 65 characters"),
+        ({"ENCRYPTION_KEY": "zz" * 32}, "ENCRYPTION_KEY", "hexadecimal"),
+        ({**GOOD, "OLD_ENCRYPTION_KEY": "12" * 16}, "OLD_ENCRYPTION_KEY", "got 32 characters"),
+        ({**GOOD, "PER_TENANT_ENCRYPTION": "maybe"}, "PER_TENANT_ENCRYPTION", "true or false"),
+    ],
+)
+def test_bad_settings_name_the_variable_never_the_value(
+    environ: dict[str, str], variable: str, problem: str
+) -> None:
+    with pytest.raises(KeyConfigError) as info:
+        Keyring.from_env(environ)
+    assert variable in str(info.value) and problem in str(info.value)
+    for value in environ.values():
+        if len(value) > 8:
+            assert value not in str(info.value) and value.upper() not in str(info.value)
+
+
+def test_nothing_shows_a_key_or_plaintext() -> None:
+    secret = b"sk-live-VERY-SECRET-VALUE"
+    keyring = Keyring(KEY, salt=b"salty", per_tenant=True, previous_keys=[OTHER])
+    texts = [repr(keyring), str(keyring)]
+    sealed = keyring.encrypt(secret, **CELL)
+    for attempt in [
+        lambda: keyring.decrypt(sealed[:-1] + bytes([sealed[-1] ^ 1]), **CELL),
+        lambda: keyring.decrypt(sealed, **{**CELL, "row_id": OTHER_ROW}),
+        lambda: Keyring(bytes(32)).decrypt(sealed, **CELL),
+        lambda: keyring.decrypt(b"\x09" + sealed[1:], **CELL),
+    ]:
+        with pytest.raises(Exception) as info:
+            attempt()
+        texts += [str(info.value), repr(info.value)]
+        assert info.value.__cause__ is None
+    blob = "\n".join(texts)
+    for forbidden in (KEY.hex(), OTHER.hex(), secret.decode(), "salty"):
+        assert forbidden not in blob
