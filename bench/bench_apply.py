@@ -19,9 +19,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
-from common import create_database, drop_database, machine, run, server_dsn, write_section
 
 from silentpulse_db import run_migrations
+
+from common import create_database, drop_database, machine, run, server_dsn, write_section
 
 COUNT = 500
 ROUNDS = 3

@@ -7,6 +7,9 @@ Target: ratio <= 1.5. Runs on the packaged migrations, on the server's own auth
 from __future__ import annotations
 
 import asyncpg
+
+from silentpulse_db import apply_prerequisites, run_migrations
+
 from common import (
     alternate,
     create_database,
@@ -16,8 +19,6 @@ from common import (
     server_dsn,
     write_section,
 )
-
-from silentpulse_db import apply_prerequisites, run_migrations
 
 ROUNDS = 200
 

@@ -11,9 +11,9 @@ import asyncio
 import statistics
 import time
 
-from common import create_database, drop_database, machine, run, server_dsn, write_section
-
 from silentpulse_db import apply_prerequisites, run_migrations
+
+from common import create_database, drop_database, machine, run, server_dsn, write_section
 
 REPLICAS = 20
 ROUNDS = 5
