@@ -1,0 +1,137 @@
+"""The ``migrate-credentials`` console script.
+
+    ENCRYPTION_KEY=... POSTGRES_DSN=... [HKDF_SALT=...] migrate-credentials [--dry-run]
+    OLD_ENCRYPTION_KEY=... ENCRYPTION_KEY=... POSTGRES_DSN=... \
+        migrate-credentials --rotate [--dry-run]
+
+Progress goes to stderr, the summary to stdout. Exit status 0 success (a dry
+run: every value can be opened), 1 failure (nothing changed), 2 usage or
+settings error. No key, plaintext or DSN password is ever printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import TextIO
+
+from ..crypto.keyring import Keyring, parse_key, salt_from
+from ..dsn import redact, validate_dsn
+from ..errors import ConfigurationError, SilentPulseDBError
+from .rotation import DEFAULT_BATCH, Mode, RotationReport, migrate_credentials
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="migrate-credentials",
+        description="Move credential envelopes from v1 to v2 (default), or re-encrypt them "
+        "from OLD_ENCRYPTION_KEY to ENCRYPTION_KEY (--rotate), in one transaction.",
+        epilog="Settings: ENCRYPTION_KEY, OLD_ENCRYPTION_KEY (--rotate), HKDF_SALT, POSTGRES_DSN.",
+    )
+    parser.add_argument("--rotate", action="store_true", help="re-encrypt with the new master key")
+    parser.add_argument("--dry-run", action="store_true", help="do the work, report, roll back")
+    parser.add_argument("--database", metavar="DSN", help="instead of $POSTGRES_DSN")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for another run to finish (default 30)",
+    )
+    return parser
+
+
+class _Progress:
+    """Rows done per table and the rate, at most every second, on stderr."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.last = 0.0
+
+    def __call__(self, table: str, done: int, rate: float) -> None:
+        now = time.monotonic()
+        if now - self.last >= 1.0:
+            self.last = now
+            print(f"  {table}: {done:,} rows ({rate:,.0f} rows/s)", file=self.stream, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        environ = os.environ
+        dsn = args.database or environ.get("POSTGRES_DSN")
+        if not dsn:
+            raise ConfigurationError("POSTGRES_DSN is not set (or pass --database)")
+        validate_dsn(dsn, setting="POSTGRES_DSN")
+        salt = salt_from(environ.get("HKDF_SALT"))
+        keyring = Keyring(parse_key(environ.get("ENCRYPTION_KEY"), "ENCRYPTION_KEY"), salt=salt)
+        old = None
+        if args.rotate:
+            old_key = parse_key(environ.get("OLD_ENCRYPTION_KEY"), "OLD_ENCRYPTION_KEY")
+            old = Keyring(old_key, salt=salt)
+    except ConfigurationError as exc:
+        print(f"migrate-credentials: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    mode: Mode = "rotate" if args.rotate else "v2"
+    what = (
+        f"rotate key {old.kid.hex()} -> {keyring.kid.hex()}"
+        if old
+        else f"v1 -> v2 under key {keyring.kid.hex()}"
+    )
+    print(f"migrate-credentials: {what}{' (dry run)' if args.dry_run else ''}", file=sys.stderr)
+    try:
+        report = asyncio.run(
+            migrate_credentials(
+                dsn,
+                keyring=keyring,
+                old_keyring=old,
+                mode=mode,
+                dry_run=args.dry_run,
+                batch_size=args.batch_size,
+                lock_timeout=args.lock_timeout,
+                progress=_Progress(sys.stderr),
+            )
+        )
+    except SilentPulseDBError as exc:
+        print(f"migrate-credentials: error: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("migrate-credentials: interrupted; nothing was changed", file=sys.stderr)
+        return 130
+    print(format_report(report))
+    return EXIT_OK
+
+
+def format_report(report: RotationReport) -> str:
+    verb = "would change" if report.dry_run else "changed"
+    rows = [("column", verb, "already current", "empty", "cannot open")]
+    for t in report.tables:
+        rows.append((t.name, str(t.rewritten), str(t.current), str(t.empty), str(t.problems)))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    rate = report.rows / report.seconds if report.seconds else 0.0
+    if report.dry_run:
+        outcome = f"dry run: nothing changed ({report.rows:,} rows read in {report.seconds:.2f}s)"
+    elif report.rewritten == 0:
+        outcome = f"nothing to do: every value is already current ({report.rows:,} rows checked)"
+    else:
+        outcome = (
+            f"committed: {report.rewritten:,} value(s) rewritten in {report.seconds:.2f}s "
+            f"({rate:,.0f} rows/s)"
+        )
+    return "\n".join([*lines, outcome])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,332 @@
+"""The rotation job: v1 -> v2, or every value from the old master key to the new one.
+
+All three credential columns are rewritten in ONE repeatable-read transaction
+under a transaction-level advisory lock: either every value moves or none
+does. Values stream through a server-side cursor in batches and go back with
+one ``UPDATE ... FROM unnest(...)`` per batch; every new envelope is opened
+with the new key before it is written. Values already under the target key and
+version are left alone, so a second run changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import asyncpg
+
+from ..connect import connect
+from ..crypto import envelope as env
+from ..crypto.keyring import Keyring
+from ..errors import CredentialMigrationError, CryptoError
+
+logger = logging.getLogger("silentpulse_db.credentials")
+
+# One key for every migrate-credentials run (pg_advisory_xact_lock).
+LOCK_KEY = zlib.crc32(b"silentpulse_db/migrate-credentials")
+DEFAULT_BATCH = 2000
+PROBLEMS_SHOWN = 100
+
+Mode = Literal["v2", "rotate"]
+
+
+@dataclass(frozen=True)
+class CredentialColumn:
+    table: str
+    column: str
+    id_column: str = "id"
+    version_column: str | None = None  # ai_configs.encryption_version: 0 plaintext, 1, 2
+
+
+COLUMNS = (
+    CredentialColumn("integration_points", "connection_config"),
+    CredentialColumn("notification_channels", "config"),
+    CredentialColumn(
+        "ai_configs", "api_key_enc", id_column="tenant_id", version_column="encryption_version"
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A value that cannot be opened: where it is and why. Never the value."""
+
+    table: str
+    row_id: str
+    kid: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.table} id={self.row_id} kid={self.kid}: {self.reason}"
+
+
+@dataclass
+class TableReport:
+    name: str
+    rewritten: int = 0
+    current: int = 0
+    empty: int = 0
+    problems: int = 0
+
+
+@dataclass
+class RotationReport:
+    mode: Mode
+    dry_run: bool
+    target_kid: str
+    tables: list[TableReport] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    committed: bool = False
+    seconds: float = 0.0
+
+    @property
+    def rewritten(self) -> int:
+        return sum(t.rewritten for t in self.tables)
+
+    @property
+    def rows(self) -> int:
+        return sum(t.rewritten + t.current + t.empty + t.problems for t in self.tables)
+
+
+Progress = Callable[[str, int, float], None]
+
+
+class _Plan:
+    """What to do with one value: decide, open with the source key, seal with the target."""
+
+    def __init__(self, mode: Mode, new: Keyring, old: Keyring | None) -> None:
+        self.mode = mode
+        self.new = new
+        self.source: Keyring = old if mode == "rotate" and old is not None else new
+
+    def target_version(self, version: int) -> int:
+        return env.V2_PER_TENANT if self.mode == "v2" else version
+
+    def is_current(self, version: int, kid: bytes) -> bool:
+        if self.mode == "v2":
+            return version == env.V2_PER_TENANT and kid == self.new.kid
+        return kid == self.new.kid
+
+
+async def migrate_credentials(
+    dsn: str,
+    *,
+    keyring: Keyring,
+    old_keyring: Keyring | None = None,
+    mode: Mode = "v2",
+    dry_run: bool = False,
+    batch_size: int = DEFAULT_BATCH,
+    lock_timeout: float = 30.0,
+    progress: Progress | None = None,
+) -> RotationReport:
+    """Rewrite every credential value, or raise CredentialMigrationError with nothing changed.
+
+    ``mode="v2"``: v1 values (and ai_configs plaintext) become v2 under ``keyring``'s
+    key. ``mode="rotate"``: values under ``old_keyring``'s key are re-sealed under
+    ``keyring``'s, each keeping its version. ``dry_run`` does the same work and
+    rolls back.
+    """
+    if mode == "rotate" and old_keyring is None:
+        raise CredentialMigrationError("rotation needs the old key (OLD_ENCRYPTION_KEY)")
+    if mode == "rotate" and old_keyring is not None and old_keyring.kid == keyring.kid:
+        raise CredentialMigrationError(
+            "OLD_ENCRYPTION_KEY and ENCRYPTION_KEY are the same key (same key id): "
+            "nothing to rotate"
+        )
+    plan = _Plan(mode, keyring, old_keyring)
+    report = RotationReport(mode=mode, dry_run=dry_run, target_kid=keyring.kid.hex())
+    started = time.perf_counter()
+    conn = await connect(dsn, attempts=3, application_name="migrate-credentials")
+    try:
+        transaction = conn.transaction(isolation="repeatable_read")
+        await transaction.start()
+        try:
+            await _lock(conn, lock_timeout)
+            for column in COLUMNS:
+                report.tables.append(
+                    await _rewrite(conn, column, plan, report, batch_size, progress)
+                )
+            if report.problems:
+                raise CredentialMigrationError(_failure_message(report))
+        except BaseException:
+            await _rollback(transaction)
+            raise
+        if dry_run:
+            await transaction.rollback()
+        else:
+            await transaction.commit()
+            report.committed = True
+    except asyncpg.SerializationError:
+        raise CredentialMigrationError(
+            "a credential row changed while the job ran (services still writing?); everything "
+            "was rolled back: stop the services and run again"
+        ) from None
+    finally:
+        await _close(conn)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+async def _lock(conn: Any, timeout: float) -> None:
+    await conn.execute(f"SET LOCAL lock_timeout = '{int(timeout * 1000)}ms'")
+    try:
+        async with conn.transaction():  # a savepoint: a timeout leaves the transaction usable
+            await conn.execute("SELECT pg_advisory_xact_lock($1::bigint)", LOCK_KEY)
+    except asyncpg.LockNotAvailableError:
+        holder = await _holder(conn)
+        raise CredentialMigrationError(
+            f"another migrate-credentials run holds the lock{holder}; gave up after "
+            f"{timeout:g}s. Nothing was changed. Wait for it to finish, then run again."
+        ) from None
+    # The rows themselves: no timeout (the procedure stops the services first).
+    await conn.execute("SET LOCAL lock_timeout = 0")
+
+
+async def _holder(conn: Any) -> str:
+    row = await conn.fetchrow(
+        "SELECT a.pid, a.application_name, a.xact_start FROM pg_locks l "
+        "JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.objid::bigint = $1",
+        LOCK_KEY,
+    )
+    if row is None:
+        return ""
+    since = f"{row['xact_start']:%H:%M:%S}"
+    return f" (pid {row['pid']}, {row['application_name']!r}, running since {since})"
+
+
+async def _rewrite(
+    conn: Any,
+    column: CredentialColumn,
+    plan: _Plan,
+    report: RotationReport,
+    batch_size: int,
+    progress: Progress | None,
+) -> TableReport:
+    name = f"{column.table}.{column.column}"
+    stats = TableReport(name)
+    version_select = f", {column.version_column} AS enc_version" if column.version_column else ""
+    cursor = await conn.cursor(
+        f"SELECT {column.id_column} AS id, tenant_id, {column.column} AS value{version_select} "
+        f"FROM {column.table}"
+    )
+    update = _update_sql(column)
+    started = time.perf_counter()
+    done = 0
+    while rows := await cursor.fetch(batch_size):
+        ids, values, versions = [], [], []
+        for row in rows:
+            outcome = _one(row, column, plan, stats, report)
+            if outcome is not None:
+                ids.append(row["id"])
+                values.append(outcome[0])
+                versions.append(outcome[1])
+        if ids and not report.problems:
+            args: list[Any] = [ids, values]
+            if column.version_column:
+                args.append(versions)
+            status = await conn.execute(update, *args)
+            if status != f"UPDATE {len(ids)}":
+                raise CredentialMigrationError(f"{name}: expected UPDATE {len(ids)}, got {status}")
+        done += len(rows)
+        if progress is not None:
+            progress(name, done, done / max(time.perf_counter() - started, 1e-9))
+    return stats
+
+
+def _update_sql(column: CredentialColumn) -> str:
+    if column.version_column:
+        return (
+            f"UPDATE {column.table} AS t SET {column.column} = v.value, "
+            f"{column.version_column} = v.version "
+            f"FROM unnest($1::uuid[], $2::bytea[], $3::int[]) AS v(id, value, version) "
+            f"WHERE t.{column.id_column} = v.id"
+        )
+    return (
+        f"UPDATE {column.table} AS t SET {column.column} = v.value "
+        f"FROM unnest($1::uuid[], $2::bytea[]) AS v(id, value) WHERE t.{column.id_column} = v.id"
+    )
+
+
+def _one(
+    row: Any, column: CredentialColumn, plan: _Plan, stats: TableReport, report: RotationReport
+) -> tuple[bytes, int] | None:
+    """The new envelope and its version, or None when the value stays as it is."""
+    value = row["value"]
+    if value is None:
+        stats.empty += 1
+        return None
+    cell = {
+        "tenant_id": row["tenant_id"],
+        "table": column.table,
+        "column": column.column,
+        "row_id": row["id"],
+    }
+    kid = "-"
+    try:
+        if column.version_column and row["enc_version"] == 0:
+            if plan.mode == "rotate":
+                raise _Skip(
+                    "plaintext value (encryption_version 0): run migrate-credentials "
+                    "without --rotate first"
+                )
+            plaintext, version = bytes(value), env.V2_PER_TENANT
+        else:
+            version, raw_kid = env.peek(value)
+            kid = raw_kid.hex()
+            if plan.is_current(version, raw_kid):
+                stats.current += 1
+                return None
+            plaintext = plan.source.decrypt(value, **cell)
+        target = plan.target_version(version)
+        sealed = plan.new.encrypt(plaintext, version=target, **cell)
+        # Checked before it is written: the new envelope opens with the new key.
+        if plan.new.decrypt(sealed, **cell) != plaintext:
+            raise _Skip("re-sealed value did not open with the new key")
+    except (CryptoError, _Skip) as exc:
+        stats.problems += 1
+        report.problems.append(Problem(column.table, str(row["id"]), kid, _reason(exc)))
+        return None
+    stats.rewritten += 1
+    return sealed, target
+
+
+class _Skip(Exception):
+    pass
+
+
+def _reason(exc: Exception) -> str:
+    kind = {
+        "UnknownKeyError": "unknown key",
+        "TamperedValueError": "tampered or misplaced",
+        "MalformedEnvelopeError": "malformed envelope",
+    }.get(type(exc).__name__, "cannot open")
+    return f"{kind}: {exc}"
+
+
+def _failure_message(report: RotationReport) -> str:
+    shown = report.problems[:PROBLEMS_SHOWN]
+    more = len(report.problems) - len(shown)
+    lines = "\n".join(f"  {p}" for p in shown) + (f"\n  ... and {more} more" if more else "")
+    return (
+        f"{len(report.problems)} value(s) cannot be opened; nothing was changed "
+        f"(the transaction was rolled back):\n{lines}"
+    )
+
+
+async def _rollback(transaction: Any) -> None:
+    try:
+        await transaction.rollback()
+    except Exception as exc:  # the connection may be gone: the server rolls back anyway
+        logger.debug("rollback failed: %s", exc)
+
+
+async def _close(conn: Any) -> None:
+    try:
+        await conn.close(timeout=5)
+    except Exception:
+        conn.terminate()
