@@ -1,6 +1,6 @@
 """The rotation job: v1 -> v2, or every value from the old master key to the new one.
 
-All three credential columns are rewritten in ONE repeatable-read transaction
+All three credential columns are rewritten in ONE transaction
 under a transaction-level advisory lock: either every value moves or none
 does. Values stream through a server-side cursor in batches and go back with
 one ``UPDATE ... FROM unnest(...)`` per batch; every new envelope is opened
@@ -142,7 +142,10 @@ async def migrate_credentials(
     started = time.perf_counter()
     conn = await connect(dsn, attempts=3, application_name="migrate-credentials")
     try:
-        transaction = conn.transaction(isolation="repeatable_read")
+        # Read committed: each table's cursor opens after the lock is held and
+        # sees what a previous run committed. Rows a writer changes meanwhile
+        # are caught by the xmin guard in the UPDATE (see _update_sql).
+        transaction = conn.transaction()
         await transaction.start()
         try:
             await _lock(conn, lock_timeout)
@@ -160,11 +163,6 @@ async def migrate_credentials(
         else:
             await transaction.commit()
             report.committed = True
-    except asyncpg.SerializationError:
-        raise CredentialMigrationError(
-            "a credential row changed while the job ran (services still writing?); everything "
-            "was rolled back: stop the services and run again"
-        ) from None
     finally:
         await _close(conn)
     report.seconds = time.perf_counter() - started
@@ -211,27 +209,32 @@ async def _rewrite(
     stats = TableReport(name)
     version_select = f", {column.version_column} AS enc_version" if column.version_column else ""
     cursor = await conn.cursor(
-        f"SELECT {column.id_column} AS id, tenant_id, {column.column} AS value{version_select} "
-        f"FROM {column.table}"
+        f"SELECT {column.id_column} AS id, tenant_id, xmin AS row_xmin, {column.column} AS value"
+        f"{version_select} FROM {column.table}"
     )
     update = _update_sql(column)
     started = time.perf_counter()
     done = 0
     while rows := await cursor.fetch(batch_size):
-        ids, values, versions = [], [], []
+        ids, xmins, values, versions = [], [], [], []
         for row in rows:
             outcome = _one(row, column, plan, stats, report)
             if outcome is not None:
                 ids.append(row["id"])
+                xmins.append(row["row_xmin"])
                 values.append(outcome[0])
                 versions.append(outcome[1])
         if ids and not report.problems:
-            args: list[Any] = [ids, values]
+            args: list[Any] = [ids, xmins, values]
             if column.version_column:
                 args.append(versions)
             status = await conn.execute(update, *args)
             if status != f"UPDATE {len(ids)}":
-                raise CredentialMigrationError(f"{name}: expected UPDATE {len(ids)}, got {status}")
+                raise CredentialMigrationError(
+                    f"{name}: {len(ids) - int(status.split()[-1])} row(s) changed while the job "
+                    f"ran (services still writing?); everything was rolled back: stop the "
+                    f"services and run again"
+                )
         done += len(rows)
         if progress is not None:
             progress(name, done, done / max(time.perf_counter() - started, 1e-9))
@@ -239,16 +242,15 @@ async def _rewrite(
 
 
 def _update_sql(column: CredentialColumn) -> str:
-    if column.version_column:
-        return (
-            f"UPDATE {column.table} AS t SET {column.column} = v.value, "
-            f"{column.version_column} = v.version "
-            f"FROM unnest($1::uuid[], $2::bytea[], $3::int[]) AS v(id, value, version) "
-            f"WHERE t.{column.id_column} = v.id"
-        )
+    """One UPDATE per batch. ``t.xmin = v.xmin`` skips a row that changed since the
+    cursor read it, so a concurrent writer's value is never overwritten."""
+    extra = f", {column.version_column} = v.version" if column.version_column else ""
+    arrays = "$1::uuid[], $2::xid[], $3::bytea[]" + (", $4::int[]" if column.version_column else "")
+    names = "id, xmin, value" + (", version" if column.version_column else "")
     return (
-        f"UPDATE {column.table} AS t SET {column.column} = v.value "
-        f"FROM unnest($1::uuid[], $2::bytea[]) AS v(id, value) WHERE t.{column.id_column} = v.id"
+        f"UPDATE {column.table} AS t SET {column.column} = v.value{extra} "
+        f"FROM unnest({arrays}) AS v({names}) "
+        f"WHERE t.{column.id_column} = v.id AND t.xmin = v.xmin"
     )
 
 
