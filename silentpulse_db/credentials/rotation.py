@@ -10,7 +10,9 @@ version are left alone, so a second run changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import time
 import zlib
 from collections.abc import Callable
@@ -102,6 +104,14 @@ class _Plan:
         self.mode = mode
         self.new = new
         self.source: Keyring = old if mode == "rotate" and old is not None else new
+        self._tenants: dict[Any, str] = {}
+
+    def tenant(self, tenant_id: Any) -> str:
+        """Canonical tenant id string, computed once per tenant."""
+        text = self._tenants.get(tenant_id)
+        if text is None:
+            text = self._tenants[tenant_id] = str(tenant_id)
+        return text
 
     def target_version(self, version: int) -> int:
         return env.V2_PER_TENANT if self.mode == "v2" else version
@@ -140,19 +150,24 @@ async def migrate_credentials(
     plan = _Plan(mode, keyring, old_keyring)
     report = RotationReport(mode=mode, dry_run=dry_run, target_kid=keyring.kid.hex())
     started = time.perf_counter()
-    conn = await connect(dsn, attempts=3, application_name="migrate-credentials")
+    writer = await connect(dsn, attempts=3, application_name="migrate-credentials")
+    reader = None
     try:
-        # Read committed: each table's cursor opens after the lock is held and
-        # sees what a previous run committed. Rows a writer changes meanwhile
-        # are caught by the xmin guard in the UPDATE (see _update_sql).
-        transaction = conn.transaction()
+        # The writer's transaction holds the lock and every change. Read
+        # committed: rows written by a run that held the lock before us are
+        # visible. A row that changes under us is caught by the xmin guard.
+        transaction = writer.transaction()
         await transaction.start()
         try:
-            await _lock(conn, lock_timeout)
-            for column in COLUMNS:
-                report.tables.append(
-                    await _rewrite(conn, column, plan, report, batch_size, progress)
-                )
+            await _lock(writer, lock_timeout)
+            # A second connection streams the rows, so that reading, sealing
+            # (here) and writing (the writer's backend) overlap.
+            reader = await connect(dsn, attempts=3, application_name="migrate-credentials reader")
+            async with reader.transaction(isolation="repeatable_read", readonly=True):
+                for column in COLUMNS:
+                    report.tables.append(
+                        await _rewrite(reader, writer, column, plan, report, batch_size, progress)
+                    )
             if report.problems:
                 raise CredentialMigrationError(_failure_message(report))
         except BaseException:
@@ -164,7 +179,9 @@ async def migrate_credentials(
             await transaction.commit()
             report.committed = True
     finally:
-        await _close(conn)
+        for conn in (reader, writer):
+            if conn is not None:
+                await _close(conn)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -198,7 +215,8 @@ async def _holder(conn: Any) -> str:
 
 
 async def _rewrite(
-    conn: Any,
+    reader: Any,
+    writer: Any,
     column: CredentialColumn,
     plan: _Plan,
     report: RotationReport,
@@ -208,37 +226,43 @@ async def _rewrite(
     name = f"{column.table}.{column.column}"
     stats = TableReport(name)
     version_select = f", {column.version_column} AS enc_version" if column.version_column else ""
-    cursor = await conn.cursor(
+    cursor = await reader.cursor(
         f"SELECT {column.id_column} AS id, tenant_id, xmin AS row_xmin, {column.column} AS value"
         f"{version_select} FROM {column.table}"
     )
     update = _update_sql(column)
     started = time.perf_counter()
     done = 0
-    while rows := await cursor.fetch(batch_size):
-        ids, xmins, values, versions = [], [], [], []
-        for row in rows:
-            outcome = _one(row, column, plan, stats, report)
-            if outcome is not None:
-                ids.append(row["id"])
-                xmins.append(row["row_xmin"])
-                values.append(outcome[0])
-                versions.append(outcome[1])
-        if ids and not report.problems:
-            args: list[Any] = [ids, xmins, values]
-            if column.version_column:
-                args.append(versions)
-            status = await conn.execute(update, *args)
-            if status != f"UPDATE {len(ids)}":
-                raise CredentialMigrationError(
-                    f"{name}: {len(ids) - int(status.split()[-1])} row(s) changed while the job "
-                    f"ran (services still writing?); everything was rolled back: stop the "
-                    f"services and run again"
-                )
+    writing: asyncio.Task[str] | None = None
+    expected = 0
+    fetching = asyncio.ensure_future(cursor.fetch(batch_size))
+    while rows := await fetching:
+        fetching = asyncio.ensure_future(cursor.fetch(batch_size))
+        await asyncio.sleep(0)  # let the next fetch go out before sealing this batch
+        batch = _seal_batch(rows, column, plan, stats, report)
+        if writing is not None:
+            _check_update(name, await writing, expected)
+            writing = None
+        if batch[0] and not report.problems:
+            expected = len(batch[0])
+            args = list(batch) if column.version_column else list(batch[:3])
+            writing = asyncio.ensure_future(writer.execute(update, *args))
+            await asyncio.sleep(0)  # send it; the server works while we seal the next batch
         done += len(rows)
         if progress is not None:
             progress(name, done, done / max(time.perf_counter() - started, 1e-9))
+    if writing is not None:
+        _check_update(name, await writing, expected)
     return stats
+
+
+def _check_update(name: str, status: str, expected: int) -> None:
+    updated = int(status.split()[-1])
+    if updated != expected:
+        raise CredentialMigrationError(
+            f"{name}: {expected - updated} row(s) changed while the job ran (services still "
+            f"writing?); everything was rolled back: stop the services and run again"
+        )
 
 
 def _update_sql(column: CredentialColumn) -> str:
@@ -254,20 +278,44 @@ def _update_sql(column: CredentialColumn) -> str:
     )
 
 
+def _seal_batch(
+    rows: list[Any],
+    column: CredentialColumn,
+    plan: _Plan,
+    stats: TableReport,
+    report: RotationReport,
+) -> tuple[list[Any], list[int], list[bytes], list[int]]:
+    """(ids, xmins, new envelopes, versions) of the rows that change."""
+    ids: list[Any] = []
+    xmins: list[int] = []
+    values: list[bytes] = []
+    versions: list[int] = []
+    nonces = os.urandom(env.NONCE_LEN * len(rows))  # one syscall per batch, 12 fresh bytes each
+    for i, row in enumerate(rows):
+        nonce = nonces[i * env.NONCE_LEN : (i + 1) * env.NONCE_LEN]
+        outcome = _one(row, column, plan, stats, report, nonce)
+        if outcome is not None:
+            ids.append(row["id"])
+            xmins.append(row["row_xmin"])
+            values.append(outcome[0])
+            versions.append(outcome[1])
+    return ids, xmins, values, versions
+
+
 def _one(
-    row: Any, column: CredentialColumn, plan: _Plan, stats: TableReport, report: RotationReport
+    row: Any,
+    column: CredentialColumn,
+    plan: _Plan,
+    stats: TableReport,
+    report: RotationReport,
+    nonce: bytes,
 ) -> tuple[bytes, int] | None:
     """The new envelope and its version, or None when the value stays as it is."""
     value = row["value"]
     if value is None:
         stats.empty += 1
         return None
-    cell = {
-        "tenant_id": row["tenant_id"],
-        "table": column.table,
-        "column": column.column,
-        "row_id": row["id"],
-    }
+    cell = env.Cell(column.table, column.column, plan.tenant(row["tenant_id"]), str(row["id"]))
     kid = "-"
     try:
         if column.version_column and row["enc_version"] == 0:
@@ -283,11 +331,11 @@ def _one(
             if plan.is_current(version, raw_kid):
                 stats.current += 1
                 return None
-            plaintext = plan.source.decrypt(value, **cell)
+            plaintext = plan.source.open(value, cell)
         target = plan.target_version(version)
-        sealed = plan.new.encrypt(plaintext, version=target, **cell)
+        sealed = plan.new.seal(plaintext, cell, version=target, nonce=nonce)
         # Checked before it is written: the new envelope opens with the new key.
-        if plan.new.decrypt(sealed, **cell) != plaintext:
+        if plan.new.open(sealed, cell) != plaintext:
             raise _Skip("re-sealed value did not open with the new key")
     except (CryptoError, _Skip) as exc:
         stats.problems += 1

@@ -106,3 +106,39 @@ def canonical_id(value: uuid.UUID | str) -> str:
 def associated_data(header: bytes, table: str, column: str, tenant_id: str, row_id: str) -> bytes:
     parts = (header, table.encode(), column.encode(), tenant_id.encode(), row_id.encode())
     return b"".join(_LEN.pack(len(p)) + p for p in parts)
+
+
+_HEADER_PREFIX = _LEN.pack(HEADER_LEN)
+_PLACES: dict[tuple[str, str], bytes] = {}  # (table, column) -> their length-prefixed bytes
+
+
+def _field(data: bytes) -> bytes:
+    return _LEN.pack(len(data)) + data
+
+
+class Cell:
+    """Where a value lives: table, column, tenant and row, with its associated data
+    (all but the header) computed once. Build with :meth:`of`; hot loops that
+    already hold canonical id strings may call the constructor directly."""
+
+    __slots__ = ("column", "row", "table", "tail", "tenant")
+
+    def __init__(self, table: str, column: str, tenant: str, row: str) -> None:
+        self.table, self.column, self.tenant, self.row = table, column, tenant, row
+        place = _PLACES.get((table, column))
+        if place is None:
+            place = _PLACES[(table, column)] = _field(table.encode()) + _field(column.encode())
+        self.tail = place + _field(tenant.encode()) + _field(row.encode())
+
+    @classmethod
+    def of(
+        cls, table: str, column: str, tenant_id: uuid.UUID | str, row_id: uuid.UUID | str
+    ) -> Cell:
+        return cls(table, column, canonical_id(tenant_id), canonical_id(row_id))
+
+    def aad(self, header: bytes) -> bytes:
+        """Same bytes as associated_data(header, table, column, tenant, row)."""
+        return _HEADER_PREFIX + header + self.tail
+
+    def __repr__(self) -> str:
+        return f"Cell({self.table}.{self.column}, tenant {self.tenant}, row {self.row})"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 from cryptography.exceptions import InvalidTag
@@ -69,7 +68,7 @@ class MasterKey:
         self._salt = salt
         self.kid = _hkdf(self._master, salt, env.KID_INFO, env.KID_LEN)
         self._v1 = AESGCM(self._master)
-        self._tenants: OrderedDict[str, AESGCM] = OrderedDict()
+        self._tenants: dict[str, AESGCM] = {}
 
     def __repr__(self) -> str:
         return f"MasterKey(kid={self.kid.hex()})"
@@ -79,12 +78,13 @@ class MasterKey:
             return self._v1
         cached = self._tenants.get(tenant_id)
         if cached is not None:
-            self._tenants.move_to_end(tenant_id)
             return cached
+        if len(self._tenants) >= TENANT_KEY_CACHE:
+            # Bounded; deriving again costs ~20 us, so a plain reset beats LRU bookkeeping
+            # on every hit.
+            self._tenants.clear()
         key = _hkdf(self._master, self._salt, env.V2_INFO + tenant_id.encode(), KEY_LEN)
         cipher = self._tenants[tenant_id] = AESGCM(key)
-        if len(self._tenants) > TENANT_KEY_CACHE:
-            self._tenants.popitem(last=False)
         return cipher
 
 
@@ -162,28 +162,7 @@ class Keyring:
         version: int | None = None,
     ) -> bytes:
         """Seal ``plaintext`` for one cell; v2 if per_tenant (or ``version=2``), else v1."""
-        return self._seal(
-            plaintext, os.urandom(env.NONCE_LEN), tenant_id, table, column, row_id, version
-        )
-
-    def _seal(
-        self,
-        plaintext: bytes,
-        nonce: bytes,
-        tenant_id: uuid.UUID | str,
-        table: str,
-        column: str,
-        row_id: uuid.UUID | str,
-        version: int | None,
-    ) -> bytes:
-        version = self.default_version if version is None else version
-        if version not in env.VERSIONS:
-            raise ValueError(f"unknown envelope version {version}")
-        tenant = env.canonical_id(tenant_id)
-        header = bytes((version,)) + self._current.kid
-        aad = env.associated_data(header, table, column, tenant, env.canonical_id(row_id))
-        body = self._current.cipher(version, tenant).encrypt(nonce, bytes(plaintext), aad)
-        return header + nonce + body
+        return self.seal(plaintext, env.Cell.of(table, column, tenant_id, row_id), version=version)
 
     def decrypt(
         self,
@@ -195,23 +174,64 @@ class Keyring:
         row_id: uuid.UUID | str,
     ) -> bytes:
         """Open an envelope sealed for this cell (v1 or v2, current or previous key)."""
-        parsed = env.parse(envelope)
-        key = self._keys.get(parsed.kid)
+        return self.open(envelope, env.Cell.of(table, column, tenant_id, row_id))
+
+    def seal(
+        self,
+        plaintext: bytes,
+        cell: env.Cell,
+        *,
+        version: int | None = None,
+        nonce: bytes | None = None,
+    ) -> bytes:
+        """encrypt() for a prepared :class:`Cell`. ``nonce``: 12 fresh random bytes
+        (default os.urandom); never reuse one."""
+        version = self.default_version if version is None else version
+        if version not in env.VERSIONS:
+            raise ValueError(f"unknown envelope version {version}")
+        if nonce is None:
+            nonce = os.urandom(env.NONCE_LEN)
+        header = bytes((version,)) + self._current.kid
+        cipher = self._current.cipher(version, cell.tenant)
+        return header + nonce + cipher.encrypt(nonce, plaintext, cell.aad(header))
+
+    def open(self, envelope: bytes, cell: env.Cell) -> bytes:
+        """decrypt() for a prepared :class:`Cell`."""
+        if len(envelope) < env.MIN_LEN or envelope[0] not in env.VERSIONS:
+            env.parse(envelope)  # raises MalformedEnvelopeError with the reason
+        key = self._keys.get(envelope[1 : env.HEADER_LEN])
         if key is None:
+            kid = bytes(envelope[1 : env.HEADER_LEN]).hex()
             raise UnknownKeyError(
-                f"value was sealed with key id {parsed.kid.hex()}, which this keyring does not "
+                f"value was sealed with key id {kid}, which this keyring does not "
                 f"hold (it holds {', '.join(k.hex() for k in self._keys)})"
             )
-        tenant = env.canonical_id(tenant_id)
-        aad = env.associated_data(parsed.header, table, column, tenant, env.canonical_id(row_id))
+        header = envelope[: env.HEADER_LEN]
         try:
-            return key.cipher(parsed.version, tenant).decrypt(parsed.nonce, parsed.body, aad)
+            return key.cipher(envelope[0], cell.tenant).decrypt(
+                envelope[env.HEADER_LEN : env.PREFIX_LEN],
+                envelope[env.PREFIX_LEN :],
+                cell.aad(header),
+            )
         except InvalidTag:
-            row = env.canonical_id(row_id)
             raise TamperedValueError(
-                f"value does not authenticate for {table}.{column} of row {row} (tenant "
-                f"{tenant}): altered, or moved from another row, column or tenant"
+                f"value does not authenticate for {cell.table}.{cell.column} of row {cell.row} "
+                f"(tenant {cell.tenant}): altered, or moved from another row, column or tenant"
             ) from None
+
+    def _seal(
+        self,
+        plaintext: bytes,
+        nonce: bytes,
+        tenant_id: uuid.UUID | str,
+        table: str,
+        column: str,
+        row_id: uuid.UUID | str,
+        version: int | None,
+    ) -> bytes:
+        """Test vectors only: seal with a chosen nonce."""
+        cell = env.Cell.of(table, column, tenant_id, row_id)
+        return self.seal(plaintext, cell, version=version, nonce=nonce)
 
 
 def salt_from(value: str | None) -> bytes | None:
