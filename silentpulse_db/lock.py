@@ -18,6 +18,7 @@ import logging
 import random
 import time
 import zlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ logger = logging.getLogger("silentpulse_db.lock")
 
 ADVISORY_LOCK_SALT = 1486364155
 VERSION_TABLE = "schema_migrations"
+MAX_POLL_INTERVAL = 0.25  # seconds between two tries at most, while waiting
 
 
 def golang_migrate_lock_key(database_name: str, schema: str, table: str = VERSION_TABLE) -> int:
@@ -60,13 +62,27 @@ async def lock_keys(conn: Any) -> LockKeys:
 
 
 class MigrationLock:
-    """Holds both golang-migrate keys on one session connection."""
+    """Holds both golang-migrate keys on one session connection.
 
-    def __init__(self, conn: Any, keys: LockKeys, *, timeout: float) -> None:
+    ``stop_waiting``, if given, is asked between polls; when it answers True the
+    lock stops waiting without taking the keys (``acquired`` stays False): a
+    replica whose work another one has just done need not queue for nothing.
+    """
+
+    def __init__(
+        self,
+        conn: Any,
+        keys: LockKeys,
+        *,
+        timeout: float,
+        stop_waiting: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
         self._conn = conn
         self._keys = keys
         self._timeout = timeout
+        self._stop_waiting = stop_waiting
         self._held: list[int] = []
+        self.acquired = False
 
     async def __aenter__(self) -> MigrationLock:
         await self.acquire()
@@ -84,6 +100,10 @@ class MigrationLock:
                 if not waited:
                     logger.info("waiting for the migration lock (key %d)", key)
                     waited = True
+                if self._stop_waiting is not None and await self._stop_waiting():
+                    logger.info("stopped waiting for the migration lock: nothing left to do")
+                    await self.release()
+                    return
                 if time.monotonic() >= deadline:
                     holders = await lock_holders(self._conn, self._keys)
                     await self.release()
@@ -94,8 +114,9 @@ class MigrationLock:
                 await asyncio.sleep(
                     min(delay, max(deadline - time.monotonic(), 0)) * random.uniform(0.5, 1.0)
                 )
-                delay = min(delay * 1.5, 0.5)
+                delay = min(delay * 1.5, MAX_POLL_INTERVAL)
             self._held.append(key)
+        self.acquired = True
         if waited:
             logger.info("migration lock acquired")
 

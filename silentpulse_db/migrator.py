@@ -108,6 +108,12 @@ class Migrator:
         latest = self.source.latest
         return state.version is not None and (latest is None or state.version > latest)
 
+    def nothing_to_do(self, state: VersionState, *, target: int | None = None) -> bool:
+        """Clean, nothing pending up to ``target``, and not at an unknown version in the middle."""
+        if state.dirty or self.pending_up(state, target=target):
+            return False
+        return not self.ahead_of_files(state) or self.past_latest_file(state)
+
     def ahead_error(self, state: VersionState) -> DatabaseAheadError:
         assert state.version is not None
         latest = self.source.latest

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 from .catalog import snapshot
 from .connect import connect
 from .errors import BaselineError, MigrationSourceError
+from .lock import MigrationLock
 from .migrator import Migrator, version_label
 from .results import MigrationResult, PrerequisitesResult
 from .scratch import scratch_database
-from .session import locked_connection
+from .session import close_quietly, locked_connection, open_session
 from .source import MigrationSource, load_source
 from .version_table import (
+    HISTORY_TABLE,
+    HistoryEntry,
     HistoryRecord,
+    VersionState,
     ensure_tables,
     read_state,
     read_version,
@@ -39,10 +44,11 @@ async def run_migrations(
     """Apply every pending migration; call it before building the service's pool.
 
     Connects with retries (``attempts`` tries, ``wait`` seconds apart) while the
-    server starts, takes the migration lock (waiting at most ``lock_timeout``
-    seconds), applies what is pending up to ``target`` and returns. Replicas
-    starting together queue on the lock; the first applies, the rest find
-    nothing to do.
+    server starts. If anything is pending up to ``target``, takes the migration
+    lock (waiting at most ``lock_timeout`` seconds), applies it and returns.
+    Replicas starting together queue on the lock; the first applies, the rest
+    see that nothing is left and return without taking it. An up-to-date
+    database is answered without the lock.
 
     A database ahead of the files (an older replica during a rolling deploy)
     logs a warning and returns; with ``strict=True`` it raises
@@ -50,43 +56,74 @@ async def run_migrations(
     ChecksumMismatchError instead of a warning.
     """
     migrations = source if isinstance(source, MigrationSource) else load_source(source)
-    async with locked_connection(
-        dsn, attempts=attempts, wait=wait, lock_timeout=lock_timeout
-    ) as conn:
+    session = await open_session(dsn, attempts=attempts, wait=wait)
+    conn = session.conn
+    try:
         migrator = Migrator(conn, migrations)
-        state, history = await read_state(conn)
-        await migrator.require_clean(state)
-        if migrator.ahead_of_files(state):
-            error = migrator.ahead_error(state)
-            # Ahead of every file is an older replica (a warning); a version
-            # missing from the middle of the set is a broken deploy (an error).
-            if strict or not migrator.past_latest_file(state):
-                raise error
-            logger.warning("%s; not migrating", error)
-            return MigrationResult(
-                version_before=state.version,
-                version_after=state.version,
-                database_ahead=True,
-                warnings=(str(error),),
-            )
-        warnings = migrator.verify_checksums(state, history, strict=strict)
-        applied = await migrator.apply(migrator.pending_up(state, target=target), "up")
-        after = applied[-1].version if applied else state.version
-        if applied:
-            logger.info(
-                "migrated from version %s to %s (%d applied)",
-                version_label(state.version),
-                version_label(after),
-                len(applied),
-            )
-        else:
-            logger.debug("database is up to date at version %s", version_label(state.version))
+
+        async def done_already() -> bool:
+            # A committed clean version is final (transactional migrations commit
+            # with it), so "nothing pending" needs no lock.
+            if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", HISTORY_TABLE):
+                return False
+            state, _ = await read_state(conn)
+            return migrator.nothing_to_do(state, target=target)
+
+        # The usual restart, and replicas that lost the race, answer without
+        # queueing on the lock.
+        if session.tables_exist and await done_already():
+            return await _migrate(migrator, *await read_state(conn), target=target, strict=strict)
+        lock = MigrationLock(conn, session.keys, timeout=lock_timeout, stop_waiting=done_already)
+        async with lock:
+            if lock.acquired and not session.tables_exist:
+                await ensure_tables(conn)
+            state, history = await read_state(conn)
+            return await _migrate(migrator, state, history, target=target, strict=strict)
+    finally:
+        await close_quietly(conn)
+
+
+async def _migrate(
+    migrator: Migrator,
+    state: VersionState,
+    history: Mapping[int, HistoryEntry],
+    *,
+    target: int | None,
+    strict: bool,
+) -> MigrationResult:
+    """Check the state and apply what is pending (with the lock held if anything is)."""
+    await migrator.require_clean(state)
+    if migrator.ahead_of_files(state):
+        error = migrator.ahead_error(state)
+        # Ahead of every file is an older replica (a warning); a version
+        # missing from the middle of the set is a broken deploy (an error).
+        if strict or not migrator.past_latest_file(state):
+            raise error
+        logger.warning("%s; not migrating", error)
         return MigrationResult(
             version_before=state.version,
-            version_after=after,
-            applied=tuple(applied),
-            warnings=tuple(warnings),
+            version_after=state.version,
+            database_ahead=True,
+            warnings=(str(error),),
         )
+    warnings = migrator.verify_checksums(state, history, strict=strict)
+    applied = await migrator.apply(migrator.pending_up(state, target=target), "up")
+    after = applied[-1].version if applied else state.version
+    if applied:
+        logger.info(
+            "migrated from version %s to %s (%d applied)",
+            version_label(state.version),
+            version_label(after),
+            len(applied),
+        )
+    else:
+        logger.debug("database is up to date at version %s", version_label(state.version))
+    return MigrationResult(
+        version_before=state.version,
+        version_after=after,
+        applied=tuple(applied),
+        warnings=tuple(warnings),
+    )
 
 
 async def apply_prerequisites(

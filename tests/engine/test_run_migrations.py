@@ -151,3 +151,32 @@ async def test_failure_outside_a_transaction_leaves_dirty_with_recovery(
         info.value
     )
     assert await version_rows(database_dsn) == [(2, True)]
+
+
+async def test_up_to_date_database_is_answered_without_the_lock(
+    database_dsn: str, tmp_path: Path
+) -> None:
+    import asyncpg
+
+    from silentpulse_db import LockTimeoutError
+    from silentpulse_db.lock import lock_keys
+
+    source = write_migrations(tmp_path, simple_set(2))
+    await run_migrations(database_dsn, source=source)
+    holder = await asyncpg.connect(database_dsn)
+    try:
+        keys = await lock_keys(holder)
+        await holder.execute(
+            "SELECT pg_advisory_lock($1), pg_advisory_lock($2)",
+            keys.url_path,
+            keys.current_database,
+        )
+        result = await run_migrations(database_dsn, source=source, lock_timeout=0.5)
+        assert (result.version_after, result.applied) == (2, ())
+        # With something pending it must queue for the lock.
+        write_migrations(tmp_path, simple_set(3))
+        with pytest.raises(LockTimeoutError):
+            await run_migrations(database_dsn, source=source, lock_timeout=0.5)
+        assert await version_rows(database_dsn) == [(2, False)]
+    finally:
+        await holder.close()
