@@ -64,22 +64,14 @@ def parse(data: bytes) -> Envelope:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise MalformedEnvelopeError(f"an envelope is bytes, not {type(data).__name__}")
     data = bytes(data)
-    if len(data) < MIN_LEN:
-        raise MalformedEnvelopeError(
-            f"envelope too short: {len(data)} bytes, at least {MIN_LEN} expected"
-        )
-    if data[0] not in VERSIONS:
-        raise MalformedEnvelopeError(f"unknown envelope version 0x{data[0]:02x}")
+    version, kid = peek(data)
     return Envelope(
-        version=data[0],
-        kid=data[1:HEADER_LEN],
-        nonce=data[HEADER_LEN:PREFIX_LEN],
-        body=data[PREFIX_LEN:],
+        version=version, kid=kid, nonce=data[HEADER_LEN:PREFIX_LEN], body=data[PREFIX_LEN:]
     )
 
 
 def peek(data: bytes) -> tuple[int, bytes]:
-    """(version, kid) of an envelope without copying its body."""
+    """(version, kid) of an envelope, checking only its length and version byte."""
     if len(data) < MIN_LEN:
         raise MalformedEnvelopeError(
             f"envelope too short: {len(data)} bytes, at least {MIN_LEN} expected"
