@@ -22,10 +22,11 @@ import time
 import uuid
 
 import asyncpg
-from common import create_database, drop_database, machine, server_dsn, write_section
 
 from silentpulse_db import apply_prerequisites, run_migrations
 from silentpulse_db.crypto import Keyring
+
+from common import create_database, drop_database, machine, server_dsn, write_section
 
 TENANTS = 1000
 OLD_KEY, NEW_KEY = "a1" * 32, "b2" * 32
@@ -45,17 +46,35 @@ async def populate(dsn: str, rows: int) -> None:
             records = []
             for i in range(start, min(start + chunk, rows)):
                 tenant, row = tenants[i % TENANTS], uuid.uuid4()
-                sealed = keyring.encrypt(secret, tenant_id=tenant, table="integration_points", column="connection_config", row_id=row)
+                sealed = keyring.encrypt(
+                    secret,
+                    tenant_id=tenant,
+                    table="integration_points",
+                    column="connection_config",
+                    row_id=row,
+                )
                 records.append((row, tenant, f"p{i}", "kafka", sealed))
             await conn.copy_records_to_table(
-                "integration_points", records=records, columns=["id", "tenant_id", "name", "type", "connection_config"]
+                "integration_points",
+                records=records,
+                columns=["id", "tenant_id", "name", "type", "connection_config"],
             )
         configs = [
-            (t, "openai", "m", keyring.encrypt(secret, tenant_id=t, table="ai_configs", column="api_key_enc", row_id=t), 2)
+            (
+                t,
+                "openai",
+                "m",
+                keyring.encrypt(
+                    secret, tenant_id=t, table="ai_configs", column="api_key_enc", row_id=t
+                ),
+                2,
+            )
             for t in tenants
         ]
         await conn.copy_records_to_table(
-            "ai_configs", records=configs, columns=["tenant_id", "provider", "model", "api_key_enc", "encryption_version"]
+            "ai_configs",
+            records=configs,
+            columns=["tenant_id", "provider", "model", "api_key_enc", "encryption_version"],
         )
         await conn.execute("VACUUM ANALYZE")
     finally:
@@ -76,11 +95,19 @@ async def plain_update(dsn: str) -> float:
 
 def rotate(dsn: str) -> tuple[float, int, float]:
     """Run the CLI; (seconds it reports, rows it rewrote, peak RSS in MiB)."""
-    env = {**os.environ, "POSTGRES_DSN": dsn, "ENCRYPTION_KEY": NEW_KEY, "OLD_ENCRYPTION_KEY": OLD_KEY}
+    env = {
+        **os.environ,
+        "POSTGRES_DSN": dsn,
+        "ENCRYPTION_KEY": NEW_KEY,
+        "OLD_ENCRYPTION_KEY": OLD_KEY,
+    }
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     done = subprocess.run(
         [sys.executable, "-m", "silentpulse_db.credentials.cli", "--rotate"],
-        env=env, capture_output=True, text=True, check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     match = re.search(r"committed: ([\d,]+) value\(s\) rewritten in ([\d.]+)s", done.stdout)
@@ -101,7 +128,13 @@ async def measure(admin: str, rows: int) -> dict[str, float]:
         assert rewritten == rows + TENANTS
     finally:
         await drop_database(admin, dsn)
-    return {"rows": rows, "floor_rate": rows / floor_s, "rot_rate": rewritten / rot_s, "rss": rss, "rot_s": rot_s}
+    return {
+        "rows": rows,
+        "floor_rate": rows / floor_s,
+        "rot_rate": rewritten / rot_s,
+        "rss": rss,
+        "rot_s": rot_s,
+    }
 
 
 async def main(admin: str, sizes: list[int]) -> None:

@@ -7,7 +7,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["bench_import.py", "bench_noop.py", "bench_apply.py", "bench_replicas.py", "bench_rotation.py"]
+SCRIPTS = [
+    "bench_import.py",
+    "bench_noop.py",
+    "bench_apply.py",
+    "bench_replicas.py",
+    "bench_rotation.py",
+]
 
 if __name__ == "__main__":
     only = sys.argv[1:]
