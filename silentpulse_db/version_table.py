@@ -1,10 +1,11 @@
 """The version table, exactly as golang-migrate keeps it, and our history beside it.
 
 ``schema_migrations`` holds at most one row ``(version, dirty)``; no row means
-no version. Writing a version is ``TRUNCATE`` then ``INSERT`` in one
-transaction, as golang-migrate's postgres driver does. The table is never
-altered; what golang-migrate has no room for (checksums, durations, who ran
-what) goes into ``schema_migrations_history``.
+no version. golang-migrate writes a version with ``TRUNCATE`` then ``INSERT``;
+we leave exactly the same rows with one DELETE + upsert statement (see
+:func:`write_version`). The table is never altered; what golang-migrate has no
+room for (checksums, durations, who ran what) goes into
+``schema_migrations_history``.
 """
 
 from __future__ import annotations
