@@ -104,14 +104,16 @@ class _Plan:
         self.mode = mode
         self.new = new
         self.source: Keyring = old if mode == "rotate" and old is not None else new
-        self._tenants: dict[Any, str] = {}
+        self._tenants: dict[tuple[str, Any], tuple[str, bytes]] = {}
 
-    def tenant(self, tenant_id: Any) -> str:
-        """Canonical tenant id string, computed once per tenant."""
-        text = self._tenants.get(tenant_id)
-        if text is None:
-            text = self._tenants[tenant_id] = str(tenant_id)
-        return text
+    def tenant(self, column: CredentialColumn, tenant_id: Any) -> tuple[str, bytes]:
+        """The tenant's id string and its cells' associated-data prefix, computed once."""
+        cached = self._tenants.get((column.table, tenant_id))
+        if cached is None:
+            text = str(tenant_id)
+            cached = (text, env.cell_prefix(column.table, column.column, text))
+            self._tenants[(column.table, tenant_id)] = cached
+        return cached
 
     def target_version(self, version: int) -> int:
         return env.V2_PER_TENANT if self.mode == "v2" else version
@@ -315,8 +317,9 @@ def _one(
     if value is None:
         stats.empty += 1
         return None
-    cell = env.Cell(column.table, column.column, plan.tenant(row["tenant_id"]), str(row["id"]))
-    kid = "-"
+    tenant, prefix = plan.tenant(column, row["tenant_id"])
+    cell = env.Cell(column.table, column.column, tenant, str(row["id"]), prefix=prefix)
+    raw_kid = b""
     try:
         if column.version_column and row["enc_version"] == 0:
             if plan.mode == "rotate":
@@ -327,7 +330,6 @@ def _one(
             plaintext, version = bytes(value), env.V2_PER_TENANT
         else:
             version, raw_kid = env.peek(value)
-            kid = raw_kid.hex()
             if plan.is_current(version, raw_kid):
                 stats.current += 1
                 return None
@@ -339,6 +341,7 @@ def _one(
             raise _Skip("re-sealed value did not open with the new key")
     except (CryptoError, _Skip) as exc:
         stats.problems += 1
+        kid = raw_kid.hex() or "-"
         report.problems.append(Problem(column.table, str(row["id"]), kid, _reason(exc)))
         return None
     stats.rewritten += 1

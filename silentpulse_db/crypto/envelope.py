@@ -108,6 +108,14 @@ def _field(data: bytes) -> bytes:
     return _LEN.pack(len(data)) + data
 
 
+def cell_prefix(table: str, column: str, tenant: str) -> bytes:
+    """The associated data's table, column and tenant fields: shared by a tenant's cells."""
+    place = _PLACES.get((table, column))
+    if place is None:
+        place = _PLACES[(table, column)] = _field(table.encode()) + _field(column.encode())
+    return place + _field(tenant.encode())
+
+
 class Cell:
     """Where a value lives: table, column, tenant and row, with its associated data
     (all but the header) computed once. Build with :meth:`of`; hot loops that
@@ -115,12 +123,14 @@ class Cell:
 
     __slots__ = ("column", "row", "table", "tail", "tenant")
 
-    def __init__(self, table: str, column: str, tenant: str, row: str) -> None:
+    def __init__(
+        self, table: str, column: str, tenant: str, row: str, *, prefix: bytes | None = None
+    ) -> None:
         self.table, self.column, self.tenant, self.row = table, column, tenant, row
-        place = _PLACES.get((table, column))
-        if place is None:
-            place = _PLACES[(table, column)] = _field(table.encode()) + _field(column.encode())
-        self.tail = place + _field(tenant.encode()) + _field(row.encode())
+        if prefix is None:
+            prefix = cell_prefix(table, column, tenant)
+        row_bytes = row.encode()
+        self.tail = prefix + _LEN.pack(len(row_bytes)) + row_bytes
 
     @classmethod
     def of(

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..errors import KeyConfigError, TamperedValueError, UnknownKeyError
 from . import envelope as env
+from .envelope import HEADER_LEN, MIN_LEN, PREFIX_LEN, VERSIONS
 
 KEY_LEN = 32
 TENANT_KEY_CACHE = 4096
@@ -197,21 +198,18 @@ class Keyring:
 
     def open(self, envelope: bytes, cell: env.Cell) -> bytes:
         """decrypt() for a prepared :class:`Cell`."""
-        if len(envelope) < env.MIN_LEN or envelope[0] not in env.VERSIONS:
+        if len(envelope) < MIN_LEN or envelope[0] not in VERSIONS:
             env.parse(envelope)  # raises MalformedEnvelopeError with the reason
-        key = self._keys.get(envelope[1 : env.HEADER_LEN])
+        header = envelope[:HEADER_LEN]
+        key = self._keys.get(header[1:])
         if key is None:
-            kid = bytes(envelope[1 : env.HEADER_LEN]).hex()
             raise UnknownKeyError(
-                f"value was sealed with key id {kid}, which this keyring does not "
-                f"hold (it holds {', '.join(k.hex() for k in self._keys)})"
+                f"value was sealed with key id {bytes(header[1:]).hex()}, which this keyring "
+                f"does not hold (it holds {', '.join(k.hex() for k in self._keys)})"
             )
-        header = envelope[: env.HEADER_LEN]
         try:
             return key.cipher(envelope[0], cell.tenant).decrypt(
-                envelope[env.HEADER_LEN : env.PREFIX_LEN],
-                envelope[env.PREFIX_LEN :],
-                cell.aad(header),
+                envelope[HEADER_LEN:PREFIX_LEN], envelope[PREFIX_LEN:], cell.aad(header)
             )
         except InvalidTag:
             raise TamperedValueError(

@@ -127,26 +127,35 @@ CREATE INDEX IF NOT EXISTS flow_pulses_tenant_id_idx ON flow_pulses (tenant_id);
 CREATE INDEX IF NOT EXISTS flow_pulses_integration_point_id_idx ON flow_pulses (integration_point_id);
 COMMENT ON TABLE flow_pulses IS 'Observation points of a flow; no observation within time_window raises an alert';
 
--- Creates monthly partitions of a table partitioned by a timestamptz range,
--- from the current month to months_ahead months later, named <table>_pYYYY_MM.
+-- Creates monthly partitions (UTC months) of a table partitioned by a
+-- timestamptz range, from the current month to months_ahead months later,
+-- named <table>_pYYYY_MM.
 -- Idempotent; call it monthly from a scheduled job.
 CREATE OR REPLACE FUNCTION silentpulse_ensure_monthly_partitions(parent regclass, months_ahead integer DEFAULT 3)
 RETURNS integer
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    month_start date := date_trunc('month', now())::date;
-    part_name   text;
-    created     integer := 0;
+    -- Months are UTC months, whatever the session's TimeZone: boundaries must
+    -- not depend on who runs this.
+    month_start date := date_trunc('month', now() AT TIME ZONE 'UTC')::date;
+    parent_schema text;
+    parent_name text;
+    part_name text;
+    created integer := 0;
 BEGIN
+    -- Partitions go beside their parent, whatever the caller's search_path.
+    SELECT n.nspname, c.relname INTO parent_schema, parent_name
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.oid = parent;
     FOR i IN 0 .. months_ahead LOOP
-        part_name := format('%s_p%s', parent::text, to_char(month_start + make_interval(months => i), 'YYYY_MM'));
-        IF to_regclass(part_name) IS NULL THEN
+        part_name := format('%s_p%s', parent_name, to_char(month_start + make_interval(months => i), 'YYYY_MM'));
+        IF to_regclass(format('%I.%I', parent_schema, part_name)) IS NULL THEN
             EXECUTE format(
-                'CREATE TABLE %I PARTITION OF %s FOR VALUES FROM (%L) TO (%L)',
-                part_name, parent,
-                (month_start + make_interval(months => i))::timestamptz,
-                (month_start + make_interval(months => i + 1))::timestamptz
+                'CREATE TABLE %I.%I PARTITION OF %s FOR VALUES FROM (%L) TO (%L)',
+                parent_schema, part_name, parent,
+                (month_start + make_interval(months => i)) AT TIME ZONE 'UTC',
+                (month_start + make_interval(months => i + 1)) AT TIME ZONE 'UTC'
             );
             created := created + 1;
         END IF;

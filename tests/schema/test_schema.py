@@ -434,3 +434,25 @@ async def test_down_to_zero_leaves_nothing_and_up_again(migrated_dsn: str) -> No
     }
     result = await run_migrations(migrated_dsn)
     assert [a.version for a in result.applied] == [1, 2, 3]
+
+
+async def test_partition_maintenance_is_idempotent_utc_and_search_path_proof(migrated_dsn: str) -> None:
+    conn = await asyncpg.connect(migrated_dsn, server_settings={"TimeZone": "America/Los_Angeles"})
+    try:
+        assert await conn.fetchval("SELECT silentpulse_ensure_monthly_partitions('alerts', 3)") == 0
+        await conn.execute("SET search_path = pg_catalog")
+        created = await conn.fetchval("SELECT public.silentpulse_ensure_monthly_partitions('public.alerts', 5)")
+        assert created == 2
+        await conn.execute("SET search_path = public; SET TimeZone = 'UTC'")
+        bounds = {
+            r["relname"]: r["bound"]
+            for r in await conn.fetch(
+                "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) AS bound FROM pg_inherits i "
+                "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'alerts'::regclass"
+            )
+        }
+    finally:
+        await conn.close()
+    assert len(bounds) == 1 + 6  # default + this month and the next five
+    month = f"alerts_p{NOW:%Y_%m}"
+    assert bounds[month].startswith(f"FOR VALUES FROM ('{NOW:%Y-%m}-01 00:00:00+00')")
