@@ -436,12 +436,16 @@ async def test_down_to_zero_leaves_nothing_and_up_again(migrated_dsn: str) -> No
     assert [a.version for a in result.applied] == [1, 2, 3]
 
 
-async def test_partition_maintenance_is_idempotent_utc_and_search_path_proof(migrated_dsn: str) -> None:
+async def test_partition_maintenance_is_idempotent_utc_and_search_path_proof(
+    migrated_dsn: str,
+) -> None:
     conn = await asyncpg.connect(migrated_dsn, server_settings={"TimeZone": "America/Los_Angeles"})
     try:
         assert await conn.fetchval("SELECT silentpulse_ensure_monthly_partitions('alerts', 3)") == 0
         await conn.execute("SET search_path = pg_catalog")
-        created = await conn.fetchval("SELECT public.silentpulse_ensure_monthly_partitions('public.alerts', 5)")
+        created = await conn.fetchval(
+            "SELECT public.silentpulse_ensure_monthly_partitions('public.alerts', 5)"
+        )
         assert created == 2
         await conn.execute("SET search_path = public; SET TimeZone = 'UTC'")
         bounds = {
