@@ -60,25 +60,34 @@ async def run_migrations(
     conn = session.conn
     try:
         migrator = Migrator(conn, migrations)
+        # A committed clean version is final (transactional migrations commit
+        # with it), so "nothing pending" needs no lock: the usual restart, and
+        # replicas that lost the race, answer without queueing.
+        settled: tuple[VersionState, dict[int, HistoryEntry]] | None = None
 
-        async def done_already() -> bool:
-            # A committed clean version is final (transactional migrations commit
-            # with it), so "nothing pending" needs no lock.
-            if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", HISTORY_TABLE):
+        async def nothing_left(tables_known: bool = False) -> bool:
+            nonlocal settled
+            if not tables_known and not await conn.fetchval(
+                "SELECT to_regclass($1) IS NOT NULL", HISTORY_TABLE
+            ):
                 return False
-            state, _ = await read_state(conn)
-            return migrator.nothing_to_do(state, target=target)
-
-        # The usual restart, and replicas that lost the race, answer without
-        # queueing on the lock.
-        if session.tables_exist and await done_already():
-            return await _migrate(migrator, *await read_state(conn), target=target, strict=strict)
-        lock = MigrationLock(conn, session.keys, timeout=lock_timeout, stop_waiting=done_already)
-        async with lock:
-            if lock.acquired and not session.tables_exist:
-                await ensure_tables(conn)
             state, history = await read_state(conn)
-            return await _migrate(migrator, state, history, target=target, strict=strict)
+            if migrator.nothing_to_do(state, target=target):
+                settled = (state, history)
+            return settled is not None
+
+        if not (session.tables_exist and await nothing_left(tables_known=True)):
+            lock = MigrationLock(
+                conn, session.keys, timeout=lock_timeout, stop_waiting=nothing_left
+            )
+            async with lock:
+                if lock.acquired:
+                    if not session.tables_exist:
+                        await ensure_tables(conn)
+                    state, history = await read_state(conn)
+                    return await _migrate(migrator, state, history, target=target, strict=strict)
+        assert settled is not None
+        return await _migrate(migrator, *settled, target=target, strict=strict)
     finally:
         await close_quietly(conn)
 
