@@ -17,10 +17,10 @@ from silentpulse_db.testing import PostgresServer
 from helpers import fetch, fetchval, simple_set, write_migrations
 
 
-async def test_server_runs_as_postgres_when_root(postgres_server: PostgresServer) -> None:
-    if postgres_server.external:
+async def test_server_runs_as_postgres_when_root(silentpulse_postgres: PostgresServer) -> None:
+    if silentpulse_postgres.external:
         pytest.skip("external server")
-    pid = int((postgres_server.datadir / "postmaster.pid").read_text().split()[0])
+    pid = int((silentpulse_postgres.datadir / "postmaster.pid").read_text().split()[0])
     owner = pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_name
     if os.geteuid() == 0:
         assert owner == "postgres"  # PostgreSQL refuses root
@@ -28,12 +28,12 @@ async def test_server_runs_as_postgres_when_root(postgres_server: PostgresServer
         assert owner == pwd.getpwuid(os.geteuid()).pw_name
 
 
-async def test_password_authentication(postgres_server: PostgresServer) -> None:
-    if postgres_server.external:
+async def test_password_authentication(silentpulse_postgres: PostgresServer) -> None:
+    if silentpulse_postgres.external:
         pytest.skip("external server")
-    assert postgres_server.password
-    assert await fetchval(postgres_server.dsn, "SELECT 1") == 1
-    bad = postgres_server.dsn.replace(postgres_server.password, "nope")
+    assert silentpulse_postgres.password
+    assert await fetchval(silentpulse_postgres.dsn, "SELECT 1") == 1
+    bad = silentpulse_postgres.dsn.replace(silentpulse_postgres.password, "nope")
     with pytest.raises(asyncpg.InvalidPasswordError):
         await asyncpg.connect(bad)
 
@@ -42,35 +42,37 @@ _seen: list[str] = []
 
 
 @pytest.mark.parametrize("round_", [1, 2])
-async def test_fresh_database_is_empty_and_new(database_dsn: str, round_: int) -> None:
-    assert database_dsn not in _seen
-    _seen.append(database_dsn)
+async def test_fresh_database_is_empty_and_new(silentpulse_database: str, round_: int) -> None:
+    assert silentpulse_database not in _seen
+    _seen.append(silentpulse_database)
     tables = await fetch(
-        database_dsn, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        silentpulse_database, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
     )
     assert tables == []
-    await fetch(database_dsn, "CREATE TABLE mine (id int)")
+    await fetch(silentpulse_database, "CREATE TABLE mine (id int)")
 
 
-async def test_migrated_database_is_a_copy_per_test(migrated_dsn: str) -> None:
-    version = await fetchval(migrated_dsn, "SELECT version FROM schema_migrations")
+async def test_migrated_database_is_a_copy_per_test(silentpulse_migrated_database: str) -> None:
+    version = await fetchval(silentpulse_migrated_database, "SELECT version FROM schema_migrations")
     from silentpulse_db.source import load_source
 
     assert version == load_source().latest
-    await fetch(migrated_dsn, "CREATE TABLE only_here (id int)")
+    await fetch(silentpulse_migrated_database, "CREATE TABLE only_here (id int)")
 
 
 async def test_migrated_clone_is_fast(
-    postgres_server: PostgresServer, migrated_template: str
+    silentpulse_postgres: PostgresServer, silentpulse_migrated_template: str
 ) -> None:
     from silentpulse_db.testing import create_database, drop_database
 
     started = time.perf_counter()
     for i in range(3):
-        create_database(postgres_server.dsn, f"clone_speed_{i}", template=migrated_template)
+        create_database(
+            silentpulse_postgres.dsn, f"clone_speed_{i}", template=silentpulse_migrated_template
+        )
     per_clone = (time.perf_counter() - started) / 3
     for i in range(3):
-        drop_database(postgres_server.dsn, f"clone_speed_{i}")
+        drop_database(silentpulse_postgres.dsn, f"clone_speed_{i}")
     print(f"migrated clone: {per_clone * 1000:.0f} ms")
 
 

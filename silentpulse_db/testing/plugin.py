@@ -2,11 +2,11 @@
 
 Fixtures, for this project's tests and the services' own:
 
-- ``postgres_server`` (session): a :class:`PostgresServer` — a throwaway
+- ``silentpulse_postgres`` (session): a :class:`PostgresServer` — a throwaway
   PostgreSQL started on first use and stopped at the end of the session, or the
   server named by ``SILENTPULSE_TEST_DSN``.
-- ``database_dsn``: DSN of a fresh, empty database, dropped after the test.
-- ``migrated_dsn``: DSN of a fresh database with the prerequisites and every
+- ``silentpulse_database``: DSN of a fresh, empty database, dropped after the test.
+- ``silentpulse_migrated_database``: DSN of a fresh database with the prerequisites and every
   packaged migration applied. The migrations run once per session into a
   template database; each test gets a ``CREATE DATABASE ... TEMPLATE`` copy.
 
@@ -32,28 +32,28 @@ def _unique(prefix: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+def silentpulse_postgres() -> Iterator[PostgresServer]:
     with PostgresServer() as server:
         yield server
 
 
 @pytest.fixture
-def database_dsn(postgres_server: PostgresServer) -> Iterator[str]:
+def silentpulse_database(silentpulse_postgres: PostgresServer) -> Iterator[str]:
     name = _unique("test")
-    dsn = create_database(postgres_server.dsn, name)
+    dsn = create_database(silentpulse_postgres.dsn, name)
     try:
         yield dsn
     finally:
-        drop_database(postgres_server.dsn, name)
+        drop_database(silentpulse_postgres.dsn, name)
 
 
 @pytest.fixture(scope="session")
-def migrated_template(postgres_server: PostgresServer) -> Iterator[str]:
+def silentpulse_migrated_template(silentpulse_postgres: PostgresServer) -> Iterator[str]:
     """Name of a database holding the fully migrated schema, built once per session."""
     from .. import apply_prerequisites, run_migrations
 
     name = _unique(TEMPLATE_PREFIX)
-    dsn = create_database(postgres_server.dsn, name)
+    dsn = create_database(silentpulse_postgres.dsn, name)
 
     async def migrate() -> None:
         await apply_prerequisites(dsn)
@@ -63,14 +63,16 @@ def migrated_template(postgres_server: PostgresServer) -> Iterator[str]:
         run_sync(migrate())
         yield name
     finally:
-        drop_database(postgres_server.dsn, name)
+        drop_database(silentpulse_postgres.dsn, name)
 
 
 @pytest.fixture
-def migrated_dsn(postgres_server: PostgresServer, migrated_template: str) -> Iterator[str]:
+def silentpulse_migrated_database(
+    silentpulse_postgres: PostgresServer, silentpulse_migrated_template: str
+) -> Iterator[str]:
     name = _unique("migrated")
-    dsn = create_database(postgres_server.dsn, name, template=migrated_template)
+    dsn = create_database(silentpulse_postgres.dsn, name, template=silentpulse_migrated_template)
     try:
         yield dsn
     finally:
-        drop_database(postgres_server.dsn, name)
+        drop_database(silentpulse_postgres.dsn, name)

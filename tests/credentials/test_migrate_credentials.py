@@ -31,17 +31,19 @@ async def values(conn: Any, cells: list[Cell]) -> list[bytes]:
 
 
 @pytest.fixture
-async def conn(migrated_dsn: str) -> Any:
-    connection = await asyncpg.connect(migrated_dsn)
+async def conn(silentpulse_migrated_database: str) -> Any:
+    connection = await asyncpg.connect(silentpulse_migrated_database)
     try:
         yield connection
     finally:
         await connection.close()
 
 
-async def test_v1_to_v2_across_tenants_and_tables(migrated_dsn: str, conn: Any) -> None:
+async def test_v1_to_v2_across_tenants_and_tables(
+    silentpulse_migrated_database: str, conn: Any
+) -> None:
     cells = await populate(conn, NEW, tenants=5, per_table=20, versions=(1,))
-    report = await migrate_credentials(migrated_dsn, keyring=NEW, mode="v2")
+    report = await migrate_credentials(silentpulse_migrated_database, keyring=NEW, mode="v2")
     assert report.committed and report.rewritten == len(cells) == 5 * 41
     assert [t.rewritten for t in report.tables] == [100, 100, 5]
     after = await values(conn, cells)
@@ -51,56 +53,74 @@ async def test_v1_to_v2_across_tenants_and_tables(migrated_dsn: str, conn: Any) 
         2
     ]
 
-    again = await migrate_credentials(migrated_dsn, keyring=NEW, mode="v2")
+    again = await migrate_credentials(silentpulse_migrated_database, keyring=NEW, mode="v2")
     assert again.rewritten == 0 and sum(t.current for t in again.tables) == len(cells)
     assert await values(conn, cells) == after  # not a byte changed
 
 
-async def test_rotate_keeps_each_values_version(migrated_dsn: str, conn: Any) -> None:
+async def test_rotate_keeps_each_values_version(
+    silentpulse_migrated_database: str, conn: Any
+) -> None:
     cells = await populate(conn, OLD, tenants=4, per_table=10, versions=(1, 2))
     before = [peek(v)[0] for v in await values(conn, cells)]
     assert set(before) == {1, 2}
-    report = await migrate_credentials(migrated_dsn, keyring=NEW, old_keyring=OLD, mode="rotate")
+    report = await migrate_credentials(
+        silentpulse_migrated_database, keyring=NEW, old_keyring=OLD, mode="rotate"
+    )
     assert report.rewritten == len(cells)
     after = await values(conn, cells)
     assert [peek(v) for v in after] == [(v, NEW.kid) for v in before]
     assert open_all(Keyring(NEW_KEY, salt=SALT), cells, after) == [c.plaintext for c in cells]
     with pytest.raises(UnknownKeyError):
         open_all(Keyring(OLD_KEY, salt=SALT), cells[:1], after[:1])
-    again = await migrate_credentials(migrated_dsn, keyring=NEW, old_keyring=OLD, mode="rotate")
+    again = await migrate_credentials(
+        silentpulse_migrated_database, keyring=NEW, old_keyring=OLD, mode="rotate"
+    )
     assert again.rewritten == 0
 
 
 async def test_wrong_old_key_dry_run_reports_every_row_and_real_run_changes_nothing(
-    migrated_dsn: str, conn: Any
+    silentpulse_migrated_database: str, conn: Any
 ) -> None:
     cells = await populate(conn, OLD, tenants=3, per_table=10)
     wrong = Keyring(bytes.fromhex("c3" * 32), salt=SALT)
     digest = await checksum(conn)
     with pytest.raises(CredentialMigrationError) as dry:
         await migrate_credentials(
-            migrated_dsn, keyring=NEW, old_keyring=wrong, mode="rotate", dry_run=True
+            silentpulse_migrated_database,
+            keyring=NEW,
+            old_keyring=wrong,
+            mode="rotate",
+            dry_run=True,
         )
     assert f"{len(cells)} value(s) cannot be opened" in str(dry.value)
     for cell in cells[:50]:
         assert str(cell.row_id) in str(dry.value)
     assert "unknown key" in str(dry.value) and OLD.kid.hex() in str(dry.value)
     with pytest.raises(CredentialMigrationError, match="nothing was changed"):
-        await migrate_credentials(migrated_dsn, keyring=NEW, old_keyring=wrong, mode="rotate")
+        await migrate_credentials(
+            silentpulse_migrated_database, keyring=NEW, old_keyring=wrong, mode="rotate"
+        )
     assert await checksum(conn) == digest
 
 
-async def test_dry_run_counts_and_changes_nothing(migrated_dsn: str, conn: Any) -> None:
+async def test_dry_run_counts_and_changes_nothing(
+    silentpulse_migrated_database: str, conn: Any
+) -> None:
     await populate(conn, NEW, tenants=2, per_table=5, versions=(1, 2))
     digest = await checksum(conn)
-    report = await migrate_credentials(migrated_dsn, keyring=NEW, mode="v2", dry_run=True)
+    report = await migrate_credentials(
+        silentpulse_migrated_database, keyring=NEW, mode="v2", dry_run=True
+    )
     assert not report.committed and report.dry_run
     assert sum(t.rewritten for t in report.tables) + sum(t.current for t in report.tables) == 22
     assert sum(t.current for t in report.tables) > 0
     assert await checksum(conn) == digest
 
 
-async def test_one_tampered_value_among_thousands(migrated_dsn: str, conn: Any) -> None:
+async def test_one_tampered_value_among_thousands(
+    silentpulse_migrated_database: str, conn: Any
+) -> None:
     cells = await populate(conn, OLD, tenants=10, per_table=150)
     victim = cells[1234]
     sealed = bytearray(await read_value(conn, victim))
@@ -112,7 +132,9 @@ async def test_one_tampered_value_among_thousands(migrated_dsn: str, conn: Any) 
     )
     digest = await checksum(conn)
     with pytest.raises(CredentialMigrationError) as info:
-        await migrate_credentials(migrated_dsn, keyring=NEW, old_keyring=OLD, mode="rotate")
+        await migrate_credentials(
+            silentpulse_migrated_database, keyring=NEW, old_keyring=OLD, mode="rotate"
+        )
     text = str(info.value)
     assert "1 value(s) cannot be opened" in text
     assert f"{victim.table} id={victim.row_id}" in text and "tampered or misplaced" in text
@@ -121,7 +143,7 @@ async def test_one_tampered_value_among_thousands(migrated_dsn: str, conn: Any) 
 
 @pytest.mark.parametrize("moved_to", ["row", "column", "tenant"])
 async def test_a_value_moved_elsewhere_fails_to_open(
-    migrated_dsn: str, conn: Any, moved_to: str
+    silentpulse_migrated_database: str, conn: Any, moved_to: str
 ) -> None:
     cells = await populate(conn, NEW, tenants=2, per_table=3)
     source = cells[0]  # an integration point of tenant 1
@@ -147,7 +169,9 @@ async def test_a_value_moved_elsewhere_fails_to_open(
         target.row_id,
     )
     with pytest.raises(CredentialMigrationError) as info:
-        await migrate_credentials(migrated_dsn, keyring=NEW, mode="v2", dry_run=True)
+        await migrate_credentials(
+            silentpulse_migrated_database, keyring=NEW, mode="v2", dry_run=True
+        )
     assert f"{target.table} id={target.row_id}" in str(
         info.value
     ) and "tampered or misplaced" in str(info.value)
@@ -179,10 +203,14 @@ async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
 
 @pytest.mark.slow
 async def test_sigkill_mid_rotation_is_atomic_and_a_rerun_completes(
-    migrated_dsn: str, conn: Any
+    silentpulse_migrated_database: str, conn: Any
 ) -> None:
     cells = await populate(conn, OLD, tenants=20, per_table=1000)
-    env = cli_env(migrated_dsn, ENCRYPTION_KEY=NEW_KEY.hex(), OLD_ENCRYPTION_KEY=OLD_KEY.hex())
+    env = cli_env(
+        silentpulse_migrated_database,
+        ENCRYPTION_KEY=NEW_KEY.hex(),
+        OLD_ENCRYPTION_KEY=OLD_KEY.hex(),
+    )
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -201,7 +229,7 @@ async def test_sigkill_mid_rotation_is_atomic_and_a_rerun_completes(
     os.kill(proc.pid, signal.SIGKILL)
     await proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    await wait_for(lambda: _no_job(migrated_dsn), timeout=30)
+    await wait_for(lambda: _no_job(silentpulse_migrated_database), timeout=30)
     sample = cells[::97]
     assert open_all(OLD, sample, await values(conn, sample)) == [c.plaintext for c in sample]
     assert {peek(v)[1] for v in await values(conn, sample)} == {OLD.kid}
@@ -220,12 +248,14 @@ async def _no_job(dsn: str) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("lock_timeout", [120.0, 0.05])
-async def test_two_rotations_at_once(migrated_dsn: str, conn: Any, lock_timeout: float) -> None:
+async def test_two_rotations_at_once(
+    silentpulse_migrated_database: str, conn: Any, lock_timeout: float
+) -> None:
     cells = await populate(conn, OLD, tenants=10, per_table=1000)
     outcomes = await asyncio.gather(
         *(
             migrate_credentials(
-                migrated_dsn,
+                silentpulse_migrated_database,
                 keyring=NEW,
                 old_keyring=OLD,
                 mode="rotate",
@@ -248,10 +278,12 @@ async def test_two_rotations_at_once(migrated_dsn: str, conn: Any, lock_timeout:
     assert open_all(NEW, sample, await values(conn, sample)) == [c.plaintext for c in sample]
 
 
-async def test_a_second_run_waits_then_names_the_holder(migrated_dsn: str, conn: Any) -> None:
+async def test_a_second_run_waits_then_names_the_holder(
+    silentpulse_migrated_database: str, conn: Any
+) -> None:
     await populate(conn, OLD, tenants=1, per_table=2)
     holder = await asyncpg.connect(
-        migrated_dsn, server_settings={"application_name": "migrate-credentials"}
+        silentpulse_migrated_database, server_settings={"application_name": "migrate-credentials"}
     )
     try:
         async with holder.transaction():
@@ -259,7 +291,11 @@ async def test_a_second_run_waits_then_names_the_holder(migrated_dsn: str, conn:
             digest = await checksum(conn)
             with pytest.raises(CredentialMigrationError) as info:
                 await migrate_credentials(
-                    migrated_dsn, keyring=NEW, old_keyring=OLD, mode="rotate", lock_timeout=0.5
+                    silentpulse_migrated_database,
+                    keyring=NEW,
+                    old_keyring=OLD,
+                    mode="rotate",
+                    lock_timeout=0.5,
                 )
             assert f"holds the lock (pid {holder.get_server_pid()}" in str(info.value)
             assert "gave up after 0.5s. Nothing was changed" in str(info.value)
@@ -267,21 +303,31 @@ async def test_a_second_run_waits_then_names_the_holder(migrated_dsn: str, conn:
     finally:
         await holder.close()
     assert (
-        await migrate_credentials(migrated_dsn, keyring=NEW, old_keyring=OLD, mode="rotate")
+        await migrate_credentials(
+            silentpulse_migrated_database, keyring=NEW, old_keyring=OLD, mode="rotate"
+        )
     ).rewritten == 5
 
 
 async def test_output_never_shows_keys_plaintext_or_password(
-    migrated_dsn: str, conn: Any, tmp_path: Path
+    silentpulse_migrated_database: str, conn: Any, tmp_path: Path
 ) -> None:
     cells = await populate(conn, OLD, tenants=2, per_table=3)
-    dsn_password = urlsplit(migrated_dsn).password
+    dsn_password = urlsplit(silentpulse_migrated_database).password
     assert dsn_password
     outputs = []
-    good = cli_env(migrated_dsn, ENCRYPTION_KEY=NEW_KEY.hex(), OLD_ENCRYPTION_KEY=OLD_KEY.hex())
-    wrong = cli_env(migrated_dsn, ENCRYPTION_KEY=NEW_KEY.hex(), OLD_ENCRYPTION_KEY="d4" * 32)
+    good = cli_env(
+        silentpulse_migrated_database,
+        ENCRYPTION_KEY=NEW_KEY.hex(),
+        OLD_ENCRYPTION_KEY=OLD_KEY.hex(),
+    )
+    wrong = cli_env(
+        silentpulse_migrated_database, ENCRYPTION_KEY=NEW_KEY.hex(), OLD_ENCRYPTION_KEY="d4" * 32
+    )
     bad_dsn = cli_env(
-        migrated_dsn.replace(urlsplit(migrated_dsn).hostname or "", "127.0.0.9"),
+        silentpulse_migrated_database.replace(
+            urlsplit(silentpulse_migrated_database).hostname or "", "127.0.0.9"
+        ),
         ENCRYPTION_KEY=NEW_KEY.hex(),
     )
     for args, env in [

@@ -137,67 +137,75 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", list(CASES))
-async def test_bad_migration_files(name: str, database_dsn: str, tmp_path: Path) -> None:
+async def test_bad_migration_files(name: str, silentpulse_database: str, tmp_path: Path) -> None:
     case = CASES[name]
     for filename, content in {**GOOD, **case.files}.items():
         (tmp_path / filename).write_bytes(content)
     with pytest.raises(case.error) as info:
-        await run_migrations(database_dsn, source=tmp_path)
+        await run_migrations(silentpulse_database, source=tmp_path)
     for needle in case.mentions:
         assert needle in str(info.value), f"{needle!r} not in {info.value}"
     # Nothing applied: an invalid set stops before 000001; a failing 000002
     # leaves 000001 only, clean.
     expected = [(1, False)] if case.error is MigrationFailedError else []
-    assert await version_rows(database_dsn) == expected
-    assert await user_tables(database_dsn) == ({"t1"} if expected else set())
+    assert await version_rows(silentpulse_database) == expected
+    assert await user_tables(silentpulse_database) == ({"t1"} if expected else set())
 
 
 async def test_dirty_database_is_refused_with_recovery_command(
-    database_dsn: str, tmp_path: Path
+    silentpulse_database: str, tmp_path: Path
 ) -> None:
     source = write_migrations(tmp_path, simple_set(3))
-    await run_migrations(database_dsn, source=source, target=2)
+    await run_migrations(silentpulse_database, source=source, target=2)
     # What golang-migrate leaves after a failed 000003: (3, dirty).
     await execute(
-        database_dsn, "TRUNCATE schema_migrations; INSERT INTO schema_migrations VALUES (3, true)"
+        silentpulse_database,
+        "TRUNCATE schema_migrations; INSERT INTO schema_migrations VALUES (3, true)",
     )
     with pytest.raises(DirtyDatabaseError) as info:
-        await run_migrations(database_dsn, source=source)
+        await run_migrations(silentpulse_database, source=source)
     text = str(info.value)
     assert "Dirty database version 3" in text and "000003_add_t3.up.sql" in text
     assert "`silentpulse-db force 2`" in text and "`silentpulse-db force 3`" in text
-    assert await version_rows(database_dsn) == [(3, True)]
-    assert await user_tables(database_dsn) == {"t1", "t2"}
+    assert await version_rows(silentpulse_database) == [(3, True)]
+    assert await user_tables(silentpulse_database) == {"t1", "t2"}
 
 
-async def test_database_ahead_in_strict_mode(database_dsn: str, tmp_path: Path) -> None:
-    await run_migrations(database_dsn, source=write_migrations(tmp_path / "new", simple_set(3)))
+async def test_database_ahead_in_strict_mode(silentpulse_database: str, tmp_path: Path) -> None:
+    await run_migrations(
+        silentpulse_database, source=write_migrations(tmp_path / "new", simple_set(3))
+    )
     with pytest.raises(DatabaseAheadError, match=r"version 3, ahead .* \(2\)") as info:
         await run_migrations(
-            database_dsn, source=write_migrations(tmp_path / "old", simple_set(2)), strict=True
+            silentpulse_database,
+            source=write_migrations(tmp_path / "old", simple_set(2)),
+            strict=True,
         )
     assert info.value.database_version == 3
-    assert await version_rows(database_dsn) == [(3, False)]
+    assert await version_rows(silentpulse_database) == [(3, False)]
 
 
-async def test_version_without_a_file_is_named(database_dsn: str, tmp_path: Path) -> None:
-    await run_migrations(database_dsn, source=write_migrations(tmp_path / "a", simple_set(3)))
+async def test_version_without_a_file_is_named(silentpulse_database: str, tmp_path: Path) -> None:
+    await run_migrations(
+        silentpulse_database, source=write_migrations(tmp_path / "a", simple_set(3))
+    )
     gap = simple_set(3)
     del gap[2]
     source = write_migrations(tmp_path / "b", gap)
     await execute(
-        database_dsn, "TRUNCATE schema_migrations; INSERT INTO schema_migrations VALUES (2, false)"
+        silentpulse_database,
+        "TRUNCATE schema_migrations; INSERT INTO schema_migrations VALUES (2, false)",
     )
     with pytest.raises(DatabaseAheadError, match="version 2, which has no migration file"):
-        await run_migrations(database_dsn, source=source)
+        await run_migrations(silentpulse_database, source=source)
 
 
 @pytest.mark.parametrize("source", ["/nonexistent/migrations/dir", "no_such_package.migrations"])
-async def test_unknown_source(source: str, database_dsn: str) -> None:
+async def test_unknown_source(source: str, silentpulse_database: str) -> None:
     with pytest.raises(MigrationSourceError) as info:
-        await run_migrations(database_dsn, source=source)
+        await run_migrations(silentpulse_database, source=source)
     assert source in str(info.value)
-    assert await version_rows(database_dsn) == []
+    assert await version_rows(silentpulse_database) == []
 
 
 @pytest.mark.parametrize(
@@ -217,20 +225,20 @@ async def test_malformed_dsn(dsn: str, mentions: str, tmp_path: Path) -> None:
 
 
 async def test_unknown_database_fails_at_once(
-    postgres_server: object, database_dsn: str, tmp_path: Path
+    silentpulse_postgres: object, silentpulse_database: str, tmp_path: Path
 ) -> None:
-    dsn = database_dsn.rsplit("/", 1)[0] + "/no_such_database"
+    dsn = silentpulse_database.rsplit("/", 1)[0] + "/no_such_database"
     with pytest.raises(DatabaseConnectionError, match="no_such_database"):
         await run_migrations(
             dsn, source=write_migrations(tmp_path, simple_set(1)), attempts=30, wait=2.0
         )
 
 
-async def test_goto_unknown_version(database_dsn: str, tmp_path: Path) -> None:
+async def test_goto_unknown_version(silentpulse_database: str, tmp_path: Path) -> None:
     source = load_source(write_migrations(tmp_path, simple_set(2)))
     from silentpulse_db import VersionNotFoundError
 
-    async with locked_connection(database_dsn) as conn:
+    async with locked_connection(silentpulse_database) as conn:
         with pytest.raises(VersionNotFoundError, match="version 7"):
             await Migrator(conn, source).goto(7)
-    assert await version_rows(database_dsn) == []
+    assert await version_rows(silentpulse_database) == []

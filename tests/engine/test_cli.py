@@ -33,42 +33,43 @@ def source(tmp_path: Path) -> Path:
     return write_migrations(tmp_path / "m", simple_set(3))
 
 
-async def test_up_version_status_down_goto_force(database_dsn: str, source: Path) -> None:
+async def test_up_version_status_down_goto_force(silentpulse_database: str, source: Path) -> None:
     path = ["--path", str(source)]
-    r = cli("up", "2", *path, dsn=database_dsn)
+    r = cli("up", "2", *path, dsn=silentpulse_database)
     assert r.returncode == 0, r.stderr
     assert "1/up add_t1" in r.stdout and "2/up add_t2" in r.stdout and "version: 2" in r.stdout
 
-    r = cli("version", *path, dsn=database_dsn)
+    r = cli("version", *path, dsn=silentpulse_database)
     assert (r.returncode, r.stdout.strip()) == (0, "2")
 
-    r = cli("status", *path, dsn=database_dsn, env_var="POSTGRES_DSN")
+    r = cli("status", *path, dsn=silentpulse_database, env_var="POSTGRES_DSN")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].split() == ["version", "name", "state", "applied_at", "duration", "checksum"]
     assert lines[1].split()[:3] == ["1", "add_t1", "applied"] and lines[1].split()[-1] == "ok"
     assert lines[3].split() == ["3", "add_t3", "pending", "-", "-", "-"]
 
-    r = cli("up", *path, dsn=database_dsn)
+    r = cli("up", *path, dsn=silentpulse_database)
     assert r.returncode == 0 and "3/up add_t3" in r.stdout
-    r = cli("down", "1", *path, dsn=database_dsn)
+    r = cli("down", "1", *path, dsn=silentpulse_database)
     assert r.returncode == 0 and "3/down add_t3" in r.stdout
-    r = cli("goto", "1", *path, dsn=database_dsn)
-    assert r.returncode == 0 and await version_rows(database_dsn) == [(1, False)]
+    r = cli("goto", "1", *path, dsn=silentpulse_database)
+    assert r.returncode == 0 and await version_rows(silentpulse_database) == [(1, False)]
 
     await execute(
-        database_dsn, "TRUNCATE schema_migrations; INSERT INTO schema_migrations VALUES (2, true)"
+        silentpulse_database,
+        "TRUNCATE schema_migrations; INSERT INTO schema_migrations VALUES (2, true)",
     )
-    r = cli("version", *path, dsn=database_dsn)
+    r = cli("version", *path, dsn=silentpulse_database)
     assert r.stdout.strip() == "2 (dirty)"
-    r = cli("up", *path, dsn=database_dsn)
+    r = cli("up", *path, dsn=silentpulse_database)
     assert r.returncode == 1 and "Dirty database version 2" in r.stderr and r.stdout == ""
-    r = cli("force", "1", *path, dsn=database_dsn)
-    assert r.returncode == 0 and await version_rows(database_dsn) == [(1, False)]
+    r = cli("force", "1", *path, dsn=silentpulse_database)
+    assert r.returncode == 0 and await version_rows(silentpulse_database) == [(1, False)]
 
-    r = cli("down", "--all", *path, dsn=database_dsn)
-    assert r.returncode == 0 and await version_rows(database_dsn) == []
-    r = cli("version", *path, dsn=database_dsn)
+    r = cli("down", "--all", *path, dsn=silentpulse_database)
+    assert r.returncode == 0 and await version_rows(silentpulse_database) == []
+    r = cli("version", *path, dsn=silentpulse_database)
     assert r.stdout.strip() == "none"
 
 
@@ -82,8 +83,10 @@ async def test_up_version_status_down_goto_force(database_dsn: str, source: Path
         ([], "a command is required"),
     ],
 )
-def test_usage_errors_exit_2(args: list[str], needle: str, database_dsn: str, source: Path) -> None:
-    r = cli(*args, *(["--path", str(source)] if args else []), dsn=database_dsn)
+def test_usage_errors_exit_2(
+    args: list[str], needle: str, silentpulse_database: str, source: Path
+) -> None:
+    r = cli(*args, *(["--path", str(source)] if args else []), dsn=silentpulse_database)
     assert r.returncode == 2 and needle in r.stderr
 
 
@@ -92,26 +95,26 @@ def test_missing_database_is_a_usage_error(source: Path) -> None:
     assert r.returncode == 2 and "DATABASE_URL" in r.stderr
 
 
-def test_up_on_a_database_ahead_fails(database_dsn: str, tmp_path: Path) -> None:
+def test_up_on_a_database_ahead_fails(silentpulse_database: str, tmp_path: Path) -> None:
     new = write_migrations(tmp_path / "new", simple_set(3))
     old = write_migrations(tmp_path / "old", simple_set(2))
-    assert cli("up", "--path", str(new), dsn=database_dsn).returncode == 0
-    r = cli("up", "--path", str(old), dsn=database_dsn)
+    assert cli("up", "--path", str(new), dsn=silentpulse_database).returncode == 0
+    r = cli("up", "--path", str(old), dsn=silentpulse_database)
     assert r.returncode == 1 and "ahead of the newest migration file (2)" in r.stderr
 
 
-def test_errors_never_print_the_password(database_dsn: str, source: Path) -> None:
+def test_errors_never_print_the_password(silentpulse_database: str, source: Path) -> None:
     dsn = "postgresql://app:TopSecret99@127.0.0.1:1/nodb"
     r = cli("up", "--path", str(source), "--attempts", "1", dsn=dsn)
     assert r.returncode == 1
     assert "TopSecret99" not in r.stderr + r.stdout and "***" in r.stderr
 
 
-def test_unknown_path(database_dsn: str, tmp_path: Path) -> None:
-    r = cli("up", "--path", str(tmp_path / "nope"), dsn=database_dsn)
+def test_unknown_path(silentpulse_database: str, tmp_path: Path) -> None:
+    r = cli("up", "--path", str(tmp_path / "nope"), dsn=silentpulse_database)
     assert r.returncode == 1 and "nope" in r.stderr
 
 
-def test_options_after_the_command(database_dsn: str, source: Path) -> None:
-    r = cli("up", "--path", str(source), "--database", database_dsn, "--lock-timeout", "5")
+def test_options_after_the_command(silentpulse_database: str, source: Path) -> None:
+    r = cli("up", "--path", str(source), "--database", silentpulse_database, "--lock-timeout", "5")
     assert r.returncode == 0, r.stderr

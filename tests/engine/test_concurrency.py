@@ -42,23 +42,23 @@ async def assert_each_applied_once(dsn: str, count: int) -> None:
     assert await version_rows(dsn) == [(count, False)]
 
 
-async def test_twenty_concurrent_calls(database_dsn: str, tmp_path: Path) -> None:
+async def test_twenty_concurrent_calls(silentpulse_database: str, tmp_path: Path) -> None:
     source = write_migrations(tmp_path, slow_set(5))
     results = await asyncio.gather(
-        *(run_migrations(database_dsn, source=source) for _ in range(20))
+        *(run_migrations(silentpulse_database, source=source) for _ in range(20))
     )
     applied = sorted(a.version for r in results for a in r.applied)
     assert applied == [1, 2, 3, 4, 5]
     assert all(r.version_after == 5 for r in results)
     # Exactly one replica did the work; the other 19 found nothing to do.
     assert sorted(len(r.applied) for r in results) == [0] * 19 + [5]
-    await assert_each_applied_once(database_dsn, 5)
+    await assert_each_applied_once(silentpulse_database, 5)
 
 
 @pytest.mark.slow
-async def test_four_processes(database_dsn: str, tmp_path: Path) -> None:
+async def test_four_processes(silentpulse_database: str, tmp_path: Path) -> None:
     source = write_migrations(tmp_path, slow_set(5))
-    env = {**os.environ, "DATABASE_URL": database_dsn}
+    env = {**os.environ, "DATABASE_URL": silentpulse_database}
     procs = [
         await asyncio.create_subprocess_exec(
             sys.executable,
@@ -75,4 +75,4 @@ async def test_four_processes(database_dsn: str, tmp_path: Path) -> None:
         assert proc.returncode == 0, err.decode()
     applied = sorted(v for out, _ in outputs for v in json.loads(out))
     assert applied == [1, 2, 3, 4, 5]
-    await assert_each_applied_once(database_dsn, 5)
+    await assert_each_applied_once(silentpulse_database, 5)

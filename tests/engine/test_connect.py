@@ -49,11 +49,11 @@ def with_port(dsn: str, port: int) -> str:
 
 
 async def test_server_accepting_late_is_waited_for(
-    database_dsn: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    silentpulse_database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     port = free_port()
-    late_dsn = with_port(database_dsn, port)
-    target = urlsplit(database_dsn).port
+    late_dsn = with_port(silentpulse_database, port)
+    target = urlsplit(silentpulse_database).port
     assert target is not None
     source = write_migrations(tmp_path, simple_set(1))
     with caplog.at_level(logging.WARNING, logger="silentpulse_db"):
@@ -75,8 +75,8 @@ async def test_server_accepting_late_is_waited_for(
     )
 
 
-async def test_gives_up_after_the_attempts(tmp_path: Path, database_dsn: str) -> None:
-    dsn = with_port(database_dsn, free_port())
+async def test_gives_up_after_the_attempts(tmp_path: Path, silentpulse_database: str) -> None:
+    dsn = with_port(silentpulse_database, free_port())
     started = time.monotonic()
     with pytest.raises(DatabaseConnectionError, match="after 3 attempts"):
         await run_migrations(
@@ -86,9 +86,12 @@ async def test_gives_up_after_the_attempts(tmp_path: Path, database_dsn: str) ->
 
 
 async def test_wrong_password_fails_at_once_and_never_shows_it(
-    postgres_server: object, database_dsn: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    silentpulse_postgres: object,
+    silentpulse_database: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    parts = urlsplit(database_dsn)
+    parts = urlsplit(silentpulse_database)
     if not parts.password:
         pytest.skip("the test server has no password authentication")
     wrong = "Wr0ng-Secret-Value"

@@ -37,8 +37,8 @@ def make_app(dsn: str, source: Path) -> FastAPI:
     return app
 
 
-async def test_lifespan_migrates_before_the_pool(database_dsn: str, tmp_path: Path) -> None:
-    app = make_app(database_dsn, write_migrations(tmp_path, simple_set(2)))
+async def test_lifespan_migrates_before_the_pool(silentpulse_database: str, tmp_path: Path) -> None:
+    app = make_app(silentpulse_database, write_migrations(tmp_path, simple_set(2)))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:

@@ -51,12 +51,12 @@ ORDER BY a.attnum
 
 
 async def test_table_ddl_matches_golang_migrate(
-    postgres_server: object, database_dsn: str, tmp_path: Path
+    silentpulse_postgres: object, silentpulse_database: str, tmp_path: Path
 ) -> None:
-    await run_migrations(database_dsn, source=write_migrations(tmp_path, simple_set(1)))
-    ours = [dict(r) for r in await fetch(database_dsn, CATALOG)]
+    await run_migrations(silentpulse_database, source=write_migrations(tmp_path, simple_set(1)))
+    ours = [dict(r) for r in await fetch(silentpulse_database, CATALOG)]
 
-    other = database_dsn.rsplit("/", 1)[0] + "/postgres"
+    other = silentpulse_database.rsplit("/", 1)[0] + "/postgres"
     name = f"golang_{int(time.time() * 1000)}"
     admin = await asyncpg.connect(other)
     try:
@@ -79,8 +79,8 @@ def test_lock_key_worked_example() -> None:
     assert golang_migrate_lock_key("/gm", "public") == 3596941855
 
 
-async def test_both_lock_keys_of_this_database(database_dsn: str) -> None:
-    conn = await asyncpg.connect(database_dsn)
+async def test_both_lock_keys_of_this_database(silentpulse_database: str) -> None:
+    conn = await asyncpg.connect(silentpulse_database)
     try:
         keys = await lock_keys(conn)
         database = await conn.fetchval("SELECT current_database()")
@@ -93,11 +93,11 @@ async def test_both_lock_keys_of_this_database(database_dsn: str) -> None:
 
 @pytest.mark.parametrize("which", ["url_path", "current_database"])
 async def test_waits_for_a_golang_migrate_holder_then_names_it(
-    which: str, database_dsn: str, tmp_path: Path
+    which: str, silentpulse_database: str, tmp_path: Path
 ) -> None:
     source = write_migrations(tmp_path, simple_set(1))
     holder = await asyncpg.connect(
-        database_dsn, server_settings={"application_name": "migrate-cli"}
+        silentpulse_database, server_settings={"application_name": "migrate-cli"}
     )
     try:
         key = getattr(await lock_keys(holder), which)
@@ -106,17 +106,19 @@ async def test_waits_for_a_golang_migrate_holder_then_names_it(
         pid = holder.get_server_pid()
         started = time.monotonic()
         with pytest.raises(LockTimeoutError) as info:
-            await run_migrations(database_dsn, source=source, lock_timeout=1.0)
+            await run_migrations(silentpulse_database, source=source, lock_timeout=1.0)
         waited = time.monotonic() - started
         text = str(info.value)
         assert f"pid {pid}" in text and "'migrate-cli'" in text and str(key) in text
         assert [h.pid for h in info.value.holders] == [pid]
         assert waited >= 1.0
         # Nothing ran while the peer held the lock.
-        assert await version_rows(database_dsn) == []
+        assert await version_rows(silentpulse_database) == []
 
         # Once the peer lets go, a waiting runner proceeds.
-        runner = asyncio.create_task(run_migrations(database_dsn, source=source, lock_timeout=30))
+        runner = asyncio.create_task(
+            run_migrations(silentpulse_database, source=source, lock_timeout=30)
+        )
         await asyncio.sleep(0.5)
         assert not runner.done()
         await holder.execute("SELECT pg_advisory_unlock($1)", key)
@@ -127,14 +129,16 @@ async def test_waits_for_a_golang_migrate_holder_then_names_it(
 
 
 async def test_waiting_runner_polls_and_never_blocks_in_pg_advisory_lock(
-    database_dsn: str, tmp_path: Path
+    silentpulse_database: str, tmp_path: Path
 ) -> None:
     source = write_migrations(tmp_path, simple_set(1))
-    holder = await asyncpg.connect(database_dsn)
+    holder = await asyncpg.connect(silentpulse_database)
     try:
         key = (await lock_keys(holder)).url_path
         await holder.execute("SELECT pg_advisory_lock($1)", key)
-        runner = asyncio.create_task(run_migrations(database_dsn, source=source, lock_timeout=30))
+        runner = asyncio.create_task(
+            run_migrations(silentpulse_database, source=source, lock_timeout=30)
+        )
         await asyncio.sleep(0.5)
         # A blocked pg_advisory_lock would show as a waiting advisory lock and
         # hold a snapshot; polling shows neither.
@@ -153,41 +157,41 @@ async def test_waiting_runner_polls_and_never_blocks_in_pg_advisory_lock(
 
 
 async def test_runbook_steps_leave_the_table_as_golang_migrate_would(
-    database_dsn: str, tmp_path: Path
+    silentpulse_database: str, tmp_path: Path
 ) -> None:
     source = load_source(write_migrations(tmp_path, simple_set(3)))
-    await run_migrations(database_dsn, source=source)
-    assert await version_rows(database_dsn) == [(3, False)]
+    await run_migrations(silentpulse_database, source=source)
+    assert await version_rows(silentpulse_database) == [(3, False)]
 
-    async with locked_connection(database_dsn) as conn:
+    async with locked_connection(silentpulse_database) as conn:
         m = Migrator(conn, source)
         # migrate down 1  ->  (2, false)
         await m.down(count=1)
-        assert await version_rows(database_dsn) == [(2, False)]
+        assert await version_rows(silentpulse_database) == [(2, False)]
         # migrate goto 1  ->  (1, false)
         await m.goto(1)
-        assert await version_rows(database_dsn) == [(1, False)]
+        assert await version_rows(silentpulse_database) == [(1, False)]
         # migrate goto 3  ->  (3, false)
         await m.goto(3)
-        assert await version_rows(database_dsn) == [(3, False)]
+        assert await version_rows(silentpulse_database) == [(3, False)]
         # a failed golang-migrate up leaves (N, true); migrate force 2 -> (2, false)
         await conn.execute(golang_set_version(3, True))
         await m.force(2)
-        assert await version_rows(database_dsn) == [(2, False)]
+        assert await version_rows(silentpulse_database) == [(2, False)]
         # migrate force -1 -> no row at all; and down of everything -> no row.
         await m.force(-1)
-        assert await version_rows(database_dsn) == []
+        assert await version_rows(silentpulse_database) == []
         await m.force(3)
         await m.down()
-        assert await version_rows(database_dsn) == []
+        assert await version_rows(silentpulse_database) == []
 
 
-async def test_reads_what_golang_migrate_wrote(database_dsn: str, tmp_path: Path) -> None:
+async def test_reads_what_golang_migrate_wrote(silentpulse_database: str, tmp_path: Path) -> None:
     """A database migrated to 2 by golang-migrate (no history table): we continue from 2."""
     source = write_migrations(tmp_path, simple_set(3))
-    await execute(database_dsn, "CREATE TABLE t1 (id int); CREATE TABLE t2 (id int);")
-    await execute(database_dsn, GOLANG_CREATE)
-    await execute(database_dsn, golang_set_version(2, False))
-    result = await run_migrations(database_dsn, source=source)
+    await execute(silentpulse_database, "CREATE TABLE t1 (id int); CREATE TABLE t2 (id int);")
+    await execute(silentpulse_database, GOLANG_CREATE)
+    await execute(silentpulse_database, golang_set_version(2, False))
+    result = await run_migrations(silentpulse_database, source=source)
     assert [a.version for a in result.applied] == [3]
-    assert await version_rows(database_dsn) == [(3, False)]
+    assert await version_rows(silentpulse_database) == [(3, False)]

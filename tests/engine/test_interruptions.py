@@ -45,19 +45,19 @@ async def sleeping_backend(dsn: str) -> int | None:
 
 @pytest.mark.slow
 async def test_sigkill_mid_migration_leaves_previous_version_clean(
-    database_dsn: str, tmp_path: Path
+    silentpulse_database: str, tmp_path: Path
 ) -> None:
     source = write_migrations(tmp_path, with_slow_second(60))
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         str(RUNNER),
         str(source),
-        env={**os.environ, "DATABASE_URL": database_dsn},
+        env={**os.environ, "DATABASE_URL": silentpulse_database},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        await wait_for(lambda: _is_not_none(sleeping_backend(database_dsn)), timeout=30)
+        await wait_for(lambda: _is_not_none(sleeping_backend(silentpulse_database)), timeout=30)
         os.kill(proc.pid, signal.SIGKILL)
         await proc.wait()
         assert proc.returncode == -signal.SIGKILL
@@ -66,35 +66,37 @@ async def test_sigkill_mid_migration_leaves_previous_version_clean(
             proc.kill()
     # The server notices the dead client (client_connection_check_interval),
     # rolls back and frees the lock long before the 60 s sleep would end.
-    await wait_for(lambda: _is_none(sleeping_backend(database_dsn)), timeout=20)
-    assert await version_rows(database_dsn) == [(1, False)]
-    assert await user_tables(database_dsn) == {"t1"}
+    await wait_for(lambda: _is_none(sleeping_backend(silentpulse_database)), timeout=20)
+    assert await version_rows(silentpulse_database) == [(1, False)]
+    assert await user_tables(silentpulse_database) == {"t1"}
 
     # The next run applies it (fast this time).
     write_migrations(tmp_path, with_slow_second(0))
-    result = await run_migrations(database_dsn, source=source, lock_timeout=30)
+    result = await run_migrations(silentpulse_database, source=source, lock_timeout=30)
     assert [a.version for a in result.applied] == [2]
-    assert await version_rows(database_dsn) == [(2, False)]
-    assert [tuple(r) for r in await fetch(database_dsn, "SELECT id FROM slow")] == [(1,)]
+    assert await version_rows(silentpulse_database) == [(2, False)]
+    assert [tuple(r) for r in await fetch(silentpulse_database, "SELECT id FROM slow")] == [(1,)]
 
 
-async def test_terminated_connection_mid_migration(database_dsn: str, tmp_path: Path) -> None:
+async def test_terminated_connection_mid_migration(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
     source = write_migrations(tmp_path, with_slow_second(60))
-    runner = asyncio.create_task(run_migrations(database_dsn, source=source))
-    await wait_for(lambda: _is_not_none(sleeping_backend(database_dsn)), timeout=30)
-    pid = await sleeping_backend(database_dsn)
-    assert await fetchval(database_dsn, "SELECT pg_terminate_backend($1)", pid)
+    runner = asyncio.create_task(run_migrations(silentpulse_database, source=source))
+    await wait_for(lambda: _is_not_none(sleeping_backend(silentpulse_database)), timeout=30)
+    pid = await sleeping_backend(silentpulse_database)
+    assert await fetchval(silentpulse_database, "SELECT pg_terminate_backend($1)", pid)
     with pytest.raises(MigrationInterruptedError) as info:
         await asyncio.wait_for(runner, timeout=30)
     text = str(info.value)
     assert "000002_add_slow.up.sql" in text and "rolled back" in text
-    assert await version_rows(database_dsn) == [(1, False)]
-    assert await user_tables(database_dsn) == {"t1"}
+    assert await version_rows(silentpulse_database) == [(1, False)]
+    assert await user_tables(silentpulse_database) == {"t1"}
 
     write_migrations(tmp_path, with_slow_second(0))
-    result = await run_migrations(database_dsn, source=source)
+    result = await run_migrations(silentpulse_database, source=source)
     assert [a.version for a in result.applied] == [2]
-    assert await version_rows(database_dsn) == [(2, False)]
+    assert await version_rows(silentpulse_database) == [(2, False)]
 
 
 async def _is_not_none(awaitable: object) -> bool:

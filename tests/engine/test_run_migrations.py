@@ -17,9 +17,9 @@ from silentpulse_db import (
 from helpers import fetch, fetchval, simple_set, user_tables, version_rows, write_migrations
 
 
-async def test_applies_pending_and_reports_each(database_dsn: str, tmp_path: Path) -> None:
+async def test_applies_pending_and_reports_each(silentpulse_database: str, tmp_path: Path) -> None:
     source = write_migrations(tmp_path, simple_set(3))
-    result = await run_migrations(database_dsn, source=source)
+    result = await run_migrations(silentpulse_database, source=source)
     assert (result.version_before, result.version_after) == (None, 3)
     assert [(a.version, a.name, a.direction) for a in result.applied] == [
         (1, "add_t1", "up"),
@@ -27,20 +27,20 @@ async def test_applies_pending_and_reports_each(database_dsn: str, tmp_path: Pat
         (3, "add_t3", "up"),
     ]
     assert all(a.duration > 0 for a in result.applied)
-    assert await version_rows(database_dsn) == [(3, False)]
-    assert await user_tables(database_dsn) == {"t1", "t2", "t3"}
+    assert await version_rows(silentpulse_database) == [(3, False)]
+    assert await user_tables(silentpulse_database) == {"t1", "t2", "t3"}
 
-    again = await run_migrations(database_dsn, source=source)
+    again = await run_migrations(silentpulse_database, source=source)
     assert (again.version_before, again.version_after, again.applied) == (3, 3, ())
 
 
 async def test_history_records_name_checksum_direction_and_runner(
-    database_dsn: str, tmp_path: Path
+    silentpulse_database: str, tmp_path: Path
 ) -> None:
     source = write_migrations(tmp_path, simple_set(2))
-    await run_migrations(database_dsn, source=source)
+    await run_migrations(silentpulse_database, source=source)
     rows = await fetch(
-        database_dsn,
+        silentpulse_database,
         "SELECT version, name, direction, checksum, duration_ms, applied_by, applied_at "
         "FROM schema_migrations_history ORDER BY id",
     )
@@ -56,51 +56,51 @@ async def test_history_records_name_checksum_direction_and_runner(
     assert "pid" in rows[0]["applied_by"] and "role postgres" in rows[0]["applied_by"]
     # schema_migrations keeps golang-migrate's two columns only.
     columns = await fetch(
-        database_dsn,
+        silentpulse_database,
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'schema_migrations' "
         "ORDER BY ordinal_position",
     )
     assert [c["column_name"] for c in columns] == ["version", "dirty"]
 
 
-async def test_target_stops_at_version(database_dsn: str, tmp_path: Path) -> None:
+async def test_target_stops_at_version(silentpulse_database: str, tmp_path: Path) -> None:
     source = write_migrations(tmp_path, simple_set(3))
-    result = await run_migrations(database_dsn, source=source, target=2)
+    result = await run_migrations(silentpulse_database, source=source, target=2)
     assert result.version_after == 2
-    assert await user_tables(database_dsn) == {"t1", "t2"}
+    assert await user_tables(silentpulse_database) == {"t1", "t2"}
 
 
 async def test_changed_checksum_warns_and_strict_refuses(
-    database_dsn: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    silentpulse_database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     source = write_migrations(tmp_path, simple_set(2))
-    await run_migrations(database_dsn, source=source)
+    await run_migrations(silentpulse_database, source=source)
     (tmp_path / "000001_add_t1.up.sql").write_text("CREATE TABLE t1 (id bigint);\n")
     with caplog.at_level(logging.WARNING, logger="silentpulse_db"):
-        result = await run_migrations(database_dsn, source=source)
+        result = await run_migrations(silentpulse_database, source=source)
     assert any("000001_add_t1.up.sql changed after it was applied" in w for w in result.warnings)
     assert "000001_add_t1.up.sql changed" in caplog.text
     with pytest.raises(ChecksumMismatchError, match="000001_add_t1.up.sql"):
-        await run_migrations(database_dsn, source=source, strict=True)
+        await run_migrations(silentpulse_database, source=source, strict=True)
 
 
 async def test_database_ahead_warns_or_fails_in_strict(
-    database_dsn: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    silentpulse_database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     new = write_migrations(tmp_path / "new", simple_set(3))
     old = write_migrations(tmp_path / "old", simple_set(2))
-    await run_migrations(database_dsn, source=new)
+    await run_migrations(silentpulse_database, source=new)
     with caplog.at_level(logging.WARNING, logger="silentpulse_db"):
-        result = await run_migrations(database_dsn, source=old)
+        result = await run_migrations(silentpulse_database, source=old)
     assert result.database_ahead and result.version_after == 3 and not result.applied
     assert "ahead of the newest migration file (2)" in caplog.text
     with pytest.raises(DatabaseAheadError, match="version 3, ahead of the newest migration file"):
-        await run_migrations(database_dsn, source=old, strict=True)
-    assert await version_rows(database_dsn) == [(3, False)]
+        await run_migrations(silentpulse_database, source=old, strict=True)
+    assert await version_rows(silentpulse_database) == [(3, False)]
 
 
 async def test_failed_transactional_migration_stays_clean_at_previous_version(
-    database_dsn: str, tmp_path: Path
+    silentpulse_database: str, tmp_path: Path
 ) -> None:
     migrations = simple_set(1)
     migrations[2] = (
@@ -110,17 +110,19 @@ async def test_failed_transactional_migration_stays_clean_at_previous_version(
     )
     source = write_migrations(tmp_path, migrations)
     with pytest.raises(MigrationFailedError) as info:
-        await run_migrations(database_dsn, source=source)
+        await run_migrations(silentpulse_database, source=source)
     err = info.value
     assert (err.line, err.column, err.sqlstate, err.dirty) == (3, 13, "42P01", False)
     assert "000002_add_b.up.sql line 3, column 13" in str(err)
     assert "INSERT INTO missing VALUES (1);" in str(err)
     # golang-migrate would leave (2, dirty); we keep 1, clean, and nothing of 2.
-    assert await version_rows(database_dsn) == [(1, False)]
-    assert await user_tables(database_dsn) == {"t1"}
+    assert await version_rows(silentpulse_database) == [(1, False)]
+    assert await user_tables(silentpulse_database) == {"t1"}
 
 
-async def test_concurrent_index_uses_dirty_protocol(database_dsn: str, tmp_path: Path) -> None:
+async def test_concurrent_index_uses_dirty_protocol(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
     migrations = simple_set(1)
     migrations[2] = (
         "create_index_t1",
@@ -128,14 +130,14 @@ async def test_concurrent_index_uses_dirty_protocol(database_dsn: str, tmp_path:
         "DROP INDEX CONCURRENTLY t1_id;\n",
     )
     source = write_migrations(tmp_path, migrations)
-    result = await run_migrations(database_dsn, source=source)
+    result = await run_migrations(silentpulse_database, source=source)
     assert [a.transactional for a in result.applied] == [True, False]
-    assert await fetchval(database_dsn, "SELECT to_regclass('t1_id') IS NOT NULL")
-    assert await version_rows(database_dsn) == [(2, False)]
+    assert await fetchval(silentpulse_database, "SELECT to_regclass('t1_id') IS NOT NULL")
+    assert await version_rows(silentpulse_database) == [(2, False)]
 
 
 async def test_failure_outside_a_transaction_leaves_dirty_with_recovery(
-    database_dsn: str, tmp_path: Path
+    silentpulse_database: str, tmp_path: Path
 ) -> None:
     migrations = simple_set(1)
     migrations[2] = (
@@ -145,16 +147,16 @@ async def test_failure_outside_a_transaction_leaves_dirty_with_recovery(
     )
     source = write_migrations(tmp_path, migrations)
     with pytest.raises(MigrationFailedError) as info:
-        await run_migrations(database_dsn, source=source)
+        await run_migrations(silentpulse_database, source=source)
     assert info.value.dirty and info.value.line == 3
     assert "silentpulse-db force 1" in str(info.value) and "silentpulse-db force 2" in str(
         info.value
     )
-    assert await version_rows(database_dsn) == [(2, True)]
+    assert await version_rows(silentpulse_database) == [(2, True)]
 
 
 async def test_up_to_date_database_is_answered_without_the_lock(
-    database_dsn: str, tmp_path: Path
+    silentpulse_database: str, tmp_path: Path
 ) -> None:
     import asyncpg
 
@@ -162,8 +164,8 @@ async def test_up_to_date_database_is_answered_without_the_lock(
     from silentpulse_db.lock import lock_keys
 
     source = write_migrations(tmp_path, simple_set(2))
-    await run_migrations(database_dsn, source=source)
-    holder = await asyncpg.connect(database_dsn)
+    await run_migrations(silentpulse_database, source=source)
+    holder = await asyncpg.connect(silentpulse_database)
     try:
         keys = await lock_keys(holder)
         await holder.execute(
@@ -171,12 +173,12 @@ async def test_up_to_date_database_is_answered_without_the_lock(
             keys.url_path,
             keys.current_database,
         )
-        result = await run_migrations(database_dsn, source=source, lock_timeout=0.5)
+        result = await run_migrations(silentpulse_database, source=source, lock_timeout=0.5)
         assert (result.version_after, result.applied) == (2, ())
         # With something pending it must queue for the lock.
         write_migrations(tmp_path, simple_set(3))
         with pytest.raises(LockTimeoutError):
-            await run_migrations(database_dsn, source=source, lock_timeout=0.5)
-        assert await version_rows(database_dsn) == [(2, False)]
+            await run_migrations(silentpulse_database, source=source, lock_timeout=0.5)
+        assert await version_rows(silentpulse_database) == [(2, False)]
     finally:
         await holder.close()

@@ -81,7 +81,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def test_check_passes_a_reversible_set(database_dsn: str, tmp_path: Path) -> None:
+async def test_check_passes_a_reversible_set(silentpulse_database: str, tmp_path: Path) -> None:
     migrations = simple_set(2)
     migrations[4] = (
         "add_index_and_comment",
@@ -89,13 +89,13 @@ async def test_check_passes_a_reversible_set(database_dsn: str, tmp_path: Path) 
         "ALTER TABLE t2 DROP COLUMN note;\nCOMMENT ON TABLE t1 IS NULL;\nDROP INDEX t1_id;\n",
     )
     report = await check_reversibility(
-        database_dsn, load_source(write_migrations(tmp_path, migrations))
+        silentpulse_database, load_source(write_migrations(tmp_path, migrations))
     )
     assert report.checked == [1, 2, 4]
 
 
 async def test_check_catches_a_down_that_forgets_an_index(
-    database_dsn: str, tmp_path: Path
+    silentpulse_database: str, tmp_path: Path
 ) -> None:
     migrations = simple_set(1)
     migrations[4] = (
@@ -109,7 +109,9 @@ async def test_check_catches_a_down_that_forgets_an_index(
         "ALTER TABLE t1 DROP COLUMN code;\n",  # ...but this one stays behind
     )
     with pytest.raises(ReversibilityError) as info:
-        await check_reversibility(database_dsn, load_source(write_migrations(tmp_path, migrations)))
+        await check_reversibility(
+            silentpulse_database, load_source(write_migrations(tmp_path, migrations))
+        )
     text = str(info.value)
     assert "000005_add_t1_code: down does not restore the schema before up" in text
     assert "index public.t1_id_idx: unexpected" in text
@@ -117,7 +119,7 @@ async def test_check_catches_a_down_that_forgets_an_index(
 
 
 async def test_check_catches_a_down_dropping_a_column_up_did_not_add(
-    database_dsn: str, tmp_path: Path
+    silentpulse_database: str, tmp_path: Path
 ) -> None:
     migrations = {
         1: ("add_t1", "CREATE TABLE t1 (id int, legacy text);\n", "DROP TABLE t1;\n"),
@@ -128,27 +130,31 @@ async def test_check_catches_a_down_dropping_a_column_up_did_not_add(
         ),
     }
     with pytest.raises(ReversibilityError) as info:
-        await check_reversibility(database_dsn, load_source(write_migrations(tmp_path, migrations)))
+        await check_reversibility(
+            silentpulse_database, load_source(write_migrations(tmp_path, migrations))
+        )
     text = str(info.value)
     assert "000004_add_t1_code: down does not restore" in text
     assert "column public.t1.legacy: missing" in text
 
 
-async def test_check_reports_naming_rules(database_dsn: str, tmp_path: Path) -> None:
+async def test_check_reports_naming_rules(silentpulse_database: str, tmp_path: Path) -> None:
     migrations = simple_set(1)
     migrations[4] = ("tags", "CREATE TABLE tags ();", "DROP TABLE tags;")
     with pytest.raises(
         ReversibilityError, match="000004_tags.up.sql: 'tags' does not start with a verb prefix"
     ):
-        await check_reversibility(database_dsn, load_source(write_migrations(tmp_path, migrations)))
+        await check_reversibility(
+            silentpulse_database, load_source(write_migrations(tmp_path, migrations))
+        )
 
 
-def test_check_cli_exit_codes(database_dsn: str, tmp_path: Path) -> None:
+def test_check_cli_exit_codes(silentpulse_database: str, tmp_path: Path) -> None:
     good = write_migrations(tmp_path / "good", simple_set(2))
-    r = _cli("check", "--path", str(good), "--database", database_dsn)
+    r = _cli("check", "--path", str(good), "--database", silentpulse_database)
     assert r.returncode == 0 and "checked 2 migration(s)" in r.stdout, r.stderr
     bad = write_migrations(
         tmp_path / "bad", {1: ("add_t1", "CREATE TABLE t1 (id int);", "SELECT 1;")}
     )
-    r = _cli("check", "--path", str(bad), "--database", database_dsn)
+    r = _cli("check", "--path", str(bad), "--database", silentpulse_database)
     assert r.returncode == 1 and "relation public.t1: unexpected" in r.stderr

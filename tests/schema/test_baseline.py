@@ -19,31 +19,35 @@ async def premigration_database(dsn: str) -> None:
     await execute(dsn, "DROP TABLE IF EXISTS schema_migrations, schema_migrations_history")
 
 
-async def test_baseline_adopts_a_matching_database(database_dsn: str) -> None:
-    await premigration_database(database_dsn)
-    result = await baseline(database_dsn)
+async def test_baseline_adopts_a_matching_database(silentpulse_database: str) -> None:
+    await premigration_database(silentpulse_database)
+    result = await baseline(silentpulse_database)
     assert result.version_after == 1
-    assert await version_rows(database_dsn) == [(1, False)]
-    history = await fetch(database_dsn, "SELECT version, direction FROM schema_migrations_history")
+    assert await version_rows(silentpulse_database) == [(1, False)]
+    history = await fetch(
+        silentpulse_database, "SELECT version, direction FROM schema_migrations_history"
+    )
     assert [tuple(r) for r in history] == [(1, "baseline")]
-    migrated = await run_migrations(database_dsn)
+    migrated = await run_migrations(silentpulse_database)
     assert [a.version for a in migrated.applied] == [2, 3]
 
 
-async def test_baseline_refuses_a_different_schema_listing_differences(database_dsn: str) -> None:
-    await premigration_database(database_dsn)
+async def test_baseline_refuses_a_different_schema_listing_differences(
+    silentpulse_database: str,
+) -> None:
+    await premigration_database(silentpulse_database)
     await execute(
-        database_dsn, "ALTER TABLE assets DROP COLUMN region; CREATE TABLE extra (id int)"
+        silentpulse_database, "ALTER TABLE assets DROP COLUMN region; CREATE TABLE extra (id int)"
     )
     with pytest.raises(BaselineError) as info:
-        await baseline(database_dsn)
+        await baseline(silentpulse_database)
     text = str(info.value)
     assert "column public.assets.region: missing" in text
     assert "relation public.extra: unexpected" in text
-    assert await version_rows(database_dsn) == []
+    assert await version_rows(silentpulse_database) == []
 
 
-async def test_baseline_refuses_a_versioned_database(migrated_dsn: str) -> None:
+async def test_baseline_refuses_a_versioned_database(silentpulse_migrated_database: str) -> None:
     with pytest.raises(BaselineError, match="already has a migration version"):
-        await baseline(migrated_dsn, verify=False)
-    assert await version_rows(migrated_dsn) == [(3, False)]
+        await baseline(silentpulse_migrated_database, verify=False)
+    assert await version_rows(silentpulse_migrated_database) == [(3, False)]

@@ -53,25 +53,29 @@ async def new_alert(conn: asyncpg.Connection, ids: dict[str, uuid.UUID]) -> uuid
     )
 
 
-async def test_live_and_across_a_dropped_connection(migrated_dsn: str) -> None:
-    conn = await asyncpg.connect(migrated_dsn)
+async def test_live_and_across_a_dropped_connection(silentpulse_migrated_database: str) -> None:
+    conn = await asyncpg.connect(silentpulse_migrated_database)
     try:
         ids = await seed_tenant(conn, "echo")
-        async with collecting(migrated_dsn) as events:
-            await wait_for(lambda: _has(listener_pid(migrated_dsn)))
+        async with collecting(silentpulse_migrated_database) as events:
+            await wait_for(lambda: _has(listener_pid(silentpulse_migrated_database)))
             live = [await new_alert(conn, ids) for _ in range(3)]
             await conn.execute("UPDATE alerts SET status = 'acknowledged' WHERE id = $1", live[0])
             await wait_for(lambda: _len_at_least(events, 4), timeout=10)
 
             # Drop the listener's connection, keep writing while it is away.
-            pid = await listener_pid(migrated_dsn)
-            assert await fetchval(migrated_dsn, "SELECT pg_terminate_backend($1)", pid)
+            pid = await listener_pid(silentpulse_migrated_database)
+            assert await fetchval(
+                silentpulse_migrated_database, "SELECT pg_terminate_backend($1)", pid
+            )
             away = [await new_alert(conn, ids) for _ in range(5)]
             await conn.execute(
                 "UPDATE alerts SET status = 'resolved', resolved_at = now() WHERE id = $1", live[1]
             )
             # It reconnects (a new backend) and catches up from the table.
-            await wait_for(lambda: _other_pid(listener_pid(migrated_dsn), pid), timeout=15)
+            await wait_for(
+                lambda: _other_pid(listener_pid(silentpulse_migrated_database), pid), timeout=15
+            )
             after = [await new_alert(conn, ids) for _ in range(2)]
             expected = 3 + 1 + 5 + 1 + 2
             await wait_for(lambda: _len_at_least(events, expected), timeout=15)
@@ -87,12 +91,12 @@ async def test_live_and_across_a_dropped_connection(migrated_dsn: str) -> None:
         await conn.close()
 
 
-async def test_since_replays_from_the_table(migrated_dsn: str) -> None:
-    conn = await asyncpg.connect(migrated_dsn)
+async def test_since_replays_from_the_table(silentpulse_migrated_database: str) -> None:
+    conn = await asyncpg.connect(silentpulse_migrated_database)
     try:
         ids = await seed_tenant(conn, "foxtrot")
         async with collecting(
-            migrated_dsn, since=datetime(2000, 1, 1, tzinfo=timezone.utc)
+            silentpulse_migrated_database, since=datetime(2000, 1, 1, tzinfo=timezone.utc)
         ) as events:
             await wait_for(lambda: _len_at_least(events, 1), timeout=10)
         assert events[0].alert_id == ids["alerts"] and events[0].source == "catch_up"

@@ -204,16 +204,16 @@ KEY_COLUMNS = {
 }
 
 
-async def test_fresh_database_reaches_latest_with_every_table(database_dsn: str) -> None:
-    prerequisites = await apply_prerequisites(database_dsn)
+async def test_fresh_database_reaches_latest_with_every_table(silentpulse_database: str) -> None:
+    prerequisites = await apply_prerequisites(silentpulse_database)
     assert {"uuid-ossp", "pgcrypto"} <= set(prerequisites.installed)
     if "age" not in prerequisites.installed:
         assert prerequisites.unavailable_optional == ("age",)
         assert any('"age"' in n for n in prerequisites.notices)
-    result = await run_migrations(database_dsn)
+    result = await run_migrations(silentpulse_database)
     assert (result.version_before, result.version_after) == (None, 3)
     rows = await fetch(
-        database_dsn,
+        silentpulse_database,
         "SELECT table_name, array_agg(column_name::text) AS columns FROM information_schema.columns "
         "WHERE table_schema = 'public' GROUP BY table_name",
     )
@@ -226,7 +226,7 @@ async def test_fresh_database_reaches_latest_with_every_table(database_dsn: str)
     types = {
         (r["table_name"], r["column_name"]): r["data_type"]
         for r in await fetch(
-            database_dsn,
+            silentpulse_database,
             "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = 'public'",
         )
     }
@@ -240,7 +240,7 @@ async def test_fresh_database_reaches_latest_with_every_table(database_dsn: str)
     parts = {
         r["relname"]
         for r in await fetch(
-            database_dsn,
+            silentpulse_database,
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid",
         )
     }
@@ -249,9 +249,9 @@ async def test_fresh_database_reaches_latest_with_every_table(database_dsn: str)
         assert f"{table}_p{month}" in parts and f"{table}_default" in parts
 
 
-async def test_every_foreign_key_is_indexed(migrated_dsn: str) -> None:
+async def test_every_foreign_key_is_indexed(silentpulse_migrated_database: str) -> None:
     unindexed = await fetch(
-        migrated_dsn,
+        silentpulse_migrated_database,
         """
         SELECT c.conrelid::regclass::text AS tbl, c.conname
         FROM pg_constraint c
@@ -268,26 +268,28 @@ async def test_every_foreign_key_is_indexed(migrated_dsn: str) -> None:
 
 
 @pytest.fixture
-async def app_role(postgres_server: Any, migrated_dsn: str) -> Any:
+async def app_role(silentpulse_postgres: Any, silentpulse_migrated_database: str) -> Any:
     """An ordinary login role (not owner, not superuser) with the application's grants."""
     name = f"app_{uuid.uuid4().hex[:8]}"
     password = uuid.uuid4().hex
     await execute(
-        migrated_dsn,
+        silentpulse_migrated_database,
         f"CREATE ROLE {name} LOGIN PASSWORD '{password}'; "
         f"GRANT USAGE ON SCHEMA public TO {name}; "
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {name};",
     )
-    parts = urlsplit(migrated_dsn)
+    parts = urlsplit(silentpulse_migrated_database)
     dsn = parts._replace(netloc=f"{name}:{quote(password)}@{parts.hostname}:{parts.port}").geturl()
     try:
         yield dsn
     finally:
-        await execute(migrated_dsn, f"DROP OWNED BY {name}; DROP ROLE {name};")
+        await execute(silentpulse_migrated_database, f"DROP OWNED BY {name}; DROP ROLE {name};")
 
 
-async def test_tenant_isolation_for_an_application_role(migrated_dsn: str, app_role: str) -> None:
-    admin = await asyncpg.connect(migrated_dsn)
+async def test_tenant_isolation_for_an_application_role(
+    silentpulse_migrated_database: str, app_role: str
+) -> None:
+    admin = await asyncpg.connect(silentpulse_migrated_database)
     try:
         a = await seed_tenant(admin, "alpha")
         b = await seed_tenant(admin, "bravo")
@@ -343,7 +345,12 @@ async def test_tenant_isolation_for_an_application_role(migrated_dsn: str, app_r
     finally:
         await app.close()
     # Superuser (a cross-tenant job) sees both tenants' rows.
-    assert await fetchval(migrated_dsn, "SELECT count(DISTINCT tenant_id) FROM alerts") == 2
+    assert (
+        await fetchval(
+            silentpulse_migrated_database, "SELECT count(DISTINCT tenant_id) FROM alerts"
+        )
+        == 2
+    )
 
 
 @pytest.mark.parametrize(
@@ -361,8 +368,10 @@ async def test_tenant_isolation_for_an_application_role(migrated_dsn: str, app_r
         ("UPDATE audit_logs SET actor_type = 'robot'", "audit_logs_actor_type_check"),
     ],
 )
-async def test_constraints_reject_bad_values(migrated_dsn: str, sql: str, constraint: str) -> None:
-    conn = await asyncpg.connect(migrated_dsn)
+async def test_constraints_reject_bad_values(
+    silentpulse_migrated_database: str, sql: str, constraint: str
+) -> None:
+    conn = await asyncpg.connect(silentpulse_migrated_database)
     try:
         await seed_tenant(conn, "charlie")
         with pytest.raises(asyncpg.CheckViolationError, match=constraint):
@@ -375,9 +384,11 @@ class _Rollback(Exception):
     pass
 
 
-async def test_alert_trigger_notifies_insert_and_status_change(migrated_dsn: str) -> None:
-    conn = await asyncpg.connect(migrated_dsn)
-    listener = await asyncpg.connect(migrated_dsn)
+async def test_alert_trigger_notifies_insert_and_status_change(
+    silentpulse_migrated_database: str,
+) -> None:
+    conn = await asyncpg.connect(silentpulse_migrated_database)
+    listener = await asyncpg.connect(silentpulse_migrated_database)
     received: asyncio.Queue[str] = asyncio.Queue()
     try:
         await listener.add_listener(
@@ -409,20 +420,20 @@ async def test_alert_trigger_notifies_insert_and_status_change(migrated_dsn: str
         await conn.close()
 
 
-async def test_down_to_zero_leaves_nothing_and_up_again(migrated_dsn: str) -> None:
+async def test_down_to_zero_leaves_nothing_and_up_again(silentpulse_migrated_database: str) -> None:
     source = load_source()
-    async with locked_connection(migrated_dsn) as conn:
+    async with locked_connection(silentpulse_migrated_database) as conn:
         before = await snapshot(conn)
         assert before.count("relation") > 30
         await Migrator(conn, source).down()
         after = await snapshot(conn)
-    assert await version_rows(migrated_dsn) == []
+    assert await version_rows(silentpulse_migrated_database) == []
     leftovers = {k: v for k, v in after.objects.items() if v and k not in ("extension", "schema")}
     assert leftovers == {}
     relations = {
         r["relname"]
         for r in await fetch(
-            migrated_dsn,
+            silentpulse_migrated_database,
             "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'S', 'f', 'm')",
         )
     }
@@ -432,14 +443,16 @@ async def test_down_to_zero_leaves_nothing_and_up_again(migrated_dsn: str) -> No
         "schema_migrations_history",
         "schema_migrations_history_id_seq",
     }
-    result = await run_migrations(migrated_dsn)
+    result = await run_migrations(silentpulse_migrated_database)
     assert [a.version for a in result.applied] == [1, 2, 3]
 
 
 async def test_partition_maintenance_is_idempotent_utc_and_search_path_proof(
-    migrated_dsn: str,
+    silentpulse_migrated_database: str,
 ) -> None:
-    conn = await asyncpg.connect(migrated_dsn, server_settings={"TimeZone": "America/Los_Angeles"})
+    conn = await asyncpg.connect(
+        silentpulse_migrated_database, server_settings={"TimeZone": "America/Los_Angeles"}
+    )
     try:
         assert await conn.fetchval("SELECT silentpulse_ensure_monthly_partitions('alerts', 3)") == 0
         await conn.execute("SET search_path = pg_catalog")
