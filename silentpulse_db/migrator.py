@@ -279,10 +279,26 @@ class Migrator:
         # Read every file of the plan before running any: a file that cannot
         # run (no statement, explicit COMMIT) stops the plan with nothing applied.
         parsed = [analyze(m.file(direction).sql, m.file(direction).location) for m in plan]
-        return [
-            await self._apply_one(migration, direction, sql)
-            for migration, sql in zip(plan, parsed, strict=True)
-        ]
+        # What a migration says with RAISE WARNING (rows it could not fix, a
+        # constraint left NOT VALID) reaches the operator's log, naming the file.
+        running: list[str] = []
+
+        def on_message(_conn: Any, message: Any) -> None:
+            where = running[-1] if running else "migration"
+            if getattr(message, "severity", "") == "WARNING":
+                logger.warning("%s: %s", where, message.message)
+            else:
+                logger.info("%s: %s", where, getattr(message, "message", message))
+
+        self.conn.add_log_listener(on_message)
+        try:
+            applied = []
+            for migration, sql in zip(plan, parsed, strict=True):
+                running.append(migration.file(direction).location)
+                applied.append(await self._apply_one(migration, direction, sql))
+            return applied
+        finally:
+            self.conn.remove_log_listener(on_message)
 
     async def _apply_one(
         self, migration: Migration, direction: Direction, parsed: ParsedSQL

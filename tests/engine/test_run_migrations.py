@@ -182,3 +182,26 @@ async def test_up_to_date_database_is_answered_without_the_lock(
         assert await version_rows(silentpulse_database) == [(2, False)]
     finally:
         await holder.close()
+
+
+async def test_server_warnings_of_a_migration_reach_the_log_naming_the_file(
+    silentpulse_database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = write_migrations(
+        tmp_path,
+        {
+            1: (
+                "reports",
+                "CREATE TABLE t1 (id int);\n"
+                "DO $$ BEGIN RAISE WARNING 'left 2 rows NOT VALID'; END $$;\n",
+                "DROP TABLE t1;\n",
+            ),
+            2: ("quiet", "CREATE TABLE t2 (id int);\n", "DROP TABLE t2;\n"),
+        },
+    )
+    with caplog.at_level(logging.INFO, logger="silentpulse_db"):
+        await run_migrations(silentpulse_database, source=source)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "000001_reports.up.sql" in warnings[0]
+    assert "left 2 rows NOT VALID" in warnings[0]
