@@ -18,11 +18,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/python -m silentpulse_db.demo
+	$(BIN)/python tools/demo.py
 
 # up -> down --all -> up and `check` on the packaged migrations (CI runs it).
 roundtrip: $(STAMP)
-	$(BIN)/python -m silentpulse_db.demo --roundtrip
+	$(BIN)/python tools/demo.py --roundtrip
 
 lint: $(STAMP)
 	$(BIN)/ruff check silentpulse_db tests bench

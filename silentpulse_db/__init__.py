@@ -7,6 +7,7 @@ Services call :func:`run_migrations` from their start-up hook; operators use the
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
 from .errors import (
     BaselineError,
     ChecksumMismatchError,
@@ -26,36 +27,58 @@ from .errors import (
     ReversibilityError,
     SilentPulseDBError,
     TamperedValueError,
+    TestServerError,
     UnknownKeyError,
     VersionNotFoundError,
 )
 from .results import (
     AppliedMigration,
+    CheckReport,
     MigrationResult,
     PrerequisitesResult,
+    StatusReport,
     StatusRow,
+    VersionState,
 )
-
-__version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .listener import ALERT_CHANNEL, AlertEvent, listen_alerts
-    from .run import apply_prerequisites, baseline, run_migrations
-    from .source import Migration, MigrationFile, MigrationSource, load_source
+    from .migrate.commands import (
+        apply_prerequisites,
+        baseline,
+        check,
+        down,
+        force,
+        goto,
+        run_migrations,
+        status,
+        up,
+        version,
+    )
+    from .migrate.source import Migration, MigrationFile, MigrationSource, load_source
 
 # The engine (asyncpg, tenacity, ...) loads on first use, so that importing the
 # package for its types or its crypto stays cheap.
+_COMMANDS = ".migrate.commands"
+_SOURCE = ".migrate.source"
 _LAZY = {
     "ALERT_CHANNEL": ".listener",
     "AlertEvent": ".listener",
     "listen_alerts": ".listener",
-    "apply_prerequisites": ".run",
-    "baseline": ".run",
-    "run_migrations": ".run",
-    "Migration": ".source",
-    "MigrationFile": ".source",
-    "MigrationSource": ".source",
-    "load_source": ".source",
+    "apply_prerequisites": _COMMANDS,
+    "baseline": _COMMANDS,
+    "check": _COMMANDS,
+    "down": _COMMANDS,
+    "force": _COMMANDS,
+    "goto": _COMMANDS,
+    "run_migrations": _COMMANDS,
+    "status": _COMMANDS,
+    "up": _COMMANDS,
+    "version": _COMMANDS,
+    "Migration": _SOURCE,
+    "MigrationFile": _SOURCE,
+    "MigrationSource": _SOURCE,
+    "load_source": _SOURCE,
 }
 
 
@@ -73,6 +96,7 @@ __all__ = [
     "AlertEvent",
     "AppliedMigration",
     "BaselineError",
+    "CheckReport",
     "ChecksumMismatchError",
     "ConfigurationError",
     "CredentialMigrationError",
@@ -94,14 +118,24 @@ __all__ = [
     "PrerequisitesResult",
     "ReversibilityError",
     "SilentPulseDBError",
+    "StatusReport",
     "StatusRow",
     "TamperedValueError",
+    "TestServerError",
     "UnknownKeyError",
     "VersionNotFoundError",
+    "VersionState",
     "__version__",
     "apply_prerequisites",
     "baseline",
+    "check",
+    "down",
+    "force",
+    "goto",
     "listen_alerts",
     "load_source",
     "run_migrations",
+    "status",
+    "up",
+    "version",
 ]

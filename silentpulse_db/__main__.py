@@ -1,5 +1,5 @@
-"""python -m silentpulse_db: the operator CLI."""
+"""``python -m silentpulse_db``: the operator CLI."""
 
-from .cli import main
+from .migrate.cli import main
 
 raise SystemExit(main())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 
 class SilentPulseDBError(Exception):
@@ -69,6 +70,16 @@ class LockHolder:
     key: int
     state: str | None = None
     client_addr: str | None = None
+    since: datetime | None = None  # when its current transaction started
+
+    def __str__(self) -> str:
+        parts = [f"pid {self.pid}", f"application_name {self.application_name or '<none>'!r}"]
+        parts.append(f"key {self.key}")
+        if self.client_addr:
+            parts.append(f"client {self.client_addr}")
+        if self.since is not None:
+            parts.append(f"in a transaction since {self.since:%Y-%m-%d %H:%M:%S%z}")
+        return ", ".join(parts)
 
 
 class DirtyDatabaseError(SilentPulseDBError):
@@ -125,6 +136,10 @@ class VersionNotFoundError(SilentPulseDBError):
 
 class BaselineError(SilentPulseDBError):
     """The database cannot be adopted with baseline (already versioned, or schema differs)."""
+
+
+class TestServerError(SilentPulseDBError):
+    """The throwaway PostgreSQL of the test harness could not be set up or started."""
 
 
 class ReversibilityError(SilentPulseDBError):

@@ -24,11 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-import asyncpg
-
-from .connect import connect, describe, is_transient
-from .dsn import validate_dsn
-from .errors import DatabaseConnectionError
+from .postgres.connect import connect, describe, is_connection_lost, is_transient
+from .postgres.dsn import validate_dsn
 
 logger = logging.getLogger("silentpulse_db.listener")
 
@@ -146,7 +143,7 @@ async def listen_alerts(
                 if fresh(item):
                     yield item
         except Exception as exc:
-            if not (is_transient(exc) or _is_lost(exc)):
+            if not (is_transient(exc) or is_connection_lost(exc)):
                 raise
             logger.warning(
                 "alert listener lost its connection (%s); reconnecting in %.1fs",
@@ -178,11 +175,3 @@ async def _subscribe(dsn: str) -> tuple[Any, asyncio.Queue[AlertEvent | _Lost]]:
         conn.terminate()
         raise
     return conn, queue
-
-
-def _is_lost(exc: BaseException) -> bool:
-    if isinstance(exc, DatabaseConnectionError):
-        return exc.transient
-    if isinstance(exc, asyncpg.PostgresError):
-        return getattr(exc, "sqlstate", "").startswith(("57P", "08"))
-    return isinstance(exc, (asyncpg.InterfaceError, ConnectionError))

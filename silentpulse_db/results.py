@@ -1,10 +1,22 @@
-"""What the migration operations return."""
+"""What the public functions return. Durations are seconds (float) everywhere."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
+
+
+@dataclass(frozen=True)
+class VersionState:
+    """What schema_migrations says. ``version`` is None when there is no version."""
+
+    version: int | None
+    dirty: bool
+
+    def __str__(self) -> str:
+        shown = "none" if self.version is None else str(self.version)
+        return f"{shown} (dirty)" if self.dirty else shown
 
 
 @dataclass(frozen=True)
@@ -23,17 +35,13 @@ class AppliedMigration:
 
 @dataclass(frozen=True)
 class MigrationResult:
-    """The outcome of run_migrations or of a CLI operation."""
+    """The outcome of run_migrations, up, down, goto, force or baseline."""
 
     version_before: int | None
     version_after: int | None
     applied: tuple[AppliedMigration, ...] = ()
     database_ahead: bool = False
     warnings: tuple[str, ...] = field(default=())
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.applied)
 
 
 @dataclass(frozen=True)
@@ -44,8 +52,16 @@ class StatusRow:
     name: str
     state: Literal["applied", "pending", "dirty", "applied (no file)"]
     applied_at: datetime | None = None
-    duration_ms: float | None = None
+    duration: float | None = None  # seconds
     checksum: Literal["ok", "changed", "unknown", "-"] = "-"
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """What `status` shows: the current version and one row a migration file."""
+
+    current: VersionState
+    rows: tuple[StatusRow, ...]
 
 
 @dataclass(frozen=True)
@@ -55,3 +71,10 @@ class PrerequisitesResult:
     installed: tuple[str, ...]
     unavailable_optional: tuple[str, ...]
     notices: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What `check` proved: the versions whose down undoes their up exactly."""
+
+    checked: tuple[int, ...]

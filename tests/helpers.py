@@ -9,6 +9,8 @@ from typing import Any
 
 import asyncpg
 
+from silentpulse_db.migrate.lock import LockKeys, lock_keys_for
+
 
 def write_migrations(directory: Path, migrations: Mapping[int, tuple[str, str, str]]) -> Path:
     """Write {version: (name, up_sql, down_sql)} as NNNNNN_name.up.sql / .down.sql files."""
@@ -85,3 +87,10 @@ async def wait_for(predicate: Any, *, timeout: float = 30.0, interval: float = 0
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+async def lock_keys(conn: asyncpg.Connection) -> LockKeys:
+    """Both golang-migrate lock keys of the database ``conn`` is connected to."""
+    row = await conn.fetchrow("SELECT current_schema() AS schema, current_database() AS db")
+    assert row is not None
+    return lock_keys_for(row["db"], row["schema"])

@@ -1,30 +1,30 @@
 """The ``migrate-credentials`` console script.
 
-    ENCRYPTION_KEY=... POSTGRES_DSN=... [HKDF_SALT=...] migrate-credentials [--dry-run]
-    OLD_ENCRYPTION_KEY=... ENCRYPTION_KEY=... POSTGRES_DSN=... \
+    ENCRYPTION_KEY=... DATABASE_URL=... [HKDF_SALT=...] migrate-credentials [--dry-run]
+    OLD_ENCRYPTION_KEY=... ENCRYPTION_KEY=... DATABASE_URL=... \
         migrate-credentials --rotate [--dry-run]
 
-Progress goes to stderr, the summary to stdout. Exit status 0 success (a dry
-run: every value can be opened), 1 failure (nothing changed), 2 usage or
-settings error. No key, plaintext or DSN password is ever printed.
+Progress goes to stderr, the summary to stdout. Exit codes, the DSN
+(--database, DATABASE_URL or POSTGRES_DSN) and the error format are those of
+silentpulse_db.console: 0 success (a dry run: every value can be opened), 1
+failure (nothing changed), 2 usage or settings error. No key, plaintext or DSN
+password is ever printed.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import time
 from collections.abc import Sequence
 from typing import TextIO
 
+from .. import console
 from ..crypto.keyring import Keyring, parse_key, salt_from
-from ..dsn import redact, validate_dsn
-from ..errors import ConfigurationError, SilentPulseDBError
 from .rotation import DEFAULT_BATCH, Mode, RotationReport, migrate_credentials
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+PROG = "migrate-credentials"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,11 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="migrate-credentials",
         description="Move credential envelopes from v1 to v2 (default), or re-encrypt them "
         "from OLD_ENCRYPTION_KEY to ENCRYPTION_KEY (--rotate), in one transaction.",
-        epilog="Settings: ENCRYPTION_KEY, OLD_ENCRYPTION_KEY (--rotate), HKDF_SALT, POSTGRES_DSN.",
+        epilog="Settings: ENCRYPTION_KEY, OLD_ENCRYPTION_KEY (--rotate), HKDF_SALT, "
+        "DATABASE_URL (or POSTGRES_DSN).",
     )
+    console.add_connection_options(parser)
     parser.add_argument("--rotate", action="store_true", help="re-encrypt with the new master key")
     parser.add_argument("--dry-run", action="store_true", help="do the work, report, roll back")
-    parser.add_argument("--database", metavar="DSN", help="instead of $POSTGRES_DSN")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=argparse.SUPPRESS)
     parser.add_argument(
         "--lock-timeout",
@@ -63,54 +64,45 @@ class _Progress:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    try:
-        environ = os.environ
-        dsn = args.database or environ.get("POSTGRES_DSN")
-        if not dsn:
-            raise ConfigurationError("POSTGRES_DSN is not set (or pass --database)")
-        validate_dsn(dsn, setting="POSTGRES_DSN")
-        salt = salt_from(environ.get("HKDF_SALT"))
-        keyring = Keyring(parse_key(environ.get("ENCRYPTION_KEY"), "ENCRYPTION_KEY"), salt=salt)
-        old = None
-        if args.rotate:
-            old_key = parse_key(environ.get("OLD_ENCRYPTION_KEY"), "OLD_ENCRYPTION_KEY")
-            old = Keyring(old_key, salt=salt)
-    except ConfigurationError as exc:
-        print(f"migrate-credentials: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    args = console.parse(build_parser(), None if argv is None else list(argv))
+    if isinstance(args, int):
+        return args
+    console.configure_logging(verbose=False)
+    return console.run(PROG, "", lambda: _migrate(args), debug=args.debug)
 
+
+async def _migrate(args: argparse.Namespace) -> int:
+    environ = os.environ
+    dsn = console.database(args.database)
+    salt = salt_from(environ.get("HKDF_SALT"))
+    keyring = Keyring(parse_key(environ.get("ENCRYPTION_KEY"), "ENCRYPTION_KEY"), salt=salt)
+    old = None
+    if args.rotate:
+        old_key = parse_key(environ.get("OLD_ENCRYPTION_KEY"), "OLD_ENCRYPTION_KEY")
+        old = Keyring(old_key, salt=salt)
     mode: Mode = "rotate" if args.rotate else "v2"
     what = (
         f"rotate key {old.kid.hex()} -> {keyring.kid.hex()}"
         if old
         else f"v1 -> v2 under key {keyring.kid.hex()}"
     )
-    print(f"migrate-credentials: {what}{' (dry run)' if args.dry_run else ''}", file=sys.stderr)
+    print(f"{PROG}: {what}{' (dry run)' if args.dry_run else ''}", file=sys.stderr)
     try:
-        report = asyncio.run(
-            migrate_credentials(
-                dsn,
-                keyring=keyring,
-                old_keyring=old,
-                mode=mode,
-                dry_run=args.dry_run,
-                batch_size=args.batch_size,
-                lock_timeout=args.lock_timeout,
-                progress=_Progress(sys.stderr),
-            )
+        report = await migrate_credentials(
+            dsn,
+            keyring=keyring,
+            old_keyring=old,
+            mode=mode,
+            dry_run=args.dry_run,
+            batch_size=args.batch_size,
+            lock_timeout=args.lock_timeout,
+            progress=_Progress(sys.stderr),
         )
-    except SilentPulseDBError as exc:
-        print(f"migrate-credentials: error: {redact(str(exc))}", file=sys.stderr)
-        return EXIT_FAILURE
     except KeyboardInterrupt:
-        print("migrate-credentials: interrupted; nothing was changed", file=sys.stderr)
-        return 130
+        print(f"{PROG}: interrupted; nothing was changed", file=sys.stderr)
+        return console.EXIT_INTERRUPTED
     print(format_report(report))
-    return EXIT_OK
+    return console.EXIT_OK
 
 
 def format_report(report: RotationReport) -> str:

@@ -21,10 +21,11 @@ from typing import Any, Literal
 
 import asyncpg
 
-from ..connect import connect
 from ..crypto import envelope as env
 from ..crypto.keyring import Keyring
 from ..errors import CredentialMigrationError, CryptoError
+from ..postgres.advisory import advisory_lock_holders
+from ..postgres.connect import close_quietly, connect
 
 logger = logging.getLogger("silentpulse_db.credentials")
 
@@ -183,7 +184,7 @@ async def migrate_credentials(
     finally:
         for conn in (reader, writer):
             if conn is not None:
-                await _close(conn)
+                await close_quietly(conn)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -204,16 +205,8 @@ async def _lock(conn: Any, timeout: float) -> None:
 
 
 async def _holder(conn: Any) -> str:
-    row = await conn.fetchrow(
-        "SELECT a.pid, a.application_name, a.xact_start FROM pg_locks l "
-        "JOIN pg_stat_activity a ON a.pid = l.pid "
-        "WHERE l.locktype = 'advisory' AND l.granted AND l.objid::bigint = $1",
-        LOCK_KEY,
-    )
-    if row is None:
-        return ""
-    since = f"{row['xact_start']:%H:%M:%S}"
-    return f" (pid {row['pid']}, {row['application_name']!r}, running since {since})"
+    holders = await advisory_lock_holders(conn, [LOCK_KEY])
+    return f" ({holders[0]})" if holders else ""
 
 
 async def _rewrite(
@@ -376,10 +369,3 @@ async def _rollback(transaction: Any) -> None:
         await transaction.rollback()
     except Exception as exc:  # the connection may be gone: the server rolls back anyway
         logger.debug("rollback failed: %s", exc)
-
-
-async def _close(conn: Any) -> None:
-    try:
-        await conn.close(timeout=5)
-    except Exception:
-        conn.terminate()

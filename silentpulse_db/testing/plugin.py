@@ -50,7 +50,7 @@ def silentpulse_database(silentpulse_postgres: PostgresServer) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def silentpulse_migrated_template(silentpulse_postgres: PostgresServer) -> Iterator[str]:
     """Name of a database holding the fully migrated schema, built once per session."""
-    from .. import apply_prerequisites, run_migrations
+    from ..migrate.commands import apply_prerequisites, run_migrations
 
     name = _unique(TEMPLATE_PREFIX)
     dsn = create_database(silentpulse_postgres.dsn, name)

@@ -26,9 +26,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
-import asyncpg
-
-from ..errors import ConfigurationError, SilentPulseDBError
+from ..errors import ConfigurationError, TestServerError
+from ..postgres import databases
 
 logger = logging.getLogger("silentpulse_db.testing")
 
@@ -133,7 +132,7 @@ class PostgresServer:
     @property
     def datadir(self) -> Path:
         if self._dir is None:
-            raise SilentPulseDBError("the server has not been initialised")
+            raise TestServerError("the server has not been initialised")
         return self._dir / "data"
 
     def start(self) -> None:
@@ -236,7 +235,7 @@ class PostgresServer:
             log = ""
             if self._dir is not None and (self._dir / "server.log").exists():
                 log = (self._dir / "server.log").read_text()[-2000:]
-            raise SilentPulseDBError(
+            raise TestServerError(
                 f"{Path(command[0]).name} failed (exit {done.returncode}): "
                 f"{done.stderr.strip()[-2000:]}\n{log}"
             )
@@ -248,20 +247,10 @@ def _current_user() -> str:
     return getpass.getuser()
 
 
-async def _admin(dsn: str, sql: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 def create_database(admin_dsn: str, name: str, *, template: str | None = None) -> str:
     """Create database ``name`` (optionally from ``template``); return its DSN."""
-    clause = f' TEMPLATE "{template}"' if template else ""
-    run_sync(_admin(admin_dsn, f'CREATE DATABASE "{name}"{clause}'))
-    return urlsplit(admin_dsn)._replace(path=f"/{name}").geturl()
+    return run_sync(databases.create_database(admin_dsn, name, template=template))
 
 
 def drop_database(admin_dsn: str, name: str) -> None:
-    run_sync(_admin(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    run_sync(databases.drop_database(admin_dsn, name))

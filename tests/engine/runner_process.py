@@ -11,12 +11,13 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 from silentpulse_db import run_migrations
 
 
 async def main() -> None:
-    result = await run_migrations(os.environ["DATABASE_URL"], source=sys.argv[1], lock_timeout=120)
+    result = await run_migrations(os.environ["DATABASE_URL"], source=Path(sys.argv[1]), lock_timeout=120)
     print(json.dumps([a.version for a in result.applied]), flush=True)
 
 

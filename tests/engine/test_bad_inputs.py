@@ -17,9 +17,6 @@ from silentpulse_db import (
     SilentPulseDBError,
     run_migrations,
 )
-from silentpulse_db.migrator import Migrator
-from silentpulse_db.session import locked_connection
-from silentpulse_db.source import load_source
 
 from helpers import execute, simple_set, user_tables, version_rows, write_migrations
 
@@ -235,10 +232,9 @@ async def test_unknown_database_fails_at_once(
 
 
 async def test_goto_unknown_version(silentpulse_database: str, tmp_path: Path) -> None:
-    source = load_source(write_migrations(tmp_path, simple_set(2)))
-    from silentpulse_db import VersionNotFoundError
+    source = write_migrations(tmp_path, simple_set(2))
+    from silentpulse_db import VersionNotFoundError, goto
 
-    async with locked_connection(silentpulse_database) as conn:
-        with pytest.raises(VersionNotFoundError, match="version 7"):
-            await Migrator(conn, source).goto(7)
+    with pytest.raises(VersionNotFoundError, match="version 7"):
+        await goto(silentpulse_database, 7, source=source)
     assert await version_rows(silentpulse_database) == []

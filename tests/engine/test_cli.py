@@ -112,7 +112,7 @@ def test_errors_never_print_the_password(silentpulse_database: str, source: Path
 
 def test_unknown_path(silentpulse_database: str, tmp_path: Path) -> None:
     r = cli("up", "--path", str(tmp_path / "nope"), dsn=silentpulse_database)
-    assert r.returncode == 1 and "nope" in r.stderr
+    assert r.returncode == 2 and "nope" in r.stderr  # a configuration error
 
 
 def test_options_after_the_command(silentpulse_database: str, source: Path) -> None:

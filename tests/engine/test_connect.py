@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from silentpulse_db import DatabaseConnectionError, run_migrations
-from silentpulse_db.connect import is_transient
+from silentpulse_db.postgres.connect import is_transient
 
 from helpers import simple_set, write_migrations
 

@@ -14,13 +14,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from silentpulse_db import LockTimeoutError, run_migrations
-from silentpulse_db.lock import golang_migrate_lock_key, lock_keys
-from silentpulse_db.migrator import Migrator
-from silentpulse_db.session import locked_connection
-from silentpulse_db.source import load_source
+from silentpulse_db import LockTimeoutError, down, force, goto, run_migrations
+from silentpulse_db.migrate.lock import golang_migrate_lock_key
 
-from helpers import execute, fetch, simple_set, version_rows, write_migrations
+from helpers import execute, fetch, lock_keys, simple_set, version_rows, write_migrations
 
 GOLANG_CREATE = (
     'CREATE TABLE IF NOT EXISTS "public"."schema_migrations" '
@@ -159,31 +156,30 @@ async def test_waiting_runner_polls_and_never_blocks_in_pg_advisory_lock(
 async def test_runbook_steps_leave_the_table_as_golang_migrate_would(
     silentpulse_database: str, tmp_path: Path
 ) -> None:
-    source = load_source(write_migrations(tmp_path, simple_set(3)))
-    await run_migrations(silentpulse_database, source=source)
-    assert await version_rows(silentpulse_database) == [(3, False)]
+    source = write_migrations(tmp_path, simple_set(3))
+    dsn = silentpulse_database
+    await run_migrations(dsn, source=source)
+    assert await version_rows(dsn) == [(3, False)]
 
-    async with locked_connection(silentpulse_database) as conn:
-        m = Migrator(conn, source)
-        # migrate down 1  ->  (2, false)
-        await m.down(count=1)
-        assert await version_rows(silentpulse_database) == [(2, False)]
-        # migrate goto 1  ->  (1, false)
-        await m.goto(1)
-        assert await version_rows(silentpulse_database) == [(1, False)]
-        # migrate goto 3  ->  (3, false)
-        await m.goto(3)
-        assert await version_rows(silentpulse_database) == [(3, False)]
-        # a failed golang-migrate up leaves (N, true); migrate force 2 -> (2, false)
-        await conn.execute(golang_set_version(3, True))
-        await m.force(2)
-        assert await version_rows(silentpulse_database) == [(2, False)]
-        # migrate force -1 -> no row at all; and down of everything -> no row.
-        await m.force(-1)
-        assert await version_rows(silentpulse_database) == []
-        await m.force(3)
-        await m.down()
-        assert await version_rows(silentpulse_database) == []
+    # migrate down 1  ->  (2, false)
+    await down(dsn, 1, source=source)
+    assert await version_rows(dsn) == [(2, False)]
+    # migrate goto 1  ->  (1, false)
+    await goto(dsn, 1, source=source)
+    assert await version_rows(dsn) == [(1, False)]
+    # migrate goto 3  ->  (3, false)
+    await goto(dsn, 3, source=source)
+    assert await version_rows(dsn) == [(3, False)]
+    # a failed golang-migrate up leaves (N, true); migrate force 2 -> (2, false)
+    await execute(dsn, golang_set_version(3, True))
+    await force(dsn, 2, source=source)
+    assert await version_rows(dsn) == [(2, False)]
+    # migrate force -1 -> no row at all; and down of everything -> no row.
+    await force(dsn, -1, source=source)
+    assert await version_rows(dsn) == []
+    await force(dsn, 3, source=source)
+    await down(dsn, "all", source=source)
+    assert await version_rows(dsn) == []
 
 
 async def test_reads_what_golang_migrate_wrote(silentpulse_database: str, tmp_path: Path) -> None:

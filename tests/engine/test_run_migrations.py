@@ -161,7 +161,8 @@ async def test_up_to_date_database_is_answered_without_the_lock(
     import asyncpg
 
     from silentpulse_db import LockTimeoutError
-    from silentpulse_db.lock import lock_keys
+
+    from helpers import lock_keys
 
     source = write_migrations(tmp_path, simple_set(2))
     await run_migrations(silentpulse_database, source=source)

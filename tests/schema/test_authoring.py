@@ -8,10 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from silentpulse_db import MigrationSourceError, ReversibilityError
-from silentpulse_db.reversibility import check_reversibility
-from silentpulse_db.scaffold import create_migration
-from silentpulse_db.source import load_source
+from silentpulse_db import MigrationSourceError, ReversibilityError, check
+from silentpulse_db.migrate.scaffold import create_migration
 
 from helpers import simple_set, write_migrations
 
@@ -88,10 +86,8 @@ async def test_check_passes_a_reversible_set(silentpulse_database: str, tmp_path
         "CREATE INDEX t1_id ON t1 (id);\nCOMMENT ON TABLE t1 IS 'one';\nALTER TABLE t2 ADD COLUMN note text DEFAULT 'x';\n",
         "ALTER TABLE t2 DROP COLUMN note;\nCOMMENT ON TABLE t1 IS NULL;\nDROP INDEX t1_id;\n",
     )
-    report = await check_reversibility(
-        silentpulse_database, load_source(write_migrations(tmp_path, migrations))
-    )
-    assert report.checked == [1, 2, 4]
+    report = await check(silentpulse_database, source=write_migrations(tmp_path, migrations))
+    assert report.checked == (1, 2, 4)
 
 
 async def test_check_catches_a_down_that_forgets_an_index(
@@ -109,9 +105,7 @@ async def test_check_catches_a_down_that_forgets_an_index(
         "ALTER TABLE t1 DROP COLUMN code;\n",  # ...but this one stays behind
     )
     with pytest.raises(ReversibilityError) as info:
-        await check_reversibility(
-            silentpulse_database, load_source(write_migrations(tmp_path, migrations))
-        )
+        await check(silentpulse_database, source=write_migrations(tmp_path, migrations))
     text = str(info.value)
     assert "000005_add_t1_code: down does not restore the schema before up" in text
     assert "index public.t1_id_idx: unexpected" in text
@@ -130,9 +124,7 @@ async def test_check_catches_a_down_dropping_a_column_up_did_not_add(
         ),
     }
     with pytest.raises(ReversibilityError) as info:
-        await check_reversibility(
-            silentpulse_database, load_source(write_migrations(tmp_path, migrations))
-        )
+        await check(silentpulse_database, source=write_migrations(tmp_path, migrations))
     text = str(info.value)
     assert "000004_add_t1_code: down does not restore" in text
     assert "column public.t1.legacy: missing" in text
@@ -144,9 +136,7 @@ async def test_check_reports_naming_rules(silentpulse_database: str, tmp_path: P
     with pytest.raises(
         ReversibilityError, match="000004_tags.up.sql: 'tags' does not start with a verb prefix"
     ):
-        await check_reversibility(
-            silentpulse_database, load_source(write_migrations(tmp_path, migrations))
-        )
+        await check(silentpulse_database, source=write_migrations(tmp_path, migrations))
 
 
 def test_check_cli_exit_codes(silentpulse_database: str, tmp_path: Path) -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from silentpulse_db import BaselineError, apply_prerequisites, baseline, run_migrations
-from silentpulse_db.source import load_source
+from silentpulse_db import BaselineError, apply_prerequisites, baseline, load_source, run_migrations
 
 from helpers import execute, fetch, version_rows
 

@@ -12,11 +12,8 @@ from urllib.parse import quote, urlsplit
 import asyncpg
 import pytest
 
-from silentpulse_db import apply_prerequisites, run_migrations
-from silentpulse_db.catalog import snapshot
-from silentpulse_db.migrator import Migrator
-from silentpulse_db.session import locked_connection
-from silentpulse_db.source import load_source
+from silentpulse_db import apply_prerequisites, down, run_migrations
+from silentpulse_db.migrate.catalog import snapshot
 
 from .seed import GLOBAL_TABLES, NOW, TENANT_TABLES, seed_tenant
 from helpers import execute, fetch, fetchval, version_rows
@@ -421,12 +418,14 @@ async def test_alert_trigger_notifies_insert_and_status_change(
 
 
 async def test_down_to_zero_leaves_nothing_and_up_again(silentpulse_migrated_database: str) -> None:
-    source = load_source()
-    async with locked_connection(silentpulse_migrated_database) as conn:
+    conn = await asyncpg.connect(silentpulse_migrated_database)
+    try:
         before = await snapshot(conn)
         assert before.count("relation") > 30
-        await Migrator(conn, source).down()
+        await down(silentpulse_migrated_database, "all")
         after = await snapshot(conn)
+    finally:
+        await conn.close()
     assert await version_rows(silentpulse_migrated_database) == []
     leftovers = {k: v for k, v in after.objects.items() if v and k not in ("extension", "schema")}
     assert leftovers == {}

@@ -15,14 +15,14 @@ import getpass
 import os
 import socket
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from . import __version__
+from .._version import __version__
+from ..results import VersionState
+from .plan import NIL_VERSION, HistoryEntry
 
 VERSION_TABLE = "schema_migrations"
 HISTORY_TABLE = "schema_migrations_history"
-NIL_VERSION = -1  # golang-migrate's NilVersion, used only for "(-1, dirty)"
 
 CREATE_VERSION_TABLE = (
     f'CREATE TABLE IF NOT EXISTS "{VERSION_TABLE}" '
@@ -44,29 +44,6 @@ COMMENT_HISTORY_TABLE = (
     "'silentpulse-db: one row per migration applied, reverted or forced; "
     "schema_migrations stays golang-migrate''s own'"
 )
-
-
-@dataclass(frozen=True)
-class VersionState:
-    """What schema_migrations says. ``version`` is None when the table is empty."""
-
-    version: int | None
-    dirty: bool
-
-    def __str__(self) -> str:
-        shown = "none" if self.version is None else str(self.version)
-        return f"{shown} (dirty)" if self.dirty else shown
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    version: int
-    name: str
-    direction: str
-    checksum: str | None
-    applied_at: datetime
-    duration_ms: float | None
-    applied_by: str
 
 
 @functools.cache
@@ -114,7 +91,7 @@ class HistoryRecord:
     name: str
     direction: str
     checksum: str | None = None
-    duration_ms: float | None = None
+    duration: float | None = None  # seconds (stored as duration_ms)
 
 
 # golang-migrate's SetVersion is TRUNCATE + INSERT. We leave the same rows with
@@ -162,7 +139,7 @@ async def write_version(
         history.name,
         history.direction,
         history.checksum,
-        history.duration_ms,
+        None if history.duration is None else history.duration * 1000,
         runner_identity(),
     )
 
@@ -213,6 +190,6 @@ def _entry(row: Any) -> HistoryEntry:
         direction=row["direction"],
         checksum=row["checksum"],
         applied_at=row["applied_at"],
-        duration_ms=row["duration_ms"],
+        duration=None if row["duration_ms"] is None else row["duration_ms"] / 1000,
         applied_by=row["applied_by"],
     )

@@ -1,4 +1,12 @@
-"""Connecting to PostgreSQL, retrying only what passes as the server starts."""
+"""Connecting to PostgreSQL with the one retry policy, and deciding what a failure means.
+
+Two decisions live here and nowhere else:
+
+- :func:`is_transient`: may this failure to connect pass by itself (the server
+  starting, refusing, restarting)? Only those are retried.
+- :func:`is_connection_lost`: did an open connection go away (backend
+  terminated, server shut down, socket reset), as opposed to a failing statement?
+"""
 
 from __future__ import annotations
 
@@ -15,13 +23,11 @@ from tenacity import (
     wait_fixed,
 )
 
+from ..defaults import APPLICATION_NAME, CONNECT_ATTEMPTS, CONNECT_TIMEOUT, CONNECT_WAIT
+from ..errors import ConfigurationError, DatabaseConnectionError
 from .dsn import redact, validate_dsn
-from .errors import ConfigurationError, DatabaseConnectionError
 
-logger = logging.getLogger("silentpulse_db.connect")
-
-APPLICATION_NAME = "silentpulse-db"
-CONNECT_TIMEOUT = 10.0
+logger = logging.getLogger("silentpulse_db.postgres")
 
 # SQLSTATEs that a starting, restarting or busy server answers with.
 _TRANSIENT_SQLSTATES = frozenset(
@@ -38,7 +44,9 @@ _TRANSIENT_SQLSTATES = frozenset(
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for failures that may pass by themselves: refused, reset, unresolvable, starting up."""
+    """True for failures to connect that may pass by themselves: refused, reset, starting up."""
+    if isinstance(exc, DatabaseConnectionError):
+        return exc.transient
     if isinstance(exc, asyncpg.PostgresError):
         return getattr(exc, "sqlstate", None) in _TRANSIENT_SQLSTATES
     if isinstance(exc, asyncpg.exceptions.ConnectionDoesNotExistError):
@@ -46,6 +54,25 @@ def is_transient(exc: BaseException) -> bool:
     # OSError covers refused/reset connections, a socket file not there yet and
     # socket.gaierror (a host name not resolvable yet, e.g. a container starting).
     return isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.InterfaceError))
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """True when an open connection went away, rather than a statement failing on it."""
+    if isinstance(exc, DatabaseConnectionError):
+        return exc.transient
+    if isinstance(
+        exc,
+        (
+            asyncpg.exceptions.ConnectionDoesNotExistError,
+            asyncpg.exceptions.AdminShutdownError,  # pg_terminate_backend, fast shutdown
+            asyncpg.exceptions.CrashShutdownError,
+            asyncpg.InterfaceError,  # "connection is closed"
+        ),
+    ):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        return str(getattr(exc, "sqlstate", "")).startswith(("57P", "08"))
+    return isinstance(exc, OSError)  # ConnectionError is an OSError
 
 
 def describe(exc: BaseException) -> str:
@@ -57,8 +84,8 @@ def describe(exc: BaseException) -> str:
 async def connect(
     dsn: str,
     *,
-    attempts: int = 30,
-    wait: float = 2.0,
+    attempts: int = CONNECT_ATTEMPTS,
+    wait: float = CONNECT_WAIT,
     application_name: str = APPLICATION_NAME,
     server_settings: dict[str, str] | None = None,
 ) -> Any:
@@ -106,11 +133,21 @@ async def connect(
         if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
             raise
         if is_transient(exc):
+            tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
             raise DatabaseConnectionError(
-                f"could not connect to {redact(dsn)} after {attempts} attempts: {describe(exc)}",
+                f"could not connect to {redact(dsn)} after {tries}: {describe(exc)}",
                 transient=True,
             ) from None
         raise DatabaseConnectionError(
             f"could not connect to {redact(dsn)}: {describe(exc)}"
         ) from None
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def close_quietly(conn: Any) -> None:
+    """Close ``conn``; if the server is gone, drop the socket without a goodbye."""
+    if not conn.is_closed():
+        try:
+            await conn.close(timeout=5)
+        except Exception:
+            conn.terminate()

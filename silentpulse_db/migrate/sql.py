@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import MigrationSourceError
+from ..errors import MigrationSourceError
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,6 @@ class Statement:
 
     sql: str
     offset: int
-    kind: str
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,6 @@ class ParsedSQL:
     # Statements that PostgreSQL refuses inside a transaction block, e.g. "CREATE INDEX
     # CONCURRENTLY at line 3"; empty when the whole file can run in one transaction.
     non_transactional: tuple[str, ...]
-    parsed: bool = True
 
 
 def analyze(sql: str, location: str) -> ParsedSQL:
@@ -47,9 +45,7 @@ def analyze(sql: str, location: str) -> ParsedSQL:
     try:
         raw = parser.parse_sql(sql)
     except parser.ParseError:
-        return ParsedSQL(
-            statements=(Statement(sql, 0, "unparsed"),), non_transactional=(), parsed=False
-        )
+        return ParsedSQL(statements=(Statement(sql, 0),), non_transactional=())
     statements: list[Statement] = []
     blocking: list[str] = []
     for item in raw:
@@ -68,7 +64,7 @@ def analyze(sql: str, location: str) -> ParsedSQL:
         reason = _non_transactional_reason(kind, node)
         if reason:
             blocking.append(f"{reason} at line {line}")
-        statements.append(Statement(text, start, kind))
+        statements.append(Statement(text, start))
     if not statements:
         raise MigrationSourceError(f"{location}: file contains no SQL statement", file=location)
     return ParsedSQL(statements=tuple(statements), non_transactional=tuple(blocking))

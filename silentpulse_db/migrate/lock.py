@@ -20,15 +20,18 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from .errors import LockHolder, LockTimeoutError
+from ..defaults import LOCK_POLL_FIRST, LOCK_POLL_MAX
+from ..errors import LockHolder, LockTimeoutError
+from ..postgres.advisory import advisory_lock_holders
+from .version_table import VERSION_TABLE
 
-logger = logging.getLogger("silentpulse_db.lock")
+logger = logging.getLogger("silentpulse_db.migrate")
 
 ADVISORY_LOCK_SALT = 1486364155
-VERSION_TABLE = "schema_migrations"
-MAX_POLL_INTERVAL = 0.25  # seconds between two tries at most, while waiting
+
+T = TypeVar("T")
 
 
 def golang_migrate_lock_key(database_name: str, schema: str, table: str = VERSION_TABLE) -> int:
@@ -56,33 +59,20 @@ def lock_keys_for(database: str, schema: str) -> LockKeys:
     )
 
 
-async def lock_keys(conn: Any) -> LockKeys:
-    row = await conn.fetchrow("SELECT current_schema() AS schema, current_database() AS db")
-    return lock_keys_for(row["db"], row["schema"])
-
-
 class MigrationLock:
     """Holds both golang-migrate keys on one session connection.
 
-    ``stop_waiting``, if given, is asked between polls; when it answers True the
-    lock stops waiting without taking the keys (``acquired`` stays False): a
-    replica whose work another one has just done need not queue for nothing.
+    Use ``async with lock:`` to wait for it, or ``await lock.acquire(unless=...)``
+    to stop waiting as soon as ``unless`` has an answer (a replica whose work
+    another one has just done need not queue for nothing); then call
+    :meth:`release` when done.
     """
 
-    def __init__(
-        self,
-        conn: Any,
-        keys: LockKeys,
-        *,
-        timeout: float,
-        stop_waiting: Callable[[], Awaitable[bool]] | None = None,
-    ) -> None:
+    def __init__(self, conn: Any, keys: LockKeys, *, timeout: float) -> None:
         self._conn = conn
         self._keys = keys
         self._timeout = timeout
-        self._stop_waiting = stop_waiting
         self._held: list[int] = []
-        self.acquired = False
 
     async def __aenter__(self) -> MigrationLock:
         await self.acquire()
@@ -91,19 +81,26 @@ class MigrationLock:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.release()
 
-    async def acquire(self) -> None:
+    async def acquire(self, *, unless: Callable[[], Awaitable[T | None]] | None = None) -> T | None:
+        """Take both keys and return None; or, if ``unless`` answers while we wait, its answer.
+
+        ``unless`` is asked between two tries (never while holding a key). Waits
+        at most the timeout, then raises LockTimeoutError naming the holders.
+        """
         deadline = time.monotonic() + self._timeout
-        delay = 0.02
+        delay = LOCK_POLL_FIRST
         waited = False
         for key in self._keys.ordered:
             while not await self._conn.fetchval("SELECT pg_try_advisory_lock($1::bigint)", key):
                 if not waited:
                     logger.info("waiting for the migration lock (key %d)", key)
                     waited = True
-                if self._stop_waiting is not None and await self._stop_waiting():
-                    logger.info("stopped waiting for the migration lock: nothing left to do")
-                    await self.release()
-                    return
+                if unless is not None:
+                    answer = await unless()
+                    if answer is not None:
+                        logger.info("stopped waiting for the migration lock: nothing left to do")
+                        await self.release()
+                        return answer
                 if time.monotonic() >= deadline:
                     holders = await lock_holders(self._conn, self._keys)
                     await self.release()
@@ -114,11 +111,11 @@ class MigrationLock:
                 await asyncio.sleep(
                     min(delay, max(deadline - time.monotonic(), 0)) * random.uniform(0.5, 1.0)
                 )
-                delay = min(delay * 1.5, MAX_POLL_INTERVAL)
+                delay = min(delay * 1.5, LOCK_POLL_MAX)
             self._held.append(key)
-        self.acquired = True
         if waited:
             logger.info("migration lock acquired")
+        return None
 
     async def release(self) -> None:
         held, self._held = self._held, []
@@ -134,39 +131,13 @@ class MigrationLock:
 
 
 async def lock_holders(conn: Any, keys: LockKeys) -> list[LockHolder]:
-    """Backends other than ours holding either key, from pg_locks and pg_stat_activity."""
-    rows = await conn.fetch(
-        """
-        SELECT l.pid, coalesce(a.application_name, '') AS application_name,
-               l.objid::bigint AS key, a.state, host(a.client_addr) AS client_addr
-        FROM pg_locks l
-        LEFT JOIN pg_stat_activity a ON a.pid = l.pid
-        WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objsubid = 1
-          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-          AND l.objid::bigint = ANY($1::bigint[]) AND l.pid <> pg_backend_pid()
-        ORDER BY l.pid
-        """,
-        list(keys.ordered),
-    )
-    return [
-        LockHolder(
-            pid=r["pid"],
-            application_name=r["application_name"],
-            key=r["key"],
-            state=r["state"],
-            client_addr=r["client_addr"],
-        )
-        for r in rows
-    ]
+    """Backends other than ours holding either migration key."""
+    return await advisory_lock_holders(conn, keys.ordered)
 
 
 def _timeout_message(timeout: float, holders: list[LockHolder]) -> str:
     if not holders:
         who = "the holder has gone away since; try again"
     else:
-        who = "held by " + ", ".join(
-            f"pid {h.pid} (application_name {h.application_name or '<none>'!r}"
-            f"{', client ' + h.client_addr if h.client_addr else ''}, key {h.key})"
-            for h in holders
-        )
+        who = "held by " + "; ".join(str(h) for h in holders)
     return f"timed out after {timeout:g}s waiting for the migration lock: {who}"

@@ -9,14 +9,16 @@ MigrationSourceError naming the file, raised before anything is applied.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
 import importlib_resources
 
-from .errors import MigrationSourceError
+from ..errors import MigrationSourceError
 
 DEFAULT_PACKAGE = "silentpulse_db.migrations"
 PREREQUISITES_FILE = "prerequisites.sql"
@@ -93,42 +95,55 @@ class MigrationSource:
         earlier = [m.version for m in self.migrations if m.version < version]
         return earlier[-1] if earlier else None
 
+    @classmethod
+    def from_directory(cls, path: str | os.PathLike[str]) -> MigrationSource:
+        """The migrations in a folder (``NNNNNN_name.up.sql`` / ``.down.sql``, and the specials)."""
+        directory = Path(path)
+        if not directory.is_dir():
+            raise MigrationSourceError(
+                f"migrations folder {str(directory)!r} is not a directory", file=str(directory)
+            )
+        entries: list[_Traversable] = sorted(directory.iterdir(), key=lambda p: p.name)
+        return _build(str(directory), entries, lambda e: str(directory / e.name))
 
-def load_source(source: str | Path | None = None) -> MigrationSource:
-    """Load and validate migrations from a package name, a directory, or the packaged set.
+    @classmethod
+    def from_package(cls, package: str = DEFAULT_PACKAGE) -> MigrationSource:
+        """The migrations shipped as resources of an importable package (default: ours)."""
+        try:
+            root = importlib_resources.files(package)
+        except (ModuleNotFoundError, TypeError, ValueError) as exc:
+            raise MigrationSourceError(
+                f"migrations package {package!r} cannot be imported ({exc}); "
+                f"for a folder pass a pathlib.Path",
+                file=package,
+            ) from None
+        entries = sorted(root.iterdir(), key=lambda e: e.name)
+        return _build(package, entries, lambda e: f"{package}/{e.name}")
 
-    A string naming an existing directory (or containing a path separator) is a
-    directory; any other string is an importable package name.
+
+SourceLike = MigrationSource | os.PathLike[str] | str | None
+
+
+def load_source(source: SourceLike = None) -> MigrationSource:
+    """Resolve what the public functions accept as ``source``.
+
+    None is the set packaged in silentpulse_db; a ``pathlib.Path`` (any
+    path-like) is a folder; a ``str`` is an importable package name; a
+    MigrationSource is used as it is. Nothing is guessed from the current
+    directory.
     """
     if source is None:
-        source = DEFAULT_PACKAGE
-    if isinstance(source, Path) or _looks_like_path(source):
-        path = Path(source)
-        if not path.is_dir():
-            raise MigrationSourceError(
-                f"migrations path {str(path)!r} is not a directory", file=str(path)
-            )
-        entries: list[_Traversable] = sorted(path.iterdir(), key=lambda p: p.name)
-        return _build(str(path), entries, lambda e: str(Path(source) / e.name))
-    try:
-        root = importlib_resources.files(source)
-    except (ModuleNotFoundError, TypeError) as exc:
-        raise MigrationSourceError(
-            f"migrations source {source!r} is neither a directory nor an importable package "
-            f"({exc})",
-            file=source,
-        ) from None
-    entries = sorted(root.iterdir(), key=lambda e: e.name)
-    return _build(source, entries, lambda e: f"{source}/{e.name}")
-
-
-def _looks_like_path(source: str) -> bool:
-    return "/" in source or "\\" in source or source.startswith(".") or Path(source).is_dir()
+        return MigrationSource.from_package()
+    if isinstance(source, MigrationSource):
+        return source
+    if isinstance(source, str):
+        return MigrationSource.from_package(source)
+    return MigrationSource.from_directory(source)
 
 
 def _build(
     description: str,
-    entries: list[_Traversable],
+    entries: Sequence[_Traversable],
     locate: _Locator,
 ) -> MigrationSource:
     ups: dict[int, tuple[str, MigrationFile]] = {}

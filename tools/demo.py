@@ -1,7 +1,7 @@
 """`make demo` and `make roundtrip`: the packaged migrations on a throwaway PostgreSQL.
 
-- ``python -m silentpulse_db.demo``: prerequisites, migrations, ``status``, stop.
-- ``python -m silentpulse_db.demo --roundtrip``: prerequisites, ``up``,
+- ``python tools/demo.py``: prerequisites, migrations, ``status``, stop.
+- ``python tools/demo.py --roundtrip``: prerequisites, ``up``,
   ``down --all``, ``up``, ``check`` (every down undoes its up), ``status`` —
   each through the real CLI; exits non-zero on the first failure.
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import sys
 
-from .cli import main as cli
-from .testing.server import PostgresServer
+from silentpulse_db.migrate.cli import main as cli
+from silentpulse_db.testing.server import PostgresServer
 
 DEMO = [["prerequisites"], ["up"], ["status"]]
 ROUNDTRIP = [["prerequisites"], ["up"], ["down", "--all"], ["up"], ["check"], ["status"]]

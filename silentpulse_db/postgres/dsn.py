@@ -7,15 +7,14 @@ import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from .errors import ConfigurationError
+from ..defaults import DSN_ENV_VARS
+from ..errors import ConfigurationError
 
 _SCHEMES = ("postgres", "postgresql")
 # user:password@ in a URL, and password=... in a libpq keyword string.
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*(@)")
 _KW_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#\s]*", re.IGNORECASE)
-
-DSN_ENV_VARS = ("DATABASE_URL", "POSTGRES_DSN")
 
 
 def redact(text: str) -> str:
@@ -47,7 +46,7 @@ def validate_dsn(dsn: str, *, setting: str = "dsn") -> str:
 
 
 def dsn_from_env(environ: Mapping[str, str] | None = None) -> str | None:
-    """The DSN from DATABASE_URL or POSTGRES_DSN (in that order), if set."""
+    """The DSN from the first of DSN_ENV_VARS (DATABASE_URL, POSTGRES_DSN) that is set."""
     env = os.environ if environ is None else environ
     for name in DSN_ENV_VARS:
         value = env.get(name)

@@ -1,0 +1,132 @@
+"""What both command-line tools (``silentpulse-db``, ``migrate-credentials``) share.
+
+Exit codes (one table, docs/reference.md):
+
+====  ==============================================================
+0     success
+1     the operation failed (the database, a migration, a value)
+2     usage or configuration error (arguments, DSN, keys, paths)
+130   interrupted (Ctrl-C)
+====  ==============================================================
+
+The DSN comes from ``--database`` or the first set of DATABASE_URL,
+POSTGRES_DSN. Errors print as ``<prog> <command>: error: <message>`` on
+stderr, one line per line of the message, never a traceback unless
+``--debug``, never a password.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Coroutine
+from typing import Any
+from urllib.parse import urlsplit
+
+from .defaults import DSN_ENV_VARS
+from .errors import ConfigurationError, SilentPulseDBError
+from .postgres.dsn import dsn_from_env, redact, validate_dsn
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+logger = logging.getLogger("silentpulse_db.console")
+
+
+class UsageError(ConfigurationError):
+    """Wrong words on the command line (exit 2)."""
+
+
+def add_connection_options(parser: argparse.ArgumentParser, *, suppress: bool = False) -> None:
+    """--database and --debug, the same in both tools.
+
+    ``suppress`` (for a subcommand) keeps a value given before the command.
+    """
+    default: Any = argparse.SUPPRESS if suppress else None
+    parser.add_argument(
+        "--database",
+        "-d",
+        metavar="DSN",
+        default=default,
+        help=f"PostgreSQL URL (default: ${' or $'.join(DSN_ENV_VARS)}; "
+        "prefer the environment: a password here is visible to ps)",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="print a traceback with errors",
+    )
+
+
+def database(option: str | None) -> str:
+    """The DSN from ``--database`` or the environment, validated."""
+    dsn = option or dsn_from_env()
+    if not dsn:
+        raise UsageError(f"no database: set {' or '.join(DSN_ENV_VARS)} or pass --database")
+    if option and _has_password(option):
+        logger.warning(
+            "--database carries a password, which other users can see in the process list "
+            "and which stays in shell history: prefer %s",
+            DSN_ENV_VARS[0],
+        )
+    setting = "--database" if option else "the DSN environment variable"
+    return validate_dsn(dsn, setting=setting)
+
+
+def _has_password(dsn: str) -> bool:
+    try:
+        return bool(urlsplit(dsn).password) or "password=" in dsn.lower()
+    except ValueError:
+        return "password" in dsn.lower()
+
+
+def configure_logging(*, verbose: bool) -> None:
+    """The tools are applications: they may configure logging (the library never does)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("silentpulse_db")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    root.propagate = False
+
+
+def run(
+    prog: str,
+    command: str,
+    main: Callable[[], Coroutine[Any, Any, int]],
+    *,
+    debug: bool = False,
+) -> int:
+    """Run ``main`` to completion and turn what it raises into a message and an exit code."""
+    label = f"{prog} {command}".rstrip()
+    try:
+        return asyncio.run(main())
+    except ConfigurationError as exc:
+        _print_error(label, exc, debug)
+        return EXIT_USAGE
+    except SilentPulseDBError as exc:
+        _print_error(label, exc, debug)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print(f"{label}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _print_error(label: str, exc: BaseException, debug: bool) -> None:
+    if debug:
+        print(redact("".join(traceback.format_exception(exc))), file=sys.stderr, end="")
+    print(f"{label}: error: {redact(str(exc))}", file=sys.stderr)
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace | int:
+    """Parse ``argv``; an exit code instead of SystemExit (0 for --help, 2 for usage errors)."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)

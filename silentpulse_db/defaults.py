@@ -1,0 +1,26 @@
+"""Every default, set once (durations in seconds).
+
+The public functions and both command-line tools take their defaults from
+here; change a value here and it changes everywhere.
+"""
+
+from __future__ import annotations
+
+# Connecting: a service's start-up waits for a database that is still starting.
+CONNECT_ATTEMPTS = 30
+CONNECT_WAIT = 2.0  # between two attempts
+CONNECT_TIMEOUT = 10.0  # for one attempt
+APPLICATION_NAME = "silentpulse-db"
+# A killed runner frees the migration lock within about this long (PG 14+).
+CLIENT_CONNECTION_CHECK_INTERVAL = "2s"
+
+# The migration lock.
+LOCK_TIMEOUT = 60.0  # how long to wait for another runner
+LOCK_POLL_FIRST = 0.02  # first pause between two tries, growing to LOCK_POLL_MAX
+LOCK_POLL_MAX = 0.25
+
+# Scratch databases (check, baseline) are named <prefix>_<random>.
+SCRATCH_PREFIX = "silentpulse_scratch"
+
+# The DSN comes from --database or, in this order, these environment variables.
+DSN_ENV_VARS = ("DATABASE_URL", "POSTGRES_DSN")

@@ -1,0 +1,228 @@
+"""Running a plan on a connection that holds the migration lock.
+
+A file that can run in a transaction runs in ONE transaction together with its
+version change and history row: if it fails, the database keeps its previous
+version, clean (golang-migrate would leave it dirty). A file holding
+statements PostgreSQL refuses in a transaction (CREATE INDEX CONCURRENTLY,
+VACUUM, ALTER SYSTEM, ...) follows golang-migrate's protocol: version marked
+dirty, statements run one by one, version marked clean.
+
+Failures become MigrationFailedError (naming file, line and what the database
+was left at) or MigrationInterruptedError (the connection went away).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import asyncpg
+
+from ..errors import MigrationFailedError, MigrationInterruptedError
+from ..postgres.connect import is_connection_lost
+from ..results import AppliedMigration, VersionState
+from .plan import CLI, NIL_VERSION, Plan, Step, dirty_message, version_label
+from .source import MigrationFile, MigrationSource
+from .sql import ParsedSQL, Statement, analyze, line_and_column, line_text
+from .version_table import HistoryRecord, set_version, write_version
+
+logger = logging.getLogger("silentpulse_db.migrate")
+
+
+class Applier:
+    """Applies plans and special files over one locked connection."""
+
+    def __init__(self, conn: Any, source: MigrationSource) -> None:
+        self.conn = conn
+        self.source = source
+
+    async def apply(self, plan: Plan) -> list[AppliedMigration]:
+        """Run every step of ``plan`` in order (or record its forced version)."""
+        if plan.force is not None:
+            await self._force(plan.force)
+            return []
+        # Read every file of the plan before running any: a file that cannot
+        # run (no statement, explicit COMMIT) stops the plan with nothing applied.
+        parsed = [analyze(step.file.sql, step.file.location) for step in plan.steps]
+        # What a migration says with RAISE WARNING (rows it could not fix, a
+        # constraint left NOT VALID) reaches the operator's log, naming the file.
+        running: list[str] = []
+
+        def on_message(_conn: Any, message: Any) -> None:
+            where = running[-1] if running else "migration"
+            if getattr(message, "severity", "") == "WARNING":
+                logger.warning("%s: %s", where, message.message)
+            else:
+                logger.info("%s: %s", where, getattr(message, "message", message))
+
+        self.conn.add_log_listener(on_message)
+        try:
+            applied = []
+            for step, sql in zip(plan.steps, parsed, strict=True):
+                running.append(step.file.location)
+                applied.append(await self._apply_step(step, sql))
+            return applied
+        finally:
+            self.conn.remove_log_listener(on_message)
+
+    async def run_file(self, file: MigrationFile) -> None:
+        """Run a whole special file (prerequisites, baseline) as one simple query."""
+        await self._execute(file, Statement(file.sql, 0), dirty_version=None)
+
+    async def _force(self, version: int) -> None:
+        recorded = None if version == NIL_VERSION else version
+        migration = self.source.get(version)
+        async with self.conn.transaction():
+            await write_version(
+                self.conn,
+                recorded,
+                False,
+                HistoryRecord(version, migration.name if migration else "-", "force"),
+            )
+        logger.info("forced version %s", version_label(recorded))
+
+    async def _apply_step(self, step: Step, parsed: ParsedSQL) -> AppliedMigration:
+        if parsed.non_transactional:
+            logger.info(
+                "%s runs outside a transaction (%s): golang-migrate's dirty protocol applies",
+                step.file.location,
+                "; ".join(parsed.non_transactional),
+            )
+            duration = await self._run_dirty_protocol(step, parsed)
+        else:
+            duration = await self._run_in_transaction(step, parsed)
+        result = AppliedMigration(
+            version=step.migration.version,
+            name=step.migration.name,
+            direction=step.direction,
+            duration=duration,
+            transactional=not parsed.non_transactional,
+        )
+        logger.info("applied %s", result)
+        return result
+
+    def _record(self, step: Step, duration: float) -> HistoryRecord:
+        return HistoryRecord(
+            step.migration.version,
+            step.migration.name,
+            step.direction,
+            step.file.checksum,
+            duration,
+        )
+
+    async def _run_in_transaction(self, step: Step, parsed: ParsedSQL) -> float:
+        started = time.perf_counter()
+        try:
+            async with self.conn.transaction():
+                for statement in parsed.statements:
+                    await self._execute(step.file, statement, dirty_version=None)
+                duration = time.perf_counter() - started
+                await write_version(
+                    self.conn, step.version_after, False, self._record(step, duration)
+                )
+        except MigrationFailedError:
+            raise
+        except Exception as exc:  # lost while writing the version or committing
+            if is_connection_lost(exc):
+                raise self._interrupted(step.file, exc, dirty_version=None) from None
+            raise
+        return duration
+
+    async def _run_dirty_protocol(self, step: Step, parsed: ParsedSQL) -> float:
+        dirty = NIL_VERSION if step.version_after is None else step.version_after
+        await set_version(self.conn, dirty, True)
+        started = time.perf_counter()
+        for statement in parsed.statements:
+            await self._execute(step.file, statement, dirty_version=dirty)
+        duration = time.perf_counter() - started
+        async with self.conn.transaction():
+            await write_version(self.conn, step.version_after, False, self._record(step, duration))
+        return duration
+
+    async def _execute(
+        self, file: MigrationFile, statement: Statement, *, dirty_version: int | None
+    ) -> None:
+        """Run one statement (simple protocol); turn a failure into an error naming its line.
+
+        ``dirty_version``: the version left dirty if this fails (dirty protocol), else None.
+        """
+        try:
+            await self.conn.execute(statement.sql)
+        except asyncpg.PostgresError as exc:
+            if is_connection_lost(exc):
+                raise self._interrupted(file, exc, dirty_version=dirty_version) from None
+            raise self._failed(file, exc, statement, dirty_version=dirty_version) from None
+        except Exception as exc:
+            if is_connection_lost(exc):
+                raise self._interrupted(file, exc, dirty_version=dirty_version) from None
+            raise
+
+    def _failed(
+        self,
+        file: MigrationFile,
+        exc: asyncpg.PostgresError,
+        statement: Statement,
+        *,
+        dirty_version: int | None,
+    ) -> MigrationFailedError:
+        sqlstate = getattr(exc, "sqlstate", None)
+        message = getattr(exc, "message", None) or str(exc)
+        position = getattr(exc, "position", None)
+        if position:
+            # The server counts characters from 1 within the statement it was sent.
+            line, column = line_and_column(file.sql, statement.offset + int(position))
+            where = f" line {line}, column {column}"
+        else:
+            # No position (many DDL errors): name the statement that failed.
+            line, column = line_and_column(file.sql, statement.offset + 1)
+            where = f" line {line} (the statement starting there)"
+        excerpt = f"\n{line:>6} | {line_text(file.sql, line)}"
+        if position:
+            excerpt += f"\n       | {' ' * (column - 1)}^"
+        details = [
+            f"{attr}: {value}"
+            for attr in ("detail", "hint", "context")
+            if (value := getattr(exc, attr, None))
+        ]
+        if dirty_version is not None:
+            dirty = VersionState(None if dirty_version == NIL_VERSION else dirty_version, True)
+            outcome = "The database is left dirty: " + dirty_message(self.source, dirty)
+        else:
+            outcome = (
+                "Its transaction was rolled back: nothing of it was applied and the version "
+                "is unchanged, clean."
+            )
+        text = (
+            f"migration failed: {file.location}{where}: {message} (SQLSTATE {sqlstate})"
+            f"{excerpt}" + "".join(f"\n  {d}" for d in details) + f"\n{outcome}"
+        )
+        return MigrationFailedError(
+            text,
+            file=file.location,
+            line=line,
+            column=column if position else None,
+            sqlstate=sqlstate,
+            server_message=message,
+            dirty=dirty_version is not None,
+        )
+
+    def _interrupted(
+        self, file: MigrationFile, exc: BaseException, *, dirty_version: int | None
+    ) -> MigrationInterruptedError:
+        reason = f"{type(exc).__name__}: {exc}"
+        if dirty_version is not None:
+            outcome = (
+                "The database is left dirty (the statements ran one by one); see `"
+                f"{CLI} version` and force the version the schema matches."
+            )
+        else:
+            outcome = (
+                "The server rolled back the unfinished transaction: nothing of this migration "
+                "was applied and the version is unchanged. Run again."
+            )
+        return MigrationInterruptedError(
+            f"connection lost while applying {file.location}: {reason}\n{outcome}",
+            file=file.location,
+            dirty=dirty_version is not None,
+        )

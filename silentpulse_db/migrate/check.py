@@ -1,0 +1,127 @@
+"""Proofs on a scratch database: every down undoes its up (`check`), and a database
+matches what the first migration creates (`baseline`).
+
+For each migration in order, `check` snapshots the catalog, applies up,
+snapshots, applies down, requires the snapshot from before up; applies up
+again, requires the first after-up snapshot. Naming rules are checked too. A
+mismatch names the migration and each object that differs.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..defaults import CONNECT_ATTEMPTS, CONNECT_WAIT
+from ..errors import MigrationFailedError, ReversibilityError
+from ..postgres.connect import close_quietly, connect
+from ..postgres.databases import scratch_database
+from ..results import CheckReport, VersionState
+from .apply import Applier
+from .catalog import Snapshot, snapshot
+from .plan import Plan, Step
+from .scaffold import LEGACY_MAX_VERSION, naming_problem
+from .source import Direction, Migration, MigrationSource
+from .version_table import ensure_tables
+
+logger = logging.getLogger("silentpulse_db.migrate")
+
+
+def naming_problems(source: MigrationSource) -> list[str]:
+    problems = []
+    for migration in source.migrations:
+        if migration.version <= LEGACY_MAX_VERSION:
+            continue  # predates the naming rule
+        problem = naming_problem(migration.name)
+        if problem:
+            problems.append(f"{migration.up.location}: {problem}")
+    return problems
+
+
+async def prove_reversible(dsn: str, source: MigrationSource) -> CheckReport:
+    """Run the up/down/up proof on a scratch database created on ``dsn``'s server.
+
+    Raises ReversibilityError listing every problem; returns the report when clean.
+    """
+    problems = naming_problems(source)
+    checked: list[int] = []
+    async with scratch_database(dsn, prefix="silentpulse_check") as conn:
+        await _prove(conn, source, checked, problems)
+    if problems:
+        raise ReversibilityError(
+            f"{len(problems)} problem(s) in {source.description}:\n"
+            + "\n".join(f"- {p}" for p in problems)
+        )
+    return CheckReport(checked=tuple(checked))
+
+
+async def _prove(
+    conn: Any, source: MigrationSource, checked: list[int], problems: list[str]
+) -> None:
+    applier = Applier(conn, source)
+    if source.prerequisites is not None:
+        await applier.run_file(source.prerequisites)
+    await ensure_tables(conn)
+    for migration in source.migrations:
+        stem = f"{migration.version:06d}_{migration.name}"
+        before = await snapshot(conn)
+        step = "up"
+        try:
+            await _one(applier, migration, "up")
+            after_up = await snapshot(conn)
+            step = "down"
+            await _one(applier, migration, "down")
+            after_down = await snapshot(conn)
+            problems += _compare(
+                stem, "down does not restore the schema before up", before, after_down
+            )
+            step = "up again after down"
+            await _one(applier, migration, "up")
+        except MigrationFailedError as exc:
+            # Later migrations would run on an unknown schema: stop here.
+            problems.append(f"{stem}: {step} failed: {exc}")
+            return
+        again = await snapshot(conn)
+        problems += _compare(stem, "up after down differs from the first up", after_up, again)
+        checked.append(migration.version)
+        logger.info("%s: up, down, up: ok", migration.up.location)
+
+
+async def _one(applier: Applier, migration: Migration, direction: Direction) -> None:
+    if direction == "up":
+        after: int | None = migration.version
+    else:
+        after = applier.source.previous_version(migration.version)
+    step = Step(migration, direction, after)
+    await applier.apply(Plan(VersionState(None, False), steps=(step,)))
+
+
+def _compare(stem: str, what: str, expected: Snapshot, actual: Snapshot) -> list[str]:
+    differences = expected.diff(actual)
+    if not differences:
+        return []
+    return [f"{stem}: {what}:\n" + "\n".join(f"    {d}" for d in differences)]
+
+
+async def baseline_differences(
+    dsn: str,
+    source: MigrationSource,
+    *,
+    attempts: int = CONNECT_ATTEMPTS,
+    wait: float = CONNECT_WAIT,
+) -> list[str]:
+    """How ``dsn``'s schema differs from prerequisites + the first migration on a scratch DB."""
+    first = source.migrations[0]
+    async with scratch_database(dsn, prefix="silentpulse_baseline") as scratch:
+        applier = Applier(scratch, source)
+        if source.prerequisites is not None:
+            await applier.run_file(source.prerequisites)
+        await ensure_tables(scratch)
+        await _one(applier, first, "up")
+        expected = await snapshot(scratch)
+    conn = await connect(dsn, attempts=attempts, wait=wait)
+    try:
+        actual = await snapshot(conn)
+    finally:
+        await close_quietly(conn)
+    return expected.without_partitions().diff(actual.without_partitions())

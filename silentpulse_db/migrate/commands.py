@@ -1,0 +1,352 @@
+"""The public verbs: every operation the CLI offers, as an async function.
+
+Each verb takes a DSN and reads the migrations from ``source``: None for the
+set packaged in silentpulse_db, a ``pathlib.Path`` for a folder, a ``str`` for
+a package name, or a :class:`MigrationSource`. Connecting retries ``attempts``
+times ``wait`` seconds apart while the server starts; verbs that change the
+version wait at most ``lock_timeout`` seconds for the migration lock. Every
+duration is in seconds. Every error is a :class:`SilentPulseDBError`.
+
+The flow is one way: source -> plan (pure) -> apply -> result.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Literal
+
+from ..defaults import CONNECT_ATTEMPTS, CONNECT_WAIT, LOCK_TIMEOUT
+from ..errors import BaselineError, MigrationSourceError
+from ..postgres.dsn import validate_dsn
+from ..results import (
+    AppliedMigration,
+    CheckReport,
+    MigrationResult,
+    PrerequisitesResult,
+    StatusReport,
+    VersionState,
+)
+from .apply import Applier
+from .check import baseline_differences, prove_reversible
+from .plan import (
+    Down,
+    Force,
+    Goto,
+    Plan,
+    Request,
+    Up,
+    is_settled,
+    make_plan,
+    status_rows,
+    version_label,
+)
+from .session import locked_session, open_session
+from .source import SourceLike, load_source
+from .version_table import (
+    HistoryRecord,
+    ensure_tables,
+    read_state,
+    read_version,
+    write_version,
+)
+
+logger = logging.getLogger("silentpulse_db.migrate")
+
+OPTIONAL_EXTENSIONS = ("age",)
+
+
+async def run_migrations(
+    dsn: str,
+    *,
+    source: SourceLike = None,
+    target: int | None = None,
+    strict: bool = False,
+    attempts: int = CONNECT_ATTEMPTS,
+    wait: float = CONNECT_WAIT,
+    lock_timeout: float = LOCK_TIMEOUT,
+) -> MigrationResult:
+    """Apply every pending migration (up to ``target``); call it before building the pool.
+
+    Replicas starting together queue on the migration lock; the first applies,
+    the rest see that nothing is left and return without taking it. An
+    up-to-date database is answered without the lock.
+
+    A database ahead of the files (an older replica during a rolling deploy)
+    logs a warning and returns; with ``strict=True`` it raises
+    DatabaseAheadError, and a changed checksum of an applied file raises
+    ChecksumMismatchError instead of a warning.
+    """
+    migrations = load_source(source)
+    started = time.perf_counter()
+    request = Up(target=target, allow_ahead=not strict)
+    async with open_session(dsn, attempts=attempts, wait=wait) as session:
+        conn = session.conn
+
+        async def settled() -> Plan | None:
+            """The (empty) plan if nothing is left to do; None if there is work."""
+            if not session.tables_exist and not await conn.fetchval(
+                "SELECT to_regclass('schema_migrations_history') IS NOT NULL"
+            ):
+                return None
+            state, history = await read_state(conn)
+            if not is_settled(migrations, state, target=target):
+                return None
+            return make_plan(migrations, state, request, history=history, strict=strict)
+
+        # A committed clean version is final (transactional migrations commit
+        # with it), so "nothing pending" needs no lock: the usual restart, and
+        # replicas that lost the race, answer without queueing.
+        plan = await settled() if session.tables_exist else None
+        if plan is None:
+            lock = session.lock(lock_timeout)
+            plan = await lock.acquire(unless=settled)
+            if plan is None:  # we hold the lock: apply what is pending
+                try:
+                    if not session.tables_exist:
+                        await ensure_tables(conn)
+                    state, history = await read_state(conn)
+                    plan = make_plan(migrations, state, request, history=history, strict=strict)
+                    return _result(plan, await Applier(conn, migrations).apply(plan), started)
+                finally:
+                    await lock.release()
+        return _result(plan, [], started)
+
+
+async def up(
+    dsn: str,
+    count: int | None = None,
+    *,
+    target: int | None = None,
+    strict: bool = False,
+    source: SourceLike = None,
+    attempts: int = CONNECT_ATTEMPTS,
+    wait: float = CONNECT_WAIT,
+    lock_timeout: float = LOCK_TIMEOUT,
+) -> MigrationResult:
+    """Apply the pending migrations: all, the next ``count``, or up to ``target``.
+
+    Unlike run_migrations, a database ahead of the files is an error (an
+    operator running older files). Changed checksums of applied files are
+    warnings, or ChecksumMismatchError with ``strict``.
+    """
+    return await _run(dsn, Up(count, target), source, attempts, wait, lock_timeout, strict=strict)
+
+
+async def down(
+    dsn: str,
+    count: int | Literal["all"],
+    *,
+    source: SourceLike = None,
+    attempts: int = CONNECT_ATTEMPTS,
+    wait: float = CONNECT_WAIT,
+    lock_timeout: float = LOCK_TIMEOUT,
+) -> MigrationResult:
+    """Revert the last ``count`` applied migrations, or every one with ``"all"``."""
+    request = Down(None if count == "all" else count)
+    return await _run(dsn, request, source, attempts, wait, lock_timeout)
+
+
+async def goto(
+    dsn: str,
+    version: int,
+    *,
+    source: SourceLike = None,
+    attempts: int = CONNECT_ATTEMPTS,
+    wait: float = CONNECT_WAIT,
+    lock_timeout: float = LOCK_TIMEOUT,
+) -> MigrationResult:
+    """Migrate up or down to ``version``, which must have a migration file."""
+    return await _run(dsn, Goto(version), source, attempts, wait, lock_timeout)
+
+
+async def force(
+    dsn: str,
+    version: int,
+    *,
+    source: SourceLike = None,
+    attempts: int = CONNECT_ATTEMPTS,
+    wait: float = CONNECT_WAIT,
+    lock_timeout: float = LOCK_TIMEOUT,
+) -> MigrationResult:
+    """Record ``version`` as clean without running anything (-1: no version).
+
+    The recovery after a failed non-transactional migration left the version dirty.
+    """
+    return await _run(dsn, Force(version), source, attempts, wait, lock_timeout)
+
+
+async def version(
+    dsn: str, *, attempts: int = CONNECT_ATTEMPTS, wait: float = CONNECT_WAIT
+) -> VersionState:
+    """The current version, read without the lock and without creating anything."""
+    async with open_session(dsn, attempts=attempts, wait=wait) as session:
+        if not session.tables_exist:
+            return VersionState(None, False)
+        return await read_version(session.conn)
+
+
+async def status(
+    dsn: str,
+    *,
+    source: SourceLike = None,
+    attempts: int = CONNECT_ATTEMPTS,
+    wait: float = CONNECT_WAIT,
+) -> StatusReport:
+    """The current version and one row a migration file, without the lock or side effects."""
+    migrations = load_source(source)
+    async with open_session(dsn, attempts=attempts, wait=wait) as session:
+        if session.tables_exist:
+            state, history = await read_state(session.conn)
+        else:
+            state, history = VersionState(None, False), {}
+    return StatusReport(current=state, rows=status_rows(migrations, state, history))
+
+
+async def apply_prerequisites(
+    dsn: str,
+    *,
+    source: SourceLike = None,
+    attempts: int = CONNECT_ATTEMPTS,
+    wait: float = CONNECT_WAIT,
+    lock_timeout: float = LOCK_TIMEOUT,
+) -> PrerequisitesResult:
+    """Run prerequisites.sql (extensions; needs a superuser) once, under the migration lock.
+
+    Optional extensions the server does not have (Apache AGE) are reported in
+    the result, not raised.
+    """
+    migrations = load_source(source)
+    if migrations.prerequisites is None:
+        raise MigrationSourceError(
+            f"{migrations.description} has no prerequisites.sql", file=migrations.description
+        )
+    notices: list[str] = []
+    async with locked_session(
+        dsn, attempts=attempts, wait=wait, lock_timeout=lock_timeout, ensure=False
+    ) as conn:
+        conn.add_log_listener(lambda _c, msg: notices.append(str(getattr(msg, "message", msg))))
+        await Applier(conn, migrations).run_file(migrations.prerequisites)
+        installed = await conn.fetch("SELECT extname FROM pg_extension ORDER BY extname")
+        missing = await conn.fetch(
+            "SELECT n FROM unnest($1::text[]) n "
+            "WHERE n NOT IN (SELECT name FROM pg_available_extensions) ORDER BY n",
+            list(OPTIONAL_EXTENSIONS),
+        )
+    result = PrerequisitesResult(
+        installed=tuple(r["extname"] for r in installed),
+        unavailable_optional=tuple(r["n"] for r in missing),
+        notices=tuple(notices),
+    )
+    for name in result.unavailable_optional:
+        logger.info("optional extension %r is not available on this server; skipped", name)
+    return result
+
+
+async def baseline(
+    dsn: str,
+    *,
+    source: SourceLike = None,
+    verify: bool = True,
+    attempts: int = CONNECT_ATTEMPTS,
+    wait: float = CONNECT_WAIT,
+    lock_timeout: float = LOCK_TIMEOUT,
+) -> MigrationResult:
+    """Adopt a database created before migrations: run baseline.sql (version 1, clean).
+
+    With ``verify`` (the default) the database's schema is first compared with
+    what the first migration creates on a scratch database (partitions aside),
+    and a mismatch is refused with the differences listed.
+    """
+    migrations = load_source(source)
+    if migrations.baseline is None:
+        raise MigrationSourceError(
+            f"{migrations.description} has no baseline.sql", file=migrations.description
+        )
+    if verify and migrations.migrations:
+        differences = await baseline_differences(dsn, migrations, attempts=attempts, wait=wait)
+        if differences:
+            raise BaselineError(
+                f"the database's schema does not match what "
+                f"{migrations.migrations[0].up.location} creates; not baselining. "
+                f"{len(differences)} difference(s) (expected -> this database):\n"
+                + "\n".join(f"- {d}" for d in differences)
+            )
+    async with locked_session(dsn, attempts=attempts, wait=wait, lock_timeout=lock_timeout) as conn:
+        before = await read_version(conn)
+        if before.version is not None or before.dirty:
+            raise BaselineError(
+                f"database already has a migration version ({before}); baseline only adopts an "
+                f"unversioned database"
+            )
+        await Applier(conn, migrations).run_file(migrations.baseline)
+        after = await read_version(conn)
+        if after.version is not None:
+            first = migrations.get(after.version)
+            # Keep baseline.sql's row; add the history entry beside it.
+            await write_version(
+                conn,
+                after.version,
+                after.dirty,
+                HistoryRecord(
+                    after.version,
+                    first.name if first else "baseline",
+                    "baseline",
+                    first.up.checksum if first else None,
+                ),
+            )
+    logger.info("baselined database at version %s", version_label(after.version))
+    return MigrationResult(version_before=None, version_after=after.version)
+
+
+async def check(dsn: str, *, source: SourceLike = None) -> CheckReport:
+    """Prove on a scratch database beside ``dsn``'s that every down undoes its up.
+
+    Needs CREATEDB. Raises ReversibilityError listing every problem (naming
+    rules included); returns the versions checked when all is well.
+    """
+    validate_dsn(dsn)
+    return await prove_reversible(dsn, load_source(source))
+
+
+# --- shared by the verbs ------------------------------------------------------------
+
+
+async def _run(
+    dsn: str,
+    request: Request,
+    source: SourceLike,
+    attempts: int,
+    wait: float,
+    lock_timeout: float,
+    *,
+    strict: bool = False,
+) -> MigrationResult:
+    """Plan ``request`` and apply it, holding the migration lock throughout."""
+    migrations = load_source(source)
+    started = time.perf_counter()
+    async with locked_session(dsn, attempts=attempts, wait=wait, lock_timeout=lock_timeout) as conn:
+        state, history = await read_state(conn)
+        plan = make_plan(migrations, state, request, history=history, strict=strict)
+        return _result(plan, await Applier(conn, migrations).apply(plan), started)
+
+
+def _result(plan: Plan, applied: list[AppliedMigration], started: float) -> MigrationResult:
+    # Each step either ran or raised: once here, the plan's last version is the database's.
+    for warning in plan.warnings:
+        logger.warning("%s", warning)
+    if applied:
+        logger.info(
+            "migrated from version %s to %s in %.2f s (%d applied)",
+            version_label(plan.state.version),
+            version_label(plan.version_after),
+            time.perf_counter() - started,
+            len(applied),
+        )
+    return MigrationResult(
+        version_before=plan.state.version,
+        version_after=plan.version_after,
+        applied=tuple(applied),
+        database_ahead=plan.database_ahead,
+        warnings=plan.warnings,
+    )

@@ -1,0 +1,319 @@
+"""Deciding what to run: pure policy, no I/O.
+
+From what the version table says (:class:`VersionState`, the history's
+checksums), the migration files (:class:`MigrationSource`) and a request
+(:class:`Up`, :class:`Down`, :class:`Goto`, :class:`Force`), :func:`make_plan`
+returns the :class:`Plan` to apply, or raises the typed error that says why
+not: a dirty database, a database ahead of the files, a version without a
+file, a changed checksum (strict). :func:`status_rows` is the same reading
+turned into the table ``status`` prints.
+
+Nothing here touches a database: the rules are unit-tested in milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from ..errors import (
+    ChecksumMismatchError,
+    DatabaseAheadError,
+    DirtyDatabaseError,
+    VersionNotFoundError,
+)
+from ..results import StatusRow, VersionState
+from .source import Direction, Migration, MigrationFile, MigrationSource
+
+CLI = "silentpulse-db"
+NIL_VERSION = -1  # golang-migrate's NilVersion: "no version", written only as (-1, dirty)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """The latest 'up' (or 'baseline') record of one version in schema_migrations_history."""
+
+    version: int
+    name: str
+    direction: str
+    checksum: str | None
+    applied_at: datetime
+    duration: float | None  # seconds
+    applied_by: str
+
+
+# --- requests -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Up:
+    """Apply pending migrations: all, the next ``count``, or up to ``target``.
+
+    ``allow_ahead``: a database newer than every file (an older replica in a
+    rolling deploy) is a warning and nothing to do, instead of an error.
+    """
+
+    count: int | None = None
+    target: int | None = None
+    allow_ahead: bool = False
+
+
+@dataclass(frozen=True)
+class Down:
+    """Revert the last ``count`` applied migrations, or all of them (None)."""
+
+    count: int | None
+
+
+@dataclass(frozen=True)
+class Goto:
+    """Migrate up or down to ``version`` (which must have a file)."""
+
+    version: int
+
+
+@dataclass(frozen=True)
+class Force:
+    """Record ``version`` as clean without running anything (-1: no version)."""
+
+    version: int
+
+
+Request = Up | Down | Goto | Force
+
+
+# --- the plan -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One file to run, and the version recorded once it has run (None: no version)."""
+
+    migration: Migration
+    direction: Direction
+    version_after: int | None
+
+    @property
+    def file(self) -> MigrationFile:
+        return self.migration.file(self.direction)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What applying a request does, decided before anything runs."""
+
+    state: VersionState
+    steps: tuple[Step, ...] = ()
+    # Force: the version to record, NIL_VERSION for none; None when not forcing.
+    force: int | None = None
+    database_ahead: bool = False
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def version_after(self) -> int | None:
+        if self.force is not None:
+            return None if self.force == NIL_VERSION else self.force
+        return self.steps[-1].version_after if self.steps else self.state.version
+
+    @property
+    def empty(self) -> bool:
+        return not self.steps and self.force is None
+
+
+def make_plan(
+    source: MigrationSource,
+    state: VersionState,
+    request: Request,
+    *,
+    history: Mapping[int, HistoryEntry] | None = None,
+    strict: bool = False,
+) -> Plan:
+    """The plan for ``request``, or the error that refuses it (nothing has run yet).
+
+    ``history`` (for Up) lets changed checksums of applied files be reported:
+    warnings, or ChecksumMismatchError when ``strict``.
+    """
+    if isinstance(request, Force):
+        if request.version < NIL_VERSION:
+            raise VersionNotFoundError(f"force takes a version >= -1, got {request.version}")
+        return Plan(state, force=request.version)
+    if isinstance(request, Goto) and source.get(request.version) is None:
+        raise VersionNotFoundError(
+            f"no migration file for version {request.version} in {source.description} "
+            f"(files: {', '.join(map(str, source.versions)) or 'none'})"
+        )
+    if state.dirty:
+        raise DirtyDatabaseError(
+            dirty_message(source, state),
+            version=NIL_VERSION if state.version is None else state.version,
+        )
+    if _ahead_of_files(source, state):
+        error = ahead_error(source, state)
+        if isinstance(request, Up) and request.allow_ahead and _past_latest_file(source, state):
+            return Plan(state, database_ahead=True, warnings=(f"{error}; not migrating",))
+        raise error
+    if isinstance(request, Up):
+        warnings = checksum_problems(source, state, history or {})
+        if warnings and strict:
+            raise ChecksumMismatchError("; ".join(warnings))
+        steps = _pending(source, state, target=request.target)
+        return Plan(state, steps=_first(steps, request.count), warnings=tuple(warnings))
+    if isinstance(request, Down):
+        return Plan(state, steps=_first(_applied(source, state), request.count))
+    current = NIL_VERSION if state.version is None else state.version
+    if request.version >= current:
+        return Plan(state, steps=_pending(source, state, target=request.version))
+    return Plan(state, steps=_applied(source, state, target=request.version))
+
+
+def is_settled(source: MigrationSource, state: VersionState, *, target: int | None) -> bool:
+    """Nothing to do for start-up: clean, nothing pending up to ``target``, not broken.
+
+    A committed clean version is final, so this answer needs no lock.
+    """
+    if state.dirty or _pending(source, state, target=target):
+        return False
+    return not _ahead_of_files(source, state) or _past_latest_file(source, state)
+
+
+# --- the rules ---------------------------------------------------------------------
+
+
+def _pending(
+    source: MigrationSource, state: VersionState, *, target: int | None
+) -> tuple[Step, ...]:
+    current = NIL_VERSION if state.version is None else state.version
+    return tuple(
+        Step(m, "up", m.version)
+        for m in source.migrations
+        if m.version > current and (target is None or m.version <= target)
+    )
+
+
+def _applied(
+    source: MigrationSource, state: VersionState, *, target: int | None = None
+) -> tuple[Step, ...]:
+    """Applied migrations to revert, newest first, down to (not including) ``target``."""
+    if state.version is None:
+        return ()
+    return tuple(
+        Step(m, "down", source.previous_version(m.version))
+        for m in reversed(source.migrations)
+        if m.version <= state.version and (target is None or m.version > target)
+    )
+
+
+def _first(steps: tuple[Step, ...], count: int | None) -> tuple[Step, ...]:
+    return steps if count is None else steps[:count]
+
+
+def _ahead_of_files(source: MigrationSource, state: VersionState) -> bool:
+    return state.version is not None and source.get(state.version) is None
+
+
+def _past_latest_file(source: MigrationSource, state: VersionState) -> bool:
+    """The database is newer than every file (an older replica during a deploy)."""
+    latest = source.latest
+    return state.version is not None and (latest is None or state.version > latest)
+
+
+def ahead_error(source: MigrationSource, state: VersionState) -> DatabaseAheadError:
+    """The error for a database at a version without a file."""
+    version = NIL_VERSION if state.version is None else state.version
+    latest = source.latest
+    if _past_latest_file(source, state):
+        message = (
+            f"database is at version {version}, ahead of the newest migration file "
+            f"({version_label(latest)}) in {source.description}: this code is older "
+            f"than the schema (rolling deploy?)"
+        )
+    else:
+        message = (
+            f"database is at version {version}, which has no migration file in "
+            f"{source.description} (files: {', '.join(map(str, source.versions))})"
+        )
+    return DatabaseAheadError(message, database_version=version, latest_file_version=latest)
+
+
+def dirty_message(source: MigrationSource, state: VersionState) -> str:
+    """What a dirty version means and the commands that recover from it."""
+    version = state.version
+    if version is None:
+        return (
+            f"Dirty database version {NIL_VERSION}: a down migration of the first version "
+            f"stopped partway. Inspect the schema, then run `{CLI} force {NIL_VERSION}` "
+            f"if nothing is left of it, and `{CLI} up`."
+        )
+    migration = source.get(version)
+    file = f" ({migration.up.location})" if migration else ""
+    below = source.previous_version(version)
+    below_cmd = f"{CLI} force {NIL_VERSION if below is None else below}"
+    return (
+        f"Dirty database version {version}{file}: a migration stopped partway and the "
+        f"schema may be half-changed. Inspect the schema, then record the version it "
+        f"matches: `{below_cmd}` if none of version {version} took effect, or "
+        f"`{CLI} force {version}` if all of it did; then run `{CLI} up`."
+    )
+
+
+def checksum_problems(
+    source: MigrationSource, state: VersionState, history: Mapping[int, HistoryEntry]
+) -> list[str]:
+    """Applied versions whose file changed since it was applied."""
+    if state.version is None:
+        return []
+    problems = []
+    for migration in source.migrations:
+        if migration.version > state.version:
+            break
+        entry = history.get(migration.version)
+        if entry and entry.checksum and entry.checksum != migration.up.checksum:
+            problems.append(
+                f"{migration.up.location} changed after it was applied on "
+                f"{entry.applied_at:%Y-%m-%d %H:%M:%S%z} (recorded sha256 "
+                f"{entry.checksum[:12]}..., file {migration.up.checksum[:12]}...)"
+            )
+    return problems
+
+
+def status_rows(
+    source: MigrationSource, state: VersionState, history: Mapping[int, HistoryEntry]
+) -> tuple[StatusRow, ...]:
+    """One row a version: applied, pending or dirty; when, how long, checksum state."""
+    current = NIL_VERSION if state.version is None else state.version
+    rows: list[StatusRow] = []
+    for migration in source.migrations:
+        applied = migration.version <= current
+        entry = history.get(migration.version) if applied else None
+        checksum: Literal["ok", "changed", "unknown", "-"]
+        if not applied:
+            checksum = "-"
+        elif entry is None or entry.checksum is None:
+            checksum = "unknown"
+        else:
+            checksum = "ok" if entry.checksum == migration.up.checksum else "changed"
+        word: Literal["applied", "pending", "dirty"]
+        if state.dirty and migration.version == current:
+            word = "dirty"
+        else:
+            word = "applied" if applied else "pending"
+        rows.append(
+            StatusRow(
+                version=migration.version,
+                name=migration.name,
+                state=word,
+                applied_at=entry.applied_at if entry else None,
+                duration=entry.duration if entry else None,
+                checksum=checksum,
+            )
+        )
+    if _ahead_of_files(source, state):
+        rows.append(StatusRow(version=current, name="?", state="applied (no file)"))
+        rows.sort(key=lambda r: r.version)
+    return tuple(rows)
+
+
+def version_label(version: int | None) -> str:
+    return "none" if version is None else str(version)

@@ -1,0 +1,70 @@
+"""A migration session: one connection, what start-up must know before locking, the lock."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..defaults import CLIENT_CONNECTION_CHECK_INTERVAL, CONNECT_ATTEMPTS, CONNECT_WAIT
+from ..postgres.connect import close_quietly, connect
+from .lock import LockKeys, MigrationLock, lock_keys_for
+from .version_table import HISTORY_TABLE, VERSION_TABLE, ensure_tables
+
+
+@dataclass(frozen=True)
+class Session:
+    """A connection, the migration lock's keys, and whether the version tables exist."""
+
+    conn: Any
+    keys: LockKeys
+    tables_exist: bool
+
+    def lock(self, timeout: float) -> MigrationLock:
+        return MigrationLock(self.conn, self.keys, timeout=timeout)
+
+
+@contextlib.asynccontextmanager
+async def open_session(
+    dsn: str, *, attempts: int = CONNECT_ATTEMPTS, wait: float = CONNECT_WAIT
+) -> AsyncIterator[Session]:
+    """Connect (with retries) and probe schema, database and the version tables in one query."""
+    conn = await connect(
+        dsn,
+        attempts=attempts,
+        wait=wait,
+        # If this process dies mid-migration (SIGKILL, lost pod), the server
+        # notices the closed socket within seconds, rolls back and frees the
+        # lock, instead of finishing a long statement for nobody. (PG 14+)
+        server_settings={"client_connection_check_interval": CLIENT_CONNECTION_CHECK_INTERVAL},
+    )
+    try:
+        probe = await conn.fetchrow(
+            "SELECT current_schema() AS schema, current_database() AS db, "
+            "to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL AS ready",
+            VERSION_TABLE,
+            HISTORY_TABLE,
+        )
+        yield Session(conn, lock_keys_for(probe["db"], probe["schema"]), probe["ready"])
+    finally:
+        await close_quietly(conn)
+
+
+@contextlib.asynccontextmanager
+async def locked_session(
+    dsn: str,
+    *,
+    attempts: int = CONNECT_ATTEMPTS,
+    wait: float = CONNECT_WAIT,
+    lock_timeout: float,
+    ensure: bool = True,
+) -> AsyncIterator[Any]:
+    """A connection holding the migration lock, the version tables created if missing."""
+    async with (
+        open_session(dsn, attempts=attempts, wait=wait) as session,
+        session.lock(lock_timeout),
+    ):
+        if ensure and not session.tables_exist:
+            await ensure_tables(session.conn)
+        yield session.conn
