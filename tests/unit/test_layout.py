@@ -1,0 +1,95 @@
+"""The architecture holds: a pure plan, no import of the package face from below, no cycles."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import silentpulse_db
+
+PACKAGE = Path(silentpulse_db.__file__).parent
+
+
+def test_plan_imports_no_driver_and_does_no_io() -> None:
+    code = (
+        "import sys, silentpulse_db.migrate.plan\n"
+        "loaded = {'asyncpg', 'tenacity', 'pglast', 'socket'} & set(sys.modules)\n"
+        "assert not loaded, loaded"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Modules of this package that ``path`` imports (relative imports resolved)."""
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join([*base, node.module] if node.module else base)
+            else:
+                target = node.module or ""
+            if target.startswith("silentpulse_db"):
+                submodules = {
+                    f"{target}.{a.name}" for a in node.names if _exists(f"{target}.{a.name}")
+                }
+                found.update(submodules)
+                if len(submodules) < len(node.names):  # names taken from the module itself
+                    found.add(target)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("silentpulse_db"))
+    return found
+
+
+def _exists(module: str) -> bool:
+    base = PACKAGE.parent / module.replace(".", "/")
+    return base.with_suffix(".py").exists() or (base / "__init__.py").exists()
+
+
+def _graph() -> dict[str, set[str]]:
+    return {_module_name(p): _imports(p) for p in PACKAGE.rglob("*.py")}
+
+
+def test_nothing_below_the_face_imports_the_face() -> None:
+    offenders = sorted(
+        m for m, deps in _graph().items() if m != "silentpulse_db" and "silentpulse_db" in deps
+    )
+    assert offenders == []
+
+
+def test_the_import_graph_has_no_cycles() -> None:
+    graph = _graph()
+    # A package's __init__ importing its own submodules is not a cycle of logic.
+    edges = {
+        m: {d for d in deps if d in graph and not m.startswith(d + ".")}
+        for m, deps in graph.items()
+    }
+    state: dict[str, int] = {}
+    cycle: list[str] = []
+
+    def visit(node: str, path: list[str]) -> bool:
+        state[node] = 1
+        for dep in edges[node]:
+            if state.get(dep) == 1:
+                cycle.extend([*path, node, dep])
+                return True
+            if dep not in state and visit(dep, [*path, node]):
+                return True
+        state[node] = 2
+        return False
+
+    for node in edges:
+        if node not in state and visit(node, []):
+            break
+    assert cycle == []
