@@ -19,6 +19,9 @@ LOCK_TIMEOUT = 60.0  # how long to wait for another runner
 LOCK_POLL_FIRST = 0.02  # first pause between two tries, growing to LOCK_POLL_MAX
 LOCK_POLL_MAX = 0.25
 
+# migrate-credentials: how long to wait for another run of it to finish.
+ROTATION_LOCK_TIMEOUT = 30.0
+
 # Scratch databases (check, baseline) are named <prefix>_<random>.
 SCRATCH_PREFIX = "silentpulse_scratch"
 

@@ -22,6 +22,7 @@ from typing import TextIO
 
 from .. import console
 from ..crypto.keyring import Keyring, parse_key, salt_from
+from ..defaults import ROTATION_LOCK_TIMEOUT
 from .rotation import DEFAULT_BATCH, Mode, RotationReport, migrate_credentials
 
 PROG = "migrate-credentials"
@@ -42,9 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--lock-timeout",
         type=float,
-        default=30.0,
+        default=ROTATION_LOCK_TIMEOUT,
         metavar="SECONDS",
-        help="how long to wait for another run to finish (default 30)",
+        help=f"how long to wait for another run to finish (default {ROTATION_LOCK_TIMEOUT:g})",
     )
     return parser
 

@@ -23,6 +23,7 @@ import asyncpg
 
 from ..crypto import envelope as env
 from ..crypto.keyring import Keyring
+from ..defaults import ROTATION_LOCK_TIMEOUT
 from ..errors import CredentialMigrationError, CryptoError
 from ..postgres.advisory import advisory_lock_holders
 from ..postgres.connect import close_quietly, connect
@@ -133,7 +134,7 @@ async def migrate_credentials(
     mode: Mode = "v2",
     dry_run: bool = False,
     batch_size: int = DEFAULT_BATCH,
-    lock_timeout: float = 30.0,
+    lock_timeout: float = ROTATION_LOCK_TIMEOUT,
     progress: Progress | None = None,
 ) -> RotationReport:
     """Rewrite every credential value, or raise CredentialMigrationError with nothing changed.

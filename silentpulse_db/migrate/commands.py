@@ -53,6 +53,11 @@ from .version_table import (
 
 logger = logging.getLogger("silentpulse_db.migrate")
 
+# Each verb spells out its keyword parameters (source, attempts, wait,
+# lock_timeout) rather than taking an options object: the signature is the
+# documentation users read in help() and their editor. The values come from
+# defaults.py, once.
+
 OPTIONAL_EXTENSIONS = ("age",)
 
 

@@ -177,17 +177,11 @@ def _build(
 
     migrations = []
     for version in sorted(set(ups) | set(downs)):
-        if version not in downs:
-            location = ups[version][1].location
+        if version not in downs or version not in ups:
+            present, missing = (ups, "down") if version in ups else (downs, "up")
+            location = present[version][1].location
             raise MigrationSourceError(
-                f"{location}: no down file for version {version}; every migration needs "
-                f"both .up.sql and .down.sql",
-                file=location,
-            )
-        if version not in ups:
-            location = downs[version][1].location
-            raise MigrationSourceError(
-                f"{location}: no up file for version {version}; every migration needs "
+                f"{location}: no {missing} file for version {version}; every migration needs "
                 f"both .up.sql and .down.sql",
                 file=location,
             )
