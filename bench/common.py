@@ -15,12 +15,11 @@ import re
 import statistics
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import asyncpg
+from silentpulse_db.postgres import databases
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "benchmarks.md"
@@ -38,28 +37,13 @@ def server_dsn() -> Iterator[str]:
         yield server.dsn
 
 
-def with_database(dsn: str, name: str) -> str:
-    parts = urlsplit(dsn)
-    return parts._replace(path=f"/{name}").geturl()
-
-
 async def create_database(admin_dsn: str, prefix: str = "bench") -> str:
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return with_database(admin_dsn, name)
+    """A fresh database beside ``admin_dsn``'s; returns its DSN."""
+    return await databases.create_database(admin_dsn, databases.unique_name(prefix))
 
 
 async def drop_database(admin_dsn: str, dsn: str) -> None:
-    name = urlsplit(dsn).path.lstrip("/")
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await databases.drop_database(admin_dsn, urlsplit(dsn).path.lstrip("/"))
 
 
 async def alternate(rounds: int, **candidates: Callable[[], Awaitable[object]]) -> dict[str, float]:

@@ -13,6 +13,7 @@ SCRIPTS = [
     "bench_apply.py",
     "bench_replicas.py",
     "bench_rotation.py",
+    "bench_harness.py",
 ]
 
 if __name__ == "__main__":

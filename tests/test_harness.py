@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
-import time
 from pathlib import Path
 
 import asyncpg
@@ -58,22 +57,6 @@ async def test_migrated_database_is_a_copy_per_test(silentpulse_migrated_databas
 
     assert version == load_source().latest
     await fetch(silentpulse_migrated_database, "CREATE TABLE only_here (id int)")
-
-
-async def test_migrated_clone_is_fast(
-    silentpulse_postgres: PostgresServer, silentpulse_migrated_template: str
-) -> None:
-    from silentpulse_db.testing import create_database, drop_database
-
-    started = time.perf_counter()
-    for i in range(3):
-        create_database(
-            silentpulse_postgres.dsn, f"clone_speed_{i}", template=silentpulse_migrated_template
-        )
-    per_clone = (time.perf_counter() - started) / 3
-    for i in range(3):
-        drop_database(silentpulse_postgres.dsn, f"clone_speed_{i}")
-    print(f"migrated clone: {per_clone * 1000:.0f} ms")
 
 
 @pytest.mark.slow

@@ -35,7 +35,9 @@ async def populate(
         records=[(t, f"T{t.hex[:6]}", f"h-{t.hex}") for t in tenant_ids],
         columns=["id", "name", "handle"],
     )
-    points, channels, configs = [], [], []
+    points: list[tuple[Any, ...]] = []
+    channels: list[tuple[Any, ...]] = []
+    configs: list[tuple[Any, ...]] = []
     n = 0
     for tenant in tenant_ids:
         for i in range(per_table):
@@ -89,9 +91,10 @@ async def populate(
 
 async def read_value(conn: Any, cell: Cell) -> bytes:
     id_column = "tenant_id" if cell.table == "ai_configs" else "id"
-    return await conn.fetchval(
+    value: bytes = await conn.fetchval(
         f"SELECT {cell.column} FROM {cell.table} WHERE {id_column} = $1", cell.row_id
     )
+    return value
 
 
 async def checksum(conn: Any) -> str:

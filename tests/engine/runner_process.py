@@ -17,7 +17,9 @@ from silentpulse_db import run_migrations
 
 
 async def main() -> None:
-    result = await run_migrations(os.environ["DATABASE_URL"], source=Path(sys.argv[1]), lock_timeout=120)
+    result = await run_migrations(
+        os.environ["DATABASE_URL"], source=Path(sys.argv[1]), lock_timeout=120
+    )
     print(json.dumps([a.version for a in result.applied]), flush=True)
 
 

@@ -101,14 +101,12 @@ async def test_waits_for_a_golang_migrate_holder_then_names_it(
         # golang-migrate's Lock: a session-level advisory lock on its key.
         await holder.execute("SELECT pg_advisory_lock($1)", key)
         pid = holder.get_server_pid()
-        started = time.monotonic()
         with pytest.raises(LockTimeoutError) as info:
             await run_migrations(silentpulse_database, source=source, lock_timeout=1.0)
-        waited = time.monotonic() - started
         text = str(info.value)
         assert f"pid {pid}" in text and "'migrate-cli'" in text and str(key) in text
         assert [h.pid for h in info.value.holders] == [pid]
-        assert waited >= 1.0
+        assert "timed out after 1s" in text
         # Nothing ran while the peer held the lock.
         assert await version_rows(silentpulse_database) == []
 

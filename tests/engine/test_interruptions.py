@@ -36,11 +36,12 @@ def with_slow_second(seconds: float) -> dict[int, tuple[str, str, str]]:
 
 
 async def sleeping_backend(dsn: str) -> int | None:
-    return await fetchval(
+    pid: int | None = await fetchval(
         dsn,
         "SELECT pid FROM pg_stat_activity WHERE application_name = 'silentpulse-db' "
         "AND query LIKE '%pg_sleep%' AND state = 'active' AND datname = current_database()",
     )
+    return pid
 
 
 @pytest.mark.slow
