@@ -125,7 +125,7 @@ class Applier:
             raise
         except Exception as exc:  # lost while writing the version or committing
             if is_connection_lost(exc):
-                raise self._interrupted(step.file, exc, dirty_version=None) from None
+                raise _interrupted(step.file, exc, dirty_version=None) from None
             raise
         return duration
 
@@ -151,78 +151,83 @@ class Applier:
             await self.conn.execute(statement.sql)
         except asyncpg.PostgresError as exc:
             if is_connection_lost(exc):
-                raise self._interrupted(file, exc, dirty_version=dirty_version) from None
-            raise self._failed(file, exc, statement, dirty_version=dirty_version) from None
+                raise _interrupted(file, exc, dirty_version=dirty_version) from None
+            raise _failed(self.source, file, exc, statement, dirty_version=dirty_version) from None
         except Exception as exc:
             if is_connection_lost(exc):
-                raise self._interrupted(file, exc, dirty_version=dirty_version) from None
+                raise _interrupted(file, exc, dirty_version=dirty_version) from None
             raise
 
-    def _failed(
-        self,
-        file: MigrationFile,
-        exc: asyncpg.PostgresError,
-        statement: Statement,
-        *,
-        dirty_version: int | None,
-    ) -> MigrationFailedError:
-        sqlstate = getattr(exc, "sqlstate", None)
-        message = getattr(exc, "message", None) or str(exc)
-        position = getattr(exc, "position", None)
-        if position:
-            # The server counts characters from 1 within the statement it was sent.
-            line, column = line_and_column(file.sql, statement.offset + int(position))
-            where = f" line {line}, column {column}"
-        else:
-            # No position (many DDL errors): name the statement that failed.
-            line, column = line_and_column(file.sql, statement.offset + 1)
-            where = f" line {line} (the statement starting there)"
-        excerpt = f"\n{line:>6} | {line_text(file.sql, line)}"
-        if position:
-            excerpt += f"\n       | {' ' * (column - 1)}^"
-        details = [
-            f"{attr}: {value}"
-            for attr in ("detail", "hint", "context")
-            if (value := getattr(exc, attr, None))
-        ]
-        if dirty_version is not None:
-            dirty = VersionState(None if dirty_version == NIL_VERSION else dirty_version, True)
-            outcome = "The database is left dirty: " + dirty_message(self.source, dirty)
-        else:
-            outcome = (
-                "Its transaction was rolled back: nothing of it was applied and the version "
-                "is unchanged, clean."
-            )
-        text = (
-            f"migration failed: {file.location}{where}: {message} (SQLSTATE {sqlstate})"
-            f"{excerpt}" + "".join(f"\n  {d}" for d in details) + f"\n{outcome}"
-        )
-        return MigrationFailedError(
-            text,
-            file=file.location,
-            line=line,
-            column=column if position else None,
-            sqlstate=sqlstate,
-            server_message=message,
-            dirty=dirty_version is not None,
-        )
 
-    def _interrupted(
-        self, file: MigrationFile, exc: BaseException, *, dirty_version: int | None
-    ) -> MigrationInterruptedError:
-        reason = f"{type(exc).__name__}: {exc}"
-        if dirty_version is not None:
-            outcome = (
-                "The database is left dirty (the statements ran one by one); see `"
-                f"{CLI} version` and force the version the schema matches."
-            )
-        else:
-            outcome = (
-                "The server rolled back the unfinished transaction: nothing of this migration "
-                "was applied and the version is unchanged. Run again."
-            )
-        return MigrationInterruptedError(
-            f"connection lost while applying {file.location}: {reason}\n{outcome}",
-            file=file.location,
-            dirty=dirty_version is not None,
+# --- what a failure means for the operator -------------------------------------------
+
+
+def _failed(
+    source: MigrationSource,
+    file: MigrationFile,
+    exc: asyncpg.PostgresError,
+    statement: Statement,
+    *,
+    dirty_version: int | None,
+) -> MigrationFailedError:
+    sqlstate = getattr(exc, "sqlstate", None)
+    message = getattr(exc, "message", None) or str(exc)
+    position = getattr(exc, "position", None)
+    if position:
+        # The server counts characters from 1 within the statement it was sent.
+        line, column = line_and_column(file.sql, statement.offset + int(position))
+        where = f" line {line}, column {column}"
+    else:
+        # No position (many DDL errors): name the statement that failed.
+        line, column = line_and_column(file.sql, statement.offset + 1)
+        where = f" line {line} (the statement starting there)"
+    excerpt = f"\n{line:>6} | {line_text(file.sql, line)}"
+    if position:
+        excerpt += f"\n       | {' ' * (column - 1)}^"
+    details = [
+        f"{attr}: {value}"
+        for attr in ("detail", "hint", "context")
+        if (value := getattr(exc, attr, None))
+    ]
+    if dirty_version is not None:
+        dirty = VersionState(None if dirty_version == NIL_VERSION else dirty_version, True)
+        outcome = "The database is left dirty: " + dirty_message(source, dirty)
+    else:
+        outcome = (
+            "Its transaction was rolled back: nothing of it was applied and the version "
+            "is unchanged, clean."
         )
+    text = (
+        f"migration failed: {file.location}{where}: {message} (SQLSTATE {sqlstate})"
+        f"{excerpt}" + "".join(f"\n  {d}" for d in details) + f"\n{outcome}"
+    )
+    return MigrationFailedError(
+        text,
+        file=file.location,
+        line=line,
+        column=column if position else None,
+        sqlstate=sqlstate,
+        server_message=message,
+        dirty=dirty_version is not None,
+    )
+
+
+def _interrupted(
+    file: MigrationFile, exc: BaseException, *, dirty_version: int | None
+) -> MigrationInterruptedError:
+    reason = f"{type(exc).__name__}: {exc}"
+    if dirty_version is not None:
+        outcome = (
+            "The database is left dirty (the statements ran one by one); see `"
+            f"{CLI} version` and force the version the schema matches."
+        )
+    else:
+        outcome = (
+            "The server rolled back the unfinished transaction: nothing of this migration "
+            "was applied and the version is unchanged. Run again."
+        )
+    return MigrationInterruptedError(
+        f"connection lost while applying {file.location}: {reason}\n{outcome}",
+        file=file.location,
+        dirty=dirty_version is not None,
+    )
