@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import asyncpg
 
@@ -94,3 +97,22 @@ async def lock_keys(conn: asyncpg.Connection) -> LockKeys:
     row = await conn.fetchrow("SELECT current_schema() AS schema, current_database() AS db")
     assert row is not None
     return lock_keys_for(row["db"], row["schema"])
+
+
+@contextlib.asynccontextmanager
+async def login_role(
+    dsn: str, setup: str = "", *, prefix: str = "role"
+) -> AsyncIterator[tuple[str, str]]:
+    """A fresh LOGIN role (no superuser, no BYPASSRLS) and its DSN; ``setup`` runs as ``dsn``'s
+    user with ``{role}`` replaced by the role's name. Dropped, with what it owns, afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    password = uuid.uuid4().hex
+    await execute(
+        dsn, f"CREATE ROLE {name} LOGIN PASSWORD '{password}'; " + setup.format(role=name)
+    )
+    parts = urlsplit(dsn)
+    role_dsn = parts._replace(netloc=f"{name}:{quote(password)}@{parts.hostname}:{parts.port}")
+    try:
+        yield name, role_dsn.geturl()
+    finally:
+        await execute(dsn, f"DROP OWNED BY {name}; DROP ROLE {name};")

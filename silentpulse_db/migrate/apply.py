@@ -30,6 +30,18 @@ from .version_table import HistoryRecord, set_version, write_version
 logger = logging.getLogger("silentpulse_db.migrate")
 
 
+# Does row-level security filter what the current role sees in table $1?
+# Superusers and BYPASSRLS roles are never filtered; an owner only when forced.
+_RLS_APPLIES = """
+    SELECT current_user AS role, c.relforcerowsecurity AS forced,
+           c.relrowsecurity
+           AND NOT r.rolsuper AND NOT r.rolbypassrls
+           AND (c.relforcerowsecurity OR NOT pg_has_role(c.relowner, 'USAGE')) AS filtered
+    FROM pg_class c, pg_roles r
+    WHERE c.oid = to_regclass($1) AND r.rolname = current_user
+"""
+
+
 class Applier:
     """Applies plans and special files over one locked connection."""
 
@@ -102,6 +114,30 @@ class Applier:
         logger.info("applied %s", result)
         return result
 
+    async def _warn_if_rls_filters(self, file: MigrationFile, statement: Statement) -> None:
+        """Warn when an UPDATE/DELETE runs as a role that row-level security filters.
+
+        With FORCE ROW LEVEL SECURITY even the table's owner sees only the rows
+        its policies let through (none without app.current_tenant), so a
+        backfill "succeeds" having changed nothing.
+        """
+        row = await self.conn.fetchrow(_RLS_APPLIES, statement.writes)
+        if row is None or not row["filtered"]:
+            return
+        line, _ = line_and_column(file.sql, statement.offset + 1)
+        logger.warning(
+            "%s line %d: %s on %s runs as role %r, which row-level security filters "
+            "(no BYPASSRLS, table %s): it only reaches the rows its policies let it see, "
+            "none when app.current_tenant is unset. Run data migrations as a role with "
+            "BYPASSRLS (docs/operations.md).",
+            file.location,
+            line,
+            statement.sql.split(None, 1)[0].upper(),
+            statement.writes,
+            row["role"],
+            "forces RLS" if row["forced"] else "has RLS enabled",
+        )
+
     def _record(self, step: Step, duration: float) -> HistoryRecord:
         return HistoryRecord(
             step.migration.version,
@@ -148,6 +184,8 @@ class Applier:
         ``dirty_version``: the version left dirty if this fails (dirty protocol), else None.
         """
         try:
+            if statement.writes is not None:
+                await self._warn_if_rls_filters(file, statement)
             await self.conn.execute(statement.sql)
         except asyncpg.PostgresError as exc:
             if is_connection_lost(exc):

@@ -19,6 +19,9 @@ class Statement:
 
     sql: str
     offset: int
+    # The table an UPDATE or DELETE writes ("schema.table" or "table"), so that the
+    # runner can warn when row-level security hides rows from it; else None.
+    writes: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,10 +67,17 @@ def analyze(sql: str, location: str) -> ParsedSQL:
         reason = _non_transactional_reason(kind, node)
         if reason:
             blocking.append(f"{reason} at line {line}")
-        statements.append(Statement(text, start))
+        statements.append(Statement(text, start, _dml_target(kind, node)))
     if not statements:
         raise MigrationSourceError(f"{location}: file contains no SQL statement", file=location)
     return ParsedSQL(statements=tuple(statements), non_transactional=tuple(blocking))
+
+
+def _dml_target(kind: str, node: Any) -> str | None:
+    if kind not in ("UpdateStmt", "DeleteStmt") or node.relation is None:
+        return None
+    relation = node.relation
+    return ".".join(p for p in (relation.schemaname, relation.relname) if p)
 
 
 def _non_transactional_reason(kind: str, node: Any) -> str | None:
