@@ -39,6 +39,24 @@ class DatabaseConnectionError(SilentPulseDBError):
         self.transient = transient
 
 
+class PermissionDeniedError(SilentPulseDBError):
+    """The role lacks a privilege: ``role`` needs ``privilege`` on ``object``."""
+
+    def __init__(self, message: str, *, role: str, privilege: str, object: str) -> None:
+        super().__init__(message)
+        self.role = role
+        self.privilege = privilege
+        self.object = object
+
+
+class DatabaseError(SilentPulseDBError):
+    """The database refused an operation outside a migration file; ``sqlstate`` says why."""
+
+    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
 # --- migration files ---------------------------------------------------------
 
 

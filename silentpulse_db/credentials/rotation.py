@@ -27,6 +27,7 @@ from ..defaults import ROTATION_LOCK_TIMEOUT
 from ..errors import CredentialMigrationError, CryptoError
 from ..postgres.advisory import advisory_lock_holders
 from ..postgres.connect import close_quietly, connect
+from ..postgres.translate import typed_errors
 
 logger = logging.getLogger("silentpulse_db.credentials")
 
@@ -151,43 +152,48 @@ async def migrate_credentials(
             "OLD_ENCRYPTION_KEY and ENCRYPTION_KEY are the same key (same key id): "
             "nothing to rotate"
         )
-    plan = _Plan(mode, keyring, old_keyring)
-    report = RotationReport(mode=mode, dry_run=dry_run, target_kid=keyring.kid.hex())
-    started = time.perf_counter()
-    writer = await connect(dsn, attempts=3, application_name="migrate-credentials")
-    reader = None
-    try:
-        # The writer's transaction holds the lock and every change. Read
-        # committed: rows written by a run that held the lock before us are
-        # visible. A row that changes under us is caught by the xmin guard.
-        transaction = writer.transaction()
-        await transaction.start()
+    with typed_errors(dsn, "rewrite the credential columns"):
+        plan = _Plan(mode, keyring, old_keyring)
+        report = RotationReport(mode=mode, dry_run=dry_run, target_kid=keyring.kid.hex())
+        started = time.perf_counter()
+        writer = await connect(dsn, attempts=3, application_name="migrate-credentials")
+        reader = None
         try:
-            await _lock(writer, lock_timeout)
-            # A second connection streams the rows, so that reading, sealing
-            # (here) and writing (the writer's backend) overlap.
-            reader = await connect(dsn, attempts=3, application_name="migrate-credentials reader")
-            async with reader.transaction(isolation="repeatable_read", readonly=True):
-                for column in COLUMNS:
-                    report.tables.append(
-                        await _rewrite(reader, writer, column, plan, report, batch_size, progress)
-                    )
-            if report.problems:
-                raise CredentialMigrationError(_failure_message(report))
-        except BaseException:
-            await _rollback(transaction)
-            raise
-        if dry_run:
-            await transaction.rollback()
-        else:
-            await transaction.commit()
-            report.committed = True
-    finally:
-        for conn in (reader, writer):
-            if conn is not None:
-                await close_quietly(conn)
-    report.seconds = time.perf_counter() - started
-    return report
+            # The writer's transaction holds the lock and every change. Read
+            # committed: rows written by a run that held the lock before us are
+            # visible. A row that changes under us is caught by the xmin guard.
+            transaction = writer.transaction()
+            await transaction.start()
+            try:
+                await _lock(writer, lock_timeout)
+                # A second connection streams the rows, so that reading, sealing
+                # (here) and writing (the writer's backend) overlap.
+                reader = await connect(
+                    dsn, attempts=3, application_name="migrate-credentials reader"
+                )
+                async with reader.transaction(isolation="repeatable_read", readonly=True):
+                    for column in COLUMNS:
+                        report.tables.append(
+                            await _rewrite(
+                                reader, writer, column, plan, report, batch_size, progress
+                            )
+                        )
+                if report.problems:
+                    raise CredentialMigrationError(_failure_message(report))
+            except BaseException:
+                await _rollback(transaction)
+                raise
+            if dry_run:
+                await transaction.rollback()
+            else:
+                await transaction.commit()
+                report.committed = True
+        finally:
+            for conn in (reader, writer):
+                if conn is not None:
+                    await close_quietly(conn)
+        report.seconds = time.perf_counter() - started
+        return report
 
 
 async def _lock(conn: Any, timeout: float) -> None:

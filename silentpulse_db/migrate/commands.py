@@ -19,6 +19,7 @@ from typing import Literal
 from ..defaults import CONNECT_ATTEMPTS, CONNECT_WAIT, LOCK_TIMEOUT
 from ..errors import BaselineError, MigrationSourceError
 from ..postgres.dsn import validate_dsn
+from ..postgres.translate import typed_errors
 from ..results import (
     AppliedMigration,
     CheckReport,
@@ -41,7 +42,7 @@ from .plan import (
     status_rows,
     version_label,
 )
-from .session import locked_session, open_session
+from .session import CREATE_TABLES, locked_session, open_session
 from .source import SourceLike, load_source
 from .version_table import (
     HistoryRecord,
@@ -82,40 +83,42 @@ async def run_migrations(
     DatabaseAheadError, and a changed checksum of an applied file raises
     ChecksumMismatchError instead of a warning.
     """
-    migrations = load_source(source)
-    started = time.perf_counter()
-    request = Up(target=target, allow_ahead=not strict)
-    async with open_session(dsn, attempts=attempts, wait=wait) as session:
-        conn = session.conn
+    with typed_errors(dsn, "apply migrations"):
+        migrations = load_source(source)
+        started = time.perf_counter()
+        request = Up(target=target, allow_ahead=not strict)
+        async with open_session(dsn, attempts=attempts, wait=wait) as session:
+            conn = session.conn
 
-        async def settled() -> Plan | None:
-            """The (empty) plan if nothing is left to do; None if there is work."""
-            if not session.tables_exist and not await conn.fetchval(
-                "SELECT to_regclass('schema_migrations_history') IS NOT NULL"
-            ):
-                return None
-            state, history = await read_state(conn)
-            if not is_settled(migrations, state, target=target):
-                return None
-            return make_plan(migrations, state, request, history=history, strict=strict)
+            async def settled() -> Plan | None:
+                """The (empty) plan if nothing is left to do; None if there is work."""
+                if not session.tables_exist and not await conn.fetchval(
+                    "SELECT to_regclass('schema_migrations_history') IS NOT NULL"
+                ):
+                    return None
+                state, history = await read_state(conn)
+                if not is_settled(migrations, state, target=target):
+                    return None
+                return make_plan(migrations, state, request, history=history, strict=strict)
 
-        # A committed clean version is final (transactional migrations commit
-        # with it), so "nothing pending" needs no lock: the usual restart, and
-        # replicas that lost the race, answer without queueing.
-        plan = await settled() if session.tables_exist else None
-        if plan is None:
-            lock = session.lock(lock_timeout)
-            plan = await lock.acquire(unless=settled)
-            if plan is None:  # we hold the lock: apply what is pending
-                try:
-                    if not session.tables_exist:
-                        await ensure_tables(conn)
-                    state, history = await read_state(conn)
-                    plan = make_plan(migrations, state, request, history=history, strict=strict)
-                    return _result(plan, await Applier(conn, migrations).apply(plan), started)
-                finally:
-                    await lock.release()
-        return _result(plan, [], started)
+            # A committed clean version is final (transactional migrations commit
+            # with it), so "nothing pending" needs no lock: the usual restart, and
+            # replicas that lost the race, answer without queueing.
+            plan = await settled() if session.tables_exist else None
+            if plan is None:
+                lock = session.lock(lock_timeout)
+                plan = await lock.acquire(unless=settled)
+                if plan is None:  # we hold the lock: apply what is pending
+                    try:
+                        if not session.tables_exist:
+                            with typed_errors(dsn, CREATE_TABLES):
+                                await ensure_tables(conn)
+                        state, history = await read_state(conn)
+                        plan = make_plan(migrations, state, request, history=history, strict=strict)
+                        return _result(plan, await Applier(conn, migrations).apply(plan), started)
+                    finally:
+                        await lock.release()
+            return _result(plan, [], started)
 
 
 async def up(
@@ -185,10 +188,11 @@ async def version(
     dsn: str, *, attempts: int = CONNECT_ATTEMPTS, wait: float = CONNECT_WAIT
 ) -> VersionState:
     """The current version, read without the lock and without creating anything."""
-    async with open_session(dsn, attempts=attempts, wait=wait) as session:
-        if not session.tables_exist:
-            return VersionState(None, False)
-        return await read_version(session.conn)
+    with typed_errors(dsn, "read the migration version"):
+        async with open_session(dsn, attempts=attempts, wait=wait) as session:
+            if not session.tables_exist:
+                return VersionState(None, False)
+            return await read_version(session.conn)
 
 
 async def status(
@@ -199,13 +203,14 @@ async def status(
     wait: float = CONNECT_WAIT,
 ) -> StatusReport:
     """The current version and one row a migration file, without the lock or side effects."""
-    migrations = load_source(source)
-    async with open_session(dsn, attempts=attempts, wait=wait) as session:
-        if session.tables_exist:
-            state, history = await read_state(session.conn)
-        else:
-            state, history = VersionState(None, False), {}
-    return StatusReport(current=state, rows=status_rows(migrations, state, history))
+    with typed_errors(dsn, "read the migration status"):
+        migrations = load_source(source)
+        async with open_session(dsn, attempts=attempts, wait=wait) as session:
+            if session.tables_exist:
+                state, history = await read_state(session.conn)
+            else:
+                state, history = VersionState(None, False), {}
+        return StatusReport(current=state, rows=status_rows(migrations, state, history))
 
 
 async def apply_prerequisites(
@@ -221,31 +226,32 @@ async def apply_prerequisites(
     Optional extensions the server does not have (Apache AGE) are reported in
     the result, not raised.
     """
-    migrations = load_source(source)
-    if migrations.prerequisites is None:
-        raise MigrationSourceError(
-            f"{migrations.description} has no prerequisites.sql", file=migrations.description
+    with typed_errors(dsn, "run prerequisites.sql"):
+        migrations = load_source(source)
+        if migrations.prerequisites is None:
+            raise MigrationSourceError(
+                f"{migrations.description} has no prerequisites.sql", file=migrations.description
+            )
+        notices: list[str] = []
+        async with locked_session(
+            dsn, attempts=attempts, wait=wait, lock_timeout=lock_timeout, ensure=False
+        ) as conn:
+            conn.add_log_listener(lambda _c, msg: notices.append(str(getattr(msg, "message", msg))))
+            await Applier(conn, migrations).run_file(migrations.prerequisites)
+            installed = await conn.fetch("SELECT extname FROM pg_extension ORDER BY extname")
+            missing = await conn.fetch(
+                "SELECT n FROM unnest($1::text[]) n "
+                "WHERE n NOT IN (SELECT name FROM pg_available_extensions) ORDER BY n",
+                list(OPTIONAL_EXTENSIONS),
+            )
+        result = PrerequisitesResult(
+            installed=tuple(r["extname"] for r in installed),
+            unavailable_optional=tuple(r["n"] for r in missing),
+            notices=tuple(notices),
         )
-    notices: list[str] = []
-    async with locked_session(
-        dsn, attempts=attempts, wait=wait, lock_timeout=lock_timeout, ensure=False
-    ) as conn:
-        conn.add_log_listener(lambda _c, msg: notices.append(str(getattr(msg, "message", msg))))
-        await Applier(conn, migrations).run_file(migrations.prerequisites)
-        installed = await conn.fetch("SELECT extname FROM pg_extension ORDER BY extname")
-        missing = await conn.fetch(
-            "SELECT n FROM unnest($1::text[]) n "
-            "WHERE n NOT IN (SELECT name FROM pg_available_extensions) ORDER BY n",
-            list(OPTIONAL_EXTENSIONS),
-        )
-    result = PrerequisitesResult(
-        installed=tuple(r["extname"] for r in installed),
-        unavailable_optional=tuple(r["n"] for r in missing),
-        notices=tuple(notices),
-    )
-    for name in result.unavailable_optional:
-        logger.info("optional extension %r is not available on this server; skipped", name)
-    return result
+        for name in result.unavailable_optional:
+            logger.info("optional extension %r is not available on this server; skipped", name)
+        return result
 
 
 async def baseline(
@@ -263,45 +269,48 @@ async def baseline(
     what the first migration creates on a scratch database (partitions aside),
     and a mismatch is refused with the differences listed.
     """
-    migrations = load_source(source)
-    if migrations.baseline is None:
-        raise MigrationSourceError(
-            f"{migrations.description} has no baseline.sql", file=migrations.description
-        )
-    if verify and migrations.migrations:
-        differences = await baseline_differences(dsn, migrations, attempts=attempts, wait=wait)
-        if differences:
-            raise BaselineError(
-                f"the database's schema does not match what "
-                f"{migrations.migrations[0].up.location} creates; not baselining. "
-                f"{len(differences)} difference(s) (expected -> this database):\n"
-                + "\n".join(f"- {d}" for d in differences)
+    with typed_errors(dsn, "baseline the database"):
+        migrations = load_source(source)
+        if migrations.baseline is None:
+            raise MigrationSourceError(
+                f"{migrations.description} has no baseline.sql", file=migrations.description
             )
-    async with locked_session(dsn, attempts=attempts, wait=wait, lock_timeout=lock_timeout) as conn:
-        before = await read_version(conn)
-        if before.version is not None or before.dirty:
-            raise BaselineError(
-                f"database already has a migration version ({before}); baseline only adopts an "
-                f"unversioned database"
-            )
-        await Applier(conn, migrations).run_file(migrations.baseline)
-        after = await read_version(conn)
-        if after.version is not None:
-            first = migrations.get(after.version)
-            # Keep baseline.sql's row; add the history entry beside it.
-            await write_version(
-                conn,
-                after.version,
-                after.dirty,
-                HistoryRecord(
+        if verify and migrations.migrations:
+            differences = await baseline_differences(dsn, migrations, attempts=attempts, wait=wait)
+            if differences:
+                raise BaselineError(
+                    f"the database's schema does not match what "
+                    f"{migrations.migrations[0].up.location} creates; not baselining. "
+                    f"{len(differences)} difference(s) (expected -> this database):\n"
+                    + "\n".join(f"- {d}" for d in differences)
+                )
+        async with locked_session(
+            dsn, attempts=attempts, wait=wait, lock_timeout=lock_timeout
+        ) as conn:
+            before = await read_version(conn)
+            if before.version is not None or before.dirty:
+                raise BaselineError(
+                    f"database already has a migration version ({before}); baseline only adopts an "
+                    f"unversioned database"
+                )
+            await Applier(conn, migrations).run_file(migrations.baseline)
+            after = await read_version(conn)
+            if after.version is not None:
+                first = migrations.get(after.version)
+                # Keep baseline.sql's row; add the history entry beside it.
+                await write_version(
+                    conn,
                     after.version,
-                    first.name if first else "baseline",
-                    "baseline",
-                    first.up.checksum if first else None,
-                ),
-            )
-    logger.info("baselined database at version %s", version_label(after.version))
-    return MigrationResult(version_before=None, version_after=after.version)
+                    after.dirty,
+                    HistoryRecord(
+                        after.version,
+                        first.name if first else "baseline",
+                        "baseline",
+                        first.up.checksum if first else None,
+                    ),
+                )
+        logger.info("baselined database at version %s", version_label(after.version))
+        return MigrationResult(version_before=None, version_after=after.version)
 
 
 async def check(dsn: str, *, source: SourceLike = None) -> CheckReport:
@@ -310,8 +319,9 @@ async def check(dsn: str, *, source: SourceLike = None) -> CheckReport:
     Needs CREATEDB. Raises ReversibilityError listing every problem (naming
     rules included); returns the versions checked when all is well.
     """
-    validate_dsn(dsn)
-    return await prove_reversible(dsn, load_source(source))
+    with typed_errors(dsn, "check the migrations on a scratch database"):
+        validate_dsn(dsn)
+        return await prove_reversible(dsn, load_source(source))
 
 
 # --- shared by the verbs ------------------------------------------------------------
@@ -328,12 +338,15 @@ async def _run(
     strict: bool = False,
 ) -> MigrationResult:
     """Plan ``request`` and apply it, holding the migration lock throughout."""
-    migrations = load_source(source)
-    started = time.perf_counter()
-    async with locked_session(dsn, attempts=attempts, wait=wait, lock_timeout=lock_timeout) as conn:
-        state, history = await read_state(conn)
-        plan = make_plan(migrations, state, request, history=history, strict=strict)
-        return _result(plan, await Applier(conn, migrations).apply(plan), started)
+    with typed_errors(dsn, "change the migration version"):
+        migrations = load_source(source)
+        started = time.perf_counter()
+        async with locked_session(
+            dsn, attempts=attempts, wait=wait, lock_timeout=lock_timeout
+        ) as conn:
+            state, history = await read_state(conn)
+            plan = make_plan(migrations, state, request, history=history, strict=strict)
+            return _result(plan, await Applier(conn, migrations).apply(plan), started)
 
 
 def _result(plan: Plan, applied: list[AppliedMigration], started: float) -> MigrationResult:

@@ -9,8 +9,11 @@ from typing import Any
 
 from ..defaults import CLIENT_CONNECTION_CHECK_INTERVAL, CONNECT_ATTEMPTS, CONNECT_WAIT
 from ..postgres.connect import close_quietly, connect
+from ..postgres.translate import typed_errors
 from .lock import LockKeys, MigrationLock, lock_keys_for
 from .version_table import HISTORY_TABLE, VERSION_TABLE, ensure_tables
+
+CREATE_TABLES = f"create the version tables ({VERSION_TABLE}, {HISTORY_TABLE})"
 
 
 @dataclass(frozen=True)
@@ -66,5 +69,6 @@ async def locked_session(
         session.lock(lock_timeout),
     ):
         if ensure and not session.tables_exist:
-            await ensure_tables(session.conn)
+            with typed_errors(dsn, CREATE_TABLES):
+                await ensure_tables(session.conn)
         yield session.conn
