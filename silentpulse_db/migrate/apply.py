@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 
 from ..errors import MigrationFailedError, MigrationInterruptedError
-from ..postgres.connect import is_connection_lost
+from ..postgres.connect import describe, is_connection_lost
 from ..results import AppliedMigration, VersionState
 from .plan import CLI, NIL_VERSION, Plan, Step, dirty_message, version_label
 from .source import MigrationFile, MigrationSource
@@ -138,6 +138,12 @@ class Applier:
             "forces RLS" if row["forced"] else "has RLS enabled",
         )
 
+    def _stays_at(self, step: Step) -> str:
+        """The version the database keeps if ``step``'s transaction does not commit."""
+        version = step.migration.version
+        before = self.source.previous_version(version) if step.direction == "up" else version
+        return f"version {version_label(before)}"
+
     def _record(self, step: Step, duration: float) -> HistoryRecord:
         return HistoryRecord(
             step.migration.version,
@@ -148,20 +154,34 @@ class Applier:
         )
 
     async def _run_in_transaction(self, step: Step, parsed: ParsedSQL) -> float:
+        # The transaction is driven by hand, not `async with`: when the
+        # connection is gone, the rollback on the way out fails too, and its
+        # "Transaction.__aexit__ ... connection is closed" must not replace the cause.
+        stays_at = self._stays_at(step)
+        transaction = self.conn.transaction()
         started = time.perf_counter()
         try:
-            async with self.conn.transaction():
-                for statement in parsed.statements:
-                    await self._execute(step.file, statement, dirty_version=None)
-                duration = time.perf_counter() - started
-                await write_version(
-                    self.conn, step.version_after, False, self._record(step, duration)
-                )
-        except MigrationFailedError:
-            raise
-        except Exception as exc:  # lost while writing the version or committing
+            await transaction.start()
+            for statement in parsed.statements:
+                await self._execute(step.file, statement, dirty_version=None, stays_at=stays_at)
+            duration = time.perf_counter() - started
+            await write_version(self.conn, step.version_after, False, self._record(step, duration))
+        except BaseException as exc:
+            await _rollback_quietly(transaction)
             if is_connection_lost(exc):
-                raise _interrupted(step.file, exc, dirty_version=None) from None
+                raise _interrupted(step.file, exc, dirty_version=None, stays_at=stays_at) from None
+            raise
+        try:
+            await transaction.commit()
+        except Exception as exc:
+            if is_connection_lost(exc):
+                # Lost during COMMIT: the server may or may not have committed.
+                raise MigrationInterruptedError(
+                    f"connection lost while committing {step.file.location} ({describe(exc)}): "
+                    f"whether it committed is unknown. Run `{CLI} version`: "
+                    f"{step.version_after} means it did; then run again.",
+                    file=step.file.location,
+                ) from None
             raise
         return duration
 
@@ -177,7 +197,12 @@ class Applier:
         return duration
 
     async def _execute(
-        self, file: MigrationFile, statement: Statement, *, dirty_version: int | None
+        self,
+        file: MigrationFile,
+        statement: Statement,
+        *,
+        dirty_version: int | None,
+        stays_at: str | None = None,
     ) -> None:
         """Run one statement (simple protocol); turn a failure into an error naming its line.
 
@@ -189,11 +214,24 @@ class Applier:
             await self.conn.execute(statement.sql)
         except asyncpg.PostgresError as exc:
             if is_connection_lost(exc):
-                raise _interrupted(file, exc, dirty_version=dirty_version) from None
+                raise _interrupted(
+                    file, exc, dirty_version=dirty_version, stays_at=stays_at
+                ) from None
             raise _failed(self.source, file, exc, statement, dirty_version=dirty_version) from None
         except Exception as exc:
             if is_connection_lost(exc):
-                raise _interrupted(file, exc, dirty_version=dirty_version) from None
+                raise _interrupted(
+                    file, exc, dirty_version=dirty_version, stays_at=stays_at
+                ) from None
+            raise
+
+
+async def _rollback_quietly(transaction: Any) -> None:
+    """Roll back if the connection still can; a lost connection is rolled back server-side."""
+    try:
+        await transaction.rollback()
+    except Exception as exc:
+        if not is_connection_lost(exc):
             raise
 
 
@@ -251,21 +289,27 @@ def _failed(
 
 
 def _interrupted(
-    file: MigrationFile, exc: BaseException, *, dirty_version: int | None
+    file: MigrationFile,
+    exc: BaseException,
+    *,
+    dirty_version: int | None,
+    stays_at: str | None = None,
 ) -> MigrationInterruptedError:
-    reason = f"{type(exc).__name__}: {exc}"
+    reason = describe(exc)
     if dirty_version is not None:
         outcome = (
-            "The database is left dirty (the statements ran one by one); see `"
-            f"{CLI} version` and force the version the schema matches."
+            f"The database is left dirty at version {version_label(dirty_version)} (the "
+            f"statements ran one by one); see `{CLI} version` and force the version the "
+            "schema matches."
         )
     else:
+        stays = f", and the database stays at {stays_at}, clean" if stays_at else ""
         outcome = (
-            "The server rolled back the unfinished transaction: nothing of this migration "
-            "was applied and the version is unchanged. Run again."
+            f"The server rolled back its transaction: nothing of it was applied{stays}. "
+            "Run again: it continues from there."
         )
     return MigrationInterruptedError(
-        f"connection lost while applying {file.location}: {reason}\n{outcome}",
+        f"connection lost while applying {file.location} ({reason}). {outcome}",
         file=file.location,
         dirty=dirty_version is not None,
     )

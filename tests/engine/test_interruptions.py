@@ -106,3 +106,36 @@ async def _is_not_none(awaitable: object) -> bool:
 
 async def _is_none(awaitable: object) -> bool:
     return (await awaitable) is None  # type: ignore[misc]
+
+
+async def test_the_cli_reports_a_lost_connection_in_one_clear_message(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
+    source = write_migrations(tmp_path, with_slow_second(60))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "silentpulse_db",
+        "up",
+        "--path",
+        str(source),
+        env={**os.environ, "DATABASE_URL": silentpulse_database},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    await wait_for(lambda: _is_not_none(sleeping_backend(silentpulse_database)), timeout=30)
+    pid = await sleeping_backend(silentpulse_database)
+    assert await fetchval(silentpulse_database, "SELECT pg_terminate_backend($1)", pid)
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    stderr = err.decode()
+    assert proc.returncode == 1
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    (line,) = lines
+    assert line.startswith("silentpulse-db up: error: connection lost while applying ")
+    assert "000002_add_slow.up.sql" in line
+    assert "rolled back" in line and "stays at version 1, clean" in line
+    assert "Run again" in line
+    for noise in ("Traceback", "__aexit__", "During handling"):
+        assert noise not in stderr
+    assert await version_rows(silentpulse_database) == [(1, False)]
