@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Any
 
 import asyncpg
@@ -44,9 +45,18 @@ _TRANSIENT_SQLSTATES = frozenset(
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for failures to connect that may pass by themselves: refused, reset, starting up."""
+    """True for failures to connect that may pass by themselves: refused, reset, starting up.
+
+    A setting that cannot work (an sslmode the server refuses, a missing
+    certificate, a bad option, a wrong password, a missing database or role)
+    is permanent: retrying it would only delay the error.
+    """
     if isinstance(exc, DatabaseConnectionError):
         return exc.transient
+    if isinstance(exc, (asyncpg.exceptions.ClientConfigurationError, ssl.SSLError)):
+        return False
+    if isinstance(exc, ConnectionError) and "rejected SSL upgrade" in str(exc):
+        return False  # the server answered: it does not do SSL
     if isinstance(exc, asyncpg.PostgresError):
         return getattr(exc, "sqlstate", None) in _TRANSIENT_SQLSTATES
     if isinstance(exc, asyncpg.exceptions.ConnectionDoesNotExistError):
@@ -138,8 +148,13 @@ async def connect(
                 f"could not connect to {redact(dsn)} after {tries}: {describe(exc)}",
                 transient=True,
             ) from None
+        hint = (
+            "; the server does not accept SSL: use sslmode=prefer or disable, or enable SSL"
+            if "rejected SSL upgrade" in str(exc)
+            else ""
+        )
         raise DatabaseConnectionError(
-            f"could not connect to {redact(dsn)}: {describe(exc)}"
+            f"could not connect to {redact(dsn)}: {describe(exc)}{hint}"
         ) from None
     raise AssertionError("unreachable")  # pragma: no cover
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from urllib.parse import urlsplit
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from ..defaults import DSN_ENV_VARS
 from ..errors import ConfigurationError
 
 _SCHEMES = ("postgres", "postgresql")
+_FILE_PARAMETERS = frozenset({"sslrootcert", "sslcert", "sslkey", "sslcrl", "passfile"})
 # user:password@ in a URL, and password=... in a libpq keyword string.
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*(@)")
 _KW_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
@@ -42,6 +44,15 @@ def validate_dsn(dsn: str, *, setting: str = "dsn") -> str:
         raise ConfigurationError(
             f"{setting} must start with postgresql:// or postgres://, got {redact(dsn)!r}"
         )
+    # A file the TLS setup needs and cannot find would otherwise look like a
+    # socket that is not there yet, and be retried for a minute.
+    for name, values in parse_qs(parts.query).items():
+        if name in _FILE_PARAMETERS and values[-1] not in ("", "system"):
+            path = Path(values[-1]).expanduser()
+            if not path.is_file():
+                raise ConfigurationError(
+                    f"{setting}: {name}={values[-1]!r} names a file that does not exist"
+                )
     return dsn
 
 

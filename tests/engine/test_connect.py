@@ -8,9 +8,10 @@ import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 
-from silentpulse_db import DatabaseConnectionError, run_migrations
+from silentpulse_db import DatabaseConnectionError, SilentPulseDBError, run_migrations
 from silentpulse_db.postgres.connect import is_transient
 
 from helpers import simple_set, write_migrations
@@ -147,3 +148,55 @@ async def test_retry_logs_never_show_the_password(
 )
 def test_transient_classification(exc: BaseException, transient: bool) -> None:
     assert is_transient(exc) is transient
+
+
+@pytest.mark.parametrize(
+    ("query", "path", "reason"),
+    [
+        ("sslmode=require", None, "rejected SSL upgrade"),
+        ("sslmode=verify-full&sslrootcert=/nonexistent/root.crt", None, "root.crt"),
+        ("no_such_option=1", None, "no_such_option"),
+        ("options=-c%20no_such.setting", None, "no_such.setting"),
+        (None, "no_such_database", "no_such_database"),
+    ],
+)
+async def test_settings_that_cannot_work_fail_at_once(
+    silentpulse_database: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    query: str | None,
+    path: str | None,
+    reason: str,
+) -> None:
+    parts = urlsplit(silentpulse_database)
+    dsn = parts._replace(query=query or "", path=f"/{path}" if path else parts.path).geturl()
+    if query == "sslmode=require":
+        probe = await asyncpg.connect(silentpulse_database)
+        try:
+            if await probe.fetchval("SHOW ssl") == "on":
+                pytest.skip("this server accepts SSL")
+        finally:
+            await probe.close()
+    with (
+        caplog.at_level(logging.DEBUG, logger="silentpulse_db"),
+        pytest.raises(SilentPulseDBError) as info,
+    ):
+        await run_migrations(dsn, source=write_migrations(tmp_path, simple_set(1)), attempts=30)
+    assert "not reachable yet" not in caplog.text  # tried once, not 30 times
+    assert not getattr(info.value, "transient", False)
+    assert reason in str(info.value)
+    assert parts.password is None or parts.password not in str(info.value)
+
+
+async def test_a_missing_role_fails_at_once(
+    silentpulse_database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    parts = urlsplit(silentpulse_database)
+    dsn = parts._replace(netloc=f"no_such_role:x@{parts.hostname}:{parts.port}").geturl()
+    with (
+        caplog.at_level(logging.DEBUG, logger="silentpulse_db"),
+        pytest.raises(DatabaseConnectionError) as info,
+    ):
+        await run_migrations(dsn, source=write_migrations(tmp_path, simple_set(1)), attempts=30)
+    assert "not reachable yet" not in caplog.text and not info.value.transient
+    assert "no_such_role" in str(info.value)
