@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Coroutine
@@ -102,26 +103,32 @@ def run(
     main: Callable[[], Coroutine[Any, Any, int]],
     *,
     debug: bool = False,
+    database: str | None = None,
 ) -> int:
-    """Run ``main`` to completion and turn what it raises into a message and an exit code."""
+    """Run ``main`` to completion and turn what it raises into a message and an exit code.
+
+    ``database`` (the --database value) joins the environment's DSNs as secrets to scrub.
+    """
     label = f"{prog} {command}".rstrip()
     try:
         return asyncio.run(main())
     except ConfigurationError as exc:
-        _print_error(label, exc, debug)
+        _print_error(label, exc, debug, database)
         return EXIT_USAGE
     except SilentPulseDBError as exc:
-        _print_error(label, exc, debug)
+        _print_error(label, exc, debug, database)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print(f"{label}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
-def _print_error(label: str, exc: BaseException, debug: bool) -> None:
+def _print_error(label: str, exc: BaseException, debug: bool, database: str | None) -> None:
+    dsns = [os.environ[name] for name in DSN_ENV_VARS if os.environ.get(name)]
+    dsns += [database] if database else []
     if debug:
-        print(redact("".join(traceback.format_exception(exc))), file=sys.stderr, end="")
-    print(f"{label}: error: {redact(str(exc))}", file=sys.stderr)
+        print(redact("".join(traceback.format_exception(exc)), *dsns), file=sys.stderr, end="")
+    print(f"{label}: error: {redact(str(exc), *dsns)}", file=sys.stderr)
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace | int:

@@ -147,7 +147,7 @@ async def listen_alerts(
                 raise
             logger.warning(
                 "alert listener lost its connection (%s); reconnecting in %.1fs",
-                describe(exc),
+                describe(exc, dsn),
                 backoff,
             )
         finally:

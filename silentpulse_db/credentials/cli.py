@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(args, int):
         return args
     console.configure_logging(verbose=False)
-    return console.run(PROG, "", lambda: _migrate(args), debug=args.debug)
+    return console.run(PROG, "", lambda: _migrate(args), debug=args.debug, database=args.database)
 
 
 async def _migrate(args: argparse.Namespace) -> int:

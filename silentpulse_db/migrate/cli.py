@@ -115,7 +115,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: a command is required", file=sys.stderr)
         return console.EXIT_USAGE
     console.configure_logging(verbose=args.verbose)
-    return console.run(PROG, args.command, lambda: _dispatch(args, sys.stdout), debug=args.debug)
+    return console.run(
+        PROG,
+        args.command,
+        lambda: _dispatch(args, sys.stdout),
+        debug=args.debug,
+        database=args.database,
+    )
 
 
 async def _dispatch(args: argparse.Namespace, out: TextIO) -> int:

