@@ -37,7 +37,12 @@ from .results import (
     AppliedMigration,
     CheckReport,
     MigrationResult,
+    PartitionChange,
+    PartitionCoverage,
+    PartitionReport,
     PrerequisitesResult,
+    RetentionAction,
+    RetentionReport,
     StatusReport,
     StatusRow,
     VersionState,
@@ -58,6 +63,7 @@ if TYPE_CHECKING:
         version,
     )
     from .migrate.source import Migration, MigrationFile, MigrationSource, load_source
+    from .schema.jobs import enforce_retention, maintain_partitions
 
 # The engine (asyncpg, tenacity, ...) loads on first use, so that importing the
 # package for its types or its crypto stays cheap.
@@ -81,6 +87,8 @@ _LAZY = {
     "MigrationFile": _SOURCE,
     "MigrationSource": _SOURCE,
     "load_source": _SOURCE,
+    "enforce_retention": ".schema.jobs",
+    "maintain_partitions": ".schema.jobs",
 }
 
 
@@ -118,8 +126,13 @@ __all__ = [
     "MigrationResult",
     "MigrationSource",
     "MigrationSourceError",
+    "PartitionChange",
+    "PartitionCoverage",
+    "PartitionReport",
     "PermissionDeniedError",
     "PrerequisitesResult",
+    "RetentionAction",
+    "RetentionReport",
     "ReversibilityError",
     "SilentPulseDBError",
     "StatusReport",
@@ -134,10 +147,12 @@ __all__ = [
     "baseline",
     "check",
     "down",
+    "enforce_retention",
     "force",
     "goto",
     "listen_alerts",
     "load_source",
+    "maintain_partitions",
     "run_migrations",
     "status",
     "up",

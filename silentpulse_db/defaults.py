@@ -22,6 +22,11 @@ LOCK_POLL_MAX = 0.25
 # migrate-credentials: how long to wait for another run of it to finish.
 ROTATION_LOCK_TIMEOUT = 30.0
 
+# Partitions: months created ahead of time, and how long a partition change
+# may wait for its table's lock before it is skipped (and retried later).
+PARTITIONS_AHEAD = 3
+PARTITION_LOCK_TIMEOUT = 3.0
+
 # Scratch databases (check, baseline) are named <prefix>_<random>.
 SCRATCH_PREFIX = "silentpulse_scratch"
 

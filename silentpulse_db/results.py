@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 
 
@@ -58,10 +58,14 @@ class StatusRow:
 
 @dataclass(frozen=True)
 class StatusReport:
-    """What `status` shows: the current version and one row a migration file."""
+    """What `status` shows: the current version, one row a migration file, the
+    partitioned tables' coverage, and relations with tenant rows that row-level
+    security does not guard (should be none)."""
 
     current: VersionState
     rows: tuple[StatusRow, ...]
+    partitions: tuple[PartitionCoverage, ...] = ()
+    unguarded: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,3 +82,67 @@ class CheckReport:
     """What `check` proved: the versions whose down undoes their up exactly."""
 
     checked: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class PartitionChange:
+    table: str
+    partition: str
+    moved_rows: int
+
+    def __str__(self) -> str:
+        moved = (
+            f", {self.moved_rows} row(s) moved from the default partition"
+            if self.moved_rows
+            else ""
+        )
+        return f"created {self.partition}{moved}"
+
+
+@dataclass(frozen=True)
+class PartitionReport:
+    """What ensure_partitions did: partitions created, partitions secured, what it skipped."""
+
+    created: tuple[PartitionChange, ...] = ()
+    secured: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PartitionCoverage:
+    """One partitioned table in `status`."""
+
+    table: str
+    covered_until: date | None  # first month (UTC) from now on with no partition
+    months_ahead: int  # whole months covered after the current one
+    default_rows: int | None  # None: row-level security hides them from this role
+
+    def __str__(self) -> str:
+        until = self.covered_until.strftime("%Y-%m") if self.covered_until else "-"
+        rows = (
+            "hidden by row-level security" if self.default_rows is None else str(self.default_rows)
+        )
+        ahead = f"{self.months_ahead} month(s) ahead (until {until})"
+        return f"{self.table}: {ahead}, rows in default: {rows}"
+
+
+@dataclass(frozen=True)
+class RetentionAction:
+    table: str
+    partition: str
+    dropped: bool
+    reason: str
+
+    def __str__(self) -> str:
+        verb = "drop" if self.dropped else "keep"
+        return f"{verb} {self.partition}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class RetentionReport:
+    dry_run: bool
+    actions: tuple[RetentionAction, ...]
+
+    @property
+    def refused(self) -> tuple[RetentionAction, ...]:
+        return tuple(a for a in self.actions if not a.dropped)

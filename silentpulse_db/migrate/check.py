@@ -10,6 +10,7 @@ mismatch names the migration and each object that differs.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ..defaults import CONNECT_ATTEMPTS, CONNECT_WAIT
@@ -38,15 +39,25 @@ def naming_problems(source: MigrationSource) -> list[str]:
     return problems
 
 
-async def prove_reversible(dsn: str, source: MigrationSource) -> CheckReport:
+Audit = Callable[[Any], Awaitable[list[str]]]
+
+
+async def prove_reversible(
+    dsn: str, source: MigrationSource, *, audits: Sequence[Audit] = ()
+) -> CheckReport:
     """Run the up/down/up proof on a scratch database created on ``dsn``'s server.
 
-    Raises ReversibilityError listing every problem; returns the report when clean.
+    Each of ``audits`` then looks at the fully migrated scratch database and
+    returns its problems (the row-level security audit, for one). Raises
+    ReversibilityError listing every problem; returns the report when clean.
     """
     problems = naming_problems(source)
     checked: list[int] = []
     async with scratch_database(dsn, prefix="silentpulse_check") as conn:
         await _prove(conn, source, checked, problems)
+        if len(checked) == len(source.migrations):
+            for audit in audits:
+                problems += await audit(conn)
     if problems:
         raise ReversibilityError(
             f"{len(problems)} problem(s) in {source.description}:\n"

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from .. import console
 from .._version import __version__
-from ..defaults import CONNECT_ATTEMPTS, CONNECT_WAIT, LOCK_TIMEOUT
+from ..defaults import CONNECT_ATTEMPTS, CONNECT_WAIT, LOCK_TIMEOUT, PARTITIONS_AHEAD
 from ..errors import ConfigurationError
 from ..results import MigrationResult, StatusReport
+from ..schema import jobs
 from . import commands
 from .plan import version_label
 from .scaffold import create_migration
@@ -92,6 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
         "name", help="snake_case with a verb prefix, e.g. add_tags_table"
     )
     command("check", "prove on a scratch database that every down undoes its up")
+    partitions = command(
+        "partitions", "create the monthly partitions ahead, empty the default partitions"
+    )
+    partitions.add_argument(
+        "--ahead",
+        type=_non_negative,
+        default=PARTITIONS_AHEAD,
+        metavar="N",
+        help=f"months after the current one (default {PARTITIONS_AHEAD})",
+    )
+    retention = command("retention", "drop expired partitions (alerts, audit logs, observations)")
+    retention.add_argument(
+        "--dry-run", action="store_true", help="say what would go; change nothing"
+    )
     return parser
 
 
@@ -102,6 +117,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
     return value
 
 
@@ -140,42 +165,108 @@ async def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
             if args.all
             else "refusing to revert everything implicitly: give N (down 1) or --all"
         )
-    dsn = console.database(args.database)
-    source = _source(args)
-    connection = {"source": source, "attempts": args.attempts, "wait": CONNECT_WAIT}
-    locked = {**connection, "lock_timeout": args.lock_timeout}
-    command = args.command
-    if command == "check":
-        report = await commands.check(dsn, source=source)
-        print(
-            f"checked {len(report.checked)} migration(s): up, down and up again restore the "
-            f"schema exactly; names and pairs follow the rules",
-            file=out,
-        )
-    elif command == "prerequisites":
-        result = await commands.apply_prerequisites(dsn, **locked)
-        print(f"extensions installed: {', '.join(result.installed) or 'none'}", file=out)
-        for notice in result.notices:
-            print(f"notice: {notice}", file=out)
-        for name in result.unavailable_optional:
-            print(f"optional extension {name!r} is not available on this server: skipped", file=out)
-    elif command == "baseline":
-        outcome = await commands.baseline(dsn, **locked)
-        print(f"baselined at version {version_label(outcome.version_after)}", file=out)
-    elif command == "version":
-        print(await commands.version(dsn, attempts=args.attempts), file=out)
-    elif command == "status":
-        print(format_status(await commands.status(dsn, **connection)), file=out)
-    elif command == "force":
-        await commands.force(dsn, args.v, **locked)
-        print(f"version forced to {version_label(None if args.v == -1 else args.v)}", file=out)
-    elif command == "up":
-        _report(await commands.up(dsn, args.n, **locked), out)
-    elif command == "down":
-        _report(await commands.down(dsn, "all" if args.all else args.n, **locked), out)
-    elif command == "goto":
-        _report(await commands.goto(dsn, args.v, **locked), out)
+    return await _COMMANDS[args.command](console.database(args.database), args, out)
+
+
+def _connection(args: argparse.Namespace) -> dict[str, Any]:
+    return {"source": _source(args), "attempts": args.attempts, "wait": CONNECT_WAIT}
+
+
+def _locked(args: argparse.Namespace) -> dict[str, Any]:
+    return {**_connection(args), "lock_timeout": args.lock_timeout}
+
+
+async def _up(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    return _report(await commands.up(dsn, args.n, **_locked(args)), out)
+
+
+async def _down(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    return _report(await commands.down(dsn, "all" if args.all else args.n, **_locked(args)), out)
+
+
+async def _goto(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    return _report(await commands.goto(dsn, args.v, **_locked(args)), out)
+
+
+async def _force(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    await commands.force(dsn, args.v, **_locked(args))
+    print(f"version forced to {version_label(None if args.v == -1 else args.v)}", file=out)
     return console.EXIT_OK
+
+
+async def _version(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    print(await commands.version(dsn, attempts=args.attempts), file=out)
+    return console.EXIT_OK
+
+
+async def _status(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    print(format_status(await commands.status(dsn, **_connection(args))), file=out)
+    return console.EXIT_OK
+
+
+async def _check(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    report = await commands.check(dsn, source=_source(args))
+    print(
+        f"checked {len(report.checked)} migration(s): up, down and up again restore the "
+        f"schema exactly; names and pairs follow the rules; every relation with tenant "
+        f"rows is guarded by row-level security",
+        file=out,
+    )
+    return console.EXIT_OK
+
+
+async def _prerequisites(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    result = await commands.apply_prerequisites(dsn, **_locked(args))
+    print(f"extensions installed: {', '.join(result.installed) or 'none'}", file=out)
+    for notice in result.notices:
+        print(f"notice: {notice}", file=out)
+    for name in result.unavailable_optional:
+        print(f"optional extension {name!r} is not available on this server: skipped", file=out)
+    return console.EXIT_OK
+
+
+async def _baseline(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    result = await commands.baseline(dsn, **_locked(args))
+    print(f"baselined at version {version_label(result.version_after)}", file=out)
+    return console.EXIT_OK
+
+
+async def _partitions(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    report = await jobs.maintain_partitions(dsn, ahead=args.ahead, attempts=args.attempts)
+    for change in report.created:
+        print(change, file=out)
+    for name in report.secured:
+        print(f"secured {name} (it had no row-level security)", file=out)
+    for note in report.skipped:
+        print(f"skipped: {note}", file=out)
+    if not (report.created or report.secured or report.skipped):
+        print("no change: every partition is there", file=out)
+    # Something skipped (a busy table, rows it may not see) is a job to retry.
+    return console.EXIT_FAILURE if report.skipped else console.EXIT_OK
+
+
+async def _retention(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    report = await jobs.enforce_retention(dsn, dry_run=args.dry_run, attempts=args.attempts)
+    for action in report.actions:
+        print(f"{'(dry run) ' if report.dry_run else ''}{action}", file=out)
+    if not report.actions:
+        print("nothing has expired", file=out)
+    return console.EXIT_OK
+
+
+_COMMANDS: dict[str, Callable[[str, argparse.Namespace, TextIO], Awaitable[int]]] = {
+    "up": _up,
+    "down": _down,
+    "goto": _goto,
+    "force": _force,
+    "version": _version,
+    "status": _status,
+    "check": _check,
+    "prerequisites": _prerequisites,
+    "baseline": _baseline,
+    "partitions": _partitions,
+    "retention": _retention,
+}
 
 
 def _source(args: argparse.Namespace) -> MigrationSource:
@@ -186,7 +277,7 @@ def _source(args: argparse.Namespace) -> MigrationSource:
     return load_source(Path(args.path))
 
 
-def _report(result: MigrationResult, out: TextIO) -> None:
+def _report(result: MigrationResult, out: TextIO) -> int:
     for item in result.applied:
         print(
             f"{item.version}/{item.direction} {item.name} ({item.duration * 1000:.1f} ms)", file=out
@@ -194,6 +285,7 @@ def _report(result: MigrationResult, out: TextIO) -> None:
     if not result.applied:
         print("no change", file=out)
     print(f"version: {version_label(result.version_after)}", file=out)
+    return console.EXIT_OK
 
 
 def format_status(report: StatusReport) -> str:
@@ -211,4 +303,10 @@ def format_status(report: StatusReport) -> str:
         )
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
-    return "\n".join([*lines, f"current version: {report.current}"])
+    lines.append(f"current version: {report.current}")
+    if report.partitions:
+        lines.append("partitions (UTC months):")
+        lines += [f"  {coverage}" for coverage in report.partitions]
+    for gap in report.unguarded:
+        lines.append(f"UNGUARDED: {gap}")
+    return "\n".join(lines)

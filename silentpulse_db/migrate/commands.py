@@ -16,7 +16,7 @@ import logging
 import time
 from typing import Literal
 
-from ..defaults import CONNECT_ATTEMPTS, CONNECT_WAIT, LOCK_TIMEOUT
+from ..defaults import CONNECT_ATTEMPTS, CONNECT_WAIT, LOCK_TIMEOUT, PARTITIONS_AHEAD
 from ..errors import BaselineError, MigrationSourceError
 from ..postgres.dsn import validate_dsn
 from ..postgres.translate import typed_errors
@@ -28,6 +28,9 @@ from ..results import (
     StatusReport,
     VersionState,
 )
+from ..schema.jobs import partitions_at_startup
+from ..schema.partitions import partition_coverage
+from ..schema.tenancy import rls_gaps
 from .apply import Applier
 from .check import baseline_differences, prove_reversible
 from .plan import (
@@ -68,6 +71,7 @@ async def run_migrations(
     source: SourceLike = None,
     target: int | None = None,
     strict: bool = False,
+    partitions_ahead: int | None = PARTITIONS_AHEAD,
     attempts: int = CONNECT_ATTEMPTS,
     wait: float = CONNECT_WAIT,
     lock_timeout: float = LOCK_TIMEOUT,
@@ -82,6 +86,10 @@ async def run_migrations(
     logs a warning and returns; with ``strict=True`` it raises
     DatabaseAheadError, and a changed checksum of an applied file raises
     ChecksumMismatchError instead of a warning.
+
+    Then, unless ``partitions_ahead`` is None, the monthly partitions for this
+    month and that many ahead are made sure of (cheap when they exist; a busy
+    table or a missing privilege is a warning, never a failed start-up).
     """
     with typed_errors(dsn, "apply migrations"):
         migrations = load_source(source)
@@ -105,6 +113,7 @@ async def run_migrations(
             # with it), so "nothing pending" needs no lock: the usual restart, and
             # replicas that lost the race, answer without queueing.
             plan = await settled() if session.tables_exist else None
+            applied: list[AppliedMigration] = []
             if plan is None:
                 lock = session.lock(lock_timeout)
                 plan = await lock.acquire(unless=settled)
@@ -115,10 +124,13 @@ async def run_migrations(
                                 await ensure_tables(conn)
                         state, history = await read_state(conn)
                         plan = make_plan(migrations, state, request, history=history, strict=strict)
-                        return _result(plan, await Applier(conn, migrations).apply(plan), started)
+                        applied = await Applier(conn, migrations).apply(plan)
                     finally:
                         await lock.release()
-            return _result(plan, [], started)
+            result = _result(plan, applied, started)
+            if partitions_ahead is not None:
+                await partitions_at_startup(conn, dsn, partitions_ahead)
+            return result
 
 
 async def up(
@@ -206,11 +218,19 @@ async def status(
     with typed_errors(dsn, "read the migration status"):
         migrations = load_source(source)
         async with open_session(dsn, attempts=attempts, wait=wait) as session:
+            conn = session.conn
             if session.tables_exist:
-                state, history = await read_state(session.conn)
+                state, history = await read_state(conn)
             else:
                 state, history = VersionState(None, False), {}
-        return StatusReport(current=state, rows=status_rows(migrations, state, history))
+            coverage = tuple(await partition_coverage(conn))
+            gaps = tuple(await rls_gaps(conn))
+        return StatusReport(
+            current=state,
+            rows=status_rows(migrations, state, history),
+            partitions=coverage,
+            unguarded=gaps,
+        )
 
 
 async def apply_prerequisites(
@@ -321,7 +341,7 @@ async def check(dsn: str, *, source: SourceLike = None) -> CheckReport:
     """
     with typed_errors(dsn, "check the migrations on a scratch database"):
         validate_dsn(dsn)
-        return await prove_reversible(dsn, load_source(source))
+        return await prove_reversible(dsn, load_source(source), audits=(rls_gaps,))
 
 
 # --- shared by the verbs ------------------------------------------------------------

@@ -1,0 +1,107 @@
+-- 000005_add_partition_lifecycle: monthly partitions that never get stuck.
+--
+-- 000001 created four months and a DEFAULT partition. Once rows land in the
+-- default partition for a month, creating that month's partition fails for
+-- good ("updated partition constraint for default partition would be
+-- violated"). silentpulse_create_monthly_partition() creates one month's
+-- partition and moves that month's rows out of the default partition into it,
+-- in one transaction, so a stray row never blocks; rows of other months stay
+-- where they are and block nothing. The partition gets its parent's
+-- row-level security (000004). `silentpulse-db partitions` and run_migrations
+-- call it (docs/operations.md); silentpulse_ensure_monthly_partitions() keeps
+-- its signature for cron jobs that call it, and now uses it.
+SET LOCAL lock_timeout = '3s';
+
+CREATE FUNCTION silentpulse_create_monthly_partition(parent regclass, month date)
+RETURNS bigint
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    -- Months are UTC months, whatever the session's TimeZone.
+    lo timestamptz := date_trunc('month', month)::timestamp AT TIME ZONE 'UTC';
+    hi timestamptz := (date_trunc('month', month) + interval '1 month')::timestamp AT TIME ZONE 'UTC';
+    parent_schema text;
+    parent_name text;
+    part_name text;
+    key_column text;
+    default_part regclass;
+    forced boolean;
+    columns text;
+    moved bigint := 0;
+BEGIN
+    SELECT n.nspname, c.relname INTO parent_schema, parent_name
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = parent;
+    part_name := format('%s_p%s', parent_name, to_char(date_trunc('month', month), 'YYYY_MM'));
+    IF to_regclass(format('%I.%I', parent_schema, part_name)) IS NOT NULL THEN
+        RETURN NULL;  -- the month has its partition already
+    END IF;
+    SELECT a.attname INTO key_column
+    FROM pg_partitioned_table pt
+    JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0]
+    WHERE pt.partrelid = parent AND pt.partstrat = 'r' AND pt.partnatts = 1;
+    IF key_column IS NULL THEN
+        RAISE EXCEPTION '% is not partitioned by range on one column', parent;
+    END IF;
+    SELECT i.inhrelid::regclass INTO default_part
+    FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+    WHERE i.inhparent = parent AND pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT';
+
+    IF default_part IS NULL THEN
+        EXECUTE format('CREATE TABLE %I.%I PARTITION OF %s FOR VALUES FROM (%L) TO (%L)',
+                       parent_schema, part_name, parent, lo, hi);
+    ELSE
+        -- FORCE ROW LEVEL SECURITY hides every row from the owner too, and the
+        -- move must see them all. Lifted for this transaction only: the ALTER
+        -- locks the default partition, which the ATTACH below locks anyway.
+        SELECT c.relforcerowsecurity INTO forced FROM pg_class c WHERE c.oid = default_part;
+        IF forced THEN
+            EXECUTE format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', default_part);
+        END IF;
+        EXECUTE format('CREATE TABLE %I.%I (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
+                       parent_schema, part_name, parent);
+        SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO columns
+        FROM pg_attribute a WHERE a.attrelid = parent AND a.attnum > 0 AND NOT a.attisdropped;
+        EXECUTE format(
+            'WITH moved AS (DELETE FROM %s WHERE %I >= %L AND %I < %L RETURNING %s) '
+            'INSERT INTO %I.%I (%s) SELECT %s FROM moved',
+            default_part, key_column, lo, key_column, hi, columns,
+            parent_schema, part_name, columns, columns);
+        GET DIAGNOSTICS moved = ROW_COUNT;
+        EXECUTE format('ALTER TABLE %s ATTACH PARTITION %I.%I FOR VALUES FROM (%L) TO (%L)',
+                       parent, parent_schema, part_name, lo, hi);
+        IF forced THEN
+            EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', default_part);
+        END IF;
+    END IF;
+    PERFORM silentpulse_secure_partition(format('%I.%I', parent_schema, part_name)::regclass);
+    RETURN moved;
+END
+$$;
+COMMENT ON FUNCTION silentpulse_create_monthly_partition(regclass, date)
+    IS 'Creates <table>_pYYYY_MM for the UTC month of month, moving its rows out of the default partition; returns the rows moved, NULL if it existed';
+
+CREATE OR REPLACE FUNCTION silentpulse_ensure_monthly_partitions(parent regclass, months_ahead integer DEFAULT 3)
+RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    month_start date := date_trunc('month', now() AT TIME ZONE 'UTC')::date;
+    created integer := 0;
+BEGIN
+    FOR i IN 0 .. months_ahead LOOP
+        IF silentpulse_create_monthly_partition(parent, (month_start + make_interval(months => i))::date) IS NOT NULL THEN
+            created := created + 1;
+        END IF;
+    END LOOP;
+    RETURN created;
+END
+$$;
+
+DO $$
+BEGIN
+    EXECUTE format('ALTER FUNCTION silentpulse_create_monthly_partition(regclass, date) '
+                   'SET search_path = pg_catalog, %I, pg_temp', current_schema());
+    EXECUTE format('ALTER FUNCTION silentpulse_ensure_monthly_partitions(regclass, integer) '
+                   'SET search_path = pg_catalog, %I, pg_temp', current_schema());
+END
+$$;

@@ -1,0 +1,257 @@
+"""The partition lifecycle pg_partman would give, for a deployment that cannot install it.
+
+- :func:`ensure_partitions`: the partitions for this month and the next
+  ``ahead`` months of every table partitioned by range on a timestamp,
+  created with the parent's row-level security; rows already sitting in the
+  default partition for such a month move into it in the same transaction
+  (migration 000005's ``silentpulse_create_monthly_partition``), so a stray row
+  never blocks. With ``stray_months`` also every month that has rows in a
+  default partition gets its partition, emptying it.
+- :func:`apply_retention`: SilentPulse's retention rules, by dropping whole
+  expired partitions; never a partition that still holds a not-closed alert.
+- :func:`partition_coverage`: what `status` shows: months covered ahead and
+  rows left in each default partition.
+
+Each change runs in its own transaction under a short lock_timeout: a busy
+table makes it skip (and say so) rather than stall the application.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+import asyncpg
+
+from ..defaults import PARTITION_LOCK_TIMEOUT, PARTITIONS_AHEAD
+from ..errors import ConfigurationError, PermissionDeniedError
+from ..postgres.translate import permission_denied
+from ..results import (
+    PartitionChange,
+    PartitionCoverage,
+    PartitionReport,
+)
+
+logger = logging.getLogger("silentpulse_db.partitions")
+
+# SilentPulse's retention (shared/reference/silentpulse-data-model.md): a
+# partition goes once everything in it is older than this.
+RETENTION = {
+    "alerts": timedelta(days=365),  # after the alert closed; never while open
+    "audit_logs": timedelta(days=730),
+    "asset_observations": timedelta(days=90),
+}
+
+# Every table of this schema partitioned by range on one timestamp column,
+# with its partitions' bounds (NULL bounds: the default partition).
+_TABLES = r"""
+    SELECT c.oid::regclass::text AS parent, c.relname AS name, a.attname AS key,
+           p.oid::regclass::text AS partition, p.relname AS partition_name,
+           pg_get_expr(p.relpartbound, p.oid) = 'DEFAULT' AS is_default,
+           (regexp_match(pg_get_expr(p.relpartbound, p.oid),
+                         'FROM \(''([^'']+)''\)'))[1]::timestamptz AS lo,
+           (regexp_match(pg_get_expr(p.relpartbound, p.oid),
+                         'TO \(''([^'']+)''\)'))[1]::timestamptz AS hi,
+           p.relrowsecurity AND p.relforcerowsecurity
+             AND EXISTS (SELECT 1 FROM pg_policy q WHERE q.polrelid = p.oid) AS secured,
+           c.relrowsecurity AS parent_rls
+    FROM pg_partitioned_table pt
+    JOIN pg_class c ON c.oid = pt.partrelid
+    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = pt.partattrs[0]
+    LEFT JOIN pg_inherits i ON i.inhparent = c.oid
+    LEFT JOIN pg_class p ON p.oid = i.inhrelid
+    WHERE c.relnamespace = current_schema()::regnamespace AND pt.partstrat = 'r'
+      AND pt.partnatts = 1 AND a.atttypid = 'timestamptz'::regtype
+    ORDER BY c.relname, lo NULLS FIRST
+"""
+_CAN_CREATE = (
+    "SELECT to_regprocedure('silentpulse_create_monthly_partition(regclass,date)') IS NOT NULL"
+)
+_CREATE = "SELECT silentpulse_create_monthly_partition($1::regclass, $2::date)"
+_SECURE = "SELECT silentpulse_secure_partition($1::regclass)"
+# Does row-level security hide rows of $1 from the current role?
+_FILTERED = """
+    SELECT c.relrowsecurity AND NOT r.rolsuper AND NOT r.rolbypassrls
+           AND (c.relforcerowsecurity OR NOT pg_has_role(c.relowner, 'USAGE'))
+    FROM pg_class c, pg_roles r WHERE c.oid = $1::regclass AND r.rolname = current_user
+"""
+
+
+@dataclass(frozen=True)
+class Partition:
+    name: str  # schema-qualified as regclass prints it
+    lo: datetime | None  # None: the default partition
+    hi: datetime | None
+    secured: bool
+
+
+@dataclass(frozen=True)
+class PartitionedTable:
+    parent: str
+    name: str
+    key: str
+    rls: bool
+    partitions: tuple[Partition, ...]
+
+    @property
+    def default(self) -> Partition | None:
+        return next((p for p in self.partitions if p.lo is None and p.hi is None), None)
+
+    def covers(self, month: date) -> bool:
+        start = _utc(month)
+        return any(
+            p.lo is not None and p.hi is not None and p.lo <= start < p.hi for p in self.partitions
+        )
+
+
+def month_of(moment: datetime) -> date:
+    moment = moment.astimezone(timezone.utc)
+    return date(moment.year, moment.month, 1)
+
+
+def add_months(month: date, count: int) -> date:
+    index = month.year * 12 + month.month - 1 + count
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def _utc(month: date) -> datetime:
+    return datetime(month.year, month.month, 1, tzinfo=timezone.utc)
+
+
+async def partitioned_tables(conn: Any) -> list[PartitionedTable]:
+    tables: dict[str, tuple[Any, list[Partition]]] = {}
+    for r in await conn.fetch(_TABLES):
+        _, parts = tables.setdefault(r["parent"], (r, []))
+        if r["partition"] is not None:
+            parts.append(Partition(r["partition"], r["lo"], r["hi"], r["secured"]))
+    return [
+        PartitionedTable(r["parent"], r["name"], r["key"], r["parent_rls"], tuple(parts))
+        for r, parts in tables.values()
+    ]
+
+
+async def ensure_partitions(
+    conn: Any,
+    *,
+    ahead: int = PARTITIONS_AHEAD,
+    now: datetime | None = None,
+    stray_months: bool = False,
+    lock_timeout: float = PARTITION_LOCK_TIMEOUT,
+) -> PartitionReport:
+    """Create this month's and the next ``ahead`` months' partitions; secure unguarded ones.
+
+    ``stray_months``: also create the month of every row sitting in a default
+    partition (this needs a role that row-level security does not filter).
+    ``now`` moves the clock (tests, and a job catching up on a date).
+    Idempotent; a partition that cannot get its lock in ``lock_timeout``
+    seconds is skipped and reported.
+    """
+    if ahead < 0:
+        raise ConfigurationError(f"ahead (months of partitions) must be >= 0, got {ahead}")
+    if not await conn.fetchval(_CAN_CREATE):
+        return PartitionReport(skipped=("migration 000005 (partition lifecycle) is not applied",))
+    current = month_of(now or datetime.now(timezone.utc))
+    created: list[PartitionChange] = []
+    secured: list[str] = []
+    skipped: list[str] = []
+    for table in await partitioned_tables(conn):
+        months = [add_months(current, i) for i in range(ahead + 1)]
+        if stray_months and table.default is not None:
+            months += await _stray_months(conn, table, skipped)
+        for month in sorted(set(months)):
+            if table.covers(month):
+                continue
+            moved = await _guarded(conn, lock_timeout, skipped, _CREATE, table.parent, month)
+            if moved is not None:
+                change = PartitionChange(table.name, f"{table.name}_p{month:%Y_%m}", int(moved))
+                logger.info("%s", change)
+                created.append(change)
+        for partition in table.partitions:
+            if not table.rls or partition.secured:
+                continue
+            if await _guarded(conn, lock_timeout, skipped, _SECURE, partition.name) is not None:
+                logger.warning("%s had no RLS: secured like %s", partition.name, table.name)
+                secured.append(partition.name)
+    return PartitionReport(tuple(created), tuple(secured), tuple(skipped))
+
+
+async def _stray_months(conn: Any, table: PartitionedTable, skipped: list[str]) -> list[date]:
+    assert table.default is not None
+    if await conn.fetchval(_FILTERED, table.default.name):
+        skipped.append(
+            f"{table.default.name}: row-level security hides its rows from this role; "
+            "run the partition job as a role with BYPASSRLS to move them"
+        )
+        return []
+    rows = await conn.fetch(
+        f"SELECT DISTINCT date_trunc('month', {_ident(table.key)} AT TIME ZONE 'UTC')::date AS m "
+        f"FROM ONLY {table.default.name} ORDER BY 1"
+    )
+    return [r["m"] for r in rows]
+
+
+async def _guarded(
+    conn: Any, lock_timeout: float, skipped: list[str], query: str, *args: Any
+) -> Any:
+    """Run ``query`` in a transaction under lock_timeout; on a lock wait, note it and go on."""
+    try:
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'")
+            result = await conn.fetchval(query, *args)
+            return 0 if result is None and query is _SECURE else result
+    except asyncpg.LockNotAvailableError:
+        skipped.append(f"{args[0]}: busy (no lock within {lock_timeout:g} s); will be retried")
+        logger.warning("%s", skipped[-1])
+        return None
+    except asyncpg.DuplicateTableError:  # another replica created it a moment ago
+        return None
+    except asyncpg.InsufficientPrivilegeError as exc:
+        role = await conn.fetchval("SELECT current_user")
+        denied = permission_denied(
+            exc.args[0] if exc.args else str(exc), role=role, doing=f"change {args[0]}"
+        )
+        skipped.append(str(denied))
+        logger.warning("%s", denied)
+        return None
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def partition_coverage(conn: Any, *, now: datetime | None = None) -> list[PartitionCoverage]:
+    """Per partitioned table: months covered from this one on, and rows in its default."""
+    current = month_of(now or datetime.now(timezone.utc))
+    result = []
+    for table in await partitioned_tables(conn):
+        month, ahead = current, -1
+        while table.covers(month):
+            month, ahead = add_months(month, 1), ahead + 1
+        rows: int | None = 0
+        if table.default is not None:
+            if await conn.fetchval(_FILTERED, table.default.name):
+                rows = None
+            else:
+                rows = await conn.fetchval(f"SELECT count(*) FROM ONLY {table.default.name}")
+        result.append(
+            PartitionCoverage(table.name, month if ahead >= 0 else None, max(ahead, 0), rows)
+        )
+    return result
+
+
+async def require_unfiltered(conn: Any, tables: list[PartitionedTable], doing: str) -> None:
+    """Refuse a job that must see every row when row-level security filters this role."""
+    for table in tables:
+        if table.rls and await conn.fetchval(_FILTERED, table.parent):
+            role = await conn.fetchval("SELECT current_user")
+            raise PermissionDeniedError(
+                f"role {role!r} may not {doing}: row-level security hides rows of {table.name} "
+                f"from it, so it would judge partitions by what it cannot see. It needs "
+                f"BYPASSRLS: ALTER ROLE {role} BYPASSRLS, or run it as the jobs role "
+                f"(docs/operations.md).",
+                role=role,
+                privilege="BYPASSRLS",
+                object=f"table {table.name}",
+            )

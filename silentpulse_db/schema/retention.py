@@ -1,0 +1,86 @@
+"""Retention: SilentPulse's rules, applied by dropping whole expired partitions.
+
+Alerts go 365 days after they close and never while open (an open or
+acknowledged alert keeps its whole partition); audit logs after 730 days; raw
+observations after 90 days. A default partition is never dropped. The job
+must see every row: a role that row-level security filters is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from ..defaults import PARTITION_LOCK_TIMEOUT
+from ..results import RetentionAction, RetentionReport
+from .partitions import (
+    RETENTION,
+    Partition,
+    PartitionedTable,
+    partitioned_tables,
+    require_unfiltered,
+)
+
+logger = logging.getLogger("silentpulse_db.partitions")
+
+
+async def apply_retention(
+    conn: Any,
+    *,
+    dry_run: bool,
+    now: datetime | None = None,
+    lock_timeout: float = PARTITION_LOCK_TIMEOUT,
+) -> RetentionReport:
+    """Detach and drop every expired partition (``dry_run``: only say which)."""
+    moment = now or datetime.now(timezone.utc)
+    tables = [t for t in await partitioned_tables(conn) if t.name in RETENTION]
+    await require_unfiltered(conn, tables, "apply retention")
+    actions: list[RetentionAction] = []
+    for table in tables:
+        cutoff = moment - RETENTION[table.name]
+        for part in table.partitions:
+            if part.hi is None or part.hi > cutoff:
+                continue  # the default partition, or not old enough
+            action = await _judge(conn, table, part, cutoff)
+            if action.dropped and not dry_run:
+                await _drop(conn, table, part, lock_timeout)
+            logger.info("%s%s", "(dry run) " if dry_run else "", action)
+            actions.append(action)
+    return RetentionReport(dry_run=dry_run, actions=tuple(actions))
+
+
+async def _judge(
+    conn: Any, table: PartitionedTable, part: Partition, cutoff: datetime
+) -> RetentionAction:
+    age = RETENTION[table.name].days
+    if table.name != "alerts":
+        return RetentionAction(table.name, part.name, True, f"older than {age} days")
+    row = await conn.fetchrow(
+        f"SELECT count(*) FILTER (WHERE status <> 'resolved') AS open, "
+        f"count(*) FILTER (WHERE status = 'resolved' AND resolved_at > $1) AS recent "
+        f"FROM ONLY {part.name}",
+        cutoff,
+    )
+    if row["open"]:
+        return RetentionAction(
+            table.name,
+            part.name,
+            False,
+            f"still holds {row['open']} open or acknowledged alert(s): never dropped while open",
+        )
+    if row["recent"]:
+        return RetentionAction(
+            table.name,
+            part.name,
+            False,
+            f"{row['recent']} alert(s) closed less than {age} days ago",
+        )
+    return RetentionAction(table.name, part.name, True, f"every alert closed over {age} days ago")
+
+
+async def _drop(conn: Any, table: PartitionedTable, part: Partition, lock_timeout: float) -> None:
+    async with conn.transaction():
+        await conn.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'")
+        await conn.execute(f"ALTER TABLE {table.parent} DETACH PARTITION {part.name}")
+        await conn.execute(f"DROP TABLE {part.name}")

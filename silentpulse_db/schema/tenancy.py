@@ -1,0 +1,52 @@
+"""Every relation that holds tenant rows is guarded by row-level security.
+
+A relation with a ``tenant_id`` column (a table, a partition, a default
+partition, one created by hand or by a later migration) must have row-level
+security enabled AND forced and at least one policy: otherwise any role that
+is granted SELECT on it (the usual blanket ``GRANT ... ON ALL TABLES`` does)
+reads every tenant's rows. `check` fails on any such relation; `status`
+lists them with the roles that can read them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_GAPS = r"""
+    SELECT c.oid::regclass::text AS relation,
+           c.relrowsecurity AS rls, c.relforcerowsecurity AS forced,
+           EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid) AS has_policy,
+           ARRAY(SELECT r.rolname FROM pg_roles r
+                 WHERE r.oid <> c.relowner AND NOT r.rolsuper AND NOT r.rolbypassrls
+                   AND r.rolname NOT LIKE 'pg\_%'
+                   AND has_table_privilege(r.oid, c.oid, 'SELECT')
+                 ORDER BY r.rolname) AS readers
+    FROM pg_class c
+    WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p')
+      AND EXISTS (SELECT 1 FROM pg_attribute a
+                  WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
+      AND NOT (c.relrowsecurity AND c.relforcerowsecurity
+               AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid))
+    ORDER BY c.relname
+"""
+
+
+async def rls_gaps(conn: Any) -> list[str]:
+    """One line per relation with tenant rows that row-level security does not guard."""
+    lines = []
+    for r in await conn.fetch(_GAPS):
+        missing = [
+            what
+            for what, present in (
+                ("row-level security enabled", r["rls"]),
+                ("forced", r["forced"]),
+                ("a policy", r["has_policy"]),
+            )
+            if not present
+        ]
+        readers = ", ".join(r["readers"]) or "no non-owner role yet"
+        lines.append(
+            f"{r['relation']} holds tenant_id rows without {' / '.join(missing)}; "
+            f"readable by: {readers}"
+        )
+    return lines
