@@ -22,6 +22,7 @@ VERB_PREFIXES = (
     "create_",  # other new objects: types, views, schemas
     "rename_",
     "backfill_",  # data changes
+    "validate_",  # validate constraints an earlier migration added NOT VALID
     "enable_",  # turn on a feature: RLS, an extension
     "disable_",
 )

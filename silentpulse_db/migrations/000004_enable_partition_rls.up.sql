@@ -56,10 +56,11 @@ END
 $$;
 COMMENT ON FUNCTION silentpulse_secure_partition(regclass)
     IS 'Gives a partition its parent''s row-level security (enabled, forced, same policies); idempotent';
--- Pinned: a function must not resolve names through the caller's search_path.
+-- Pinned: a function must not resolve names through the caller's search_path
+-- (pg_catalog, not listed, is searched first; pg_temp last).
 DO $$
 BEGIN
-    EXECUTE format('ALTER FUNCTION silentpulse_secure_partition(regclass) SET search_path = pg_catalog, %I, pg_temp',
+    EXECUTE format('ALTER FUNCTION silentpulse_secure_partition(regclass) SET search_path = %I, pg_temp',
                    current_schema());
 END
 $$;

@@ -100,8 +100,8 @@ $$;
 DO $$
 BEGIN
     EXECUTE format('ALTER FUNCTION silentpulse_create_monthly_partition(regclass, date) '
-                   'SET search_path = pg_catalog, %I, pg_temp', current_schema());
+                   'SET search_path = %I, pg_temp', current_schema());
     EXECUTE format('ALTER FUNCTION silentpulse_ensure_monthly_partitions(regclass, integer) '
-                   'SET search_path = pg_catalog, %I, pg_temp', current_schema());
+                   'SET search_path = %I, pg_temp', current_schema());
 END
 $$;

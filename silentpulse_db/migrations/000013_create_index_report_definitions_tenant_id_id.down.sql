@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY IF EXISTS report_definitions_tenant_id_id_key;

@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY IF EXISTS availability_snapshots_tenant_id_id_key;
