@@ -1,8 +1,10 @@
 """Following alerts live: LISTEN on the alert channel, with reconnect and catch-up.
 
-Migration 000003 makes PostgreSQL ``pg_notify`` on :data:`ALERT_CHANNEL`
-whenever an alert is created or changes status, and stamps
-``alerts.status_changed_at``. :func:`listen_alerts` yields those changes. When
+Migration 000019 makes PostgreSQL ``pg_notify`` on :data:`ALERT_CHANNEL` once
+per statement that creates alerts or changes their status (each alert with its
+status when up to 50 changed, else the range of their ``status_changed_at``; 000003's
+one-per-row payload is still understood). :func:`listen_alerts` yields one
+:class:`AlertEvent` per changed alert, reading the alerts from the table. When
 its connection drops it reconnects with backoff, LISTENs again, and then reads
 from the alerts table every alert whose status changed since the last one it
 delivered (minus a safety margin), so nothing that happened while it was away
@@ -31,12 +33,15 @@ logger = logging.getLogger("silentpulse_db.listener")
 
 ALERT_CHANNEL = "silentpulse_alerts"
 
-_CATCH_UP = """
-    SELECT id, tenant_id, status, started_at, status_changed_at
-    FROM alerts
-    WHERE status_changed_at >= $1
-    ORDER BY status_changed_at, id
-"""
+_COLUMNS = "id, tenant_id, status, started_at, status_changed_at"
+_CATCH_UP = (
+    f"SELECT {_COLUMNS} FROM alerts WHERE status_changed_at >= $1 ORDER BY status_changed_at, id"
+)
+_BY_IDS = f"SELECT {_COLUMNS} FROM alerts WHERE id = ANY($1::uuid[]) ORDER BY status_changed_at, id"
+_BY_RANGE = (
+    f"SELECT {_COLUMNS} FROM alerts WHERE status_changed_at BETWEEN $1 AND $2 "
+    "ORDER BY status_changed_at, id"
+)
 
 
 @dataclass(frozen=True)
@@ -56,8 +61,32 @@ class AlertEvent:
         return (self.alert_id, self.status, self.changed_at)
 
 
-def parse_payload(payload: str) -> AlertEvent:
+@dataclass(frozen=True)
+class _Statement:
+    """One statement's notification (migration 000019): the alerts it created or changed
+    with their status then, when few; else the range of their status_changed_at."""
+
+    operation: Literal["INSERT", "UPDATE"]
+    count: int
+    since: datetime
+    until: datetime
+    alerts: tuple[tuple[uuid.UUID, str, datetime], ...] | None
+
+
+def parse_payload(payload: str) -> AlertEvent | _Statement:
     data = json.loads(payload)
+    if "count" in data:
+        alerts = data.get("alerts")
+        return _Statement(
+            operation=data["op"],
+            count=int(data["count"]),
+            since=datetime.fromisoformat(data["since"]),
+            until=datetime.fromisoformat(data["until"]),
+            alerts=None
+            if alerts is None
+            else tuple((uuid.UUID(a), s, datetime.fromisoformat(at)) for a, s, at in alerts),
+        )
+    # 000003's one notification per row (a database not migrated yet).
     return AlertEvent(
         alert_id=uuid.UUID(data["alert_id"]),
         tenant_id=uuid.UUID(data["tenant_id"]),
@@ -118,15 +147,7 @@ async def listen_alerts(
                 # Never replay from before the listener's start (or ``since``).
                 rows = await conn.fetch(_CATCH_UP, max(floor, last_seen - catch_up_margin))
                 for row in rows:
-                    event = AlertEvent(
-                        alert_id=row["id"],
-                        tenant_id=row["tenant_id"],
-                        status=row["status"],
-                        started_at=row["started_at"],
-                        changed_at=row["status_changed_at"],
-                        operation=None,
-                        source="catch_up",
-                    )
+                    event = _event(row, None, "catch_up")
                     if fresh(event):
                         yield event
             else:
@@ -140,8 +161,9 @@ async def listen_alerts(
                     continue
                 if isinstance(item, _Lost):
                     raise ConnectionResetError("listener connection closed")
-                if fresh(item):
-                    yield item
+                for event in await _expand(conn, item):
+                    if fresh(event):
+                        yield event
         except Exception as exc:
             if not (is_transient(exc) or is_connection_lost(exc)):
                 raise
@@ -157,9 +179,47 @@ async def listen_alerts(
         backoff = min(backoff * 2, max_backoff)
 
 
-async def _subscribe(dsn: str) -> tuple[Any, asyncio.Queue[AlertEvent | _Lost]]:
+def _event(
+    row: Any, operation: Literal["INSERT", "UPDATE"] | None, source: Literal["notify", "catch_up"]
+) -> AlertEvent:
+    return AlertEvent(
+        alert_id=row["id"],
+        tenant_id=row["tenant_id"],
+        status=row["status"],
+        started_at=row["started_at"],
+        changed_at=row["status_changed_at"],
+        operation=operation,
+        source=source,
+    )
+
+
+async def _expand(conn: Any, item: AlertEvent | _Statement) -> list[AlertEvent]:
+    """The alerts a notification names: itself (per-row), or read from the table."""
+    if isinstance(item, AlertEvent):
+        return [item]
+    if item.alerts is None:  # a bulk change: read what it left
+        rows = await conn.fetch(_BY_RANGE, item.since, item.until)
+        return [_event(row, item.operation, "notify") for row in rows]
+    # The status each alert had then, with what does not change read from the table.
+    found = {r["id"]: r for r in await conn.fetch(_BY_IDS, [a for a, _, _ in item.alerts])}
+    return [
+        AlertEvent(
+            alert_id=alert_id,
+            tenant_id=found[alert_id]["tenant_id"],
+            status=status,
+            started_at=found[alert_id]["started_at"],
+            changed_at=changed_at,
+            operation=item.operation,
+            source="notify",
+        )
+        for alert_id, status, changed_at in item.alerts
+        if alert_id in found  # deleted since
+    ]
+
+
+async def _subscribe(dsn: str) -> tuple[Any, asyncio.Queue[AlertEvent | _Statement | _Lost]]:
     """Connect and LISTEN; notifications and the connection's end arrive on the queue."""
-    queue: asyncio.Queue[AlertEvent | _Lost] = asyncio.Queue()
+    queue: asyncio.Queue[AlertEvent | _Statement | _Lost] = asyncio.Queue()
 
     def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
@@ -115,3 +116,77 @@ async def _other_pid(awaitable: Any, old: int) -> bool:
 
 async def _len_at_least(events: list[AlertEvent], n: int) -> bool:
     return len(events) >= n
+
+
+async def raw_listener(dsn: str) -> tuple[asyncpg.Connection, asyncio.Queue[str]]:
+    conn = await asyncpg.connect(dsn)
+    received: asyncio.Queue[str] = asyncio.Queue()
+    await conn.add_listener("silentpulse_alerts", lambda *args: received.put_nowait(args[3]))
+    return conn, received
+
+
+async def drain(received: asyncio.Queue[str], settle: float = 0.5) -> list[dict[str, Any]]:
+    await asyncio.sleep(settle)
+    items = []
+    while not received.empty():
+        items.append(json.loads(received.get_nowait()))
+    return items
+
+
+async def test_one_notification_per_statement_whatever_its_rows(
+    silentpulse_migrated_database: str,
+) -> None:
+    dsn = silentpulse_migrated_database
+    conn = await asyncpg.connect(dsn)
+    listener, received = await raw_listener(dsn)
+    try:
+        ids = await seed_tenant(conn, "bulk")
+        await drain(received)
+        async with collecting(dsn) as events:
+            await wait_for(lambda: _has(listener_pid(dsn)))
+            await conn.execute(
+                "INSERT INTO alerts (tenant_id, flow_pulse_id, asset_id, alert_type, severity, "
+                "started_at) SELECT $1, $2, $3, 'silence', 'high', now() - g * interval '1 second' "
+                "FROM generate_series(1, 5000) g",
+                ids["tenants"],
+                ids["flow_pulses"],
+                ids["assets"],
+            )
+            (bulk,) = await drain(received)
+            assert (bulk["op"], bulk["count"]) == ("INSERT", 5000) and "alerts" not in bulk
+            assert len(json.dumps(bulk)) < 8000
+            await wait_for(lambda: _len_at_least(events, 5000), timeout=30)
+            await asyncio.sleep(0.3)
+            assert len({e.alert_id for e in events}) == len(events) == 5000
+
+            await conn.execute("UPDATE alerts SET status = 'acknowledged' WHERE status = 'open'")
+            (update,) = await drain(received)
+            assert (update["op"], update["count"]) == ("UPDATE", 5001)
+    finally:
+        await listener.close()
+        await conn.close()
+
+
+async def test_moving_an_alert_to_another_partition_is_not_an_insert(
+    silentpulse_migrated_database: str,
+) -> None:
+    conn = await asyncpg.connect(silentpulse_migrated_database)
+    listener, received = await raw_listener(silentpulse_migrated_database)
+    try:
+        ids = await seed_tenant(conn, "mover")
+        await drain(received)
+        before = await conn.fetchval(
+            "SELECT tableoid::regclass::text FROM alerts WHERE id = $1", ids["alerts"]
+        )
+        await conn.execute(
+            "UPDATE alerts SET started_at = started_at + interval '40 days' WHERE id = $1",
+            ids["alerts"],
+        )
+        after = await conn.fetchval(
+            "SELECT tableoid::regclass::text FROM alerts WHERE id = $1", ids["alerts"]
+        )
+        assert before != after  # it really moved
+        assert await drain(received) == []  # no INSERT, and no status change to tell
+    finally:
+        await listener.close()
+        await conn.close()
