@@ -14,6 +14,7 @@ SCRIPTS = [
     "bench_replicas.py",
     "bench_rotation.py",
     "bench_harness.py",
+    "bench_notify.py",
 ]
 
 if __name__ == "__main__":
