@@ -9,17 +9,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TypedDict
 
 from silentpulse_db.crypto import Keyring
 
 KEY = bytes(range(32))
-CASES = [
+
+
+class Case(TypedDict):
+    name: str
+    version: int
+    salt: str | None
+
+
+CASES: list[Case] = [
     {"name": "v1 without salt", "version": 1, "salt": None},
     {"name": "v2 without salt", "version": 2, "salt": None},
     {"name": "v2 with salt", "version": 2, "salt": "silentpulse-test-salt"},
     {"name": "v1 with salt", "version": 1, "salt": "silentpulse-test-salt"},
 ]
-COMMON = {
+COMMON: dict[str, str] = {
     "key_hex": KEY.hex(),
     "tenant_id": "6f1c2a7e-3b9d-4e5f-8a1b-2c3d4e5f6a7b",
     "row_id": "0b8e7d6c-5a4b-4c3d-9e2f-1a0b9c8d7e6f",
@@ -31,9 +40,10 @@ COMMON = {
 
 
 def main() -> None:
-    vectors = []
+    vectors: list[dict[str, object]] = []
     for case in CASES:
-        keyring = Keyring(KEY, salt=case["salt"].encode() if case["salt"] else None)
+        salt = case["salt"]
+        keyring = Keyring(KEY, salt=salt.encode() if salt else None)
         envelope = keyring._seal(
             COMMON["plaintext"].encode(),
             bytes.fromhex(COMMON["nonce_hex"]),
@@ -44,7 +54,14 @@ def main() -> None:
             case["version"],
         )
         vectors.append(
-            {**case, **COMMON, "kid_hex": keyring.kid.hex(), "envelope_hex": envelope.hex()}
+            {
+                "name": case["name"],
+                "version": case["version"],
+                "salt": salt,
+                **COMMON,
+                "kid_hex": keyring.kid.hex(),
+                "envelope_hex": envelope.hex(),
+            }
         )
     out = Path(__file__).with_name("vectors.json")
     out.write_text(json.dumps(vectors, indent=2) + "\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from silentpulse_db.crypto import Keyring, parse
 VECTORS = json.loads(Path(__file__).with_name("vectors.json").read_text())
 
 
-def keyring_for(vector: dict[str, object]) -> Keyring:
+def keyring_for(vector: Mapping[str, object]) -> Keyring:
     salt = vector["salt"]
     return Keyring(bytes.fromhex(str(vector["key_hex"])), salt=str(salt).encode() if salt else None)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from typing import Any, TypedDict, cast
 
 import pytest
 from hypothesis import given, settings
@@ -20,7 +22,28 @@ KEY = bytes.fromhex("7f" * 32)
 OTHER = bytes.fromhex("3c" * 32)
 TENANT, OTHER_TENANT = uuid.uuid4(), uuid.uuid4()
 ROW, OTHER_ROW = uuid.uuid4(), uuid.uuid4()
-CELL = {"tenant_id": TENANT, "table": "notification_channels", "column": "config", "row_id": ROW}
+
+
+class Cell(TypedDict):
+    """Where a value lives: what its associated data binds it to."""
+
+    tenant_id: uuid.UUID | str
+    table: str
+    column: str
+    row_id: uuid.UUID | str
+
+
+def replace(cell: Cell, **changes: Any) -> Cell:
+    """``cell`` with some of its fields changed."""
+    return cast(Cell, {**cell, **changes})
+
+
+CELL: Cell = {
+    "tenant_id": TENANT,
+    "table": "notification_channels",
+    "column": "config",
+    "row_id": ROW,
+}
 
 ids = st.uuids()
 
@@ -37,13 +60,18 @@ def test_roundtrip(
     plaintext: bytes, tenant: uuid.UUID, row: uuid.UUID, per_tenant: bool, salt: bytes | None
 ) -> None:
     keyring = Keyring(KEY, salt=salt, per_tenant=per_tenant)
-    cell = {"tenant_id": tenant, "table": "ai_configs", "column": "api_key_enc", "row_id": row}
+    cell: Cell = {
+        "tenant_id": tenant,
+        "table": "ai_configs",
+        "column": "api_key_enc",
+        "row_id": row,
+    }
     sealed = keyring.encrypt(plaintext, **cell)
     assert sealed[0] == (2 if per_tenant else 1)
     assert keyring.decrypt(sealed, **cell) == plaintext
     # String ids name the same cell as UUID objects.
     assert (
-        keyring.decrypt(sealed, **{**cell, "tenant_id": str(tenant).upper(), "row_id": str(row)})
+        keyring.decrypt(sealed, **replace(cell, tenant_id=str(tenant).upper(), row_id=str(row)))
         == plaintext
     )
 
@@ -80,7 +108,7 @@ def test_a_value_moved_elsewhere_fails(version: int, moved: dict[str, object]) -
     keyring = Keyring(KEY)
     sealed = keyring.encrypt(b"token", version=version, **CELL)
     with pytest.raises(TamperedValueError, match="moved from another row, column or tenant"):
-        keyring.decrypt(sealed, **{**CELL, **moved})
+        keyring.decrypt(sealed, **replace(CELL, **moved))
 
 
 def test_nonce_is_fresh_every_time() -> None:
@@ -148,12 +176,13 @@ def test_nothing_shows_a_key_or_plaintext() -> None:
     keyring = Keyring(KEY, salt=b"salty", per_tenant=True, previous_keys=[OTHER])
     texts = [repr(keyring), str(keyring)]
     sealed = keyring.encrypt(secret, **CELL)
-    for attempt in [
+    attempts: list[Callable[[], object]] = [
         lambda: keyring.decrypt(sealed[:-1] + bytes([sealed[-1] ^ 1]), **CELL),
-        lambda: keyring.decrypt(sealed, **{**CELL, "row_id": OTHER_ROW}),
+        lambda: keyring.decrypt(sealed, **replace(CELL, row_id=OTHER_ROW)),
         lambda: Keyring(bytes(32)).decrypt(sealed, **CELL),
         lambda: keyring.decrypt(b"\x09" + sealed[1:], **CELL),
-    ]:
+    ]
+    for attempt in attempts:
         with pytest.raises(Exception) as info:
             attempt()
         texts += [str(info.value), repr(info.value)]

@@ -36,15 +36,16 @@ async def collecting(dsn: str, **options: Any) -> AsyncIterator[list[AlertEvent]
 
 
 async def listener_pid(dsn: str) -> int | None:
-    return await fetchval(
+    pid: int | None = await fetchval(
         dsn,
         "SELECT pid FROM pg_stat_activity WHERE application_name = 'silentpulse-db listener' "
         "AND datname = current_database()",
     )
+    return pid
 
 
 async def new_alert(conn: asyncpg.Connection, ids: dict[str, uuid.UUID]) -> uuid.UUID:
-    return await conn.fetchval(
+    alert_id: uuid.UUID = await conn.fetchval(
         "INSERT INTO alerts (tenant_id, flow_pulse_id, asset_id, alert_type, severity, started_at) "
         "VALUES ($1, $2, $3, 'silence', 'high', $4) RETURNING id",
         ids["tenants"],
@@ -52,6 +53,7 @@ async def new_alert(conn: asyncpg.Connection, ids: dict[str, uuid.UUID]) -> uuid
         ids["assets"],
         datetime.now(timezone.utc),
     )
+    return alert_id
 
 
 async def test_live_and_across_a_dropped_connection(silentpulse_migrated_database: str) -> None:
@@ -66,6 +68,7 @@ async def test_live_and_across_a_dropped_connection(silentpulse_migrated_databas
 
             # Drop the listener's connection, keep writing while it is away.
             pid = await listener_pid(silentpulse_migrated_database)
+            assert pid is not None
             assert await fetchval(
                 silentpulse_migrated_database, "SELECT pg_terminate_backend($1)", pid
             )
