@@ -95,11 +95,6 @@ def canonical_id(value: uuid.UUID | str) -> str:
         ) from None
 
 
-def associated_data(header: bytes, table: str, column: str, tenant_id: str, row_id: str) -> bytes:
-    parts = (header, table.encode(), column.encode(), tenant_id.encode(), row_id.encode())
-    return b"".join(_LEN.pack(len(p)) + p for p in parts)
-
-
 _HEADER_PREFIX = _LEN.pack(HEADER_LEN)
 _PLACES: dict[tuple[str, str], bytes] = {}  # (table, column) -> their length-prefixed bytes
 
@@ -139,7 +134,7 @@ class Cell:
         return cls(table, column, canonical_id(tenant_id), canonical_id(row_id))
 
     def aad(self, header: bytes) -> bytes:
-        """Same bytes as associated_data(header, table, column, tenant, row)."""
+        """Length-prefixed header, table, column, tenant and row (docs/encryption.md)."""
         return _HEADER_PREFIX + header + self.tail
 
     def __repr__(self) -> str:

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ..errors import KeyConfigError, TamperedValueError, UnknownKeyError
+from ..errors import CryptoError, KeyConfigError, TamperedValueError, UnknownKeyError
 from . import envelope as env
 from .envelope import HEADER_LEN, MIN_LEN, PREFIX_LEN, VERSIONS
 
@@ -123,12 +123,6 @@ class Keyring:
             previous_keys=previous,
         )
 
-    @classmethod
-    def from_hex(
-        cls, master_hex: str, *, salt: str | None = None, per_tenant: bool = False
-    ) -> Keyring:
-        return cls(parse_key(master_hex, "master key"), salt=salt_from(salt), per_tenant=per_tenant)
-
     # --- what the keyring is --------------------------------------------------------
 
     @property
@@ -151,6 +145,9 @@ class Keyring:
     __str__ = __repr__
 
     # --- sealing and opening ----------------------------------------------------------
+    # encrypt/decrypt: one value, named by its cell's fields (what services call).
+    # seal/open: the same for a prepared Cell, whose associated data is built once
+    # (what the rotation job calls for each of many values).
 
     def encrypt(
         self,
@@ -186,10 +183,14 @@ class Keyring:
         nonce: bytes | None = None,
     ) -> bytes:
         """encrypt() for a prepared :class:`Cell`. ``nonce``: 12 fresh random bytes
-        (default os.urandom); never reuse one."""
+        (default os.urandom; the rotation draws them in batches, the known-answer
+        tests fix them); never reuse one."""
         version = self.default_version if version is None else version
         if version not in env.VERSIONS:
-            raise ValueError(f"unknown envelope version {version}")
+            raise CryptoError(
+                f"envelope version must be one of {sorted(env.VERSIONS)}, not {version!r}"
+            )
+        _require_bytes(plaintext, "plaintext")
         if nonce is None:
             nonce = os.urandom(env.NONCE_LEN)
         header = bytes((version,)) + self._current.kid
@@ -198,6 +199,8 @@ class Keyring:
 
     def open(self, envelope: bytes, cell: env.Cell) -> bytes:
         """decrypt() for a prepared :class:`Cell`."""
+        _require_bytes(envelope, "envelope")
+        envelope = bytes(envelope)
         if len(envelope) < MIN_LEN or envelope[0] not in VERSIONS:
             env.parse(envelope)  # raises MalformedEnvelopeError with the reason
         header = envelope[:HEADER_LEN]
@@ -217,19 +220,13 @@ class Keyring:
                 f"(tenant {cell.tenant}): altered, or moved from another row, column or tenant"
             ) from None
 
-    def _seal(
-        self,
-        plaintext: bytes,
-        nonce: bytes,
-        tenant_id: uuid.UUID | str,
-        table: str,
-        column: str,
-        row_id: uuid.UUID | str,
-        version: int | None,
-    ) -> bytes:
-        """Test vectors only: seal with a chosen nonce."""
-        cell = env.Cell.of(table, column, tenant_id, row_id)
-        return self.seal(plaintext, cell, version=version, nonce=nonce)
+
+def _require_bytes(value: object, what: str) -> None:
+    # AESGCM would raise TypeError; callers get the library's own error.
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise CryptoError(
+            f"{what} must be bytes, bytearray or memoryview, not {type(value).__name__}"
+        )
 
 
 def salt_from(value: str | None) -> bytes | None:

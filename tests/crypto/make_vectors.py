@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TypedDict
 
 from silentpulse_db.crypto import Keyring
+from silentpulse_db.crypto.envelope import Cell
 
 KEY = bytes(range(32))
 
@@ -44,14 +45,12 @@ def main() -> None:
     for case in CASES:
         salt = case["salt"]
         keyring = Keyring(KEY, salt=salt.encode() if salt else None)
-        envelope = keyring._seal(
+        cell = Cell.of(COMMON["table"], COMMON["column"], COMMON["tenant_id"], COMMON["row_id"])
+        envelope = keyring.seal(
             COMMON["plaintext"].encode(),
-            bytes.fromhex(COMMON["nonce_hex"]),
-            COMMON["tenant_id"],
-            COMMON["table"],
-            COMMON["column"],
-            COMMON["row_id"],
-            case["version"],
+            cell,
+            version=case["version"],
+            nonce=bytes.fromhex(COMMON["nonce_hex"]),
         )
         vectors.append(
             {

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from silentpulse_db import MalformedEnvelopeError
 from silentpulse_db.crypto import Keyring, parse
+from silentpulse_db.crypto.envelope import Cell
 
 VECTORS = json.loads(Path(__file__).with_name("vectors.json").read_text())
 
@@ -27,14 +28,12 @@ def keyring_for(vector: Mapping[str, object]) -> Keyring:
 def test_known_answer_vectors(vector: dict[str, str]) -> None:
     keyring = keyring_for(vector)
     assert keyring.kid.hex() == vector["kid_hex"]
-    sealed = keyring._seal(
+    cell = Cell.of(vector["table"], vector["column"], vector["tenant_id"], vector["row_id"])
+    sealed = keyring.seal(
         vector["plaintext"].encode(),
-        bytes.fromhex(vector["nonce_hex"]),
-        vector["tenant_id"],
-        vector["table"],
-        vector["column"],
-        vector["row_id"],
-        int(vector["version"]),
+        cell,
+        version=int(vector["version"]),
+        nonce=bytes.fromhex(vector["nonce_hex"]),
     )
     assert sealed.hex() == vector["envelope_hex"]
     opened = keyring.decrypt(

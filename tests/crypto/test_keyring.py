@@ -11,12 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from silentpulse_db import (
+    CryptoError,
     KeyConfigError,
     MalformedEnvelopeError,
     TamperedValueError,
     UnknownKeyError,
 )
 from silentpulse_db.crypto import Keyring
+from silentpulse_db.crypto.envelope import Cell
 
 KEY = bytes.fromhex("7f" * 32)
 OTHER = bytes.fromhex("3c" * 32)
@@ -24,7 +26,7 @@ TENANT, OTHER_TENANT = uuid.uuid4(), uuid.uuid4()
 ROW, OTHER_ROW = uuid.uuid4(), uuid.uuid4()
 
 
-class Cell(TypedDict):
+class CellFields(TypedDict):
     """Where a value lives: what its associated data binds it to."""
 
     tenant_id: uuid.UUID | str
@@ -33,12 +35,12 @@ class Cell(TypedDict):
     row_id: uuid.UUID | str
 
 
-def replace(cell: Cell, **changes: Any) -> Cell:
+def replace(cell: CellFields, **changes: Any) -> CellFields:
     """``cell`` with some of its fields changed."""
-    return cast(Cell, {**cell, **changes})
+    return cast(CellFields, {**cell, **changes})
 
 
-CELL: Cell = {
+CELL: CellFields = {
     "tenant_id": TENANT,
     "table": "notification_channels",
     "column": "config",
@@ -60,7 +62,7 @@ def test_roundtrip(
     plaintext: bytes, tenant: uuid.UUID, row: uuid.UUID, per_tenant: bool, salt: bytes | None
 ) -> None:
     keyring = Keyring(KEY, salt=salt, per_tenant=per_tenant)
-    cell: Cell = {
+    cell: CellFields = {
         "tenant_id": tenant,
         "table": "ai_configs",
         "column": "api_key_enc",
@@ -119,8 +121,9 @@ def test_nonce_is_fresh_every_time() -> None:
 
 def test_per_tenant_keys_differ() -> None:
     keyring = Keyring(KEY, per_tenant=True)
-    a = keyring._seal(b"x", b"\x00" * 12, TENANT, "t", "c", ROW, 2)
-    b = keyring._seal(b"x", b"\x00" * 12, OTHER_TENANT, "t", "c", ROW, 2)
+    nonce = b"\x00" * 12
+    a = keyring.seal(b"x", Cell.of("t", "c", TENANT, ROW), version=2, nonce=nonce)
+    b = keyring.seal(b"x", Cell.of("t", "c", OTHER_TENANT, ROW), version=2, nonce=nonce)
     assert a[21:] != b[21:]
 
 
@@ -190,3 +193,21 @@ def test_nothing_shows_a_key_or_plaintext() -> None:
     blob = "\n".join(texts)
     for forbidden in (KEY.hex(), OTHER.hex(), secret.decode(), "salty"):
         assert forbidden not in blob
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_any_bytes_like_value_is_accepted(kind: Callable[[bytes], object]) -> None:
+    keyring = Keyring(KEY)
+    sealed = keyring.encrypt(kind(b"token"), **CELL)  # type: ignore[arg-type]
+    assert keyring.decrypt(kind(sealed), **CELL) == b"token"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", ["token", 42, None, [1, 2]])
+def test_anything_else_is_a_typed_error(value: object) -> None:
+    keyring = Keyring(KEY)
+    with pytest.raises(CryptoError, match="must be bytes"):
+        keyring.encrypt(value, **CELL)  # type: ignore[arg-type]
+    with pytest.raises(CryptoError, match="must be bytes"):
+        keyring.decrypt(value, **CELL)  # type: ignore[arg-type]
+    with pytest.raises(CryptoError, match="version must be one of"):
+        keyring.encrypt(b"x", version=7, **CELL)
