@@ -145,7 +145,8 @@ class Keyring:
     __str__ = __repr__
 
     # --- sealing and opening ----------------------------------------------------------
-    # encrypt/decrypt: one value, named by its cell's fields (what services call).
+    # encrypt/decrypt: one value, named by its cell's fields (what services call);
+    # they spell out the same keyword fields, on purpose: that is the call users read.
     # seal/open: the same for a prepared Cell, whose associated data is built once
     # (what the rotation job calls for each of many values).
 
