@@ -205,3 +205,20 @@ def test_the_documented_cleanup_is_the_one_tested() -> None:
     doc = (Path(__file__).parents[2] / "docs" / "tenancy.md").read_text()
     assert "SELECT silentpulse_validate_tenant_references();" in doc
     assert "WHERE NOT EXISTS (SELECT 1 FROM" in doc
+
+
+async def test_every_function_of_the_schema_has_a_pinned_search_path(admin: Any) -> None:
+    rows = await admin.fetch(
+        "SELECT p.proname, p.proconfig FROM pg_proc p "
+        "WHERE p.pronamespace = current_schema()::regnamespace AND p.prokind = 'f' "
+        "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e') "
+        "ORDER BY 1"
+    )
+    names = [r["proname"] for r in rows]
+    assert "silentpulse_alert_notify_statement" in names and len(names) >= 6
+    unpinned = [
+        r["proname"]
+        for r in rows
+        if not any(c.startswith("search_path=") for c in (r["proconfig"] or []))
+    ]
+    assert unpinned == []
