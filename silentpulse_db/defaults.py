@@ -14,6 +14,9 @@ APPLICATION_NAME = "silentpulse-db"
 # A killed runner frees the migration lock within about this long (PG 14+).
 CLIENT_CONNECTION_CHECK_INTERVAL = "2s"
 
+# A migration running longer than this logs its progress this often.
+PROGRESS_EVERY = 5.0
+
 # The migration lock.
 LOCK_TIMEOUT = 60.0  # how long to wait for another runner
 LOCK_POLL_FIRST = 0.02  # first pause between two tries, growing to LOCK_POLL_MAX

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
 
+from ..defaults import PROGRESS_EVERY
 from ..errors import MigrationFailedError, MigrationInterruptedError
 from ..postgres.connect import describe, is_connection_lost
 from ..results import AppliedMigration, VersionState
@@ -48,15 +50,20 @@ class Applier:
     def __init__(self, conn: Any, source: MigrationSource) -> None:
         self.conn = conn
         self.source = source
+        self._rls_checked: set[str] = set()
 
-    async def apply(self, plan: Plan) -> list[AppliedMigration]:
+    async def apply(
+        self, plan: Plan, parsed: Mapping[str, ParsedSQL] | None = None
+    ) -> list[AppliedMigration]:
         """Run every step of ``plan`` in order (or record its forced version)."""
         if plan.force is not None:
             await self._force(plan.force)
             return []
         # Read every file of the plan before running any: a file that cannot
         # run (no statement, explicit COMMIT) stops the plan with nothing applied.
-        parsed = [analyze(step.file.sql, step.file.location) for step in plan.steps]
+        # ``parsed``: files already read before the lock was taken (parse_steps).
+        known = parse_steps(plan.steps, parsed or {})
+        statements = [known[step.file.location] for step in plan.steps]
         # What a migration says with RAISE WARNING (rows it could not fix, a
         # constraint left NOT VALID) reaches the operator's log, naming the file.
         running: list[str] = []
@@ -71,7 +78,7 @@ class Applier:
         self.conn.add_log_listener(on_message)
         try:
             applied = []
-            for step, sql in zip(plan.steps, parsed, strict=True):
+            for step, sql in zip(plan.steps, statements, strict=True):
                 running.append(step.file.location)
                 applied.append(await self._apply_step(step, sql))
             return applied
@@ -121,6 +128,9 @@ class Applier:
         its policies let through (none without app.current_tenant), so a
         backfill "succeeds" having changed nothing.
         """
+        if statement.writes in self._rls_checked:
+            return  # once per table per migration: a file may hold thousands of UPDATEs
+        self._rls_checked.add(statement.writes or "")
         row = await self.conn.fetchrow(_RLS_APPLIES, statement.writes)
         if row is None or not row["filtered"]:
             return
@@ -162,8 +172,10 @@ class Applier:
         started = time.perf_counter()
         try:
             await transaction.start()
+            progress = _Progress(step.file.location, len(parsed.statements))
             for statement in parsed.statements:
                 await self._execute(step.file, statement, dirty_version=None, stays_at=stays_at)
+                progress.step()
             duration = time.perf_counter() - started
             await write_version(self.conn, step.version_after, False, self._record(step, duration))
         except BaseException as exc:
@@ -189,8 +201,10 @@ class Applier:
         dirty = NIL_VERSION if step.version_after is None else step.version_after
         await set_version(self.conn, dirty, True)
         started = time.perf_counter()
+        progress = _Progress(step.file.location, len(parsed.statements))
         for statement in parsed.statements:
             await self._execute(step.file, statement, dirty_version=dirty)
+            progress.step()
         duration = time.perf_counter() - started
         async with self.conn.transaction():
             await write_version(self.conn, step.version_after, False, self._record(step, duration))
@@ -224,6 +238,46 @@ class Applier:
                     file, exc, dirty_version=dirty_version, stays_at=stays_at
                 ) from None
             raise
+
+
+def parse_steps(
+    steps: Sequence[Step], known: Mapping[str, ParsedSQL] | None = None
+) -> dict[str, ParsedSQL]:
+    """Every step's file split into statements (and refused if it cannot run), by location.
+
+    Called before the migration lock is taken, so that reading a large file
+    does not hold up other runners; files in ``known`` are not read again.
+    """
+    parsed = dict(known or {})
+    for step in steps:
+        if step.file.location not in parsed:
+            parsed[step.file.location] = analyze(step.file.sql, step.file.location)
+    return parsed
+
+
+class _Progress:
+    """Logs how far a long migration has got, at most every PROGRESS_EVERY seconds."""
+
+    def __init__(self, location: str, total: int) -> None:
+        self.location = location
+        self.total = total
+        self.done = 0
+        self.started = self.last = time.monotonic()
+
+    def step(self) -> None:
+        self.done += 1
+        if self.done % 100:
+            return  # the clock is read once every 100 statements
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_EVERY:
+            self.last = now
+            logger.info(
+                "%s: %d of %d statements in %.0f s",
+                self.location,
+                self.done,
+                self.total,
+                now - self.started,
+            )
 
 
 async def _rollback_quietly(transaction: Any) -> None:

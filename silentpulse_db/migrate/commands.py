@@ -17,7 +17,7 @@ import time
 from typing import Literal
 
 from ..defaults import CONNECT_ATTEMPTS, CONNECT_WAIT, LOCK_TIMEOUT, PARTITIONS_AHEAD
-from ..errors import BaselineError, MigrationSourceError
+from ..errors import BaselineError, MigrationSourceError, SilentPulseDBError
 from ..postgres.dsn import validate_dsn
 from ..postgres.translate import typed_errors
 from ..results import (
@@ -31,7 +31,7 @@ from ..results import (
 from ..schema.jobs import partitions_at_startup
 from ..schema.partitions import partition_coverage
 from ..schema.tenancy import rls_gaps
-from .apply import Applier
+from .apply import Applier, parse_steps
 from .check import baseline_differences, prove_reversible
 from .plan import (
     Down,
@@ -45,8 +45,9 @@ from .plan import (
     status_rows,
     version_label,
 )
-from .session import CREATE_TABLES, locked_session, open_session
-from .source import SourceLike, load_source
+from .session import CREATE_TABLES, Session, locked_session, open_session
+from .source import MigrationSource, SourceLike, load_source
+from .sql import ParsedSQL
 from .version_table import (
     HistoryRecord,
     ensure_tables,
@@ -115,6 +116,7 @@ async def run_migrations(
             plan = await settled() if session.tables_exist else None
             applied: list[AppliedMigration] = []
             if plan is None:
+                parsed = await _parse_ahead(session, migrations, request, strict)
                 lock = session.lock(lock_timeout)
                 plan = await lock.acquire(unless=settled)
                 if plan is None:  # we hold the lock: apply what is pending
@@ -124,7 +126,7 @@ async def run_migrations(
                                 await ensure_tables(conn)
                         state, history = await read_state(conn)
                         plan = make_plan(migrations, state, request, history=history, strict=strict)
-                        applied = await Applier(conn, migrations).apply(plan)
+                        applied = await Applier(conn, migrations).apply(plan, parsed)
                     finally:
                         await lock.release()
             result = _result(plan, applied, started)
@@ -361,12 +363,33 @@ async def _run(
     with typed_errors(dsn, "change the migration version"):
         migrations = load_source(source)
         started = time.perf_counter()
-        async with locked_session(
-            dsn, attempts=attempts, wait=wait, lock_timeout=lock_timeout
-        ) as conn:
-            state, history = await read_state(conn)
-            plan = make_plan(migrations, state, request, history=history, strict=strict)
-            return _result(plan, await Applier(conn, migrations).apply(plan), started)
+        async with open_session(dsn, attempts=attempts, wait=wait) as session:
+            parsed = await _parse_ahead(session, migrations, request, strict)
+            async with session.lock(lock_timeout):
+                conn = session.conn
+                if not session.tables_exist:
+                    with typed_errors(dsn, CREATE_TABLES):
+                        await ensure_tables(conn)
+                state, history = await read_state(conn)
+                plan = make_plan(migrations, state, request, history=history, strict=strict)
+                applied = await Applier(conn, migrations).apply(plan, parsed)
+                return _result(plan, applied, started)
+
+
+async def _parse_ahead(
+    session: Session, migrations: MigrationSource, request: Request, strict: bool
+) -> dict[str, ParsedSQL]:
+    """Read the files that will likely run before taking the lock (a large file must not
+    hold other runners up); the plan made under the lock decides what actually runs."""
+    if session.tables_exist:
+        state, history = await read_state(session.conn)
+    else:
+        state, history = VersionState(None, False), {}
+    try:
+        candidate = make_plan(migrations, state, request, history=history, strict=strict)
+    except SilentPulseDBError:
+        return {}  # decided again, under the lock
+    return parse_steps(candidate.steps)
 
 
 def _result(plan: Plan, applied: list[AppliedMigration], started: float) -> MigrationResult:

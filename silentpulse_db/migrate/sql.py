@@ -51,13 +51,17 @@ def analyze(sql: str, location: str) -> ParsedSQL:
         return ParsedSQL(statements=(Statement(sql, 0),), non_transactional=())
     statements: list[Statement] = []
     blocking: list[str] = []
+    # Lines are counted as the statements go (they come in order): counting from
+    # the top for each one made a file of 89,000 statements take minutes.
+    line, counted = 1, 0
     for item in raw:
         node = item.stmt
         start = item.stmt_location or 0
         length = item.stmt_len or (len(sql) - start)
         kind = type(node).__name__
         text = sql[start : start + length]
-        line, _ = line_and_column(sql, start + 1)
+        line += sql.count("\n", counted, start)
+        counted = start
         if kind == "TransactionStmt":
             raise MigrationSourceError(
                 f"{location}:{line}: explicit transaction control ({text.split()[0].upper()}) "

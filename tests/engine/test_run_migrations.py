@@ -206,3 +206,32 @@ async def test_server_warnings_of_a_migration_reach_the_log_naming_the_file(
     assert len(warnings) == 1
     assert "000001_reports.up.sql" in warnings[0]
     assert "left 2 rows NOT VALID" in warnings[0]
+
+
+async def test_files_are_read_before_waiting_for_the_lock(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
+    """A file that cannot run is refused at once, not after queueing behind another runner."""
+    import asyncpg
+
+    from silentpulse_db import MigrationSourceError
+
+    from helpers import lock_keys
+
+    source = write_migrations(tmp_path, simple_set(1))
+    await run_migrations(silentpulse_database, source=source)
+    (tmp_path / "000002_add_bad.up.sql").write_text("CREATE TABLE b (id int);\nCOMMIT;\n")
+    (tmp_path / "000002_add_bad.down.sql").write_text("DROP TABLE b;\n")
+    holder = await asyncpg.connect(silentpulse_database)
+    try:
+        keys = await lock_keys(holder)
+        await holder.execute(
+            "SELECT pg_advisory_lock($1), pg_advisory_lock($2)",
+            keys.url_path,
+            keys.current_database,
+        )
+        with pytest.raises(MigrationSourceError, match=r"000002_add_bad.up.sql:2: explicit"):
+            await run_migrations(silentpulse_database, source=source, lock_timeout=2)
+    finally:
+        await holder.close()
+    assert await version_rows(silentpulse_database) == [(1, False)]
