@@ -15,6 +15,7 @@ SCRIPTS = [
     "bench_rotation.py",
     "bench_harness.py",
     "bench_notify.py",
+    "bench_big_file.py",
 ]
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def _common_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     parser.add_argument(
         "--lock-timeout",
         metavar="SECONDS",
-        type=float,
+        type=_seconds,
         default=default(LOCK_TIMEOUT),
         help=f"how long to wait for the migration lock (default {LOCK_TIMEOUT:g})",
     )
@@ -82,8 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("n", nargs="?", type=_positive, metavar="N")
     down.add_argument("--all", action="store_true", help="revert every applied migration")
     command("goto", "migrate up or down to version V").add_argument("v", type=int, metavar="V")
-    command("force", "record version V as clean without running anything (-1: none)").add_argument(
-        "v", type=int, metavar="V"
+    force = command("force", "record version V as clean without running anything (-1: none)")
+    force.add_argument("v", type=int, metavar="V")
+    force.add_argument(
+        "--allow-missing-file",
+        action="store_true",
+        help="record a version that no migration file has (the database is ahead of them)",
     )
     command("version", "print the current version: 3, or 3 (dirty)")
     command("status", "one row a version: applied or pending, when, checksum")
@@ -123,6 +127,17 @@ def _at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a duration in seconds, >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text}")
+    return value
 
 
 _positive = _at_least(1)
@@ -188,7 +203,7 @@ async def _goto(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _force(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
-    await commands.force(dsn, args.v, **_locked(args))
+    await commands.force(dsn, args.v, allow_missing_file=args.allow_missing_file, **_locked(args))
     print(f"version forced to {version_label(None if args.v == -1 else args.v)}", file=out)
     return console.EXIT_OK
 

@@ -186,6 +186,7 @@ async def force(
     dsn: str,
     version: int,
     *,
+    allow_missing_file: bool = False,
     source: SourceLike = None,
     attempts: int = CONNECT_ATTEMPTS,
     wait: float = CONNECT_WAIT,
@@ -194,8 +195,10 @@ async def force(
     """Record ``version`` as clean without running anything (-1: no version).
 
     The recovery after a failed non-transactional migration left the version dirty.
+    A version no file has is refused unless ``allow_missing_file``.
     """
-    return await _run(dsn, Force(version), source, attempts, wait, lock_timeout)
+    request = Force(version, allow_missing_file=allow_missing_file)
+    return await _run(dsn, request, source, attempts, wait, lock_timeout)
 
 
 async def version(
@@ -296,6 +299,12 @@ async def baseline(
         if migrations.baseline is None:
             raise MigrationSourceError(
                 f"{migrations.description} has no baseline.sql", file=migrations.description
+            )
+        current = await version(dsn, attempts=attempts, wait=wait)
+        if current.version is not None or current.dirty:
+            raise BaselineError(
+                f"the database is already versioned ({current}): baseline only adopts a "
+                f"database created before migrations; use `up`"
             )
         if verify and migrations.migrations:
             differences = await baseline_differences(dsn, migrations, attempts=attempts, wait=wait)

@@ -20,6 +20,7 @@ from typing import Literal
 
 from ..errors import (
     ChecksumMismatchError,
+    ConfigurationError,
     DatabaseAheadError,
     DirtyDatabaseError,
     VersionNotFoundError,
@@ -76,9 +77,14 @@ class Goto:
 
 @dataclass(frozen=True)
 class Force:
-    """Record ``version`` as clean without running anything (-1: no version)."""
+    """Record ``version`` as clean without running anything (-1: no version).
+
+    A version no file has is refused unless ``allow_missing_file``: recording
+    it makes every later command believe the database is ahead of the files.
+    """
 
     version: int
+    allow_missing_file: bool = False
 
 
 Request = Up | Down | Goto | Force
@@ -135,9 +141,23 @@ def make_plan(
     ``history`` (for Up) lets changed checksums of applied files be reported:
     warnings, or ChecksumMismatchError when ``strict``.
     """
+    if not source.migrations:
+        raise ConfigurationError(
+            f"no migration files in {source.description}: check the folder (--path) or package"
+        )
     if isinstance(request, Force):
         if request.version < NIL_VERSION:
             raise VersionNotFoundError(f"force takes a version >= -1, got {request.version}")
+        if (
+            request.version != NIL_VERSION
+            and source.get(request.version) is None
+            and not request.allow_missing_file
+        ):
+            raise VersionNotFoundError(
+                f"no migration file for version {request.version} in {source.description} "
+                f"(files: {', '.join(map(str, source.versions))}); to record it anyway, "
+                f"confirm with --allow-missing-file (allow_missing_file=True)"
+            )
         return Plan(state, force=request.version)
     if isinstance(request, Goto) and source.get(request.version) is None:
         raise VersionNotFoundError(
@@ -161,7 +181,14 @@ def make_plan(
         steps = _pending(source, state, target=request.target)
         return Plan(state, steps=_first(steps, request.count), warnings=tuple(warnings))
     if isinstance(request, Down):
-        return Plan(state, steps=_first(_applied(source, state), request.count))
+        applied = _applied(source, state)
+        if request.count is not None and request.count > len(applied):
+            applied_now = _count(len(applied), "migration is", "migrations are")
+            raise ConfigurationError(
+                f"down {request.count}: only {applied_now} applied; "
+                f"use --all (count='all') to revert every one"
+            )
+        return Plan(state, steps=_first(applied, request.count))
     current = NIL_VERSION if state.version is None else state.version
     if request.version >= current:
         return Plan(state, steps=_pending(source, state, target=request.version))
@@ -203,6 +230,10 @@ def _applied(
         for m in reversed(source.migrations)
         if m.version <= state.version and (target is None or m.version > target)
     )
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def _first(steps: tuple[Step, ...], count: int | None) -> tuple[Step, ...]:

@@ -73,7 +73,11 @@ def analyze(sql: str, location: str) -> ParsedSQL:
             blocking.append(f"{reason} at line {line}")
         statements.append(Statement(text, start, _dml_target(kind, node)))
     if not statements:
-        raise MigrationSourceError(f"{location}: file contains no SQL statement", file=location)
+        raise MigrationSourceError(
+            f"{location}: holds no SQL statement (only comments, as `create` writes it): "
+            f"write the migration's SQL, or delete the pair",
+            file=location,
+        )
     return ParsedSQL(statements=tuple(statements), non_transactional=tuple(blocking))
 
 

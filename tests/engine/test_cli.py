@@ -118,3 +118,73 @@ def test_unknown_path(silentpulse_database: str, tmp_path: Path) -> None:
 def test_options_after_the_command(silentpulse_database: str, source: Path) -> None:
     r = cli("up", "--path", str(source), "--database", silentpulse_database, "--lock-timeout", "5")
     assert r.returncode == 0, r.stderr
+
+
+# --- usage, as a new user meets it (issue 10, 6 and 7) --------------------------------------
+
+
+def test_an_empty_migrations_folder_is_a_usage_error(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
+    (tmp_path / "empty").mkdir()
+    r = cli("up", "--path", str(tmp_path / "empty"), dsn=silentpulse_database)
+    assert r.returncode == 2 and "no migration files in" in r.stderr
+    assert "ahead" not in r.stderr
+
+
+def test_force_to_a_version_without_a_file_needs_confirming(
+    silentpulse_database: str, source: Path
+) -> None:
+    assert cli("up", "--path", str(source), dsn=silentpulse_database).returncode == 0
+    r = cli("force", "7", "--path", str(source), dsn=silentpulse_database)
+    assert r.returncode == 1 and "--allow-missing-file" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    confirmed = cli(
+        "force", "7", "--allow-missing-file", "--path", str(source), dsn=silentpulse_database
+    )
+    assert confirmed.returncode == 0, confirmed.stderr
+
+
+async def test_down_more_than_applied_points_to_all(
+    silentpulse_database: str, source: Path
+) -> None:
+    assert cli("up", "2", "--path", str(source), dsn=silentpulse_database).returncode == 0
+    r = cli("down", "5", "--path", str(source), dsn=silentpulse_database)
+    assert r.returncode == 2 and "only 2 migrations are applied" in r.stderr and "--all" in r.stderr
+    assert await version_rows(silentpulse_database) == [(2, False)]
+    one = cli("down", "2", "--path", str(source), dsn=silentpulse_database)
+    assert one.returncode == 0
+    r = cli("up", "1", "--path", str(source), dsn=silentpulse_database)
+    r = cli("down", "2", "--path", str(source), dsn=silentpulse_database)
+    assert "only 1 migration is applied" in r.stderr
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "nan"])
+def test_a_bad_lock_timeout_is_a_usage_error(value: str, source: Path) -> None:
+    r = cli(
+        "up", "--lock-timeout", value, "--path", str(source), dsn="postgresql://u@127.0.0.1:1/db"
+    )
+    assert r.returncode == 2 and "--lock-timeout" in r.stderr
+
+
+def test_a_fresh_migration_pair_is_refused_until_written(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
+    folder = write_migrations(tmp_path / "m", simple_set(1))
+    made = cli("create", "add_widgets_table", "--path", str(folder))
+    assert made.returncode == 0
+    up_file = folder / "000002_add_widgets_table.up.sql"
+    assert up_file.exists() and "--" in up_file.read_text()
+    r = cli("up", "--path", str(folder), dsn=silentpulse_database)
+    assert r.returncode == 1
+    assert "000002_add_widgets_table.up.sql: holds no SQL statement" in r.stderr
+    assert "write the migration's SQL" in r.stderr
+
+
+async def test_up_warns_about_a_changed_file(silentpulse_database: str, source: Path) -> None:
+    assert cli("up", "2", "--path", str(source), dsn=silentpulse_database).returncode == 0
+    first = source / "000001_add_t1.up.sql"
+    first.write_text(first.read_text() + "-- edited after it was applied\n")
+    r = cli("up", "--path", str(source), dsn=silentpulse_database)
+    assert r.returncode == 0
+    assert "WARNING" in r.stderr and "000001_add_t1.up.sql changed after it was applied" in r.stderr
