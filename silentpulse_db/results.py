@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Literal
 
+from .errors import LockHolder
+
 
 @dataclass(frozen=True)
 class VersionState:
@@ -66,6 +68,10 @@ class StatusReport:
     rows: tuple[StatusRow, ...]
     partitions: tuple[PartitionCoverage, ...] = ()
     unguarded: tuple[str, ...] = ()
+    # Whoever holds the migration lock right now (a migration is running), each once.
+    running: tuple[LockHolder, ...] = ()
+    # False: the database has no version table (nothing was ever migrated here).
+    versioned: bool = True
 
 
 @dataclass(frozen=True)

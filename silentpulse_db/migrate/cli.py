@@ -209,8 +209,26 @@ async def _force(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _version(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
-    print(await commands.version(dsn, attempts=args.attempts), file=out)
+    report = await commands.status(dsn, **_connection(args))
+    print(report.current, file=out)
+    for line in _notes(report):
+        print(line, file=sys.stderr)
     return console.EXIT_OK
+
+
+def _notes(report: StatusReport) -> list[str]:
+    """What `version` and `status` add: no version table, a migration running now."""
+    notes = []
+    if not report.versioned:
+        notes.append("no version table: nothing was ever migrated in this database")
+    for holder in report.running:
+        dirty = report.current.dirty and report.current.version is not None
+        which = next(
+            (r.name for r in report.rows if dirty and r.version == report.current.version), None
+        )
+        where = f" (applying version {report.current.version} {which})" if which else ""
+        notes.append(f"a migration is running{where}: {holder}")
+    return notes
 
 
 async def _status(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
@@ -318,6 +336,7 @@ def format_status(report: StatusReport) -> str:
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
     lines.append(f"current version: {report.current}")
+    lines += _notes(report)
     if report.partitions:
         lines.append("partitions (UTC months):")
         lines += [f"  {coverage}" for coverage in report.partitions]

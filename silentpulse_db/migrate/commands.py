@@ -33,6 +33,7 @@ from ..schema.partitions import partition_coverage
 from ..schema.tenancy import rls_gaps
 from .apply import Applier, parse_steps
 from .check import baseline_differences, prove_reversible
+from .lock import lock_holders
 from .plan import (
     Down,
     Force,
@@ -230,11 +231,14 @@ async def status(
                 state, history = VersionState(None, False), {}
             coverage = tuple(await partition_coverage(conn))
             gaps = tuple(await rls_gaps(conn))
+            running = tuple(await lock_holders(conn, session.keys))
         return StatusReport(
             current=state,
             rows=status_rows(migrations, state, history),
             partitions=coverage,
             unguarded=gaps,
+            running=running,
+            versioned=session.tables_exist,
         )
 
 

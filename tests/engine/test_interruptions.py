@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -139,3 +140,73 @@ async def test_the_cli_reports_a_lost_connection_in_one_clear_message(
     for noise in ("Traceback", "__aexit__", "During handling"):
         assert noise not in stderr
     assert await version_rows(silentpulse_database) == [(1, False)]
+
+
+async def test_status_and_version_answer_at_once_while_a_migration_runs(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
+    source = write_migrations(tmp_path, with_slow_second(60))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(RUNNER),
+        str(source),
+        env={**os.environ, "DATABASE_URL": silentpulse_database},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await wait_for(lambda: _is_not_none(sleeping_backend(silentpulse_database)), timeout=30)
+        runner_pid = await sleeping_backend(silentpulse_database)
+        for command in ("status", "version"):
+            # --lock-timeout 600: had they waited for the lock, they would still be waiting.
+            done = await asyncio.wait_for(
+                asyncio.to_thread(
+                    subprocess.run,
+                    [
+                        sys.executable,
+                        "-m",
+                        "silentpulse_db",
+                        command,
+                        "--path",
+                        str(source),
+                        "--lock-timeout",
+                        "600",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    env={**os.environ, "DATABASE_URL": silentpulse_database},
+                ),
+                timeout=60,
+            )
+            assert done.returncode == 0, done.stderr
+            running = [
+                line
+                for line in (done.stdout + done.stderr).splitlines()
+                if "a migration is running" in line
+            ]
+            assert len(running) == 1, done  # the holder once, though it holds two keys
+            assert f"pid {runner_pid}" in running[0]
+    finally:
+        proc.kill()
+        await proc.wait()
+
+
+async def test_status_on_a_database_never_migrated_creates_nothing(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
+    source = write_migrations(tmp_path, simple_set(1))
+    for command in ("status", "version"):
+        done = subprocess.run(
+            [sys.executable, "-m", "silentpulse_db", command, "--path", str(source)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "DATABASE_URL": silentpulse_database},
+            check=False,
+        )
+        assert done.returncode == 0 and "no version table" in done.stdout + done.stderr
+    assert await user_tables(silentpulse_database) == set()
+    assert await fetchval(
+        silentpulse_database,
+        "SELECT to_regclass('schema_migrations') IS NULL "
+        "AND to_regclass('schema_migrations_history') IS NULL",
+    )
