@@ -53,7 +53,8 @@ async def test_history_records_name_checksum_direction_and_runner(
     ]
     assert rows[0]["checksum"] == expected
     assert rows[0]["duration_ms"] > 0
-    assert "pid" in rows[0]["applied_by"] and "role postgres" in rows[0]["applied_by"]
+    role = await fetchval(silentpulse_database, "SELECT current_user")
+    assert "pid" in rows[0]["applied_by"] and f"as role {role}" in rows[0]["applied_by"]
     # schema_migrations keeps golang-migrate's two columns only.
     columns = await fetch(
         silentpulse_database,
