@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -251,8 +252,24 @@ def parse_steps(
     parsed = dict(known or {})
     for step in steps:
         if step.file.location not in parsed:
-            parsed[step.file.location] = analyze(step.file.sql, step.file.location)
+            parsed[step.file.location] = _analyze(step.file)
     return parsed
+
+
+# Replicas starting together in one process (and tests, benches) read the same
+# files: each is parsed once per process, by content.
+_PARSED: OrderedDict[tuple[str, str], ParsedSQL] = OrderedDict()
+_PARSED_MAX = 256
+
+
+def _analyze(file: MigrationFile) -> ParsedSQL:
+    key = (file.location, file.checksum)
+    found = _PARSED.get(key)
+    if found is None:
+        found = _PARSED[key] = analyze(file.sql, file.location)
+        if len(_PARSED) > _PARSED_MAX:
+            _PARSED.popitem(last=False)
+    return found
 
 
 class _Progress:

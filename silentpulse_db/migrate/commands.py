@@ -28,7 +28,7 @@ from ..results import (
     StatusReport,
     VersionState,
 )
-from ..schema.jobs import partitions_at_startup
+from ..schema.jobs import partitions_at_startup, partitions_due
 from ..schema.partitions import partition_coverage
 from ..schema.tenancy import rls_gaps
 from .apply import Applier, parse_steps
@@ -97,7 +97,10 @@ async def run_migrations(
         migrations = load_source(source)
         started = time.perf_counter()
         request = Up(target=target, allow_ahead=not strict)
-        async with open_session(dsn, attempts=attempts, wait=wait) as session:
+        probe = None if partitions_ahead is None else partitions_due(partitions_ahead)
+        async with open_session(
+            dsn, attempts=attempts, wait=wait, partitions_probe=probe
+        ) as session:
             conn = session.conn
 
             async def settled() -> Plan | None:
@@ -132,7 +135,9 @@ async def run_migrations(
                         await lock.release()
             result = _result(plan, applied, started)
             if partitions_ahead is not None:
-                await partitions_at_startup(conn, dsn, partitions_ahead)
+                # The probe ran before any migration of this call: ask again after one.
+                due = None if applied else session.partitions_due
+                await partitions_at_startup(conn, dsn, partitions_ahead, due=due)
             return result
 
 

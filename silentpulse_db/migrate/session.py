@@ -23,6 +23,8 @@ class Session:
     conn: Any
     keys: LockKeys
     tables_exist: bool
+    # Whether the probe found partition work due (None: not asked).
+    partitions_due: bool | None = None
 
     def lock(self, timeout: float) -> MigrationLock:
         return MigrationLock(self.conn, self.keys, timeout=timeout)
@@ -30,9 +32,17 @@ class Session:
 
 @contextlib.asynccontextmanager
 async def open_session(
-    dsn: str, *, attempts: int = CONNECT_ATTEMPTS, wait: float = CONNECT_WAIT
+    dsn: str,
+    *,
+    attempts: int = CONNECT_ATTEMPTS,
+    wait: float = CONNECT_WAIT,
+    partitions_probe: str | None = None,
 ) -> AsyncIterator[Session]:
-    """Connect (with retries) and probe schema, database and the version tables in one query."""
+    """Connect (with retries) and probe schema, database and the version tables in one query.
+
+    ``partitions_probe``: a boolean SQL expression asked in the same query (the
+    start-up partition check), so that a no-op start-up pays no round trip for it.
+    """
     conn = await connect(
         dsn,
         attempts=attempts,
@@ -45,11 +55,13 @@ async def open_session(
     try:
         probe = await conn.fetchrow(
             "SELECT current_schema() AS schema, current_database() AS db, "
-            "to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL AS ready",
+            "to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL AS ready, "
+            f"{partitions_probe or 'NULL::boolean'} AS partitions_due",
             VERSION_TABLE,
             HISTORY_TABLE,
         )
-        yield Session(conn, lock_keys_for(probe["db"], probe["schema"]), probe["ready"])
+        keys = lock_keys_for(probe["db"], probe["schema"])
+        yield Session(conn, keys, probe["ready"], probe["partitions_due"])
     finally:
         await close_quietly(conn)
 

@@ -36,6 +36,9 @@ from ..results import (
 
 logger = logging.getLogger("silentpulse_db.partitions")
 
+# The tables the packaged schema partitions by month (000001).
+PARTITIONED = ("alerts", "audit_logs", "asset_observations")
+
 # SilentPulse's retention (shared/reference/silentpulse-data-model.md): a
 # partition goes once everything in it is older than this.
 RETENTION = {
