@@ -236,3 +236,22 @@ async def test_files_are_read_before_waiting_for_the_lock(
     finally:
         await holder.close()
     assert await version_rows(silentpulse_database) == [(1, False)]
+
+
+async def test_a_long_migration_logs_its_progress(
+    silentpulse_database: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from silentpulse_db.migrate import apply
+
+    monkeypatch.setattr(apply, "PROGRESS_EVERY", 0.0)  # "a few seconds", made instant
+    body = "CREATE TABLE p (id int);\n" + "INSERT INTO p VALUES (1);\n" * 299
+    source = write_migrations(tmp_path, {1: ("add_p", body, "DROP TABLE p;\n")})
+    with caplog.at_level(logging.INFO, logger="silentpulse_db"):
+        await run_migrations(silentpulse_database, source=source)
+    progress = [r.getMessage() for r in caplog.records if "statements in" in r.getMessage()]
+    assert progress[:3] == [
+        f"{source / '000001_add_p.up.sql'}: {n} of 300 statements in 0 s" for n in (100, 200, 300)
+    ]
