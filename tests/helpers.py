@@ -116,3 +116,13 @@ async def login_role(
         yield name, role_dsn.geturl()
     finally:
         await execute(dsn, f"DROP OWNED BY {name}; DROP ROLE {name};")
+
+
+async def hold_migration_lock(dsn: str) -> asyncpg.Connection:
+    """A connection holding both golang-migrate lock keys, as another runner would."""
+    holder = await asyncpg.connect(dsn)
+    keys = await lock_keys(holder)
+    await holder.execute(
+        "SELECT pg_advisory_lock($1), pg_advisory_lock($2)", keys.url_path, keys.current_database
+    )
+    return holder

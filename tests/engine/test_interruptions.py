@@ -36,6 +36,18 @@ def with_slow_second(seconds: float) -> dict[int, tuple[str, str, str]]:
     return migrations
 
 
+async def start_runner(dsn: str, source: Path, output: int | None) -> asyncio.subprocess.Process:
+    """run_migrations in another process (runner_process.py), the DSN in its environment."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(RUNNER),
+        str(source),
+        env={**os.environ, "DATABASE_URL": dsn},
+        stdout=output,
+        stderr=output,
+    )
+
+
 async def sleeping_backend(dsn: str) -> int | None:
     pid: int | None = await fetchval(
         dsn,
@@ -50,14 +62,7 @@ async def test_sigkill_mid_migration_leaves_previous_version_clean(
     silentpulse_database: str, tmp_path: Path
 ) -> None:
     source = write_migrations(tmp_path, with_slow_second(60))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(RUNNER),
-        str(source),
-        env={**os.environ, "DATABASE_URL": silentpulse_database},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await start_runner(silentpulse_database, source, asyncio.subprocess.PIPE)
     try:
         await wait_for(lambda: _is_not_none(sleeping_backend(silentpulse_database)), timeout=30)
         os.kill(proc.pid, signal.SIGKILL)
@@ -146,14 +151,7 @@ async def test_status_and_version_answer_at_once_while_a_migration_runs(
     silentpulse_database: str, tmp_path: Path
 ) -> None:
     source = write_migrations(tmp_path, with_slow_second(60))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(RUNNER),
-        str(source),
-        env={**os.environ, "DATABASE_URL": silentpulse_database},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    proc = await start_runner(silentpulse_database, source, asyncio.subprocess.DEVNULL)
     try:
         await wait_for(lambda: _is_not_none(sleeping_backend(silentpulse_database)), timeout=30)
         runner_pid = await sleeping_backend(silentpulse_database)

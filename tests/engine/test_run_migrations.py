@@ -159,22 +159,15 @@ async def test_failure_outside_a_transaction_leaves_dirty_with_recovery(
 async def test_up_to_date_database_is_answered_without_the_lock(
     silentpulse_database: str, tmp_path: Path
 ) -> None:
-    import asyncpg
 
     from silentpulse_db import LockTimeoutError
 
-    from helpers import lock_keys
+    from helpers import hold_migration_lock
 
     source = write_migrations(tmp_path, simple_set(2))
     await run_migrations(silentpulse_database, source=source)
-    holder = await asyncpg.connect(silentpulse_database)
+    holder = await hold_migration_lock(silentpulse_database)
     try:
-        keys = await lock_keys(holder)
-        await holder.execute(
-            "SELECT pg_advisory_lock($1), pg_advisory_lock($2)",
-            keys.url_path,
-            keys.current_database,
-        )
         result = await run_migrations(silentpulse_database, source=source, lock_timeout=0.5)
         assert (result.version_after, result.applied) == (2, ())
         # With something pending it must queue for the lock.
@@ -213,24 +206,17 @@ async def test_files_are_read_before_waiting_for_the_lock(
     silentpulse_database: str, tmp_path: Path
 ) -> None:
     """A file that cannot run is refused at once, not after queueing behind another runner."""
-    import asyncpg
 
     from silentpulse_db import MigrationSourceError
 
-    from helpers import lock_keys
+    from helpers import hold_migration_lock
 
     source = write_migrations(tmp_path, simple_set(1))
     await run_migrations(silentpulse_database, source=source)
     (tmp_path / "000002_add_bad.up.sql").write_text("CREATE TABLE b (id int);\nCOMMIT;\n")
     (tmp_path / "000002_add_bad.down.sql").write_text("DROP TABLE b;\n")
-    holder = await asyncpg.connect(silentpulse_database)
+    holder = await hold_migration_lock(silentpulse_database)
     try:
-        keys = await lock_keys(holder)
-        await holder.execute(
-            "SELECT pg_advisory_lock($1), pg_advisory_lock($2)",
-            keys.url_path,
-            keys.current_database,
-        )
         with pytest.raises(MigrationSourceError, match=r"000002_add_bad.up.sql:2: explicit"):
             await run_migrations(silentpulse_database, source=source, lock_timeout=2)
     finally:
