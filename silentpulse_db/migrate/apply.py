@@ -25,24 +25,13 @@ from ..defaults import PROGRESS_EVERY
 from ..errors import MigrationFailedError, MigrationInterruptedError
 from ..postgres.connect import describe, is_connection_lost
 from ..results import AppliedMigration, VersionState
+from ..schema.tenancy import rls_filters
 from .plan import CLI, NIL_VERSION, Plan, Step, dirty_message, version_label
 from .source import MigrationFile, MigrationSource
 from .sql import ParsedSQL, Statement, analyze, line_and_column, line_text
 from .version_table import HistoryRecord, set_version, write_version
 
 logger = logging.getLogger("silentpulse_db.migrate")
-
-
-# Does row-level security filter what the current role sees in table $1?
-# Superusers and BYPASSRLS roles are never filtered; an owner only when forced.
-_RLS_APPLIES = """
-    SELECT current_user AS role, c.relforcerowsecurity AS forced,
-           c.relrowsecurity
-           AND NOT r.rolsuper AND NOT r.rolbypassrls
-           AND (c.relforcerowsecurity OR NOT pg_has_role(c.relowner, 'USAGE')) AS filtered
-    FROM pg_class c, pg_roles r
-    WHERE c.oid = to_regclass($1) AND r.rolname = current_user
-"""
 
 
 class Applier:
@@ -132,8 +121,8 @@ class Applier:
         if statement.writes in self._rls_checked:
             return  # once per table per migration: a file may hold thousands of UPDATEs
         self._rls_checked.add(statement.writes or "")
-        row = await self.conn.fetchrow(_RLS_APPLIES, statement.writes)
-        if row is None or not row["filtered"]:
+        filtered = await rls_filters(self.conn, statement.writes or "")
+        if filtered is None:
             return
         line, _ = line_and_column(file.sql, statement.offset + 1)
         logger.warning(
@@ -145,8 +134,8 @@ class Applier:
             line,
             statement.sql.split(None, 1)[0].upper(),
             statement.writes,
-            row["role"],
-            "forces RLS" if row["forced"] else "has RLS enabled",
+            filtered.role,
+            "forces RLS" if filtered.forced else "has RLS enabled",
         )
 
     def _stays_at(self, step: Step) -> str:

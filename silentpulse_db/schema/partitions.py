@@ -33,6 +33,7 @@ from ..results import (
     PartitionCoverage,
     PartitionReport,
 )
+from .tenancy import rls_filters
 
 logger = logging.getLogger("silentpulse_db.partitions")
 
@@ -74,12 +75,6 @@ _CAN_CREATE = (
 )
 _CREATE = "SELECT silentpulse_create_monthly_partition($1::regclass, $2::date)"
 _SECURE = "SELECT silentpulse_secure_partition($1::regclass)"
-# Does row-level security hide rows of $1 from the current role?
-_FILTERED = """
-    SELECT c.relrowsecurity AND NOT r.rolsuper AND NOT r.rolbypassrls
-           AND (c.relforcerowsecurity OR NOT pg_has_role(c.relowner, 'USAGE'))
-    FROM pg_class c, pg_roles r WHERE c.oid = $1::regclass AND r.rolname = current_user
-"""
 
 
 @dataclass(frozen=True)
@@ -182,7 +177,7 @@ async def ensure_partitions(
 
 async def _stray_months(conn: Any, table: PartitionedTable, skipped: list[str]) -> list[date]:
     assert table.default is not None
-    if await conn.fetchval(_FILTERED, table.default.name):
+    if await rls_filters(conn, table.default.name):
         skipped.append(
             f"{table.default.name}: row-level security hides its rows from this role; "
             "run the partition job as a role with BYPASSRLS to move them"
@@ -234,7 +229,7 @@ async def partition_coverage(conn: Any, *, now: datetime | None = None) -> list[
             month, ahead = add_months(month, 1), ahead + 1
         rows: int | None = 0
         if table.default is not None:
-            if await conn.fetchval(_FILTERED, table.default.name):
+            if await rls_filters(conn, table.default.name):
                 rows = None
             else:
                 rows = await conn.fetchval(f"SELECT count(*) FROM ONLY {table.default.name}")
@@ -247,8 +242,9 @@ async def partition_coverage(conn: Any, *, now: datetime | None = None) -> list[
 async def require_unfiltered(conn: Any, tables: list[PartitionedTable], doing: str) -> None:
     """Refuse a job that must see every row when row-level security filters this role."""
     for table in tables:
-        if table.rls and await conn.fetchval(_FILTERED, table.parent):
-            role = await conn.fetchval("SELECT current_user")
+        filtered = await rls_filters(conn, table.parent) if table.rls else None
+        if filtered is not None:
+            role = filtered.role
             raise PermissionDeniedError(
                 f"role {role!r} may not {doing}: row-level security hides rows of {table.name} "
                 f"from it, so it would judge partitions by what it cannot see. It needs "

@@ -10,6 +10,7 @@ lists them with the roles that can read them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 _GAPS = r"""
@@ -50,3 +51,28 @@ async def rls_gaps(conn: Any) -> list[str]:
             f"readable by: {readers}"
         )
     return lines
+
+
+# Does row-level security filter what the current role sees in table $1?
+# Superusers and BYPASSRLS roles are never filtered; an owner only when forced.
+_FILTERED = """
+    SELECT current_user AS role, c.relforcerowsecurity AS forced
+    FROM pg_class c, pg_roles r
+    WHERE c.oid = to_regclass($1) AND r.rolname = current_user
+      AND c.relrowsecurity AND NOT r.rolsuper AND NOT r.rolbypassrls
+      AND (c.relforcerowsecurity OR NOT pg_has_role(c.relowner, 'USAGE'))
+"""
+
+
+@dataclass(frozen=True)
+class Filtered:
+    """Row-level security hides rows of a table from ``role`` (``forced``: even as owner)."""
+
+    role: str
+    forced: bool
+
+
+async def rls_filters(conn: Any, relation: str) -> Filtered | None:
+    """How row-level security filters the current role on ``relation``, or None if it does not."""
+    row = await conn.fetchrow(_FILTERED, relation)
+    return None if row is None else Filtered(row["role"], row["forced"])
