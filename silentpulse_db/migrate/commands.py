@@ -29,10 +29,7 @@ from ..results import (
     VersionState,
 )
 from ..schema.jobs import partitions_at_startup, partitions_due
-from ..schema.partitions import partition_coverage
-from ..schema.tenancy import rls_gaps
 from .apply import Applier, parse_steps
-from .check import baseline_differences, prove_reversible
 from .lock import lock_holders
 from .plan import (
     Down,
@@ -234,6 +231,10 @@ async def status(
                 state, history = await read_state(conn)
             else:
                 state, history = VersionState(None, False), {}
+            # Loaded here: start-up (run_migrations) never needs them.
+            from ..schema.partitions import partition_coverage
+            from ..schema.tenancy import rls_gaps
+
             coverage = tuple(await partition_coverage(conn))
             gaps = tuple(await rls_gaps(conn))
             running = tuple(await lock_holders(conn, session.keys))
@@ -316,6 +317,8 @@ async def baseline(
                 f"database created before migrations; use `up`"
             )
         if verify and migrations.migrations:
+            from .check import baseline_differences  # the catalog proofs load on first use
+
             differences = await baseline_differences(dsn, migrations, attempts=attempts, wait=wait)
             if differences:
                 raise BaselineError(
@@ -361,6 +364,10 @@ async def check(dsn: str, *, source: SourceLike = None) -> CheckReport:
     """
     with typed_errors(dsn, "check the migrations on a scratch database"):
         validate_dsn(dsn)
+        # The catalog proofs load on first use: start-up never needs them.
+        from ..schema.tenancy import rls_gaps
+        from .check import prove_reversible
+
         return await prove_reversible(dsn, load_source(source), audits=(rls_gaps,))
 
 
