@@ -124,11 +124,14 @@ class PartitionCoverage:
     default_rows: int | None  # None: row-level security hides them from this role
 
     def __str__(self) -> str:
-        until = self.covered_until.strftime("%Y-%m") if self.covered_until else "-"
+        last = "-"
+        if self.covered_until is not None:  # the first month without: name the last one with
+            year, month = divmod(self.covered_until.year * 12 + self.covered_until.month - 2, 12)
+            last = f"{year:04d}-{month + 1:02d}"
         rows = (
             "hidden by row-level security" if self.default_rows is None else str(self.default_rows)
         )
-        ahead = f"{self.months_ahead} month(s) ahead (until {until})"
+        ahead = f"{self.months_ahead} month(s) ahead (last month covered: {last})"
         return f"{self.table}: {ahead}, rows in default: {rows}"
 
 

@@ -73,6 +73,11 @@ BEGIN
             EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', default_part);
         END IF;
     END IF;
+    -- The parent's owner owns its partitions, whoever runs the job (a jobs role
+    -- that is a member of the owner's): otherwise the owner's next ALTER TABLE
+    -- on the parent fails on this partition, and default privileges miss it.
+    EXECUTE format('ALTER TABLE %I.%I OWNER TO %I', parent_schema, part_name,
+                   (SELECT pg_get_userbyid(c.relowner) FROM pg_class c WHERE c.oid = parent));
     PERFORM silentpulse_secure_partition(format('%I.%I', parent_schema, part_name)::regclass);
     RETURN moved;
 END

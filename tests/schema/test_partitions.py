@@ -290,3 +290,38 @@ async def test_retention_refuses_a_role_that_rls_filters(
             await enforce_retention(dsn, dry_run=True)
         assert info.value.role == role
     await execute(silentpulse_migrated_database, "SELECT 1")
+
+
+async def test_partitions_made_by_the_jobs_role_belong_to_the_owner(
+    silentpulse_migrated_database: str, admin: Any
+) -> None:
+    """The roles of docs/operations.md: a jobs role (BYPASSRLS, member of the owner's)
+    creates partitions; the owner's next migration must still alter the parent."""
+    dsn = silentpulse_migrated_database
+    own = (
+        "GRANT CREATE ON SCHEMA public TO {role}; "
+        "DO $$ DECLARE r text; BEGIN FOR r IN SELECT relname FROM pg_class "
+        "WHERE relname ~ '^(alerts|audit_logs|asset_observations)($|_)' "
+        "AND relkind IN ('r', 'p') LOOP "
+        "EXECUTE format('ALTER TABLE %I OWNER TO {role}', r); END LOOP; END $$;"
+    )
+    async with login_role(dsn, own, prefix="owner") as (owner, owner_dsn):
+        member = f"ALTER ROLE {{role}} BYPASSRLS; GRANT {owner} TO {{role}};"
+        async with login_role(dsn, member, prefix="jobs") as (_, jobs_dsn):
+            month = add_months(THIS_MONTH, 7)
+            report = await maintain_partitions(jobs_dsn, ahead=0, now=at(month))
+            assert report.skipped == ()
+            made = f"audit_logs_p{month:%Y_%m}"
+            assert made in {c.partition for c in report.created}
+            assert (
+                await admin.fetchval(
+                    "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = $1", made
+                )
+                == owner
+            )
+            conn = await asyncpg.connect(owner_dsn)
+            try:  # the owner's next migration
+                await conn.execute("ALTER TABLE audit_logs ADD COLUMN extra int")
+            finally:
+                await conn.close()
+            assert await rls_gaps(admin) == []
