@@ -29,7 +29,7 @@ from silentpulse_db.crypto import Keyring
 from common import create_database, drop_database, machine, server_dsn, write_section
 
 TENANTS = 1000
-OLD_KEY, NEW_KEY = "a1" * 32, "b2" * 32
+OLD_KEY, NEW_KEY = "a1c3" * 16, "b2d4" * 16
 
 
 async def populate(dsn: str, rows: int) -> None:

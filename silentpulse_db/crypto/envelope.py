@@ -73,11 +73,11 @@ def parse(data: bytes) -> Envelope:
 def peek(data: bytes) -> tuple[int, bytes]:
     """(version, kid) of an envelope, checking only its length and version byte."""
     if len(data) < MIN_LEN:
-        raise MalformedEnvelopeError(
-            f"envelope too short: {len(data)} bytes, at least {MIN_LEN} expected"
-        )
+        # Neither the length nor a byte is quoted: a plaintext stored where an
+        # envelope belongs would leak through the message (the caller names the row).
+        raise MalformedEnvelopeError("not an envelope")
     if data[0] not in VERSIONS:
-        raise MalformedEnvelopeError(f"unknown envelope version 0x{data[0]:02x}")
+        raise MalformedEnvelopeError("not an envelope")
     return data[0], bytes(data[1:HEADER_LEN])
 
 

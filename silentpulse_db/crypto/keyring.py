@@ -43,9 +43,13 @@ def parse_key(value: str | None, variable: str) -> bytes:
             f"{variable} must be 64 hex characters (32 bytes); got {len(text)} characters"
         )
     try:
-        return bytes.fromhex(text)
+        key = bytes.fromhex(text)
     except ValueError:
         raise KeyConfigError(f"{variable} must be hexadecimal (0-9, a-f); it is not") from None
+    if len(set(key)) == 1:
+        # All-zero or one repeated byte: a placeholder, not a key. The value is never quoted.
+        raise KeyConfigError(f"{variable} is a placeholder (one byte repeated), not a random key")
+    return key
 
 
 def parse_flag(value: str | None, variable: str) -> bool:

@@ -10,8 +10,8 @@ from typing import Any
 from silentpulse_db.credentials import COLUMNS
 from silentpulse_db.crypto import Keyring
 
-OLD_KEY = bytes.fromhex("a1" * 32)
-NEW_KEY = bytes.fromhex("b2" * 32)
+OLD_KEY = bytes.fromhex("a1c3" * 16)
+NEW_KEY = bytes.fromhex("b2d4" * 16)
 SALT = b"test-salt"
 
 

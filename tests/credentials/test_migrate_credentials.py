@@ -83,7 +83,7 @@ async def test_wrong_old_key_dry_run_reports_every_row_and_real_run_changes_noth
     silentpulse_migrated_database: str, conn: Any
 ) -> None:
     cells = await populate(conn, OLD, tenants=3, per_table=10)
-    wrong = Keyring(bytes.fromhex("c3" * 32), salt=SALT)
+    wrong = Keyring(bytes.fromhex("c3e5" * 16), salt=SALT)
     digest = await checksum(conn)
     with pytest.raises(CredentialMigrationError) as dry:
         await migrate_credentials(
@@ -328,7 +328,7 @@ async def test_output_never_shows_keys_plaintext_or_password(
         ENCRYPTION_KEY=NEW_KEY.hex(),
         OLD_ENCRYPTION_KEY=OLD_KEY.hex(),
     )
-    wrong = cli_env(dsn, ENCRYPTION_KEY=NEW_KEY.hex(), OLD_ENCRYPTION_KEY="d4" * 32)
+    wrong = cli_env(dsn, ENCRYPTION_KEY=NEW_KEY.hex(), OLD_ENCRYPTION_KEY="d4e6" * 16)
     bad_dsn = cli_env(
         dsn.replace(urlsplit(dsn).hostname or "", "127.0.0.9"),
         ENCRYPTION_KEY=NEW_KEY.hex(),
@@ -347,7 +347,7 @@ async def test_output_never_shows_keys_plaintext_or_password(
     codes = [c for c, _ in outputs]
     assert codes == [1, 1, 0, 0, 0, 2, 1], outputs
     blob = "\n".join(text for _, text in outputs)
-    forbidden = [NEW_KEY.hex(), OLD_KEY.hex(), "d4" * 32, "nothex", dsn_password, SALT.decode()]
+    forbidden = [NEW_KEY.hex(), OLD_KEY.hex(), "d4e6" * 16, "nothex", dsn_password, SALT.decode()]
     forbidden += [c.plaintext.decode() for c in cells]
     for secret in forbidden:
         assert secret not in blob, f"leaked: {secret[:6]}..."

@@ -20,8 +20,8 @@ from silentpulse_db import (
 from silentpulse_db.crypto import Keyring
 from silentpulse_db.crypto.envelope import Cell
 
-KEY = bytes.fromhex("7f" * 32)
-OTHER = bytes.fromhex("3c" * 32)
+KEY = bytes.fromhex("7f01" * 16)
+OTHER = bytes.fromhex("3c02" * 16)
 TENANT, OTHER_TENANT = uuid.uuid4(), uuid.uuid4()
 ROW, OTHER_ROW = uuid.uuid4(), uuid.uuid4()
 
@@ -211,3 +211,13 @@ def test_anything_else_is_a_typed_error(value: object) -> None:
         keyring.decrypt(value, **CELL)  # type: ignore[arg-type]
     with pytest.raises(CryptoError, match="version must be one of"):
         keyring.encrypt(b"x", version=7, **CELL)
+
+
+@pytest.mark.parametrize("key_hex", ["00" * 32, "ff" * 32, "5a" * 32, "AB" * 32])
+def test_placeholder_master_key_is_refused_without_quoting_it(key_hex: str) -> None:
+    with pytest.raises(KeyConfigError) as info:
+        Keyring.from_env({"ENCRYPTION_KEY": key_hex})
+    message = str(info.value)
+    assert "ENCRYPTION_KEY" in message
+    assert key_hex.lower() not in message.lower()
+    assert key_hex[:2].lower() not in message.lower().replace("encryption_key", "")
