@@ -27,6 +27,7 @@ from .errors import (
     MigrationSourceError,
     PermissionDeniedError,
     ReversibilityError,
+    RowSecurityError,
     SilentPulseDBError,
     TamperedValueError,
     TestServerError,
@@ -49,6 +50,7 @@ from .results import (
 )
 
 if TYPE_CHECKING:
+    from .credentials import migrate_credentials, verify_credentials
     from .listener import ALERT_CHANNEL, AlertEvent, listen_alerts
     from .migrate.commands import (
         apply_prerequisites,
@@ -87,6 +89,8 @@ _LAZY = {
     "MigrationFile": _SOURCE,
     "MigrationSource": _SOURCE,
     "load_source": _SOURCE,
+    "migrate_credentials": ".credentials",
+    "verify_credentials": ".credentials",
     "enforce_retention": ".schema.jobs",
     "maintain_partitions": ".schema.jobs",
 }
@@ -134,6 +138,7 @@ __all__ = [
     "RetentionAction",
     "RetentionReport",
     "ReversibilityError",
+    "RowSecurityError",
     "SilentPulseDBError",
     "StatusReport",
     "StatusRow",
@@ -153,8 +158,10 @@ __all__ = [
     "listen_alerts",
     "load_source",
     "maintain_partitions",
+    "migrate_credentials",
     "run_migrations",
     "status",
     "up",
+    "verify_credentials",
     "version",
 ]

@@ -189,3 +189,12 @@ class MalformedEnvelopeError(CryptoError):
 
 class CredentialMigrationError(SilentPulseDBError):
     """migrate-credentials could not complete; everything was rolled back."""
+
+
+class RowSecurityError(CredentialMigrationError, ConfigurationError):
+    """The role cannot see every tenant's rows (no BYPASSRLS, or app.current_tenant
+    set), so a job that must read them all refused to start. ``role`` names it."""
+
+    def __init__(self, message: str, *, role: str) -> None:
+        super().__init__(message)
+        self.role = role

@@ -3,11 +3,14 @@
     ENCRYPTION_KEY=... DATABASE_URL=... [HKDF_SALT=...] migrate-credentials [--dry-run]
     OLD_ENCRYPTION_KEY=... ENCRYPTION_KEY=... DATABASE_URL=... \
         migrate-credentials --rotate [--dry-run]
+    ENCRYPTION_KEY=... DATABASE_URL=... migrate-credentials --verify
 
 Progress goes to stderr, the summary to stdout. Exit codes, the DSN
 (--database, DATABASE_URL or POSTGRES_DSN) and the error format are those of
 silentpulse_db.console: 0 success (a dry run: every value can be opened), 1
-failure (nothing changed), 2 usage or settings error. No key, plaintext or DSN
+failure (nothing changed; or, after a commit, values left under another key;
+or --verify found values the key alone cannot open), 2 usage or settings error
+(including a role that row-level security limits). No key, plaintext or DSN
 password is ever printed.
 """
 
@@ -23,7 +26,9 @@ from typing import TextIO
 from .. import console
 from ..crypto.keyring import Keyring, parse_key, salt_from
 from ..defaults import ROTATION_LOCK_TIMEOUT
-from .rotation import DEFAULT_BATCH, Mode, RotationReport, migrate_credentials
+from .rotation import DEFAULT_BATCH, RotationReport, migrate_credentials
+from .sealing import Mode
+from .verify import VerifyReport, verify_credentials
 
 PROG = "migrate-credentials"
 
@@ -37,8 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
         "DATABASE_URL (or POSTGRES_DSN).",
     )
     console.add_connection_options(parser)
-    parser.add_argument("--rotate", action="store_true", help="re-encrypt with the new master key")
-    parser.add_argument("--dry-run", action="store_true", help="do the work, report, roll back")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--rotate", action="store_true", help="re-encrypt with the new master key")
+    what.add_argument(
+        "--verify",
+        action="store_true",
+        help="open every value with ENCRYPTION_KEY alone and count those that still need "
+        "another key (run it, and pass it, before retiring OLD_ENCRYPTION_KEY)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read and re-seal in memory in a READ ONLY transaction, report what would change",
+    )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=argparse.SUPPRESS)
     parser.add_argument(
         "--lock-timeout",
@@ -77,6 +93,8 @@ async def _migrate(args: argparse.Namespace) -> int:
     dsn = console.database(args.database)
     salt = salt_from(environ.get("HKDF_SALT"))
     keyring = Keyring(parse_key(environ.get("ENCRYPTION_KEY"), "ENCRYPTION_KEY"), salt=salt)
+    if args.verify:
+        return await _verify(args, dsn, keyring)
     old = None
     if args.rotate:
         old_key = parse_key(environ.get("OLD_ENCRYPTION_KEY"), "OLD_ENCRYPTION_KEY")
@@ -103,7 +121,61 @@ async def _migrate(args: argparse.Namespace) -> int:
         print(f"{PROG}: interrupted; nothing was changed", file=sys.stderr)
         return console.EXIT_INTERRUPTED
     print(format_report(report))
+    if report.left_behind:
+        print(left_behind_message(report), file=sys.stderr)
+        return console.EXIT_FAILURE
     return console.EXIT_OK
+
+
+async def _verify(args: argparse.Namespace, dsn: str, keyring: Keyring) -> int:
+    print(f"{PROG}: verify every value opens with key {keyring.kid.hex()} alone", file=sys.stderr)
+    report = await verify_credentials(
+        dsn, keyring=keyring, batch_size=args.batch_size, progress=_Progress(sys.stderr)
+    )
+    print(format_verify(report))
+    return console.EXIT_OK if report.passed else console.EXIT_FAILURE
+
+
+def left_behind_message(report: RotationReport) -> str:
+    where = ", ".join(f"{name}: {count:,}" for name, count in report.left_behind.items())
+    total = sum(report.left_behind.values())
+    return (
+        f"{PROG}: after the commit, {total:,} value(s) are still not under key "
+        f"{report.target_kid} ({where}). Services still running with the old key wrote "
+        f"them after the job read their table. Stop those services (or give them the new "
+        f"ENCRYPTION_KEY) and run the same command again; keep OLD_ENCRYPTION_KEY until "
+        f"`{PROG} --verify` passes."
+    )
+
+
+def format_verify(report: VerifyReport) -> str:
+    rows: list[tuple[str, ...]] = [
+        ("column", "open with key", "of which v1", "need another key", "plaintext", "cannot open")
+    ]
+    for c in report.columns:
+        counts = (c.opened, c.v1, c.other_key, c.plaintext, c.problems)
+        rows.append((c.name, *(f"{n:,}" for n in counts)))
+    lines = _table(rows)
+    lines += [f"  {p}" for p in report.problems[:100]]
+    if report.passed:
+        lines.append(
+            f"verified: every value opens with key {report.kid} alone "
+            f"({sum(c.opened for c in report.columns):,} values in {report.seconds:.2f}s); "
+            f"OLD_ENCRYPTION_KEY can be retired"
+        )
+    else:
+        kids = ", ".join(f"{kid}: {n:,}" for kid, n in report.other_kids.most_common())
+        lines.append(
+            f"NOT verified: {report.need_other_key:,} value(s) need another key or are "
+            f"plaintext{f' (key ids {kids})' if kids else ''}, {len(report.problems):,} cannot "
+            f"be opened. Keep OLD_ENCRYPTION_KEY; run the rotation (or v1 -> v2) again"
+        )
+    return "\n".join(lines)
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 
 
 def format_report(report: RotationReport) -> str:
@@ -111,11 +183,13 @@ def format_report(report: RotationReport) -> str:
     rows = [("column", verb, "already current", "empty", "cannot open")]
     for t in report.tables:
         rows.append((t.name, str(t.rewritten), str(t.current), str(t.empty), str(t.problems)))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines = _table(rows)
     rate = report.rows / report.seconds if report.seconds else 0.0
     if report.dry_run:
-        outcome = f"dry run: nothing changed ({report.rows:,} rows read in {report.seconds:.2f}s)"
+        outcome = (
+            f"dry run: nothing changed, no row locked ({report.rows:,} rows read in "
+            f"{report.seconds:.2f}s, READ ONLY, as role {report.role})"
+        )
     elif report.rewritten == 0:
         outcome = f"nothing to do: every value is already current ({report.rows:,} rows checked)"
     else:

@@ -1,81 +1,48 @@
 """The rotation job: v1 -> v2, or every value from the old master key to the new one.
 
-All three credential columns are rewritten in ONE transaction
-under a transaction-level advisory lock: either every value moves or none
-does. Values stream through a server-side cursor in batches and go back with
-one ``UPDATE ... FROM unnest(...)`` per batch; every new envelope is opened
-with the new key before it is written. Values already under the target key and
-version are left alone, so a second run changes nothing.
+All three credential columns are rewritten in ONE transaction under a
+transaction-level advisory lock: either every value moves or none does. Values
+stream through a server-side cursor in batches and go back with one
+``UPDATE ... FROM unnest(...)`` per batch; every new envelope is opened with the
+new key before it is written. Values already under the target key and version
+are left alone, so a second run changes nothing.
+
+The dry run reads in a READ ONLY transaction and seals in memory only: no
+UPDATE, no row lock, no dead tuple; it works for a read-only role and on a hot
+standby, and reaches the same counts (the same Sealer decides).
+
+After the commit, one more count (from the envelopes' headers, nothing
+decrypted) finds values that are still not under the new key: rows inserted,
+or rewritten by a service still holding the old key, after the job read them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg
 
-from ..crypto import envelope as env
 from ..crypto.keyring import Keyring
 from ..defaults import ROTATION_LOCK_TIMEOUT
-from ..errors import CredentialMigrationError, CryptoError
+from ..errors import CredentialMigrationError
 from ..postgres.advisory import advisory_lock_holders
 from ..postgres.connect import close_quietly, connect
 from ..postgres.translate import typed_errors
+from .access import require_full_view
+from .columns import COLUMNS, CredentialColumn, Problem, count_not_current, problem_lines
+from .sealing import Batch, Mode, Sealer, TableReport
 
 logger = logging.getLogger("silentpulse_db.credentials")
 
 # One key for every migrate-credentials run (pg_advisory_xact_lock).
 LOCK_KEY = zlib.crc32(b"silentpulse_db/migrate-credentials")
 DEFAULT_BATCH = 2000
-PROBLEMS_SHOWN = 100
-
-Mode = Literal["v2", "rotate"]
-
-
-@dataclass(frozen=True)
-class CredentialColumn:
-    table: str
-    column: str
-    id_column: str = "id"
-    version_column: str | None = None  # ai_configs.encryption_version: 0 plaintext, 1, 2
-
-
-COLUMNS = (
-    CredentialColumn("integration_points", "connection_config"),
-    CredentialColumn("notification_channels", "config"),
-    CredentialColumn(
-        "ai_configs", "api_key_enc", id_column="tenant_id", version_column="encryption_version"
-    ),
-)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """A value that cannot be opened: where it is and why. Never the value."""
-
-    table: str
-    row_id: str
-    kid: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.table} id={self.row_id} kid={self.kid}: {self.reason}"
-
-
-@dataclass
-class TableReport:
-    name: str
-    rewritten: int = 0
-    current: int = 0
-    empty: int = 0
-    problems: int = 0
 
 
 @dataclass
@@ -83,10 +50,14 @@ class RotationReport:
     mode: Mode
     dry_run: bool
     target_kid: str
+    role: str = ""
     tables: list[TableReport] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     committed: bool = False
     seconds: float = 0.0
+    # After the commit: values per column still not under the target key (written
+    # meanwhile by services holding the old key). Empty when every value moved.
+    left_behind: dict[str, int] = field(default_factory=dict)
 
     @property
     def rewritten(self) -> int:
@@ -98,33 +69,6 @@ class RotationReport:
 
 
 Progress = Callable[[str, int, float], None]
-
-
-class _Plan:
-    """What to do with one value: decide, open with the source key, seal with the target."""
-
-    def __init__(self, mode: Mode, new: Keyring, old: Keyring | None) -> None:
-        self.mode = mode
-        self.new = new
-        self.source: Keyring = old if mode == "rotate" and old is not None else new
-        self._tenants: dict[tuple[str, Any], tuple[str, bytes]] = {}
-
-    def tenant(self, column: CredentialColumn, tenant_id: Any) -> tuple[str, bytes]:
-        """The tenant's id string and its cells' associated-data prefix, computed once."""
-        cached = self._tenants.get((column.table, tenant_id))
-        if cached is None:
-            text = str(tenant_id)
-            cached = (text, env.cell_prefix(column.table, column.column, text))
-            self._tenants[(column.table, tenant_id)] = cached
-        return cached
-
-    def target_version(self, version: int) -> int:
-        return env.V2_PER_TENANT if self.mode == "v2" else version
-
-    def is_current(self, version: int, kid: bytes) -> bool:
-        if self.mode == "v2":
-            return version == env.V2_PER_TENANT and kid == self.new.kid
-        return kid == self.new.kid
 
 
 async def migrate_credentials(
@@ -142,8 +86,9 @@ async def migrate_credentials(
 
     ``mode="v2"``: v1 values (and ai_configs plaintext) become v2 under ``keyring``'s
     key. ``mode="rotate"``: values under ``old_keyring``'s key are re-sealed under
-    ``keyring``'s, each keeping its version. ``dry_run`` does the same work and
-    rolls back.
+    ``keyring``'s, each keeping its version. ``dry_run`` reads and seals in memory in
+    a READ ONLY transaction and reports the same counts. A role that row-level
+    security limits is refused (RowSecurityError) before anything is read.
     """
     if mode == "rotate" and old_keyring is None:
         raise CredentialMigrationError("rotation needs the old key (OLD_ENCRYPTION_KEY)")
@@ -152,48 +97,76 @@ async def migrate_credentials(
             "OLD_ENCRYPTION_KEY and ENCRYPTION_KEY are the same key (same key id): "
             "nothing to rotate"
         )
-    with typed_errors(dsn, "rewrite the credential columns"):
-        plan = _Plan(mode, keyring, old_keyring)
-        report = RotationReport(mode=mode, dry_run=dry_run, target_kid=keyring.kid.hex())
-        started = time.perf_counter()
-        writer = await connect(dsn, attempts=3, application_name="migrate-credentials")
-        reader = None
+    sealer = Sealer(mode, keyring, old_keyring)
+    report = RotationReport(mode=mode, dry_run=dry_run, target_kid=keyring.kid.hex())
+    started = time.perf_counter()
+    with typed_errors(dsn, "read the credential columns" if dry_run else "rewrite them"):
+        if dry_run:
+            await _dry_run(dsn, sealer, report, batch_size, progress)
+        else:
+            await _rotate(dsn, sealer, report, batch_size, lock_timeout, progress)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+async def _dry_run(
+    dsn: str, sealer: Sealer, report: RotationReport, batch_size: int, progress: Progress | None
+) -> None:
+    conn = await connect(dsn, attempts=3, application_name="migrate-credentials dry run")
+    try:
+        report.role = await require_full_view(conn, "check the credentials")
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            for column in COLUMNS:
+                report.tables.append(await _scan(conn, None, column, sealer, batch_size, progress))
+        report.problems = sealer.problems
+        if report.problems:
+            raise CredentialMigrationError(_failure_message(report))
+    finally:
+        await close_quietly(conn)
+
+
+async def _rotate(
+    dsn: str,
+    sealer: Sealer,
+    report: RotationReport,
+    batch_size: int,
+    lock_timeout: float,
+    progress: Progress | None,
+) -> None:
+    writer = await connect(dsn, attempts=3, application_name="migrate-credentials")
+    reader = None
+    try:
+        report.role = await require_full_view(writer, "rewrite the credentials")
+        # The writer's transaction holds the lock and every change. Read committed:
+        # rows written by a run that held the lock before us are visible. A row that
+        # changes under us is caught by the xmin guard.
+        transaction = writer.transaction()
+        await transaction.start()
         try:
-            # The writer's transaction holds the lock and every change. Read
-            # committed: rows written by a run that held the lock before us are
-            # visible. A row that changes under us is caught by the xmin guard.
-            transaction = writer.transaction()
-            await transaction.start()
-            try:
-                await _lock(writer, lock_timeout)
-                # A second connection streams the rows, so that reading, sealing
-                # (here) and writing (the writer's backend) overlap.
-                reader = await connect(
-                    dsn, attempts=3, application_name="migrate-credentials reader"
-                )
-                async with reader.transaction(isolation="repeatable_read", readonly=True):
-                    for column in COLUMNS:
-                        report.tables.append(
-                            await _rewrite(
-                                reader, writer, column, plan, report, batch_size, progress
-                            )
-                        )
-                if report.problems:
-                    raise CredentialMigrationError(_failure_message(report))
-            except BaseException:
-                await _rollback(transaction)
-                raise
-            if dry_run:
-                await transaction.rollback()
-            else:
-                await transaction.commit()
-                report.committed = True
-        finally:
-            for conn in (reader, writer):
-                if conn is not None:
-                    await close_quietly(conn)
-        report.seconds = time.perf_counter() - started
-        return report
+            await _lock(writer, lock_timeout)
+            # A second connection streams the rows, so that reading, sealing (here)
+            # and writing (the writer's backend) overlap.
+            reader = await connect(dsn, attempts=3, application_name="migrate-credentials reader")
+            async with reader.transaction(isolation="repeatable_read", readonly=True):
+                for column in COLUMNS:
+                    report.tables.append(
+                        await _scan(reader, writer, column, sealer, batch_size, progress)
+                    )
+            report.problems = sealer.problems
+            if report.problems:
+                raise CredentialMigrationError(_failure_message(report))
+        except BaseException:
+            await _rollback(transaction)
+            raise
+        await transaction.commit()
+        report.committed = True
+        report.left_behind = await count_not_current(
+            writer, sealer.new.kid, require_v2=sealer.mode == "v2"
+        )
+    finally:
+        for conn in (reader, writer):
+            if conn is not None:
+                await close_quietly(conn)
 
 
 async def _lock(conn: Any, timeout: float) -> None:
@@ -202,7 +175,8 @@ async def _lock(conn: Any, timeout: float) -> None:
         async with conn.transaction():  # a savepoint: a timeout leaves the transaction usable
             await conn.execute("SELECT pg_advisory_xact_lock($1::bigint)", LOCK_KEY)
     except asyncpg.LockNotAvailableError:
-        holder = await _holder(conn)
+        holders = await advisory_lock_holders(conn, [LOCK_KEY])
+        holder = f" ({holders[0]})" if holders else ""
         raise CredentialMigrationError(
             f"another migrate-credentials run holds the lock{holder}; gave up after "
             f"{timeout:g}s. Nothing was changed. Wait for it to finish, then run again."
@@ -211,27 +185,17 @@ async def _lock(conn: Any, timeout: float) -> None:
     await conn.execute("SET LOCAL lock_timeout = 0")
 
 
-async def _holder(conn: Any) -> str:
-    holders = await advisory_lock_holders(conn, [LOCK_KEY])
-    return f" ({holders[0]})" if holders else ""
-
-
-async def _rewrite(
+async def _scan(
     reader: Any,
-    writer: Any,
+    writer: Any | None,
     column: CredentialColumn,
-    plan: _Plan,
-    report: RotationReport,
+    sealer: Sealer,
     batch_size: int,
     progress: Progress | None,
 ) -> TableReport:
-    name = f"{column.table}.{column.column}"
-    stats = TableReport(name)
-    version_select = f", {column.version_column} AS enc_version" if column.version_column else ""
-    cursor = await reader.cursor(
-        f"SELECT {column.id_column} AS id, tenant_id, xmin AS row_xmin, {column.column} AS value"
-        f"{version_select} FROM {column.table}"
-    )
+    """Read, seal and (with a ``writer``) write one column, batch by batch."""
+    stats = TableReport(column.name)
+    cursor = await reader.cursor(column.select_sql())
     update = _update_sql(column)
     started = time.perf_counter()
     done = 0
@@ -241,21 +205,25 @@ async def _rewrite(
     while rows := await fetching:
         fetching = asyncio.ensure_future(cursor.fetch(batch_size))
         await asyncio.sleep(0)  # let the next fetch go out before sealing this batch
-        batch = _seal_batch(rows, column, plan, stats, report)
+        batch = sealer.batch(rows, column, stats)
         if writing is not None:
-            _check_update(name, await writing, expected)
+            _check_update(column.name, await writing, expected)
             writing = None
-        if batch[0] and not report.problems:
-            expected = len(batch[0])
-            args = list(batch) if column.version_column else list(batch[:3])
-            writing = asyncio.ensure_future(writer.execute(update, *args))
+        if writer is not None and batch.ids and not sealer.problems:
+            expected = len(batch.ids)
+            writing = asyncio.ensure_future(writer.execute(update, *_arguments(column, batch)))
             await asyncio.sleep(0)  # send it; the server works while we seal the next batch
         done += len(rows)
         if progress is not None:
-            progress(name, done, done / max(time.perf_counter() - started, 1e-9))
+            progress(column.name, done, done / max(time.perf_counter() - started, 1e-9))
     if writing is not None:
-        _check_update(name, await writing, expected)
+        _check_update(column.name, await writing, expected)
     return stats
+
+
+def _arguments(column: CredentialColumn, batch: Batch) -> list[Any]:
+    args: list[Any] = [batch.ids, batch.xmins, batch.values]
+    return [*args, batch.versions] if column.version_column else args
 
 
 def _check_update(name: str, status: str, expected: int) -> None:
@@ -280,94 +248,11 @@ def _update_sql(column: CredentialColumn) -> str:
     )
 
 
-def _seal_batch(
-    rows: list[Any],
-    column: CredentialColumn,
-    plan: _Plan,
-    stats: TableReport,
-    report: RotationReport,
-) -> tuple[list[Any], list[int], list[bytes], list[int]]:
-    """(ids, xmins, new envelopes, versions) of the rows that change."""
-    ids: list[Any] = []
-    xmins: list[int] = []
-    values: list[bytes] = []
-    versions: list[int] = []
-    nonces = os.urandom(env.NONCE_LEN * len(rows))  # one syscall per batch, 12 fresh bytes each
-    for i, row in enumerate(rows):
-        nonce = nonces[i * env.NONCE_LEN : (i + 1) * env.NONCE_LEN]
-        outcome = _one(row, column, plan, stats, report, nonce)
-        if outcome is not None:
-            ids.append(row["id"])
-            xmins.append(row["row_xmin"])
-            values.append(outcome[0])
-            versions.append(outcome[1])
-    return ids, xmins, values, versions
-
-
-def _one(
-    row: Any,
-    column: CredentialColumn,
-    plan: _Plan,
-    stats: TableReport,
-    report: RotationReport,
-    nonce: bytes,
-) -> tuple[bytes, int] | None:
-    """The new envelope and its version, or None when the value stays as it is."""
-    value = row["value"]
-    if value is None:
-        stats.empty += 1
-        return None
-    tenant, prefix = plan.tenant(column, row["tenant_id"])
-    cell = env.Cell(column.table, column.column, tenant, str(row["id"]), prefix=prefix)
-    raw_kid = b""
-    try:
-        if column.version_column and row["enc_version"] == 0:
-            if plan.mode == "rotate":
-                raise _Skip(
-                    "plaintext value (encryption_version 0): run migrate-credentials "
-                    "without --rotate first"
-                )
-            plaintext, version = bytes(value), env.V2_PER_TENANT
-        else:
-            version, raw_kid = env.peek(value)
-            if plan.is_current(version, raw_kid):
-                stats.current += 1
-                return None
-            plaintext = plan.source.open(value, cell)
-        target = plan.target_version(version)
-        sealed = plan.new.seal(plaintext, cell, version=target, nonce=nonce)
-        # Checked before it is written: the new envelope opens with the new key.
-        if plan.new.open(sealed, cell) != plaintext:
-            raise _Skip("re-sealed value did not open with the new key")
-    except (CryptoError, _Skip) as exc:
-        stats.problems += 1
-        kid = raw_kid.hex() or "-"
-        report.problems.append(Problem(column.table, str(row["id"]), kid, _reason(exc)))
-        return None
-    stats.rewritten += 1
-    return sealed, target
-
-
-class _Skip(Exception):
-    pass
-
-
-def _reason(exc: Exception) -> str:
-    kind = {
-        "UnknownKeyError": "unknown key",
-        "TamperedValueError": "tampered or misplaced",
-        "MalformedEnvelopeError": "malformed envelope",
-    }.get(type(exc).__name__, "cannot open")
-    return f"{kind}: {exc}"
-
-
 def _failure_message(report: RotationReport) -> str:
-    shown = report.problems[:PROBLEMS_SHOWN]
-    more = len(report.problems) - len(shown)
-    lines = "\n".join(f"  {p}" for p in shown) + (f"\n  ... and {more} more" if more else "")
+    done = "nothing would change" if report.dry_run else "nothing was changed"
     return (
-        f"{len(report.problems)} value(s) cannot be opened; nothing was changed "
-        f"(the transaction was rolled back):\n{lines}"
+        f"{len(report.problems)} value(s) cannot be opened; {done} "
+        f"(the transaction was rolled back):\n{problem_lines(report.problems)}"
     )
 
 

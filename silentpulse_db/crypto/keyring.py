@@ -69,6 +69,8 @@ class MasterKey:
     def __init__(self, master: bytes, salt: bytes | None) -> None:
         if len(master) != KEY_LEN:
             raise KeyConfigError(f"a master key is {KEY_LEN} bytes; got {len(master)}")
+        if len(set(master)) == 1:
+            raise KeyConfigError("a master key of one repeated byte is a placeholder, not a key")
         self._master = bytes(master)
         self._salt = salt
         self.kid = _hkdf(self._master, salt, env.KID_INFO, env.KID_LEN)

@@ -182,7 +182,7 @@ def test_nothing_shows_a_key_or_plaintext() -> None:
     attempts: list[Callable[[], object]] = [
         lambda: keyring.decrypt(sealed[:-1] + bytes([sealed[-1] ^ 1]), **CELL),
         lambda: keyring.decrypt(sealed, **replace(CELL, row_id=OTHER_ROW)),
-        lambda: Keyring(bytes(32)).decrypt(sealed, **CELL),
+        lambda: Keyring(bytes(range(1, 33))).decrypt(sealed, **CELL),
         lambda: keyring.decrypt(b"\x09" + sealed[1:], **CELL),
     ]
     for attempt in attempts:
@@ -221,3 +221,11 @@ def test_placeholder_master_key_is_refused_without_quoting_it(key_hex: str) -> N
     assert "ENCRYPTION_KEY" in message
     assert key_hex.lower() not in message.lower()
     assert key_hex[:2].lower() not in message.lower().replace("encryption_key", "")
+
+
+@pytest.mark.parametrize("key", [bytes(32), b"\xff" * 32, b"\x07" * 32])
+def test_placeholder_master_key_is_refused_by_the_constructor_too(key: bytes) -> None:
+    with pytest.raises(KeyConfigError, match="placeholder"):
+        Keyring(key)
+    with pytest.raises(KeyConfigError, match="placeholder"):
+        Keyring(KEY, previous_keys=[key])

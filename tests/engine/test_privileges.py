@@ -85,7 +85,9 @@ async def test_migrate_credentials_without_privileges(silentpulse_migrated_datab
     from silentpulse_db.credentials.rotation import migrate_credentials
     from silentpulse_db.crypto import Keyring
 
-    async with login_role(silentpulse_migrated_database) as (role, dsn):
+    # BYPASSRLS (as the runbook says) but no grant on the tables.
+    setup = "ALTER ROLE {role} BYPASSRLS;"
+    async with login_role(silentpulse_migrated_database, setup) as (role, dsn):
         with pytest.raises(SilentPulseDBError) as info:
             await migrate_credentials(dsn, keyring=Keyring(bytes(range(32))))
         assert isinstance(info.value, PermissionDeniedError)

@@ -1,0 +1,139 @@
+"""The check before the old key is retired: does every value open with the new key alone?
+
+Reads in a READ ONLY transaction (no lock, no write: safe with the services
+live and on a hot standby), opens every value with a keyring that holds only
+the key to keep, and counts what would still need another key.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..crypto import envelope as env
+from ..crypto.keyring import Keyring
+from ..errors import ConfigurationError, CryptoError
+from ..postgres.connect import close_quietly, connect
+from ..postgres.translate import typed_errors
+from .access import require_full_view
+from .columns import COLUMNS, CredentialColumn, Problem, reason
+from .rotation import DEFAULT_BATCH, Progress
+
+
+@dataclass
+class VerifiedColumn:
+    name: str
+    opened: int = 0  # open with the key alone (v1 and v2)
+    v1: int = 0  # of those, still v1: readable, not yet per-tenant
+    other_key: int = 0  # under another master key: would need OLD_ENCRYPTION_KEY
+    plaintext: int = 0  # ai_configs values never encrypted (encryption_version 0)
+    problems: int = 0  # under this key, but do not open (tampered, misplaced, malformed)
+    empty: int = 0
+
+
+@dataclass
+class VerifyReport:
+    kid: str
+    role: str = ""
+    columns: list[VerifiedColumn] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    # Key ids (one-way fingerprints, safe to show) of the other keys still in use.
+    other_kids: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    @property
+    def need_other_key(self) -> int:
+        return sum(c.other_key + c.plaintext for c in self.columns)
+
+    @property
+    def passed(self) -> bool:
+        """True when the old key can be retired: every value opens with this key alone."""
+        return self.need_other_key == 0 and not self.problems
+
+
+async def verify_credentials(
+    dsn: str,
+    *,
+    keyring: Keyring,
+    batch_size: int = DEFAULT_BATCH,
+    progress: Progress | None = None,
+) -> VerifyReport:
+    """Open every credential value with ``keyring``'s one key; changes nothing.
+
+    ``keyring`` must hold only the key to keep (no previous keys): a value that
+    opens only with a previous key is what this check exists to find.
+    """
+    if len(keyring.kids) != 1:
+        raise ConfigurationError(
+            "verify with the new key alone: this keyring also holds "
+            f"{len(keyring.kids) - 1} previous key(s) (unset OLD_ENCRYPTION_KEY)"
+        )
+    report = VerifyReport(kid=keyring.kid.hex())
+    started = time.perf_counter()
+    with typed_errors(dsn, "read the credential columns"):
+        conn = await connect(dsn, attempts=3, application_name="migrate-credentials verify")
+        try:
+            report.role = await require_full_view(conn, "verify the credentials")
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                for column in COLUMNS:
+                    report.columns.append(
+                        await _verify(conn, column, keyring, report, batch_size, progress)
+                    )
+        finally:
+            await close_quietly(conn)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+async def _verify(
+    conn: Any,
+    column: CredentialColumn,
+    keyring: Keyring,
+    report: VerifyReport,
+    batch_size: int,
+    progress: Progress | None,
+) -> VerifiedColumn:
+    stats = VerifiedColumn(column.name)
+    started = time.perf_counter()
+    done = 0
+    cursor = await conn.cursor(column.select_sql())
+    while rows := await cursor.fetch(batch_size):
+        for row in rows:
+            _one(row, column, keyring, stats, report)
+        done += len(rows)
+        if progress is not None:
+            progress(column.name, done, done / max(time.perf_counter() - started, 1e-9))
+    return stats
+
+
+def _one(
+    row: Any,
+    column: CredentialColumn,
+    keyring: Keyring,
+    stats: VerifiedColumn,
+    report: VerifyReport,
+) -> None:
+    value = row["value"]
+    if value is None:
+        stats.empty += 1
+        return
+    if column.version_column and row["enc_version"] == 0:
+        stats.plaintext += 1
+        return
+    cell = env.Cell(column.table, column.column, str(row["tenant_id"]), str(row["id"]))
+    kid = b""
+    try:
+        version, kid = env.peek(value)
+        if kid != keyring.kid:
+            stats.other_key += 1
+            report.other_kids[kid.hex()] += 1
+            return
+        keyring.open(value, cell)
+    except CryptoError as exc:
+        stats.problems += 1
+        report.problems.append(Problem(column.table, str(row["id"]), kid.hex() or "-", reason(exc)))
+        return
+    stats.opened += 1
+    stats.v1 += version == env.V1_MASTER

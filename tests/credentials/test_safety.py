@@ -1,0 +1,264 @@
+"""migrate-credentials cannot fail silently (issue 11): roles that row-level security
+limits are refused, the dry run is read-only, values left under the old key are
+reported after the commit, and --verify guards the old key's retirement."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from silentpulse_db import ConfigurationError, RowSecurityError
+from silentpulse_db.credentials import cli, migrate_credentials, verify_credentials
+from silentpulse_db.crypto import Keyring
+
+from .data import NEW_KEY, OLD_KEY, SALT, checksum, populate
+from .test_migrate_credentials import cli_env, run_cli
+from helpers import login_role
+
+OLD = Keyring(OLD_KEY, salt=SALT)
+NEW = Keyring(NEW_KEY, salt=SALT)
+# What operators really run for a service role: every table, not just some.
+GRANTS = "GRANT ALL ON ALL TABLES IN SCHEMA public TO {role};"
+READ_ONLY = "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};"
+
+
+@pytest.fixture
+async def conn(silentpulse_migrated_database: str) -> Any:
+    connection = await asyncpg.connect(silentpulse_migrated_database)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def untouched(conn: Any) -> bool:
+    """No row of the three tables was updated, deleted or locked since it was written:
+    an UPDATE rolled back, or a FOR UPDATE, leaves its xid in the live tuple's xmax."""
+    total = 0
+    for table in ("integration_points", "notification_channels", "ai_configs"):
+        total += await conn.fetchval(f"SELECT count(*) FROM {table} WHERE xmax::text <> '0'")
+    return total == 0
+
+
+async def test_a_role_without_bypassrls_is_refused_before_anything(
+    silentpulse_migrated_database: str, conn: Any
+) -> None:
+    await populate(conn, OLD, tenants=3, per_table=4)
+    digest = await checksum(conn)
+    async with login_role(silentpulse_migrated_database, GRANTS, prefix="norls") as (role, dsn):
+        for call in (
+            migrate_credentials(dsn, keyring=NEW, old_keyring=OLD, mode="rotate"),
+            migrate_credentials(dsn, keyring=NEW, old_keyring=OLD, mode="rotate", dry_run=True),
+            verify_credentials(dsn, keyring=NEW),
+        ):
+            with pytest.raises(RowSecurityError) as info:
+                await call
+            assert info.value.role == role
+            assert f"role {role!r}" in str(info.value) and "BYPASSRLS" in str(info.value)
+        env = cli_env(dsn, ENCRYPTION_KEY=NEW_KEY.hex(), OLD_ENCRYPTION_KEY=OLD_KEY.hex())
+        for args in (["--rotate"], ["--rotate", "--dry-run"], ["--verify"], []):
+            code, out, err = await run_cli(*args, env=env)
+            assert code == 2, (args, out, err)
+            assert f"role {role!r}" in err and "BYPASSRLS" in err
+            assert "nothing to do" not in out and "Traceback" not in err
+    assert await checksum(conn) == digest and await untouched(conn)
+
+
+async def test_a_role_with_a_default_tenant_is_refused(
+    silentpulse_migrated_database: str, conn: Any
+) -> None:
+    await populate(conn, OLD, tenants=2, per_table=3)
+    tenant = await conn.fetchval("SELECT id FROM tenants LIMIT 1")
+    digest = await checksum(conn)
+    for bypass in ("", "ALTER ROLE {role} BYPASSRLS;"):
+        setup = GRANTS + bypass + f"ALTER ROLE {{role}} SET app.current_tenant = '{tenant}';"
+        async with login_role(silentpulse_migrated_database, setup, prefix="tenant") as (
+            role,
+            dsn,
+        ):
+            with pytest.raises(RowSecurityError) as info:
+                await migrate_credentials(dsn, keyring=NEW, old_keyring=OLD, mode="rotate")
+            assert info.value.role == role
+            expected = "app.current_tenant" if bypass else "BYPASSRLS"
+            assert expected in str(info.value)
+    assert await checksum(conn) == digest
+
+
+async def test_a_bypassrls_role_that_is_not_superuser_rotates_every_row(
+    silentpulse_migrated_database: str, conn: Any
+) -> None:
+    cells = await populate(conn, OLD, tenants=3, per_table=4)
+    setup = GRANTS + "ALTER ROLE {role} BYPASSRLS;"
+    async with login_role(silentpulse_migrated_database, setup, prefix="jobs") as (role, dsn):
+        report = await migrate_credentials(dsn, keyring=NEW, old_keyring=OLD, mode="rotate")
+        assert report.role == role and report.rewritten == len(cells)
+        assert report.left_behind == {}
+        assert (await verify_credentials(dsn, keyring=NEW)).passed
+
+
+async def test_dry_run_is_read_only_and_counts_what_the_real_run_does(
+    silentpulse_migrated_database: str, conn: Any
+) -> None:
+    await populate(conn, NEW, tenants=4, per_table=6, versions=(1, 2))
+    await conn.execute("UPDATE ai_configs SET api_key_enc = 'sk-plain', encryption_version = 0")
+    await conn.execute("VACUUM FREEZE integration_points, notification_channels, ai_configs")
+    assert await untouched(conn)
+    digest = await checksum(conn)
+    # A read-only role in sessions that cannot write at all (as on a hot standby).
+    setup = READ_ONLY + "ALTER ROLE {role} BYPASSRLS;"
+    setup += "ALTER ROLE {role} SET default_transaction_read_only = on;"
+    async with login_role(silentpulse_migrated_database, setup, prefix="ro") as (_, dsn):
+        dry = await migrate_credentials(dsn, keyring=NEW, mode="v2", dry_run=True)
+        code, out, err = await run_cli("--dry-run", env=cli_env(dsn, ENCRYPTION_KEY=NEW_KEY.hex()))
+    assert code == 0 and "Traceback" not in err, err
+    assert "dry run: nothing changed, no row locked" in out
+    assert not dry.committed and await untouched(conn) and await checksum(conn) == digest
+    # Another session can lock every row while a dry run reads them: it takes no row lock.
+    locker = await asyncpg.connect(silentpulse_migrated_database)
+    try:
+        async with locker.transaction():
+            await locker.execute("SELECT 1 FROM integration_points FOR UPDATE")
+            again = await asyncio.wait_for(
+                migrate_credentials(
+                    silentpulse_migrated_database, keyring=NEW, mode="v2", dry_run=True
+                ),
+                timeout=30,
+            )
+    finally:
+        await locker.close()
+    real = await migrate_credentials(silentpulse_migrated_database, keyring=NEW, mode="v2")
+    counts = [(t.name, t.rewritten, t.current, t.empty, t.problems) for t in real.tables]
+    assert [(t.name, t.rewritten, t.current, t.empty, t.problems) for t in dry.tables] == counts
+    assert [(t.name, t.rewritten, t.current, t.empty, t.problems) for t in again.tables] == counts
+    assert real.rewritten > 0 and sum(t.current for t in real.tables) > 0
+
+
+def _insert_under(dsn: str, keyring: Keyring) -> None:
+    """Commit, from another connection and thread, one integration point sealed under
+    ``keyring``: what a service still holding the old key writes meanwhile."""
+
+    async def insert() -> None:
+        other = await asyncpg.connect(dsn)
+        try:
+            tenant = await other.fetchval("SELECT id FROM tenants LIMIT 1")
+            row = uuid.uuid4()
+            sealed = keyring.encrypt(
+                b'{"password": "late"}',
+                version=1,
+                tenant_id=tenant,
+                table="integration_points",
+                column="connection_config",
+                row_id=row,
+            )
+            await other.execute(
+                "INSERT INTO integration_points (id, tenant_id, name, type, connection_config) "
+                "VALUES ($1, $2, 'late', 'kafka', $3)",
+                row,
+                tenant,
+                sealed,
+            )
+        finally:
+            await other.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, insert()).result()
+
+
+class _LateWriter:
+    """A progress callback that, once the job has moved past integration_points,
+    commits one value there under the old key (the job's snapshot cannot see it)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.done = False
+
+    def __call__(self, table: str, rows: int, rate: float) -> None:
+        if table.startswith("notification_channels") and not self.done:
+            self.done = True
+            _insert_under(self.dsn, OLD)
+
+
+async def test_values_written_under_the_old_key_meanwhile_are_reported(
+    silentpulse_migrated_database: str, conn: Any
+) -> None:
+    dsn = silentpulse_migrated_database
+    cells = await populate(conn, OLD, tenants=2, per_table=5)
+    late = _LateWriter(dsn)
+    report = await migrate_credentials(
+        dsn, keyring=NEW, old_keyring=OLD, mode="rotate", progress=late
+    )
+    assert late.done and report.committed and report.rewritten == len(cells)
+    assert report.left_behind == {"integration_points.connection_config": 1}
+    verified = await verify_credentials(dsn, keyring=NEW)
+    assert not verified.passed and verified.need_other_key == 1
+    assert dict(verified.other_kids) == {OLD.kid.hex(): 1}
+    # A plain rerun moves it; then the old key can go.
+    rerun = await migrate_credentials(dsn, keyring=NEW, old_keyring=OLD, mode="rotate")
+    assert rerun.rewritten == 1 and rerun.left_behind == {}
+    assert (await verify_credentials(dsn, keyring=NEW)).passed
+
+
+async def test_the_cli_exits_1_naming_what_was_left_behind(
+    silentpulse_migrated_database: str,
+    conn: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    dsn = silentpulse_migrated_database
+    await populate(conn, OLD, tenants=2, per_table=5)
+    for name, value in cli_env(
+        dsn, ENCRYPTION_KEY=NEW_KEY.hex(), OLD_ENCRYPTION_KEY=OLD_KEY.hex()
+    ).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(cli, "_Progress", lambda _stream: _LateWriter(dsn))
+    code = await asyncio.to_thread(cli.main, ["--rotate"])
+    out, err = capsys.readouterr()
+    assert code == 1, (out, err)
+    assert "committed: 22 value(s) rewritten" in out
+    assert "1 value(s) are still not under key" in err
+    assert "integration_points.connection_config: 1" in err and "old key" in err
+    assert "late" not in out + err
+
+
+async def test_verify_counts_what_still_needs_another_key(
+    silentpulse_migrated_database: str, conn: Any, tmp_path: Path
+) -> None:
+    dsn = silentpulse_migrated_database
+    cells = await populate(conn, NEW, tenants=3, per_table=4, versions=(1, 2))
+    report = await verify_credentials(dsn, keyring=NEW)
+    assert report.passed and sum(c.opened for c in report.columns) == len(cells)
+    assert sum(c.v1 for c in report.columns) > 0
+    with pytest.raises(ConfigurationError, match="new key alone"):
+        await verify_credentials(dsn, keyring=Keyring(NEW_KEY, salt=SALT, previous_keys=[OLD_KEY]))
+
+    # Under the old key, never encrypted, and one value moved to another row.
+    await populate(conn, OLD, tenants=1, per_table=2)
+    await conn.execute(
+        "UPDATE ai_configs SET api_key_enc = 'sk-plaintext', encryption_version = 0 "
+        "WHERE tenant_id = (SELECT tenant_id FROM ai_configs WHERE encryption_version = 1 "
+        "ORDER BY tenant_id LIMIT 1)"
+    )
+    await conn.execute(
+        "UPDATE notification_channels SET config = (SELECT config FROM notification_channels "
+        "WHERE substring(config FROM 2 FOR 8) = $1 ORDER BY id LIMIT 1) WHERE id = "
+        "(SELECT id FROM notification_channels WHERE substring(config FROM 2 FOR 8) = $1 "
+        "ORDER BY id DESC LIMIT 1)",
+        NEW.kid,
+    )
+    report = await verify_credentials(dsn, keyring=NEW)
+    assert not report.passed
+    assert sum(c.other_key for c in report.columns) == 5 and report.other_kids[OLD.kid.hex()] == 5
+    assert sum(c.plaintext for c in report.columns) == 1 and report.need_other_key == 6
+    assert len(report.problems) == 1 and "tampered or misplaced" in str(report.problems[0])
+
+    env = cli_env(dsn, ENCRYPTION_KEY=NEW_KEY.hex(), OLD_ENCRYPTION_KEY=OLD_KEY.hex())
+    code, out, err = await run_cli("--verify", env=env)
+    assert code == 1, err
+    assert "NOT verified: 6 value(s) need another key" in out and OLD.kid.hex() in out
+    assert "sk-plaintext" not in out + err and OLD_KEY.hex() not in out + err
