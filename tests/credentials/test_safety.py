@@ -242,7 +242,8 @@ async def test_verify_counts_what_still_needs_another_key(
     await conn.execute(
         "UPDATE ai_configs SET api_key_enc = 'sk-plaintext', encryption_version = 0 "
         "WHERE tenant_id = (SELECT tenant_id FROM ai_configs WHERE encryption_version = 1 "
-        "ORDER BY tenant_id LIMIT 1)"
+        "AND substring(api_key_enc FROM 2 FOR 8) = $1 ORDER BY tenant_id LIMIT 1)",
+        NEW.kid,
     )
     await conn.execute(
         "UPDATE notification_channels SET config = (SELECT config FROM notification_channels "
