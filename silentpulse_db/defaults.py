@@ -22,6 +22,14 @@ LOCK_TIMEOUT = 60.0  # how long to wait for another runner
 LOCK_POLL_FIRST = 0.02  # first pause between two tries, growing to LOCK_POLL_MAX
 LOCK_POLL_MAX = 0.25
 
+# A migration statement waits at most this long for a table lock: while it waits,
+# every later query on that table queues behind it. Then the migration is rolled
+# back and retried with backoff, for DDL_RETRY_FOR seconds in all.
+DDL_LOCK_TIMEOUT = 3.0
+DDL_RETRY_FOR = 60.0
+DDL_RETRY_FIRST = 0.5  # first pause between two attempts, doubling (with jitter) ...
+DDL_RETRY_MAX = 8.0  # ... up to this
+
 # migrate-credentials: how long to wait for another run of it to finish.
 ROTATION_LOCK_TIMEOUT = 30.0
 

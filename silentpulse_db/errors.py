@@ -100,6 +100,30 @@ class LockHolder:
         return ", ".join(parts)
 
 
+@dataclass(frozen=True)
+class TableLockHolder:
+    """A session holding a table lock that a migration statement waited for."""
+
+    pid: int
+    application_name: str
+    relation: str
+    mode: str
+    state: str | None = None
+    query: str | None = None  # its current or last statement, cut to 200 characters
+    since: datetime | None = None  # when its transaction started
+
+    def __str__(self) -> str:
+        parts = [f"pid {self.pid}", f"application_name {self.application_name or '<none>'!r}"]
+        parts.append(f"{self.mode} on {self.relation}")
+        if self.since is not None:
+            parts.append(f"in a transaction since {self.since:%Y-%m-%d %H:%M:%S%z}")
+        if self.state:
+            parts.append(self.state)
+        if self.query:
+            parts.append(f"query: {' '.join(self.query.split())[:120]}")
+        return ", ".join(parts)
+
+
 class DirtyDatabaseError(SilentPulseDBError):
     """schema_migrations says a migration stopped partway (dirty = true)."""
 
@@ -146,6 +170,17 @@ class MigrationFailedError(SilentPulseDBError):
 
 class MigrationInterruptedError(MigrationFailedError):
     """The connection was lost while a migration ran (terminated, reset, server gone)."""
+
+
+class TableLockTimeoutError(MigrationFailedError):
+    """A migration kept waiting for a table lock past its retries; nothing of it was
+    applied and the version is unchanged, clean. ``blockers`` lists who held the lock."""
+
+    def __init__(
+        self, message: str, *, file: str, blockers: Sequence[TableLockHolder] = ()
+    ) -> None:
+        super().__init__(message, file=file, sqlstate="55P03")
+        self.blockers = tuple(blockers)
 
 
 class VersionNotFoundError(SilentPulseDBError):

@@ -122,7 +122,7 @@ async def run_migrations(
                 plan = await lock.acquire(unless=settled)
                 if plan is None:  # we hold the lock: apply what is pending
                     try:
-                        if not session.tables_exist:
+                        if not session.tables_current:
                             with typed_errors(dsn, CREATE_TABLES):
                                 await ensure_tables(conn)
                         state, history = await read_state(conn)
@@ -392,7 +392,7 @@ async def _run(
             parsed = await _parse_ahead(session, migrations, request, strict)
             async with session.lock(lock_timeout):
                 conn = session.conn
-                if not session.tables_exist:
+                if not session.tables_current:
                     with typed_errors(dsn, CREATE_TABLES):
                         await ensure_tables(conn)
                 state, history = await read_state(conn)

@@ -43,6 +43,7 @@ class HistoryEntry:
     applied_at: datetime
     duration: float | None  # seconds
     applied_by: str
+    breaking: bool = False  # its up file carries `-- silentpulse: breaking`
 
 
 # --- requests -------------------------------------------------------------------

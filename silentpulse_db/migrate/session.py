@@ -11,7 +11,7 @@ from ..defaults import CLIENT_CONNECTION_CHECK_INTERVAL, CONNECT_ATTEMPTS, CONNE
 from ..postgres.connect import close_quietly, connect
 from ..postgres.translate import typed_errors
 from .lock import LockKeys, MigrationLock, lock_keys_for
-from .version_table import HISTORY_TABLE, VERSION_TABLE, ensure_tables
+from .version_table import HISTORY_TABLE, TABLES_CURRENT, TABLES_EXIST, VERSION_TABLE, ensure_tables
 
 CREATE_TABLES = f"create the version tables ({VERSION_TABLE}, {HISTORY_TABLE})"
 
@@ -25,6 +25,8 @@ class Session:
     tables_exist: bool
     # Whether the probe found partition work due (None: not asked).
     partitions_due: bool | None = None
+    # The history table has every column this version writes (else ensure_tables adds them).
+    tables_current: bool = False
 
     def lock(self, timeout: float) -> MigrationLock:
         return MigrationLock(self.conn, self.keys, timeout=timeout)
@@ -55,13 +57,11 @@ async def open_session(
     try:
         probe = await conn.fetchrow(
             "SELECT current_schema() AS schema, current_database() AS db, "
-            "to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL AS ready, "
+            f"{TABLES_EXIST} AS ready, {TABLES_CURRENT} AS current, "
             f"{partitions_probe or 'NULL::boolean'} AS partitions_due",
-            VERSION_TABLE,
-            HISTORY_TABLE,
         )
         keys = lock_keys_for(probe["db"], probe["schema"])
-        yield Session(conn, keys, probe["ready"], probe["partitions_due"])
+        yield Session(conn, keys, probe["ready"], probe["partitions_due"], probe["current"])
     finally:
         await close_quietly(conn)
 
@@ -80,7 +80,7 @@ async def locked_session(
         open_session(dsn, attempts=attempts, wait=wait) as session,
         session.lock(lock_timeout),
     ):
-        if ensure and not session.tables_exist:
+        if ensure and not session.tables_current:
             with typed_errors(dsn, CREATE_TABLES):
                 await ensure_tables(session.conn)
         yield session.conn

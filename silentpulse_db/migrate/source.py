@@ -8,6 +8,7 @@ MigrationSourceError naming the file, raised before anything is applied.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -52,6 +53,55 @@ class MigrationFile:
 
     def __str__(self) -> str:
         return self.location
+
+    @functools.cached_property
+    def directives(self) -> Directives:
+        """The ``-- silentpulse: ...`` header comments (MigrationSourceError if malformed)."""
+        return parse_directives(self.sql, self.location)
+
+
+@dataclass(frozen=True)
+class Directives:
+    """What a file's header says about how to run it.
+
+    ``breaking``: older code cannot run against the schema once it is applied
+    (a dropped or renamed column): older replicas refuse to start.
+    ``lock_timeout``: seconds each statement may wait for a table lock (0: no
+    limit); None: the run's setting.
+    """
+
+    breaking: bool = False
+    lock_timeout: float | None = None
+
+
+_DIRECTIVE = re.compile(r"^--\s*silentpulse:\s*(.*?)\s*$", re.IGNORECASE)
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|min)?$")
+_UNITS = {"ms": 0.001, "s": 1.0, "min": 60.0, None: 1.0}
+
+
+def parse_directives(sql: str, location: str) -> Directives:
+    """Read ``-- silentpulse: breaking`` / ``-- silentpulse: lock_timeout=10s`` from the
+    file's header (the comment and blank lines before its first statement)."""
+    breaking, timeout = False, None
+    for number, raw in enumerate(sql.splitlines(), start=1):
+        line = raw.strip().lstrip("\ufeff")
+        if line and not line.startswith("--"):
+            break
+        match = _DIRECTIVE.match(line)
+        if not match:
+            continue
+        name, _, value = (part.strip() for part in match.group(1).partition("="))
+        if name.lower() == "breaking" and not value:
+            breaking = True
+        elif name.lower() == "lock_timeout" and (duration := _DURATION.match(value.lower())):
+            timeout = float(duration.group(1)) * _UNITS[duration.group(2)]
+        else:
+            raise MigrationSourceError(
+                f"{location}:{number}: unknown directive {match.group(1)!r}: expected "
+                f"'-- silentpulse: breaking' or '-- silentpulse: lock_timeout=<N>s|ms|min'",
+                file=location,
+            )
+    return Directives(breaking, timeout)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,9 @@ class ParsedSQL:
     # Statements that PostgreSQL refuses inside a transaction block, e.g. "CREATE INDEX
     # CONCURRENTLY at line 3"; empty when the whole file can run in one transaction.
     non_transactional: tuple[str, ...]
+    # The index a CREATE INDEX CONCURRENTLY file builds ("schema.name" or "name"): the
+    # runner checks it is valid afterwards and rebuilds it if a failed run left it INVALID.
+    concurrent_index: str | None = None
 
 
 def analyze(sql: str, location: str) -> ParsedSQL:
@@ -51,6 +54,7 @@ def analyze(sql: str, location: str) -> ParsedSQL:
         return ParsedSQL(statements=(Statement(sql, 0),), non_transactional=())
     statements: list[Statement] = []
     blocking: list[str] = []
+    index: str | None = None
     # Lines are counted as the statements go (they come in order): counting from
     # the top for each one made a file of 89,000 statements take minutes.
     line, counted = 1, 0
@@ -71,14 +75,41 @@ def analyze(sql: str, location: str) -> ParsedSQL:
         reason = _non_transactional_reason(kind, node)
         if reason:
             blocking.append(f"{reason} at line {line}")
+            index = _concurrent_index(kind, node, location, line)
         statements.append(Statement(text, start, _dml_target(kind, node)))
+        if blocking and len(statements) > 1:
+            # Outside a transaction, a failure after the first statement leaves a half
+            # migration that no rerun can tell apart; golang-migrate cannot run such a
+            # file either (PostgreSQL refuses these statements in a multi-statement query).
+            raise MigrationSourceError(
+                f"{location}:{line}: {blocking[0]} must be the only statement of its file "
+                f"(it cannot run in a transaction); move the other statements to a "
+                f"migration of their own",
+                file=location,
+            )
     if not statements:
         raise MigrationSourceError(
             f"{location}: holds no SQL statement (only comments, as `create` writes it): "
             f"write the migration's SQL, or delete the pair",
             file=location,
         )
-    return ParsedSQL(statements=tuple(statements), non_transactional=tuple(blocking))
+    return ParsedSQL(
+        statements=tuple(statements), non_transactional=tuple(blocking), concurrent_index=index
+    )
+
+
+def _concurrent_index(kind: str, node: Any, location: str, line: int) -> str | None:
+    if kind != "IndexStmt" or not node.concurrent:
+        return None
+    if not node.idxname:
+        raise MigrationSourceError(
+            f"{location}:{line}: CREATE INDEX CONCURRENTLY needs an index name, so that "
+            f"the runner can check the build and rebuild an INVALID index a failed run "
+            f"left behind",
+            file=location,
+        )
+    schema = node.relation.schemaname
+    return f"{schema}.{node.idxname}" if schema else str(node.idxname)
 
 
 def _dml_target(kind: str, node: Any) -> str | None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from .._version import __version__
 from ..results import VersionState
+from .batches import quote_literal
 from .plan import NIL_VERSION, HistoryEntry
 
 VERSION_TABLE = "schema_migrations"
@@ -37,8 +38,23 @@ CREATE TABLE IF NOT EXISTS "{HISTORY_TABLE}" (
     checksum    text,
     applied_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
     duration_ms double precision,
-    applied_by  text NOT NULL
+    applied_by  text NOT NULL,
+    breaking    boolean NOT NULL DEFAULT false
 )"""
+# Tables created before the breaking mark (a constant default: no table rewrite).
+ADD_BREAKING_COLUMN = (
+    f'ALTER TABLE "{HISTORY_TABLE}" '
+    "ADD COLUMN IF NOT EXISTS breaking boolean NOT NULL DEFAULT false"
+)
+# Both tables exist; and the history has every column this version writes.
+TABLES_EXIST = (
+    f"to_regclass('\"{VERSION_TABLE}\"') IS NOT NULL "
+    f"AND to_regclass('\"{HISTORY_TABLE}\"') IS NOT NULL"
+)
+TABLES_CURRENT = (
+    f"EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('\"{HISTORY_TABLE}\"') "
+    f"AND attname = 'breaking' AND NOT attisdropped)"
+)
 COMMENT_HISTORY_TABLE = (
     f'COMMENT ON TABLE "{HISTORY_TABLE}" IS '
     "'silentpulse-db: one row per migration applied, reverted or forced; "
@@ -61,18 +77,15 @@ def runner_identity() -> str:
 
 
 async def ensure_tables(conn: Any) -> None:
-    """Create both tables if missing. Call with the migration lock held."""
-    exists = await conn.fetchval(
-        "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL",
-        VERSION_TABLE,
-        HISTORY_TABLE,
-    )
-    if exists:
+    """Create both tables if missing (or add the history's newer columns). Call with the
+    migration lock held."""
+    if await conn.fetchval(f"SELECT {TABLES_CURRENT}"):
         return
     async with conn.transaction():
         await conn.execute(CREATE_VERSION_TABLE)
         await conn.execute(CREATE_HISTORY_TABLE)
         await conn.execute(COMMENT_HISTORY_TABLE)
+        await conn.execute(ADD_BREAKING_COLUMN)
 
 
 async def read_version(conn: Any) -> VersionState:
@@ -92,6 +105,7 @@ class HistoryRecord:
     direction: str
     checksum: str | None = None
     duration: float | None = None  # seconds (stored as duration_ms)
+    breaking: bool = False
 
 
 # golang-migrate's SetVersion is TRUNCATE + INSERT. We leave the same rows with
@@ -103,9 +117,10 @@ _UPSERT = (
     f'INSERT INTO "{VERSION_TABLE}" (version, dirty) VALUES ($1, $2) '
     "ON CONFLICT (version) DO UPDATE SET dirty = EXCLUDED.dirty"
 )
+_HISTORY_COLUMNS = "version, name, direction, checksum, duration_ms, applied_by, breaking"
 _INSERT_HISTORY = (
-    f'INSERT INTO "{HISTORY_TABLE}" (version, name, direction, checksum, duration_ms, applied_by) '
-    "VALUES ($3, $4, $5, $6, $7, $8 || ' as role ' || current_user)"
+    f'INSERT INTO "{HISTORY_TABLE}" ({_HISTORY_COLUMNS}) '
+    "VALUES ($3, $4, $5, $6, $7, $8 || ' as role ' || current_user, $9)"
 )
 _SET_VERSION = f"WITH gone AS ({_REMOVE_OTHERS}) {_UPSERT}"
 _SET_VERSION_AND_HISTORY = f"WITH gone AS ({_REMOVE_OTHERS}), kept AS ({_UPSERT}) {_INSERT_HISTORY}"
@@ -141,6 +156,33 @@ async def write_version(
         history.checksum,
         None if history.duration is None else history.duration * 1000,
         runner_identity(),
+        history.breaking,
+    )
+
+
+def version_sql(version: int | None, history: HistoryRecord) -> str:
+    """write_version(version, clean, history) as literal SQL, for the message that also
+    carries the migration and its COMMIT. The duration is measured by the server:
+    from the transaction's start (BEGIN, in the first message) to this statement."""
+    stored = NIL_VERSION if version is None else version
+    values = ", ".join(
+        (
+            str(history.version),
+            quote_literal(history.name),
+            quote_literal(history.direction),
+            "NULL" if history.checksum is None else quote_literal(history.checksum),
+            "extract(epoch FROM clock_timestamp() - now()) * 1000",
+            f"{quote_literal(runner_identity())} || ' as role ' || current_user",
+            "true" if history.breaking else "false",
+        )
+    )
+    insert = f'INSERT INTO "{HISTORY_TABLE}" ({_HISTORY_COLUMNS}) VALUES ({values})'
+    if version is None:
+        return f'WITH gone AS (DELETE FROM "{VERSION_TABLE}" RETURNING 1) {insert};'
+    return (
+        f'WITH gone AS (DELETE FROM "{VERSION_TABLE}" WHERE version IS DISTINCT FROM {stored}), '
+        f'kept AS (INSERT INTO "{VERSION_TABLE}" (version, dirty) VALUES ({stored}, false) '
+        f"ON CONFLICT (version) DO UPDATE SET dirty = EXCLUDED.dirty) {insert};"
     )
 
 
@@ -152,8 +194,8 @@ async def set_version(conn: Any, version: int | None, dirty: bool) -> None:
 
 _LATEST_HISTORY = f"""
     SELECT DISTINCT ON (version) version, name, direction, checksum, applied_at,
-           duration_ms, applied_by
-    FROM "{HISTORY_TABLE}"
+           duration_ms, applied_by, (to_jsonb(h) -> 'breaking')::bool AS breaking
+    FROM "{HISTORY_TABLE}" AS h
     WHERE direction IN ('up', 'baseline')
     ORDER BY version, id DESC
 """
@@ -192,4 +234,5 @@ def _entry(row: Any) -> HistoryEntry:
         applied_at=row["applied_at"],
         duration=None if row["duration_ms"] is None else row["duration_ms"] / 1000,
         applied_by=row["applied_by"],
+        breaking=bool(row["breaking"]),
     )

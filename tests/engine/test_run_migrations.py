@@ -127,7 +127,7 @@ async def test_concurrent_index_uses_dirty_protocol(
     migrations = simple_set(1)
     migrations[2] = (
         "create_index_t1",
-        "CREATE INDEX CONCURRENTLY t1_id ON t1 (id);\nVACUUM t1;\n",
+        "CREATE INDEX CONCURRENTLY t1_id ON t1 (id);\n",
         "DROP INDEX CONCURRENTLY t1_id;\n",
     )
     source = write_migrations(tmp_path, migrations)
@@ -143,8 +143,8 @@ async def test_failure_outside_a_transaction_leaves_dirty_with_recovery(
     migrations = simple_set(1)
     migrations[2] = (
         "create_index_t1",
-        "CREATE INDEX CONCURRENTLY t1_id ON t1 (id);\n\nSELECT nope FROM t1;\n",
-        "DROP INDEX CONCURRENTLY IF EXISTS t1_x;\nDROP INDEX CONCURRENTLY IF EXISTS t1_id;\n",
+        "-- an index on a column t1 does not have\n\nCREATE INDEX CONCURRENTLY t1_id ON t1 (nope);\n",
+        "DROP INDEX CONCURRENTLY IF EXISTS t1_id;\n",
     )
     source = write_migrations(tmp_path, migrations)
     with pytest.raises(MigrationFailedError) as info:
@@ -154,6 +154,29 @@ async def test_failure_outside_a_transaction_leaves_dirty_with_recovery(
         info.value
     )
     assert await version_rows(silentpulse_database) == [(2, True)]
+
+
+@pytest.mark.parametrize(
+    ("body", "line"),
+    [
+        ("CREATE INDEX CONCURRENTLY t1_id ON t1 (id);\nVACUUM t1;\n", 2),
+        ("SELECT 1;\n-- then\nCREATE INDEX CONCURRENTLY t1_id ON t1 (id);\n", 3),
+        ("ALTER TABLE t1 ADD COLUMN b int;\nVACUUM t1;\n", 2),
+    ],
+)
+async def test_a_non_transactional_statement_must_be_alone_in_its_file(
+    silentpulse_database: str, tmp_path: Path, body: str, line: int
+) -> None:
+    migrations = simple_set(1)
+    migrations[2] = ("mixed", body, "SELECT 1;\n")
+    source = write_migrations(tmp_path, migrations)
+    from silentpulse_db import MigrationSourceError
+
+    with pytest.raises(MigrationSourceError) as info:
+        await run_migrations(silentpulse_database, source=source)
+    assert f"000002_mixed.up.sql:{line}:" in str(info.value)
+    assert "must be the only statement of its file" in str(info.value)
+    assert await version_rows(silentpulse_database) == []  # refused before anything ran
 
 
 async def test_up_to_date_database_is_answered_without_the_lock(

@@ -1,0 +1,148 @@
+"""What a failed migration means for the operator: the typed error and its message."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import (
+    MigrationFailedError,
+    MigrationInterruptedError,
+    TableLockHolder,
+    TableLockTimeoutError,
+)
+from ..postgres.connect import describe
+from ..results import VersionState
+from .plan import CLI, NIL_VERSION, dirty_message, version_label
+from .source import MigrationFile, MigrationSource
+from .sql import line_and_column, line_text
+
+
+def failed(
+    source: MigrationSource,
+    file: MigrationFile,
+    exc: Any,
+    *,
+    offset: int | None,
+    position: int | None,
+    dirty_version: int | None,
+) -> MigrationFailedError:
+    """``offset``: where the failing statement starts in the file (None: unknown, e.g. at
+    COMMIT); ``position``: the 0-based file offset the server pointed at, if any."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    message = getattr(exc, "message", None) or str(exc)
+    line: int | None = None
+    column: int | None = None
+    if position is not None:
+        line, column = line_and_column(file.sql, position + 1)
+        where = f" line {line}, column {column}"
+    elif offset is not None:
+        # No position (many DDL errors): name the statement that failed.
+        line, _ = line_and_column(file.sql, _first_code(file.sql, offset) + 1)
+        where = f" line {line} (the statement starting there)"
+    else:
+        where = " at COMMIT (a deferred constraint or trigger)"
+    excerpt = f"\n{line:>6} | {line_text(file.sql, line)}" if line else ""
+    if column:
+        excerpt += f"\n       | {' ' * (column - 1)}^"
+    details = [
+        f"{attr}: {value}"
+        for attr in ("detail", "hint", "context")
+        if (value := getattr(exc, attr, None))
+    ]
+    if dirty_version is not None:
+        dirty = VersionState(None if dirty_version == NIL_VERSION else dirty_version, True)
+        outcome = "The database is left dirty: " + dirty_message(source, dirty)
+    else:
+        outcome = (
+            "Its transaction was rolled back: nothing of it was applied and the version "
+            "is unchanged, clean."
+        )
+    text = (
+        f"migration failed: {file.location}{where}: {message} (SQLSTATE {sqlstate})"
+        f"{excerpt}" + "".join(f"\n  {d}" for d in details) + f"\n{outcome}"
+    )
+    return MigrationFailedError(
+        text,
+        file=file.location,
+        line=line,
+        column=column,
+        sqlstate=sqlstate,
+        server_message=message,
+        dirty=dirty_version is not None,
+    )
+
+
+def _first_code(sql: str, offset: int) -> int:
+    """Skip the blank lines and comments a statement's slice starts with."""
+    i = offset
+    while i < len(sql):
+        if sql[i].isspace():
+            i += 1
+        elif sql.startswith("--", i):
+            newline = sql.find("\n", i)
+            i = len(sql) if newline < 0 else newline + 1
+        elif sql.startswith("/*", i):
+            close = sql.find("*/", i + 2)
+            i = len(sql) if close < 0 else close + 2
+        else:
+            return i
+    return offset
+
+
+def interrupted(
+    file: MigrationFile,
+    exc: BaseException,
+    *,
+    dirty_version: int | None,
+    stays_at: str | None = None,
+    commit_unknown: str | None = None,
+) -> MigrationInterruptedError:
+    """``commit_unknown``: the version the migration records, when the connection was
+    lost while its COMMIT may have been on the way."""
+    reason = describe(exc)
+    if commit_unknown is not None:
+        return MigrationInterruptedError(
+            f"connection lost while applying {file.location} ({reason}), with its COMMIT "
+            f"sent: whether it committed is unknown. Run `{CLI} version`: "
+            f"{commit_unknown} means it did; then run again.",
+            file=file.location,
+        )
+    if dirty_version is not None:
+        outcome = (
+            f"The database is left dirty at version {version_label(dirty_version)} (the "
+            f"statements ran one by one); see `{CLI} version` and force the version the "
+            "schema matches."
+        )
+    else:
+        stays = f", and the database stays at {stays_at}, clean" if stays_at else ""
+        outcome = (
+            f"The server rolled back its transaction: nothing of it was applied{stays}. "
+            "Run again: it continues from there."
+        )
+    return MigrationInterruptedError(
+        f"connection lost while applying {file.location} ({reason}). {outcome}",
+        file=file.location,
+        dirty=dirty_version is not None,
+    )
+
+
+def locked_out(
+    file: MigrationFile,
+    *,
+    attempts: int,
+    waited: float,
+    lock_timeout: float,
+    blockers: Sequence[TableLockHolder],
+    stays_at: str,
+) -> TableLockTimeoutError:
+    who = "; ".join(str(b) for b in blockers) or "no session holds it now (it was released)"
+    return TableLockTimeoutError(
+        f"migration failed: {file.location} could not get its table locks: {attempts} "
+        f"attempt(s) over {waited:.0f}s, each waiting at most {lock_timeout:g}s so that "
+        f"queries on the table were never held up longer. Held by: {who}. Nothing of it "
+        f"was applied; the database stays at {stays_at}, clean. End or wait for that "
+        f"transaction, then run again (or raise --ddl-retry-for).",
+        file=file.location,
+        blockers=blockers,
+    )

@@ -1,0 +1,89 @@
+"""Who holds the table locks a statement is waiting for.
+
+After a statement gave up waiting (lock_timeout), the runner asks which other
+sessions hold locks on the tables it needed, in a mode that conflicts with the
+one it asked for (PostgreSQL's conflict table, "Explicit Locking"): that names
+the long transaction in the way, not every reader of the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import TableLockHolder
+
+# pg_locks spells modes "AccessShareLock"; the docs (and locks.py) "ACCESS SHARE".
+_NAMES = {
+    "AccessShareLock": "ACCESS SHARE",
+    "RowShareLock": "ROW SHARE",
+    "RowExclusiveLock": "ROW EXCLUSIVE",
+    "ShareUpdateExclusiveLock": "SHARE UPDATE EXCLUSIVE",
+    "ShareLock": "SHARE",
+    "ShareRowExclusiveLock": "SHARE ROW EXCLUSIVE",
+    "ExclusiveLock": "EXCLUSIVE",
+    "AccessExclusiveLock": "ACCESS EXCLUSIVE",
+}
+_ALL = frozenset(_NAMES.values())
+CONFLICTS: dict[str, frozenset[str]] = {
+    "ACCESS SHARE": frozenset({"ACCESS EXCLUSIVE"}),
+    "ROW SHARE": frozenset({"EXCLUSIVE", "ACCESS EXCLUSIVE"}),
+    "ROW EXCLUSIVE": frozenset({"SHARE", "SHARE ROW EXCLUSIVE", "EXCLUSIVE", "ACCESS EXCLUSIVE"}),
+    "SHARE UPDATE EXCLUSIVE": frozenset(
+        {"SHARE UPDATE EXCLUSIVE", "SHARE", "SHARE ROW EXCLUSIVE", "EXCLUSIVE", "ACCESS EXCLUSIVE"}
+    ),
+    "SHARE": frozenset(
+        {"ROW EXCLUSIVE", "SHARE UPDATE EXCLUSIVE", "SHARE ROW EXCLUSIVE", "EXCLUSIVE"}
+        | {"ACCESS EXCLUSIVE"}
+    ),
+    "SHARE ROW EXCLUSIVE": _ALL - {"ACCESS SHARE", "ROW SHARE"},
+    "EXCLUSIVE": _ALL - {"ACCESS SHARE"},
+    "ACCESS EXCLUSIVE": _ALL,
+}
+
+_HOLDERS = """
+    SELECT l.pid, coalesce(a.application_name, '') AS application_name, l.mode,
+           l.relation::regclass::text AS relation, a.state, left(a.query, 200) AS query,
+           a.xact_start AS since
+    FROM pg_locks AS l
+    LEFT JOIN pg_stat_activity AS a ON a.pid = l.pid
+    WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND l.relation = ANY (SELECT to_regclass(name) FROM unnest($1::text[]) AS name)
+    ORDER BY a.xact_start NULLS LAST, l.pid
+"""
+
+
+async def table_lock_holders(conn: Any, wanted: Mapping[str, str]) -> list[TableLockHolder]:
+    """Sessions holding a lock that conflicts with ``wanted`` (relation -> mode we need)."""
+    if not wanted:
+        return []
+    by_oid_name = {name.lower(): mode for name, mode in wanted.items()}
+    holders: dict[int, TableLockHolder] = {}
+    for row in await conn.fetch(_HOLDERS, list(wanted)):
+        held = _NAMES.get(row["mode"], row["mode"])
+        need = by_oid_name.get(row["relation"].lower()) or _match(row["relation"], by_oid_name)
+        if need is None or held not in CONFLICTS.get(need, _ALL):
+            continue
+        holders.setdefault(
+            row["pid"],
+            TableLockHolder(
+                pid=row["pid"],
+                application_name=row["application_name"],
+                relation=row["relation"],
+                mode=held,
+                state=row["state"],
+                query=row["query"],
+                since=row["since"],
+            ),
+        )
+    return list(holders.values())
+
+
+def _match(relation: str, wanted: Mapping[str, str]) -> str | None:
+    """``relation`` as regclass prints it ("t" or "s.t") against names as written."""
+    bare = relation.rsplit(".", 1)[-1].strip('"').lower()
+    for name, mode in wanted.items():
+        if name.rsplit(".", 1)[-1].strip('"') == bare:
+            return mode
+    return None
