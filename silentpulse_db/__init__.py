@@ -64,6 +64,15 @@ if TYPE_CHECKING:
         up,
         version,
     )
+    from .migrate.locks import LockTaken
+    from .migrate.preview import (
+        MigrationPlan,
+        PlannedMigration,
+        PlannedStatement,
+        plan_down,
+        plan_goto,
+        plan_up,
+    )
     from .migrate.source import Migration, MigrationFile, MigrationSource, load_source
     from .schema.jobs import enforce_retention, maintain_partitions
 
@@ -71,6 +80,7 @@ if TYPE_CHECKING:
 # package for its types or its crypto stays cheap.
 _COMMANDS = ".migrate.commands"
 _SOURCE = ".migrate.source"
+_PREVIEW = ".migrate.preview"
 _LAZY = {
     "ALERT_CHANNEL": ".listener",
     "AlertEvent": ".listener",
@@ -89,6 +99,13 @@ _LAZY = {
     "MigrationFile": _SOURCE,
     "MigrationSource": _SOURCE,
     "load_source": _SOURCE,
+    "LockTaken": ".migrate.locks",
+    "MigrationPlan": _PREVIEW,
+    "PlannedMigration": _PREVIEW,
+    "PlannedStatement": _PREVIEW,
+    "plan_down": _PREVIEW,
+    "plan_goto": _PREVIEW,
+    "plan_up": _PREVIEW,
     "migrate_credentials": ".credentials",
     "verify_credentials": ".credentials",
     "enforce_retention": ".schema.jobs",
@@ -121,12 +138,14 @@ __all__ = [
     "DirtyDatabaseError",
     "KeyConfigError",
     "LockHolder",
+    "LockTaken",
     "LockTimeoutError",
     "MalformedEnvelopeError",
     "Migration",
     "MigrationFailedError",
     "MigrationFile",
     "MigrationInterruptedError",
+    "MigrationPlan",
     "MigrationResult",
     "MigrationSource",
     "MigrationSourceError",
@@ -134,6 +153,8 @@ __all__ = [
     "PartitionCoverage",
     "PartitionReport",
     "PermissionDeniedError",
+    "PlannedMigration",
+    "PlannedStatement",
     "PrerequisitesResult",
     "RetentionAction",
     "RetentionReport",
@@ -159,6 +180,9 @@ __all__ = [
     "load_source",
     "maintain_partitions",
     "migrate_credentials",
+    "plan_down",
+    "plan_goto",
+    "plan_up",
     "run_migrations",
     "status",
     "up",

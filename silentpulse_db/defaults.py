@@ -38,6 +38,11 @@ ROTATION_LOCK_TIMEOUT = 30.0
 PARTITIONS_AHEAD = 3
 PARTITION_LOCK_TIMEOUT = 3.0
 
+# Dry-run plans (up --dry-run) warn about an ACCESS EXCLUSIVE lock on a relation
+# estimated (pg_class.reltuples) at this many rows or more: long enough to queue
+# every query on it behind a slow statement.
+LARGE_TABLE_ROWS = 100_000
+
 # Scratch databases (check, baseline) are named <prefix>_<random>.
 SCRATCH_PREFIX = "silentpulse_scratch"
 

@@ -18,7 +18,7 @@ from ..defaults import CONNECT_ATTEMPTS, CONNECT_WAIT, LOCK_TIMEOUT, PARTITIONS_
 from ..errors import ConfigurationError
 from ..results import MigrationResult, StatusReport
 from ..schema import jobs
-from . import commands
+from . import commands, preview
 from .plan import version_label
 from .scaffold import create_migration
 from .source import MigrationSource, load_source
@@ -111,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     retention.add_argument(
         "--dry-run", action="store_true", help="say what would go; change nothing"
     )
+    for name in DRY_RUN_COMMANDS:
+        sub.choices[name].add_argument(
+            "--dry-run",
+            action="store_true",
+            help="print the files, statements and table locks it would run; change nothing "
+            "(no version tables created, no lock taken)",
+        )
     return parser
 
 
@@ -179,6 +186,8 @@ async def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
             if args.all
             else "refusing to revert everything implicitly: give N (down 1) or --all"
         )
+    if args.command in DRY_RUN_COMMANDS and args.dry_run:
+        return await _dry_run(console.database(args.database), args, out)
     return await _COMMANDS[args.command](console.database(args.database), args, out)
 
 
@@ -200,6 +209,20 @@ async def _down(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
 
 async def _goto(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
     return _report(await commands.goto(dsn, args.v, **_locked(args)), out)
+
+
+DRY_RUN_COMMANDS = ("up", "down", "goto")
+
+
+async def _dry_run(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    if args.command == "up":
+        plan = await preview.plan_up(dsn, args.n, **_connection(args))
+    elif args.command == "down":
+        plan = await preview.plan_down(dsn, "all" if args.all else args.n, **_connection(args))
+    else:
+        plan = await preview.plan_goto(dsn, args.v, **_connection(args))
+    print(preview.format_plan(plan), file=out)
+    return console.EXIT_OK
 
 
 async def _force(dsn: str, args: argparse.Namespace, out: TextIO) -> int:

@@ -1,0 +1,347 @@
+"""A dry-run plan: what ``up``/``down``/``goto`` would run, and the locks it would take.
+
+Nothing is changed in the database: the version tables are read only if they
+exist (never created), the migration lock is not taken (the plan answers even
+while another runner migrates), and every query runs in a READ ONLY
+transaction. Which files run is decided by the same pure :func:`make_plan` the
+real commands use; the locks each statement takes come from :mod:`.locks`, and
+the row estimates (``pg_class.reltuples``) of the relations they name decide
+which ACCESS EXCLUSIVE locks deserve a warning.
+
+The plan is the database's state at the time of asking: another runner may
+change it before the real command runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..defaults import CONNECT_ATTEMPTS, CONNECT_WAIT, LARGE_TABLE_ROWS
+from ..postgres.connect import close_quietly, connect
+from ..postgres.translate import typed_errors
+from ..results import VersionState
+from .locks import ACCESS_EXCLUSIVE, LockTaken, blocks_writes, statement_locks
+from .plan import Down, Goto, HistoryEntry, Request, Step, Up, make_plan, version_label
+from .source import Direction, MigrationFile, SourceLike, load_source
+from .sql import analyze
+from .version_table import HISTORY_TABLE, VERSION_TABLE, read_state, read_version
+
+SQL_HEAD = 60  # characters of a statement shown on its line
+
+
+@dataclass(frozen=True)
+class PlannedStatement:
+    """One statement of a file that would run: where it is, what it starts with, its locks."""
+
+    line: int  # 1-based line of the file where the statement starts
+    sql_head: str  # its first ~60 characters, whitespace folded onto one line
+    locks: tuple[LockTaken, ...]
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlannedMigration:
+    """One file that would run, in order."""
+
+    version: int
+    name: str
+    direction: Direction
+    location: str
+    # False when a statement (CREATE INDEX CONCURRENTLY, ...) cannot run in a
+    # transaction: the file then runs statement by statement.
+    transactional: bool
+    statements: tuple[PlannedStatement, ...]
+    non_transactional: tuple[str, ...] = ()  # why not, e.g. "CREATE INDEX CONCURRENTLY at line 3"
+
+
+@dataclass(frozen=True)
+class MigrationPlan:
+    """What a command would do, computed without changing anything."""
+
+    current: VersionState
+    migrations: tuple[PlannedMigration, ...]
+    warnings: tuple[str, ...] = ()  # about the whole plan (changed checksums, ...)
+    version_after: int | None = None  # the version once every file has run
+
+    @property
+    def statement_warnings(self) -> tuple[str, ...]:
+        return tuple(w for m in self.migrations for s in m.statements for w in s.warnings)
+
+
+async def plan_up(
+    dsn: str,
+    count: int | None = None,
+    *,
+    target: int | None = None,
+    source: SourceLike = None,
+    attempts: int = CONNECT_ATTEMPTS,
+    wait: float = CONNECT_WAIT,
+) -> MigrationPlan:
+    """What ``up`` would apply (all pending, the next ``count``, or up to ``target``)."""
+    return await _preview(dsn, Up(count, target), source, attempts, wait)
+
+
+async def plan_down(
+    dsn: str,
+    count: int | Literal["all"],
+    *,
+    source: SourceLike = None,
+    attempts: int = CONNECT_ATTEMPTS,
+    wait: float = CONNECT_WAIT,
+) -> MigrationPlan:
+    """What ``down`` would revert: the last ``count`` migrations, or every one with ``"all"``."""
+    return await _preview(dsn, Down(None if count == "all" else count), source, attempts, wait)
+
+
+async def plan_goto(
+    dsn: str,
+    version: int,
+    *,
+    source: SourceLike = None,
+    attempts: int = CONNECT_ATTEMPTS,
+    wait: float = CONNECT_WAIT,
+) -> MigrationPlan:
+    """What ``goto version`` would run, up or down."""
+    return await _preview(dsn, Goto(version), source, attempts, wait)
+
+
+# --- reading the database -----------------------------------------------------------
+
+
+async def _preview(
+    dsn: str, request: Request, source: SourceLike, attempts: int, wait: float
+) -> MigrationPlan:
+    with typed_errors(dsn, "plan the migrations (dry run)"):
+        migrations = load_source(source)
+        conn = await connect(dsn, attempts=attempts, wait=wait)
+        try:
+            # READ ONLY: a dry run cannot change anything, whatever a bug would try.
+            async with conn.transaction(readonly=True):
+                state, history = await _read_state(conn)
+                plan = make_plan(migrations, state, request, history=history)
+                files = [_parse(step.file) for step in plan.steps]
+                relations = await _relations(
+                    conn, {lock.relation for parsed in files for lock in parsed.all_locks}
+                )
+        finally:
+            await close_quietly(conn)
+        planned = tuple(
+            _planned_migration(step, parsed, relations)
+            for step, parsed in zip(plan.steps, files, strict=True)
+        )
+        return MigrationPlan(
+            current=state,
+            migrations=planned,
+            warnings=plan.warnings,
+            version_after=plan.version_after,
+        )
+
+
+async def _read_state(conn: Any) -> tuple[VersionState, Mapping[int, HistoryEntry]]:
+    """The version and history if the tables exist; "no version" (nothing created) if not."""
+    row = await conn.fetchrow(
+        "SELECT to_regclass($1) IS NOT NULL AS version_table, "
+        "to_regclass($2) IS NOT NULL AS history_table",
+        VERSION_TABLE,
+        HISTORY_TABLE,
+    )
+    if row["version_table"] and row["history_table"]:
+        return await read_state(conn)
+    if row["version_table"]:  # a database golang-migrate alone has run
+        return await read_version(conn), {}
+    return VersionState(None, False), {}
+
+
+def _quoted(relation: str) -> str:
+    """``schema.table`` as written (already case-folded by the parser) -> a quoted name."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in relation.split("."))
+
+
+@dataclass(frozen=True)
+class _Relations:
+    """What the database knows of the relations a plan locks, read before anything runs."""
+
+    looked_up: frozenset[str]
+    estimates: Mapping[str, float | None]  # those that exist; None: never analyzed
+
+    def is_new(self, relation: str) -> bool:
+        """Not there yet: an earlier file of the plan creates it, so nothing uses it."""
+        return relation in self.looked_up and relation not in self.estimates
+
+
+async def _relations(conn: Any, relations: Iterable[str]) -> _Relations:
+    """pg_class.reltuples for the relations that exist (a partitioned table: its leaves'),
+    in one query; a relation not there yet (created by an earlier step) is simply absent."""
+    # A three-part name (database.schema.table) is not looked up: to_regclass refuses it.
+    names = sorted(r for r in relations if r.count(".") <= 1)
+    if not names:
+        return _Relations(frozenset(), {})
+    rows = await conn.fetch(
+        """
+        SELECT n.name,
+               CASE WHEN c.relkind = 'p' THEN
+                   (SELECT sum(greatest(leaf.reltuples, 0))
+                    FROM pg_partition_tree(c.oid) AS t
+                    JOIN pg_class AS leaf ON leaf.oid = t.relid
+                    WHERE t.isleaf)
+               ELSE c.reltuples END AS estimate
+        FROM unnest($1::text[], $2::text[]) AS n(name, quoted)
+        JOIN pg_class AS c ON c.oid = to_regclass(n.quoted)
+        """,
+        names,
+        [_quoted(name) for name in names],
+    )
+    # reltuples is -1 for a table never vacuumed or analyzed (PostgreSQL 14+): unknown.
+    estimates = {
+        r["name"]: None if r["estimate"] is None or r["estimate"] < 0 else float(r["estimate"])
+        for r in rows
+    }
+    return _Relations(frozenset(names), estimates)
+
+
+# --- parsing the files --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ParsedFile:
+    file: MigrationFile
+    non_transactional: tuple[str, ...]
+    # (line, text, locks) per statement; locks None when the parser cannot read the file.
+    statements: tuple[tuple[int, str, tuple[LockTaken, ...] | None], ...]
+
+    @property
+    def all_locks(self) -> tuple[LockTaken, ...]:
+        return tuple(lock for _, _, locks in self.statements for lock in locks or ())
+
+
+def _parse(file: MigrationFile) -> _ParsedFile:
+    from pglast import parser  # deferred, as in sql.py: importing it costs ~30 ms
+
+    parsed = analyze(file.sql, file.location)  # the runner's own reading (and its refusals)
+    try:
+        nodes = {(item.stmt_location or 0): item.stmt for item in parser.parse_sql(file.sql)}
+    except parser.ParseError:
+        nodes = None
+    statements = []
+    for statement in parsed.statements:
+        line = file.sql.count("\n", 0, statement.offset) + 1
+        node = None if nodes is None else nodes.get(statement.offset)
+        locks = None if node is None else statement_locks(node)
+        statements.append((line, statement.sql, locks))
+    return _ParsedFile(file, parsed.non_transactional, tuple(statements))
+
+
+def _head(sql: str) -> str:
+    text = " ".join(sql.split())
+    return text if len(text) <= SQL_HEAD else text[: SQL_HEAD - 3].rstrip() + "..."
+
+
+def _rows(estimate: float) -> str:
+    return f"~{estimate:,.0f} rows"
+
+
+def _warnings(line: int, locks: tuple[LockTaken, ...], relations: _Relations) -> tuple[str, ...]:
+    found: list[str] = []
+    for lock in locks:
+        if relations.is_new(lock.relation):
+            continue
+        estimate = relations.estimates.get(lock.relation)
+        size = f" ({_rows(estimate)})" if estimate is not None else ""
+        if lock.rewrites:
+            found.append(
+                f"line {line}: rewrites {lock.relation}{size} and its indexes under "
+                f"{lock.mode}: "
+                + ("reads and writes wait" if lock.mode == ACCESS_EXCLUSIVE else "writes wait")
+                + " until it finishes"
+            )
+        elif lock.scans and blocks_writes(lock.mode):
+            found.append(
+                f"line {line}: reads all of {lock.relation}{size} under {lock.mode}: "
+                + ("reads and writes wait" if lock.mode == ACCESS_EXCLUSIVE else "writes wait")
+                + " until it finishes"
+            )
+        if (
+            lock.mode == ACCESS_EXCLUSIVE
+            and estimate is not None
+            and estimate >= LARGE_TABLE_ROWS
+            and not lock.rewrites
+        ):
+            found.append(
+                f"line {line}: ACCESS EXCLUSIVE on {lock.relation}, a large table "
+                f"({_rows(estimate)}): every query on it waits for this statement, "
+                f"and the statement waits for every open transaction that touched it"
+            )
+    return tuple(found)
+
+
+def _planned_migration(step: Step, parsed: _ParsedFile, relations: _Relations) -> PlannedMigration:
+    statements = []
+    for line, sql, locks in parsed.statements:
+        if locks is None:
+            statements.append(
+                PlannedStatement(
+                    line,
+                    _head(sql),
+                    (),
+                    (
+                        f"line {line}: the parser cannot read this file; the server will "
+                        f"report the syntax error when it runs",
+                    ),
+                )
+            )
+            continue
+        statements.append(
+            PlannedStatement(line, _head(sql), locks, _warnings(line, locks, relations))
+        )
+    return PlannedMigration(
+        version=step.migration.version,
+        name=step.migration.name,
+        direction=step.direction,
+        location=parsed.file.location,
+        transactional=not parsed.non_transactional,
+        statements=tuple(statements),
+        non_transactional=parsed.non_transactional,
+    )
+
+
+# --- printing -----------------------------------------------------------------------
+
+
+def format_plan(plan: MigrationPlan) -> str:
+    """The plan as ``silentpulse-db up --dry-run`` prints it."""
+    lines = [f"current version: {plan.current}"]
+    lines += [f"warning: {w}" for w in plan.warnings]
+    if not plan.migrations:
+        lines.append("dry run: no change to make")
+        return "\n".join(lines)
+    count = len(plan.migrations)
+    lines.append(
+        f"dry run: would run {count} migration file{'s' if count != 1 else ''} "
+        f"(nothing changed, no lock taken):"
+    )
+    for migration in plan.migrations:
+        if migration.transactional:
+            how = "in one transaction"
+        else:
+            how = "NO transaction (" + "; ".join(migration.non_transactional) + ")"
+        lines.append("")
+        lines.append(f"{migration.version}/{migration.direction} {migration.name}  [{how}]")
+        lines.append(f"  {migration.location}")
+        for statement in migration.statements:
+            lines.append(f"  line {statement.line}: {statement.sql_head}")
+            for lock in statement.locks:
+                flags = [f for f, on in (("rewrite", lock.rewrites), ("scan", lock.scans)) if on]
+                extra = [*flags, lock.note] if lock.note else flags
+                lines.append(
+                    f"      {lock.mode} on {lock.relation}"
+                    + (f" ({'; '.join(extra)})" if extra else "")
+                )
+            lines += [f"      WARNING: {w}" for w in statement.warnings]
+    lines.append("")
+    lines.append(f"version after: {version_label(plan.version_after)}")
+    warned = len(plan.statement_warnings)
+    if warned:
+        lines.append(f"warnings: {warned} (read the WARNING lines above)")
+    return "\n".join(lines)
