@@ -10,7 +10,9 @@ HERE = Path(__file__).resolve().parent
 SCRIPTS = [
     "bench_import.py",
     "bench_noop.py",
+    "bench_cli.py",
     "bench_apply.py",
+    "bench_golang_migrate.py",
     "bench_replicas.py",
     "bench_rotation.py",
     "bench_harness.py",
