@@ -56,6 +56,7 @@ class StatusRow:
     applied_at: datetime | None = None
     duration: float | None = None  # seconds
     checksum: Literal["ok", "changed", "unknown", "-"] = "-"
+    breaking: bool = False  # its up file says `-- silentpulse: breaking`
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ class StatusReport:
     running: tuple[LockHolder, ...] = ()
     # False: the database has no version table (nothing was ever migrated here).
     versioned: bool = True
+    # INVALID indexes (failed concurrent builds), each with what to do.
+    invalid_indexes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

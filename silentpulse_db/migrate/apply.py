@@ -46,7 +46,7 @@ from ..defaults import (
 from ..errors import MigrationFailedError, TableLockHolder
 from ..postgres.blockers import table_lock_holders
 from ..postgres.connect import is_connection_lost
-from ..results import AppliedMigration
+from ..results import AppliedMigration, VersionState
 from ..schema.tenancy import rls_filters
 from .batches import Message, messages
 from .failures import failed, interrupted, locked_out
@@ -433,6 +433,19 @@ _INVALID_INDEX = """
     WHERE i.indexrelid = to_regclass($1) AND NOT i.indisvalid
 """
 _INDEX_VALID = "SELECT i.indisvalid FROM pg_index AS i WHERE i.indexrelid = to_regclass($1)"
+
+
+async def reruns_dirty(conn: Any, source: MigrationSource, state: VersionState) -> bool:
+    """Whether a dirty version is a concurrent index build that did not complete (its
+    index is missing or INVALID), which running the file again heals. Anything else
+    dirty stays for the operator (`force`)."""
+    if not state.dirty or state.version is None:
+        return False
+    migration = source.get(state.version)
+    if migration is None:
+        return False
+    index = _analyze(migration.up).concurrent_index
+    return index is not None and not await conn.fetchval(_INDEX_VALID, index)
 
 
 def _statement_at(statements: Sequence[Statement], offset: int) -> Statement | None:

@@ -43,15 +43,20 @@ Audit = Callable[[Any], Awaitable[list[str]]]
 
 
 async def prove_reversible(
-    dsn: str, source: MigrationSource, *, audits: Sequence[Audit] = ()
+    dsn: str,
+    source: MigrationSource,
+    *,
+    audits: Sequence[Audit] = (),
+    found: Sequence[str] = (),
 ) -> CheckReport:
     """Run the up/down/up proof on a scratch database created on ``dsn``'s server.
 
     Each of ``audits`` then looks at the fully migrated scratch database and
-    returns its problems (the row-level security audit, for one). Raises
+    returns its problems (the row-level security audit, for one). ``found``:
+    problems already found in the database itself (INVALID indexes). Raises
     ReversibilityError listing every problem; returns the report when clean.
     """
-    problems = naming_problems(source)
+    problems = [*naming_problems(source), *found]
     checked: list[int] = []
     async with scratch_database(dsn, prefix="silentpulse_check") as conn:
         await _prove(conn, source, checked, problems)

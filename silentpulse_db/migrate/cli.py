@@ -10,11 +10,18 @@ import argparse
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 from .. import console
 from .._version import __version__
-from ..defaults import CONNECT_ATTEMPTS, CONNECT_WAIT, LOCK_TIMEOUT, PARTITIONS_AHEAD
+from ..defaults import (
+    CONNECT_ATTEMPTS,
+    CONNECT_WAIT,
+    DDL_LOCK_TIMEOUT,
+    DDL_RETRY_FOR,
+    LOCK_TIMEOUT,
+    PARTITIONS_AHEAD,
+)
 from ..errors import ConfigurationError
 from ..results import MigrationResult, StatusReport
 from ..schema import jobs
@@ -48,6 +55,22 @@ def _common_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         type=_seconds,
         default=default(LOCK_TIMEOUT),
         help=f"how long to wait for the migration lock (default {LOCK_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--ddl-lock-timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        default=default(DDL_LOCK_TIMEOUT),
+        help=f"how long each migration statement may wait for a table lock, holding up "
+        f"the queries behind it (default {DDL_LOCK_TIMEOUT:g}; 0: no limit)",
+    )
+    parser.add_argument(
+        "--ddl-retry-for",
+        metavar="SECONDS",
+        type=_seconds,
+        default=default(DDL_RETRY_FOR),
+        help=f"how long to retry a migration that timed out on a table lock "
+        f"(default {DDL_RETRY_FOR:g})",
     )
     parser.add_argument(
         "--attempts",
@@ -199,16 +222,22 @@ def _locked(args: argparse.Namespace) -> dict[str, Any]:
     return {**_connection(args), "lock_timeout": args.lock_timeout}
 
 
+def _migrating(args: argparse.Namespace) -> dict[str, Any]:
+    ddl = {"ddl_lock_timeout": args.ddl_lock_timeout, "ddl_retry_for": args.ddl_retry_for}
+    return {**_locked(args), **ddl}
+
+
 async def _up(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
-    return _report(await commands.up(dsn, args.n, **_locked(args)), out)
+    return _report(await commands.up(dsn, args.n, **_migrating(args)), out)
 
 
 async def _down(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
-    return _report(await commands.down(dsn, "all" if args.all else args.n, **_locked(args)), out)
+    count: int | Literal["all"] = "all" if args.all else args.n
+    return _report(await commands.down(dsn, count, **_migrating(args)), out)
 
 
 async def _goto(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
-    return _report(await commands.goto(dsn, args.v, **_locked(args)), out)
+    return _report(await commands.goto(dsn, args.v, **_migrating(args)), out)
 
 
 DRY_RUN_COMMANDS = ("up", "down", "goto")
@@ -349,7 +378,7 @@ def format_status(report: StatusReport) -> str:
         table.append(
             (
                 str(row.version),
-                row.name,
+                row.name + (" [breaking]" if row.breaking else ""),
                 row.state,
                 row.applied_at.isoformat(sep=" ", timespec="seconds") if row.applied_at else "-",
                 f"{row.duration * 1000:.1f} ms" if row.duration is not None else "-",
@@ -365,4 +394,6 @@ def format_status(report: StatusReport) -> str:
         lines += [f"  {coverage}" for coverage in report.partitions]
     for gap in report.unguarded:
         lines.append(f"UNGUARDED: {gap}")
+    for index in report.invalid_indexes:
+        lines.append(f"INVALID: {index}")
     return "\n".join(lines)

@@ -16,9 +16,17 @@ import logging
 import time
 from typing import Literal
 
-from ..defaults import CONNECT_ATTEMPTS, CONNECT_WAIT, LOCK_TIMEOUT, PARTITIONS_AHEAD
+from ..defaults import (
+    CONNECT_ATTEMPTS,
+    CONNECT_WAIT,
+    DDL_LOCK_TIMEOUT,
+    DDL_RETRY_FOR,
+    LOCK_TIMEOUT,
+    PARTITIONS_AHEAD,
+)
 from ..errors import BaselineError, MigrationSourceError, SilentPulseDBError
 from ..postgres.dsn import validate_dsn
+from ..postgres.indexes import invalid_indexes
 from ..postgres.translate import typed_errors
 from ..results import (
     AppliedMigration,
@@ -29,7 +37,7 @@ from ..results import (
     VersionState,
 )
 from ..schema.jobs import partitions_at_startup, partitions_due
-from .apply import Applier, parse_steps
+from .apply import Applier, parse_steps, reruns_dirty
 from .lock import lock_holders
 from .plan import (
     Down,
@@ -74,6 +82,8 @@ async def run_migrations(
     attempts: int = CONNECT_ATTEMPTS,
     wait: float = CONNECT_WAIT,
     lock_timeout: float = LOCK_TIMEOUT,
+    ddl_lock_timeout: float = DDL_LOCK_TIMEOUT,
+    ddl_retry_for: float = DDL_RETRY_FOR,
 ) -> MigrationResult:
     """Apply every pending migration (up to ``target``); call it before building the pool.
 
@@ -82,9 +92,15 @@ async def run_migrations(
     up-to-date database is answered without the lock.
 
     A database ahead of the files (an older replica during a rolling deploy)
-    logs a warning and returns; with ``strict=True`` it raises
-    DatabaseAheadError, and a changed checksum of an applied file raises
-    ChecksumMismatchError instead of a warning.
+    logs a warning and returns, unless a migration it lacks is marked breaking
+    (``-- silentpulse: breaking``): then, and always with ``strict=True``, it
+    raises DatabaseAheadError. With ``strict`` a changed checksum of an applied
+    file raises ChecksumMismatchError instead of a warning.
+
+    Each migration statement waits at most ``ddl_lock_timeout`` seconds for a
+    table lock (a file's ``-- silentpulse: lock_timeout=...`` overrides it);
+    a migration that times out is rolled back and retried with backoff for
+    ``ddl_retry_for`` seconds, then TableLockTimeoutError names who held the lock.
 
     Then, unless ``partitions_ahead`` is None, the monthly partitions for this
     month and that many ahead are made sure of (cheap when they exist; a busy
@@ -126,8 +142,21 @@ async def run_migrations(
                             with typed_errors(dsn, CREATE_TABLES):
                                 await ensure_tables(conn)
                         state, history = await read_state(conn)
-                        plan = make_plan(migrations, state, request, history=history, strict=strict)
-                        applied = await Applier(conn, migrations).apply(plan, parsed)
+                        plan = make_plan(
+                            migrations,
+                            state,
+                            request,
+                            history=history,
+                            strict=strict,
+                            rerun_dirty=await reruns_dirty(conn, migrations, state),
+                        )
+                        applier = Applier(
+                            conn,
+                            migrations,
+                            ddl_lock_timeout=ddl_lock_timeout,
+                            ddl_retry_for=ddl_retry_for,
+                        )
+                        applied = await applier.apply(plan, parsed)
                     finally:
                         await lock.release()
             result = _result(plan, applied, started)
@@ -148,6 +177,8 @@ async def up(
     attempts: int = CONNECT_ATTEMPTS,
     wait: float = CONNECT_WAIT,
     lock_timeout: float = LOCK_TIMEOUT,
+    ddl_lock_timeout: float = DDL_LOCK_TIMEOUT,
+    ddl_retry_for: float = DDL_RETRY_FOR,
 ) -> MigrationResult:
     """Apply the pending migrations: all, the next ``count``, or up to ``target``.
 
@@ -155,7 +186,9 @@ async def up(
     operator running older files). Changed checksums of applied files are
     warnings, or ChecksumMismatchError with ``strict``.
     """
-    return await _run(dsn, Up(count, target), source, attempts, wait, lock_timeout, strict=strict)
+    ddl = (ddl_lock_timeout, ddl_retry_for)
+    request = Up(count, target)
+    return await _run(dsn, request, source, attempts, wait, lock_timeout, ddl, strict=strict)
 
 
 async def down(
@@ -166,10 +199,13 @@ async def down(
     attempts: int = CONNECT_ATTEMPTS,
     wait: float = CONNECT_WAIT,
     lock_timeout: float = LOCK_TIMEOUT,
+    ddl_lock_timeout: float = DDL_LOCK_TIMEOUT,
+    ddl_retry_for: float = DDL_RETRY_FOR,
 ) -> MigrationResult:
     """Revert the last ``count`` applied migrations, or every one with ``"all"``."""
     request = Down(None if count == "all" else count)
-    return await _run(dsn, request, source, attempts, wait, lock_timeout)
+    ddl = (ddl_lock_timeout, ddl_retry_for)
+    return await _run(dsn, request, source, attempts, wait, lock_timeout, ddl)
 
 
 async def goto(
@@ -180,9 +216,12 @@ async def goto(
     attempts: int = CONNECT_ATTEMPTS,
     wait: float = CONNECT_WAIT,
     lock_timeout: float = LOCK_TIMEOUT,
+    ddl_lock_timeout: float = DDL_LOCK_TIMEOUT,
+    ddl_retry_for: float = DDL_RETRY_FOR,
 ) -> MigrationResult:
     """Migrate up or down to ``version``, which must have a migration file."""
-    return await _run(dsn, Goto(version), source, attempts, wait, lock_timeout)
+    ddl = (ddl_lock_timeout, ddl_retry_for)
+    return await _run(dsn, Goto(version), source, attempts, wait, lock_timeout, ddl)
 
 
 async def force(
@@ -238,6 +277,7 @@ async def status(
             coverage = tuple(await partition_coverage(conn))
             gaps = tuple(await rls_gaps(conn))
             running = tuple(await lock_holders(conn, session.keys))
+            invalid = tuple(await invalid_indexes(conn))
         return StatusReport(
             current=state,
             rows=status_rows(migrations, state, history),
@@ -245,6 +285,7 @@ async def status(
             unguarded=gaps,
             running=running,
             versioned=session.tables_exist,
+            invalid_indexes=invalid,
         )
 
 
@@ -368,7 +409,10 @@ async def check(dsn: str, *, source: SourceLike = None) -> CheckReport:
         from ..schema.tenancy import rls_gaps
         from .check import prove_reversible
 
-        return await prove_reversible(dsn, load_source(source), audits=(rls_gaps,))
+        migrations = load_source(source)
+        async with open_session(dsn, attempts=1) as session:
+            invalid = await invalid_indexes(session.conn)  # in the database itself
+        return await prove_reversible(dsn, migrations, audits=(rls_gaps,), found=invalid)
 
 
 # --- shared by the verbs ------------------------------------------------------------
@@ -381,10 +425,12 @@ async def _run(
     attempts: int,
     wait: float,
     lock_timeout: float,
+    ddl: tuple[float, float] = (DDL_LOCK_TIMEOUT, DDL_RETRY_FOR),
     *,
     strict: bool = False,
 ) -> MigrationResult:
-    """Plan ``request`` and apply it, holding the migration lock throughout."""
+    """Plan ``request`` and apply it, holding the migration lock throughout.
+    ``ddl``: each statement's table-lock timeout and how long to retry."""
     with typed_errors(dsn, "change the migration version"):
         migrations = load_source(source)
         started = time.perf_counter()
@@ -396,8 +442,12 @@ async def _run(
                     with typed_errors(dsn, CREATE_TABLES):
                         await ensure_tables(conn)
                 state, history = await read_state(conn)
-                plan = make_plan(migrations, state, request, history=history, strict=strict)
-                applied = await Applier(conn, migrations).apply(plan, parsed)
+                rerun = await reruns_dirty(conn, migrations, state)
+                plan = make_plan(
+                    migrations, state, request, history=history, strict=strict, rerun_dirty=rerun
+                )
+                applier = Applier(conn, migrations, ddl_lock_timeout=ddl[0], ddl_retry_for=ddl[1])
+                applied = await applier.apply(plan, parsed)
                 return _result(plan, applied, started)
 
 

@@ -136,11 +136,15 @@ def make_plan(
     *,
     history: Mapping[int, HistoryEntry] | None = None,
     strict: bool = False,
+    rerun_dirty: bool = False,
 ) -> Plan:
     """The plan for ``request``, or the error that refuses it (nothing has run yet).
 
     ``history`` (for Up) lets changed checksums of applied files be reported:
-    warnings, or ChecksumMismatchError when ``strict``.
+    warnings, or ChecksumMismatchError when ``strict``; and says which versions
+    beyond the files are breaking (an older replica refuses to start on those).
+    ``rerun_dirty`` (for Up): the dirty version's up file is known to be safe to
+    run again (a concurrent index build that did not complete): run it again.
     """
     if not source.migrations:
         raise ConfigurationError(
@@ -165,6 +169,16 @@ def make_plan(
             f"no migration file for version {request.version} in {source.description} "
             f"(files: {', '.join(map(str, source.versions)) or 'none'})"
         )
+    if state.dirty and rerun_dirty and isinstance(request, Up) and state.version is not None:
+        again = source.get(state.version)
+        if again is not None:
+            rest = _pending(source, state, target=request.target)
+            note = (
+                f"version {state.version} is dirty: its concurrent index build did not "
+                f"complete; running {again.up.location} again"
+            )
+            steps = (Step(again, "up", again.version), *rest)
+            return Plan(state, steps=_first(steps, request.count), warnings=(note,))
     if state.dirty:
         raise DirtyDatabaseError(
             dirty_message(source, state),
@@ -173,7 +187,19 @@ def make_plan(
     if _ahead_of_files(source, state):
         error = ahead_error(source, state)
         if isinstance(request, Up) and request.allow_ahead and _past_latest_file(source, state):
-            return Plan(state, database_ahead=True, warnings=(f"{error}; not migrating",))
+            breaking = _breaking_beyond(source, state, history or {})
+            if breaking:
+                raise DatabaseAheadError(
+                    f"{error}, and {breaking} is marked breaking (`-- silentpulse: breaking`): "
+                    f"this code cannot run against that schema. Deploy the newer code",
+                    database_version=error.database_version,
+                    latest_file_version=error.latest_file_version,
+                )
+            return Plan(
+                state,
+                database_ahead=True,
+                warnings=(f"{error}; the newer migrations are not breaking: starting",),
+            )
         raise error
     if isinstance(request, Up):
         warnings = checksum_problems(source, state, history or {})
@@ -243,6 +269,20 @@ def _first(steps: tuple[Step, ...], count: int | None) -> tuple[Step, ...]:
 
 def _ahead_of_files(source: MigrationSource, state: VersionState) -> bool:
     return state.version is not None and source.get(state.version) is None
+
+
+def _breaking_beyond(
+    source: MigrationSource, state: VersionState, history: Mapping[int, HistoryEntry]
+) -> str:
+    """The applied migrations newer than every file that are marked breaking, named."""
+    latest = NIL_VERSION if source.latest is None else source.latest
+    current = NIL_VERSION if state.version is None else state.version
+    marked = [
+        f"{entry.version}_{entry.name}"
+        for version, entry in sorted(history.items())
+        if latest < version <= current and entry.breaking
+    ]
+    return ", ".join(marked)
 
 
 def _past_latest_file(source: MigrationSource, state: VersionState) -> bool:
@@ -339,10 +379,24 @@ def status_rows(
                 applied_at=entry.applied_at if entry else None,
                 duration=entry.duration if entry else None,
                 checksum=checksum,
+                breaking=migration.up.directives.breaking,
             )
         )
     if _ahead_of_files(source, state):
-        rows.append(StatusRow(version=current, name="?", state="applied (no file)"))
+        for version, entry in sorted(history.items()):
+            if version > (source.latest or NIL_VERSION) and version <= current:
+                rows.append(
+                    StatusRow(
+                        version=version,
+                        name=entry.name,
+                        state="applied (no file)",
+                        applied_at=entry.applied_at,
+                        duration=entry.duration,
+                        breaking=entry.breaking,
+                    )
+                )
+        if not any(r.version == current for r in rows):
+            rows.append(StatusRow(version=current, name="?", state="applied (no file)"))
         rows.sort(key=lambda r: r.version)
     return tuple(rows)
 
