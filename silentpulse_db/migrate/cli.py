@@ -24,11 +24,11 @@ from ..defaults import (
 )
 from ..errors import ConfigurationError
 from ..results import MigrationResult, StatusReport
-from ..schema import jobs
-from . import commands, preview
 from .plan import version_label
-from .scaffold import create_migration
 from .source import MigrationSource, load_source
+
+# commands, preview, scaffold and schema.jobs are imported by the handlers that use
+# them: the CLI starts without loading what its command does not need.
 
 PROG = "silentpulse-db"
 # `create` writes into the project's migrations folder (never into site-packages).
@@ -195,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "create":
+        from .scaffold import create_migration
+
         directory = Path(args.path) if args.path else DEFAULT_CREATE_PATH
         if not directory.is_dir():
             raise console.UsageError(
@@ -228,15 +230,21 @@ def _migrating(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _up(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    from . import commands
+
     return _report(await commands.up(dsn, args.n, **_migrating(args)), out)
 
 
 async def _down(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    from . import commands
+
     count: int | Literal["all"] = "all" if args.all else args.n
     return _report(await commands.down(dsn, count, **_migrating(args)), out)
 
 
 async def _goto(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    from . import commands
+
     return _report(await commands.goto(dsn, args.v, **_migrating(args)), out)
 
 
@@ -244,6 +252,8 @@ DRY_RUN_COMMANDS = ("up", "down", "goto")
 
 
 async def _dry_run(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    from . import preview
+
     if args.command == "up":
         plan = await preview.plan_up(dsn, args.n, **_connection(args))
     elif args.command == "down":
@@ -255,12 +265,16 @@ async def _dry_run(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _force(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    from . import commands
+
     await commands.force(dsn, args.v, allow_missing_file=args.allow_missing_file, **_locked(args))
     print(f"version forced to {version_label(None if args.v == -1 else args.v)}", file=out)
     return console.EXIT_OK
 
 
 async def _version(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    from . import commands
+
     report = await commands.status(dsn, **_connection(args))
     print(report.current, file=out)
     for line in _notes(report):
@@ -284,11 +298,15 @@ def _notes(report: StatusReport) -> list[str]:
 
 
 async def _status(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    from . import commands
+
     print(format_status(await commands.status(dsn, **_connection(args))), file=out)
     return console.EXIT_OK
 
 
 async def _check(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    from . import commands
+
     report = await commands.check(dsn, source=_source(args))
     print(
         f"checked {len(report.checked)} migration(s): up, down and up again restore the "
@@ -300,6 +318,8 @@ async def _check(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _prerequisites(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    from . import commands
+
     result = await commands.apply_prerequisites(dsn, **_locked(args))
     print(f"extensions installed: {', '.join(result.installed) or 'none'}", file=out)
     for notice in result.notices:
@@ -310,12 +330,16 @@ async def _prerequisites(dsn: str, args: argparse.Namespace, out: TextIO) -> int
 
 
 async def _baseline(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    from . import commands
+
     result = await commands.baseline(dsn, **_locked(args))
     print(f"baselined at version {version_label(result.version_after)}", file=out)
     return console.EXIT_OK
 
 
 async def _partitions(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    from ..schema import jobs
+
     report = await jobs.maintain_partitions(dsn, ahead=args.ahead, attempts=args.attempts)
     for change in report.created:
         print(change, file=out)
@@ -330,6 +354,8 @@ async def _partitions(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _retention(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    from ..schema import jobs
+
     report = await jobs.enforce_retention(dsn, dry_run=args.dry_run, attempts=args.attempts)
     for action in report.actions:
         print(f"{'(dry run) ' if report.dry_run else ''}{action}", file=out)

@@ -112,17 +112,21 @@ async def run_migrations(
         request = Up(target=target, allow_ahead=not strict)
         probe = None if partitions_ahead is None else partitions_due(partitions_ahead)
         async with open_session(
-            dsn, attempts=attempts, wait=wait, partitions_probe=probe
+            dsn, attempts=attempts, wait=wait, partitions_probe=probe, with_state=True
         ) as session:
             conn = session.conn
+            prefetched = [session.state] if session.state else []
 
             async def settled() -> Plan | None:
                 """The (empty) plan if nothing is left to do; None if there is work."""
-                if not session.tables_exist and not await conn.fetchval(
+                if prefetched:
+                    state, history = prefetched.pop()  # read with the probe
+                elif not session.tables_exist and not await conn.fetchval(
                     "SELECT to_regclass('schema_migrations_history') IS NOT NULL"
                 ):
                     return None
-                state, history = await read_state(conn)
+                else:
+                    state, history = await read_state(conn)
                 if not is_settled(migrations, state, target=target):
                     return None
                 return make_plan(migrations, state, request, history=history, strict=strict)
@@ -131,6 +135,7 @@ async def run_migrations(
             # with it), so "nothing pending" needs no lock: the usual restart, and
             # replicas that lost the race, answer without queueing.
             plan = await settled() if session.tables_exist else None
+            quick = plan is not None
             applied: list[AppliedMigration] = []
             if plan is None:
                 parsed = await _parse_ahead(session, migrations, request, strict)
@@ -138,9 +143,8 @@ async def run_migrations(
                 plan = await lock.acquire(unless=settled)
                 if plan is None:  # we hold the lock: apply what is pending
                     try:
-                        if not session.tables_current:
-                            with typed_errors(dsn, CREATE_TABLES):
-                                await ensure_tables(conn)
+                        with typed_errors(dsn, CREATE_TABLES):  # or adds newer columns
+                            await ensure_tables(conn)
                         state, history = await read_state(conn)
                         plan = make_plan(
                             migrations,
@@ -161,8 +165,9 @@ async def run_migrations(
                         await lock.release()
             result = _result(plan, applied, started)
             if partitions_ahead is not None:
-                # The probe ran before any migration of this call: ask again after one.
-                due = None if applied else session.partitions_due
+                # The probe ran before anything was migrated, by us or by the replica
+                # we waited for: ask again unless this was the quick path.
+                due = session.partitions_due if quick else None
                 await partitions_at_startup(conn, dsn, partitions_ahead, due=due)
             return result
 
@@ -438,9 +443,8 @@ async def _run(
             parsed = await _parse_ahead(session, migrations, request, strict)
             async with session.lock(lock_timeout):
                 conn = session.conn
-                if not session.tables_current:
-                    with typed_errors(dsn, CREATE_TABLES):
-                        await ensure_tables(conn)
+                with typed_errors(dsn, CREATE_TABLES):  # or adds newer columns
+                    await ensure_tables(conn)
                 state, history = await read_state(conn)
                 rerun = await reruns_dirty(conn, migrations, state)
                 plan = make_plan(

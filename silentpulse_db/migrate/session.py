@@ -7,11 +7,22 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
+
 from ..defaults import CLIENT_CONNECTION_CHECK_INTERVAL, CONNECT_ATTEMPTS, CONNECT_WAIT
 from ..postgres.connect import close_quietly, connect
 from ..postgres.translate import typed_errors
+from ..results import VersionState
 from .lock import LockKeys, MigrationLock, lock_keys_for
-from .version_table import HISTORY_TABLE, TABLES_CURRENT, TABLES_EXIST, VERSION_TABLE, ensure_tables
+from .plan import HistoryEntry
+from .version_table import (
+    HISTORY_TABLE,
+    STATE_AND_HISTORY,
+    TABLES_EXIST,
+    VERSION_TABLE,
+    ensure_tables,
+    state_from_rows,
+)
 
 CREATE_TABLES = f"create the version tables ({VERSION_TABLE}, {HISTORY_TABLE})"
 
@@ -25,8 +36,8 @@ class Session:
     tables_exist: bool
     # Whether the probe found partition work due (None: not asked).
     partitions_due: bool | None = None
-    # The history table has every column this version writes (else ensure_tables adds them).
-    tables_current: bool = False
+    # The version and history, read together with the probe (``with_state``), if they exist.
+    state: tuple[VersionState, dict[int, HistoryEntry]] | None = None
 
     def lock(self, timeout: float) -> MigrationLock:
         return MigrationLock(self.conn, self.keys, timeout=timeout)
@@ -39,11 +50,15 @@ async def open_session(
     attempts: int = CONNECT_ATTEMPTS,
     wait: float = CONNECT_WAIT,
     partitions_probe: str | None = None,
+    with_state: bool = False,
 ) -> AsyncIterator[Session]:
     """Connect (with retries) and probe schema, database and the version tables in one query.
 
     ``partitions_probe``: a boolean SQL expression asked in the same query (the
     start-up partition check), so that a no-op start-up pays no round trip for it.
+    ``with_state``: read the version and history in that query too (start-up: a
+    migrated database is answered in one round trip); on a database without the
+    tables that query fails once and the plain probe follows.
     """
     conn = await connect(
         dsn,
@@ -55,13 +70,26 @@ async def open_session(
         server_settings={"client_connection_check_interval": CLIENT_CONNECTION_CHECK_INTERVAL},
     )
     try:
-        probe = await conn.fetchrow(
+        probe_sql = (
             "SELECT current_schema() AS schema, current_database() AS db, "
-            f"{TABLES_EXIST} AS ready, {TABLES_CURRENT} AS current, "
-            f"{partitions_probe or 'NULL::boolean'} AS partitions_due",
+            f"{TABLES_EXIST} AS ready, "
+            f"{partitions_probe or 'NULL::boolean'} AS partitions_due"
         )
+        state = None
+        probe = None
+        if with_state:
+            try:
+                rows = await conn.fetch(
+                    f"SELECT p.*, st.* FROM ({probe_sql}) AS p "
+                    f"CROSS JOIN ({STATE_AND_HISTORY}) AS st"
+                )
+                probe, state = rows[0], state_from_rows(rows)
+            except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
+                pass  # never migrated (or history from before the breaking mark)
+        if probe is None:
+            probe = await conn.fetchrow(probe_sql)
         keys = lock_keys_for(probe["db"], probe["schema"])
-        yield Session(conn, keys, probe["ready"], probe["partitions_due"], probe["current"])
+        yield Session(conn, keys, probe["ready"], probe["partitions_due"], state)
     finally:
         await close_quietly(conn)
 
@@ -80,7 +108,7 @@ async def locked_session(
         open_session(dsn, attempts=attempts, wait=wait) as session,
         session.lock(lock_timeout),
     ):
-        if ensure and not session.tables_current:
+        if ensure:
             with typed_errors(dsn, CREATE_TABLES):
                 await ensure_tables(session.conn)
         yield session.conn

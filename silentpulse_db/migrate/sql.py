@@ -7,6 +7,7 @@ is about to run so that a no-op start-up does not pay for it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,21 +50,24 @@ def analyze(sql: str, location: str) -> ParsedSQL:
     from pglast import parser  # deferred: importing it costs ~30 ms
 
     try:
-        raw = parser.parse_sql(sql)
+        # The JSON form: about 20 times faster than building pglast's Python nodes.
+        raw = json.loads(parser.parse_sql_json(sql))["stmts"]
     except parser.ParseError:
         return ParsedSQL(statements=(Statement(sql, 0),), non_transactional=())
     statements: list[Statement] = []
     blocking: list[str] = []
     index: str | None = None
+    chars = _CharOffsets(sql)
     # Lines are counted as the statements go (they come in order): counting from
     # the top for each one made a file of 89,000 statements take minutes.
     line, counted = 1, 0
     for item in raw:
-        node = item.stmt
-        start = item.stmt_location or 0
-        length = item.stmt_len or (len(sql) - start)
-        kind = type(node).__name__
-        text = sql[start : start + length]
+        ((kind, node),) = item["stmt"].items()
+        location_bytes = item.get("stmt_location", 0)
+        start = chars.at(location_bytes)
+        length = item.get("stmt_len")
+        end = chars.at(location_bytes + length) if length else None
+        text = sql[start:end]
         line += sql.count("\n", counted, start)
         counted = start
         if kind == "TransactionStmt":
@@ -98,47 +102,67 @@ def analyze(sql: str, location: str) -> ParsedSQL:
     )
 
 
-def _concurrent_index(kind: str, node: Any, location: str, line: int) -> str | None:
-    if kind != "IndexStmt" or not node.concurrent:
+class _CharOffsets:
+    """The parser counts UTF-8 bytes; Python strings count characters. Offsets come in
+    order, so each is converted from the previous one: linear in the file."""
+
+    def __init__(self, sql: str) -> None:
+        self.data = sql.encode()
+        self.ascii = len(self.data) == len(sql)
+        self.byte = self.char = 0
+
+    def at(self, byte: int) -> int:
+        if self.ascii:
+            return byte
+        if byte < self.byte:
+            self.byte = self.char = 0
+        self.char += len(self.data[self.byte : byte].decode())
+        self.byte = byte
+        return self.char
+
+
+def _concurrent_index(kind: str, node: dict[str, Any], location: str, line: int) -> str | None:
+    if kind != "IndexStmt" or not node.get("concurrent"):
         return None
-    if not node.idxname:
+    name = node.get("idxname")
+    if not name:
         raise MigrationSourceError(
             f"{location}:{line}: CREATE INDEX CONCURRENTLY needs an index name, so that "
             f"the runner can check the build and rebuild an INVALID index a failed run "
             f"left behind",
             file=location,
         )
-    schema = node.relation.schemaname
-    return f"{schema}.{node.idxname}" if schema else str(node.idxname)
+    schema = node.get("relation", {}).get("schemaname")
+    return f"{schema}.{name}" if schema else str(name)
 
 
-def _dml_target(kind: str, node: Any) -> str | None:
-    if kind not in ("UpdateStmt", "DeleteStmt") or node.relation is None:
+def _dml_target(kind: str, node: dict[str, Any]) -> str | None:
+    relation = node.get("relation")
+    if kind not in ("UpdateStmt", "DeleteStmt") or not relation:
         return None
-    relation = node.relation
-    return ".".join(p for p in (relation.schemaname, relation.relname) if p)
+    return ".".join(p for p in (relation.get("schemaname"), relation.get("relname")) if p)
 
 
-def _non_transactional_reason(kind: str, node: Any) -> str | None:
+def _non_transactional_reason(kind: str, node: dict[str, Any]) -> str | None:
     """Name the construct if PostgreSQL cannot run this statement in a transaction block."""
-    if kind == "IndexStmt" and node.concurrent:
+    if kind == "IndexStmt" and node.get("concurrent"):
         return "CREATE INDEX CONCURRENTLY"
-    if kind == "DropStmt" and node.concurrent:
+    if kind == "DropStmt" and node.get("concurrent"):
         return "DROP INDEX CONCURRENTLY"
     if kind == "ReindexStmt":
-        params = {p.defname for p in (node.params or ())}
+        params = {p.get("DefElem", {}).get("defname") for p in node.get("params", ())}
         if "concurrently" in params:
             return "REINDEX CONCURRENTLY"
-        if str(node.kind).endswith(("SYSTEM", "DATABASE")):
+        if str(node.get("kind", "")).endswith(("SYSTEM", "DATABASE")):
             return "REINDEX SYSTEM/DATABASE"
     if kind == "AlterTableStmt":
-        for cmd in node.cmds or ():
-            definition = getattr(cmd, "def_", None)
-            if getattr(definition, "concurrent", False):
+        for cmd in node.get("cmds", ()):
+            definition = cmd.get("AlterTableCmd", {}).get("def", {})
+            if definition.get("PartitionCmd", {}).get("concurrent"):
                 return "DETACH PARTITION CONCURRENTLY"
-    if kind == "VacuumStmt" and node.is_vacuumcmd:
+    if kind == "VacuumStmt" and node.get("is_vacuumcmd"):
         return "VACUUM"
-    if kind == "ClusterStmt" and node.relation is None:
+    if kind == "ClusterStmt" and not node.get("relation"):
         return "CLUSTER without a table"
     return _ALWAYS_OUTSIDE.get(kind)
 
