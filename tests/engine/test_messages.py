@@ -1,0 +1,106 @@
+"""A migration as a few messages (issue 13): the same errors, lines and guarantees as one
+statement at a time, and a lock release that wakes the waiting replicas."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from silentpulse_db import MigrationFailedError, run_migrations
+
+from helpers import fetchval, hold_migration_lock, lock_keys, user_tables, version_rows
+from helpers import write_migrations
+
+
+def _many(count: int, bad_at: int | None = None, bad: str = "") -> str:
+    lines = [f"INSERT INTO t VALUES ({i});" for i in range(count)]
+    if bad_at is not None:
+        lines[bad_at - 2] = bad  # line 1 is CREATE TABLE
+    return "CREATE TABLE t (id int PRIMARY KEY);\n" + "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("bad", "line", "column"),
+    [
+        ("INSERT INTO t VALUES (1);", 251, None),  # no position: located by replay
+        ("INSERT INTO t VALUES (nope);", 251, 23),  # positioned, in the third message
+        ("INSERT INTO nowhere VALUES (1);", 3, 13),  # first message
+    ],
+)
+async def test_errors_name_the_line_in_any_message(
+    silentpulse_database: str, tmp_path: Path, bad: str, line: int, column: int | None
+) -> None:
+    body = _many(300, bad_at=line, bad=bad)
+    source = write_migrations(tmp_path, {1: ("many", body, "DROP TABLE t;\n")})
+    with pytest.raises(MigrationFailedError) as info:
+        await run_migrations(silentpulse_database, source=source)
+    assert (info.value.line, info.value.column) == (line, column), str(info.value)
+    assert not info.value.dirty and f"{line:>6} | {bad}" in str(info.value)
+    assert await version_rows(silentpulse_database) == []
+    assert "t" not in await user_tables(silentpulse_database)  # all rolled back
+
+
+async def test_an_error_at_commit_is_named_and_rolled_back(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
+    body = (
+        "CREATE TABLE p (id int PRIMARY KEY);\n"
+        "CREATE TABLE c (p int REFERENCES p DEFERRABLE INITIALLY DEFERRED);\n"
+        "INSERT INTO c VALUES (42);\n"
+    )
+    source = write_migrations(tmp_path, {1: ("deferred", body, "DROP TABLE c, p;\n")})
+    with pytest.raises(MigrationFailedError) as info:
+        await run_migrations(silentpulse_database, source=source)
+    assert "at COMMIT (a deferred constraint or trigger)" in str(info.value)
+    assert info.value.sqlstate == "23503" and not info.value.dirty
+    assert await version_rows(silentpulse_database) == []
+    assert not {"p", "c"} & await user_tables(silentpulse_database)
+
+
+async def test_the_history_records_the_whole_transaction(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
+    body = "CREATE TABLE slow AS SELECT 1 AS s FROM pg_sleep(0.3);\n"
+    source = write_migrations(tmp_path, {1: ("slow", body, "DROP TABLE slow;\n")})
+    await run_migrations(silentpulse_database, source=source)
+    duration = await fetchval(
+        silentpulse_database, "SELECT duration_ms FROM schema_migrations_history"
+    )
+    assert duration >= 300  # measured by the server, from BEGIN to the history row
+
+
+async def test_a_waiting_replica_wakes_when_the_holder_releases(
+    silentpulse_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from silentpulse_db.migrate import lock
+
+    # Polls far apart: only the holder's NOTIFY can wake the waiter in time.
+    monkeypatch.setattr(lock, "LOCK_POLL_FIRST", 120.0)
+    monkeypatch.setattr(lock, "LOCK_POLL_MAX", 120.0)
+    dsn = silentpulse_database
+    source = write_migrations(tmp_path, {1: ("t", "CREATE TABLE t (id int);\n", "DROP TABLE t;\n")})
+    holder = await hold_migration_lock(dsn)
+    listener = await asyncpg.connect(dsn)
+    heard: list[str] = []
+    keys = await lock_keys(listener)
+    await listener.add_listener(
+        f"silentpulse_migration_lock_{keys.url_path}", lambda *args: heard.append(args[2])
+    )
+    try:
+        waiter = asyncio.create_task(run_migrations(dsn, source=source, lock_timeout=600))
+        await asyncio.sleep(1.0)  # it is waiting, with its first poll two minutes away
+        assert not waiter.done()
+        await holder.close()  # a golang-migrate holder: no NOTIFY; the waiter keeps waiting
+        await asyncio.sleep(0.5)
+        first = await run_migrations(dsn, source=source)  # takes and releases the lock
+        assert [a.version for a in first.applied] == [1]
+        result = await asyncio.wait_for(waiter, 30)  # woken by the release, not the poll
+        assert result.applied == () and result.version_after == 1
+        assert heard  # the release was announced
+    finally:
+        await listener.close()
+        if not holder.is_closed():
+            await holder.close()
