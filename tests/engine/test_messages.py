@@ -11,8 +11,14 @@ import pytest
 
 from silentpulse_db import MigrationFailedError, run_migrations
 
-from helpers import fetchval, hold_migration_lock, lock_keys, user_tables, version_rows
-from helpers import write_migrations
+from helpers import (
+    fetchval,
+    hold_migration_lock,
+    lock_keys,
+    user_tables,
+    version_rows,
+    write_migrations,
+)
 
 
 def _many(count: int, bad_at: int | None = None, bad: str = "") -> str:
