@@ -11,6 +11,7 @@ Target: `silentpulse-db up` / baseline <= 1.2.
 from __future__ import annotations
 
 import asyncio
+import compileall
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -63,6 +64,11 @@ def command(argv: list[str], env: dict[str, str]) -> Callable[[], Awaitable[None
 async def main(admin: str) -> None:
     if not CLI.exists():
         raise SystemExit(f"{CLI} not found: run with the project's venv (make venv)")
+    # As installed from a wheel: compiled bytecode (an editable checkout run with
+    # PYTHONDONTWRITEBYTECODE would compile every module on every start).
+    import silentpulse_db
+
+    compileall.compile_dir(Path(silentpulse_db.__file__).parent, quiet=1)
     dsn = await create_database(admin)
     try:
         await apply_prerequisites(dsn)

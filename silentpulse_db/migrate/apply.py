@@ -74,7 +74,7 @@ class Applier:
         conn: Any,
         source: MigrationSource,
         *,
-        ddl_lock_timeout: float = DDL_LOCK_TIMEOUT,
+        ddl_lock_timeout: float | None = DDL_LOCK_TIMEOUT,
         ddl_retry_for: float = DDL_RETRY_FOR,
     ) -> None:
         self.conn = conn
@@ -123,7 +123,8 @@ class Applier:
         except asyncpg.PostgresError as exc:
             if is_connection_lost(exc):
                 raise interrupted(file, exc, dirty_version=None) from None
-            raise self._failed(file, exc, None, None) from None
+            position = getattr(exc, "position", None)
+            raise self._failed(file, exc, 0, int(position) - 1 if position else None) from None
 
     async def _force(self, version: int) -> None:
         recorded = None if version == NIL_VERSION else version
@@ -215,10 +216,10 @@ class Applier:
                     stays_at=self._stays_at(step),
                 ) from None
             logger.warning(
-                "%s: a table lock stayed out of reach for %gs (attempt 1), rolled back; "
+                "%s: a table lock stayed out of reach for %ss (attempt 1), rolled back; "
                 "held by: %s; retrying",
                 step.file.location,
-                timeout,
+                "?" if timeout is None else f"{timeout:g}",
                 "; ".join(map(str, first.blockers)) or "(released meanwhile)",
             )
 
@@ -226,10 +227,10 @@ class Applier:
             error = state.outcome.exception() if state.outcome else None
             blockers = error.blockers if isinstance(error, _LockWait) else []
             logger.warning(
-                "%s: a table lock stayed out of reach for %gs (attempt %d), rolled back; "
+                "%s: a table lock stayed out of reach for %ss (attempt %d), rolled back; "
                 "held by: %s; retrying in %.1fs",
                 step.file.location,
-                timeout,
+                "?" if timeout is None else f"{timeout:g}",
                 state.attempt_number + 1,
                 "; ".join(map(str, blockers)) or "(released meanwhile)",
                 state.upcoming_sleep,
@@ -259,8 +260,10 @@ class Applier:
                 stays_at=self._stays_at(step),
             ) from None
 
-    async def _transaction_once(self, step: Step, parsed: ParsedSQL, timeout: float) -> None:
-        begin = f"BEGIN; SET LOCAL lock_timeout = '{round(timeout * 1000)}ms';"
+    async def _transaction_once(self, step: Step, parsed: ParsedSQL, timeout: float | None) -> None:
+        # None: the session's own lock_timeout (the server's default: wait forever).
+        limit = "" if timeout is None else f" SET LOCAL lock_timeout = '{round(timeout * 1000)}ms';"
+        begin = f"BEGIN;{limit}"
         commit = version_sql(step.version_after, self._record(step)) + "\nCOMMIT;"
         batch = messages(step.file.sql, parsed.statements, begin=begin, commit=commit)
         progress = _Progress(step.file.location, len(parsed.statements))

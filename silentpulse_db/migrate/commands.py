@@ -26,7 +26,6 @@ from ..defaults import (
 )
 from ..errors import BaselineError, MigrationSourceError, SilentPulseDBError
 from ..postgres.dsn import validate_dsn
-from ..postgres.indexes import invalid_indexes
 from ..postgres.translate import typed_errors
 from ..results import (
     AppliedMigration,
@@ -36,8 +35,6 @@ from ..results import (
     StatusReport,
     VersionState,
 )
-from ..schema.jobs import partitions_at_startup, partitions_due
-from .apply import Applier, parse_steps, reruns_dirty
 from .lock import lock_holders
 from .plan import (
     Down,
@@ -82,7 +79,7 @@ async def run_migrations(
     attempts: int = CONNECT_ATTEMPTS,
     wait: float = CONNECT_WAIT,
     lock_timeout: float = LOCK_TIMEOUT,
-    ddl_lock_timeout: float = DDL_LOCK_TIMEOUT,
+    ddl_lock_timeout: float | None = DDL_LOCK_TIMEOUT,
     ddl_retry_for: float = DDL_RETRY_FOR,
 ) -> MigrationResult:
     """Apply every pending migration (up to ``target``); call it before building the pool.
@@ -98,7 +95,8 @@ async def run_migrations(
     file raises ChecksumMismatchError instead of a warning.
 
     Each migration statement waits at most ``ddl_lock_timeout`` seconds for a
-    table lock (a file's ``-- silentpulse: lock_timeout=...`` overrides it);
+    table lock (a file's ``-- silentpulse: lock_timeout=...`` overrides it; 0:
+    no limit; None: set nothing, the session's own setting applies);
     a migration that times out is rolled back and retried with backoff for
     ``ddl_retry_for`` seconds, then TableLockTimeoutError names who held the lock.
 
@@ -106,6 +104,9 @@ async def run_migrations(
     month and that many ahead are made sure of (cheap when they exist; a busy
     table or a missing privilege is a warning, never a failed start-up).
     """
+    from ..schema.jobs import partitions_at_startup, partitions_due
+    from .apply import Applier, reruns_dirty
+
     with typed_errors(dsn, "apply migrations"):
         migrations = load_source(source)
         started = time.perf_counter()
@@ -182,7 +183,7 @@ async def up(
     attempts: int = CONNECT_ATTEMPTS,
     wait: float = CONNECT_WAIT,
     lock_timeout: float = LOCK_TIMEOUT,
-    ddl_lock_timeout: float = DDL_LOCK_TIMEOUT,
+    ddl_lock_timeout: float | None = DDL_LOCK_TIMEOUT,
     ddl_retry_for: float = DDL_RETRY_FOR,
 ) -> MigrationResult:
     """Apply the pending migrations: all, the next ``count``, or up to ``target``.
@@ -204,7 +205,7 @@ async def down(
     attempts: int = CONNECT_ATTEMPTS,
     wait: float = CONNECT_WAIT,
     lock_timeout: float = LOCK_TIMEOUT,
-    ddl_lock_timeout: float = DDL_LOCK_TIMEOUT,
+    ddl_lock_timeout: float | None = DDL_LOCK_TIMEOUT,
     ddl_retry_for: float = DDL_RETRY_FOR,
 ) -> MigrationResult:
     """Revert the last ``count`` applied migrations, or every one with ``"all"``."""
@@ -221,7 +222,7 @@ async def goto(
     attempts: int = CONNECT_ATTEMPTS,
     wait: float = CONNECT_WAIT,
     lock_timeout: float = LOCK_TIMEOUT,
-    ddl_lock_timeout: float = DDL_LOCK_TIMEOUT,
+    ddl_lock_timeout: float | None = DDL_LOCK_TIMEOUT,
     ddl_retry_for: float = DDL_RETRY_FOR,
 ) -> MigrationResult:
     """Migrate up or down to ``version``, which must have a migration file."""
@@ -282,6 +283,8 @@ async def status(
             coverage = tuple(await partition_coverage(conn))
             gaps = tuple(await rls_gaps(conn))
             running = tuple(await lock_holders(conn, session.keys))
+            from ..postgres.indexes import invalid_indexes
+
             invalid = tuple(await invalid_indexes(conn))
         return StatusReport(
             current=state,
@@ -318,6 +321,8 @@ async def apply_prerequisites(
             dsn, attempts=attempts, wait=wait, lock_timeout=lock_timeout, ensure=False
         ) as conn:
             conn.add_log_listener(lambda _c, msg: notices.append(str(getattr(msg, "message", msg))))
+            from .apply import Applier
+
             await Applier(conn, migrations).run_file(migrations.prerequisites)
             installed = await conn.fetch("SELECT extname FROM pg_extension ORDER BY extname")
             missing = await conn.fetch(
@@ -382,6 +387,8 @@ async def baseline(
                     f"database already has a migration version ({before}); baseline only adopts an "
                     f"unversioned database"
                 )
+            from .apply import Applier
+
             await Applier(conn, migrations).run_file(migrations.baseline)
             after = await read_version(conn)
             if after.version is not None:
@@ -416,6 +423,8 @@ async def check(dsn: str, *, source: SourceLike = None) -> CheckReport:
 
         migrations = load_source(source)
         async with open_session(dsn, attempts=1) as session:
+            from ..postgres.indexes import invalid_indexes
+
             invalid = await invalid_indexes(session.conn)  # in the database itself
         return await prove_reversible(dsn, migrations, audits=(rls_gaps,), found=invalid)
 
@@ -430,7 +439,7 @@ async def _run(
     attempts: int,
     wait: float,
     lock_timeout: float,
-    ddl: tuple[float, float] = (DDL_LOCK_TIMEOUT, DDL_RETRY_FOR),
+    ddl: tuple[float | None, float] = (DDL_LOCK_TIMEOUT, DDL_RETRY_FOR),
     *,
     strict: bool = False,
 ) -> MigrationResult:
@@ -439,7 +448,17 @@ async def _run(
     with typed_errors(dsn, "change the migration version"):
         migrations = load_source(source)
         started = time.perf_counter()
-        async with open_session(dsn, attempts=attempts, wait=wait) as session:
+        up_to = request.target if isinstance(request, Up) else None
+        quick = isinstance(request, Up)
+        async with open_session(dsn, attempts=attempts, wait=wait, with_state=quick) as session:
+            if quick and session.state is not None:
+                # Nothing pending is final without the lock, as at start-up.
+                state, history = session.state
+                if is_settled(migrations, state, target=up_to):
+                    plan = make_plan(migrations, state, request, history=history, strict=strict)
+                    return _result(plan, [], started)
+            from .apply import Applier, reruns_dirty
+
             parsed = await _parse_ahead(session, migrations, request, strict)
             async with session.lock(lock_timeout):
                 conn = session.conn
@@ -468,6 +487,8 @@ async def _parse_ahead(
         candidate = make_plan(migrations, state, request, history=history, strict=strict)
     except SilentPulseDBError:
         return {}  # decided again, under the lock
+    from .apply import parse_steps
+
     return parse_steps(candidate.steps)
 
 

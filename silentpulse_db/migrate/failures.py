@@ -132,15 +132,20 @@ def locked_out(
     *,
     attempts: int,
     waited: float,
-    lock_timeout: float,
+    lock_timeout: float | None,
     blockers: Sequence[TableLockHolder],
     stays_at: str,
 ) -> TableLockTimeoutError:
     who = "; ".join(str(b) for b in blockers) or "no session holds it now (it was released)"
+    each = (
+        f"each waiting at most {lock_timeout:g}s so that queries on the table were never "
+        f"held up longer"
+        if lock_timeout is not None
+        else "each stopped by the session's own lock_timeout or a NOWAIT"
+    )
     return TableLockTimeoutError(
         f"migration failed: {file.location} could not get its table locks: {attempts} "
-        f"attempt(s) over {waited:.0f}s, each waiting at most {lock_timeout:g}s so that "
-        f"queries on the table were never held up longer. Held by: {who}. Nothing of it "
+        f"attempt(s) over {waited:.0f}s, {each}. Held by: {who}. Nothing of it "
         f"was applied; the database stays at {stays_at}, clean. End or wait for that "
         f"transaction, then run again (or raise --ddl-retry-for).",
         file=file.location,

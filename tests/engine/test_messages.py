@@ -110,3 +110,16 @@ async def test_a_waiting_replica_wakes_when_the_holder_releases(
         await listener.close()
         if not holder.is_closed():
             await holder.close()
+
+
+async def test_an_error_in_prerequisites_names_its_line(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
+    from silentpulse_db import apply_prerequisites
+
+    source = write_migrations(tmp_path, {1: ("t", "CREATE TABLE t (id int);\n", "DROP TABLE t;\n")})
+    (tmp_path / "prerequisites.sql").write_text("-- extensions\nSELECT 1;\nSELECT nope;\n")
+    with pytest.raises(MigrationFailedError) as info:
+        await apply_prerequisites(silentpulse_database, source=source)
+    assert (info.value.line, info.value.column) == (3, 8)
+    assert "prerequisites.sql line 3, column 8" in str(info.value)
