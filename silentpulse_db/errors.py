@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 
 class SilentPulseDBError(Exception):
@@ -116,7 +116,10 @@ class TableLockHolder:
         parts = [f"pid {self.pid}", f"application_name {self.application_name or '<none>'!r}"]
         parts.append(f"{self.mode} on {self.relation}")
         if self.since is not None:
-            parts.append(f"in a transaction since {self.since:%Y-%m-%d %H:%M:%S%z}")
+            age = (datetime.now(timezone.utc) - self.since).total_seconds()
+            parts.append(
+                f"in a transaction for {age:.0f}s (since {self.since:%Y-%m-%d %H:%M:%S%z})"
+            )
         if self.state:
             parts.append(self.state)
         if self.query:
