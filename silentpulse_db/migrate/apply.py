@@ -1,18 +1,12 @@
 """Running a plan on a connection that holds the migration lock.
 
 A file that can run in a transaction runs in ONE transaction together with its
-version change and history row, sent as one simple-query message (a few for a
-long file, see batches.py): if it fails, the database keeps its previous
-version, clean (golang-migrate would leave it dirty). Each statement waits at
-most ``ddl_lock_timeout`` for a table lock, so that the queries queued behind
-it are never held up longer; a migration that times out is rolled back and
-retried with backoff for ``ddl_retry_for`` seconds, naming who holds the lock.
-
-A file holding a statement PostgreSQL refuses in a transaction (CREATE INDEX
-CONCURRENTLY, VACUUM, ...) holds only that statement and follows
-golang-migrate's protocol: version marked dirty, the statement, version marked
-clean. A concurrent index is checked valid before the version is clean, and an
-INVALID one left by a failed run is dropped and built again.
+version change and history row (transactional.py: one message, table-lock
+timeouts and retries). If it fails, the database keeps its previous version,
+clean (golang-migrate would leave it dirty). A file holding a statement
+PostgreSQL refuses in a transaction holds only that statement and follows
+golang-migrate's dirty protocol (outside.py, which also heals concurrent
+indexes).
 
 Failures become MigrationFailedError (naming file, line and what the database
 was left at), TableLockTimeoutError or MigrationInterruptedError.
@@ -22,48 +16,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import asyncpg
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_exponential,
-    wait_random,
-)
-
-from ..defaults import (
-    DDL_LOCK_TIMEOUT,
-    DDL_RETRY_FIRST,
-    DDL_RETRY_FOR,
-    DDL_RETRY_MAX,
-    PROGRESS_EVERY,
-)
-from ..errors import MigrationFailedError, TableLockHolder
-from ..postgres.blockers import table_lock_holders
-from ..postgres.connect import is_connection_lost
-from ..results import AppliedMigration, VersionState
+from ..defaults import DDL_LOCK_TIMEOUT, DDL_RETRY_FOR
+from ..results import AppliedMigration
 from ..schema.tenancy import rls_filters
-from .batches import Message, messages
-from .failures import failed, interrupted, locked_out
+from .outside import OutsideTransaction
 from .plan import NIL_VERSION, Plan, Step, version_label
 from .source import MigrationFile, MigrationSource
-from .sql import ParsedSQL, Statement, analyze, line_and_column
-from .version_table import HistoryRecord, set_version, version_sql, write_version
+from .sql import ParsedSQL, Statement, analyze_cached, line_and_column
+from .transactional import TransactionalRun
+from .version_table import HistoryRecord, write_version
 
 logger = logging.getLogger("silentpulse_db.migrate")
-
-
-class _LockWait(Exception):
-    """One attempt gave up waiting for a table lock (rolled back); retried."""
-
-    def __init__(self, blockers: list[TableLockHolder]) -> None:
-        super().__init__("lock timeout")
-        self.blockers = blockers
 
 
 class Applier:
@@ -118,13 +84,9 @@ class Applier:
 
     async def run_file(self, file: MigrationFile) -> None:
         """Run a whole special file (prerequisites, baseline) as one simple query."""
-        try:
-            await self.conn.execute(file.sql)
-        except asyncpg.PostgresError as exc:
-            if is_connection_lost(exc):
-                raise interrupted(file, exc, dirty_version=None) from None
-            position = getattr(exc, "position", None)
-            raise self._failed(file, exc, 0, int(position) - 1 if position else None) from None
+        await OutsideTransaction(self.conn, self.source).execute_alone(
+            file, Statement(file.sql, 0), None
+        )
 
     async def _force(self, version: int) -> None:
         recorded = None if version == NIL_VERSION else version
@@ -146,7 +108,7 @@ class Applier:
                 step.file.location,
                 "; ".join(parsed.non_transactional),
             )
-            await self._run_dirty_protocol(step, parsed)
+            await OutsideTransaction(self.conn, self.source).run(step, parsed, self._record)
         else:
             await self._run_in_transaction(step, parsed)
         result = AppliedMigration(
@@ -158,23 +120,6 @@ class Applier:
         )
         logger.info("applied %s", result)
         return result
-
-    def _failed(
-        self,
-        file: MigrationFile,
-        exc: Any,
-        offset: int | None,
-        position: int | None,
-        dirty_version: int | None = None,
-    ) -> MigrationFailedError:
-        return failed(
-            self.source,
-            file,
-            exc,
-            offset=offset,
-            position=position,
-            dirty_version=dirty_version,
-        )
 
     def _stays_at(self, step: Step) -> str:
         """The version the database keeps if ``step``'s transaction does not commit."""
@@ -192,236 +137,21 @@ class Applier:
             breaking=step.direction == "up" and step.migration.up.directives.breaking,
         )
 
-    # --- a transactional migration ---------------------------------------------------
-
     async def _run_in_transaction(self, step: Step, parsed: ParsedSQL) -> None:
-        """Run the step, retrying it while a table lock stays out of reach."""
-        timeout = step.file.directives.lock_timeout
-        timeout = self.ddl_lock_timeout if timeout is None else timeout
         for statement in parsed.statements:
             if statement.writes is not None:
                 await self._warn_if_rls_filters(step.file, statement)
-        started = time.monotonic()
-        try:  # the usual case, without the retry machinery (~70 us a migration)
-            await self._transaction_once(step, parsed, timeout)
-            return
-        except _LockWait as first:
-            if self.ddl_retry_for <= 0:
-                raise locked_out(
-                    step.file,
-                    attempts=1,
-                    waited=time.monotonic() - started,
-                    lock_timeout=timeout,
-                    blockers=first.blockers,
-                    stays_at=self._stays_at(step),
-                ) from None
-            logger.warning(
-                "%s: a table lock stayed out of reach for %ss (attempt 1), rolled back; "
-                "held by: %s; retrying",
-                step.file.location,
-                "?" if timeout is None else f"{timeout:g}",
-                "; ".join(map(str, first.blockers)) or "(released meanwhile)",
-            )
-
-        def log_retry(state: RetryCallState) -> None:
-            error = state.outcome.exception() if state.outcome else None
-            blockers = error.blockers if isinstance(error, _LockWait) else []
-            logger.warning(
-                "%s: a table lock stayed out of reach for %ss (attempt %d), rolled back; "
-                "held by: %s; retrying in %.1fs",
-                step.file.location,
-                "?" if timeout is None else f"{timeout:g}",
-                state.attempt_number + 1,
-                "; ".join(map(str, blockers)) or "(released meanwhile)",
-                state.upcoming_sleep,
-            )
-
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(_LockWait),
-            wait=wait_exponential(multiplier=DDL_RETRY_FIRST, max=DDL_RETRY_MAX)
-            + wait_random(0, DDL_RETRY_FIRST),  # jitter: replicas do not retry in step
-            stop=stop_after_delay(max(self.ddl_retry_for - (time.monotonic() - started), 0)),
-            before_sleep=log_retry,
-            reraise=True,
-        )
-        attempts = 1
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    attempts += 1
-                    await self._transaction_once(step, parsed, timeout)
-        except _LockWait as exc:
-            raise locked_out(
-                step.file,
-                attempts=attempts,
-                waited=time.monotonic() - started,
-                lock_timeout=timeout,
-                blockers=exc.blockers,
-                stays_at=self._stays_at(step),
-            ) from None
-
-    async def _transaction_once(self, step: Step, parsed: ParsedSQL, timeout: float | None) -> None:
-        # None: the session's own lock_timeout (the server's default: wait forever).
-        limit = "" if timeout is None else f" SET LOCAL lock_timeout = '{round(timeout * 1000)}ms';"
-        begin = f"BEGIN;{limit}"
-        commit = version_sql(step.version_after, self._record(step)) + "\nCOMMIT;"
-        batch = messages(step.file.sql, parsed.statements, begin=begin, commit=commit)
-        progress = _Progress(step.file.location, len(parsed.statements))
-        for index, message in enumerate(batch):
-            try:
-                await self.conn.execute(message.text)
-            except BaseException as exc:
-                last = index == len(batch) - 1
-                await self._after_failure(step, parsed, batch, index, begin, exc, last)
-                raise  # _after_failure raises; this keeps the type checker informed
-            progress.step(len(message.statements))
-
-    async def _after_failure(
-        self,
-        step: Step,
-        parsed: ParsedSQL,
-        batch: list[Message],
-        index: int,
-        begin: str,
-        exc: BaseException,
-        last: bool,
-    ) -> None:
-        """Roll back, then raise what the failure means."""
-        if is_connection_lost(exc):
-            # A server-sent error (terminated backend) means the message did not
-            # complete; a connection that just vanished during the COMMIT's message
-            # leaves the outcome unknown.
-            unknown = last and not isinstance(exc, asyncpg.PostgresError)
-            raise interrupted(
-                step.file,
-                exc,
-                dirty_version=None,
-                stays_at=self._stays_at(step),
-                commit_unknown=version_label(step.version_after) if unknown else None,
-            ) from None
-        if not isinstance(exc, asyncpg.PostgresError):  # cancelled, interrupted
-            try:
-                await self._rollback()
-            except Exception as error:
-                logger.debug("rollback after %r failed: %s", exc, error)
-            raise exc
-        await self._rollback()
-        if isinstance(exc, asyncpg.LockNotAvailableError):
-            raise _LockWait(await self._blockers(parsed)) from None
-        message = batch[index]
-        position = getattr(exc, "position", None)
-        at = message.file_offset(int(position)) if position else None
-        if at is not None:
-            statement = _statement_at(message.statements, at)
-            raise self._failed(step.file, exc, statement.offset if statement else 0, at)
-        offset = await self._locate(step, batch, index, begin)
-        raise self._failed(step.file, exc, offset, None)
-
-    async def _locate(self, step: Step, batch: list[Message], index: int, begin: str) -> int | None:
-        """Which statement failed, for an error without a position: replay the migration
-        statement by statement in a transaction that is rolled back. None: the statements
-        all ran, so it failed at COMMIT (a deferred constraint)."""
-        sql = step.file.sql
-        try:
-            await self.conn.execute(begin)
-            for earlier in batch[:index]:
-                await self.conn.execute(sql[earlier.start : earlier.end])
-            for statement in batch[index].statements:
-                try:
-                    await self.conn.execute(statement.sql)
-                except asyncpg.PostgresError:
-                    return statement.offset
-            return None
-        finally:
-            await self._rollback()
-
-    async def _rollback(self) -> None:
-        try:
-            await self.conn.execute("ROLLBACK")
-        except Exception as exc:  # a lost connection is rolled back by the server
-            if not is_connection_lost(exc):
-                raise
-
-    async def _blockers(self, parsed: ParsedSQL) -> list[TableLockHolder]:
-        """Who holds a lock that conflicts with what the file's statements need."""
-        from pglast import parser  # deferred, as in sql.py
-
-        from .locks import statement_locks, strongest
-
-        wanted: dict[str, list[str]] = {}
-        for statement in parsed.statements:
-            try:
-                nodes = parser.parse_sql(statement.sql)
-            except parser.ParseError:
-                continue
-            for raw in nodes:
-                for lock in statement_locks(raw.stmt):
-                    wanted.setdefault(lock.relation, []).append(lock.mode)
-        need = {relation: strongest(modes) for relation, modes in wanted.items()}
-        return await table_lock_holders(self.conn, need)
-
-    # --- outside a transaction -------------------------------------------------------
-
-    async def _run_dirty_protocol(self, step: Step, parsed: ParsedSQL) -> None:
-        dirty = NIL_VERSION if step.version_after is None else step.version_after
-        await set_version(self.conn, dirty, True)
-        started = time.perf_counter()
-        index = parsed.concurrent_index
-        if index is not None:
-            await self._drop_if_invalid(step.file, index, dirty)
-        for statement in parsed.statements:
-            await self._execute_alone(step.file, statement, dirty)
-        if index is not None:
-            await self._require_valid(step.file, index, dirty)
-        duration = time.perf_counter() - started
-        async with self.conn.transaction():
-            await write_version(self.conn, step.version_after, False, self._record(step, duration))
-
-    async def _execute_alone(self, file: MigrationFile, statement: Statement, dirty: int) -> None:
-        """One statement outside a transaction: no short lock_timeout here, since these
-        statements (concurrent index builds, VACUUM) take locks that do not block the
-        application's reads and writes, and must wait for older transactions."""
-        try:
-            await self.conn.execute(statement.sql)
-        except asyncpg.PostgresError as exc:
-            if is_connection_lost(exc):
-                raise interrupted(file, exc, dirty_version=dirty) from None
-            position = getattr(exc, "position", None)
-            at = statement.offset + int(position) - 1 if position else None
-            raise self._failed(file, exc, statement.offset, at, dirty) from None
-        except Exception as exc:
-            if is_connection_lost(exc):
-                raise interrupted(file, exc, dirty_version=dirty) from None
-            raise
-
-    async def _drop_if_invalid(self, file: MigrationFile, index: str, dirty: int) -> None:
-        """A failed concurrent build leaves an INVALID index behind: drop it and build anew."""
-        invalid = await self.conn.fetchval(_INVALID_INDEX, index)
-        if invalid is None:
-            return
-        logger.warning(
-            "%s: index %s is INVALID (a failed earlier build): dropping it concurrently "
-            "to build it again",
-            file.location,
-            invalid,
-        )
-        await self._execute_alone(
-            file, Statement(f"DROP INDEX CONCURRENTLY IF EXISTS {invalid}", 0), dirty
-        )
-
-    async def _require_valid(self, file: MigrationFile, index: str, dirty: int) -> None:
-        valid = await self.conn.fetchval(_INDEX_VALID, index)
-        if valid:
-            return
-        state = "does not exist" if valid is None else "is INVALID"
-        raise MigrationFailedError(
-            f"migration failed: {file.location}: the statement succeeded but index {index} "
-            f"{state} (IF NOT EXISTS met an INVALID index?). The database is left dirty at "
-            f"version {version_label(dirty)}; run again: the runner drops an INVALID index "
-            f"and builds it anew.",
-            file=file.location,
-            dirty=True,
-        )
+        timeout = step.file.directives.lock_timeout
+        await TransactionalRun(
+            self.conn,
+            self.source,
+            step,
+            parsed,
+            lock_timeout=self.ddl_lock_timeout if timeout is None else timeout,
+            retry_for=self.ddl_retry_for,
+            record=self._record(step),
+            stays_at=self._stays_at(step),
+        ).run()
 
     async def _warn_if_rls_filters(self, file: MigrationFile, statement: Statement) -> None:
         """Warn when an UPDATE/DELETE runs as a role that row-level security filters.
@@ -451,34 +181,6 @@ class Applier:
         )
 
 
-_INVALID_INDEX = """
-    SELECT i.indexrelid::regclass::text FROM pg_index AS i
-    WHERE i.indexrelid = to_regclass($1) AND NOT i.indisvalid
-"""
-_INDEX_VALID = "SELECT i.indisvalid FROM pg_index AS i WHERE i.indexrelid = to_regclass($1)"
-
-
-async def reruns_dirty(conn: Any, source: MigrationSource, state: VersionState) -> bool:
-    """Whether a dirty version is a concurrent index build that did not complete (its
-    index is missing or INVALID), which running the file again heals. Anything else
-    dirty stays for the operator (`force`)."""
-    if not state.dirty or state.version is None:
-        return False
-    migration = source.get(state.version)
-    if migration is None:
-        return False
-    index = _analyze(migration.up).concurrent_index
-    return index is not None and not await conn.fetchval(_INDEX_VALID, index)
-
-
-def _statement_at(statements: Sequence[Statement], offset: int) -> Statement | None:
-    found = None
-    for statement in statements:
-        if statement.offset <= offset:
-            found = statement
-    return found
-
-
 def parse_steps(
     steps: Sequence[Step], known: Mapping[str, ParsedSQL] | None = None
 ) -> dict[str, ParsedSQL]:
@@ -490,46 +192,5 @@ def parse_steps(
     parsed = dict(known or {})
     for step in steps:
         if step.file.location not in parsed:
-            parsed[step.file.location] = _analyze(step.file)
+            parsed[step.file.location] = analyze_cached(step.file)
     return parsed
-
-
-# Replicas starting together in one process (and tests, benches) read the same
-# files: each is parsed once per process, by content.
-_PARSED: OrderedDict[tuple[str, str], ParsedSQL] = OrderedDict()
-_PARSED_MAX = 4096  # a file is a few kB: bounded at a few tens of MB
-
-
-def _analyze(file: MigrationFile) -> ParsedSQL:
-    key = (file.location, file.checksum)
-    found = _PARSED.get(key)
-    if found is None:
-        found = _PARSED[key] = analyze(file.sql, file.location)
-        if len(_PARSED) > _PARSED_MAX:
-            _PARSED.popitem(last=False)
-    return found
-
-
-class _Progress:
-    """Logs how far a long migration has got, at most every PROGRESS_EVERY seconds."""
-
-    def __init__(self, location: str, total: int) -> None:
-        self.location = location
-        self.total = total
-        self.done = 0
-        self.started = self.last = time.monotonic()
-
-    def step(self, count: int) -> None:
-        self.done += count
-        if self.done >= self.total and self.done <= count:
-            return  # a one-message migration: nothing to report
-        now = time.monotonic()
-        if now - self.last >= PROGRESS_EVERY:
-            self.last = now
-            logger.info(
-                "%s: %d of %d statements in %.0f s",
-                self.location,
-                self.done,
-                self.total,
-                now - self.started,
-            )

@@ -105,7 +105,8 @@ async def run_migrations(
     table or a missing privilege is a warning, never a failed start-up).
     """
     from ..schema.jobs import partitions_at_startup, partitions_due
-    from .apply import Applier, reruns_dirty
+    from .apply import Applier
+    from .outside import reruns_dirty
 
     with typed_errors(dsn, "apply migrations"):
         migrations = load_source(source)
@@ -457,7 +458,8 @@ async def _run(
                 if is_settled(migrations, state, target=up_to):
                     plan = make_plan(migrations, state, request, history=history, strict=strict)
                     return _result(plan, [], started)
-            from .apply import Applier, reruns_dirty
+            from .apply import Applier
+            from .outside import reruns_dirty
 
             parsed = await _parse_ahead(session, migrations, request, strict)
             async with session.lock(lock_timeout):

@@ -8,10 +8,12 @@ is about to run so that a no-op start-up does not pay for it.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import MigrationSourceError
+from .source import MigrationFile
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,23 @@ _ALWAYS_OUTSIDE = {
     "AlterSubscriptionStmt": "ALTER SUBSCRIPTION",
     "DropSubscriptionStmt": "DROP SUBSCRIPTION",
 }
+
+
+# Replicas starting together in one process (and tests, benches) read the same
+# files: each is parsed once per process, by content.
+_PARSED: OrderedDict[tuple[str, str], ParsedSQL] = OrderedDict()
+_PARSED_MAX = 4096  # a file is a few kB: bounded at a few tens of MB
+
+
+def analyze_cached(file: MigrationFile) -> ParsedSQL:
+    """analyze() of a migration file, once per process for the same content."""
+    key = (file.location, file.checksum)
+    found = _PARSED.get(key)
+    if found is None:
+        found = _PARSED[key] = analyze(file.sql, file.location)
+        if len(_PARSED) > _PARSED_MAX:
+            _PARSED.popitem(last=False)
+    return found
 
 
 def line_and_column(sql: str, position: int) -> tuple[int, int]:

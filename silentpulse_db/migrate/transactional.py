@@ -1,0 +1,270 @@
+"""One transactional migration: its messages, its table-lock retries, its errors.
+
+The file's statements travel in one simple-query message (a few for a long
+file, see batches.py) between the runner's ``BEGIN; SET LOCAL lock_timeout``
+and its version row, history row and ``COMMIT``. Each statement waits at most
+the lock timeout for a table lock, so that the queries queued behind it are
+never held up longer; an attempt that times out is rolled back and retried
+with backoff for ``retry_for`` seconds, naming who holds the lock. An error
+without a position is located by replaying the migration, statement by
+statement, in a transaction that is rolled back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+    wait_random,
+)
+
+from ..defaults import DDL_RETRY_FIRST, DDL_RETRY_MAX, PROGRESS_EVERY
+from ..errors import MigrationFailedError, TableLockHolder
+from ..postgres.blockers import table_lock_holders
+from ..postgres.connect import is_connection_lost
+from .batches import Message, messages
+from .failures import failed, interrupted, locked_out
+from .plan import Step, version_label
+from .source import MigrationSource
+from .sql import ParsedSQL, Statement
+from .version_table import HistoryRecord, version_sql
+
+logger = logging.getLogger("silentpulse_db.migrate")
+
+
+class _LockWait(Exception):
+    """One attempt gave up waiting for a table lock (rolled back); retried."""
+
+    def __init__(self, blockers: list[TableLockHolder]) -> None:
+        super().__init__("lock timeout")
+        self.blockers = blockers
+
+
+class TransactionalRun:
+    """Runs one step whose file can run in a transaction (see the module's doc)."""
+
+    def __init__(
+        self,
+        conn: Any,
+        source: MigrationSource,
+        step: Step,
+        parsed: ParsedSQL,
+        *,
+        lock_timeout: float | None,
+        retry_for: float,
+        record: HistoryRecord,
+        stays_at: str,
+    ) -> None:
+        self.conn = conn
+        self.source = source
+        self.step = step
+        self.parsed = parsed
+        self.lock_timeout = lock_timeout
+        self.retry_for = retry_for
+        self.record = record
+        self.stays_at = stays_at
+
+    def _failed(self, exc: Any, offset: int | None, position: int | None) -> MigrationFailedError:
+        return failed(
+            self.source, self.step.file, exc, offset=offset, position=position, dirty_version=None
+        )
+
+    async def run(self) -> None:
+        """Run the step, retrying it while a table lock stays out of reach."""
+        step, timeout = self.step, self.lock_timeout
+        started = time.monotonic()
+        try:  # the usual case, without the retry machinery (~70 us a migration)
+            await self._once()
+            return
+        except _LockWait as first:
+            if self.retry_for <= 0:
+                raise locked_out(
+                    step.file,
+                    attempts=1,
+                    waited=time.monotonic() - started,
+                    lock_timeout=timeout,
+                    blockers=first.blockers,
+                    stays_at=self.stays_at,
+                ) from None
+            logger.warning(
+                "%s: a table lock stayed out of reach for %ss (attempt 1), rolled back; "
+                "held by: %s; retrying",
+                step.file.location,
+                "?" if timeout is None else f"{timeout:g}",
+                "; ".join(map(str, first.blockers)) or "(released meanwhile)",
+            )
+
+        def log_retry(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            blockers = error.blockers if isinstance(error, _LockWait) else []
+            logger.warning(
+                "%s: a table lock stayed out of reach for %ss (attempt %d), rolled back; "
+                "held by: %s; retrying in %.1fs",
+                step.file.location,
+                "?" if timeout is None else f"{timeout:g}",
+                state.attempt_number + 1,
+                "; ".join(map(str, blockers)) or "(released meanwhile)",
+                state.upcoming_sleep,
+            )
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_LockWait),
+            wait=wait_exponential(multiplier=DDL_RETRY_FIRST, max=DDL_RETRY_MAX)
+            + wait_random(0, DDL_RETRY_FIRST),  # jitter: replicas do not retry in step
+            stop=stop_after_delay(max(self.retry_for - (time.monotonic() - started), 0)),
+            before_sleep=log_retry,
+            reraise=True,
+        )
+        attempts = 1
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    await self._once()
+        except _LockWait as exc:
+            raise locked_out(
+                step.file,
+                attempts=attempts,
+                waited=time.monotonic() - started,
+                lock_timeout=timeout,
+                blockers=exc.blockers,
+                stays_at=self.stays_at,
+            ) from None
+
+    async def _once(self) -> None:
+        """One attempt: the messages in order; any failure rolls back and raises."""
+        step, parsed, timeout = self.step, self.parsed, self.lock_timeout
+        # None: the session's own lock_timeout (the server's default: wait forever).
+        limit = "" if timeout is None else f" SET LOCAL lock_timeout = '{round(timeout * 1000)}ms';"
+        begin = f"BEGIN;{limit}"
+        commit = version_sql(step.version_after, self.record) + "\nCOMMIT;"
+        batch = messages(step.file.sql, parsed.statements, begin=begin, commit=commit)
+        progress = _Progress(step.file.location, len(parsed.statements))
+        for index, message in enumerate(batch):
+            try:
+                await self.conn.execute(message.text)
+            except BaseException as exc:
+                last = index == len(batch) - 1
+                await self._after_failure(batch, index, begin, exc, last)
+                raise  # _after_failure raises; this keeps the type checker informed
+            progress.step(len(message.statements))
+
+    async def _after_failure(
+        self, batch: list[Message], index: int, begin: str, exc: BaseException, last: bool
+    ) -> None:
+        """Roll back, then raise what the failure means."""
+        step = self.step
+        if is_connection_lost(exc):
+            # A server-sent error (terminated backend) means the message did not
+            # complete; a connection that just vanished during the COMMIT's message
+            # leaves the outcome unknown.
+            unknown = last and not isinstance(exc, asyncpg.PostgresError)
+            raise interrupted(
+                step.file,
+                exc,
+                dirty_version=None,
+                stays_at=self.stays_at,
+                commit_unknown=version_label(step.version_after) if unknown else None,
+            ) from None
+        if not isinstance(exc, asyncpg.PostgresError):  # cancelled, interrupted
+            try:
+                await self._rollback()
+            except Exception as error:
+                logger.debug("rollback after %r failed: %s", exc, error)
+            raise exc
+        await self._rollback()
+        if isinstance(exc, asyncpg.LockNotAvailableError):
+            raise _LockWait(await self._blockers()) from None
+        message = batch[index]
+        position = getattr(exc, "position", None)
+        at = message.file_offset(int(position)) if position else None
+        if at is not None:
+            statement = _statement_at(message.statements, at)
+            raise self._failed(exc, statement.offset if statement else 0, at)
+        offset = await self._locate(batch, index, begin)
+        raise self._failed(exc, offset, None)
+
+    async def _locate(self, batch: list[Message], index: int, begin: str) -> int | None:
+        """Which statement failed, for an error without a position: replay the migration
+        statement by statement in a transaction that is rolled back. None: the statements
+        all ran, so it failed at COMMIT (a deferred constraint)."""
+        sql = self.step.file.sql
+        try:
+            await self.conn.execute(begin)
+            for earlier in batch[:index]:
+                await self.conn.execute(sql[earlier.start : earlier.end])
+            for statement in batch[index].statements:
+                try:
+                    await self.conn.execute(statement.sql)
+                except asyncpg.PostgresError:
+                    return statement.offset
+            return None
+        finally:
+            await self._rollback()
+
+    async def _rollback(self) -> None:
+        try:
+            await self.conn.execute("ROLLBACK")
+        except Exception as exc:  # a lost connection is rolled back by the server
+            if not is_connection_lost(exc):
+                raise
+
+    async def _blockers(self) -> list[TableLockHolder]:
+        """Who holds a lock that conflicts with what the file's statements need."""
+        from pglast import parser  # deferred, as in sql.py
+
+        from .locks import statement_locks, strongest
+
+        wanted: dict[str, list[str]] = {}
+        for statement in self.parsed.statements:
+            try:
+                nodes = parser.parse_sql(statement.sql)
+            except parser.ParseError:
+                continue
+            for raw in nodes:
+                for lock in statement_locks(raw.stmt):
+                    wanted.setdefault(lock.relation, []).append(lock.mode)
+        need = {relation: strongest(modes) for relation, modes in wanted.items()}
+        return await table_lock_holders(self.conn, need)
+
+
+def _statement_at(statements: Sequence[Statement], offset: int) -> Statement | None:
+    found = None
+    for statement in statements:
+        if statement.offset <= offset:
+            found = statement
+    return found
+
+
+class _Progress:
+    """Logs how far a long migration has got, at most every PROGRESS_EVERY seconds."""
+
+    def __init__(self, location: str, total: int) -> None:
+        self.location = location
+        self.total = total
+        self.done = 0
+        self.started = self.last = time.monotonic()
+
+    def step(self, count: int) -> None:
+        self.done += count
+        if self.done >= self.total and self.done <= count:
+            return  # a one-message migration: nothing to report
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_EVERY:
+            self.last = now
+            logger.info(
+                "%s: %d of %d statements in %.0f s",
+                self.location,
+                self.done,
+                self.total,
+                now - self.started,
+            )
