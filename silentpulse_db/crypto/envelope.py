@@ -111,6 +111,19 @@ def cell_prefix(table: str, column: str, tenant: str) -> bytes:
     return place + _field(tenant.encode())
 
 
+def aad_head(header: bytes, prefix: bytes) -> bytes:
+    """The associated data of every cell with this ``header`` and :func:`cell_prefix`,
+    up to the row field: ``aad_head(header, prefix) + row_field(row)`` equals
+    ``Cell(..., row, prefix=prefix).aad(header)``, for loops over many rows."""
+    return _HEADER_PREFIX + header + prefix
+
+
+def row_field(row: str) -> bytes:
+    """The associated data's last field, the row id (see :func:`aad_head`)."""
+    data = row.encode()
+    return _LEN.pack(len(data)) + data
+
+
 class Cell:
     """Where a value lives: table, column, tenant and row, with its associated data
     (all but the header) computed once. Build with :meth:`of`; hot loops that

@@ -181,6 +181,14 @@ class Keyring:
         """Open an envelope sealed for this cell (v1 or v2, current or previous key)."""
         return self.open(envelope, env.Cell.of(table, column, tenant_id, row_id))
 
+    def cipher(self, kid: bytes, version: int, tenant: str) -> AESGCM | None:
+        """The AES-GCM cipher that :meth:`open` uses for an envelope of ``version``
+        under key ``kid`` for the canonical ``tenant`` id (and :meth:`seal`, for the
+        current kid), or None when this keyring does not hold ``kid``. For hot loops
+        (the rotation job) that seal and open many values of one tenant."""
+        key = self._keys.get(kid)
+        return None if key is None else key.cipher(version, tenant)
+
     def seal(
         self,
         plaintext: bytes,
