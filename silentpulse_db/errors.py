@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 
 class SilentPulseDBError(Exception):
@@ -109,21 +109,22 @@ class TableLockHolder:
     relation: str
     mode: str
     state: str | None = None
-    query: str | None = None  # its current or last statement, cut to 200 characters
+    # Its current or last statement, string literals replaced by '?' (they may hold
+    # secrets), cut to 200 characters.
+    query: str | None = None
     since: datetime | None = None  # when its transaction started
+    age: float | None = None  # seconds since then, by the server's clock
 
     def __str__(self) -> str:
         parts = [f"pid {self.pid}", f"application_name {self.application_name or '<none>'!r}"]
         parts.append(f"{self.mode} on {self.relation}")
         if self.since is not None:
-            age = (datetime.now(timezone.utc) - self.since).total_seconds()
-            parts.append(
-                f"in a transaction for {age:.0f}s (since {self.since:%Y-%m-%d %H:%M:%S%z})"
-            )
+            age = "" if self.age is None else f"for {self.age:.0f}s "
+            parts.append(f"in a transaction {age}(since {self.since:%Y-%m-%d %H:%M:%S%z})")
         if self.state:
             parts.append(self.state)
         if self.query:
-            parts.append(f"query: {' '.join(self.query.split())[:120]}")
+            parts.append(f"query: {self.query[:120]}")
         return ", ".join(parts)
 
 

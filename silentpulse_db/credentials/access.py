@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import RowSecurityError
+from ..errors import PermissionDeniedError, RowSecurityError
+from .columns import COLUMNS
 
 _WHO = """
 SELECT current_user::text AS role,
@@ -45,3 +46,31 @@ async def require_full_view(conn: Any, doing: str) -> str:
             role=role,
         )
     return str(role)
+
+
+async def missing_privileges(conn: Any, *, write: bool) -> list[str]:
+    """The credential tables this role may not read (or, with ``write``, update)."""
+    # has_table_privilege(t, 'SELECT, UPDATE') is true if EITHER is held: ask each.
+    rows = await conn.fetch(
+        "SELECT t AS name FROM unnest($1::text[]) AS t "
+        "WHERE NOT has_table_privilege(current_user, t, 'SELECT') "
+        "OR ($2 AND NOT has_table_privilege(current_user, t, 'UPDATE'))",
+        [column.table for column in COLUMNS],
+        write,
+    )
+    return [row["name"] for row in rows]
+
+
+async def require_privileges(conn: Any, role: str, *, write: bool, doing: str) -> None:
+    """PermissionDeniedError naming the exact GRANT, before anything is read."""
+    missing = await missing_privileges(conn, write=write)
+    if missing:
+        privileges = "SELECT, UPDATE" if write else "SELECT"
+        tables = ", ".join(missing)
+        raise PermissionDeniedError(
+            f"role {role!r} may not {doing}: it needs {privileges} on {tables}: "
+            f"GRANT {privileges} ON {tables} TO {role}. Nothing was read or changed.",
+            role=role,
+            privilege=privileges,
+            object=tables,
+        )

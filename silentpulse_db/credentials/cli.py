@@ -17,6 +17,7 @@ password is ever printed.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -24,13 +25,14 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from .. import console
-from ..crypto.keyring import Keyring, parse_key, salt_from
+from ..crypto.keyring import Keyring, parse_flag, parse_key, salt_from
 from ..defaults import ROTATION_LOCK_TIMEOUT
 from .rotation import DEFAULT_BATCH, RotationReport, migrate_credentials
 from .sealing import Mode
 from .verify import VerifyReport, verify_credentials
 
 PROG = "migrate-credentials"
+logger = logging.getLogger("silentpulse_db.credentials")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,12 +95,24 @@ async def _migrate(args: argparse.Namespace) -> int:
     dsn = console.database(args.database)
     salt = salt_from(environ.get("HKDF_SALT"))
     keyring = Keyring(parse_key(environ.get("ENCRYPTION_KEY"), "ENCRYPTION_KEY"), salt=salt)
-    if args.verify:
-        return await _verify(args, dsn, keyring)
+    if environ.get("PER_TENANT_ENCRYPTION"):  # the services' setting: checked, not used
+        parse_flag(environ.get("PER_TENANT_ENCRYPTION"), "PER_TENANT_ENCRYPTION")
     old = None
     if args.rotate:
         old_key = parse_key(environ.get("OLD_ENCRYPTION_KEY"), "OLD_ENCRYPTION_KEY")
         old = Keyring(old_key, salt=salt)
+        if old.kid == keyring.kid:
+            raise console.UsageError(
+                "OLD_ENCRYPTION_KEY and ENCRYPTION_KEY are the same key (same key id): "
+                "nothing to rotate"
+            )
+    elif environ.get("OLD_ENCRYPTION_KEY"):
+        logger.warning(
+            "OLD_ENCRYPTION_KEY is set but not used: only --rotate reads it%s",
+            " (--verify checks ENCRYPTION_KEY alone)" if args.verify else "",
+        )
+    if args.verify:
+        return await _verify(args, dsn, keyring)
     mode: Mode = "rotate" if args.rotate else "v2"
     what = (
         f"rotate key {old.kid.hex()} -> {keyring.kid.hex()}"
@@ -121,6 +135,13 @@ async def _migrate(args: argparse.Namespace) -> int:
         print(f"{PROG}: interrupted; nothing was changed", file=sys.stderr)
         return console.EXIT_INTERRUPTED
     print(format_report(report))
+    if report.cannot_write:
+        print(
+            f"{PROG}: note: role {report.role!r} may read but not update "
+            f"{', '.join(report.cannot_write)}: run the real job as a role that may "
+            f"(GRANT SELECT, UPDATE ON {', '.join(report.cannot_write)} TO <role>)",
+            file=sys.stderr,
+        )
     if report.left_behind:
         print(left_behind_message(report), file=sys.stderr)
         return console.EXIT_FAILURE
@@ -165,10 +186,17 @@ def format_verify(report: VerifyReport) -> str:
         )
     else:
         kids = ", ".join(f"{kid}: {n:,}" for kid, n in report.other_kids.most_common())
+        opened = sum(c.opened for c in report.columns)
+        advice = (
+            "Keep OLD_ENCRYPTION_KEY; run the rotation (or v1 -> v2) again"
+            if opened
+            else f"No value opens with key {report.kid}: is ENCRYPTION_KEY the key the values "
+            f"were rotated to? Keep every key until this passes"
+        )
         lines.append(
             f"NOT verified: {report.need_other_key:,} value(s) need another key or are "
             f"plaintext{f' (key ids {kids})' if kids else ''}, {len(report.problems):,} cannot "
-            f"be opened. Keep OLD_ENCRYPTION_KEY; run the rotation (or v1 -> v2) again"
+            f"be opened. {advice}"
         )
     return "\n".join(lines)
 

@@ -34,7 +34,7 @@ from ..errors import CredentialMigrationError
 from ..postgres.advisory import advisory_lock_holders
 from ..postgres.connect import close_quietly, connect
 from ..postgres.translate import typed_errors
-from .access import require_full_view
+from .access import missing_privileges, require_full_view, require_privileges
 from .columns import COLUMNS, CredentialColumn, Problem, count_not_current, problem_lines
 from .sealing import Batch, Mode, Sealer, TableReport
 
@@ -58,6 +58,8 @@ class RotationReport:
     # After the commit: values per column still not under the target key (written
     # meanwhile by services holding the old key). Empty when every value moved.
     left_behind: dict[str, int] = field(default_factory=dict)
+    # Dry run: the tables this role could read but not update (the real run needs it).
+    cannot_write: list[str] = field(default_factory=list)
 
     @property
     def rewritten(self) -> int:
@@ -100,7 +102,8 @@ async def migrate_credentials(
     sealer = Sealer(mode, keyring, old_keyring)
     report = RotationReport(mode=mode, dry_run=dry_run, target_kid=keyring.kid.hex())
     started = time.perf_counter()
-    with typed_errors(dsn, "read the credential columns" if dry_run else "rewrite them"):
+    doing = "read the credential columns" if dry_run else "rewrite the credential columns"
+    with typed_errors(dsn, doing):
         if dry_run:
             await _dry_run(dsn, sealer, report, batch_size, progress)
         else:
@@ -115,6 +118,9 @@ async def _dry_run(
     conn = await connect(dsn, attempts=3, application_name="migrate-credentials dry run")
     try:
         report.role = await require_full_view(conn, "check the credentials")
+        await require_privileges(conn, report.role, write=False, doing="check the credentials")
+        # A read-only role can check; the real run needs UPDATE: say so, and go on.
+        report.cannot_write = await missing_privileges(conn, write=True)
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             for column in COLUMNS:
                 report.tables.append(await _scan(conn, None, column, sealer, batch_size, progress))
@@ -137,6 +143,9 @@ async def _rotate(
     reader = None
     try:
         report.role = await require_full_view(writer, "rewrite the credentials")
+        await require_privileges(
+            writer, report.role, write=True, doing="rewrite the credential columns"
+        )
         # The writer's transaction holds the lock and every change. Read committed:
         # rows written by a run that held the lock before us are visible. A row that
         # changes under us is caught by the xmin guard.

@@ -17,7 +17,7 @@ from ..crypto.keyring import Keyring
 from ..errors import ConfigurationError, CryptoError
 from ..postgres.connect import close_quietly, connect
 from ..postgres.translate import typed_errors
-from .access import require_full_view
+from .access import require_full_view, require_privileges
 from .columns import COLUMNS, CredentialColumn, Problem, reason
 from .rotation import DEFAULT_BATCH, Progress
 
@@ -76,6 +76,7 @@ async def verify_credentials(
         conn = await connect(dsn, attempts=3, application_name="migrate-credentials verify")
         try:
             report.role = await require_full_view(conn, "verify the credentials")
+            await require_privileges(conn, report.role, write=False, doing="verify the credentials")
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 for column in COLUMNS:
                     report.columns.append(

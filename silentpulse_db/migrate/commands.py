@@ -131,7 +131,9 @@ async def run_migrations(
                     state, history = await read_state(conn)
                 if not is_settled(migrations, state, target=target):
                     return None
-                return make_plan(migrations, state, request, history=history, strict=strict)
+                return _warned(
+                    make_plan(migrations, state, request, history=history, strict=strict)
+                )
 
             # A committed clean version is final (transactional migrations commit
             # with it), so "nothing pending" needs no lock: the usual restart, and
@@ -148,13 +150,15 @@ async def run_migrations(
                         with typed_errors(dsn, CREATE_TABLES):  # or adds newer columns
                             await ensure_tables(conn)
                         state, history = await read_state(conn)
-                        plan = make_plan(
-                            migrations,
-                            state,
-                            request,
-                            history=history,
-                            strict=strict,
-                            rerun_dirty=await reruns_dirty(conn, migrations, state),
+                        plan = _warned(
+                            make_plan(
+                                migrations,
+                                state,
+                                request,
+                                history=history,
+                                strict=strict,
+                                rerun_dirty=await reruns_dirty(conn, migrations, state),
+                            )
                         )
                         applier = Applier(
                             conn,
@@ -457,7 +461,7 @@ async def _run(
                 state, history = session.state
                 if is_settled(migrations, state, target=up_to):
                     plan = make_plan(migrations, state, request, history=history, strict=strict)
-                    return _result(plan, [], started)
+                    return _result(_warned(plan), [], started)
             from .apply import Applier
             from .outside import reruns_dirty
 
@@ -468,8 +472,15 @@ async def _run(
                     await ensure_tables(conn)
                 state, history = await read_state(conn)
                 rerun = await reruns_dirty(conn, migrations, state)
-                plan = make_plan(
-                    migrations, state, request, history=history, strict=strict, rerun_dirty=rerun
+                plan = _warned(
+                    make_plan(
+                        migrations,
+                        state,
+                        request,
+                        history=history,
+                        strict=strict,
+                        rerun_dirty=rerun,
+                    )
                 )
                 applier = Applier(conn, migrations, ddl_lock_timeout=ddl[0], ddl_retry_for=ddl[1])
                 applied = await applier.apply(plan, parsed)
@@ -494,10 +505,15 @@ async def _parse_ahead(
     return parse_steps(candidate.steps)
 
 
-def _result(plan: Plan, applied: list[AppliedMigration], started: float) -> MigrationResult:
-    # Each step either ran or raised: once here, the plan's last version is the database's.
+def _warned(plan: Plan) -> Plan:
+    """Log the plan's warnings (database ahead, changed files, a rerun) before it runs."""
     for warning in plan.warnings:
         logger.warning("%s", warning)
+    return plan
+
+
+def _result(plan: Plan, applied: list[AppliedMigration], started: float) -> MigrationResult:
+    # Each step either ran or raised: once here, the plan's last version is the database's.
     if applied:
         logger.info(
             "migrated from version %s to %s in %.2f s (%d applied)",

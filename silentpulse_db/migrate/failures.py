@@ -15,7 +15,7 @@ from ..postgres.connect import describe
 from ..results import VersionState
 from .plan import CLI, NIL_VERSION, dirty_message, version_label
 from .source import MigrationFile, MigrationSource
-from .sql import line_and_column, line_text
+from .sql import analyze_cached, line_and_column, line_text
 
 
 def failed(
@@ -50,7 +50,16 @@ def failed(
         for attr in ("detail", "hint", "context")
         if (value := getattr(exc, attr, None))
     ]
-    if dirty_version is not None:
+    index = analyze_cached(file).concurrent_index if dirty_version is not None else None
+    if index is not None:
+        outcome = (
+            f"The database is left dirty at version {version_label(dirty_version)}: the "
+            f"concurrent build of index {index} did not complete (PostgreSQL leaves it "
+            f"INVALID). Fix the cause (for a unique index, the duplicate rows), then run "
+            f"`{CLI} up` again: the INVALID index is dropped and built anew. Do not `force` "
+            f"this version: that would record an INVALID index as applied."
+        )
+    elif dirty_version is not None:
         dirty = VersionState(None if dirty_version == NIL_VERSION else dirty_version, True)
         outcome = "The database is left dirty: " + dirty_message(source, dirty)
     else:
@@ -132,16 +141,15 @@ def locked_out(
     *,
     attempts: int,
     waited: float,
-    lock_timeout: float | None,
+    wait: str,
     blockers: Sequence[TableLockHolder],
     stays_at: str,
 ) -> TableLockTimeoutError:
+    """``wait``: how long each attempt could wait for a lock, as words ("3s", ...)."""
     who = "; ".join(str(b) for b in blockers) or "no session holds it now (it was released)"
     each = (
-        f"each waiting at most {lock_timeout:g}s so that queries on the table were never "
-        f"held up longer"
-        if lock_timeout is not None
-        else "each stopped by the session's own lock_timeout or a NOWAIT"
+        f"each waiting at most {wait} for a lock, so that queries on the table were "
+        f"held up no longer"
     )
     return TableLockTimeoutError(
         f"migration failed: {file.location} could not get its table locks: {attempts} "

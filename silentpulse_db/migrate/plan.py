@@ -210,6 +210,8 @@ def make_plan(
     if isinstance(request, Down):
         applied = _applied(source, state)
         if request.count is not None and request.count > len(applied):
+            if not applied:
+                raise ConfigurationError(f"down {request.count}: nothing is applied to revert")
             applied_now = _count(len(applied), "migration is", "migrations are")
             raise ConfigurationError(
                 f"down {request.count}: only {applied_now} applied; "

@@ -23,6 +23,7 @@ from ..postgres.connect import close_quietly, connect
 from ..postgres.translate import typed_errors
 from ..results import VersionState
 from .locks import ACCESS_EXCLUSIVE, LockTaken, blocks_writes, statement_locks
+from .outside import reruns_dirty
 from .plan import Down, Goto, HistoryEntry, Request, Step, Up, make_plan, version_label
 from .source import Direction, MigrationFile, SourceLike, load_source
 from .sql import analyze
@@ -54,6 +55,7 @@ class PlannedMigration:
     transactional: bool
     statements: tuple[PlannedStatement, ...]
     non_transactional: tuple[str, ...] = ()  # why not, e.g. "CREATE INDEX CONCURRENTLY at line 3"
+    breaking: bool = False  # an up file marked `-- silentpulse: breaking`
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,9 @@ async def _preview(
             # READ ONLY: a dry run cannot change anything, whatever a bug would try.
             async with conn.transaction(readonly=True):
                 state, history = await _read_state(conn)
-                plan = make_plan(migrations, state, request, history=history)
+                # As `up` decides it: a dirty, unfinished concurrent index build reruns.
+                rerun = await reruns_dirty(conn, migrations, state)
+                plan = make_plan(migrations, state, request, history=history, rerun_dirty=rerun)
                 files = [_parse(step.file) for step in plan.steps]
                 relations = await _relations(
                     conn, {lock.relation for parsed in files for lock in parsed.all_locks}
@@ -303,6 +307,7 @@ def _planned_migration(step: Step, parsed: _ParsedFile, relations: _Relations) -
         transactional=not parsed.non_transactional,
         statements=tuple(statements),
         non_transactional=parsed.non_transactional,
+        breaking=step.direction == "up" and step.migration.up.directives.breaking,
     )
 
 
@@ -327,7 +332,8 @@ def format_plan(plan: MigrationPlan) -> str:
         else:
             how = "NO transaction (" + "; ".join(migration.non_transactional) + ")"
         lines.append("")
-        lines.append(f"{migration.version}/{migration.direction} {migration.name}  [{how}]")
+        mark = "  [BREAKING: older replicas will refuse to start]" if migration.breaking else ""
+        lines.append(f"{migration.version}/{migration.direction} {migration.name}  [{how}]{mark}")
         lines.append(f"  {migration.location}")
         for statement in migration.statements:
             lines.append(f"  line {statement.line}: {statement.sql_head}")

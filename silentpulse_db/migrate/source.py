@@ -77,24 +77,39 @@ class Directives:
 _DIRECTIVE = re.compile(r"^--\s*silentpulse:\s*(.*?)\s*$", re.IGNORECASE)
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|min)?$")
 _UNITS = {"ms": 0.001, "s": 1.0, "min": 60.0, None: 1.0}
+_MAX_LOCK_TIMEOUT = 86400.0
 
 
 def parse_directives(sql: str, location: str) -> Directives:
     """Read ``-- silentpulse: breaking`` / ``-- silentpulse: lock_timeout=10s`` from the
-    file's header (the comment and blank lines before its first statement)."""
+    file's header (the comment and blank lines before its first statement). One after
+    the first statement would be silently ignored: it is refused, as is anything else."""
     breaking, timeout = False, None
+    in_header = True
     for number, raw in enumerate(sql.splitlines(), start=1):
         line = raw.strip().lstrip("\ufeff")
         if line and not line.startswith("--"):
-            break
+            in_header = False
         match = _DIRECTIVE.match(line)
         if not match:
             continue
+        if not in_header:
+            raise MigrationSourceError(
+                f"{location}:{number}: '-- silentpulse:' directives belong in the file's "
+                f"header, before its first statement",
+                file=location,
+            )
         name, _, value = (part.strip() for part in match.group(1).partition("="))
         if name.lower() == "breaking" and not value:
             breaking = True
         elif name.lower() == "lock_timeout" and (duration := _DURATION.match(value.lower())):
             timeout = float(duration.group(1)) * _UNITS[duration.group(2)]
+            if timeout > _MAX_LOCK_TIMEOUT:
+                raise MigrationSourceError(
+                    f"{location}:{number}: lock_timeout={value} is more than a day; "
+                    f"use 0 for no limit",
+                    file=location,
+                )
         else:
             raise MigrationSourceError(
                 f"{location}:{number}: unknown directive {match.group(1)!r}: expected "
@@ -278,9 +293,11 @@ def _read(entry: _Traversable, location: str) -> MigrationFile:
     text = text.removeprefix("\ufeff")
     if not text.strip():
         raise MigrationSourceError(f"{location}: file is empty", file=location)
-    return MigrationFile(
+    file = MigrationFile(
         filename=entry.name,
         location=location,
         sql=text,
         checksum=hashlib.sha256(raw).hexdigest(),
     )
+    file.directives  # noqa: B018  # read now: a malformed one stops before anything runs
+    return file

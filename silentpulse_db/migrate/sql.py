@@ -38,6 +38,9 @@ class ParsedSQL:
     # The index a CREATE INDEX CONCURRENTLY file builds ("schema.name" or "name"): the
     # runner checks it is valid afterwards and rebuilds it if a failed run left it INVALID.
     concurrent_index: str | None = None
+    # What the file's own `SET [LOCAL] lock_timeout` sets (the last one), e.g. "3s": it
+    # overrides the runner's limit from that statement on.
+    own_lock_timeout: str | None = None
 
 
 def analyze(sql: str, location: str) -> ParsedSQL:
@@ -59,6 +62,7 @@ def analyze(sql: str, location: str) -> ParsedSQL:
     statements: list[Statement] = []
     blocking: list[str] = []
     index: str | None = None
+    own_timeout: str | None = None
     chars = _CharOffsets(sql)
     # Lines are counted as the statements go (they come in order): counting from
     # the top for each one made a file of 89,000 statements take minutes.
@@ -83,6 +87,7 @@ def analyze(sql: str, location: str) -> ParsedSQL:
             blocking.append(f"{reason} at line {line}")
             index = _concurrent_index(kind, node, location, line)
         statements.append(Statement(text, start, _dml_target(kind, node)))
+        own_timeout = _lock_timeout_set(kind, node) or own_timeout
         if blocking and len(statements) > 1:
             # Outside a transaction, a failure after the first statement leaves a half
             # migration that no rerun can tell apart; golang-migrate cannot run such a
@@ -100,8 +105,21 @@ def analyze(sql: str, location: str) -> ParsedSQL:
             file=location,
         )
     return ParsedSQL(
-        statements=tuple(statements), non_transactional=tuple(blocking), concurrent_index=index
+        statements=tuple(statements),
+        non_transactional=tuple(blocking),
+        concurrent_index=index,
+        own_lock_timeout=own_timeout,
     )
+
+
+def _lock_timeout_set(kind: str, node: dict[str, Any]) -> str | None:
+    if kind != "VariableSetStmt" or node.get("name") != "lock_timeout":
+        return None
+    if node.get("kind") != "VAR_SET_VALUE":
+        return "the server's default"  # RESET / SET ... TO DEFAULT
+    values: list[Any] = [next(iter(a.get("A_Const", {}).values()), {}) for a in node["args"]]
+    text = " ".join(str(v.get("sval", v.get("ival", "?"))) for v in values if isinstance(v, dict))
+    return text or "?"
 
 
 class _CharOffsets:

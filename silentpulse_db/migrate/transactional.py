@@ -22,7 +22,7 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception_type,
-    stop_after_delay,
+    stop_before_delay,
     wait_exponential,
     wait_random,
 )
@@ -72,6 +72,13 @@ class TransactionalRun:
         self.retry_for = retry_for
         self.record = record
         self.stays_at = stays_at
+        # How long a statement may wait for a lock, in words, for logs and errors.
+        if parsed.own_lock_timeout is not None:
+            self.wait = f"{parsed.own_lock_timeout} (set by the file itself)"
+        elif lock_timeout is None:
+            self.wait = "the session's lock_timeout"
+        else:
+            self.wait = f"{lock_timeout:g}s"
 
     def _failed(self, exc: Any, offset: int | None, position: int | None) -> MigrationFailedError:
         return failed(
@@ -80,65 +87,53 @@ class TransactionalRun:
 
     async def run(self) -> None:
         """Run the step, retrying it while a table lock stays out of reach."""
-        step, timeout = self.step, self.lock_timeout
         started = time.monotonic()
         try:  # the usual case, without the retry machinery (~70 us a migration)
             await self._once()
             return
-        except _LockWait as first:
-            if self.retry_for <= 0:
-                raise locked_out(
-                    step.file,
-                    attempts=1,
-                    waited=time.monotonic() - started,
-                    lock_timeout=timeout,
-                    blockers=first.blockers,
-                    stays_at=self.stays_at,
-                ) from None
-            logger.warning(
-                "%s: a table lock stayed out of reach for %ss (attempt 1), rolled back; "
-                "held by: %s; retrying",
-                step.file.location,
-                "?" if timeout is None else f"{timeout:g}",
-                "; ".join(map(str, first.blockers)) or "(released meanwhile)",
-            )
-
-        def log_retry(state: RetryCallState) -> None:
-            error = state.outcome.exception() if state.outcome else None
-            blockers = error.blockers if isinstance(error, _LockWait) else []
-            logger.warning(
-                "%s: a table lock stayed out of reach for %ss (attempt %d), rolled back; "
-                "held by: %s; retrying in %.1fs",
-                step.file.location,
-                "?" if timeout is None else f"{timeout:g}",
-                state.attempt_number + 1,
-                "; ".join(map(str, blockers)) or "(released meanwhile)",
-                state.upcoming_sleep,
-            )
-
+        except _LockWait as failure:
+            first: _LockWait | None = failure
+        attempts = 1
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(_LockWait),
             wait=wait_exponential(multiplier=DDL_RETRY_FIRST, max=DDL_RETRY_MAX)
             + wait_random(0, DDL_RETRY_FIRST),  # jitter: replicas do not retry in step
-            stop=stop_after_delay(max(self.retry_for - (time.monotonic() - started), 0)),
-            before_sleep=log_retry,
+            # No new attempt once its pause would end past retry_for.
+            stop=stop_before_delay(max(self.retry_for - (time.monotonic() - started), 0)),
+            before_sleep=self._log_retry,
             reraise=True,
         )
-        attempts = 1
         try:
             async for attempt in retrying:
                 with attempt:
+                    if first is not None:
+                        # The attempt that already failed: tenacity pauses before the next.
+                        error, first = first, None
+                        raise error
                     attempts += 1
                     await self._once()
         except _LockWait as exc:
             raise locked_out(
-                step.file,
+                self.step.file,
                 attempts=attempts,
                 waited=time.monotonic() - started,
-                lock_timeout=timeout,
+                wait=self.wait,
                 blockers=exc.blockers,
                 stays_at=self.stays_at,
             ) from None
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        blockers = error.blockers if isinstance(error, _LockWait) else []
+        logger.warning(
+            "%s: a table lock stayed out of reach for %s (attempt %d), rolled back; "
+            "held by: %s; retrying in %.1fs",
+            self.step.file.location,
+            self.wait,
+            state.attempt_number,
+            "; ".join(map(str, blockers)) or "(released meanwhile)",
+            state.upcoming_sleep,
+        )
 
     async def _once(self) -> None:
         """One attempt: the messages in order; any failure rolls back and raises."""

@@ -156,7 +156,7 @@ async def write_version(
         history.name,
         history.direction,
         history.checksum,
-        None if history.duration is None else history.duration * 1000,
+        None if history.duration is None else round(history.duration * 1000, 3),
         runner_identity(),
         history.breaking,
     )
@@ -173,7 +173,7 @@ def version_sql(version: int | None, history: HistoryRecord) -> str:
             quote_literal(history.name),
             quote_literal(history.direction),
             "NULL" if history.checksum is None else quote_literal(history.checksum),
-            "extract(epoch FROM clock_timestamp() - now()) * 1000",
+            "round(extract(epoch FROM clock_timestamp() - now()) * 1000, 3)",
             f"{quote_literal(runner_identity())} || ' as role ' || current_user",
             "true" if history.breaking else "false",
         )
@@ -221,20 +221,25 @@ _STATE_AND_HISTORY_OLD = _state_sql(_LATEST_HISTORY_OLD)
 
 async def latest_history(conn: Any) -> dict[int, HistoryEntry]:
     """For each version, its most recent 'up' or 'baseline' record (tables must exist)."""
-    try:
-        rows = await conn.fetch(_LATEST_HISTORY)
-    except asyncpg.UndefinedColumnError:
-        rows = await conn.fetch(_LATEST_HISTORY_OLD)
-    return _latest(rows)
+    return _latest(await _fetch_either(conn, _LATEST_HISTORY, _LATEST_HISTORY_OLD))
 
 
 async def read_state(conn: Any) -> tuple[VersionState, dict[int, HistoryEntry]]:
     """The version row and latest_history() together (tables must exist)."""
+    return state_from_rows(await _fetch_either(conn, STATE_AND_HISTORY, _STATE_AND_HISTORY_OLD))
+
+
+async def _fetch_either(conn: Any, query: str, older: str) -> Any:
+    """``query``, or ``older`` on a history table from before the breaking mark. Inside
+    a transaction (the dry run's) the first try runs in a savepoint, so that its
+    failure does not abort the transaction."""
     try:
-        rows = await conn.fetch(STATE_AND_HISTORY)
+        if conn.is_in_transaction():
+            async with conn.transaction():
+                return await conn.fetch(query)
+        return await conn.fetch(query)
     except asyncpg.UndefinedColumnError:
-        rows = await conn.fetch(_STATE_AND_HISTORY_OLD)
-    return state_from_rows(rows)
+        return await conn.fetch(older)
 
 
 def state_from_rows(rows: Any) -> tuple[VersionState, dict[int, HistoryEntry]]:

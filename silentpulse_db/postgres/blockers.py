@@ -8,6 +8,7 @@ the long transaction in the way, not every reader of the table.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,8 +44,8 @@ CONFLICTS: dict[str, frozenset[str]] = {
 
 _HOLDERS = """
     SELECT l.pid, coalesce(a.application_name, '') AS application_name, l.mode,
-           l.relation::regclass::text AS relation, a.state, left(a.query, 200) AS query,
-           a.xact_start AS since
+           l.relation::regclass::text AS relation, a.state, a.query,
+           a.xact_start AS since, extract(epoch FROM clock_timestamp() - a.xact_start) AS age
     FROM pg_locks AS l
     LEFT JOIN pg_stat_activity AS a ON a.pid = l.pid
     WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
@@ -73,11 +74,31 @@ async def table_lock_holders(conn: Any, wanted: Mapping[str, str]) -> list[Table
                 relation=row["relation"],
                 mode=held,
                 state=row["state"],
-                query=row["query"],
+                query=scrub(row["query"]),
                 since=row["since"],
+                age=None if row["age"] is None else float(row["age"]),
             ),
         )
     return list(holders.values())
+
+
+# Another session's statement may carry secrets in its literals (a password in a
+# DSN, an API key): they are replaced by '?' before the text is shown anywhere.
+_LITERALS = re.compile(
+    r"""(?xs)
+    \$(?P<tag>[A-Za-z_]\w*)?\$.*?(?:\$(?P=tag)?\$|\Z)   # $tag$ ... $tag$
+    | [eE]'(?:[^'\\]|\\.|'')*(?:'|\Z)                # E'...' (backslash escapes)
+    | '(?:[^']|'')*(?:'|\Z)                            # '...' (also cut off at the end)
+    """
+)
+
+
+def scrub(query: str | None, limit: int = 200) -> str | None:
+    """``query`` with every string literal replaced by '?', on one line, cut to ``limit``."""
+    if not query:
+        return None
+    text = " ".join(_LITERALS.sub("'?'", query).split()).rstrip(";").rstrip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _match(relation: str, wanted: Mapping[str, str]) -> str | None:

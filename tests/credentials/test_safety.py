@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from silentpulse_db import ConfigurationError, RowSecurityError
+from silentpulse_db import ConfigurationError, PermissionDeniedError, RowSecurityError
 from silentpulse_db.credentials import cli, migrate_credentials, verify_credentials
 from silentpulse_db.crypto import Keyring
 
@@ -118,6 +118,9 @@ async def test_dry_run_is_read_only_and_counts_what_the_real_run_does(
         code, out, err = await run_cli("--dry-run", env=cli_env(dsn, ENCRYPTION_KEY=NEW_KEY.hex()))
     assert code == 0 and "Traceback" not in err, err
     assert "dry run: nothing changed, no row locked" in out
+    # It says the real run needs UPDATE, which this role lacks.
+    assert sorted(dry.cannot_write) == ["ai_configs", "integration_points", "notification_channels"]
+    assert "may read but not update" in err
     assert not dry.committed and await untouched(conn) and await checksum(conn) == digest
     # Another session can lock every row while a dry run reads them: it takes no row lock.
     locker = await asyncpg.connect(silentpulse_migrated_database)
@@ -263,3 +266,23 @@ async def test_verify_counts_what_still_needs_another_key(
     assert code == 1, err
     assert "NOT verified: 6 value(s) need another key" in out and OLD.kid.hex() in out
     assert "sk-plaintext" not in out + err and OLD_KEY.hex() not in out + err
+
+
+async def test_missing_grants_are_named_before_anything_is_read(
+    silentpulse_migrated_database: str, conn: Any
+) -> None:
+    await populate(conn, OLD, tenants=1, per_table=2)
+    setup = "ALTER ROLE {role} BYPASSRLS; GRANT SELECT ON integration_points TO {role};"
+    async with login_role(silentpulse_migrated_database, setup, prefix="nogrant") as (role, dsn):
+        for call in (
+            migrate_credentials(dsn, keyring=NEW, old_keyring=OLD, mode="rotate"),
+            migrate_credentials(dsn, keyring=NEW, mode="v2", dry_run=True),
+            verify_credentials(dsn, keyring=NEW),
+        ):
+            with pytest.raises(PermissionDeniedError) as info:
+                await call
+            assert info.value.role == role and "notification_channels" in str(info.value)
+            assert f"TO {role}" in str(info.value)
+        env = cli_env(dsn, ENCRYPTION_KEY=NEW_KEY.hex(), OLD_ENCRYPTION_KEY=OLD_KEY.hex())
+        code, _, err = await run_cli("--verify", env=env)
+        assert code == 1 and "OLD_ENCRYPTION_KEY is set but not used" in err

@@ -122,6 +122,38 @@ CASES = {
         MigrationFailedError,
         ("000002_add_x.up.sql line 2", "42703", "nope"),
     ),
+    "unknown directive": Case(
+        {
+            "000002_add_x.up.sql": b"-- about x\n-- silentpulse: lock_timeout=5sec\nSELECT 1;",
+            "000002_add_x.down.sql": b"SELECT 1;",
+        },
+        MigrationSourceError,
+        ("000002_add_x.up.sql:2:", "unknown directive 'lock_timeout=5sec'"),
+    ),
+    "misspelt mark": Case(
+        {
+            "000002_add_x.up.sql": b"-- silentpulse: breakin\nSELECT 1;",
+            "000002_add_x.down.sql": b"SELECT 1;",
+        },
+        MigrationSourceError,
+        ("000002_add_x.up.sql:1:", "unknown directive 'breakin'"),
+    ),
+    "mark after the first statement": Case(
+        {
+            "000002_add_x.up.sql": b"CREATE TABLE x (i int);\n-- silentpulse: breaking\n",
+            "000002_add_x.down.sql": b"DROP TABLE x;",
+        },
+        MigrationSourceError,
+        ("000002_add_x.up.sql:2:", "belong in the file's header"),
+    ),
+    "lock_timeout beyond a day": Case(
+        {
+            "000002_add_x.up.sql": b"-- silentpulse: lock_timeout=99999999999s\nSELECT 1;",
+            "000002_add_x.down.sql": b"SELECT 1;",
+        },
+        MigrationSourceError,
+        ("000002_add_x.up.sql:1:", "more than a day"),
+    ),
     "error without a position": Case(
         {
             "000002_add_x.up.sql": b"CREATE TABLE x (id int);\nSELECT 1/0;\n",
@@ -180,6 +212,19 @@ async def test_database_ahead_in_strict_mode(silentpulse_database: str, tmp_path
         )
     assert info.value.database_version == 3
     assert await version_rows(silentpulse_database) == [(3, False)]
+
+
+async def test_a_bad_later_file_stops_the_earlier_pending_ones_too(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
+    files = simple_set(3)
+    await run_migrations(silentpulse_database, source=write_migrations(tmp_path, {1: files[1]}))
+    files[3] = ("add_t3", "-- silentpulse: lock_timeout=abc\nCREATE TABLE t3 (id int);\n", "")
+    files[3] = (files[3][0], files[3][1], "DROP TABLE t3;\n")
+    source = write_migrations(tmp_path, files)
+    with pytest.raises(MigrationSourceError, match="000003_add_t3.up.sql:1: unknown directive"):
+        await run_migrations(silentpulse_database, source=source)
+    assert await version_rows(silentpulse_database) == [(1, False)]  # 000002 did not run
 
 
 async def test_version_without_a_file_is_named(silentpulse_database: str, tmp_path: Path) -> None:

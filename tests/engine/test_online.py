@@ -19,10 +19,12 @@ from silentpulse_db import (
     TableLockTimeoutError,
     check,
     force,
+    plan_up,
     run_migrations,
     status,
     up,
 )
+from silentpulse_db.migrate.preview import format_plan
 
 from helpers import execute, fetch, fetchval, version_rows, write_migrations
 
@@ -33,8 +35,14 @@ ALTER = ("add_b", "ALTER TABLE t1 ADD COLUMN b int;\n", "ALTER TABLE t1 DROP COL
 async def blocker(dsn: str) -> asyncpg.Connection:
     """A long transaction that has read t1 (ACCESS SHARE held until it ends)."""
     conn = await asyncpg.connect(dsn, server_settings={"application_name": "long-report"})
-    await conn.execute("BEGIN; SELECT count(*) FROM t1;")
+    # Its literals hold secrets: they must never reach a log line or an error.
+    await conn.execute(
+        "BEGIN; SELECT count(*) FROM t1 WHERE 'postgresql://bob:hunter2@db/x' <> 'sk-TOPSECRET';"
+    )
     return conn
+
+
+SECRETS = ("hunter2", "TOPSECRET")
 
 
 async def test_ddl_never_stalls_queries_and_lands_once_the_blocker_ends(
@@ -61,6 +69,8 @@ async def test_ddl_never_stalls_queries_and_lands_once_the_blocker_ends(
                 await asyncio.sleep(0.1)
             assert f"pid {holder.get_server_pid()}" in caplog.text
             assert "'long-report'" in caplog.text and "ACCESS SHARE on t1" in caplog.text
+            assert "WHERE '?' <> '?'" in caplog.text
+            assert not any(secret in caplog.text for secret in SECRETS)
             assert await version_rows(dsn) == [(1, False)]
             await holder.execute("COMMIT")
             result = await asyncio.wait_for(migrating, 60)
@@ -87,6 +97,7 @@ async def test_retries_spent_fail_cleanly_naming_the_blocker(
     assert [b.pid for b in error.blockers] == [holder.get_server_pid()]
     assert error.blockers[0].application_name == "long-report"
     assert "000002_add_b.up.sql" in str(error) and "stays at version 1, clean" in str(error)
+    assert not any(secret in str(error) or secret in repr(error.blockers) for secret in SECRETS)
     assert await version_rows(dsn) == [(1, False)]
     assert await fetchval(dsn, "SELECT count(*) FROM pg_attribute WHERE attname = 'b'") == 0
 
@@ -112,6 +123,11 @@ async def test_a_file_sets_its_own_lock_timeout_and_statement_timeout_stays_off(
     try:
         with pytest.raises(TableLockTimeoutError, match="each waiting at most 0.05s"):
             await run_migrations(dsn, source=source, ddl_lock_timeout=0.05, ddl_retry_for=0)
+        # A file that sets lock_timeout itself (as 000004 and later do) is reported so.
+        own = "SET LOCAL lock_timeout = '150ms';\nALTER TABLE t1 ADD COLUMN b int;\n"
+        write_migrations(tmp_path, {3: ("add_b", own, ALTER[2])})
+        with pytest.raises(TableLockTimeoutError, match=r"150ms \(set by the file itself\)"):
+            await run_migrations(dsn, source=source, ddl_lock_timeout=5, ddl_retry_for=0)
     finally:
         await holder.close()
 
@@ -132,6 +148,8 @@ async def test_a_failed_unique_concurrent_index_heals_on_a_plain_rerun(
     with pytest.raises(MigrationFailedError) as info:
         await run_migrations(dsn, source=source)
     assert info.value.dirty and info.value.sqlstate == "23505"
+    assert "run `silentpulse-db up` again" in str(info.value)
+    assert "Do not `force`" in str(info.value) and "force 2" not in str(info.value)
     assert await version_rows(dsn) == [(2, True)]
     valid = "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('t1_v_key')"
     assert await fetchval(dsn, valid) is False
@@ -196,6 +214,9 @@ async def test_older_replicas_refuse_only_breaking_migrations(
     await run_migrations(dsn, source=write_migrations(tmp_path / "base", {1: TABLE}))
     await execute(dsn, "ALTER TABLE t1 ADD COLUMN v4 int")
     newest = write_migrations(tmp_path / "new", _versions({4}, 4))
+    dry = await plan_up(dsn, source=newest)
+    assert [(m.version, m.breaking) for m in dry.migrations] == [(2, False), (3, False), (4, True)]
+    assert "4/up drop_v4  [in one transaction]  [BREAKING" in format_plan(dry)
     await run_migrations(dsn, source=newest)
     history = await fetch(
         dsn, "SELECT version, breaking FROM schema_migrations_history WHERE direction = 'up'"

@@ -143,8 +143,8 @@ async def test_failure_outside_a_transaction_leaves_dirty_with_recovery(
     migrations = simple_set(1)
     migrations[2] = (
         "create_index_t1",
-        "-- an index on a column t1 does not have\n\nCREATE INDEX CONCURRENTLY t1_id ON t1 (nope);\n",
-        "DROP INDEX CONCURRENTLY IF EXISTS t1_id;\n",
+        "-- a table that does not exist\n\nVACUUM nope;\n",
+        "SELECT 1;\n",
     )
     source = write_migrations(tmp_path, migrations)
     with pytest.raises(MigrationFailedError) as info:
