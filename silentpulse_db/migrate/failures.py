@@ -26,9 +26,12 @@ def failed(
     offset: int | None,
     position: int | None,
     dirty_version: int | None,
+    span: tuple[int, int, bool] | None = None,
 ) -> MigrationFailedError:
     """``offset``: where the failing statement starts in the file (None: unknown, e.g. at
-    COMMIT); ``position``: the 0-based file offset the server pointed at, if any."""
+    COMMIT); ``position``: the 0-based file offset the server pointed at, if any;
+    ``span``: the first and last statement it may be, when neither is known, and whether
+    it may have been the COMMIT."""
     sqlstate = getattr(exc, "sqlstate", None)
     message = getattr(exc, "message", None) or str(exc)
     line: int | None = None
@@ -40,6 +43,14 @@ def failed(
         # No position (many DDL errors): name the statement that failed.
         line, _ = line_and_column(file.sql, _first_code(file.sql, offset) + 1)
         where = f" line {line} (the statement starting there)"
+    elif span is not None:
+        first, _ = line_and_column(file.sql, _first_code(file.sql, span[0]) + 1)
+        last, _ = line_and_column(file.sql, _first_code(file.sql, span[1]) + 1)
+        commit = ", or at COMMIT" if span[2] else ""
+        where = (
+            f" in one of the statements of lines {first}-{last}{commit} (the error has no "
+            f"position, and the migration ran too long to replay it)"
+        )
     else:
         where = " at COMMIT (a deferred constraint or trigger)"
     excerpt = f"\n{line:>6} | {line_text(file.sql, line)}" if line else ""

@@ -40,6 +40,10 @@ from .version_table import HistoryRecord, version_sql
 
 logger = logging.getLogger("silentpulse_db.migrate")
 
+# An error without a position is located by replaying the migration when the
+# failed attempt took at most this long (seconds).
+REPLAY_LIMIT = 5.0
+
 
 class _LockWait(Exception):
     """One attempt gave up waiting for a table lock (rolled back); retried."""
@@ -149,14 +153,21 @@ class TransactionalRun:
                 await self.conn.execute(message.text)
             except BaseException as exc:
                 last = index == len(batch) - 1
-                await self._after_failure(batch, index, begin, exc, last)
+                took = time.monotonic() - progress.started
+                await self._after_failure(batch, index, begin, exc, last, took)
                 raise  # _after_failure raises; this keeps the type checker informed
             progress.step(len(message.statements))
 
     async def _after_failure(
-        self, batch: list[Message], index: int, begin: str, exc: BaseException, last: bool
+        self,
+        batch: list[Message],
+        index: int,
+        begin: str,
+        exc: BaseException,
+        last: bool,
+        took: float,
     ) -> None:
-        """Roll back, then raise what the failure means."""
+        """Roll back, then raise what the failure means. ``took``: the attempt's seconds."""
         step = self.step
         if is_connection_lost(exc):
             # A server-sent error (terminated backend) means the message did not
@@ -185,6 +196,20 @@ class TransactionalRun:
         if at is not None:
             statement = _statement_at(message.statements, at)
             raise self._failed(exc, statement.offset if statement else 0, at)
+        if len(message.statements) == 1 and not last:
+            raise self._failed(exc, message.statements[0].offset, None)
+        if took > REPLAY_LIMIT:
+            # Replaying a long data migration to find the statement would take as long
+            # again, holding its locks: name the lines of the message instead.
+            raise failed(
+                self.source,
+                step.file,
+                exc,
+                offset=None,
+                position=None,
+                dirty_version=None,
+                span=(message.statements[0].offset, message.statements[-1].offset, last),
+            )
         offset = await self._locate(batch, index, begin)
         raise self._failed(exc, offset, None)
 
@@ -220,14 +245,13 @@ class TransactionalRun:
         from .locks import statement_locks, strongest
 
         wanted: dict[str, list[str]] = {}
-        for statement in self.parsed.statements:
-            try:
-                nodes = parser.parse_sql(statement.sql)
-            except parser.ParseError:
-                continue
-            for raw in nodes:
-                for lock in statement_locks(raw.stmt):
-                    wanted.setdefault(lock.relation, []).append(lock.mode)
+        try:
+            nodes = parser.parse_sql(self.step.file.sql)
+        except parser.ParseError:
+            nodes = ()
+        for raw in nodes:
+            for lock in statement_locks(raw.stmt):
+                wanted.setdefault(lock.relation, []).append(lock.mode)
         need = {relation: strongest(modes) for relation, modes in wanted.items()}
         return await table_lock_holders(self.conn, need)
 

@@ -123,3 +123,18 @@ async def test_an_error_in_prerequisites_names_its_line(
         await apply_prerequisites(silentpulse_database, source=source)
     assert (info.value.line, info.value.column) == (3, 8)
     assert "prerequisites.sql line 3, column 8" in str(info.value)
+
+
+async def test_a_long_failed_migration_is_not_replayed(
+    silentpulse_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from silentpulse_db.migrate import transactional
+
+    monkeypatch.setattr(transactional, "REPLAY_LIMIT", 0.0)  # every attempt is "long"
+    body = "CREATE TABLE t (id int PRIMARY KEY);\nINSERT INTO t VALUES (1);\nINSERT INTO t VALUES (1);\n"
+    source = write_migrations(tmp_path, {1: ("dup", body, "DROP TABLE t;\n")})
+    with pytest.raises(MigrationFailedError) as info:
+        await run_migrations(silentpulse_database, source=source)
+    assert "in one of the statements of lines 1-3, or at COMMIT" in str(info.value)
+    assert info.value.sqlstate == "23505" and info.value.line is None
+    assert await version_rows(silentpulse_database) == []
