@@ -75,9 +75,11 @@ class Applier:
         self.conn.add_log_listener(on_message)
         try:
             applied = []
+            before = plan.state.version  # what the database keeps if a step fails
             for step, sql in zip(plan.steps, statements, strict=True):
                 running.append(step.file.location)
-                applied.append(await self._apply_step(step, sql))
+                applied.append(await self._apply_step(step, sql, before))
+                before = step.version_after
             return applied
         finally:
             self.conn.remove_log_listener(on_message)
@@ -100,7 +102,9 @@ class Applier:
             )
         logger.info("forced version %s", version_label(recorded))
 
-    async def _apply_step(self, step: Step, parsed: ParsedSQL) -> AppliedMigration:
+    async def _apply_step(
+        self, step: Step, parsed: ParsedSQL, before: int | None
+    ) -> AppliedMigration:
         started = time.perf_counter()
         if parsed.non_transactional:
             logger.info(
@@ -110,7 +114,7 @@ class Applier:
             )
             await OutsideTransaction(self.conn, self.source).run(step, parsed, self._record)
         else:
-            await self._run_in_transaction(step, parsed)
+            await self._run_in_transaction(step, parsed, f"version {version_label(before)}")
         result = AppliedMigration(
             version=step.migration.version,
             name=step.migration.name,
@@ -120,12 +124,6 @@ class Applier:
         )
         logger.info("applied %s", result)
         return result
-
-    def _stays_at(self, step: Step) -> str:
-        """The version the database keeps if ``step``'s transaction does not commit."""
-        version = step.migration.version
-        before = self.source.previous_version(version) if step.direction == "up" else version
-        return f"version {version_label(before)}"
 
     def _record(self, step: Step, duration: float | None = None) -> HistoryRecord:
         return HistoryRecord(
@@ -137,7 +135,7 @@ class Applier:
             breaking=step.direction == "up" and step.migration.up.directives.breaking,
         )
 
-    async def _run_in_transaction(self, step: Step, parsed: ParsedSQL) -> None:
+    async def _run_in_transaction(self, step: Step, parsed: ParsedSQL, stays_at: str) -> None:
         for statement in parsed.statements:
             if statement.writes is not None:
                 await self._warn_if_rls_filters(step.file, statement)
@@ -150,7 +148,7 @@ class Applier:
             lock_timeout=self.ddl_lock_timeout if timeout is None else timeout,
             retry_for=self.ddl_retry_for,
             record=self._record(step),
-            stays_at=self._stays_at(step),
+            stays_at=stays_at,
         ).run()
 
     async def _warn_if_rls_filters(self, file: MigrationFile, statement: Statement) -> None:
