@@ -42,11 +42,14 @@ class Applier:
         *,
         ddl_lock_timeout: float | None = DDL_LOCK_TIMEOUT,
         ddl_retry_for: float = DDL_RETRY_FOR,
+        schema: str | None = None,
     ) -> None:
         self.conn = conn
         self.source = source
         self.ddl_lock_timeout = ddl_lock_timeout
         self.ddl_retry_for = ddl_retry_for
+        # The version tables' schema; None: read current_schema() when a plan starts.
+        self.schema = schema
         self._rls_checked: set[str] = set()
 
     async def apply(
@@ -61,6 +64,8 @@ class Applier:
         # ``parsed``: files already read before the lock was taken (parse_steps).
         known = parse_steps(plan.steps, parsed or {})
         statements = [known[step.file.location] for step in plan.steps]
+        if self.schema is None and plan.steps:
+            self.schema = await self.conn.fetchval("SELECT current_schema()")
         # What a migration says with RAISE WARNING (rows it could not fix, a
         # constraint left NOT VALID) reaches the operator's log, naming the file.
         running: list[str] = []
@@ -112,7 +117,8 @@ class Applier:
                 step.file.location,
                 "; ".join(parsed.non_transactional),
             )
-            await OutsideTransaction(self.conn, self.source).run(step, parsed, self._record)
+            outside = OutsideTransaction(self.conn, self.source, self.schema)
+            await outside.run(step, parsed, self._record)
         else:
             await self._run_in_transaction(step, parsed, f"version {version_label(before)}")
         result = AppliedMigration(
@@ -149,6 +155,7 @@ class Applier:
             retry_for=self.ddl_retry_for,
             record=self._record(step),
             stays_at=stays_at,
+            schema=self.schema,
         ).run()
 
     async def _warn_if_rls_filters(self, file: MigrationFile, statement: Statement) -> None:

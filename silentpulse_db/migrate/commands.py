@@ -165,6 +165,7 @@ async def run_migrations(
                             migrations,
                             ddl_lock_timeout=ddl_lock_timeout,
                             ddl_retry_for=ddl_retry_for,
+                            schema=session.schema,
                         )
                         applied = await applier.apply(plan, parsed)
                     finally:
@@ -482,7 +483,13 @@ async def _run(
                         rerun_dirty=rerun,
                     )
                 )
-                applier = Applier(conn, migrations, ddl_lock_timeout=ddl[0], ddl_retry_for=ddl[1])
+                applier = Applier(
+                    conn,
+                    migrations,
+                    ddl_lock_timeout=ddl[0],
+                    ddl_retry_for=ddl[1],
+                    schema=session.schema,
+                )
                 applied = await applier.apply(plan, parsed)
                 return _result(plan, applied, started)
 

@@ -15,7 +15,7 @@ from ..postgres.connect import describe
 from ..results import VersionState
 from .plan import CLI, NIL_VERSION, dirty_message, version_label
 from .source import MigrationFile, MigrationSource
-from .sql import analyze_cached, line_and_column, line_text
+from .sql import analyze_cached, caret, line_and_column, line_text
 
 
 def failed(
@@ -27,11 +27,13 @@ def failed(
     position: int | None,
     dirty_version: int | None,
     span: tuple[int, int, bool] | None = None,
+    replayed: bool = False,
 ) -> MigrationFailedError:
     """``offset``: where the failing statement starts in the file (None: unknown, e.g. at
     COMMIT); ``position``: the 0-based file offset the server pointed at, if any;
     ``span``: the first and last statement it may be, when neither is known, and whether
-    it may have been the COMMIT."""
+    it may have been the COMMIT; ``replayed``: the span's statements all ran when
+    replayed (the error depended on another session)."""
     sqlstate = getattr(exc, "sqlstate", None)
     message = getattr(exc, "message", None) or str(exc)
     line: int | None = None
@@ -47,15 +49,18 @@ def failed(
         first, _ = line_and_column(file.sql, _first_code(file.sql, span[0]) + 1)
         last, _ = line_and_column(file.sql, _first_code(file.sql, span[1]) + 1)
         commit = ", or at COMMIT" if span[2] else ""
-        where = (
-            f" in one of the statements of lines {first}-{last}{commit} (the error has no "
-            f"position, and the migration ran too long to replay it)"
+        why = (
+            "it did not recur when the statements were replayed one by one: it came "
+            "from another session's work at the time"
+            if replayed
+            else "the error has no position, and the migration ran too long to replay it"
         )
+        where = f" in one of the statements of lines {first}-{last}{commit} ({why})"
     else:
         where = " at COMMIT (a deferred constraint or trigger)"
     excerpt = f"\n{line:>6} | {line_text(file.sql, line)}" if line else ""
-    if column:
-        excerpt += f"\n       | {' ' * (column - 1)}^"
+    if column and line:
+        excerpt += f"\n       | {caret(line_text(file.sql, line), column)}"
     details = [
         f"{attr}: {value}"
         for attr in ("detail", "hint", "context")

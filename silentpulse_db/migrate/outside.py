@@ -35,14 +35,15 @@ Recorder = Callable[[Step, float], HistoryRecord]
 class OutsideTransaction:
     """Runs statements alone on the locked connection."""
 
-    def __init__(self, conn: Any, source: MigrationSource) -> None:
+    def __init__(self, conn: Any, source: MigrationSource, schema: str | None = None) -> None:
         self.conn = conn
         self.source = source
+        self.schema = schema  # of the version tables (pin_schema)
 
     async def run(self, step: Step, parsed: ParsedSQL, record: Recorder) -> None:
         """golang-migrate's protocol: dirty, the statement, clean (healing an index)."""
         dirty = NIL_VERSION if step.version_after is None else step.version_after
-        await set_version(self.conn, dirty, True)
+        await set_version(self.conn, dirty, True, schema=self.schema)
         started = time.perf_counter()
         index = parsed.concurrent_index
         if index is not None:
@@ -53,7 +54,9 @@ class OutsideTransaction:
             await self._require_valid(step.file, index, dirty)
         duration = time.perf_counter() - started
         async with self.conn.transaction():
-            await write_version(self.conn, step.version_after, False, record(step, duration))
+            await write_version(
+                self.conn, step.version_after, False, record(step, duration), schema=self.schema
+            )
 
     async def execute_alone(
         self, file: MigrationFile, statement: Statement, dirty: int | None

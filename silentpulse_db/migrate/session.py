@@ -38,6 +38,9 @@ class Session:
     partitions_due: bool | None = None
     # The version and history, read together with the probe (``with_state``), if they exist.
     state: tuple[VersionState, dict[int, HistoryEntry]] | None = None
+    # current_schema() on connecting: where the version tables are (a migration may move
+    # the session's search_path; the runner's version writes stay here).
+    schema: str | None = None
 
     def lock(self, timeout: float) -> MigrationLock:
         return MigrationLock(self.conn, self.keys, timeout=timeout)
@@ -89,7 +92,7 @@ async def open_session(
         if probe is None:
             probe = await conn.fetchrow(probe_sql)
         keys = lock_keys_for(probe["db"], probe["schema"])
-        yield Session(conn, keys, probe["ready"], probe["partitions_due"], state)
+        yield Session(conn, keys, probe["ready"], probe["partitions_due"], state, probe["schema"])
     finally:
         await close_quietly(conn)
 

@@ -46,8 +46,9 @@ class ParsedSQL:
 def analyze(sql: str, location: str) -> ParsedSQL:
     """Split ``sql`` into statements and classify them.
 
-    A file the parser cannot read is left to the server (it reports the
-    position of the syntax error), and treated as transactional.
+    A file the parser (PostgreSQL's own, newer than the server) cannot read is
+    refused here with the line and column: sent to the server inside the runner's
+    message, an unterminated quote would swallow the runner's own statements.
     Explicit transaction control (BEGIN, COMMIT, ...) is refused: the runner
     owns the transaction, and a COMMIT inside the file would split a migration
     from its version change.
@@ -57,8 +58,14 @@ def analyze(sql: str, location: str) -> ParsedSQL:
     try:
         # The JSON form: about 20 times faster than building pglast's Python nodes.
         raw = json.loads(parser.parse_sql_json(sql))["stmts"]
-    except parser.ParseError:
-        return ParsedSQL(statements=(Statement(sql, 0),), non_transactional=())
+    except parser.ParseError as exc:
+        message, position = exc.args[0], exc.args[1] if len(exc.args) > 1 else 0
+        line, column = line_and_column(sql, int(position) + 1)  # 0-based characters
+        raise MigrationSourceError(
+            f"{location}:{line}:{column}: {message}\n{line:>6} | {line_text(sql, line)}"
+            f"\n       | {caret(line_text(sql, line), column)}",
+            file=location,
+        ) from None
     statements: list[Statement] = []
     blocking: list[str] = []
     index: str | None = None
@@ -76,6 +83,13 @@ def analyze(sql: str, location: str) -> ParsedSQL:
         text = sql[start:end]
         line += sql.count("\n", counted, start)
         counted = start
+        if kind == "CopyStmt" and node.get("is_from") and not node.get("filename"):
+            raise MigrationSourceError(
+                f"{location}:{line}: COPY ... FROM STDIN needs data sent after the statement "
+                f"(as psql does), which a migration cannot carry: use INSERT, or COPY from a "
+                f"file on the server",
+                file=location,
+            )
         if kind == "TransactionStmt":
             raise MigrationSourceError(
                 f"{location}:{line}: explicit transaction control ({text.split()[0].upper()}) "
@@ -139,6 +153,11 @@ class _CharOffsets:
         self.char += len(self.data[self.byte : byte].decode())
         self.byte = byte
         return self.char
+
+
+def caret(text: str, column: int) -> str:
+    """A ^ under ``column`` of ``text``, keeping its tabs so that it lines up."""
+    return "".join(c if c == "\t" else " " for c in text[: column - 1]) + "^"
 
 
 def _concurrent_index(kind: str, node: dict[str, Any], location: str, line: int) -> str | None:

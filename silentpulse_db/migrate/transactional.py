@@ -13,6 +13,7 @@ statement, in a transaction that is rolled back.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -36,21 +37,26 @@ from .failures import failed, interrupted, locked_out
 from .plan import Step, version_label
 from .source import MigrationSource
 from .sql import ParsedSQL, Statement
-from .version_table import HistoryRecord, version_sql
+from .version_table import HistoryRecord, pin_schema, version_sql
 
 logger = logging.getLogger("silentpulse_db.migrate")
 
 # An error without a position is located by replaying the migration when the
 # failed attempt took at most this long (seconds).
 REPLAY_LIMIT = 5.0
+# What can fail at COMMIT: a deferred constraint (integrity, class 23) or a deferred
+# constraint trigger raising (P0001).
+_AT_COMMIT = re.compile(r"^(23|P0)")
 
 
 class _LockWait(Exception):
-    """One attempt gave up waiting for a table lock (rolled back); retried."""
+    """One attempt lost a lock conflict (a lock timeout or a deadlock), rolled back;
+    retried."""
 
-    def __init__(self, blockers: list[TableLockHolder]) -> None:
-        super().__init__("lock timeout")
+    def __init__(self, blockers: list[TableLockHolder], *, deadlock: bool = False) -> None:
+        super().__init__("deadlock" if deadlock else "lock timeout")
         self.blockers = blockers
+        self.deadlock = deadlock
 
 
 class TransactionalRun:
@@ -67,6 +73,7 @@ class TransactionalRun:
         retry_for: float,
         record: HistoryRecord,
         stays_at: str,
+        schema: str | None = None,
     ) -> None:
         self.conn = conn
         self.source = source
@@ -76,6 +83,7 @@ class TransactionalRun:
         self.retry_for = retry_for
         self.record = record
         self.stays_at = stays_at
+        self.schema = schema  # of the version tables (pin_schema)
         # How long a statement may wait for a lock, in words, for logs and errors.
         if parsed.own_lock_timeout is not None:
             self.wait = f"{parsed.own_lock_timeout} (set by the file itself)"
@@ -129,11 +137,13 @@ class TransactionalRun:
     def _log_retry(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         blockers = error.blockers if isinstance(error, _LockWait) else []
+        deadlock = isinstance(error, _LockWait) and error.deadlock
         logger.warning(
-            "%s: a table lock stayed out of reach for %s (attempt %d), rolled back; "
-            "held by: %s; retrying in %.1fs",
+            "%s: %s (attempt %d), rolled back; held by: %s; retrying in %.1fs",
             self.step.file.location,
-            self.wait,
+            "a deadlock with another session (the server chose this migration to cancel)"
+            if deadlock
+            else f"a table lock stayed out of reach for {self.wait}",
             state.attempt_number,
             "; ".join(map(str, blockers)) or "(released meanwhile)",
             state.upcoming_sleep,
@@ -145,7 +155,9 @@ class TransactionalRun:
         # None: the session's own lock_timeout (the server's default: wait forever).
         limit = "" if timeout is None else f" SET LOCAL lock_timeout = '{round(timeout * 1000)}ms';"
         begin = f"BEGIN;{limit}"
-        commit = version_sql(step.version_after, self.record) + "\nCOMMIT;"
+        commit = (
+            pin_schema(self.schema) + version_sql(step.version_after, self.record) + "\nCOMMIT;"
+        )
         batch = messages(step.file.sql, parsed.statements, begin=begin, commit=commit)
         progress = _Progress(step.file.location, len(parsed.statements))
         for index, message in enumerate(batch):
@@ -190,6 +202,8 @@ class TransactionalRun:
         await self._rollback()
         if isinstance(exc, asyncpg.LockNotAvailableError):
             raise _LockWait(await self._blockers()) from None
+        if isinstance(exc, asyncpg.DeadlockDetectedError):
+            raise _LockWait(await self._blockers(), deadlock=True) from None
         message = batch[index]
         position = getattr(exc, "position", None)
         at = message.file_offset(int(position)) if position else None
@@ -211,6 +225,18 @@ class TransactionalRun:
                 span=(message.statements[0].offset, message.statements[-1].offset, last),
             )
         offset = await self._locate(batch, index, begin)
+        if offset is None and not (last and _AT_COMMIT.match(exc.sqlstate or "")):
+            # Every statement ran on replay: the error came from another session's doing.
+            raise failed(
+                self.source,
+                step.file,
+                exc,
+                offset=None,
+                position=None,
+                dirty_version=None,
+                span=(message.statements[0].offset, message.statements[-1].offset, False),
+                replayed=True,
+            )
         raise self._failed(exc, offset, None)
 
     async def _locate(self, batch: list[Message], index: int, begin: str) -> int | None:
@@ -232,6 +258,8 @@ class TransactionalRun:
             await self._rollback()
 
     async def _rollback(self) -> None:
+        if not self.conn.is_in_transaction():
+            return  # a failed COMMIT has ended the transaction already
         try:
             await self.conn.execute("ROLLBACK")
         except Exception as exc:  # a lost connection is rolled back by the server

@@ -133,14 +133,30 @@ _CLEAR_VERSION_AND_HISTORY = (
 )
 
 
+def pin_schema(schema: str | None) -> str:
+    """``SET LOCAL search_path`` to the schema the version tables belong to: a migration
+    may have moved the session's search_path (golang-migrate qualifies the table with
+    the schema it read on connecting, for the same reason). Empty for None."""
+    if not schema:
+        return ""
+    return 'SET LOCAL search_path TO "' + schema.replace('"', '""') + '";'
+
+
 async def write_version(
-    conn: Any, version: int | None, dirty: bool, history: HistoryRecord | None = None
+    conn: Any,
+    version: int | None,
+    dirty: bool,
+    history: HistoryRecord | None = None,
+    *,
+    schema: str | None = None,
 ) -> None:
     """golang-migrate's SetVersion (and our history row), inside the caller's transaction.
 
     A row for any real version; ``(-1, true)`` for a failed down of the first
-    migration; no row for a clean "no version".
+    migration; no row for a clean "no version". ``schema``: see pin_schema.
     """
+    if schema:
+        await conn.execute(pin_schema(schema))
     keep = version is not None or dirty
     row = (NIL_VERSION if version is None else version, dirty) if keep else (None, None)
     if history is None:
@@ -188,10 +204,12 @@ def version_sql(version: int | None, history: HistoryRecord) -> str:
     )
 
 
-async def set_version(conn: Any, version: int | None, dirty: bool) -> None:
+async def set_version(
+    conn: Any, version: int | None, dirty: bool, *, schema: str | None = None
+) -> None:
     """SetVersion in a transaction of its own."""
     async with conn.transaction():
-        await write_version(conn, version, dirty)
+        await write_version(conn, version, dirty, schema=schema)
 
 
 # Every 'up'/'baseline' row; the latest per version is picked in Python (no sort on

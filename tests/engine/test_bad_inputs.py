@@ -111,8 +111,32 @@ CASES = {
             "000002_add_x.up.sql": b"CREATE TABLE x (id int);\n\nCREATE TABLE y (id int,);\n",
             "000002_add_x.down.sql": b"DROP TABLE x;",
         },
-        MigrationFailedError,
-        ("000002_add_x.up.sql line 3, column 24", "42601", "CREATE TABLE y (id int,);"),
+        MigrationSourceError,
+        ("000002_add_x.up.sql:3:24: syntax error", "CREATE TABLE y (id int,);"),
+    ),
+    "unterminated quote": Case(
+        {
+            "000002_add_x.up.sql": b"CREATE TABLE x (id int);\nSELECT 'abc\n",
+            "000002_add_x.down.sql": b"DROP TABLE x;",
+        },
+        MigrationSourceError,
+        ("000002_add_x.up.sql:2:8: unterminated quoted string",),
+    ),
+    "unterminated dollar quote": Case(
+        {
+            "000002_add_x.up.sql": b"CREATE FUNCTION f() RETURNS int AS $q$ SELECT 1\n",
+            "000002_add_x.down.sql": b"SELECT 1;",
+        },
+        MigrationSourceError,
+        ("000002_add_x.up.sql:1:", "unterminated dollar-quoted string"),
+    ),
+    "copy from stdin": Case(
+        {
+            "000002_add_x.up.sql": b"CREATE TABLE x (id int);\nCOPY x FROM STDIN;\n",
+            "000002_add_x.down.sql": b"DROP TABLE x;",
+        },
+        MigrationSourceError,
+        ("000002_add_x.up.sql:2: COPY ... FROM STDIN",),
     ),
     "runtime error at a known line": Case(
         {

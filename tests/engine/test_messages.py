@@ -138,3 +138,62 @@ async def test_a_long_failed_migration_is_not_replayed(
     assert "in one of the statements of lines 1-3, or at COMMIT" in str(info.value)
     assert info.value.sqlstate == "23505" and info.value.line is None
     assert await version_rows(silentpulse_database) == []
+
+
+async def test_a_file_that_moves_search_path_keeps_the_version_where_it_was(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
+    dsn = silentpulse_database
+    moves = (
+        "CREATE SCHEMA app2;\n"
+        "CREATE TABLE app2.schema_migrations (version bigint PRIMARY KEY, dirty boolean NOT NULL);\n"
+        "SET search_path = app2;\n"
+        "CREATE TABLE x (id int);\n"
+    )
+    files = {
+        1: ("base", "CREATE TABLE base (id int);\n", "DROP TABLE base;\n"),
+        2: ("moves", moves, "DROP SCHEMA app2 CASCADE;\n"),
+        3: ("y", "CREATE TABLE y (id int);\n", "DROP TABLE y;\n"),
+    }
+    source = write_migrations(tmp_path, files)
+    result = await run_migrations(dsn, source=source)
+    assert result.version_after == 3
+    assert await version_rows(dsn) == [(3, False)]  # public.schema_migrations
+    assert await fetchval(dsn, "SELECT count(*) FROM app2.schema_migrations") == 0
+    assert (await run_migrations(dsn, source=source)).applied == ()
+
+
+async def test_a_deadlock_with_the_application_is_retried(
+    silentpulse_database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    dsn = silentpulse_database
+    base = ("ab", "CREATE TABLE a (id int);\nCREATE TABLE b (id int);\n", "DROP TABLE a, b;\n")
+    crosses = (
+        "cross",
+        "LOCK TABLE a IN ACCESS EXCLUSIVE MODE;\nSELECT pg_sleep(0.5);\n"
+        "ALTER TABLE b ADD COLUMN y int;\n",
+        "ALTER TABLE b DROP COLUMN y;\n",
+    )
+    source = write_migrations(tmp_path, {1: base})
+    await run_migrations(dsn, source=source)
+    write_migrations(tmp_path, {2: crosses})
+    app = await asyncpg.connect(dsn, server_settings={"deadlock_timeout": "20s"})
+    try:
+        await app.execute("BEGIN; LOCK TABLE b IN ACCESS SHARE MODE;")
+        with caplog.at_level(logging.WARNING, logger="silentpulse_db"):
+            migrating = asyncio.create_task(
+                run_migrations(dsn, source=source, ddl_lock_timeout=30, ddl_retry_for=60)
+            )
+            await asyncio.sleep(0.2)  # the migration holds a, sleeps, then waits for b
+            # The application now wants a: a deadlock, which the migration's backend
+            # (deadlock_timeout 1 s, against 20 s here) detects and loses.
+            await app.fetchval("SELECT count(*) FROM a")
+            await app.execute("COMMIT")
+            result = await asyncio.wait_for(migrating, 60)
+    finally:
+        await app.close()
+    assert [a.version for a in result.applied] == [2]
+    assert "a deadlock with another session" in caplog.text
+    assert await version_rows(dsn) == [(2, False)]
