@@ -92,9 +92,24 @@ class TransactionalRun:
         else:
             self.wait = f"{lock_timeout:g}s"
 
-    def _failed(self, exc: Any, offset: int | None, position: int | None) -> MigrationFailedError:
+    def _failed(
+        self,
+        exc: Any,
+        offset: int | None,
+        position: int | None,
+        *,
+        span: tuple[int, int, bool] | None = None,
+        replayed: bool = False,
+    ) -> MigrationFailedError:
         return failed(
-            self.source, self.step.file, exc, offset=offset, position=position, dirty_version=None
+            self.source,
+            self.step.file,
+            exc,
+            offset=offset,
+            position=position,
+            dirty_version=None,
+            span=span,
+            replayed=replayed,
         )
 
     async def run(self) -> None:
@@ -212,31 +227,15 @@ class TransactionalRun:
             raise self._failed(exc, statement.offset if statement else 0, at)
         if len(message.statements) == 1 and not last:
             raise self._failed(exc, message.statements[0].offset, None)
+        lines = (message.statements[0].offset, message.statements[-1].offset)
         if took > REPLAY_LIMIT:
             # Replaying a long data migration to find the statement would take as long
             # again, holding its locks: name the lines of the message instead.
-            raise failed(
-                self.source,
-                step.file,
-                exc,
-                offset=None,
-                position=None,
-                dirty_version=None,
-                span=(message.statements[0].offset, message.statements[-1].offset, last),
-            )
+            raise self._failed(exc, None, None, span=(*lines, last))
         offset = await self._locate(batch, index, begin)
         if offset is None and not (last and _AT_COMMIT.match(exc.sqlstate or "")):
             # Every statement ran on replay: the error came from another session's doing.
-            raise failed(
-                self.source,
-                step.file,
-                exc,
-                offset=None,
-                position=None,
-                dirty_version=None,
-                span=(message.statements[0].offset, message.statements[-1].offset, False),
-                replayed=True,
-            )
+            raise self._failed(exc, None, None, span=(*lines, False), replayed=True)
         raise self._failed(exc, offset, None)
 
     async def _locate(self, batch: list[Message], index: int, begin: str) -> int | None:
