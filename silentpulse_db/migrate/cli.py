@@ -275,7 +275,7 @@ async def _force(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
 async def _version(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
     from . import commands
 
-    report = await commands.status(dsn, **_connection(args))
+    report = await commands.status(dsn, attempts=args.attempts, wait=CONNECT_WAIT, files=False)
     print(report.current, file=out)
     for line in _notes(report):
         print(line, file=sys.stderr)

@@ -272,25 +272,35 @@ async def status(
     source: SourceLike = None,
     attempts: int = CONNECT_ATTEMPTS,
     wait: float = CONNECT_WAIT,
+    files: bool = True,
 ) -> StatusReport:
-    """The current version and one row a migration file, without the lock or side effects."""
+    """The current version and one row a migration file, without the lock or side effects.
+
+    ``files=False``: only the version and who runs a migration now (what the CLI's
+    `version` prints): no file is read and no audit runs, so a broken file or a slow
+    catalog does not stand in the way of reading the version.
+    """
+    from ..postgres.indexes import invalid_indexes
+    from ..schema.partitions import partition_coverage
+    from ..schema.tenancy import rls_gaps
+
     with typed_errors(dsn, "read the migration status"):
-        migrations = load_source(source)
+        migrations = load_source(source) if files else None
         async with open_session(dsn, attempts=attempts, wait=wait) as session:
             conn = session.conn
+            running = tuple(await lock_holders(conn, session.keys))
+            if migrations is None:
+                none = VersionState(None, False)
+                current = await read_version(conn) if session.tables_exist else none
+                return StatusReport(
+                    current=current, rows=(), running=running, versioned=session.tables_exist
+                )
             if session.tables_exist:
                 state, history = await read_state(conn)
             else:
                 state, history = VersionState(None, False), {}
-            # Loaded here: start-up (run_migrations) never needs them.
-            from ..schema.partitions import partition_coverage
-            from ..schema.tenancy import rls_gaps
-
             coverage = tuple(await partition_coverage(conn))
             gaps = tuple(await rls_gaps(conn))
-            running = tuple(await lock_holders(conn, session.keys))
-            from ..postgres.indexes import invalid_indexes
-
             invalid = tuple(await invalid_indexes(conn))
         return StatusReport(
             current=state,

@@ -188,3 +188,33 @@ async def test_up_warns_about_a_changed_file(silentpulse_database: str, source: 
     r = cli("up", "--path", str(source), dsn=silentpulse_database)
     assert r.returncode == 0
     assert "WARNING" in r.stderr and "000001_add_t1.up.sql changed after it was applied" in r.stderr
+
+
+def test_version_reads_the_version_even_with_a_broken_file(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from silentpulse_db import run_migrations
+
+    from helpers import simple_set, write_migrations
+
+    source = write_migrations(tmp_path, simple_set(2))
+    asyncio.run(run_migrations(silentpulse_database, source=source))
+    (tmp_path / "000003_add_x.up.sql").write_text("-- silentpulse: nonsense\nSELECT 1;\n")
+    (tmp_path / "000003_add_x.down.sql").write_text("SELECT 1;\n")
+    env = {**os.environ, "DATABASE_URL": silentpulse_database}
+    version = subprocess.run(
+        [sys.executable, "-m", "silentpulse_db", "version", "--path", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert (version.returncode, version.stdout.strip()) == (0, "2"), version.stderr
+    status = subprocess.run(
+        [sys.executable, "-m", "silentpulse_db", "status", "--path", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert status.returncode == 1 and "unknown directive" in status.stderr
