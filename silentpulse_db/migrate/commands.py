@@ -105,8 +105,6 @@ async def run_migrations(
     table or a missing privilege is a warning, never a failed start-up).
     """
     from ..schema.jobs import partitions_at_startup, partitions_due
-    from .apply import Applier
-    from .outside import reruns_dirty
 
     with typed_errors(dsn, "apply migrations"):
         migrations = load_source(source)
@@ -147,27 +145,10 @@ async def run_migrations(
                 plan = await lock.acquire(unless=settled)
                 if plan is None:  # we hold the lock: apply what is pending
                     try:
-                        with typed_errors(dsn, CREATE_TABLES):  # or adds newer columns
-                            await ensure_tables(conn)
-                        state, history = await read_state(conn)
-                        plan = _warned(
-                            make_plan(
-                                migrations,
-                                state,
-                                request,
-                                history=history,
-                                strict=strict,
-                                rerun_dirty=await reruns_dirty(conn, migrations, state),
-                            )
+                        ddl = (ddl_lock_timeout, ddl_retry_for)
+                        plan, applied = await _apply_locked(
+                            dsn, session, migrations, request, parsed, strict=strict, ddl=ddl
                         )
-                        applier = Applier(
-                            conn,
-                            migrations,
-                            ddl_lock_timeout=ddl_lock_timeout,
-                            ddl_retry_for=ddl_retry_for,
-                            schema=session.schema,
-                        )
-                        applied = await applier.apply(plan, parsed)
                     finally:
                         await lock.release()
             result = _result(plan, applied, started)
@@ -473,35 +454,42 @@ async def _run(
                 if is_settled(migrations, state, target=up_to):
                     plan = make_plan(migrations, state, request, history=history, strict=strict)
                     return _result(_warned(plan), [], started)
-            from .apply import Applier
-            from .outside import reruns_dirty
-
             parsed = await _parse_ahead(session, migrations, request, strict)
             async with session.lock(lock_timeout):
-                conn = session.conn
-                with typed_errors(dsn, CREATE_TABLES):  # or adds newer columns
-                    await ensure_tables(conn)
-                state, history = await read_state(conn)
-                rerun = await reruns_dirty(conn, migrations, state)
-                plan = _warned(
-                    make_plan(
-                        migrations,
-                        state,
-                        request,
-                        history=history,
-                        strict=strict,
-                        rerun_dirty=rerun,
-                    )
+                plan, applied = await _apply_locked(
+                    dsn, session, migrations, request, parsed, strict=strict, ddl=ddl
                 )
-                applier = Applier(
-                    conn,
-                    migrations,
-                    ddl_lock_timeout=ddl[0],
-                    ddl_retry_for=ddl[1],
-                    schema=session.schema,
-                )
-                applied = await applier.apply(plan, parsed)
                 return _result(plan, applied, started)
+
+
+async def _apply_locked(
+    dsn: str,
+    session: Session,
+    migrations: MigrationSource,
+    request: Request,
+    parsed: dict[str, ParsedSQL],
+    *,
+    strict: bool,
+    ddl: tuple[float | None, float],
+) -> tuple[Plan, list[AppliedMigration]]:
+    """With the migration lock held: the tables made sure of, the plan made from what
+    they say now, and applied. ``ddl``: each statement's table-lock timeout, and how
+    long to retry."""
+    from .apply import Applier
+    from .outside import reruns_dirty
+
+    conn = session.conn
+    with typed_errors(dsn, CREATE_TABLES):  # or adds newer columns
+        await ensure_tables(conn)
+    state, history = await read_state(conn)
+    rerun = await reruns_dirty(conn, migrations, state)
+    plan = _warned(
+        make_plan(migrations, state, request, history=history, strict=strict, rerun_dirty=rerun)
+    )
+    applier = Applier(
+        conn, migrations, ddl_lock_timeout=ddl[0], ddl_retry_for=ddl[1], schema=session.schema
+    )
+    return plan, await applier.apply(plan, parsed)
 
 
 async def _parse_ahead(

@@ -237,13 +237,9 @@ STATE_AND_HISTORY = _state_sql(_LATEST_HISTORY)
 _STATE_AND_HISTORY_OLD = _state_sql(_LATEST_HISTORY_OLD)
 
 
-async def latest_history(conn: Any) -> dict[int, HistoryEntry]:
-    """For each version, its most recent 'up' or 'baseline' record (tables must exist)."""
-    return _latest(await _fetch_either(conn, _LATEST_HISTORY, _LATEST_HISTORY_OLD))
-
-
 async def read_state(conn: Any) -> tuple[VersionState, dict[int, HistoryEntry]]:
-    """The version row and latest_history() together (tables must exist)."""
+    """The version row and, per version, its latest 'up' or 'baseline' history record
+    (tables must exist)."""
     return state_from_rows(await _fetch_either(conn, STATE_AND_HISTORY, _STATE_AND_HISTORY_OLD))
 
 

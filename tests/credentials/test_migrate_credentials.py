@@ -30,15 +30,6 @@ async def values(conn: Any, cells: list[Cell]) -> list[bytes]:
     return [await read_value(conn, c) for c in cells]
 
 
-@pytest.fixture
-async def conn(silentpulse_migrated_database: str) -> Any:
-    connection = await asyncpg.connect(silentpulse_migrated_database)
-    try:
-        yield connection
-    finally:
-        await connection.close()
-
-
 async def test_v1_to_v2_across_tenants_and_tables(
     silentpulse_migrated_database: str, conn: Any
 ) -> None:

@@ -28,15 +28,6 @@ GRANTS = "GRANT ALL ON ALL TABLES IN SCHEMA public TO {role};"
 READ_ONLY = "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};"
 
 
-@pytest.fixture
-async def conn(silentpulse_migrated_database: str) -> Any:
-    connection = await asyncpg.connect(silentpulse_migrated_database)
-    try:
-        yield connection
-    finally:
-        await connection.close()
-
-
 async def untouched(conn: Any) -> bool:
     """No row of the three tables was updated, deleted or locked since it was written:
     an UPDATE rolled back, or a FOR UPDATE, leaves its xid in the live tuple's xmax."""
