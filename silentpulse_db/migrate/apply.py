@@ -26,6 +26,7 @@ from .outside import OutsideTransaction
 from .plan import NIL_VERSION, Plan, Step, version_label
 from .source import MigrationFile, MigrationSource
 from .sql import ParsedSQL, Statement, analyze_cached, line_and_column
+from .together import Together, group_size, label
 from .transactional import TransactionalRun
 from .version_table import HistoryRecord, write_version
 
@@ -78,13 +79,28 @@ class Applier:
                 logger.info("%s: %s", where, getattr(message, "message", message))
 
         self.conn.add_log_listener(on_message)
+        together = Together(self.conn, self.schema)
         try:
-            applied = []
-            before = plan.state.version  # what the database keeps if a step fails
-            for step, sql in zip(plan.steps, statements, strict=True):
-                running.append(step.file.location)
-                applied.append(await self._apply_step(step, sql, before))
-                before = step.version_after
+            applied: list[AppliedMigration] = []
+            steps, before = plan.steps, plan.state.version  # what a failure leaves
+            while len(applied) < len(steps):
+                start = len(applied)
+                size = group_size(steps, statements, start)
+                if size == 1:
+                    running.append(steps[start].file.location)
+                    applied.append(await self._apply_step(steps[start], statements[start], before))
+                else:
+                    group = range(start, start + size)
+                    running.append(label(steps[start : start + size]))
+                    runs = [
+                        self._transactional(
+                            steps[i], statements[i], steps[i - 1].version_after if i else before
+                        )
+                        for i in group
+                    ]
+                    for i, took in enumerate(await together.apply(runs, before), start):
+                        applied.append(self._applied(steps[i], took, transactional=True))
+                before = steps[len(applied) - 1].version_after
             return applied
         finally:
             self.conn.remove_log_listener(on_message)
@@ -120,13 +136,17 @@ class Applier:
             outside = OutsideTransaction(self.conn, self.source, self.schema)
             await outside.run(step, parsed, self._record)
         else:
-            await self._run_in_transaction(step, parsed, f"version {version_label(before)}")
+            await self._run_in_transaction(step, parsed, before)
+        took = time.perf_counter() - started
+        return self._applied(step, took, transactional=not parsed.non_transactional)
+
+    def _applied(self, step: Step, took: float, *, transactional: bool) -> AppliedMigration:
         result = AppliedMigration(
             version=step.migration.version,
             name=step.migration.name,
             direction=step.direction,
-            duration=time.perf_counter() - started,
-            transactional=not parsed.non_transactional,
+            duration=took,
+            transactional=transactional,
         )
         logger.info("applied %s", result)
         return result
@@ -141,12 +161,15 @@ class Applier:
             breaking=step.direction == "up" and step.migration.up.directives.breaking,
         )
 
-    async def _run_in_transaction(self, step: Step, parsed: ParsedSQL, stays_at: str) -> None:
+    async def _run_in_transaction(self, step: Step, parsed: ParsedSQL, before: int | None) -> None:
         for statement in parsed.statements:
             if statement.writes is not None:
                 await self._warn_if_rls_filters(step.file, statement)
+        await self._transactional(step, parsed, before).run()
+
+    def _transactional(self, step: Step, parsed: ParsedSQL, before: int | None) -> TransactionalRun:
         timeout = step.file.directives.lock_timeout
-        await TransactionalRun(
+        return TransactionalRun(
             self.conn,
             self.source,
             step,
@@ -154,9 +177,9 @@ class Applier:
             lock_timeout=self.ddl_lock_timeout if timeout is None else timeout,
             retry_for=self.ddl_retry_for,
             record=self._record(step),
-            stays_at=stays_at,
+            stays_at=f"version {version_label(before)}",
             schema=self.schema,
-        ).run()
+        )
 
     async def _warn_if_rls_filters(self, file: MigrationFile, statement: Statement) -> None:
         """Warn when an UPDATE/DELETE runs as a role that row-level security filters.

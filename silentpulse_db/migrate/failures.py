@@ -152,6 +152,20 @@ def interrupted(
     )
 
 
+def interrupted_together(
+    files: Sequence[MigrationFile], exc: BaseException, *, stays_at: str, reaches: str
+) -> MigrationInterruptedError:
+    """A connection lost while several migrations travelled in one message: each commits
+    with its version or not at all, so the database is clean at one of their versions."""
+    return MigrationInterruptedError(
+        f"connection lost while applying {files[0].location} to {files[-1].location}, "
+        f"sent together ({describe(exc)}). Each runs in its own transaction with its "
+        f"version: the database is clean at version {stays_at}, {reaches} or one between. "
+        f"Run again: it continues from there (`{CLI} version` shows where it is).",
+        file=files[0].location,
+    )
+
+
 def locked_out(
     file: MigrationFile,
     *,

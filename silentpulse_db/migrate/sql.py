@@ -41,6 +41,10 @@ class ParsedSQL:
     # What the file's own `SET [LOCAL] lock_timeout` sets (the last one), e.g. "3s": it
     # overrides the runner's limit from that statement on.
     own_lock_timeout: str | None = None
+    # Only schema statements: nothing runs a query or procedural code (DO, CALL, DML,
+    # CREATE TABLE AS ...) whose RAISE output must name this file and whose duration
+    # may call for progress reports. Such files may share a message (together.py).
+    schema_only: bool = False
 
 
 def analyze(sql: str, location: str) -> ParsedSQL:
@@ -70,6 +74,7 @@ def analyze(sql: str, location: str) -> ParsedSQL:
     blocking: list[str] = []
     index: str | None = None
     own_timeout: str | None = None
+    runs_code = False
     chars = _CharOffsets(sql)
     # Lines are counted as the statements go (they come in order): counting from
     # the top for each one made a file of 89,000 statements take minutes.
@@ -90,6 +95,12 @@ def analyze(sql: str, location: str) -> ParsedSQL:
                 f"file on the server",
                 file=location,
             )
+        if kind == "DeallocateStmt" and (node.get("isall") or not node.get("name")):
+            raise MigrationSourceError(
+                f"{location}:{line}: DEALLOCATE ALL would drop the runner's own prepared "
+                f"statements on its connection; DEALLOCATE the statement by name",
+                file=location,
+            )
         if kind == "TransactionStmt":
             raise MigrationSourceError(
                 f"{location}:{line}: explicit transaction control ({text.split()[0].upper()}) "
@@ -102,6 +113,7 @@ def analyze(sql: str, location: str) -> ParsedSQL:
             index = _concurrent_index(kind, node, location, line)
         statements.append(Statement(text, start, _dml_target(kind, node)))
         own_timeout = _lock_timeout_set(kind, node) or own_timeout
+        runs_code = runs_code or kind in _RUNS_CODE
         if blocking and len(statements) > 1:
             # Outside a transaction, a failure after the first statement leaves a half
             # migration that no rerun can tell apart; golang-migrate cannot run such a
@@ -123,6 +135,7 @@ def analyze(sql: str, location: str) -> ParsedSQL:
         non_transactional=tuple(blocking),
         concurrent_index=index,
         own_lock_timeout=own_timeout,
+        schema_only=not runs_code and not blocking,
     )
 
 
@@ -205,6 +218,29 @@ def _non_transactional_reason(kind: str, node: dict[str, Any]) -> str | None:
         return "CLUSTER without a table"
     return _ALWAYS_OUTSIDE.get(kind)
 
+
+# Statements that run queries or code: their output belongs to their file, and
+# they may take long (a backfill, a materialized view's query).
+_RUNS_CODE = frozenset(
+    {
+        "DoStmt",
+        "CallStmt",
+        "SelectStmt",
+        "InsertStmt",
+        "UpdateStmt",
+        "DeleteStmt",
+        "MergeStmt",
+        "CopyStmt",
+        "ExecuteStmt",
+        "ExplainStmt",
+        "CreateTableAsStmt",
+        "RefreshMatViewStmt",
+        "ClusterStmt",
+        "VacuumStmt",
+        "ReindexStmt",
+        "LockStmt",
+    }
+)
 
 _ALWAYS_OUTSIDE = {
     "AlterSystemStmt": "ALTER SYSTEM",

@@ -37,7 +37,7 @@ from .failures import failed, interrupted, locked_out
 from .plan import Step, version_label
 from .source import MigrationSource
 from .sql import ParsedSQL, Statement
-from .version_table import HistoryRecord, pin_schema, version_sql
+from .version_table import HistoryRecord, pin_schema, record_sql, version_sql
 
 logger = logging.getLogger("silentpulse_db.migrate")
 
@@ -164,16 +164,43 @@ class TransactionalRun:
             state.upcoming_sleep,
         )
 
-    async def _once(self) -> None:
-        """One attempt: the messages in order; any failure rolls back and raises."""
-        step, parsed, timeout = self.step, self.parsed, self.lock_timeout
+    def _begin(self) -> str:
+        timeout = self.lock_timeout
         # None: the session's own lock_timeout (the server's default: wait forever).
         limit = "" if timeout is None else f" SET LOCAL lock_timeout = '{round(timeout * 1000)}ms';"
-        begin = f"BEGIN;{limit}"
-        commit = (
-            pin_schema(self.schema) + version_sql(step.version_after, self.record) + "\nCOMMIT;"
-        )
-        batch = messages(step.file.sql, parsed.statements, begin=begin, commit=commit)
+        return f"BEGIN;{limit}"
+
+    def _messages(self, *, prepared: bool = False) -> list[Message]:
+        """The attempt's messages; ``prepared``: the version write as an EXECUTE of the
+        statement prepare_record_sql() made (for a real version)."""
+        step = self.step
+        if prepared and step.version_after is not None:
+            write = record_sql(step.version_after, self.record)
+        else:
+            write = version_sql(step.version_after, self.record)
+        commit = pin_schema(self.schema) + write + "\nCOMMIT;"
+        return messages(step.file.sql, self.parsed.statements, begin=self._begin(), commit=commit)
+
+    def message(self) -> Message | None:
+        """The whole attempt as one message, to send together with others' (the version
+        write prepared); None when the file needs several messages."""
+        batch = self._messages(prepared=True)
+        return batch[0] if len(batch) == 1 else None
+
+    async def explain(self, sent: Message, exc: BaseException, took: float) -> None:
+        """What run() would have done after ``exc``, met while ``sent`` (this step's part
+        of a shared message, rolled back) ran: raise what it means, or, for a lock
+        conflict, retry the step with run(); returns once a retry applied it."""
+        try:
+            await self._after_failure([sent], 0, self._begin(), exc, True, took)
+        except _LockWait:
+            await self.run()
+
+    async def _once(self) -> None:
+        """One attempt: the messages in order; any failure rolls back and raises."""
+        step, parsed = self.step, self.parsed
+        begin = self._begin()
+        batch = self._messages()
         progress = _Progress(step.file.location, len(parsed.statements))
         for index, message in enumerate(batch):
             try:

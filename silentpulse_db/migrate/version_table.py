@@ -204,6 +204,55 @@ def version_sql(version: int | None, history: HistoryRecord) -> str:
     )
 
 
+# The same version and history write, prepared once per run for migrations sent
+# several to a message (together.py): parsing and planning the statement again for
+# each of them cost about as much as the small DDL they record. The server re-plans
+# it by itself if a migration alters the tables.
+RECORD_STATEMENT = "silentpulse_record_version"
+
+
+def prepare_record_sql(schema: str | None) -> str:
+    """PREPARE of the version + history write, in a transaction pinned to ``schema`` as
+    each EXECUTE is (a different search_path would make every EXECUTE re-parse it)."""
+    body = (
+        f'WITH gone AS (DELETE FROM "{VERSION_TABLE}" WHERE version IS DISTINCT FROM $1), '
+        f'kept AS (INSERT INTO "{VERSION_TABLE}" (version, dirty) VALUES ($1, false) '
+        "ON CONFLICT (version) DO UPDATE SET dirty = EXCLUDED.dirty) "
+        f'INSERT INTO "{HISTORY_TABLE}" ({_HISTORY_COLUMNS}) VALUES ($2, $3, $4, $5, '
+        "round(extract(epoch FROM clock_timestamp() - now()) * 1000, 3), "
+        "$6 || ' as role ' || current_user, $7)"
+    )
+    return (
+        f"BEGIN;{pin_schema(schema)}PREPARE {RECORD_STATEMENT} "
+        f"(bigint, bigint, text, text, text, text, boolean) AS {body};COMMIT;"
+    )
+
+
+def record_sql(version: int, history: HistoryRecord) -> str:
+    """version_sql() for a real version, as an EXECUTE of prepare_record_sql()."""
+    values = ", ".join(
+        (
+            str(version),
+            str(history.version),
+            quote_literal(history.name),
+            quote_literal(history.direction),
+            "NULL" if history.checksum is None else quote_literal(history.checksum),
+            quote_literal(runner_identity()),
+            "true" if history.breaking else "false",
+        )
+    )
+    return f"EXECUTE {RECORD_STATEMENT}({values});"
+
+
+async def recent_durations(conn: Any, count: int, schema: str | None) -> list[float | None]:
+    """The durations (seconds) of the last ``count`` history rows, oldest first."""
+    table = f'"{HISTORY_TABLE}"'
+    if schema:
+        table = '"' + schema.replace('"', '""') + '".' + table
+    rows = await conn.fetch(f"SELECT duration_ms FROM {table} ORDER BY id DESC LIMIT $1", count)
+    return [None if r[0] is None else r[0] / 1000 for r in reversed(rows)]
+
+
 async def set_version(
     conn: Any, version: int | None, dirty: bool, *, schema: str | None = None
 ) -> None:

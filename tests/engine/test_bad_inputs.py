@@ -138,6 +138,14 @@ CASES = {
         MigrationSourceError,
         ("000002_add_x.up.sql:2: COPY ... FROM STDIN",),
     ),
+    "deallocate all": Case(
+        {
+            "000002_add_x.up.sql": b"CREATE TABLE x (id int);\n\nDEALLOCATE ALL;\n",
+            "000002_add_x.down.sql": b"DROP TABLE x;",
+        },
+        MigrationSourceError,
+        ("000002_add_x.up.sql:3: DEALLOCATE ALL", "the runner's own prepared statements"),
+    ),
     "runtime error at a known line": Case(
         {
             "000002_add_x.up.sql": b"CREATE TABLE x (id int);\nALTER TABLE x ADD CONSTRAINT c CHECK (nope > 0);\n",
