@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from silentpulse_db import run_migrations
+from silentpulse_db.migrate.sql import _PARSED
 
 from common import create_database, drop_database, machine, run, server_dsn, write_section
 
@@ -52,6 +53,9 @@ def yoyo_layout(source: Path, target: Path) -> None:
 
 
 async def ours(dsn: str, source: Path, *, ddl_lock_timeout: float | None = 3.0) -> float:
+    # A service applies the files once per process: parse them afresh each round, as
+    # its first call would (the cache is for replicas started in one process).
+    _PARSED.clear()
     started = time.perf_counter()
     result = await run_migrations(dsn, source=source, ddl_lock_timeout=ddl_lock_timeout)
     elapsed = time.perf_counter() - started

@@ -86,24 +86,37 @@ class Applier:
             while len(applied) < len(steps):
                 start = len(applied)
                 size = group_size(steps, statements, start)
+                group = steps[start : start + size]
+                running.append(label(group) if size > 1 else group[0].file.location)
                 if size == 1:
-                    running.append(steps[start].file.location)
-                    applied.append(await self._apply_step(steps[start], statements[start], before))
+                    applied.append(await self._apply_step(group[0], statements[start], before))
                 else:
-                    group = range(start, start + size)
-                    running.append(label(steps[start : start + size]))
-                    runs = [
-                        self._transactional(
-                            steps[i], statements[i], steps[i - 1].version_after if i else before
-                        )
-                        for i in group
-                    ]
-                    for i, took in enumerate(await together.apply(runs, before), start):
-                        applied.append(self._applied(steps[i], took, transactional=True))
+                    parsed_group = statements[start : start + size]
+                    await self._apply_together(together, group, parsed_group, before, applied)
                 before = steps[len(applied) - 1].version_after
             return applied
         finally:
             self.conn.remove_log_listener(on_message)
+
+    async def _apply_together(
+        self,
+        together: Together,
+        steps: Sequence[Step],
+        parsed: Sequence[ParsedSQL],
+        before: int | None,
+        applied: list[AppliedMigration],
+    ) -> None:
+        """Send ``steps`` in one message (together.py); each appends to ``applied`` as it is
+        known to have committed."""
+        runs, stays_at = [], before
+        for step, sql in zip(steps, parsed, strict=True):
+            runs.append(self._transactional(step, sql, stays_at))
+            stays_at = step.version_after
+
+        def committed(index: int, took: float) -> None:
+            applied.append(self._applied(steps[index], took, transactional=True))
+
+        await together.apply(runs, before, committed)
 
     async def run_file(self, file: MigrationFile) -> None:
         """Run a whole special file (prerequisites, baseline) as one simple query."""

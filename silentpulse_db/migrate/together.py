@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -39,7 +39,10 @@ logger = logging.getLogger("silentpulse_db.migrate")
 
 # At most this many migrations, and CHUNK_STATEMENTS of their statements, a message:
 # the log reports each group as it commits, and a failure redoes little.
-GROUP_MIGRATIONS = 20
+GROUP_MIGRATIONS = 50
+
+# Called with a run's index in its group and its duration, once it has committed.
+Applied = Callable[[int, float], None]
 
 
 def group_size(steps: Sequence[Step], parsed: Sequence[ParsedSQL], start: int) -> int:
@@ -72,10 +75,13 @@ class Together:
         self.schema = schema
         self.prepared = False
 
-    async def apply(self, runs: Sequence[TransactionalRun], stays_at: int | None) -> list[float]:
-        """Apply ``runs`` (``stays_at``: the version before the first) and return the
-        durations of those applied, in order: all of them, or up to a failure that
-        raises; a conflict that a retry overcame returns the ones up to it."""
+    async def apply(
+        self, runs: Sequence[TransactionalRun], stays_at: int | None, applied: Applied
+    ) -> int:
+        """Apply ``runs`` (``stays_at``: the version before the first), calling
+        ``applied(index, seconds)`` for each as it is known to have committed, in
+        order. Returns how many: all, or after a failure that raises, those up to a
+        lock conflict that a retry overcame."""
         parts = [run.message() for run in runs]
         if not self.prepared:
             await self._prepare()
@@ -86,19 +92,26 @@ class Together:
         try:
             await self.conn.execute(text)
         except BaseException as exc:
-            done = await self._after_failure(runs, segments, exc, stays_at, started)
-        else:
-            done = len(runs)
-        durations = await recent_durations(self.conn, done, self.schema)
-        return [0.0 if d is None else d for d in durations]
+            return await self._after_failure(runs, segments, exc, stays_at, started, applied)
+        await self._report(0, len(runs), applied)
+        return len(runs)
 
     async def _prepare(self) -> None:
-        exists = await self.conn.fetchval(
-            "SELECT count(*) > 0 FROM pg_prepared_statements WHERE name = $1", RECORD_STATEMENT
-        )
-        drop = f"DEALLOCATE {RECORD_STATEMENT};" if exists else ""
-        await self.conn.execute(drop + prepare_record_sql(self.schema))
+        prepare = prepare_record_sql(self.schema)
+        try:
+            await self.conn.execute(prepare)
+        except asyncpg.DuplicatePreparedStatementError:  # an earlier run on this session
+            await self.conn.execute("ROLLBACK")
+            await self.conn.execute(f"DEALLOCATE {RECORD_STATEMENT};{prepare}")
         self.prepared = True
+
+    async def _report(self, first: int, end: int, applied: Applied) -> None:
+        """``applied`` for runs first..end-1, with the durations their history rows hold
+        (the server's clock, from BEGIN to the version write)."""
+        if end > first:
+            durations = await recent_durations(self.conn, end - first, self.schema)
+            for index, seconds in enumerate(durations, first):
+                applied(index, 0.0 if seconds is None else seconds)
 
     async def _after_failure(
         self,
@@ -107,9 +120,8 @@ class Together:
         exc: BaseException,
         stays_at: int | None,
         started: float,
+        applied: Applied,
     ) -> int:
-        """How many of ``runs`` are applied after ``exc``: raises unless a retry of the
-        failed one (a lock conflict) applied it."""
         if is_connection_lost(exc):
             raise interrupted_together(
                 [run.step.file for run in runs],
@@ -124,7 +136,9 @@ class Together:
         # Whatever became of the prepared write, the next group makes sure of it.
         self.prepared = False
         done = await self._committed(runs, stays_at)
+        await self._report(0, done, applied)  # logged before the failure is explained
         await runs[done].explain(segments[done], exc, time.monotonic() - started)
+        await self._report(done, done + 1, applied)  # a retry applied it
         return done + 1
 
     async def _committed(self, runs: Sequence[TransactionalRun], stays_at: int | None) -> int:

@@ -63,6 +63,12 @@ COMMENT_HISTORY_TABLE = (
     "schema_migrations stays golang-migrate''s own'"
 )
 
+# One message, one transaction: a fresh database gets both tables in one round trip.
+_CREATE_TABLES = (
+    f"BEGIN; {CREATE_VERSION_TABLE}; {CREATE_HISTORY_TABLE}; {COMMENT_HISTORY_TABLE}; "
+    f"{ADD_BREAKING_COLUMN}; COMMIT;"
+)
+
 
 @functools.cache
 def _identity(pid: int) -> str:
@@ -83,11 +89,7 @@ async def ensure_tables(conn: Any) -> None:
     migration lock held."""
     if await conn.fetchval(f"SELECT {TABLES_CURRENT}"):
         return
-    async with conn.transaction():
-        await conn.execute(CREATE_VERSION_TABLE)
-        await conn.execute(CREATE_HISTORY_TABLE)
-        await conn.execute(COMMENT_HISTORY_TABLE)
-        await conn.execute(ADD_BREAKING_COLUMN)
+    await conn.execute(_CREATE_TABLES)
 
 
 async def read_version(conn: Any) -> VersionState:

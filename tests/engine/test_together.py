@@ -56,22 +56,22 @@ async def test_each_migration_of_a_message_commits_alone_with_its_version(
     silentpulse_database: str, tmp_path: Path, messages: list[str]
 ) -> None:
     dsn = silentpulse_database
-    source = write_migrations(tmp_path, simple_set(45))
+    source = write_migrations(tmp_path, simple_set(120))
     result = await run_migrations(dsn, source=source, partitions_ahead=None)
-    assert [m.version for m in result.applied] == list(range(1, 46))
-    assert len(messages) == 3  # 20 + 20 + 5
-    assert await version_rows(dsn) == [(45, False)]
-    assert await history(dsn) == [(v, "up") for v in range(1, 46)]
-    # One transaction each: 45 distinct transaction ids wrote the history rows.
+    assert [m.version for m in result.applied] == list(range(1, 121))
+    assert len(messages) == 3  # 50 + 50 + 20
+    assert await version_rows(dsn) == [(120, False)]
+    assert await history(dsn) == [(v, "up") for v in range(1, 121)]
+    # One transaction each: 120 distinct transaction ids wrote the history rows.
     assert (
         await fetchval(dsn, "SELECT count(DISTINCT xmin::text) FROM schema_migrations_history")
-        == 45
+        == 120
     )
     durations = await fetch(dsn, "SELECT duration_ms FROM schema_migrations_history")
     assert all(r["duration_ms"] is not None and r["duration_ms"] >= 0 for r in durations)
     assert all(m.duration >= 0 for m in result.applied)
     rows = await status(dsn, source=source)
-    assert [r.state for r in rows.rows] == ["applied"] * 45
+    assert [r.state for r in rows.rows] == ["applied"] * 120
 
 
 async def test_files_that_run_code_are_sent_alone(
@@ -102,7 +102,7 @@ async def test_files_that_run_code_are_sent_alone(
 
 
 async def test_a_failure_mid_message_keeps_those_before_and_names_its_line(
-    silentpulse_database: str, tmp_path: Path
+    silentpulse_database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     dsn = silentpulse_database
     migrations = simple_set(5)
@@ -112,8 +112,17 @@ async def test_a_failure_mid_message_keeps_those_before_and_names_its_line(
         "DROP TABLE t3;\n",
     )
     source = write_migrations(tmp_path, migrations)
-    with pytest.raises(MigrationFailedError) as info:
+    with (
+        caplog.at_level(logging.INFO, logger="silentpulse_db"),
+        pytest.raises(MigrationFailedError) as info,
+    ):
         await run_migrations(dsn, source=source, partitions_ahead=None)
+    # Those that committed are reported as applied, with the server's durations.
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("applied")]
+    assert [line.split(" (")[0] for line in logged] == [
+        "applied 000001_add_t1",
+        "applied 000002_add_t2",
+    ]
     message = str(info.value)
     assert "000003_bad.up.sql line 2, column 22" in message, message
     assert 'type "nosuchtype" does not exist' in message
