@@ -28,12 +28,14 @@ def failed(
     dirty_version: int | None,
     span: tuple[int, int, bool] | None = None,
     replayed: bool = False,
+    stays_at: str | None = None,
 ) -> MigrationFailedError:
     """``offset``: where the failing statement starts in the file (None: unknown, e.g. at
     COMMIT); ``position``: the 0-based file offset the server pointed at, if any;
     ``span``: the first and last statement it may be, when neither is known, and whether
     it may have been the COMMIT; ``replayed``: the span's statements all ran when
-    replayed (the error depended on another session)."""
+    replayed (the error depended on another session); ``stays_at``: the version the
+    database keeps, in words, when the migration was rolled back."""
     sqlstate = getattr(exc, "sqlstate", None)
     message = getattr(exc, "message", None) or str(exc)
     line: int | None = None
@@ -79,10 +81,8 @@ def failed(
         dirty = VersionState(None if dirty_version == NIL_VERSION else dirty_version, True)
         outcome = "The database is left dirty: " + dirty_message(source, dirty)
     else:
-        outcome = (
-            "Its transaction was rolled back: nothing of it was applied and the version "
-            "is unchanged, clean."
-        )
+        stays = f"the database stays at {stays_at}" if stays_at else "the version is unchanged"
+        outcome = f"Its transaction was rolled back: nothing of it was applied and {stays}, clean."
     text = (
         f"migration failed: {file.location}{where}: {message} (SQLSTATE {sqlstate})"
         f"{excerpt}" + "".join(f"\n  {d}" for d in details) + f"\n{outcome}"
@@ -160,7 +160,8 @@ def interrupted_together(
     return MigrationInterruptedError(
         f"connection lost while applying {files[0].location} to {files[-1].location}, "
         f"sent together ({describe(exc)}). Each runs in its own transaction with its "
-        f"version: the database is clean at version {stays_at}, {reaches} or one between. "
+        f"version: the database is clean, at {stays_at} if none of them committed, "
+        f"{reaches} if all did, or a version between. "
         f"Run again: it continues from there (`{CLI} version` shows where it is).",
         file=files[0].location,
     )

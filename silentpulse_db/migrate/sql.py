@@ -239,6 +239,8 @@ _RUNS_CODE = frozenset(
         "VacuumStmt",
         "ReindexStmt",
         "LockStmt",
+        "TruncateStmt",  # fires ON TRUNCATE triggers
+        "CreateExtensionStmt",  # runs the extension's script
     }
 )
 

@@ -9,17 +9,18 @@ ONE simple-query message, each still in its own transaction with its version:
 
 The version write is a statement prepared once per run. When a migration fails,
 the server skips the rest of the message: the ones before it have committed, the
-version row says how far it got, and the failed one is explained, or retried
-for a lock conflict, exactly as if it had been sent alone (transactional.py).
+version row says how far it got, and the failed one is reported, or retried for
+a lock conflict, as if it had been sent alone (TransactionalRun.handle_failure).
 
 Sent alone: files that run queries or code (their RAISE output names them, and
 they may be long), files that need several messages, non-transactional files.
+In a SQL_ASCII database, whose error positions count bytes, a file with other
+characters ends its group: it would shift the positions of the files after it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,9 +34,7 @@ from .failures import interrupted_together
 from .plan import Step, version_label
 from .sql import ParsedSQL
 from .transactional import TransactionalRun
-from .version_table import RECORD_STATEMENT, prepare_record_sql, recent_durations
-
-logger = logging.getLogger("silentpulse_db.migrate")
+from .version_table import RECORD_STATEMENT, prepare_record_sql, read_version, recent_durations
 
 # At most this many migrations, and CHUNK_STATEMENTS of their statements, a message:
 # the log reports each group as it commits, and a failure redoes little.
@@ -45,8 +44,11 @@ GROUP_MIGRATIONS = 50
 Applied = Callable[[int, float], None]
 
 
-def group_size(steps: Sequence[Step], parsed: Sequence[ParsedSQL], start: int) -> int:
-    """How many steps from ``start`` travel together (1: the step is sent alone)."""
+def group_size(
+    steps: Sequence[Step], parsed: Sequence[ParsedSQL], start: int, *, byte_positions: bool
+) -> int:
+    """How many steps from ``start`` travel together (1: the step is sent alone).
+    ``byte_positions``: the server counts error positions in bytes (SQL_ASCII)."""
     count = statements = 0
     for step, sql in zip(steps[start:], parsed[start:], strict=False):
         statements += len(sql.statements)
@@ -54,10 +56,12 @@ def group_size(steps: Sequence[Step], parsed: Sequence[ParsedSQL], start: int) -
             not sql.schema_only
             or statements > CHUNK_STATEMENTS
             or count == GROUP_MIGRATIONS
-            or (step.version_after is None)  # "no version": written without the prepared write
+            or step.version_after is None  # "no version": not the prepared write
         ):
             break
         count += 1
+        if byte_positions and not (step.file.sql.isascii() and step.migration.name.isascii()):
+            break
     return max(count, 1)
 
 
@@ -76,23 +80,20 @@ class Together:
         self.prepared = False
 
     async def apply(
-        self, runs: Sequence[TransactionalRun], stays_at: int | None, applied: Applied
+        self, runs: Sequence[TransactionalRun], before: int | None, applied: Applied
     ) -> int:
-        """Apply ``runs`` (``stays_at``: the version before the first), calling
-        ``applied(index, seconds)`` for each as it is known to have committed, in
-        order. Returns how many: all, or after a failure that raises, those up to a
-        lock conflict that a retry overcame."""
-        parts = [run.message() for run in runs]
+        """Apply ``runs`` (``before``: the version before the first), calling
+        ``applied(index, seconds)`` for each once it is known to have committed, in
+        order. Returns how many: all, or, after a failure that does not raise (a lock
+        conflict a retry overcame, a lost prepared write), those up to it."""
         if not self.prepared:
             await self._prepare()
-        text, segments = _join([p for p in parts if p is not None])
-        if len(segments) != len(runs):
-            raise ValueError("group_size() keeps each migration of a group to one message")
+        text, segments = _join([run.message() for run in runs])
         started = time.monotonic()
         try:
             await self.conn.execute(text)
         except BaseException as exc:
-            return await self._after_failure(runs, segments, exc, stays_at, started, applied)
+            return await self._after_failure(runs, segments, exc, before, started, applied)
         await self._report(0, len(runs), applied)
         return len(runs)
 
@@ -105,20 +106,25 @@ class Together:
             await self.conn.execute(f"DEALLOCATE {RECORD_STATEMENT};{prepare}")
         self.prepared = True
 
-    async def _report(self, first: int, end: int, applied: Applied) -> None:
+    async def _report(self, first: int, end: int, applied: Applied) -> float:
         """``applied`` for runs first..end-1, with the durations their history rows hold
-        (the server's clock, from BEGIN to the version write)."""
-        if end > first:
-            durations = await recent_durations(self.conn, end - first, self.schema)
-            for index, seconds in enumerate(durations, first):
-                applied(index, 0.0 if seconds is None else seconds)
+        (the server's clock); returns their sum."""
+        if end <= first:
+            return 0.0
+        durations = await recent_durations(self.conn, end - first, self.schema)
+        for index in range(first, end):
+            # Each run committed with its row; a missing one would be a bug, not a reason
+            # to run a migration again.
+            seconds = durations[index - first] if index - first < len(durations) else None
+            applied(index, seconds or 0.0)
+        return sum(d or 0.0 for d in durations)
 
     async def _after_failure(
         self,
         runs: Sequence[TransactionalRun],
         segments: list[Message],
         exc: BaseException,
-        stays_at: int | None,
+        before: int | None,
         started: float,
         applied: Applied,
     ) -> int:
@@ -126,38 +132,51 @@ class Together:
             raise interrupted_together(
                 [run.step.file for run in runs],
                 exc,
-                stays_at=version_label(stays_at),
-                reaches=version_label(runs[-1].step.version_after),
+                stays_at=runs[0].stays_at,
+                reaches=f"version {version_label(runs[-1].step.version_after)}",
             ) from None
         if self.conn.is_in_transaction():
             await self.conn.execute("ROLLBACK")
         if not isinstance(exc, asyncpg.PostgresError):  # cancelled
             raise exc
-        # Whatever became of the prepared write, the next group makes sure of it.
-        self.prepared = False
-        done = await self._committed(runs, stays_at)
-        await self._report(0, done, applied)  # logged before the failure is explained
-        await runs[done].explain(segments[done], exc, time.monotonic() - started)
-        await self._report(done, done + 1, applied)  # a retry applied it
+        lost_write = _lost_write(exc)
+        if lost_write:  # the statements asyncpg prepared went with it
+            await self.conn.reload_schema_state()
+        done = await self._committed(runs, before)
+        # Logged before the failure is reported or retried.
+        committed_for = await self._report(0, done, applied)
+        if lost_write:
+            # A file dropped the runner's prepared write (DEALLOCATE ALL in dynamic SQL):
+            # nothing need be wrong with the one it failed in, which goes again alone
+            # (the write spelt out), and the next group has it prepared anew.
+            await self._prepare()
+            await runs[done].run()
+        else:
+            took = max(time.monotonic() - started - committed_for, 0.0)
+            await runs[done].handle_failure(segments[done], exc, took)
+        await self._report(done, done + 1, applied)  # it was applied after all
         return done + 1
 
-    async def _committed(self, runs: Sequence[TransactionalRun], stays_at: int | None) -> int:
+    async def _committed(self, runs: Sequence[TransactionalRun], before: int | None) -> int:
         """How many of ``runs`` committed: the version row says (each commits with it)."""
-        table = '"schema_migrations"'
-        if self.schema:
-            table = '"' + self.schema.replace('"', '""') + '".' + table
-        version = await self.conn.fetchval(f"SELECT version FROM {table} LIMIT 1")
+        version = (await read_version(self.conn, self.schema)).version
         steps = [run.step for run in runs]
         versions = [step.version_after for step in steps]
         if version in versions:
             return versions.index(version) + 1
-        if version != stays_at:
+        if version != before:
             raise DatabaseError(
                 f"schema_migrations says version {version} after {label(steps)} failed, "
                 f"which none of them records: another session changed it while this one "
                 f"held the migration lock"
             )
         return 0
+
+
+def _lost_write(exc: BaseException) -> bool:
+    return isinstance(exc, asyncpg.InvalidSQLStatementNameError) and RECORD_STATEMENT in str(
+        getattr(exc, "message", "")
+    )
 
 
 def _join(parts: Sequence[Message]) -> tuple[str, list[Message]]:

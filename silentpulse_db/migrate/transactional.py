@@ -110,16 +110,21 @@ class TransactionalRun:
             dirty_version=None,
             span=span,
             replayed=replayed,
+            stays_at=self.stays_at,
         )
 
-    async def run(self) -> None:
-        """Run the step, retrying it while a table lock stays out of reach."""
-        started = time.monotonic()
-        try:  # the usual case, without the retry machinery (~70 us a migration)
-            await self._once()
-            return
-        except _LockWait as failure:
-            first: _LockWait | None = failure
+    async def run(self, *, lost: _LockWait | None = None, since: float | None = None) -> None:
+        """Run the step, retrying it while a table lock stays out of reach. ``lost``: a
+        first attempt already made (in a shared message) lost a conflict, ``since`` then
+        (monotonic): the pause, the warning and the count go on from it."""
+        started = time.monotonic() if since is None else since
+        first: _LockWait | None = lost
+        if first is None:
+            try:  # the usual case, without the retry machinery (~70 us a migration)
+                await self._once()
+                return
+            except _LockWait as failure:
+                first = failure
         attempts = 1
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(_LockWait),
@@ -181,20 +186,21 @@ class TransactionalRun:
         commit = pin_schema(self.schema) + write + "\nCOMMIT;"
         return messages(step.file.sql, self.parsed.statements, begin=self._begin(), commit=commit)
 
-    def message(self) -> Message | None:
+    def message(self) -> Message:
         """The whole attempt as one message, to send together with others' (the version
-        write prepared); None when the file needs several messages."""
-        batch = self._messages(prepared=True)
-        return batch[0] if len(batch) == 1 else None
+        write prepared); for a file of at most CHUNK_STATEMENTS statements."""
+        (only,) = self._messages(prepared=True)
+        return only
 
-    async def explain(self, sent: Message, exc: BaseException, took: float) -> None:
-        """What run() would have done after ``exc``, met while ``sent`` (this step's part
-        of a shared message, rolled back) ran: raise what it means, or, for a lock
-        conflict, retry the step with run(); returns once a retry applied it."""
+    async def handle_failure(self, sent: Message, exc: BaseException, took: float) -> None:
+        """What run() does after its attempt fails, for an attempt made in a shared
+        message: ``sent`` is this step's part of it (rolled back), ``took`` the attempt's
+        seconds. Raises what ``exc`` means, or retries a lost lock conflict, as its
+        attempt 1, and returns once a retry applied the step."""
         try:
-            await self._after_failure([sent], 0, self._begin(), exc, True, took)
-        except _LockWait:
-            await self.run()
+            await self._after_failure([sent], 0, self._begin(), exc, last=True, took=took)
+        except _LockWait as conflict:
+            await self.run(lost=conflict, since=time.monotonic() - took)
 
     async def _once(self) -> None:
         """One attempt: the messages in order; any failure rolls back and raises."""

@@ -92,8 +92,15 @@ async def ensure_tables(conn: Any) -> None:
     await conn.execute(_CREATE_TABLES)
 
 
-async def read_version(conn: Any) -> VersionState:
-    row = await conn.fetchrow(f'SELECT version, dirty FROM "{VERSION_TABLE}" LIMIT 1')
+def qualified(table: str, schema: str | None) -> str:
+    """``"schema"."table"``, or ``"table"`` (the search_path's) for no schema."""
+    name = '"' + table.replace('"', '""') + '"'
+    return '"' + schema.replace('"', '""') + '".' + name if schema else name
+
+
+async def read_version(conn: Any, schema: str | None = None) -> VersionState:
+    table = qualified(VERSION_TABLE, schema)
+    row = await conn.fetchrow(f"SELECT version, dirty FROM {table} LIMIT 1")
     if row is None:
         return VersionState(None, False)
     version = row["version"]
@@ -213,6 +220,13 @@ def version_sql(version: int | None, history: HistoryRecord) -> str:
 RECORD_STATEMENT = "silentpulse_record_version"
 
 
+# now() is when the MESSAGE arrived, for every transaction in it: a migration sent
+# with others started when the one before it wrote its row (applied_at), if later.
+_SHARED_START = (
+    f'GREATEST(now(), (SELECT applied_at FROM "{HISTORY_TABLE}" ORDER BY id DESC LIMIT 1))'
+)
+
+
 def prepare_record_sql(schema: str | None) -> str:
     """PREPARE of the version + history write, in a transaction pinned to ``schema`` as
     each EXECUTE is (a different search_path would make every EXECUTE re-parse it)."""
@@ -221,7 +235,7 @@ def prepare_record_sql(schema: str | None) -> str:
         f'kept AS (INSERT INTO "{VERSION_TABLE}" (version, dirty) VALUES ($1, false) '
         "ON CONFLICT (version) DO UPDATE SET dirty = EXCLUDED.dirty) "
         f'INSERT INTO "{HISTORY_TABLE}" ({_HISTORY_COLUMNS}) VALUES ($2, $3, $4, $5, '
-        "round(extract(epoch FROM clock_timestamp() - now()) * 1000, 3), "
+        f"round(extract(epoch FROM clock_timestamp() - {_SHARED_START}) * 1000, 3), "
         "$6 || ' as role ' || current_user, $7)"
     )
     return (
@@ -248,9 +262,7 @@ def record_sql(version: int, history: HistoryRecord) -> str:
 
 async def recent_durations(conn: Any, count: int, schema: str | None) -> list[float | None]:
     """The durations (seconds) of the last ``count`` history rows, oldest first."""
-    table = f'"{HISTORY_TABLE}"'
-    if schema:
-        table = '"' + schema.replace('"', '""') + '".' + table
+    table = qualified(HISTORY_TABLE, schema)
     rows = await conn.fetch(f"SELECT duration_ms FROM {table} ORDER BY id DESC LIMIT $1", count)
     return [None if r[0] is None else r[0] / 1000 for r in reversed(rows)]
 

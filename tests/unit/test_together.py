@@ -16,7 +16,9 @@ from silentpulse_db.results import VersionState
 CREATE = "CREATE TABLE t{v} (id int);\n"
 
 
-def runs(tmp_path: Path, ups: list[str], *, down: bool = False) -> list[int]:
+def runs(
+    tmp_path: Path, ups: list[str], *, down: bool = False, byte_positions: bool = False
+) -> list[int]:
     """The group sizes, in order, of applying (or reverting) migrations with these up files."""
     for v, up in enumerate(ups, start=1):
         (tmp_path / f"{v:06d}_m{v}.up.sql").write_text(up.format(v=v))
@@ -29,7 +31,7 @@ def runs(tmp_path: Path, ups: list[str], *, down: bool = False) -> list[int]:
     parsed: list[ParsedSQL] = [analyze(s.file.sql, s.file.location) for s in plan.steps]
     sizes, start = [], 0
     while start < len(plan.steps):
-        sizes.append(group_size(plan.steps, parsed, start))
+        sizes.append(group_size(plan.steps, parsed, start, byte_positions=byte_positions))
         start += sizes[-1]
     return sizes
 
@@ -49,6 +51,8 @@ def test_schema_migrations_travel_together_up_to_the_cap(tmp_path: Path) -> None
         "CREATE TABLE c AS SELECT 1 AS one;",
         "REFRESH MATERIALIZED VIEW v;",
         "LOCK TABLE t1;",
+        "TRUNCATE t1;",
+        "CREATE EXTENSION IF NOT EXISTS pgcrypto;",
         "CREATE INDEX CONCURRENTLY i ON t1 (id);",
         "CREATE TABLE t{v} (id int);\n" + "COMMENT ON TABLE t{v} IS 'x';\n" * CHUNK_STATEMENTS,
     ],
@@ -65,3 +69,12 @@ def test_a_group_holds_at_most_one_message_of_statements(tmp_path: Path) -> None
 def test_the_revert_to_no_version_goes_alone(tmp_path: Path) -> None:
     # Down to "no version" deletes the version row: not the prepared write.
     assert runs(tmp_path, [CREATE] * 4, down=True) == [3, 1]
+
+
+def test_in_a_sql_ascii_database_a_file_with_other_characters_ends_its_group(
+    tmp_path: Path,
+) -> None:
+    accent = "CREATE TABLE t{v} (id int); -- créée\n"
+    ups = [CREATE, accent, CREATE, CREATE]
+    assert runs(tmp_path, ups, byte_positions=True) == [2, 2]
+    assert runs(tmp_path, ups, byte_positions=False) == [4]
