@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ..defaults import (
     CONNECT_ATTEMPTS,
@@ -27,14 +27,7 @@ from ..defaults import (
 from ..errors import BaselineError, MigrationSourceError, SilentPulseDBError
 from ..postgres.dsn import validate_dsn
 from ..postgres.translate import typed_errors
-from ..results import (
-    AppliedMigration,
-    CheckReport,
-    MigrationResult,
-    PrerequisitesResult,
-    StatusReport,
-    VersionState,
-)
+from ..results import AppliedMigration, MigrationResult, StatusReport, VersionState
 from .lock import lock_holders
 from .plan import (
     Down,
@@ -58,6 +51,9 @@ from .version_table import (
     read_version,
     write_version,
 )
+
+if TYPE_CHECKING:
+    from ..results import CheckReport, PrerequisitesResult
 
 logger = logging.getLogger("silentpulse_db.migrate")
 
@@ -327,6 +323,8 @@ async def apply_prerequisites(
                 "WHERE n NOT IN (SELECT name FROM pg_available_extensions) ORDER BY n",
                 list(OPTIONAL_EXTENSIONS),
             )
+        from ..results import PrerequisitesResult  # loads on first use: see results.py
+
         result = PrerequisitesResult(
             installed=tuple(r["extname"] for r in installed),
             unavailable_optional=tuple(r["n"] for r in missing),
