@@ -257,10 +257,6 @@ async def status(
     `version` prints): no file is read and no audit runs, so a broken file or a slow
     catalog does not stand in the way of reading the version.
     """
-    from ..postgres.indexes import invalid_indexes
-    from ..schema.partitions import partition_coverage
-    from ..schema.tenancy import rls_gaps
-
     with typed_errors(dsn, "read the migration status"):
         migrations = load_source(source) if files else None
         async with open_session(dsn, attempts=attempts, wait=wait) as session:
@@ -272,6 +268,11 @@ async def status(
                 return StatusReport(
                     current=current, rows=(), running=running, versioned=session.tables_exist
                 )
+            # The audits load only for the full status (`version` starts without them).
+            from ..postgres.indexes import invalid_indexes
+            from ..schema.partitions import partition_coverage
+            from ..schema.tenancy import rls_gaps
+
             if session.tables_exist:
                 state, history = await read_state(conn)
             else:
