@@ -40,7 +40,6 @@ from .results import (
     AppliedMigration,
     MigrationResult,
     StatusReport,
-    StatusRow,
     VersionState,
 )
 
@@ -77,6 +76,7 @@ if TYPE_CHECKING:
         PrerequisitesResult,
         RetentionAction,
         RetentionReport,
+        StatusRow,
     )
     from .schema.jobs import enforce_retention, maintain_partitions
 
@@ -94,6 +94,7 @@ _LAZY = {
     "PrerequisitesResult": _RESULTS,
     "RetentionAction": _RESULTS,
     "RetentionReport": _RESULTS,
+    "StatusRow": _RESULTS,
     "ALERT_CHANNEL": ".listener",
     "AlertEvent": ".listener",
     "listen_alerts": ".listener",

@@ -1,4 +1,4 @@
-"""The reports of the operator jobs: prerequisites, check, partitions, retention.
+"""The operator jobs' reports (prerequisites, check, partitions, retention) and status rows.
 
 Public as ``silentpulse_db.results.<name>`` (and ``silentpulse_db.<name>``),
 which loads this module on first use: see results.py.
@@ -7,7 +7,8 @@ which loads this module on first use: see results.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -91,3 +92,16 @@ class RetentionReport:
     @property
     def refused(self) -> tuple[RetentionAction, ...]:
         return tuple(a for a in self.actions if not a.dropped)
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    """One version in `status`: applied or pending, when, how long, checksum state."""
+
+    version: int
+    name: str
+    state: Literal["applied", "pending", "dirty", "applied (no file)"]
+    applied_at: datetime | None = None
+    duration: float | None = None  # seconds
+    checksum: Literal["ok", "changed", "unknown", "-"] = "-"
+    breaking: bool = False  # its up file says `-- silentpulse: breaking`

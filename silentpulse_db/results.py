@@ -1,15 +1,15 @@
 """What the public functions return. Durations are seconds (float) everywhere.
 
 The reports of the operator jobs (prerequisites, check, partitions, retention)
-are defined in _reports.py and load on first use: creating a dataclass costs
-start-up time (about half a millisecond each on Python 3.11), and starting up
-or migrating never returns one. Import them from here or from silentpulse_db.
+and the status rows are defined in _reports.py and load on first use: creating
+a dataclass costs start-up time (about half a millisecond each on Python 3.11),
+and starting up or migrating never returns one. Import them from here or from
+silentpulse_db.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import LockHolder
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         PrerequisitesResult,
         RetentionAction,
         RetentionReport,
+        StatusRow,
     )
 
 
@@ -64,19 +65,6 @@ class MigrationResult:
 
 
 @dataclass(frozen=True)
-class StatusRow:
-    """One version in `status`: applied or pending, when, how long, checksum state."""
-
-    version: int
-    name: str
-    state: Literal["applied", "pending", "dirty", "applied (no file)"]
-    applied_at: datetime | None = None
-    duration: float | None = None  # seconds
-    checksum: Literal["ok", "changed", "unknown", "-"] = "-"
-    breaking: bool = False  # its up file says `-- silentpulse: breaking`
-
-
-@dataclass(frozen=True)
 class StatusReport:
     """What `status` shows: the current version, one row a migration file, the
     partitioned tables' coverage, and relations with tenant rows that row-level
@@ -103,6 +91,7 @@ _REPORTS = frozenset(
         "PrerequisitesResult",
         "RetentionAction",
         "RetentionReport",
+        "StatusRow",
     }
 )
 

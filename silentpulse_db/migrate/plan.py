@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from ..errors import (
     ChecksumMismatchError,
@@ -24,8 +24,11 @@ from ..errors import (
     DirtyDatabaseError,
     VersionNotFoundError,
 )
-from ..results import StatusRow, VersionState
+from ..results import VersionState
 from .source import Direction, Migration, MigrationFile, MigrationSource
+
+if TYPE_CHECKING:
+    from ..results import StatusRow
 
 CLI = "silentpulse-db"
 NIL_VERSION = -1  # golang-migrate's NilVersion: "no version", written only as (-1, dirty)
@@ -367,6 +370,8 @@ def status_rows(
     source: MigrationSource, state: VersionState, history: Mapping[int, HistoryEntry]
 ) -> tuple[StatusRow, ...]:
     """One row a version: applied, pending or dirty; when, how long, checksum state."""
+    from ..results import StatusRow  # loads on first use: see results.py
+
     current = NIL_VERSION if state.version is None else state.version
     rows: list[StatusRow] = []
     for migration in source.migrations:
