@@ -38,16 +38,8 @@ from .errors import (
 )
 from .results import (
     AppliedMigration,
-    CheckReport,
     MigrationResult,
-    PartitionChange,
-    PartitionCoverage,
-    PartitionReport,
-    PrerequisitesResult,
-    RetentionAction,
-    RetentionReport,
     StatusReport,
-    StatusRow,
     VersionState,
 )
 
@@ -76,6 +68,16 @@ if TYPE_CHECKING:
         plan_up,
     )
     from .migrate.source import Migration, MigrationFile, MigrationSource, load_source
+    from .results import (
+        CheckReport,
+        PartitionChange,
+        PartitionCoverage,
+        PartitionReport,
+        PrerequisitesResult,
+        RetentionAction,
+        RetentionReport,
+        StatusRow,
+    )
     from .schema.jobs import enforce_retention, maintain_partitions
 
 # The engine (asyncpg, tenacity, ...) loads on first use, so that importing the
@@ -83,7 +85,16 @@ if TYPE_CHECKING:
 _COMMANDS = ".migrate.commands"
 _SOURCE = ".migrate.source"
 _PREVIEW = ".migrate.preview"
+_RESULTS = ".results"  # the jobs' reports: results.py loads them on first use
 _LAZY = {
+    "CheckReport": _RESULTS,
+    "PartitionChange": _RESULTS,
+    "PartitionCoverage": _RESULTS,
+    "PartitionReport": _RESULTS,
+    "PrerequisitesResult": _RESULTS,
+    "RetentionAction": _RESULTS,
+    "RetentionReport": _RESULTS,
+    "StatusRow": _RESULTS,
     "ALERT_CHANNEL": ".listener",
     "AlertEvent": ".listener",
     "listen_alerts": ".listener",

@@ -1,12 +1,30 @@
-"""What the public functions return. Durations are seconds (float) everywhere."""
+"""What the public functions return. Durations are seconds (float) everywhere.
+
+The reports of the operator jobs (prerequisites, check, partitions, retention)
+and the status rows are defined in _reports.py and load on first use: creating
+a dataclass costs start-up time (about half a millisecond each on Python 3.11),
+and starting up or migrating never returns one. Import them from here or from
+silentpulse_db.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import LockHolder
+
+if TYPE_CHECKING:
+    from ._reports import (
+        CheckReport,
+        PartitionChange,
+        PartitionCoverage,
+        PartitionReport,
+        PrerequisitesResult,
+        RetentionAction,
+        RetentionReport,
+        StatusRow,
+    )
 
 
 @dataclass(frozen=True)
@@ -47,19 +65,6 @@ class MigrationResult:
 
 
 @dataclass(frozen=True)
-class StatusRow:
-    """One version in `status`: applied or pending, when, how long, checksum state."""
-
-    version: int
-    name: str
-    state: Literal["applied", "pending", "dirty", "applied (no file)"]
-    applied_at: datetime | None = None
-    duration: float | None = None  # seconds
-    checksum: Literal["ok", "changed", "unknown", "-"] = "-"
-    breaking: bool = False  # its up file says `-- silentpulse: breaking`
-
-
-@dataclass(frozen=True)
 class StatusReport:
     """What `status` shows: the current version, one row a migration file, the
     partitioned tables' coverage, and relations with tenant rows that row-level
@@ -77,84 +82,41 @@ class StatusReport:
     invalid_indexes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class PrerequisitesResult:
-    """What prerequisites.sql did: notices from the server and unavailable optional extensions."""
-
-    installed: tuple[str, ...]
-    unavailable_optional: tuple[str, ...]
-    notices: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class CheckReport:
-    """What `check` proved: the versions whose down undoes their up exactly."""
-
-    checked: tuple[int, ...]
+_REPORTS = frozenset(
+    {
+        "CheckReport",
+        "PartitionChange",
+        "PartitionCoverage",
+        "PartitionReport",
+        "PrerequisitesResult",
+        "RetentionAction",
+        "RetentionReport",
+        "StatusRow",
+    }
+)
 
 
-@dataclass(frozen=True)
-class PartitionChange:
-    table: str
-    partition: str
-    moved_rows: int
+def __getattr__(name: str) -> Any:
+    if name not in _REPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import _reports
 
-    def __str__(self) -> str:
-        moved = (
-            f", {self.moved_rows} row(s) moved from the default partition"
-            if self.moved_rows
-            else ""
-        )
-        return f"created {self.partition}{moved}"
+    value = getattr(_reports, name)
+    globals()[name] = value
+    return value
 
 
-@dataclass(frozen=True)
-class PartitionReport:
-    """What ensure_partitions did: partitions created, partitions secured, what it skipped."""
-
-    created: tuple[PartitionChange, ...] = ()
-    secured: tuple[str, ...] = ()
-    skipped: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class PartitionCoverage:
-    """One partitioned table in `status`."""
-
-    table: str
-    covered_until: date | None  # first month (UTC) from now on with no partition
-    months_ahead: int  # whole months covered after the current one
-    default_rows: int | None  # None: row-level security hides them from this role
-
-    def __str__(self) -> str:
-        last = "-"
-        if self.covered_until is not None:  # the first month without: name the last one with
-            year, month = divmod(self.covered_until.year * 12 + self.covered_until.month - 2, 12)
-            last = f"{year:04d}-{month + 1:02d}"
-        rows = (
-            "hidden by row-level security" if self.default_rows is None else str(self.default_rows)
-        )
-        ahead = f"{self.months_ahead} month(s) ahead (last month covered: {last})"
-        return f"{self.table}: {ahead}, rows in default: {rows}"
-
-
-@dataclass(frozen=True)
-class RetentionAction:
-    table: str
-    partition: str
-    dropped: bool
-    reason: str
-
-    def __str__(self) -> str:
-        verb = "drop" if self.dropped else "keep"
-        return f"{verb} {self.partition}: {self.reason}"
-
-
-@dataclass(frozen=True)
-class RetentionReport:
-    dry_run: bool
-    actions: tuple[RetentionAction, ...]
-
-    @property
-    def refused(self) -> tuple[RetentionAction, ...]:
-        return tuple(a for a in self.actions if not a.dropped)
+__all__ = [
+    "AppliedMigration",
+    "CheckReport",
+    "MigrationResult",
+    "PartitionChange",
+    "PartitionCoverage",
+    "PartitionReport",
+    "PrerequisitesResult",
+    "RetentionAction",
+    "RetentionReport",
+    "StatusReport",
+    "StatusRow",
+    "VersionState",
+]

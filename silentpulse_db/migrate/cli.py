@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TextIO
 
 from .. import console
 from .._version import __version__
@@ -23,9 +23,11 @@ from ..defaults import (
     PARTITIONS_AHEAD,
 )
 from ..errors import ConfigurationError
-from ..results import MigrationResult, StatusReport
 from .plan import version_label
 from .source import MigrationSource, load_source
+
+if TYPE_CHECKING:
+    from ..results import MigrationResult, StatusReport
 
 # commands, preview, scaffold and schema.jobs are imported by the handlers that use
 # them: the CLI starts without loading what its command does not need.
@@ -84,7 +86,8 @@ def _common_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The CLI's parser; with ``only``, that command's and no other (see main)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Migrations for the SilentPulse database (golang-migrate compatible).",
@@ -92,56 +95,130 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     _common_options(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, arguments) in _COMMAND_ARGUMENTS.items():
+        if only is None or name == only:
+            cmd = sub.add_parser(name, help=help_text, description=help_text)
+            _common_options(cmd, suppress=True)
+            arguments(cmd)
+    return parser
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        cmd = sub.add_parser(name, help=help_text, description=help_text)
-        _common_options(cmd, suppress=True)
-        return cmd
 
-    command("up", "apply all pending migrations, or the next N").add_argument(
-        "n", nargs="?", type=_positive, metavar="N"
+def _command_named(argv: list[str]) -> str | None:
+    """The command ``argv`` runs, read as the full parser reads it; None when the full
+    parser must decide (no command, top-level --help or --version, a bad option)."""
+    # The same top-level options, abbreviations included, so the same first positional.
+    router = _Router(prog=PROG, add_help=False)
+    _common_options(router, suppress=False)
+    router.add_argument("-h", "--help", "--version", action="store_true", dest="top_level")
+    router.add_argument("words", nargs=argparse.REMAINDER)
+    try:
+        known, _ = router.parse_known_args(argv)
+    except _NotSure:
+        return None
+    if known.top_level or not known.words or known.words[0] not in _COMMAND_ARGUMENTS:
+        return None
+    return str(known.words[0])
+
+
+class _NotSure(Exception):
+    pass
+
+
+class _Router(argparse.ArgumentParser):
+    """A parser that raises instead of printing an error and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _NotSure(message)
+
+
+def _count_argument(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("n", nargs="?", type=_positive, metavar="N")
+
+
+def _version_argument(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("v", type=int, metavar="V")
+
+
+def _dry_run_option(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the files, statements and table locks it would run; change nothing "
+        "(no version tables created, no lock taken)",
     )
-    down = command("down", "revert the last N migrations (or all with --all)")
-    down.add_argument("n", nargs="?", type=_positive, metavar="N")
-    down.add_argument("--all", action="store_true", help="revert every applied migration")
-    command("goto", "migrate up or down to version V").add_argument("v", type=int, metavar="V")
-    force = command("force", "record version V as clean without running anything (-1: none)")
-    force.add_argument("v", type=int, metavar="V")
-    force.add_argument(
+
+
+def _up_arguments(cmd: argparse.ArgumentParser) -> None:
+    _count_argument(cmd)
+    _dry_run_option(cmd)
+
+
+def _down_arguments(cmd: argparse.ArgumentParser) -> None:
+    _count_argument(cmd)
+    cmd.add_argument("--all", action="store_true", help="revert every applied migration")
+    _dry_run_option(cmd)
+
+
+def _goto_arguments(cmd: argparse.ArgumentParser) -> None:
+    _version_argument(cmd)
+    _dry_run_option(cmd)
+
+
+def _force_arguments(cmd: argparse.ArgumentParser) -> None:
+    _version_argument(cmd)
+    cmd.add_argument(
         "--allow-missing-file",
         action="store_true",
         help="record a version that no migration file has (the database is ahead of them)",
     )
-    command("version", "print the current version: 3, or 3 (dirty)")
-    command("status", "one row a version: applied or pending, when, checksum")
-    command("prerequisites", "run prerequisites.sql (extensions; as a superuser)")
-    command("baseline", "adopt a database created before migrations (version 1)")
-    command("create", "write the next NNNNNN_name.up.sql / .down.sql pair").add_argument(
-        "name", help="snake_case with a verb prefix, e.g. add_tags_table"
-    )
-    command("check", "prove on a scratch database that every down undoes its up")
-    partitions = command(
-        "partitions", "create the monthly partitions ahead, empty the default partitions"
-    )
-    partitions.add_argument(
+
+
+def _create_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("name", help="snake_case with a verb prefix, e.g. add_tags_table")
+
+
+def _partitions_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
         "--ahead",
         type=_non_negative,
         default=PARTITIONS_AHEAD,
         metavar="N",
         help=f"months after the current one (default {PARTITIONS_AHEAD})",
     )
-    retention = command("retention", "drop expired partitions (alerts, audit logs, observations)")
-    retention.add_argument(
-        "--dry-run", action="store_true", help="say what would go; change nothing"
-    )
-    for name in DRY_RUN_COMMANDS:
-        sub.choices[name].add_argument(
-            "--dry-run",
-            action="store_true",
-            help="print the files, statements and table locks it would run; change nothing "
-            "(no version tables created, no lock taken)",
-        )
-    return parser
+
+
+def _retention_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--dry-run", action="store_true", help="say what would go; change nothing")
+
+
+def _no_arguments(cmd: argparse.ArgumentParser) -> None:
+    pass
+
+
+# Each command: its help line and what it takes besides the common options.
+_COMMAND_ARGUMENTS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "up": ("apply all pending migrations, or the next N", _up_arguments),
+    "down": ("revert the last N migrations (or all with --all)", _down_arguments),
+    "goto": ("migrate up or down to version V", _goto_arguments),
+    "force": (
+        "record version V as clean without running anything (-1: none)",
+        _force_arguments,
+    ),
+    "version": ("print the current version: 3, or 3 (dirty)", _no_arguments),
+    "status": ("one row a version: applied or pending, when, checksum", _no_arguments),
+    "prerequisites": ("run prerequisites.sql (extensions; as a superuser)", _no_arguments),
+    "baseline": ("adopt a database created before migrations (version 1)", _no_arguments),
+    "create": ("write the next NNNNNN_name.up.sql / .down.sql pair", _create_arguments),
+    "check": ("prove on a scratch database that every down undoes its up", _no_arguments),
+    "partitions": (
+        "create the monthly partitions ahead, empty the default partitions",
+        _partitions_arguments,
+    ),
+    "retention": (
+        "drop expired partitions (alerts, audit logs, observations)",
+        _retention_arguments,
+    ),
+}
 
 
 def _at_least(minimum: int) -> Callable[[str], int]:
@@ -175,8 +252,11 @@ _non_negative = _at_least(0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = console.parse(parser, None if argv is None else list(argv))
+    words = sys.argv[1:] if argv is None else list(argv)
+    # Only the command being run gets its parser: building all twelve costs every
+    # start-up ~2 ms. Top-level help, or a doubt, gets them all (same output: tested).
+    parser = build_parser(only=_command_named(words))
+    args = console.parse(parser, words)
     if isinstance(args, int):
         return args
     if not args.command:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ..defaults import (
     CONNECT_ATTEMPTS,
@@ -27,14 +27,7 @@ from ..defaults import (
 from ..errors import BaselineError, MigrationSourceError, SilentPulseDBError
 from ..postgres.dsn import validate_dsn
 from ..postgres.translate import typed_errors
-from ..results import (
-    AppliedMigration,
-    CheckReport,
-    MigrationResult,
-    PrerequisitesResult,
-    StatusReport,
-    VersionState,
-)
+from ..results import AppliedMigration, MigrationResult, StatusReport, VersionState
 from .lock import lock_holders
 from .plan import (
     Down,
@@ -58,6 +51,9 @@ from .version_table import (
     read_version,
     write_version,
 )
+
+if TYPE_CHECKING:
+    from ..results import CheckReport, PrerequisitesResult
 
 logger = logging.getLogger("silentpulse_db.migrate")
 
@@ -261,10 +257,6 @@ async def status(
     `version` prints): no file is read and no audit runs, so a broken file or a slow
     catalog does not stand in the way of reading the version.
     """
-    from ..postgres.indexes import invalid_indexes
-    from ..schema.partitions import partition_coverage
-    from ..schema.tenancy import rls_gaps
-
     with typed_errors(dsn, "read the migration status"):
         migrations = load_source(source) if files else None
         async with open_session(dsn, attempts=attempts, wait=wait) as session:
@@ -276,6 +268,11 @@ async def status(
                 return StatusReport(
                     current=current, rows=(), running=running, versioned=session.tables_exist
                 )
+            # The audits load only for the full status (`version` starts without them).
+            from ..postgres.indexes import invalid_indexes
+            from ..schema.partitions import partition_coverage
+            from ..schema.tenancy import rls_gaps
+
             if session.tables_exist:
                 state, history = await read_state(conn)
             else:
@@ -327,6 +324,8 @@ async def apply_prerequisites(
                 "WHERE n NOT IN (SELECT name FROM pg_available_extensions) ORDER BY n",
                 list(OPTIONAL_EXTENSIONS),
             )
+        from ..results import PrerequisitesResult  # loads on first use: see results.py
+
         result = PrerequisitesResult(
             installed=tuple(r["extname"] for r in installed),
             unavailable_optional=tuple(r["n"] for r in missing),

@@ -14,9 +14,8 @@ Nothing here touches a database: the rules are unit-tested in milliseconds.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from ..errors import (
     ChecksumMismatchError,
@@ -25,15 +24,22 @@ from ..errors import (
     DirtyDatabaseError,
     VersionNotFoundError,
 )
-from ..results import StatusRow, VersionState
+from ..results import VersionState
 from .source import Direction, Migration, MigrationFile, MigrationSource
+
+if TYPE_CHECKING:
+    from ..results import StatusRow
 
 CLI = "silentpulse-db"
 NIL_VERSION = -1  # golang-migrate's NilVersion: "no version", written only as (-1, dirty)
 
 
-@dataclass(frozen=True)
-class HistoryEntry:
+# The records here are NamedTuples and plain classes rather than dataclasses: every
+# start-up creates them at import, and a frozen dataclass costs about half a
+# millisecond each to create on Python 3.11 (it compiles its methods).
+
+
+class HistoryEntry(NamedTuple):
     """The latest 'up' (or 'baseline') record of one version in schema_migrations_history."""
 
     version: int
@@ -49,7 +55,6 @@ class HistoryEntry:
 # --- requests -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class Up:
     """Apply pending migrations: all, the next ``count``, or up to ``target``.
 
@@ -57,26 +62,34 @@ class Up:
     rolling deploy) is a warning and nothing to do, instead of an error.
     """
 
-    count: int | None = None
-    target: int | None = None
-    allow_ahead: bool = False
+    __slots__ = ("allow_ahead", "count", "target")
+
+    def __init__(
+        self, count: int | None = None, target: int | None = None, allow_ahead: bool = False
+    ) -> None:
+        self.count = count
+        self.target = target
+        self.allow_ahead = allow_ahead
 
 
-@dataclass(frozen=True)
 class Down:
     """Revert the last ``count`` applied migrations, or all of them (None)."""
 
-    count: int | None
+    __slots__ = ("count",)
+
+    def __init__(self, count: int | None) -> None:
+        self.count = count
 
 
-@dataclass(frozen=True)
 class Goto:
     """Migrate up or down to ``version`` (which must have a file)."""
 
-    version: int
+    __slots__ = ("version",)
+
+    def __init__(self, version: int) -> None:
+        self.version = version
 
 
-@dataclass(frozen=True)
 class Force:
     """Record ``version`` as clean without running anything (-1: no version).
 
@@ -84,8 +97,11 @@ class Force:
     it makes every later command believe the database is ahead of the files.
     """
 
-    version: int
-    allow_missing_file: bool = False
+    __slots__ = ("allow_missing_file", "version")
+
+    def __init__(self, version: int, allow_missing_file: bool = False) -> None:
+        self.version = version
+        self.allow_missing_file = allow_missing_file
 
 
 Request = Up | Down | Goto | Force
@@ -94,8 +110,7 @@ Request = Up | Down | Goto | Force
 # --- the plan -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
     """One file to run, and the version recorded once it has run (None: no version)."""
 
     migration: Migration
@@ -107,8 +122,7 @@ class Step:
         return self.migration.file(self.direction)
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     """What applying a request does, decided before anything runs."""
 
     state: VersionState
@@ -356,6 +370,8 @@ def status_rows(
     source: MigrationSource, state: VersionState, history: Mapping[int, HistoryEntry]
 ) -> tuple[StatusRow, ...]:
     """One row a version: applied, pending or dirty; when, how long, checksum state."""
+    from ..results import StatusRow  # loads on first use: see results.py
+
     current = NIL_VERSION if state.version is None else state.version
     rows: list[StatusRow] = []
     for migration in source.migrations:

@@ -16,13 +16,6 @@ import ssl
 from typing import Any
 
 import asyncpg
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_fixed,
-)
 
 from ..defaults import APPLICATION_NAME, CONNECT_ATTEMPTS, CONNECT_TIMEOUT, CONNECT_WAIT
 from ..errors import ConfigurationError, DatabaseConnectionError
@@ -107,35 +100,24 @@ async def connect(
     validate_dsn(dsn)
     if attempts < 1:
         raise ConfigurationError(f"attempts must be at least 1, got {attempts}")
-
-    def log_retry(state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        logger.warning(
-            "database not reachable yet (attempt %d of %d): %s; retrying in %.1fs",
-            state.attempt_number,
-            attempts,
-            describe(exc, dsn) if exc else "unknown",
-            wait,
-        )
-
-    retrying = AsyncRetrying(
-        stop=stop_after_attempt(attempts),
-        wait=wait_fixed(wait),
-        retry=retry_if_exception(is_transient),
-        before_sleep=log_retry,
-        reraise=True,
-    )
+    settings = {"application_name": application_name, **(server_settings or {})}
     try:
-        async for attempt in retrying:
-            with attempt:
-                return await asyncpg.connect(
-                    dsn,
-                    timeout=CONNECT_TIMEOUT,
-                    server_settings={
-                        "application_name": application_name,
-                        **(server_settings or {}),
-                    },
+        # A plain loop, not tenacity: importing it would cost every start-up
+        # (the CLI's included) for a retry that rarely happens.
+        for attempt in range(1, attempts + 1):
+            try:
+                return await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT, server_settings=settings)
+            except Exception as exc:
+                if attempt == attempts or not is_transient(exc):
+                    raise
+                logger.warning(
+                    "database not reachable yet (attempt %d of %d): %s; retrying in %.1fs",
+                    attempt,
+                    attempts,
+                    describe(exc, dsn),
+                    wait,
                 )
+            await asyncio.sleep(wait)
     except ValueError as exc:
         # asyncpg's DSN parser: bad sslmode, bad port, ...
         raise ConfigurationError(

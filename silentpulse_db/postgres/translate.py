@@ -25,12 +25,11 @@ from ..errors import (
 from .connect import describe, is_connection_lost
 from .dsn import redact
 
-_FOR_OBJECT = re.compile(
-    r"permission denied for (schema|table|sequence|view|function|database|relation) (\S+)"
-)
-_OWNER_OF = re.compile(r"must be owner of (\w+(?: \w+)?) (\S+)")
-_CREATE_DATABASE = re.compile(r"permission denied to create database")
-_EXTENSION = re.compile(r'permission denied to create extension "?([^"\s]+)"?')
+# Patterns as text, compiled (and cached by re) when a permission error needs them.
+_FOR_OBJECT = r"permission denied for (schema|table|sequence|view|function|database|relation) (\S+)"
+_OWNER_OF = r"must be owner of (\w+(?: \w+)?) (\S+)"
+_CREATE_DATABASE = r"permission denied to create database"
+_EXTENSION = r'permission denied to create extension "?([^"\s]+)"?'
 
 
 def role_of(dsn: str) -> str:
@@ -49,7 +48,7 @@ def role_of(dsn: str) -> str:
 
 def permission_denied(message: str, *, role: str, doing: str) -> PermissionDeniedError:
     """Turn a server's "permission denied" into who needs what, and how to grant it."""
-    if match := _FOR_OBJECT.search(message):
+    if match := re.search(_FOR_OBJECT, message):
         kind, name = match[1], match[2]
         if kind == "schema":
             # Creating objects needs CREATE; merely using them, USAGE.
@@ -64,13 +63,13 @@ def permission_denied(message: str, *, role: str, doing: str) -> PermissionDenie
             privilege = "CONNECT, CREATE"
         target = f"{kind} {name}"
         fix = f"GRANT {privilege} ON {kind.upper()} {name} TO {role}"
-    elif match := _OWNER_OF.search(message):
+    elif match := re.search(_OWNER_OF, message):
         privilege, target = "ownership", f"{match[1]} {match[2]}"
         fix = f"run as the owner of {target} (or a member of its owning role)"
-    elif _CREATE_DATABASE.search(message):
+    elif re.search(_CREATE_DATABASE, message):
         privilege, target = "CREATEDB", "the server"
         fix = f"ALTER ROLE {role} CREATEDB (or run it as a role that has it)"
-    elif match := _EXTENSION.search(message):
+    elif match := re.search(_EXTENSION, message):
         privilege, target = "superuser", f"extension {match[1]}"
         fix = "run it as a superuser (prerequisites.sql installs extensions)"
     else:

@@ -22,6 +22,20 @@ def test_plan_imports_no_driver_and_does_no_io() -> None:
     assert done.returncode == 0, done.stderr
 
 
+def test_the_cli_starts_without_what_up_does_not_need() -> None:
+    # Each of these cost the `silentpulse-db up` start-up milliseconds (docs/benchmarks.md).
+    code = (
+        "import sys, silentpulse_db.migrate.cli, silentpulse_db.migrate.commands\n"
+        "unneeded = {'tenacity', 'pglast', 'cryptography', 'silentpulse_db._reports',\n"
+        "            'silentpulse_db.schema.jobs', 'silentpulse_db.migrate.apply',\n"
+        "            'silentpulse_db.credentials', 'silentpulse_db.crypto'}\n"
+        "loaded = unneeded & set(sys.modules)\n"
+        "assert not loaded, loaded"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
 def _module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)

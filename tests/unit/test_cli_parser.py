@@ -1,0 +1,76 @@
+"""The CLI builds only the invoked command's parser: it must read argv as the full one does."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import pytest
+
+from silentpulse_db.migrate.cli import _command_named, build_parser
+
+ARGVS = [
+    [],
+    ["up"],
+    ["up", "2", "--dry-run"],
+    ["--path", "up", "up"],
+    ["--pa", "status", "up"],
+    ["-d", "postgresql://x@h/db", "version"],
+    ["-dpostgresql://x@h/db", "version", "-v"],
+    ["--database=up", "down", "--all"],
+    ["--attempts", "3", "goto", "1", "--lock-timeout", "2"],
+    ["force", "1", "--allow-missing"],
+    ["partitions", "--ahead", "2"],
+    ["retention", "--dry-run"],
+    ["create", "add_tags_table"],
+    ["bogus"],
+    ["u"],
+    ["--", "up"],
+    ["--bogus", "up"],
+    ["up", "--bogus"],
+    ["up", "0"],
+    ["--attempts", "x", "up"],
+    ["--ver", "up"],
+    ["--help", "up"],
+    ["-vh", "up"],
+    ["up", "--help"],
+    ["--version", "up"],
+    ["--path"],
+    ["--ahead", "3", "partitions"],
+]
+
+
+def _parse(only: str | None, argv: list[str]) -> tuple[object, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            result: object = vars(build_parser(only=only).parse_args(argv))
+        except SystemExit as exc:
+            result = ("exit", exc.code)
+    return result, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("argv", ARGVS, ids=" ".join)
+def test_the_command_parser_reads_argv_as_the_full_parser(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    assert _parse(_command_named(argv), argv) == _parse(None, argv)
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["up"], "up"),
+        (["--path", "status", "up"], "up"),
+        (["-v", "version", "--help"], "version"),
+        (["--help", "up"], None),
+        (["--version"], None),
+        (["--attempts", "x", "up"], None),
+        (["--ver", "up"], None),
+        (["nope"], None),
+        ([], None),
+    ],
+)
+def test_which_command_argv_names(argv: list[str], command: str | None) -> None:
+    assert _command_named(argv) == command
