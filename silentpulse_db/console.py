@@ -39,6 +39,36 @@ EXIT_INTERRUPTED = 130
 logger = logging.getLogger("silentpulse_db.console")
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's, sized as shutil.get_terminal_size() would: argparse builds a formatter
+    for every add_argument, and its own imports shutil (and lzma, bz2) for the width,
+    about 3 ms of a command's start-up that prints no help."""
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        if width is None:
+            width = _terminal_columns() - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+def _terminal_columns() -> int:
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
 class UsageError(ConfigurationError):
     """Wrong words on the command line (exit 2)."""
 

@@ -60,11 +60,3 @@ def messages(
         suffix = f"\n;\n{commit}" if last else ""
         out.append(Message(prefix + sql[start:end] + suffix, len(prefix), start, end, group))
     return out
-
-
-def quote_literal(text: str) -> str:
-    """A SQL string literal that does not depend on standard_conforming_strings."""
-    tag = "q"
-    while f"${tag}$" in text:
-        tag += "q"
-    return f"${tag}${text}${tag}$"

@@ -91,13 +91,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Migrations for the SilentPulse database (golang-migrate compatible).",
+        formatter_class=console.HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     _common_options(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_text, arguments) in _COMMAND_ARGUMENTS.items():
         if only is None or name == only:
-            cmd = sub.add_parser(name, help=help_text, description=help_text)
+            cmd = sub.add_parser(
+                name, help=help_text, description=help_text, formatter_class=console.HelpFormatter
+            )
             _common_options(cmd, suppress=True)
             arguments(cmd)
     return parser
@@ -107,7 +110,7 @@ def _command_named(argv: list[str]) -> str | None:
     """The command ``argv`` runs, read as the full parser reads it; None when the full
     parser must decide (no command, top-level --help or --version, a bad option)."""
     # The same top-level options, abbreviations included, so the same first positional.
-    router = _Router(prog=PROG, add_help=False)
+    router = _Router(prog=PROG, add_help=False, formatter_class=console.HelpFormatter)
     _common_options(router, suppress=False)
     router.add_argument("-h", "--help", "--version", action="store_true", dest="top_level")
     router.add_argument("words", nargs=argparse.REMAINDER)

@@ -43,7 +43,6 @@ from .plan import (
 )
 from .session import CREATE_TABLES, Session, locked_session, open_session
 from .source import MigrationSource, SourceLike, load_source
-from .sql import ParsedSQL
 from .version_table import (
     HistoryRecord,
     ensure_tables,
@@ -54,6 +53,7 @@ from .version_table import (
 
 if TYPE_CHECKING:
     from ..results import CheckReport, PrerequisitesResult
+    from .sql import ParsedSQL
 
 logger = logging.getLogger("silentpulse_db.migrate")
 

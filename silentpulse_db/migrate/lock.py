@@ -17,14 +17,13 @@ for holders that do not notify (golang-migrate).
 from __future__ import annotations
 
 import asyncio
+import binascii  # crc32 as zlib's; already loaded by asyncpg (ssl), zlib is not
 import contextlib
 import logging
 import random
 import time
-import zlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from ..defaults import LOCK_POLL_FIRST, LOCK_POLL_MAX
 from ..errors import LockHolder, LockTimeoutError
@@ -41,11 +40,10 @@ T = TypeVar("T")
 def golang_migrate_lock_key(database_name: str, schema: str, table: str = VERSION_TABLE) -> int:
     """The key golang-migrate's GenerateAdvisoryLockId computes."""
     joined = "\x00".join((schema, table, database_name)).encode()
-    return (zlib.crc32(joined) * ADVISORY_LOCK_SALT) % 2**32
+    return (binascii.crc32(joined) * ADVISORY_LOCK_SALT) % 2**32
 
 
-@dataclass(frozen=True)
-class LockKeys:
+class LockKeys(NamedTuple):
     url_path: int  # the CLI's key: database name with its leading slash
     current_database: int  # an embedded driver's key: CURRENT_DATABASE()
 

@@ -14,14 +14,12 @@ import functools
 import getpass
 import os
 import socket
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
 from .._version import __version__
 from ..results import VersionState
-from .batches import quote_literal
 from .plan import NIL_VERSION, HistoryEntry
 
 VERSION_TABLE = "schema_migrations"
@@ -107,8 +105,7 @@ async def read_version(conn: Any, schema: str | None = None) -> VersionState:
     return VersionState(None if version == NIL_VERSION else version, row["dirty"])
 
 
-@dataclass(frozen=True)
-class HistoryRecord:
+class HistoryRecord(NamedTuple):
     """A row to add to schema_migrations_history."""
 
     version: int
@@ -349,3 +346,11 @@ def _entry(row: Any) -> HistoryEntry:
         applied_by=row["applied_by"],
         breaking=bool(row["breaking"]),
     )
+
+
+def quote_literal(text: str) -> str:
+    """A SQL string literal that does not depend on standard_conforming_strings."""
+    tag = "q"
+    while f"${tag}$" in text:
+        tag += "q"
+    return f"${tag}${text}${tag}$"
