@@ -128,6 +128,7 @@ async def main(admin: str) -> None:
         f"""## Applying {COUNT} one-statement migrations
 
 Fresh database each time, {ROUNDS} rounds in alternation, medians; {machine()}.
+Reproduce: `.venv/bin/python bench/bench_apply.py`.
 
 | | total | per migration |
 |---|---|---|

@@ -34,6 +34,7 @@ def main() -> None:
         f"""## Import time
 
 {ROUNDS} alternating runs of each command, wall time medians; {machine()}.
+Reproduce: `.venv/bin/python bench/bench_import.py`.
 
 | | median | vs `pass` |
 |---|---|---|

@@ -49,6 +49,7 @@ async def main(admin: str) -> None:
 
 `run_migrations` on an up-to-date database (packaged migrations) against a bare
 asyncpg connect + `SELECT 1` + close; {ROUNDS} alternating rounds, medians; {machine()}.
+Reproduce: `.venv/bin/python bench/bench_noop.py`.
 
 | | median |
 |---|---|

@@ -157,6 +157,7 @@ integration_points plus one ai_configs row per tenant) against a plain
 `UPDATE integration_points SET connection_config = connection_config` on the same rows in the
 same run; throwaway server (fsync off for both); {machine()}. Peak RSS is the
 command's whole process (Python, asyncpg, cryptography): it should not grow with the rows.
+Reproduce: `.venv/bin/python bench/bench_rotation.py`.
 
 {chr(10).join(lines)}
 """,

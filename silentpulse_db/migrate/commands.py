@@ -47,6 +47,7 @@ from .version_table import (
     HistoryRecord,
     ensure_tables,
     read_state,
+    read_state_and,
     read_version,
     write_version,
 )
@@ -112,6 +113,7 @@ async def run_migrations(
         ) as session:
             conn = session.conn
             prefetched = [session.state] if session.state else []
+            due: list[bool | None] = [None]  # partitions, as read with the last state
 
             async def settled() -> Plan | None:
                 """The (empty) plan if nothing is left to do; None if there is work."""
@@ -122,7 +124,9 @@ async def run_migrations(
                 ):
                     return None
                 else:
-                    state, history = await read_state(conn)
+                    # A waiter woken by the holder: the partitions are asked again in
+                    # the same query (the holder may have created the tables).
+                    state, history, due[0] = await read_state_and(conn, probe)
                 if not is_settled(migrations, state, target=target):
                     return None
                 return _warned(
@@ -133,26 +137,30 @@ async def run_migrations(
             # with it), so "nothing pending" needs no lock: the usual restart, and
             # replicas that lost the race, answer without queueing.
             plan = await settled() if session.tables_exist else None
-            quick = plan is not None
+            # Whether the partitions need asking about (None) or are known (due or not).
+            partitions = session.partitions_due if plan is not None else None
             applied: list[AppliedMigration] = []
             if plan is None:
                 parsed = await _parse_ahead(session, migrations, request, strict)
                 lock = session.lock(lock_timeout)
                 plan = await lock.acquire(unless=settled)
-                if plan is None:  # we hold the lock: apply what is pending
+                if plan is not None:  # answered by settled(), which read the partitions too
+                    partitions = due[0]
+                else:  # we hold the lock: apply what is pending
                     try:
                         ddl = (ddl_lock_timeout, ddl_retry_for)
                         plan, applied = await _apply_locked(
                             dsn, session, migrations, request, parsed, strict=strict, ddl=ddl
                         )
+                        if partitions_ahead is not None:
+                            # Before the waiters go: they find the partitions made.
+                            await partitions_at_startup(conn, dsn, partitions_ahead)
+                            partitions = False
                     finally:
                         await lock.release()
             result = _result(plan, applied, started)
             if partitions_ahead is not None:
-                # The probe ran before anything was migrated, by us or by the replica
-                # we waited for: ask again unless this was the quick path.
-                due = session.partitions_due if quick else None
-                await partitions_at_startup(conn, dsn, partitions_ahead, due=due)
+                await partitions_at_startup(conn, dsn, partitions_ahead, due=partitions)
             return result
 
 

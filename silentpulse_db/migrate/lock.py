@@ -89,8 +89,9 @@ class MigrationLock:
     async def acquire(self, *, unless: Callable[[], Awaitable[T | None]] | None = None) -> T | None:
         """Take both keys and return None; or, if ``unless`` answers while we wait, its answer.
 
-        ``unless`` is asked between two tries (never while holding a key). Waits
-        at most the timeout, then raises LockTimeoutError naming the holders.
+        ``unless`` is asked after each pause, before the next try (never while holding
+        a key). Waits at most the timeout, then raises LockTimeoutError naming the
+        holders.
         """
         deadline = time.monotonic() + self._timeout
         delay = LOCK_POLL_FIRST
@@ -102,12 +103,6 @@ class MigrationLock:
                         logger.info("waiting for the migration lock (key %d)", key)
                         waited = True
                         await self._conn.add_listener(self._channel, self._on_release)
-                    if unless is not None:
-                        answer = await unless()
-                        if answer is not None:
-                            logger.info("stopped waiting for the migration lock: nothing left")
-                            await self.release(notify=False)
-                            return answer
                     if time.monotonic() >= deadline:
                         holders = await lock_holders(self._conn, self._keys)
                         await self.release(notify=False)
@@ -116,13 +111,27 @@ class MigrationLock:
                         )
                     await self._pause(min(delay, max(deadline - time.monotonic(), 0)))
                     delay = min(delay * 1.5, LOCK_POLL_MAX)
+                    # Woken by the holder's release: ask before trying again, or the
+                    # first waiter to try takes the lock only to find nothing to do,
+                    # and the others queue behind it, one after another.
+                    if unless is not None and (answer := await unless()) is not None:
+                        logger.info("stopped waiting for the migration lock: nothing left")
+                        await self.release(notify=False)
+                        # Still LISTENing: the session ends now (UNLISTEN would cost
+                        # each of many replicas a round trip).
+                        return answer
                 self._held.append(key)
-        finally:
-            if waited and not self._conn.is_closed():
-                await self._conn.remove_listener(self._channel, self._on_release)
+        except BaseException:
+            await self._stop_listening(waited)
+            raise
+        await self._stop_listening(waited)
         if waited:
             logger.info("migration lock acquired")
         return None
+
+    async def _stop_listening(self, waited: bool) -> None:
+        if waited and not self._conn.is_closed():
+            await self._conn.remove_listener(self._channel, self._on_release)
 
     def _on_release(self, *_args: object) -> None:
         self._released.set()

@@ -303,6 +303,23 @@ async def read_state(conn: Any) -> tuple[VersionState, dict[int, HistoryEntry]]:
     return state_from_rows(await _fetch_either(conn, STATE_AND_HISTORY, _STATE_AND_HISTORY_OLD))
 
 
+async def read_state_and(
+    conn: Any, expression: str | None
+) -> tuple[VersionState, dict[int, HistoryEntry], bool | None]:
+    """read_state(), and a boolean SQL ``expression`` asked in the same round trip
+    (None: nothing asked)."""
+    if expression is None:
+        return (*await read_state(conn), None)
+
+    def asking(query: str) -> str:
+        extra = f"(SELECT {expression} AS extra) AS x"
+        return f"SELECT st.*, x.extra FROM ({query}) AS st CROSS JOIN {extra}"
+
+    rows = await _fetch_either(conn, asking(STATE_AND_HISTORY), asking(_STATE_AND_HISTORY_OLD))
+    state, history = state_from_rows(rows)
+    return state, history, rows[0]["extra"]
+
+
 async def _fetch_either(conn: Any, query: str, older: str) -> Any:
     """``query``, or ``older`` on a history table from before the breaking mark. Inside
     a transaction (the dry run's) the first try runs in a savepoint, so that its

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -42,11 +43,19 @@ async def assert_each_applied_once(dsn: str, count: int) -> None:
     assert await version_rows(dsn) == [(count, False)]
 
 
-async def test_twenty_concurrent_calls(silentpulse_database: str, tmp_path: Path) -> None:
+async def test_twenty_concurrent_calls(
+    silentpulse_database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     source = write_migrations(tmp_path, slow_set(5))
-    results = await asyncio.gather(
-        *(run_migrations(silentpulse_database, source=source) for _ in range(20))
-    )
+    with caplog.at_level(logging.INFO, logger="silentpulse_db.migrate"):
+        results = await asyncio.gather(
+            *(run_migrations(silentpulse_database, source=source) for _ in range(20))
+        )
+    # Woken by the holder's release, each waiter asks before trying again: none takes
+    # the lock only to find nothing to do (they used to, one after another).
+    logged = [r.getMessage() for r in caplog.records]
+    assert logged.count("migration lock acquired") == 0
+    assert logged.count("stopped waiting for the migration lock: nothing left") == 19
     applied = sorted(a.version for r in results for a in r.applied)
     assert applied == [1, 2, 3, 4, 5]
     assert all(r.version_after == 5 for r in results)
