@@ -80,18 +80,6 @@ _HEADER = """# Benchmarks
 Produced by `make bench` (scripts in `bench/`). Each figure is a ratio against
 a baseline measured in the same run, on the same server, so that a noisy
 shared machine does not decide the result. Re-run to refresh.
-
-All runs use the throwaway server of `silentpulse_db.testing` (scram-sha-256
-authentication, fsync off): both sides of every ratio run on it. Across
-repeated runs on this 2-core machine the ratios moved by a few hundredths:
-no-op start-up 1.35-1.45, per-migration overhead 0.53-0.57 ms, rotation 0.58-0.64
-at 100k values and 0.91-0.99 at 1M. The rotation is bound by the server's
-own UPDATE work plus the Python sealing (about 7.6 us per value: open, seal,
-and open again to verify), which the reader/writer pipeline overlaps; at 1M
-values the plain UPDATE slows down more than the rotation does. Twenty replicas
-starting together cost the last one about the migration time plus a poll
-interval (at most 0.25 s): the waiters return as soon as they see the work
-done, without taking the lock in turn.
 """
 
 
