@@ -126,3 +126,11 @@ async def hold_migration_lock(dsn: str) -> asyncpg.Connection:
         "SELECT pg_advisory_lock($1), pg_advisory_lock($2)", keys.url_path, keys.current_database
     )
     return holder
+
+
+async def reading(dsn: str, table: str) -> asyncpg.Connection:
+    """A session in a transaction that has read ``table``: it holds ACCESS SHARE on it
+    until it commits, so any ALTER TABLE of it waits."""
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(f"BEGIN; SELECT count(*) FROM {table};")
+    return conn

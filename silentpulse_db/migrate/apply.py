@@ -81,13 +81,13 @@ class Applier:
         self.conn.add_log_listener(on_message)
         together = Together(self.conn, self.schema)
         # A SQL_ASCII database counts error positions in bytes (together.py).
-        bytes_ = self.conn.get_settings().server_encoding == "SQL_ASCII"
+        byte_positions = self.conn.get_settings().server_encoding == "SQL_ASCII"
         try:
             applied: list[AppliedMigration] = []
             steps, before = plan.steps, plan.state.version  # what a failure leaves
             while len(applied) < len(steps):
                 start = len(applied)
-                size = group_size(steps, statements, start, byte_positions=bytes_)
+                size = group_size(steps, statements, start, byte_positions=byte_positions)
                 group = steps[start : start + size]
                 running.append(label(group) if size > 1 else group[0].file.location)
                 if size == 1:

@@ -188,34 +188,14 @@ def version_sql(version: int | None, history: HistoryRecord) -> str:
     """write_version(version, clean, history) as literal SQL, for the message that also
     carries the migration and its COMMIT. The duration is measured by the server:
     from the transaction's start (BEGIN, in the first message) to this statement."""
-    stored = NIL_VERSION if version is None else version
-    values = ", ".join(
-        (
-            str(history.version),
-            quote_literal(history.name),
-            quote_literal(history.direction),
-            "NULL" if history.checksum is None else quote_literal(history.checksum),
-            "round(extract(epoch FROM clock_timestamp() - now()) * 1000, 3)",
-            f"{quote_literal(runner_identity())} || ' as role ' || current_user",
-            "true" if history.breaking else "false",
-        )
-    )
-    insert = f'INSERT INTO "{HISTORY_TABLE}" ({_HISTORY_COLUMNS}) VALUES ({values})'
-    if version is None:
-        return f'WITH gone AS (DELETE FROM "{VERSION_TABLE}" RETURNING 1) {insert};'
-    return (
-        f'WITH gone AS (DELETE FROM "{VERSION_TABLE}" WHERE version IS DISTINCT FROM {stored}), '
-        f'kept AS (INSERT INTO "{VERSION_TABLE}" (version, dirty) VALUES ({stored}, false) '
-        f"ON CONFLICT (version) DO UPDATE SET dirty = EXCLUDED.dirty) {insert};"
-    )
+    stored = None if version is None else str(version)
+    return _record(stored, *_literals(history), started="now()") + ";"
 
 
-# The same version and history write, prepared once per run for migrations sent
-# several to a message (together.py): parsing and planning the statement again for
-# each of them cost about as much as the small DDL they record. The server re-plans
-# it by itself if a migration alters the tables.
+# The same write, prepared once per run for migrations sent several to a message
+# (together.py): parsing and planning it again for each of them cost about as much
+# as the small DDL they record. The server re-plans it if a migration alters the tables.
 RECORD_STATEMENT = "silentpulse_record_version"
-
 
 # now() is when the MESSAGE arrived, for every transaction in it: a migration sent
 # with others started when the one before it wrote its row (applied_at), if later.
@@ -227,14 +207,7 @@ _SHARED_START = (
 def prepare_record_sql(schema: str | None) -> str:
     """PREPARE of the version + history write, in a transaction pinned to ``schema`` as
     each EXECUTE is (a different search_path would make every EXECUTE re-parse it)."""
-    body = (
-        f'WITH gone AS (DELETE FROM "{VERSION_TABLE}" WHERE version IS DISTINCT FROM $1), '
-        f'kept AS (INSERT INTO "{VERSION_TABLE}" (version, dirty) VALUES ($1, false) '
-        "ON CONFLICT (version) DO UPDATE SET dirty = EXCLUDED.dirty) "
-        f'INSERT INTO "{HISTORY_TABLE}" ({_HISTORY_COLUMNS}) VALUES ($2, $3, $4, $5, '
-        f"round(extract(epoch FROM clock_timestamp() - {_SHARED_START}) * 1000, 3), "
-        "$6 || ' as role ' || current_user, $7)"
-    )
+    body = _record("$1", "$2", "$3", "$4", "$5", "$6", "$7", started=_SHARED_START)
     return (
         f"BEGIN;{pin_schema(schema)}PREPARE {RECORD_STATEMENT} "
         f"(bigint, bigint, text, text, text, text, boolean) AS {body};COMMIT;"
@@ -243,18 +216,45 @@ def prepare_record_sql(schema: str | None) -> str:
 
 def record_sql(version: int, history: HistoryRecord) -> str:
     """version_sql() for a real version, as an EXECUTE of prepare_record_sql()."""
-    values = ", ".join(
-        (
-            str(version),
-            str(history.version),
-            quote_literal(history.name),
-            quote_literal(history.direction),
-            "NULL" if history.checksum is None else quote_literal(history.checksum),
-            quote_literal(runner_identity()),
-            "true" if history.breaking else "false",
-        )
+    return f"EXECUTE {RECORD_STATEMENT}({', '.join((str(version), *_literals(history)))});"
+
+
+def _literals(history: HistoryRecord) -> tuple[str, ...]:
+    """The history row's values as SQL literals, in _record()'s order."""
+    return (
+        str(history.version),
+        quote_literal(history.name),
+        quote_literal(history.direction),
+        "NULL" if history.checksum is None else quote_literal(history.checksum),
+        quote_literal(runner_identity()),
+        "true" if history.breaking else "false",
     )
-    return f"EXECUTE {RECORD_STATEMENT}({values});"
+
+
+def _record(
+    stored: str | None,
+    version: str,
+    name: str,
+    direction: str,
+    checksum: str,
+    runner: str,
+    breaking: str,
+    *,
+    started: str,
+) -> str:
+    """The version row (``stored``; None: no version) and the history row, one statement
+    of SQL expressions; the duration is the server's, from ``started``."""
+    duration = f"round(extract(epoch FROM clock_timestamp() - {started}) * 1000, 3)"
+    values = f"{version}, {name}, {direction}, {checksum}, {duration}, "
+    values += f"{runner} || ' as role ' || current_user, {breaking}"
+    insert = f'INSERT INTO "{HISTORY_TABLE}" ({_HISTORY_COLUMNS}) VALUES ({values})'
+    if stored is None:
+        return f'WITH gone AS (DELETE FROM "{VERSION_TABLE}" RETURNING 1) {insert}'
+    return (
+        f'WITH gone AS (DELETE FROM "{VERSION_TABLE}" WHERE version IS DISTINCT FROM {stored}), '
+        f'kept AS (INSERT INTO "{VERSION_TABLE}" (version, dirty) VALUES ({stored}, false) '
+        f"ON CONFLICT (version) DO UPDATE SET dirty = EXCLUDED.dirty) {insert}"
+    )
 
 
 async def recent_durations(conn: Any, count: int, schema: str | None) -> list[float | None]:

@@ -24,6 +24,7 @@ from silentpulse_db import (
 from helpers import (
     fetch,
     fetchval,
+    reading,
     simple_set,
     user_tables,
     version_rows,
@@ -153,12 +154,6 @@ async def test_an_error_without_position_mid_message_is_located_by_replay(
     assert await user_tables(dsn) == {"t1"}
 
 
-async def blocker(dsn: str) -> asyncpg.Connection:
-    conn = await asyncpg.connect(dsn)
-    await conn.execute("BEGIN; SELECT count(*) FROM t1;")  # ACCESS SHARE on t1
-    return conn
-
-
 ALTER_T1 = ("alter_t1", "ALTER TABLE t1 ADD b int;\n", "ALTER TABLE t1 DROP b;\n")
 
 
@@ -169,7 +164,7 @@ async def test_a_lock_conflict_mid_message_is_retried_and_the_rest_lands(
     source = write_migrations(tmp_path, simple_set(1))
     await run_migrations(dsn, source=source, partitions_ahead=None)
     write_migrations(tmp_path, {**simple_set(4), 3: ALTER_T1})
-    holder = await blocker(dsn)
+    holder = await reading(dsn, "t1")
     try:
         with caplog.at_level(logging.WARNING, logger="silentpulse_db"):
             task = asyncio.create_task(
@@ -201,7 +196,7 @@ async def test_retries_spent_mid_message_leave_the_version_of_those_before(
     source = write_migrations(tmp_path, simple_set(1))
     await run_migrations(dsn, source=source, partitions_ahead=None)
     write_migrations(tmp_path, {**simple_set(4), 3: ALTER_T1})
-    holder = await blocker(dsn)
+    holder = await reading(dsn, "t1")
     try:
         with pytest.raises(TableLockTimeoutError) as info:
             await run_migrations(
@@ -226,7 +221,7 @@ async def test_a_backend_killed_mid_message_leaves_a_clean_version_and_the_next_
         "ALTER TABLE t1 DROP b;\n",
     )
     write_migrations(tmp_path, {**simple_set(4), 3: waits})
-    holder = await blocker(dsn)
+    holder = await reading(dsn, "t1")
     try:
         task = asyncio.create_task(run_migrations(dsn, source=source, partitions_ahead=None))
         await wait_for(lambda: _waiting_pid(dsn))

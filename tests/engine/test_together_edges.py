@@ -15,14 +15,7 @@ import pytest
 from silentpulse_db import MigrationFailedError, TableLockTimeoutError, run_migrations
 from silentpulse_db.migrate import transactional
 
-from helpers import fetch, fetchval, simple_set, version_rows, write_migrations
-
-
-async def _blocker(dsn: str) -> asyncpg.Connection:
-    """A session holding ACCESS SHARE on t1 (any ALTER TABLE t1 waits for it)."""
-    conn = await asyncpg.connect(dsn)
-    await conn.execute("BEGIN; SELECT count(*) FROM t1;")
-    return conn
+from helpers import fetch, fetchval, reading, simple_set, version_rows, write_migrations
 
 
 async def _release_after(conn: asyncpg.Connection, seconds: float) -> None:
@@ -70,7 +63,7 @@ async def test_grouped_durations_are_each_migrations_own_not_since_the_message_a
         "ALTER TABLE t1 DROP b;\n",
     )
     write_migrations(tmp_path, {**simple_set(5), 2: slow})  # 2 (waits ~1.5 s), 3, 4, 5
-    holder = await _blocker(dsn)
+    holder = await reading(dsn, "t1")
     try:
         release = asyncio.create_task(_release_after(holder, 1.5))
         result = await run_migrations(dsn, source=source, partitions_ahead=None)
@@ -105,7 +98,7 @@ async def test_a_lock_conflict_in_a_group_is_retried_after_a_pause_and_a_warning
             3: ("alter_t1", "ALTER TABLE t1 ADD b int;\n", "ALTER TABLE t1 DROP b;\n"),
         },
     )
-    holder = await _blocker(dsn)
+    holder = await reading(dsn, "t1")
     seen: set[object] = set()
     stop = asyncio.Event()
     monitor = asyncio.create_task(_lock_waits(dsn, seen, stop))
@@ -154,7 +147,7 @@ async def test_a_lock_conflict_in_a_group_reports_every_attempt_it_made(
             3: ("alter_t1", "ALTER TABLE t1 ADD b int;\n", "ALTER TABLE t1 DROP b;\n"),
         },
     )
-    holder = await _blocker(dsn)
+    holder = await reading(dsn, "t1")
     seen: set[object] = set()
     stop = asyncio.Event()
     monitor = asyncio.create_task(_lock_waits(dsn, seen, stop))
@@ -196,7 +189,7 @@ async def test_an_error_without_position_after_a_slow_member_is_still_located(
         "DROP TABLE t3;\n",
     )
     write_migrations(tmp_path, {**simple_set(4), 2: slow, 3: bad})
-    holder = await _blocker(dsn)
+    holder = await reading(dsn, "t1")
     try:
         release = asyncio.create_task(_release_after(holder, 1.5))
         with pytest.raises(MigrationFailedError) as info:
