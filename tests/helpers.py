@@ -134,3 +134,15 @@ async def reading(dsn: str, table: str) -> asyncpg.Connection:
     conn = await asyncpg.connect(dsn)
     await conn.execute(f"BEGIN; SELECT count(*) FROM {table};")
     return conn
+
+
+async def pending_after_t1(
+    dsn: str, directory: Path, count: int, replaced: Mapping[int, tuple[str, str, str]]
+) -> Path:
+    """A folder whose first migration (table t1) is applied, then simple migrations
+    2..``count`` written beside it, but for ``replaced``: what the next run applies."""
+    from silentpulse_db import run_migrations
+
+    source = write_migrations(directory, simple_set(1))
+    await run_migrations(dsn, source=source, partitions_ahead=None)
+    return write_migrations(directory, {**simple_set(count), **replaced})

@@ -24,6 +24,7 @@ from silentpulse_db import (
 from helpers import (
     fetch,
     fetchval,
+    pending_after_t1,
     reading,
     simple_set,
     user_tables,
@@ -161,9 +162,7 @@ async def test_a_lock_conflict_mid_message_is_retried_and_the_rest_lands(
     silentpulse_database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     dsn = silentpulse_database
-    source = write_migrations(tmp_path, simple_set(1))
-    await run_migrations(dsn, source=source, partitions_ahead=None)
-    write_migrations(tmp_path, {**simple_set(4), 3: ALTER_T1})
+    source = await pending_after_t1(dsn, tmp_path, 4, {3: ALTER_T1})
     holder = await reading(dsn, "t1")
     try:
         with caplog.at_level(logging.WARNING, logger="silentpulse_db"):
@@ -193,9 +192,7 @@ async def test_retries_spent_mid_message_leave_the_version_of_those_before(
     silentpulse_database: str, tmp_path: Path
 ) -> None:
     dsn = silentpulse_database
-    source = write_migrations(tmp_path, simple_set(1))
-    await run_migrations(dsn, source=source, partitions_ahead=None)
-    write_migrations(tmp_path, {**simple_set(4), 3: ALTER_T1})
+    source = await pending_after_t1(dsn, tmp_path, 4, {3: ALTER_T1})
     holder = await reading(dsn, "t1")
     try:
         with pytest.raises(TableLockTimeoutError) as info:
@@ -213,14 +210,12 @@ async def test_a_backend_killed_mid_message_leaves_a_clean_version_and_the_next_
     silentpulse_database: str, tmp_path: Path
 ) -> None:
     dsn = silentpulse_database
-    source = write_migrations(tmp_path, simple_set(1))
-    await run_migrations(dsn, source=source, partitions_ahead=None)
     waits = (
         "alter_t1",
         "-- silentpulse: lock_timeout=0\nALTER TABLE t1 ADD b int;\n",
         "ALTER TABLE t1 DROP b;\n",
     )
-    write_migrations(tmp_path, {**simple_set(4), 3: waits})
+    source = await pending_after_t1(dsn, tmp_path, 4, {3: waits})
     holder = await reading(dsn, "t1")
     try:
         task = asyncio.create_task(run_migrations(dsn, source=source, partitions_ahead=None))

@@ -5,8 +5,10 @@ told, a lost prepared write, byte positions. Real servers, real concurrent sessi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -15,7 +17,15 @@ import pytest
 from silentpulse_db import MigrationFailedError, TableLockTimeoutError, run_migrations
 from silentpulse_db.migrate import transactional
 
-from helpers import fetch, fetchval, reading, simple_set, version_rows, write_migrations
+from helpers import (
+    fetch,
+    fetchval,
+    pending_after_t1,
+    reading,
+    simple_set,
+    version_rows,
+    write_migrations,
+)
 
 
 async def _release_after(conn: asyncpg.Connection, seconds: float) -> None:
@@ -30,19 +40,32 @@ async def _history(dsn: str) -> dict[int, float]:
     return {r["version"]: r["duration_ms"] for r in rows}
 
 
-async def _lock_waits(dsn: str, seen: set[object], stop: asyncio.Event) -> None:
-    """Record each distinct transaction of the runner that waits for the lock on t1."""
-    conn = await asyncpg.connect(dsn)
+@contextlib.asynccontextmanager
+async def lock_waits(dsn: str) -> AsyncIterator[set[object]]:
+    """While inside: each distinct transaction of the runner seen waiting for the lock on
+    t1, polled by another session."""
+    seen: set[object] = set()
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            while not stop.is_set():
+                rows = await conn.fetch(
+                    "SELECT pid, xact_start FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE '%ALTER TABLE t1 ADD b%' AND datname = current_database()"
+                )
+                seen.update((r["pid"], r["xact_start"]) for r in rows)
+                await asyncio.sleep(0.02)
+        finally:
+            await conn.close()
+
+    monitor = asyncio.create_task(watch())
     try:
-        while not stop.is_set():
-            rows = await conn.fetch(
-                "SELECT pid, xact_start FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND query LIKE '%ALTER TABLE t1 ADD b%' AND datname = current_database()"
-            )
-            seen.update((r["pid"], r["xact_start"]) for r in rows)
-            await asyncio.sleep(0.02)
+        yield seen
     finally:
-        await conn.close()
+        stop.set()
+        await monitor
 
 
 # Durations -----------------------------------------------------------------------
@@ -55,14 +78,12 @@ async def test_grouped_durations_are_each_migrations_own_not_since_the_message_a
     a migration after a slow one in the same message must not be recorded as slow
     (history duration_ms, `status`, MigrationResult.applied[i].duration)."""
     dsn = silentpulse_database
-    source = write_migrations(tmp_path, simple_set(1))
-    await run_migrations(dsn, source=source, partitions_ahead=None)
     slow = (
         "alter_t1",
         "-- silentpulse: lock_timeout=30s\nALTER TABLE t1 ADD b int;\n",
         "ALTER TABLE t1 DROP b;\n",
     )
-    write_migrations(tmp_path, {**simple_set(5), 2: slow})  # 2 (waits ~1.5 s), 3, 4, 5
+    source = await pending_after_t1(dsn, tmp_path, 5, {2: slow})  # 2 (waits ~1.5 s), 3, 4, 5
     holder = await reading(dsn, "t1")
     try:
         release = asyncio.create_task(_release_after(holder, 1.5))
@@ -89,43 +110,36 @@ async def test_a_lock_conflict_in_a_group_is_retried_after_a_pause_and_a_warning
     retrying in 0.6s") and the next attempt comes after the backoff pause, so that the
     queries queued behind the ALTER get through."""
     dsn = silentpulse_database
-    source = write_migrations(tmp_path, simple_set(1))
-    await run_migrations(dsn, source=source, partitions_ahead=None)
-    write_migrations(
+    source = await pending_after_t1(
+        dsn,
         tmp_path,
-        {
-            **simple_set(4),
-            3: ("alter_t1", "ALTER TABLE t1 ADD b int;\n", "ALTER TABLE t1 DROP b;\n"),
-        },
+        4,
+        {3: ("alter_t1", "ALTER TABLE t1 ADD b int;\n", "ALTER TABLE t1 DROP b;\n")},
     )
     holder = await reading(dsn, "t1")
-    seen: set[object] = set()
-    stop = asyncio.Event()
-    monitor = asyncio.create_task(_lock_waits(dsn, seen, stop))
     warned_before_second_wait: bool | None = None
     try:
-        with caplog.at_level(logging.WARNING, logger="silentpulse_db"):
-            task = asyncio.create_task(
-                run_migrations(
-                    dsn,
-                    source=source,
-                    partitions_ahead=None,
-                    ddl_lock_timeout=0.5,
-                    ddl_retry_for=30,
+        async with lock_waits(dsn) as seen:
+            with caplog.at_level(logging.WARNING, logger="silentpulse_db"):
+                task = asyncio.create_task(
+                    run_migrations(
+                        dsn,
+                        source=source,
+                        partitions_ahead=None,
+                        ddl_lock_timeout=0.5,
+                        ddl_retry_for=30,
+                    )
                 )
-            )
-            deadline = time.monotonic() + 20
-            while len(seen) < 2 and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
-            assert len(seen) >= 2, "the runner never retried"
-            warned_before_second_wait = any(
-                "a table lock stayed out of reach" in r.getMessage() for r in caplog.records
-            )
-            await holder.execute("COMMIT")
-            await task
+                deadline = time.monotonic() + 20
+                while len(seen) < 2 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+                assert len(seen) >= 2, "the runner never retried"
+                warned_before_second_wait = any(
+                    "a table lock stayed out of reach" in r.getMessage() for r in caplog.records
+                )
+                await holder.execute("COMMIT")
+                await task
     finally:
-        stop.set()
-        await monitor
         await holder.close()
     assert warned_before_second_wait, (
         "the second attempt started with no warning (and no pause) after the first conflict"
@@ -138,27 +152,24 @@ async def test_a_lock_conflict_in_a_group_reports_every_attempt_it_made(
     """ddl_retry_for=0 means one attempt, in a group as alone, and the error counts the
     attempts and the time the queries on t1 were really held up."""
     dsn = silentpulse_database
-    source = write_migrations(tmp_path, simple_set(1))
-    await run_migrations(dsn, source=source, partitions_ahead=None)
-    write_migrations(
+    source = await pending_after_t1(
+        dsn,
         tmp_path,
-        {
-            **simple_set(4),
-            3: ("alter_t1", "ALTER TABLE t1 ADD b int;\n", "ALTER TABLE t1 DROP b;\n"),
-        },
+        4,
+        {3: ("alter_t1", "ALTER TABLE t1 ADD b int;\n", "ALTER TABLE t1 DROP b;\n")},
     )
     holder = await reading(dsn, "t1")
-    seen: set[object] = set()
-    stop = asyncio.Event()
-    monitor = asyncio.create_task(_lock_waits(dsn, seen, stop))
     try:
-        with pytest.raises(TableLockTimeoutError) as info:
-            await run_migrations(
-                dsn, source=source, partitions_ahead=None, ddl_lock_timeout=0.8, ddl_retry_for=0
-            )
+        async with lock_waits(dsn) as seen:
+            with pytest.raises(TableLockTimeoutError) as info:
+                await run_migrations(
+                    dsn,
+                    source=source,
+                    partitions_ahead=None,
+                    ddl_lock_timeout=0.8,
+                    ddl_retry_for=0,
+                )
     finally:
-        stop.set()
-        await monitor
         await holder.close()
     message = str(info.value)
     assert "1 attempt(s)" in message, message
@@ -176,8 +187,6 @@ async def test_an_error_without_position_after_a_slow_member_is_still_located(
     slow one is still located by replay. REPLAY_LIMIT is shortened to 1 s here."""
     monkeypatch.setattr(transactional, "REPLAY_LIMIT", 1.0)
     dsn = silentpulse_database
-    source = write_migrations(tmp_path, simple_set(1))
-    await run_migrations(dsn, source=source, partitions_ahead=None)
     slow = (
         "alter_t1",
         "-- silentpulse: lock_timeout=30s\nALTER TABLE t1 ADD b int;\n",
@@ -188,7 +197,7 @@ async def test_an_error_without_position_after_a_slow_member_is_still_located(
         "CREATE TABLE t3 (id int);\nALTER TABLE t_3 ADD b int;\n",
         "DROP TABLE t3;\n",
     )
-    write_migrations(tmp_path, {**simple_set(4), 2: slow, 3: bad})
+    source = await pending_after_t1(dsn, tmp_path, 4, {2: slow, 3: bad})
     holder = await reading(dsn, "t1")
     try:
         release = asyncio.create_task(_release_after(holder, 1.5))
@@ -211,10 +220,8 @@ async def test_members_committed_before_a_failure_in_their_group_are_logged_as_a
     """Members that committed before another failed are logged "applied ..." (the
     service's start-up log, `silentpulse-db up -v`) before the failure is raised."""
     dsn = silentpulse_database
-    source = write_migrations(tmp_path, simple_set(1))
-    await run_migrations(dsn, source=source, partitions_ahead=None)
     bad = ("bad", "CREATE TABLE t4 (id nosuchtype);\n", "DROP TABLE t4;\n")
-    write_migrations(tmp_path, {**simple_set(5), 4: bad})
+    source = await pending_after_t1(dsn, tmp_path, 5, {4: bad})
     with (
         caplog.at_level(logging.INFO, logger="silentpulse_db"),
         pytest.raises(MigrationFailedError),
@@ -233,10 +240,8 @@ async def test_a_failure_in_a_group_names_the_version_the_database_stays_at(
     its default log level) names the version the database stays at, 3 (it said "the
     version is unchanged", read as "still 1")."""
     dsn = silentpulse_database
-    source = write_migrations(tmp_path, simple_set(1))
-    await run_migrations(dsn, source=source, partitions_ahead=None)
     bad = ("bad", "CREATE TABLE t4 (id nosuchtype);\n", "DROP TABLE t4;\n")
-    write_migrations(tmp_path, {**simple_set(5), 4: bad})
+    source = await pending_after_t1(dsn, tmp_path, 5, {4: bad})
     with pytest.raises(MigrationFailedError) as info:
         await run_migrations(dsn, source=source, partitions_ahead=None)
     assert await version_rows(dsn) == [(3, False)]
