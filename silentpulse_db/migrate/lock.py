@@ -103,6 +103,9 @@ class MigrationLock:
                         logger.info("waiting for the migration lock (key %d)", key)
                         waited = True
                         await self._conn.add_listener(self._channel, self._on_release)
+                        # A release between our try and our LISTEN told no one: try
+                        # once more now, or we would sleep a whole poll for nothing.
+                        continue
                     if time.monotonic() >= deadline:
                         holders = await lock_holders(self._conn, self._keys)
                         await self.release(notify=False)

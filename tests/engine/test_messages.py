@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -108,6 +109,59 @@ async def test_a_waiting_replica_wakes_when_the_holder_releases(
         assert heard  # the release was announced
     finally:
         await listener.close()
+        if not holder.is_closed():
+            await holder.close()
+
+
+async def test_a_release_just_before_the_waiter_listens_is_not_missed(
+    silentpulse_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The holder lets go after the waiter's failed try but before its LISTEN: no NOTIFY
+    reaches the waiter, which must not sleep a whole poll for it."""
+    from silentpulse_db.migrate import lock
+
+    monkeypatch.setattr(lock, "LOCK_POLL_FIRST", 120.0)
+    monkeypatch.setattr(lock, "LOCK_POLL_MAX", 120.0)
+    dsn = silentpulse_database
+    source = write_migrations(tmp_path, {1: ("t", "CREATE TABLE t (id int);\n", "DROP TABLE t;\n")})
+    holder = await hold_migration_lock(dsn)
+    listen = asyncpg.Connection.add_listener
+
+    async def late_listen(conn: asyncpg.Connection, channel: str, callback: Any) -> None:
+        if channel.startswith("silentpulse_migration_lock_") and not holder.is_closed():
+            await holder.close()  # released now, between the failed try and the LISTEN
+        await listen(conn, channel, callback)
+
+    monkeypatch.setattr(asyncpg.Connection, "add_listener", late_listen)
+    try:
+        result = await asyncio.wait_for(run_migrations(dsn, source=source, lock_timeout=600), 30)
+        assert [a.version for a in result.applied] == [1]
+        assert holder.is_closed()  # the race really happened
+    finally:
+        if not holder.is_closed():
+            await holder.close()
+
+
+async def test_a_waiter_polling_a_fresh_database_keeps_waiting_until_the_tables_come(
+    silentpulse_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each poll asks for the state first; before the holder has made the version tables
+    that read fails, which means "not done", not an error."""
+    from silentpulse_db.migrate import lock
+
+    monkeypatch.setattr(lock, "LOCK_POLL_FIRST", 0.05)
+    monkeypatch.setattr(lock, "LOCK_POLL_MAX", 0.05)
+    dsn = silentpulse_database
+    source = write_migrations(tmp_path, {1: ("t", "CREATE TABLE t (id int);\n", "DROP TABLE t;\n")})
+    holder = await hold_migration_lock(dsn)  # no tables, no NOTIFY: only the polls
+    try:
+        waiter = asyncio.create_task(run_migrations(dsn, source=source, lock_timeout=600))
+        await asyncio.sleep(0.5)  # several polls, each finding no tables
+        assert not waiter.done()
+        await holder.close()
+        result = await asyncio.wait_for(waiter, 30)
+        assert [a.version for a in result.applied] == [1]
+    finally:
         if not holder.is_closed():
             await holder.close()
 
