@@ -20,8 +20,10 @@ class CredentialColumn:
     def select_sql(self) -> str:
         """Every row: id, tenant, xmin (the concurrency guard), value [, version]."""
         version = f", {self.version_column} AS enc_version" if self.version_column else ""
+        # The id as text, its canonical form, as the associated data holds it: the
+        # server's uuid_out costs less than str() on a decoded UUID, once per row.
         return (
-            f"SELECT {self.id_column} AS id, tenant_id, xmin AS row_xmin, "
+            f"SELECT {self.id_column}::text AS id, tenant_id, xmin AS row_xmin, "
             f"{self.column} AS value{version} FROM {self.table}"
         )
 

@@ -43,6 +43,7 @@ logger = logging.getLogger("silentpulse_db.credentials")
 # One key for every migrate-credentials run (pg_advisory_xact_lock).
 LOCK_KEY = zlib.crc32(b"silentpulse_db/migrate-credentials")
 DEFAULT_BATCH = 5000  # rows per fetch and per UPDATE: ~2 MB of records in flight
+WRITER_SETTINGS = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
 
 
 @dataclass
@@ -156,9 +157,7 @@ async def _rotate(
             # Each batch's UPDATE joins a few thousand ids: left to itself the planner
             # hashes the whole table for every batch (a seq scan per batch, quadratic in
             # the rows). Index lookups it is; this transaction runs nothing else.
-            await writer.execute(
-                "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
-            )
+            await writer.execute(WRITER_SETTINGS)
             # A second connection streams the rows, so that reading, sealing (here)
             # and writing (the writer's backend) overlap.
             reader = await connect(dsn, attempts=3, application_name="migrate-credentials reader")
@@ -211,7 +210,7 @@ async def _scan(
     """Read, seal and (with a ``writer``) write one column, batch by batch."""
     stats = TableReport(column.name)
     cursor = await reader.cursor(column.select_sql())
-    update = _update_sql(column)
+    update = update_sql(column)
     started = time.perf_counter()
     done = 0
     writing: asyncio.Task[str] | None = None
@@ -250,7 +249,7 @@ def _check_update(name: str, status: str, expected: int) -> None:
         )
 
 
-def _update_sql(column: CredentialColumn) -> str:
+def update_sql(column: CredentialColumn) -> str:
     """One UPDATE per batch. ``t.xmin = v.xmin`` skips a row that changed since the
     cursor read it, so a concurrent writer's value is never overwritten."""
     extra = f", {column.version_column} = v.version" if column.version_column else ""

@@ -120,7 +120,7 @@ class Sealer:
                     sealed = self._one(row, column, stats, nonce, tenant)
                 else:
                     source, source_head, cipher, head, header, target = way
-                    tail = row_field(str(row[_ID]))
+                    tail = row_field(row[_ID])
                     try:
                         plaintext = source.decrypt(
                             value[HEADER_LEN:PREFIX_LEN], value[PREFIX_LEN:], source_head + tail
@@ -178,7 +178,7 @@ class Sealer:
     def _failed(self, row: Any, column: CredentialColumn, stats: TableReport, kid: bytes) -> None:
         stats.problems += 1
         why = reason(_Skip("re-sealed value did not open with the new key"))
-        self.problems.append(Problem(column.table, str(row[_ID]), kid.hex(), why))
+        self.problems.append(Problem(column.table, row[_ID], kid.hex(), why))
 
     def _tenant(self, column: CredentialColumn, tenant_id: Any) -> _Tenant:
         """The tenant's id string and its cells' associated-data prefix, computed once."""
@@ -202,9 +202,7 @@ class Sealer:
         """The new envelope and its version, or None when the value stays as it is.
         Counts the value in ``stats`` except when it is rewritten (the caller counts)."""
         value = row[_VALUE]
-        cell = env.Cell(
-            column.table, column.column, tenant.text, str(row[_ID]), prefix=tenant.prefix
-        )
+        cell = env.Cell(column.table, column.column, tenant.text, row[_ID], prefix=tenant.prefix)
         raw_kid = b""
         try:
             if column.version_column and row[_VERSION] == 0:
@@ -228,7 +226,7 @@ class Sealer:
         except (CryptoError, _Skip) as exc:
             stats.problems += 1
             kid = raw_kid.hex() or "-"
-            self.problems.append(Problem(column.table, str(row[_ID]), kid, reason(exc)))
+            self.problems.append(Problem(column.table, row[_ID], kid, reason(exc)))
             return None
         return sealed, target
 

@@ -13,7 +13,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-from silentpulse_db import ConfigurationError, PermissionDeniedError, RowSecurityError
+from silentpulse_db import (
+    ConfigurationError,
+    CredentialMigrationError,
+    PermissionDeniedError,
+    RowSecurityError,
+)
 from silentpulse_db.credentials import cli, migrate_credentials, verify_credentials
 from silentpulse_db.crypto import Keyring
 
@@ -277,3 +282,71 @@ async def test_missing_grants_are_named_before_anything_is_read(
         env = cli_env(dsn, ENCRYPTION_KEY=NEW_KEY.hex(), OLD_ENCRYPTION_KEY=OLD_KEY.hex())
         code, _, err = await run_cli("--verify", env=env)
         assert code == 1 and "OLD_ENCRYPTION_KEY is set but not used" in err
+
+
+class _RowChanger:
+    """A progress callback that, after the job's first batch of ``table``, commits a
+    change to the last row the job will read there (already read by its snapshot)."""
+
+    def __init__(self, dsn: str, table: str, change: str) -> None:
+        self.dsn, self.table, self.change = dsn, table, change
+        self.done = False
+
+    def __call__(self, name: str, rows: int, rate: float) -> None:
+        if name.startswith(self.table + ".") and not self.done:
+            self.done = True
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pool.submit(asyncio.run, self._change()).result()
+
+    async def _change(self) -> None:
+        other = await asyncpg.connect(self.dsn)
+        try:
+            last = f"(SELECT ctid FROM {self.table} ORDER BY ctid DESC LIMIT 1)"
+            await other.execute(self.change.format(table=self.table, last=last))
+        finally:
+            await other.close()
+
+
+@pytest.mark.parametrize(
+    ("table", "change"),
+    [
+        ("integration_points", "UPDATE {table} SET name = name || '-renamed' WHERE ctid = {last}"),
+        ("integration_points", "DELETE FROM {table} WHERE ctid = {last}"),
+        ("ai_configs", "UPDATE {table} SET model = 'changed' WHERE ctid = {last}"),
+    ],
+)
+async def test_a_row_changed_after_the_job_read_it_rolls_everything_back(
+    silentpulse_migrated_database: str, conn: Any, table: str, change: str
+) -> None:
+    """The job writes the row versions it read or nothing: a row updated or deleted in
+    between is not overwritten (or brought back), and the whole run is rolled back."""
+    dsn = silentpulse_migrated_database
+    await populate(conn, OLD, tenants=4, per_table=3)
+    before = await _values(conn)
+    changer = _RowChanger(dsn, table, change)
+    with pytest.raises(CredentialMigrationError, match="changed while the job ran"):
+        await migrate_credentials(
+            dsn, keyring=NEW, old_keyring=OLD, mode="rotate", batch_size=2, progress=changer
+        )
+    assert changer.done
+    after = await _values(conn)
+    changed = {key for key in before if key[0] == table} - set(after)
+    assert len(changed) == (1 if change.startswith("DELETE") else 0)  # not brought back
+    assert after == {key: value for key, value in before.items() if key not in changed}
+    if not change.startswith("DELETE"):
+        # The other writer's change stays.
+        kept = "name LIKE '%-renamed'" if table == "integration_points" else "model = 'changed'"
+        assert await conn.fetchval(f"SELECT count(*) FROM {table} WHERE {kept}") == 1
+
+
+async def _values(conn: Any) -> dict[tuple[str, Any], bytes]:
+    """Every credential value, by table and row id."""
+    values = {}
+    for table, id_column, column in (
+        ("integration_points", "id", "connection_config"),
+        ("notification_channels", "id", "config"),
+        ("ai_configs", "tenant_id", "api_key_enc"),
+    ):
+        for row in await conn.fetch(f"SELECT {id_column}, {column} FROM {table}"):
+            values[(table, row[0])] = row[1]
+    return values
