@@ -507,7 +507,9 @@ async def _parse_ahead(
 ) -> dict[str, ParsedSQL]:
     """Read the files that will likely run before taking the lock (a large file must not
     hold other runners up); the plan made under the lock decides what actually runs."""
-    if session.tables_exist:
+    if session.state is not None:
+        state, history = session.state  # as the probe read it: a guess is all this needs
+    elif session.tables_exist:
         state, history = await read_state(session.conn)
     else:
         state, history = VersionState(None, False), {}
