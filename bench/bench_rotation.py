@@ -18,7 +18,6 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 
@@ -99,43 +98,60 @@ async def plain_update(dsn: str) -> float:
 async def writer_alone(dsn: str) -> float:
     """The job's own UPDATE statements (same SQL, settings and batches), fed with the
     values already there: what its one writer costs with no reading or sealing beside
-    it. Seconds for the writes alone; the rotation cannot beat this."""
+    it. Seconds for the writes alone (each batch is read first, untimed); the rotation
+    cannot beat this."""
     column = COLUMNS[0]  # integration_points: all but TENANTS of the values
-    conn = await asyncpg.connect(dsn)
+    reader, writer = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    elapsed = 0.0
     try:
-        rows = await conn.fetch(column.select_sql())
-        batches = [rows[i : i + DEFAULT_BATCH] for i in range(0, len(rows), DEFAULT_BATCH)]
         sql = update_sql(column)
-        async with conn.transaction():
-            await conn.execute(WRITER_SETTINGS)
-            started = time.perf_counter()
-            for batch in batches:
-                await conn.execute(
+        async with reader.transaction(isolation="repeatable_read"), writer.transaction():
+            await writer.execute(WRITER_SETTINGS)
+            cursor = await reader.cursor(column.select_sql())
+            while batch := await cursor.fetch(DEFAULT_BATCH):
+                started = time.perf_counter()
+                await writer.execute(
                     sql, [r[0] for r in batch], [r[2] for r in batch], [r[3] for r in batch]
                 )
-            elapsed = time.perf_counter() - started
-        await conn.execute("VACUUM integration_points")
+                elapsed += time.perf_counter() - started
+        await writer.execute("VACUUM integration_points")
         return elapsed
     finally:
-        await conn.close()
+        await reader.close()
+        await writer.close()
+
+
+# The command run with its own peak RSS printed at exit: VmHWM belongs to the process
+# image after exec. ru_maxrss would count the bench process it was forked from.
+_RUN_WITH_PEAK = """
+import atexit, resource, runpy, sys
+def peak():
+    try:
+        with open("/proc/self/status") as status:
+            kib = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))
+    except OSError:
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # macOS: bytes
+    print(f"peak-rss-kib {kib}", file=sys.stderr)
+atexit.register(peak)
+runpy.run_module("silentpulse_db.credentials.cli", run_name="__main__", alter_sys=True)
+"""
 
 
 def rotate(dsn: str, old: str, new: str) -> tuple[float, int, float]:
     """Run the CLI from key ``old`` to ``new``; (seconds it reports, rows it rewrote,
-    peak RSS in MiB of that process alone)."""
+    peak RSS in MiB of the command's process)."""
     env = {**os.environ, "POSTGRES_DSN": dsn, "ENCRYPTION_KEY": new, "OLD_ENCRYPTION_KEY": old}
-    command = [sys.executable, "-m", "silentpulse_db.credentials.cli", "--rotate"]
-    with tempfile.TemporaryFile("w+") as output:
-        child = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
-        # wait4: this child's own peak. RUSAGE_CHILDREN would be the largest of every
-        # child so far, initdb's bootstrap backend included.
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-        output.seek(0)
-        text = output.read()
-    match = re.search(r"committed: ([\d,]+) value\(s\) rewritten in ([\d.]+)s", text)
-    assert child.returncode == 0 and match, text
-    return float(match.group(2)), int(match.group(1).replace(",", "")), usage.ru_maxrss / 1024
+    done = subprocess.run(
+        [sys.executable, "-c", _RUN_WITH_PEAK, "--rotate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    match = re.search(r"committed: ([\d,]+) value\(s\) rewritten in ([\d.]+)s", done.stdout)
+    peak = re.search(r"peak-rss-kib (\d+)", done.stderr)
+    assert match and peak, done.stdout + done.stderr
+    return float(match.group(2)), int(match.group(1).replace(",", "")), int(peak.group(1)) / 1024
 
 
 async def measure(admin: str, rows: int) -> dict[str, float]:
