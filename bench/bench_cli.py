@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import compileall
 import os
+import statistics
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,15 +22,17 @@ from silentpulse_db import apply_prerequisites, run_migrations
 
 from common import (
     alternate,
+    alternate_samples,
     create_database,
     drop_database,
     machine,
+    paired_ratio,
     run,
     server_dsn,
     write_section,
 )
 
-ROUNDS = 15
+ROUNDS = 25
 WARMUP = 3
 # The console script installed beside the interpreter running the bench.
 CLI = Path(sys.executable).parent / "silentpulse-db"
@@ -81,17 +84,18 @@ async def main(admin: str) -> None:
             "version": command([str(CLI), "version"], env),
         }
         await alternate(WARMUP, **candidates)
-        med = await alternate(ROUNDS, **candidates)
+        samples = await alternate_samples(ROUNDS, **candidates)
     finally:
         await drop_database(admin, dsn)
-    up, version = med["up"] / med["bare"], med["version"] / med["bare"]
+    med = {name: statistics.median(values) for name, values in samples.items()}
+    up, version = paired_ratio(samples, "up", "bare"), paired_ratio(samples, "version", "bare")
     write_section(
         "cli",
         f"""## CLI start-up
 
 Whole processes on an up-to-date database (packaged migrations), DSN in
 `DATABASE_URL`; {ROUNDS} alternating rounds after {WARMUP} warm-up rounds, wall-time
-medians; {machine()}. Reproduce: `.venv/bin/python bench/bench_cli.py`.
+medians, ratios the median of the rounds' own; {machine()}. Reproduce: `.venv/bin/python bench/bench_cli.py`.
 
 | process | median | ratio |
 |---|---|---|

@@ -6,15 +6,19 @@ Target: ratio <= 1.3. Runs on the packaged migrations, on the server's own auth
 
 from __future__ import annotations
 
+import statistics
+
 import asyncpg
 
 from silentpulse_db import apply_prerequisites, run_migrations
 
 from common import (
     alternate,
+    alternate_samples,
     create_database,
     drop_database,
     machine,
+    paired_ratio,
     run,
     server_dsn,
     write_section,
@@ -39,16 +43,18 @@ async def main(admin: str) -> None:
             assert not result.applied
 
         await alternate(10, bare=bare, noop=noop)  # warm up
-        medians = await alternate(ROUNDS, bare=bare, noop=noop)
+        samples = await alternate_samples(ROUNDS, bare=bare, noop=noop)
     finally:
         await drop_database(admin, dsn)
-    ratio = medians["noop"] / medians["bare"]
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    ratio = paired_ratio(samples, "noop", "bare")
     write_section(
         "noop",
         f"""## No-op start-up
 
 `run_migrations` on an up-to-date database (packaged migrations) against a bare
-asyncpg connect + `SELECT 1` + close; {ROUNDS} alternating rounds, medians; {machine()}.
+asyncpg connect + `SELECT 1` + close; {ROUNDS} alternating rounds, medians (the ratio: of the
+rounds' own); {machine()}.
 Reproduce: `.venv/bin/python bench/bench_noop.py`.
 
 | | median |

@@ -48,13 +48,28 @@ async def drop_database(admin_dsn: str, dsn: str) -> None:
 
 async def alternate(rounds: int, **candidates: Callable[[], Awaitable[object]]) -> dict[str, float]:
     """Median seconds of each candidate, run in alternation so noise hits all alike."""
+    samples = await alternate_samples(rounds, **candidates)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+async def alternate_samples(
+    rounds: int, **candidates: Callable[[], Awaitable[object]]
+) -> dict[str, list[float]]:
+    """Seconds of each candidate in each round, run in alternation."""
     samples: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(rounds):
         for name, fn in candidates.items():
             started = time.perf_counter()
             await fn()
             samples[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return samples
+
+
+def paired_ratio(samples: dict[str, list[float]], name: str, baseline: str) -> float:
+    """The median of each round's own ratio: a slow moment of this shared machine
+    slows both runs of a round alike, where it would shift one median alone."""
+    pairs = zip(samples[name], samples[baseline], strict=True)
+    return statistics.median(a / b for a, b in pairs)
 
 
 def machine() -> str:

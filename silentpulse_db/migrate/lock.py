@@ -90,8 +90,9 @@ class MigrationLock:
         """Take both keys and return None; or, if ``unless`` answers while we wait, its answer.
 
         ``unless`` is asked after each pause, before the next try (never while holding
-        a key). Waits at most the timeout, then raises LockTimeoutError naming the
-        holders.
+        a key); the one try right after the LISTEN is not preceded by a pause, nor by
+        ``unless``. Waits at most the timeout, then raises LockTimeoutError naming
+        the holders.
         """
         deadline = time.monotonic() + self._timeout
         delay = LOCK_POLL_FIRST
