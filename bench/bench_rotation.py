@@ -110,10 +110,11 @@ async def writer_alone(dsn: str) -> float:
             cursor = await reader.cursor(column.select_sql())
             while batch := await cursor.fetch(DEFAULT_BATCH):
                 started = time.perf_counter()
-                await writer.execute(
+                status = await writer.execute(
                     sql, [r[0] for r in batch], [r[2] for r in batch], [r[3] for r in batch]
                 )
                 elapsed += time.perf_counter() - started
+                assert status == f"UPDATE {len(batch)}", status  # every row written
         await writer.execute("VACUUM integration_points")
         return elapsed
     finally:

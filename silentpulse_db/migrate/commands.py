@@ -16,8 +16,6 @@ import logging
 import time
 from typing import TYPE_CHECKING, Literal
 
-import asyncpg
-
 from ..defaults import (
     CONNECT_ATTEMPTS,
     CONNECT_WAIT,
@@ -121,15 +119,16 @@ async def run_migrations(
                 """The (empty) plan if nothing is left to do; None if there is work."""
                 if prefetched:
                     state, history = prefetched.pop()  # read with the probe
+                elif not session.tables_exist and not await conn.fetchval(
+                    "SELECT to_regclass('schema_migrations_history') IS NOT NULL"
+                ):
+                    # Not yet made: asked, not read and failed, so that each poll does
+                    # not log an ERROR in the server's log.
+                    return None
                 else:
                     # A waiter woken by the holder: the partitions are asked again in
                     # the same query (the holder may have created the tables).
-                    try:
-                        state, history, due[0] = await read_state_and(conn, probe)
-                    except asyncpg.UndefinedTableError:
-                        if session.tables_exist:
-                            raise
-                        return None  # no tables yet: one round trip, not a check and a read
+                    state, history, due[0] = await read_state_and(conn, probe)
                 if not is_settled(migrations, state, target=target):
                     return None
                 return _warned(

@@ -89,10 +89,10 @@ class MigrationLock:
     async def acquire(self, *, unless: Callable[[], Awaitable[T | None]] | None = None) -> T | None:
         """Take both keys and return None; or, if ``unless`` answers while we wait, its answer.
 
-        ``unless`` is asked after each pause, before the next try (never while holding
-        a key); the one try right after the LISTEN is not preceded by a pause, nor by
-        ``unless``. Waits at most the timeout, then raises LockTimeoutError naming
-        the holders.
+        ``unless`` is asked as soon as we wait (right after the LISTEN) and after each
+        pause, each time before the next try. If it answers while the first key is
+        already ours (the second one busy), that key is released with a NOTIFY. Waits
+        at most the timeout, then raises LockTimeoutError naming the holders.
         """
         deadline = time.monotonic() + self._timeout
         delay = LOCK_POLL_FIRST
@@ -104,23 +104,22 @@ class MigrationLock:
                         logger.info("waiting for the migration lock (key %d)", key)
                         waited = True
                         await self._conn.add_listener(self._channel, self._on_release)
-                        # A release between our try and our LISTEN told no one: try
-                        # once more now, or we would sleep a whole poll for nothing.
-                        continue
-                    if time.monotonic() >= deadline:
-                        holders = await lock_holders(self._conn, self._keys)
-                        await self.release(notify=False)
-                        raise LockTimeoutError(
-                            _timeout_message(self._timeout, holders), holders=holders
-                        )
-                    await self._pause(min(delay, max(deadline - time.monotonic(), 0)))
-                    delay = min(delay * 1.5, LOCK_POLL_MAX)
-                    # Woken by the holder's release: ask before trying again, or the
-                    # first waiter to try takes the lock only to find nothing to do,
-                    # and the others queue behind it, one after another.
+                        # A release between our try and our LISTEN told no one: look
+                        # again now rather than sleep a whole poll for it.
+                    else:
+                        if time.monotonic() >= deadline:
+                            holders = await lock_holders(self._conn, self._keys)
+                            await self.release()
+                            raise LockTimeoutError(
+                                _timeout_message(self._timeout, holders), holders=holders
+                            )
+                        await self._pause(min(delay, max(deadline - time.monotonic(), 0)))
+                        delay = min(delay * 1.5, LOCK_POLL_MAX)
+                    # Ask before trying again, or the first waiter to try takes the lock
+                    # only to find nothing to do, and the others queue behind it.
                     if unless is not None and (answer := await unless()) is not None:
                         logger.info("stopped waiting for the migration lock: nothing left")
-                        await self.release(notify=False)
+                        await self.release()
                         # Still LISTENing: the session ends now (UNLISTEN would cost
                         # each of many replicas a round trip).
                         return answer

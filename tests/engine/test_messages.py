@@ -4,6 +4,7 @@ statement at a time, and a lock release that wakes the waiting replicas."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -142,11 +143,12 @@ async def test_a_release_just_before_the_waiter_listens_is_not_missed(
             await holder.close()
 
 
-async def test_a_waiter_polling_a_fresh_database_keeps_waiting_until_the_tables_come(
+async def test_a_waiter_polls_a_database_without_tables_until_the_holder_lets_go(
     silentpulse_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each poll asks for the state first; before the holder has made the version tables
-    that read fails, which means "not done", not an error."""
+    """A golang-migrate holder that has made no tables: each poll asks whether they
+    exist ("not done" while they do not), then tries again; the waiter migrates once
+    the holder lets go."""
     from silentpulse_db.migrate import lock
 
     monkeypatch.setattr(lock, "LOCK_POLL_FIRST", 0.05)
@@ -164,6 +166,39 @@ async def test_a_waiter_polling_a_fresh_database_keeps_waiting_until_the_tables_
     finally:
         if not holder.is_closed():
             await holder.close()
+
+
+async def test_a_release_just_before_the_waiter_listens_does_not_make_it_take_the_lock(
+    silentpulse_database: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Another replica does all the work and releases between this waiter's failed try
+    and its LISTEN: the waiter finds nothing left and returns without taking the lock
+    (a review found the try after the LISTEN took it for nothing)."""
+    from silentpulse_db.migrate import lock
+
+    monkeypatch.setattr(lock, "LOCK_POLL_FIRST", 120.0)
+    monkeypatch.setattr(lock, "LOCK_POLL_MAX", 120.0)
+    dsn = silentpulse_database
+    source = write_migrations(tmp_path, {1: ("t", "CREATE TABLE t (id int);\n", "DROP TABLE t;\n")})
+    holder = await hold_migration_lock(dsn)
+    listen = asyncpg.Connection.add_listener
+
+    async def late_listen(conn: asyncpg.Connection, channel: str, callback: Any) -> None:
+        if channel.startswith("silentpulse_migration_lock_") and not holder.is_closed():
+            await holder.close()
+            await run_migrations(dsn, source=source)  # applies, releases: no one hears it
+        await listen(conn, channel, callback)
+
+    monkeypatch.setattr(asyncpg.Connection, "add_listener", late_listen)
+    with caplog.at_level(logging.INFO, logger="silentpulse_db.migrate"):
+        result = await asyncio.wait_for(run_migrations(dsn, source=source, lock_timeout=600), 30)
+    logged = [r.getMessage() for r in caplog.records]
+    assert result.applied == () and result.version_after == 1
+    assert "migration lock acquired" not in logged
+    assert "stopped waiting for the migration lock: nothing left" in logged
 
 
 async def test_an_error_in_prerequisites_names_its_line(
@@ -251,3 +286,39 @@ async def test_a_deadlock_with_the_application_is_retried(
     assert [a.version for a in result.applied] == [2]
     assert "a deadlock with another session" in caplog.text
     assert await version_rows(dsn) == [(2, False)]
+
+
+async def test_a_waiter_that_gives_up_holding_the_first_key_tells_the_others(
+    silentpulse_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An embedded golang-migrate runner holds only the second key: our waiter takes the
+    first and waits for the second. When it stops waiting (nothing left to do), its
+    release of the first key NOTIFYs, or replicas queued on that key sleep a poll."""
+    from silentpulse_db.migrate import lock
+
+    monkeypatch.setattr(lock, "LOCK_POLL_FIRST", 0.05)
+    monkeypatch.setattr(lock, "LOCK_POLL_MAX", 0.05)
+    dsn = silentpulse_database
+    embedded, waiter, listener = [await asyncpg.connect(dsn) for _ in range(3)]
+    try:
+        keys = await lock_keys(embedded)
+        await embedded.execute("SELECT pg_advisory_lock($1)", keys.current_database)
+        heard: list[str] = []
+        channel = f"silentpulse_migration_lock_{keys.url_path}"
+        await listener.add_listener(channel, lambda *args: heard.append(args[2]))
+        asked = 0
+
+        async def unless() -> str | None:
+            nonlocal asked
+            asked += 1
+            return "nothing left" if asked == 3 else None
+
+        answer = await lock.MigrationLock(waiter, keys, timeout=600).acquire(unless=unless)
+        assert answer == "nothing left"
+        await asyncio.sleep(0.2)  # the NOTIFY travels to the listener
+        assert heard == [channel]
+        # The first key is free again; the second is still the embedded runner's.
+        assert await listener.fetchval("SELECT pg_try_advisory_lock($1)", keys.url_path)
+    finally:
+        for conn in (embedded, waiter, listener):
+            await conn.close()
