@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,36 @@ def _many(count: int, bad_at: int | None = None, bad: str = "") -> str:
     if bad_at is not None:
         lines[bad_at - 2] = bad  # line 1 is CREATE TABLE
     return "CREATE TABLE t (id int PRIMARY KEY);\n" + "\n".join(lines) + "\n"
+
+
+ONE_TABLE = {1: ("t", "CREATE TABLE t (id int);\n", "DROP TABLE t;\n")}
+
+
+def _polls(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Set the waiters' fallback poll (120 s: only a NOTIFY or a try can wake them)."""
+    from silentpulse_db.migrate import lock
+
+    monkeypatch.setattr(lock, "LOCK_POLL_FIRST", seconds)
+    monkeypatch.setattr(lock, "LOCK_POLL_MAX", seconds)
+
+
+def _release_before_listen(
+    monkeypatch: pytest.MonkeyPatch,
+    holder: asyncpg.Connection,
+    then: Callable[[], Awaitable[object]] | None = None,
+) -> None:
+    """The waiter's LISTEN on the lock channel first closes ``holder`` (its keys are
+    free from then on, and no NOTIFY says so), then awaits ``then``."""
+    listen = asyncpg.Connection.add_listener
+
+    async def late_listen(conn: asyncpg.Connection, channel: str, callback: Any) -> None:
+        if channel.startswith("silentpulse_migration_lock_") and not holder.is_closed():
+            await holder.close()
+            if then is not None:
+                await then()
+        await listen(conn, channel, callback)
+
+    monkeypatch.setattr(asyncpg.Connection, "add_listener", late_listen)
 
 
 @pytest.mark.parametrize(
@@ -83,13 +114,10 @@ async def test_the_history_records_the_whole_transaction(
 async def test_a_waiting_replica_wakes_when_the_holder_releases(
     silentpulse_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from silentpulse_db.migrate import lock
-
     # Polls far apart: only the holder's NOTIFY can wake the waiter in time.
-    monkeypatch.setattr(lock, "LOCK_POLL_FIRST", 120.0)
-    monkeypatch.setattr(lock, "LOCK_POLL_MAX", 120.0)
+    _polls(monkeypatch, 120.0)
     dsn = silentpulse_database
-    source = write_migrations(tmp_path, {1: ("t", "CREATE TABLE t (id int);\n", "DROP TABLE t;\n")})
+    source = write_migrations(tmp_path, ONE_TABLE)
     holder = await hold_migration_lock(dsn)
     listener = await asyncpg.connect(dsn)
     heard: list[str] = []
@@ -119,50 +147,15 @@ async def test_a_release_just_before_the_waiter_listens_is_not_missed(
 ) -> None:
     """The holder lets go after the waiter's failed try but before its LISTEN: no NOTIFY
     reaches the waiter, which must not sleep a whole poll for it."""
-    from silentpulse_db.migrate import lock
-
-    monkeypatch.setattr(lock, "LOCK_POLL_FIRST", 120.0)
-    monkeypatch.setattr(lock, "LOCK_POLL_MAX", 120.0)
+    _polls(monkeypatch, 120.0)
     dsn = silentpulse_database
-    source = write_migrations(tmp_path, {1: ("t", "CREATE TABLE t (id int);\n", "DROP TABLE t;\n")})
+    source = write_migrations(tmp_path, ONE_TABLE)
     holder = await hold_migration_lock(dsn)
-    listen = asyncpg.Connection.add_listener
-
-    async def late_listen(conn: asyncpg.Connection, channel: str, callback: Any) -> None:
-        if channel.startswith("silentpulse_migration_lock_") and not holder.is_closed():
-            await holder.close()  # released now, between the failed try and the LISTEN
-        await listen(conn, channel, callback)
-
-    monkeypatch.setattr(asyncpg.Connection, "add_listener", late_listen)
+    _release_before_listen(monkeypatch, holder)
     try:
         result = await asyncio.wait_for(run_migrations(dsn, source=source, lock_timeout=600), 30)
         assert [a.version for a in result.applied] == [1]
         assert holder.is_closed()  # the race really happened
-    finally:
-        if not holder.is_closed():
-            await holder.close()
-
-
-async def test_a_waiter_polls_a_database_without_tables_until_the_holder_lets_go(
-    silentpulse_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A golang-migrate holder that has made no tables: each poll asks whether they
-    exist ("not done" while they do not), then tries again; the waiter migrates once
-    the holder lets go."""
-    from silentpulse_db.migrate import lock
-
-    monkeypatch.setattr(lock, "LOCK_POLL_FIRST", 0.05)
-    monkeypatch.setattr(lock, "LOCK_POLL_MAX", 0.05)
-    dsn = silentpulse_database
-    source = write_migrations(tmp_path, {1: ("t", "CREATE TABLE t (id int);\n", "DROP TABLE t;\n")})
-    holder = await hold_migration_lock(dsn)  # no tables, no NOTIFY: only the polls
-    try:
-        waiter = asyncio.create_task(run_migrations(dsn, source=source, lock_timeout=600))
-        await asyncio.sleep(0.5)  # several polls, each finding no tables
-        assert not waiter.done()
-        await holder.close()
-        result = await asyncio.wait_for(waiter, 30)
-        assert [a.version for a in result.applied] == [1]
     finally:
         if not holder.is_closed():
             await holder.close()
@@ -177,28 +170,40 @@ async def test_a_release_just_before_the_waiter_listens_does_not_make_it_take_th
     """Another replica does all the work and releases between this waiter's failed try
     and its LISTEN: the waiter finds nothing left and returns without taking the lock
     (a review found the try after the LISTEN took it for nothing)."""
-    from silentpulse_db.migrate import lock
-
-    monkeypatch.setattr(lock, "LOCK_POLL_FIRST", 120.0)
-    monkeypatch.setattr(lock, "LOCK_POLL_MAX", 120.0)
+    _polls(monkeypatch, 120.0)
     dsn = silentpulse_database
-    source = write_migrations(tmp_path, {1: ("t", "CREATE TABLE t (id int);\n", "DROP TABLE t;\n")})
+    source = write_migrations(tmp_path, ONE_TABLE)
     holder = await hold_migration_lock(dsn)
-    listen = asyncpg.Connection.add_listener
-
-    async def late_listen(conn: asyncpg.Connection, channel: str, callback: Any) -> None:
-        if channel.startswith("silentpulse_migration_lock_") and not holder.is_closed():
-            await holder.close()
-            await run_migrations(dsn, source=source)  # applies, releases: no one hears it
-        await listen(conn, channel, callback)
-
-    monkeypatch.setattr(asyncpg.Connection, "add_listener", late_listen)
+    # Another replica applies and releases in that moment: no one hears it.
+    _release_before_listen(monkeypatch, holder, then=lambda: run_migrations(dsn, source=source))
     with caplog.at_level(logging.INFO, logger="silentpulse_db.migrate"):
         result = await asyncio.wait_for(run_migrations(dsn, source=source, lock_timeout=600), 30)
     logged = [r.getMessage() for r in caplog.records]
     assert result.applied == () and result.version_after == 1
     assert "migration lock acquired" not in logged
     assert "stopped waiting for the migration lock: nothing left" in logged
+
+
+async def test_a_waiter_polls_a_database_without_tables_until_the_holder_lets_go(
+    silentpulse_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A golang-migrate holder that has made no tables: each poll asks whether they
+    exist ("not done" while they do not), then tries again; the waiter migrates once
+    the holder lets go."""
+    _polls(monkeypatch, 0.05)
+    dsn = silentpulse_database
+    source = write_migrations(tmp_path, ONE_TABLE)
+    holder = await hold_migration_lock(dsn)  # no tables, no NOTIFY: only the polls
+    try:
+        waiter = asyncio.create_task(run_migrations(dsn, source=source, lock_timeout=600))
+        await asyncio.sleep(0.5)  # several polls, each finding no tables
+        assert not waiter.done()
+        await holder.close()
+        result = await asyncio.wait_for(waiter, 30)
+        assert [a.version for a in result.applied] == [1]
+    finally:
+        if not holder.is_closed():
+            await holder.close()
 
 
 async def test_an_error_in_prerequisites_names_its_line(
@@ -296,8 +301,7 @@ async def test_a_waiter_that_gives_up_holding_the_first_key_tells_the_others(
     release of the first key NOTIFYs, or replicas queued on that key sleep a poll."""
     from silentpulse_db.migrate import lock
 
-    monkeypatch.setattr(lock, "LOCK_POLL_FIRST", 0.05)
-    monkeypatch.setattr(lock, "LOCK_POLL_MAX", 0.05)
+    _polls(monkeypatch, 0.05)
     dsn = silentpulse_database
     embedded, waiter, listener = [await asyncpg.connect(dsn) for _ in range(3)]
     try:
