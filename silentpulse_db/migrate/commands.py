@@ -122,8 +122,8 @@ async def run_migrations(
                 elif not session.tables_exist and not await conn.fetchval(
                     "SELECT to_regclass('schema_migrations_history') IS NOT NULL"
                 ):
-                    # Not yet made: asked, not read and failed, so that each poll does
-                    # not log an ERROR in the server's log.
+                    # Asked rather than read: a read that fails would log an ERROR in
+                    # the server's log at every poll of every waiter.
                     return None
                 else:
                     # A waiter woken by the holder: the partitions are asked again in
