@@ -79,6 +79,7 @@ class Directives(NamedTuple):
 
 _NO_DIRECTIVES = Directives()
 _DIRECTIVE = re.compile(r"^--\s*silentpulse:\s*(.*?)\s*$", re.IGNORECASE)
+_MAYBE_DIRECTIVE = re.compile(r"--\s*silentpulse:", re.IGNORECASE)  # anywhere: a superset
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|min)?$")
 _UNITS = {"ms": 0.001, "s": 1.0, "min": 60.0, None: 1.0}
 _MAX_LOCK_TIMEOUT = 86400.0
@@ -88,8 +89,10 @@ def parse_directives(sql: str, location: str) -> Directives:
     """Read ``-- silentpulse: breaking`` / ``-- silentpulse: lock_timeout=10s`` from the
     file's header (the comment and blank lines before its first statement). One after
     the first statement would be silently ignored: it is refused, as is anything else."""
-    if "silentpulse" not in sql.lower():
-        return _NO_DIRECTIVES  # the usual file: no line to look at
+    if not _MAYBE_DIRECTIVE.search(sql):
+        # The usual file, even one that names silentpulse_* functions: one scan in C
+        # instead of a match per line (~1 ms for the packaged files at each start).
+        return _NO_DIRECTIVES
     breaking, timeout = False, None
     in_header = True
     for number, raw in enumerate(sql.splitlines(), start=1):
