@@ -37,6 +37,7 @@ from .errors import (
     VersionNotFoundError,
 )
 from .results import (
+    REPORT_NAMES,
     AppliedMigration,
     MigrationResult,
     StatusReport,
@@ -85,16 +86,8 @@ if TYPE_CHECKING:
 _COMMANDS = ".migrate.commands"
 _SOURCE = ".migrate.source"
 _PREVIEW = ".migrate.preview"
-_RESULTS = ".results"  # the jobs' reports: results.py loads them on first use
 _LAZY = {
-    "CheckReport": _RESULTS,
-    "PartitionChange": _RESULTS,
-    "PartitionCoverage": _RESULTS,
-    "PartitionReport": _RESULTS,
-    "PrerequisitesResult": _RESULTS,
-    "RetentionAction": _RESULTS,
-    "RetentionReport": _RESULTS,
-    "StatusRow": _RESULTS,
+    **dict.fromkeys(REPORT_NAMES, ".results"),  # the jobs' reports: results.py loads them
     "ALERT_CHANNEL": ".listener",
     "AlertEvent": ".listener",
     "listen_alerts": ".listener",

@@ -82,7 +82,8 @@ class StatusReport:
     invalid_indexes: tuple[str, ...] = ()
 
 
-_REPORTS = frozenset(
+# Defined in _reports.py, loaded on first use (silentpulse_db's face reuses this set).
+REPORT_NAMES = frozenset(
     {
         "CheckReport",
         "PartitionChange",
@@ -97,7 +98,7 @@ _REPORTS = frozenset(
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _REPORTS:
+    if name not in REPORT_NAMES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from . import _reports
 
