@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from silentpulse_db import run_migrations
-from silentpulse_db.migrate.sql import _PARSED
+from silentpulse_db.migrate.files.statements import _PARSED
 
 from common import create_database, drop_database, machine, run, server_dsn, write_section
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from silentpulse_db import run_migrations
-from silentpulse_db.migrate.sql import analyze
+from silentpulse_db.migrate.files.statements import analyze
 
 from common import create_database, drop_database, machine, run, server_dsn, write_section
 

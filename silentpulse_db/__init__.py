@@ -18,6 +18,7 @@ from .errors import (
     DatabaseConnectionError,
     DatabaseError,
     DirtyDatabaseError,
+    InvalidArgumentError,
     KeyConfigError,
     LockHolder,
     LockTimeoutError,
@@ -59,8 +60,8 @@ if TYPE_CHECKING:
         up,
         version,
     )
-    from .migrate.locks import LockTaken
-    from .migrate.preview import (
+    from .migrate.dryrun.lock_levels import LockTaken
+    from .migrate.dryrun.preview import (
         MigrationPlan,
         PlannedMigration,
         PlannedStatement,
@@ -68,7 +69,7 @@ if TYPE_CHECKING:
         plan_goto,
         plan_up,
     )
-    from .migrate.source import Migration, MigrationFile, MigrationSource, load_source
+    from .migrate.files.source import Migration, MigrationFile, MigrationSource, load_source
     from .results import (
         CheckReport,
         PartitionChange,
@@ -84,8 +85,8 @@ if TYPE_CHECKING:
 # The engine (asyncpg, tenacity, ...) loads on first use, so that importing the
 # package for its types or its crypto stays cheap.
 _COMMANDS = ".migrate.commands"
-_SOURCE = ".migrate.source"
-_PREVIEW = ".migrate.preview"
+_SOURCE = ".migrate.files.source"
+_PREVIEW = ".migrate.dryrun.preview"
 _LAZY = {
     **dict.fromkeys(REPORT_NAMES, ".results"),  # the jobs' reports: results.py loads them
     "ALERT_CHANNEL": ".listener",
@@ -105,7 +106,7 @@ _LAZY = {
     "MigrationFile": _SOURCE,
     "MigrationSource": _SOURCE,
     "load_source": _SOURCE,
-    "LockTaken": ".migrate.locks",
+    "LockTaken": ".migrate.dryrun.lock_levels",
     "MigrationPlan": _PREVIEW,
     "PlannedMigration": _PREVIEW,
     "PlannedStatement": _PREVIEW,
@@ -142,6 +143,7 @@ __all__ = [
     "DatabaseConnectionError",
     "DatabaseError",
     "DirtyDatabaseError",
+    "InvalidArgumentError",
     "KeyConfigError",
     "LockHolder",
     "LockTaken",

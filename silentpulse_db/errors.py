@@ -16,6 +16,11 @@ class SilentPulseDBError(Exception):
     """Base of every error raised by silentpulse_db."""
 
 
+class InvalidArgumentError(SilentPulseDBError, ValueError):
+    """A function was called with a value it does not take (a bug in the calling code,
+    not in the database or the migration files); a ValueError too."""
+
+
 # --- configuration ---------------------------------------------------------
 
 

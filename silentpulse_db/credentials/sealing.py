@@ -64,6 +64,54 @@ class _Tenant:
 _Way = tuple[AESGCM, bytes, AESGCM, bytes, bytes, int]
 
 
+class _TenantCiphers:
+    """Per table and tenant, the ciphers and associated data the job needs, derived once
+    and kept for at most TENANT_CACHE tenants a table."""
+
+    def __init__(self, mode: Mode, new: Keyring, source: Keyring) -> None:
+        self.mode = mode
+        self.new = new
+        self.source = source
+        self._tenants: dict[str, dict[Any, _Tenant]] = {}  # table -> tenant id -> _Tenant
+        self._headers = {v: bytes((v,)) + new.kid for v in env.VERSIONS}
+
+    def of_table(self, table: str) -> dict[Any, _Tenant]:
+        """The tenants of ``table`` derived so far, by tenant id."""
+        return self._tenants.setdefault(table, {})
+
+    def tenant(self, column: CredentialColumn, tenant_id: Any) -> _Tenant:
+        """The tenant's id string and its cells' associated-data prefix, computed once."""
+        tenants = self._tenants.setdefault(column.table, {})
+        if len(tenants) >= TENANT_CACHE:
+            tenants.clear()
+        text = str(tenant_id)
+        cached = tenants[tenant_id] = _Tenant(
+            text, env.cell_prefix(column.table, column.column, text)
+        )
+        return cached
+
+    def way(self, tenant: _Tenant, source_header: bytes) -> _Way | None:
+        """How ``tenant``'s envelopes with ``source_header`` are opened and sealed anew
+        (kept in ``tenant.ways``); None when the source keyring lacks their key."""
+        version = source_header[0]
+        source = self.source.cipher(source_header[1:], version, tenant.text)
+        target = env.V2_PER_TENANT if self.mode == "v2" else version
+        cipher = self.new.cipher(self.new.kid, target, tenant.text)
+        way: _Way | None = None
+        if source is not None and cipher is not None:
+            header = self._headers[target]
+            way = (
+                source,
+                env.aad_head(source_header, tenant.prefix),
+                cipher,
+                env.aad_head(header, tenant.prefix),
+                header,
+                target,
+            )
+        tenant.ways[version] = way
+        return way
+
+
 class Sealer:
     """Opens each value with the source key and seals it under the target key."""
 
@@ -72,8 +120,7 @@ class Sealer:
         self.new = new
         self.source: Keyring = old if mode == "rotate" and old is not None else new
         self.problems: list[Problem] = []
-        self._tenants: dict[str, dict[Any, _Tenant]] = {}  # table -> tenant id -> _Tenant
-        self._headers = {v: bytes((v,)) + new.kid for v in env.VERSIONS}
+        self._ciphers = _TenantCiphers(mode, new, self.source)
 
     def batch(self, rows: list[Any], column: CredentialColumn, stats: TableReport) -> Batch:
         """The new envelopes of the rows that change; counts the others in ``stats``.
@@ -90,7 +137,7 @@ class Sealer:
         has_version = column.version_column is not None
         rotate = self.mode == "rotate"
         source_kid, new_kid = self.source.kid, self.new.kid
-        tenants = self._tenants.setdefault(column.table, {})
+        tenants = self._ciphers.of_table(column.table)
         row_field, versions_ok = env.row_field, env.VERSIONS
         rewritten = current = empty = 0
         for i, row in enumerate(rows):
@@ -101,7 +148,7 @@ class Sealer:
             nonce = nonces[i * NONCE_LEN : (i + 1) * NONCE_LEN]
             tenant = tenants.get(row[_TENANT])
             if tenant is None:
-                tenant = self._tenant(column, row[_TENANT])
+                tenant = self._ciphers.tenant(column, row[_TENANT])
             kid = value[1:HEADER_LEN]
             version = value[0] if len(value) >= MIN_LEN else 0
             sealed: tuple[bytes, int] | None
@@ -115,7 +162,7 @@ class Sealer:
             else:
                 way = tenant.ways.get(version, _MISSING)
                 if way is _MISSING:
-                    way = self._way(tenant, value[:HEADER_LEN])
+                    way = self._ciphers.way(tenant, value[:HEADER_LEN])
                 if way is None:
                     sealed = self._one(row, column, stats, nonce, tenant)
                 else:
@@ -149,25 +196,6 @@ class Sealer:
         stats.empty += empty
         return out
 
-    def _way(self, tenant: _Tenant, source_header: bytes) -> _Way | None:
-        version = source_header[0]
-        source = self.source.cipher(source_header[1:], version, tenant.text)
-        target = env.V2_PER_TENANT if self.mode == "v2" else version
-        cipher = self.new.cipher(self.new.kid, target, tenant.text)
-        way: _Way | None = None
-        if source is not None and cipher is not None:
-            header = self._headers[target]
-            way = (
-                source,
-                env.aad_head(source_header, tenant.prefix),
-                cipher,
-                env.aad_head(header, tenant.prefix),
-                header,
-                target,
-            )
-        tenant.ways[version] = way
-        return way
-
     @staticmethod
     def _opens(cipher: AESGCM, nonce: bytes, body: bytes, aad: bytes, plaintext: bytes) -> bool:
         try:
@@ -179,17 +207,6 @@ class Sealer:
         stats.problems += 1
         why = reason(_Skip("re-sealed value did not open with the new key"))
         self.problems.append(Problem(column.table, row[_ID], kid.hex(), why))
-
-    def _tenant(self, column: CredentialColumn, tenant_id: Any) -> _Tenant:
-        """The tenant's id string and its cells' associated-data prefix, computed once."""
-        tenants = self._tenants.setdefault(column.table, {})
-        if len(tenants) >= TENANT_CACHE:
-            tenants.clear()
-        text = str(tenant_id)
-        cached = tenants[tenant_id] = _Tenant(
-            text, env.cell_prefix(column.table, column.column, text)
-        )
-        return cached
 
     def _is_current(self, version: int, kid: bytes) -> bool:
         if self.mode == "v2":

@@ -1,11 +1,12 @@
 """The migration engine, golang-migrate compatible.
 
-Data flows one way: :mod:`.source` (the files) -> :mod:`.plan` (pure policy:
-what to run, or why not) -> :mod:`.apply` (runs a plan on a locked
-connection) -> :mod:`silentpulse_db.results`. :mod:`.commands` holds the public
-verbs; :mod:`.cli` is a thin shell over them. Beside them: :mod:`.sql`
-(statements, via pglast), :mod:`.version_table` and :mod:`.lock`
-(golang-migrate's table and lock), :mod:`.session` (connection + lock),
-:mod:`.catalog` and :mod:`.check` (schema snapshots and the proofs),
-:mod:`.scaffold` (new migration pairs).
+Data flows one way: ``files/`` (the migrations, read and validated) ->
+``plan.py`` (pure policy: what to run, or why not) -> ``run/`` (runs a plan on a
+locked connection) -> :mod:`silentpulse_db.results`. ``commands.py`` holds the
+public verbs, each reading as the runbook does, with the shared steps one call
+down in ``runbook.py``; ``cli.py`` is a thin shell over them. Beside them:
+``session.py`` (one connection: probe, state, lock), ``version_table.py``
+(golang-migrate's table and our history), ``migration_lock/`` (golang-migrate's
+advisory lock), ``dryrun/`` (the dry run and each statement's lock level) and
+``proofs/`` (``check``'s and ``baseline``'s proofs on a scratch database).
 """

@@ -23,8 +23,8 @@ from ..defaults import (
     PARTITIONS_AHEAD,
 )
 from ..errors import ConfigurationError
+from .files.source import MigrationSource, load_source
 from .plan import version_label
-from .source import MigrationSource, load_source
 
 if TYPE_CHECKING:
     from ..results import MigrationResult, StatusReport
@@ -278,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "create":
-        from .scaffold import create_migration
+        from .files.scaffold import create_migration
 
         directory = Path(args.path) if args.path else DEFAULT_CREATE_PATH
         if not directory.is_dir():
@@ -335,7 +335,7 @@ DRY_RUN_COMMANDS = ("up", "down", "goto")
 
 
 async def _dry_run(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
-    from . import preview
+    from .dryrun import preview
 
     if args.command == "up":
         plan = await preview.plan_up(dsn, args.n, **_connection(args))

@@ -24,37 +24,41 @@ from ..defaults import (
     LOCK_TIMEOUT,
     PARTITIONS_AHEAD,
 )
-from ..errors import BaselineError, MigrationSourceError, SilentPulseDBError
+from ..errors import BaselineError, MigrationSourceError
 from ..postgres.dsn import validate_dsn
 from ..postgres.translate import typed_errors
-from ..results import AppliedMigration, MigrationResult, StatusReport, VersionState
-from .lock import lock_holders
+from ..results import MigrationResult, StatusReport, VersionState
+from .files.source import SourceLike, load_source
+from .migration_lock.waiting import lock_holders
 from .plan import (
     Down,
     Force,
     Goto,
-    Plan,
     Request,
     Up,
-    is_settled,
-    make_plan,
     status_rows,
     version_label,
 )
-from .session import CREATE_TABLES, Session, locked_session, open_session
-from .source import MigrationSource, SourceLike, load_source
+from .runbook import (
+    DEFAULT_DDL,
+    DDLLimits,
+    NothingLeft,
+    Outcome,
+    apply_locked,
+    apply_or_leave,
+    migration_result,
+    parse_ahead,
+)
+from .session import locked_session, open_session
 from .version_table import (
     HistoryRecord,
-    ensure_tables,
     read_state,
-    read_state_and,
     read_version,
     write_version,
 )
 
 if TYPE_CHECKING:
     from ..results import CheckReport, PrerequisitesResult
-    from .sql import ParsedSQL
 
 logger = logging.getLogger("silentpulse_db.migrate")
 
@@ -101,6 +105,7 @@ async def run_migrations(
     month and that many ahead are made sure of (cheap when they exist; a busy
     table or a missing privilege is a warning, never a failed start-up).
     """
+    # Loaded on first use: the CLI, which imports this module, never needs the jobs.
     from ..schema.jobs import partitions_at_startup, partitions_due
 
     with typed_errors(dsn, "apply migrations"):
@@ -111,58 +116,26 @@ async def run_migrations(
         async with open_session(
             dsn, attempts=attempts, wait=wait, partitions_probe=probe, with_state=True
         ) as session:
-            conn = session.conn
-            prefetched = [session.state] if session.state else []
-            due: list[bool | None] = [None]  # partitions, as read with the last state
-
-            async def settled() -> Plan | None:
-                """The (empty) plan if nothing is left to do; None if there is work."""
-                if prefetched:
-                    state, history = prefetched.pop()  # read with the probe
-                elif not session.tables_exist and not await conn.fetchval(
-                    "SELECT to_regclass('schema_migrations_history') IS NOT NULL"
-                ):
-                    # Asked rather than read: a read that fails would log an ERROR in
-                    # the server's log at every poll of every waiter.
-                    return None
-                else:
-                    # A waiter woken by the holder: the partitions are asked again in
-                    # the same query (the holder may have created the tables).
-                    state, history, due[0] = await read_state_and(conn, probe)
-                if not is_settled(migrations, state, target=target):
-                    return None
-                return _warned(
-                    make_plan(migrations, state, request, history=history, strict=strict)
+            nothing_left = NothingLeft(
+                session, migrations, request, strict=strict, partitions_probe=probe
+            )
+            # Nothing left to do? Answered without the lock: the usual restart, and the
+            # replicas that lost the race.
+            plan = await nothing_left() if session.tables_exist else None
+            if plan is not None:
+                outcome = Outcome(plan, partitions_due=nothing_left.partitions_due)
+            else:
+                # Lock, plan, apply; or leave once another replica has done it.
+                ddl = DDLLimits(ddl_lock_timeout, ddl_retry_for)
+                outcome = await apply_or_leave(
+                    dsn, session, nothing_left, lock_timeout, ddl, partitions_ahead
                 )
-
-            # A committed clean version is final (transactional migrations commit
-            # with it), so "nothing pending" needs no lock: the usual restart, and
-            # replicas that lost the race, answer without queueing.
-            plan = await settled() if session.tables_exist else None
-            # Whether the partitions need asking about (None) or are known (due or not).
-            partitions = session.partitions_due if plan is not None else None
-            applied: list[AppliedMigration] = []
-            if plan is None:
-                parsed = await _parse_ahead(session, migrations, request, strict)
-                lock = session.lock(lock_timeout)
-                plan = await lock.acquire(unless=settled)
-                if plan is not None:  # answered by settled(), which read the partitions too
-                    partitions = due[0]
-                else:  # we hold the lock: apply what is pending
-                    try:
-                        ddl = (ddl_lock_timeout, ddl_retry_for)
-                        plan, applied = await _apply_locked(
-                            dsn, session, migrations, request, parsed, strict=strict, ddl=ddl
-                        )
-                        if partitions_ahead is not None:
-                            # Before the waiters go: they find the partitions made.
-                            await partitions_at_startup(conn, dsn, partitions_ahead)
-                            partitions = False
-                    finally:
-                        await lock.release()
-            result = _result(plan, applied, started)
+            result = migration_result(outcome, started)
+            # The month's partitions and those ahead: cheap when none is due, never fatal.
             if partitions_ahead is not None:
-                await partitions_at_startup(conn, dsn, partitions_ahead, due=partitions)
+                await partitions_at_startup(
+                    session.conn, dsn, partitions_ahead, due=outcome.partitions_due
+                )
             return result
 
 
@@ -185,7 +158,7 @@ async def up(
     operator running older files). Changed checksums of applied files are
     warnings, or ChecksumMismatchError with ``strict``.
     """
-    ddl = (ddl_lock_timeout, ddl_retry_for)
+    ddl = DDLLimits(ddl_lock_timeout, ddl_retry_for)
     request = Up(count, target)
     return await _run(dsn, request, source, attempts, wait, lock_timeout, ddl, strict=strict)
 
@@ -203,7 +176,7 @@ async def down(
 ) -> MigrationResult:
     """Revert the last ``count`` applied migrations, or every one with ``"all"``."""
     request = Down(None if count == "all" else count)
-    ddl = (ddl_lock_timeout, ddl_retry_for)
+    ddl = DDLLimits(ddl_lock_timeout, ddl_retry_for)
     return await _run(dsn, request, source, attempts, wait, lock_timeout, ddl)
 
 
@@ -219,7 +192,7 @@ async def goto(
     ddl_retry_for: float = DDL_RETRY_FOR,
 ) -> MigrationResult:
     """Migrate up or down to ``version``, which must have a migration file."""
-    ddl = (ddl_lock_timeout, ddl_retry_for)
+    ddl = DDLLimits(ddl_lock_timeout, ddl_retry_for)
     return await _run(dsn, Goto(version), source, attempts, wait, lock_timeout, ddl)
 
 
@@ -325,7 +298,7 @@ async def apply_prerequisites(
             dsn, attempts=attempts, wait=wait, lock_timeout=lock_timeout, ensure=False
         ) as conn:
             conn.add_log_listener(lambda _c, msg: notices.append(str(getattr(msg, "message", msg))))
-            from .apply import Applier
+            from .run.applier import Applier
 
             await Applier(conn, migrations).run_file(migrations.prerequisites)
             installed = await conn.fetch("SELECT extname FROM pg_extension ORDER BY extname")
@@ -374,7 +347,7 @@ async def baseline(
                 f"database created before migrations; use `up`"
             )
         if verify and migrations.migrations:
-            from .check import baseline_differences  # the catalog proofs load on first use
+            from .proofs.check import baseline_differences  # the catalog proofs load on first use
 
             differences = await baseline_differences(dsn, migrations, attempts=attempts, wait=wait)
             if differences:
@@ -393,7 +366,7 @@ async def baseline(
                     f"database already has a migration version ({before}); baseline only adopts an "
                     f"unversioned database"
                 )
-            from .apply import Applier
+            from .run.applier import Applier
 
             await Applier(conn, migrations).run_file(migrations.baseline)
             after = await read_version(conn)
@@ -425,7 +398,7 @@ async def check(dsn: str, *, source: SourceLike = None) -> CheckReport:
         validate_dsn(dsn)
         # The catalog proofs load on first use: start-up never needs them.
         from ..schema.tenancy import rls_gaps
-        from .check import prove_reversible
+        from .proofs.check import prove_reversible
 
         migrations = load_source(source)
         async with open_session(dsn, attempts=1) as session:
@@ -445,103 +418,24 @@ async def _run(
     attempts: int,
     wait: float,
     lock_timeout: float,
-    ddl: tuple[float | None, float] = (DDL_LOCK_TIMEOUT, DDL_RETRY_FOR),
+    ddl: DDLLimits = DEFAULT_DDL,
     *,
     strict: bool = False,
 ) -> MigrationResult:
-    """Plan ``request`` and apply it, holding the migration lock throughout.
-    ``ddl``: each statement's table-lock timeout and how long to retry."""
+    """Plan ``request`` and apply it, holding the migration lock throughout."""
     with typed_errors(dsn, "change the migration version"):
         migrations = load_source(source)
         started = time.perf_counter()
-        up_to = request.target if isinstance(request, Up) else None
-        quick = isinstance(request, Up)
+        quick = isinstance(request, Up)  # nothing pending may be answered from the probe
         async with open_session(dsn, attempts=attempts, wait=wait, with_state=quick) as session:
-            if quick and session.state is not None:
+            if isinstance(request, Up) and session.state is not None:
                 # Nothing pending is final without the lock, as at start-up.
-                state, history = session.state
-                if is_settled(migrations, state, target=up_to):
-                    plan = make_plan(migrations, state, request, history=history, strict=strict)
-                    return _result(_warned(plan), [], started)
-            parsed = await _parse_ahead(session, migrations, request, strict)
+                plan = await NothingLeft(session, migrations, request, strict=strict)()
+                if plan is not None:
+                    return migration_result(Outcome(plan), started)
+            parsed = await parse_ahead(session, migrations, request, strict)
             async with session.lock(lock_timeout):
-                plan, applied = await _apply_locked(
+                plan, applied = await apply_locked(
                     dsn, session, migrations, request, parsed, strict=strict, ddl=ddl
                 )
-                return _result(plan, applied, started)
-
-
-async def _apply_locked(
-    dsn: str,
-    session: Session,
-    migrations: MigrationSource,
-    request: Request,
-    parsed: dict[str, ParsedSQL],
-    *,
-    strict: bool,
-    ddl: tuple[float | None, float],
-) -> tuple[Plan, list[AppliedMigration]]:
-    """With the migration lock held: the tables made sure of, the plan made from what
-    they say now, and applied. ``ddl``: each statement's table-lock timeout, and how
-    long to retry."""
-    from .apply import Applier
-    from .outside import reruns_dirty
-
-    conn = session.conn
-    with typed_errors(dsn, CREATE_TABLES):  # or adds newer columns
-        await ensure_tables(conn)
-    state, history = await read_state(conn)
-    rerun = await reruns_dirty(conn, migrations, state)
-    plan = _warned(
-        make_plan(migrations, state, request, history=history, strict=strict, rerun_dirty=rerun)
-    )
-    applier = Applier(
-        conn, migrations, ddl_lock_timeout=ddl[0], ddl_retry_for=ddl[1], schema=session.schema
-    )
-    return plan, await applier.apply(plan, parsed)
-
-
-async def _parse_ahead(
-    session: Session, migrations: MigrationSource, request: Request, strict: bool
-) -> dict[str, ParsedSQL]:
-    """Read the files that will likely run before taking the lock (a large file must not
-    hold other runners up); the plan made under the lock decides what actually runs."""
-    if session.state is not None:
-        state, history = session.state  # as the probe read it: a guess is all this needs
-    elif session.tables_exist:
-        state, history = await read_state(session.conn)
-    else:
-        state, history = VersionState(None, False), {}
-    try:
-        candidate = make_plan(migrations, state, request, history=history, strict=strict)
-    except SilentPulseDBError:
-        return {}  # decided again, under the lock
-    from .apply import parse_steps
-
-    return parse_steps(candidate.steps)
-
-
-def _warned(plan: Plan) -> Plan:
-    """Log the plan's warnings (database ahead, changed files, a rerun) before it runs."""
-    for warning in plan.warnings:
-        logger.warning("%s", warning)
-    return plan
-
-
-def _result(plan: Plan, applied: list[AppliedMigration], started: float) -> MigrationResult:
-    # Each step either ran or raised: once here, the plan's last version is the database's.
-    if applied:
-        logger.info(
-            "migrated from version %s to %s in %.2f s (%d applied)",
-            version_label(plan.state.version),
-            version_label(plan.version_after),
-            time.perf_counter() - started,
-            len(applied),
-        )
-    return MigrationResult(
-        version_before=plan.state.version,
-        version_after=plan.version_after,
-        applied=tuple(applied),
-        database_ahead=plan.database_ahead,
-        warnings=plan.warnings,
-    )
+                return migration_result(Outcome(plan, applied), started)

@@ -25,7 +25,7 @@ from ..errors import (
     VersionNotFoundError,
 )
 from ..results import VersionState
-from .source import Direction, Migration, MigrationFile, MigrationSource
+from .files.source import Direction, Migration, MigrationFile, MigrationSource
 
 if TYPE_CHECKING:
     from ..results import StatusRow

@@ -12,7 +12,8 @@ from ..defaults import CLIENT_CONNECTION_CHECK_INTERVAL, CONNECT_ATTEMPTS, CONNE
 from ..postgres.connect import close_quietly, connect
 from ..postgres.translate import typed_errors
 from ..results import VersionState
-from .lock import LockKeys, MigrationLock, lock_keys_for
+from .migration_lock.keys import LockKeys, lock_keys_for
+from .migration_lock.waiting import MigrationLock
 from .plan import HistoryEntry
 from .version_table import (
     HISTORY_TABLE,

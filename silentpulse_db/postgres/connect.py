@@ -150,3 +150,15 @@ async def close_quietly(conn: Any) -> None:
             await conn.close(timeout=5)
         except Exception:
             conn.terminate()
+
+
+async def rollback(conn: Any) -> None:
+    """End the connection's open transaction, if any (a failed COMMIT has ended it
+    already); a lost connection needs none: the server rolls back."""
+    if not conn.is_in_transaction():
+        return
+    try:
+        await conn.execute("ROLLBACK")
+    except Exception as exc:
+        if not is_connection_lost(exc):
+            raise

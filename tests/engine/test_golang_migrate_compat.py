@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from silentpulse_db import LockTimeoutError, down, force, goto, run_migrations
-from silentpulse_db.migrate.lock import golang_migrate_lock_key
+from silentpulse_db.migrate.migration_lock.keys import golang_migrate_lock_key
 
 from helpers import execute, fetch, lock_keys, simple_set, version_rows, write_migrations
 

@@ -36,10 +36,10 @@ ONE_TABLE = {1: ("t", "CREATE TABLE t (id int);\n", "DROP TABLE t;\n")}
 
 def _polls(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     """Set the waiters' fallback poll (120 s: only a NOTIFY or a try can wake them)."""
-    from silentpulse_db.migrate import lock
+    from silentpulse_db.migrate.migration_lock import waiting
 
-    monkeypatch.setattr(lock, "LOCK_POLL_FIRST", seconds)
-    monkeypatch.setattr(lock, "LOCK_POLL_MAX", seconds)
+    monkeypatch.setattr(waiting, "LOCK_POLL_FIRST", seconds)
+    monkeypatch.setattr(waiting, "LOCK_POLL_MAX", seconds)
 
 
 def _release_before_listen(
@@ -222,9 +222,9 @@ async def test_an_error_in_prerequisites_names_its_line(
 async def test_a_long_failed_migration_is_not_replayed(
     silentpulse_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from silentpulse_db.migrate import transactional
+    from silentpulse_db.migrate.run import locate
 
-    monkeypatch.setattr(transactional, "REPLAY_LIMIT", 0.0)  # every attempt is "long"
+    monkeypatch.setattr(locate, "REPLAY_LIMIT", 0.0)  # every attempt is "long"
     body = "CREATE TABLE t (id int PRIMARY KEY);\nINSERT INTO t VALUES (1);\nINSERT INTO t VALUES (1);\n"
     source = write_migrations(tmp_path, {1: ("dup", body, "DROP TABLE t;\n")})
     with pytest.raises(MigrationFailedError) as info:
@@ -299,7 +299,7 @@ async def test_a_waiter_that_gives_up_holding_the_first_key_tells_the_others(
     """An embedded golang-migrate runner holds only the second key: our waiter takes the
     first and waits for the second. When it stops waiting (nothing left to do), its
     release of the first key NOTIFYs, or replicas queued on that key sleep a poll."""
-    from silentpulse_db.migrate import lock
+    from silentpulse_db.migrate.migration_lock import waiting
 
     _polls(monkeypatch, 0.05)
     dsn = silentpulse_database
@@ -317,7 +317,7 @@ async def test_a_waiter_that_gives_up_holding_the_first_key_tells_the_others(
             asked += 1
             return "nothing left" if asked == 3 else None
 
-        answer = await lock.MigrationLock(waiter, keys, timeout=600).acquire(unless=unless)
+        answer = await waiting.MigrationLock(waiter, keys, timeout=600).acquire(unless=unless)
         assert answer == "nothing left"
         await asyncio.sleep(0.2)  # the NOTIFY travels to the listener
         assert heard == [channel]

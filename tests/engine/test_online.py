@@ -24,7 +24,7 @@ from silentpulse_db import (
     status,
     up,
 )
-from silentpulse_db.migrate.preview import format_plan
+from silentpulse_db.migrate.dryrun.preview import format_plan
 
 from helpers import execute, fetch, fetchval, version_rows, write_migrations
 

@@ -23,9 +23,9 @@ from silentpulse_db import (
     up,
 )
 from silentpulse_db.defaults import LARGE_TABLE_ROWS
-from silentpulse_db.migrate.locks import LockTaken
-from silentpulse_db.migrate.preview import format_plan
-from silentpulse_db.migrate.source import load_source
+from silentpulse_db.migrate.dryrun.lock_levels import LockTaken
+from silentpulse_db.migrate.dryrun.preview import format_plan
+from silentpulse_db.migrate.files.source import load_source
 
 from helpers import (
     execute,

@@ -253,9 +253,9 @@ async def test_a_long_migration_logs_its_progress(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from silentpulse_db.migrate import transactional
+    from silentpulse_db.migrate.run import in_transaction
 
-    monkeypatch.setattr(transactional, "PROGRESS_EVERY", 0.0)  # "a few seconds", made instant
+    monkeypatch.setattr(in_transaction, "PROGRESS_EVERY", 0.0)  # "a few seconds", made instant
     body = "CREATE TABLE p (id int);\n" + "INSERT INTO p VALUES (1);\n" * 299
     source = write_migrations(tmp_path, {1: ("add_p", body, "DROP TABLE p;\n")})
     with caplog.at_level(logging.INFO, logger="silentpulse_db"):

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from silentpulse_db import MigrationFailedError, TableLockTimeoutError, run_migrations
-from silentpulse_db.migrate import transactional
+from silentpulse_db.migrate.run import locate
 
 from helpers import (
     fetch,
@@ -185,7 +185,7 @@ async def test_an_error_without_position_after_a_slow_member_is_still_located(
     """The replay limit (a migration that ran long is not replayed to find its failing
     statement) counts the failed file's own time, not the group's: a quick file after a
     slow one is still located by replay. REPLAY_LIMIT is shortened to 1 s here."""
-    monkeypatch.setattr(transactional, "REPLAY_LIMIT", 1.0)
+    monkeypatch.setattr(locate, "REPLAY_LIMIT", 1.0)
     dsn = silentpulse_database
     slow = (
         "alter_t1",

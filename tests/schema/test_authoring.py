@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from silentpulse_db import MigrationSourceError, ReversibilityError, check
-from silentpulse_db.migrate.scaffold import create_migration
+from silentpulse_db.migrate.files.scaffold import create_migration
 
 from helpers import simple_set, write_migrations
 
@@ -158,7 +158,7 @@ def test_every_later_transactional_migration_sets_a_lock_timeout() -> None:
     CREATE/DROP INDEX CONCURRENTLY cannot (it runs outside a transaction).
     """
     from silentpulse_db import load_source
-    from silentpulse_db.migrate.sql import analyze
+    from silentpulse_db.migrate.files.statements import analyze
 
     missing = []
     for migration in load_source().migrations:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from silentpulse_db import MigrationSourceError
-from silentpulse_db.migrate.source import parse_directives
+from silentpulse_db.migrate.files.directives import parse_directives
 
 
 @pytest.mark.parametrize(

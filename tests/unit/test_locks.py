@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from pglast import parser
 
-import silentpulse_db.migrate.locks as locks_module
-from silentpulse_db.migrate.locks import (
+import silentpulse_db.migrate.dryrun.lock_levels as locks_module
+from silentpulse_db.errors import InvalidArgumentError, SilentPulseDBError
+from silentpulse_db.migrate.dryrun.lock_levels import (
     MODES,
     LockTaken,
     blocks_reads,
@@ -285,6 +286,13 @@ def test_blocks_reads_and_writes() -> None:
     assert not blocks_writes(SUE) and not blocks_writes(RE)
     with pytest.raises(ValueError):
         blocks_reads("exclusive")
+
+
+def test_a_bad_lock_mode_is_the_projects_own_error() -> None:
+    with pytest.raises(SilentPulseDBError, match="not a PostgreSQL table lock mode: 'ROW LOCK'"):
+        strongest(["SHARE", "ROW LOCK"])
+    with pytest.raises(InvalidArgumentError, match="of no lock modes"):
+        strongest([])
 
 
 def test_module_is_pure() -> None:

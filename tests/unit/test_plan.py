@@ -14,6 +14,7 @@ from silentpulse_db import (
     VersionNotFoundError,
     VersionState,
 )
+from silentpulse_db.migrate.files.source import Migration, MigrationFile, MigrationSource
 from silentpulse_db.migrate.plan import (
     NIL_VERSION,
     Down,
@@ -26,7 +27,6 @@ from silentpulse_db.migrate.plan import (
     make_plan,
     status_rows,
 )
-from silentpulse_db.migrate.source import Migration, MigrationFile, MigrationSource
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 

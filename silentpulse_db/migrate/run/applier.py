@@ -19,16 +19,16 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..defaults import DDL_LOCK_TIMEOUT, DDL_RETRY_FOR
-from ..results import AppliedMigration
-from ..schema.tenancy import rls_filters
-from .outside import OutsideTransaction
-from .plan import NIL_VERSION, Plan, Step, version_label
-from .source import MigrationFile, MigrationSource
-from .sql import ParsedSQL, Statement, analyze_cached, line_and_column
-from .together import Together, group_size, label
-from .transactional import TransactionalRun
-from .version_table import HistoryRecord, write_version
+from ...defaults import DDL_LOCK_TIMEOUT, DDL_RETRY_FOR
+from ...results import AppliedMigration
+from ..files.source import MigrationFile, MigrationSource
+from ..files.statements import ParsedSQL, Statement, analyze_cached
+from ..plan import NIL_VERSION, Plan, Step, version_label
+from ..version_table import HistoryRecord, write_version
+from .filtered_writes import FilteredWrites
+from .in_transaction import TransactionalRun
+from .outside_transaction import OutsideTransaction
+from .sent_together import Together, group_size, label
 
 logger = logging.getLogger("silentpulse_db.migrate")
 
@@ -51,7 +51,7 @@ class Applier:
         self.ddl_retry_for = ddl_retry_for
         # The version tables' schema; None: read current_schema() when a plan starts.
         self.schema = schema
-        self._rls_checked: set[str] = set()
+        self.filtered_writes = FilteredWrites(conn)
 
     async def apply(
         self, plan: Plan, parsed: Mapping[str, ParsedSQL] | None = None
@@ -67,18 +67,8 @@ class Applier:
         statements = [known[step.file.location] for step in plan.steps]
         if self.schema is None and plan.steps:
             self.schema = await self.conn.fetchval("SELECT current_schema()")
-        # What a migration says with RAISE WARNING (rows it could not fix, a
-        # constraint left NOT VALID) reaches the operator's log, naming the file.
-        running: list[str] = []
-
-        def on_message(_conn: Any, message: Any) -> None:
-            where = running[-1] if running else "migration"
-            if getattr(message, "severity", "") == "WARNING":
-                logger.warning("%s: %s", where, message.message)
-            else:
-                logger.info("%s: %s", where, getattr(message, "message", message))
-
-        self.conn.add_log_listener(on_message)
+        notices = _Notices()
+        self.conn.add_log_listener(notices)
         together = Together(self.conn, self.schema)
         # A SQL_ASCII database counts error positions in bytes (together.py).
         byte_positions = self.conn.get_settings().server_encoding == "SQL_ASCII"
@@ -89,7 +79,7 @@ class Applier:
                 start = len(applied)
                 size = group_size(steps, statements, start, byte_positions=byte_positions)
                 group = steps[start : start + size]
-                running.append(label(group) if size > 1 else group[0].file.location)
+                notices.running = label(group) if size > 1 else group[0].file.location
                 if size == 1:
                     applied.append(await self._apply_step(group[0], statements[start], before))
                 else:
@@ -98,7 +88,7 @@ class Applier:
                 before = steps[len(applied) - 1].version_after
             return applied
         finally:
-            self.conn.remove_log_listener(on_message)
+            self.conn.remove_log_listener(notices)
 
     async def _apply_together(
         self,
@@ -116,7 +106,7 @@ class Applier:
             stays_at = step.version_after
 
         def committed(index: int, took: float) -> None:
-            applied.append(self._applied(steps[index], took, transactional=True))
+            applied.append(applied_migration(steps[index], took, transactional=True))
 
         await together.apply(runs, before, committed)
 
@@ -149,37 +139,16 @@ class Applier:
                 "; ".join(parsed.non_transactional),
             )
             outside = OutsideTransaction(self.conn, self.source, self.schema)
-            await outside.run(step, parsed, self._record)
+            await outside.run(step, parsed, history_record)
         else:
             await self._run_in_transaction(step, parsed, before)
         took = time.perf_counter() - started
-        return self._applied(step, took, transactional=not parsed.non_transactional)
-
-    def _applied(self, step: Step, took: float, *, transactional: bool) -> AppliedMigration:
-        result = AppliedMigration(
-            version=step.migration.version,
-            name=step.migration.name,
-            direction=step.direction,
-            duration=took,
-            transactional=transactional,
-        )
-        logger.info("applied %s", result)
-        return result
-
-    def _record(self, step: Step, duration: float | None = None) -> HistoryRecord:
-        return HistoryRecord(
-            step.migration.version,
-            step.migration.name,
-            step.direction,
-            step.file.checksum,
-            duration,
-            breaking=step.direction == "up" and step.migration.up.directives.breaking,
-        )
+        return applied_migration(step, took, transactional=not parsed.non_transactional)
 
     async def _run_in_transaction(self, step: Step, parsed: ParsedSQL, before: int | None) -> None:
         for statement in parsed.statements:
             if statement.writes is not None:
-                await self._warn_if_rls_filters(step.file, statement)
+                await self.filtered_writes.warn(step.file, statement)
         await self._transactional(step, parsed, before).run()
 
     def _transactional(self, step: Step, parsed: ParsedSQL, before: int | None) -> TransactionalRun:
@@ -191,37 +160,49 @@ class Applier:
             parsed,
             lock_timeout=self.ddl_lock_timeout if timeout is None else timeout,
             retry_for=self.ddl_retry_for,
-            record=self._record(step),
+            record=history_record(step),
             stays_at=f"version {version_label(before)}",
             schema=self.schema,
         )
 
-    async def _warn_if_rls_filters(self, file: MigrationFile, statement: Statement) -> None:
-        """Warn when an UPDATE/DELETE runs as a role that row-level security filters.
 
-        With FORCE ROW LEVEL SECURITY even the table's owner sees only the rows
-        its policies let through (none without app.current_tenant), so a
-        backfill "succeeds" having changed nothing.
-        """
-        if statement.writes in self._rls_checked:
-            return  # once per table per migration: a file may hold thousands of UPDATEs
-        self._rls_checked.add(statement.writes or "")
-        filtered = await rls_filters(self.conn, statement.writes or "")
-        if filtered is None:
-            return
-        line, _ = line_and_column(file.sql, statement.offset + 1)
-        logger.warning(
-            "%s line %d: %s on %s runs as role %r, which row-level security filters "
-            "(no BYPASSRLS, table %s): it only reaches the rows its policies let it see, "
-            "none when app.current_tenant is unset. Run data migrations as a role with "
-            "BYPASSRLS (docs/operations.md).",
-            file.location,
-            line,
-            statement.sql.split(None, 1)[0].upper(),
-            statement.writes,
-            filtered.role,
-            "forces RLS" if filtered.forced else "has RLS enabled",
-        )
+class _Notices:
+    """A log listener: what a migration says with RAISE WARNING (rows it could not fix, a
+    constraint left NOT VALID) reaches the operator's log, naming the file."""
+
+    def __init__(self) -> None:
+        self.running = "migration"  # the file (or group of files) now running
+
+    def __call__(self, _conn: Any, message: Any) -> None:
+        if getattr(message, "severity", "") == "WARNING":
+            logger.warning("%s: %s", self.running, message.message)
+        else:
+            logger.info("%s: %s", self.running, getattr(message, "message", message))
+
+
+def applied_migration(step: Step, took: float, *, transactional: bool) -> AppliedMigration:
+    """What the result says of a step that ran (and the log line saying so)."""
+    result = AppliedMigration(
+        version=step.migration.version,
+        name=step.migration.name,
+        direction=step.direction,
+        duration=took,
+        transactional=transactional,
+    )
+    logger.info("applied %s", result)
+    return result
+
+
+def history_record(step: Step, duration: float | None = None) -> HistoryRecord:
+    """The history row of a step that took ``duration`` seconds."""
+    return HistoryRecord(
+        step.migration.version,
+        step.migration.name,
+        step.direction,
+        step.file.checksum,
+        duration,
+        breaking=step.direction == "up" and step.migration.up.directives.breaking,
+    )
 
 
 def parse_steps(

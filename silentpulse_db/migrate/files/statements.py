@@ -12,7 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import MigrationSourceError
+from ...errors import MigrationSourceError
 from .source import MigrationFile
 
 

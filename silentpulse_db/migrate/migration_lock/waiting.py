@@ -1,10 +1,4 @@
-"""The migration lock: golang-migrate's advisory lock keys, taken by polling.
-
-golang-migrate locks ``crc32(schema \\0 table \\0 database_name) * 1486364155 mod 2**32``
-with ``pg_advisory_lock``. Its CLI uses the URL path (``/db``) as the database
-name and an embedded driver uses ``CURRENT_DATABASE()`` (``db``), so we take
-both keys, always URL-path key first, and no golang-migrate peer of either
-kind can run beside us.
+"""Waiting for the migration lock: both keys (keys.py), taken by polling.
 
 We wait with ``pg_try_advisory_lock`` in a loop rather than a blocking
 ``pg_advisory_lock``: a backend blocked on the lock holds a snapshot, and
@@ -17,48 +11,21 @@ for holders that do not notify (golang-migrate).
 from __future__ import annotations
 
 import asyncio
-import binascii  # crc32 as zlib's; already loaded by asyncpg (ssl), zlib is not
 import contextlib
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
-from ..defaults import LOCK_POLL_FIRST, LOCK_POLL_MAX
-from ..errors import LockHolder, LockTimeoutError
-from ..postgres.advisory import advisory_lock_holders
-from .version_table import VERSION_TABLE
+from ...defaults import LOCK_POLL_FIRST, LOCK_POLL_MAX
+from ...errors import LockHolder, LockTimeoutError
+from ...postgres.advisory import advisory_lock_holders
+from .keys import LockKeys
 
 logger = logging.getLogger("silentpulse_db.migrate")
 
-ADVISORY_LOCK_SALT = 1486364155
-
 T = TypeVar("T")
-
-
-def golang_migrate_lock_key(database_name: str, schema: str, table: str = VERSION_TABLE) -> int:
-    """The key golang-migrate's GenerateAdvisoryLockId computes."""
-    joined = "\x00".join((schema, table, database_name)).encode()
-    return (binascii.crc32(joined) * ADVISORY_LOCK_SALT) % 2**32
-
-
-class LockKeys(NamedTuple):
-    url_path: int  # the CLI's key: database name with its leading slash
-    current_database: int  # an embedded driver's key: CURRENT_DATABASE()
-
-    @property
-    def ordered(self) -> tuple[int, ...]:
-        # Same order everywhere, so two of our runners never deadlock.
-        return tuple(dict.fromkeys((self.url_path, self.current_database)))
-
-
-def lock_keys_for(database: str, schema: str) -> LockKeys:
-    """Both golang-migrate keys for ``database`` (its name without a slash) and ``schema``."""
-    return LockKeys(
-        url_path=golang_migrate_lock_key("/" + database, schema),
-        current_database=golang_migrate_lock_key(database, schema),
-    )
 
 
 class MigrationLock:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .version_table import HISTORY_TABLE, VERSION_TABLE
+from ..version_table import HISTORY_TABLE, VERSION_TABLE
 
 # Schemas that belong to PostgreSQL or to extensions' internals.
 _SKIP_SCHEMAS = "('pg_catalog', 'information_schema', 'pg_toast', 'ag_catalog')"

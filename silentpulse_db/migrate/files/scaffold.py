@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..errors import MigrationSourceError
+from ...errors import MigrationSourceError
 from .source import load_source
 
 VERB_PREFIXES = (

@@ -13,17 +13,17 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from ..defaults import CONNECT_ATTEMPTS, CONNECT_WAIT
-from ..errors import MigrationFailedError, ReversibilityError
-from ..postgres.connect import close_quietly, connect
-from ..postgres.databases import scratch_database
-from ..results import CheckReport, VersionState
-from .apply import Applier
+from ...defaults import CONNECT_ATTEMPTS, CONNECT_WAIT
+from ...errors import MigrationFailedError, ReversibilityError
+from ...postgres.connect import close_quietly, connect
+from ...postgres.databases import scratch_database
+from ...results import CheckReport, VersionState
+from ..files.scaffold import LEGACY_MAX_VERSION, naming_problem
+from ..files.source import Direction, Migration, MigrationSource
+from ..plan import Plan, Step
+from ..run.applier import Applier
+from ..version_table import ensure_tables
 from .catalog import Snapshot, snapshot
-from .plan import Plan, Step
-from .scaffold import LEGACY_MAX_VERSION, naming_problem
-from .source import Direction, Migration, MigrationSource
-from .version_table import ensure_tables
 
 logger = logging.getLogger("silentpulse_db.migrate")
 

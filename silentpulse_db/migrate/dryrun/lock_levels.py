@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ...errors import InvalidArgumentError
+
 ACCESS_SHARE = "ACCESS SHARE"
 ROW_SHARE = "ROW SHARE"
 ROW_EXCLUSIVE = "ROW EXCLUSIVE"
@@ -53,14 +55,14 @@ def _rank(mode: str) -> int:
     try:
         return _RANK[mode]
     except KeyError:
-        raise ValueError(f"not a PostgreSQL table lock mode: {mode!r}") from None
+        raise InvalidArgumentError(f"not a PostgreSQL table lock mode: {mode!r}") from None
 
 
 def strongest(modes: Iterable[str]) -> str:
-    """The strongest of ``modes``; ValueError if empty or one is unknown."""
+    """The strongest of ``modes``; InvalidArgumentError if empty or one is unknown."""
     ranks = [_rank(mode) for mode in modes]
     if not ranks:
-        raise ValueError("strongest() of no lock modes")
+        raise InvalidArgumentError("strongest() of no lock modes")
     return MODES[max(ranks)]
 
 

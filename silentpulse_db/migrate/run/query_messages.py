@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .sql import Statement
+from ..files.statements import Statement
 
 # Statements per message: progress is logged between messages, and a message of
 # a huge file stays a few hundred kB.

@@ -18,16 +18,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..defaults import CONNECT_ATTEMPTS, CONNECT_WAIT, LARGE_TABLE_ROWS
-from ..postgres.connect import close_quietly, connect
-from ..postgres.translate import typed_errors
-from ..results import VersionState
-from .locks import ACCESS_EXCLUSIVE, LockTaken, blocks_writes, statement_locks
-from .outside import reruns_dirty
-from .plan import Down, Goto, HistoryEntry, Request, Step, Up, make_plan, version_label
-from .source import Direction, MigrationFile, SourceLike, load_source
-from .sql import analyze
-from .version_table import HISTORY_TABLE, VERSION_TABLE, read_state, read_version
+from ...defaults import CONNECT_ATTEMPTS, CONNECT_WAIT, LARGE_TABLE_ROWS
+from ...postgres.connect import close_quietly, connect
+from ...postgres.translate import typed_errors
+from ...results import VersionState
+from ..files.source import Direction, MigrationFile, SourceLike, load_source
+from ..files.statements import analyze
+from ..plan import Down, Goto, HistoryEntry, Request, Step, Up, make_plan, version_label
+from ..run.index_healing import reruns_dirty
+from ..version_table import HISTORY_TABLE, VERSION_TABLE, read_state, read_version
+from .lock_levels import ACCESS_EXCLUSIVE, LockTaken, blocks_writes, statement_locks
 
 SQL_HEAD = 60  # characters of a statement shown on its line
 

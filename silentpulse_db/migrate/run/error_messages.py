@@ -5,17 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import (
+from ...errors import (
     MigrationFailedError,
     MigrationInterruptedError,
     TableLockHolder,
     TableLockTimeoutError,
 )
-from ..postgres.connect import describe
-from ..results import VersionState
-from .plan import CLI, NIL_VERSION, dirty_message, version_label
-from .source import MigrationFile, MigrationSource
-from .sql import analyze_cached, caret, line_and_column, line_text
+from ...postgres.connect import describe
+from ...results import VersionState
+from ..files.source import MigrationFile, MigrationSource
+from ..files.statements import analyze_cached, caret, line_and_column, line_text
+from ..plan import CLI, NIL_VERSION, dirty_message, version_label
 
 
 def failed(

@@ -1,0 +1,10 @@
+"""Running a plan on a connection that holds the migration lock, and explaining failures.
+
+``applier.py`` walks the plan; each step runs ``in_transaction.py`` (one
+transaction with its version row, table-lock retries in ``lock_retries.py``,
+the failed statement found by ``locate.py``) or ``outside_transaction.py``
+(golang-migrate's dirty protocol; ``index_healing.py`` for concurrent index
+builds). Small schema-only files travel several to a message
+(``sent_together.py``); ``query_messages.py`` cuts a file into simple-query
+messages. ``error_messages.py`` turns a failure into the operator's typed error.
+"""

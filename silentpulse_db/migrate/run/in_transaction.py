@@ -1,0 +1,191 @@
+"""One transactional migration: its messages, sent in one transaction with its version.
+
+The file's statements travel in one simple-query message (a few for a long
+file, see query_messages.py) between the runner's ``BEGIN; SET LOCAL
+lock_timeout`` and its version row, history row and ``COMMIT``. A failed attempt
+is rolled back; a lost table-lock conflict is retried (lock_retries.py), any
+other failure names the statement that failed (locate.py) in a typed error
+(error_messages.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import asyncpg
+
+from ...defaults import PROGRESS_EVERY
+from ...postgres.connect import is_connection_lost, rollback
+from ..files.source import MigrationSource
+from ..files.statements import ParsedSQL
+from ..plan import Step, version_label
+from ..version_table import HistoryRecord, pin_schema, record_sql, version_sql
+from .error_messages import failed, interrupted
+from .locate import locate
+from .lock_retries import LockConflict, LockRetries, lock_conflict
+from .query_messages import Message, messages
+
+logger = logging.getLogger("silentpulse_db.migrate")
+
+
+class TransactionalRun:
+    """Runs one step whose file can run in a transaction (see the module's doc)."""
+
+    def __init__(
+        self,
+        conn: Any,
+        source: MigrationSource,
+        step: Step,
+        parsed: ParsedSQL,
+        *,
+        lock_timeout: float | None,
+        retry_for: float,
+        record: HistoryRecord,
+        stays_at: str,
+        schema: str | None = None,
+    ) -> None:
+        self.conn = conn
+        self.source = source
+        self.step = step
+        self.parsed = parsed
+        self.lock_timeout = lock_timeout
+        self.record = record
+        self.stays_at = stays_at
+        self.schema = schema  # of the version tables (pin_schema)
+        # How long a statement may wait for a lock, in words, for logs and errors.
+        if parsed.own_lock_timeout is not None:
+            wait = f"{parsed.own_lock_timeout} (set by the file itself)"
+        elif lock_timeout is None:
+            wait = "the session's lock_timeout"
+        else:
+            wait = f"{lock_timeout:g}s"
+        self.retries = LockRetries(step.file, retry_for=retry_for, wait=wait, stays_at=stays_at)
+
+    async def run(self, *, lost: LockConflict | None = None, since: float | None = None) -> None:
+        """Run the step, retrying it while a table lock stays out of reach. ``lost``: a
+        first attempt already made (in a shared message) lost a conflict, ``since`` then
+        (monotonic): the pause, the warning and the count go on from it."""
+        started = time.monotonic() if since is None else since
+        if lost is None:
+            try:  # the usual case, without the retry machinery (~70 us a migration)
+                await self._once()
+                return
+            except LockConflict as conflict:
+                lost = conflict
+        await self.retries.retry(self._once, lost, started)
+
+    def message(self) -> Message:
+        """The whole attempt as one message, to send together with others' (the version
+        write prepared); for a file of at most CHUNK_STATEMENTS statements."""
+        (only,) = self._messages(prepared=True)
+        return only
+
+    async def handle_failure(self, sent: Message, exc: BaseException, took: float) -> None:
+        """What run() does after its attempt fails, for an attempt made in a shared
+        message: ``sent`` is this step's part of it (rolled back), ``took`` the attempt's
+        seconds. Raises what ``exc`` means, or retries a lost lock conflict, as its
+        attempt 1, and returns once a retry applied the step."""
+        try:
+            await self._after_failure([sent], 0, exc, last=True, took=took)
+        except LockConflict as conflict:
+            await self.run(lost=conflict, since=time.monotonic() - took)
+
+    def _begin(self) -> str:
+        timeout = self.lock_timeout
+        # None: the session's own lock_timeout (the server's default: wait forever).
+        limit = "" if timeout is None else f" SET LOCAL lock_timeout = '{round(timeout * 1000)}ms';"
+        return f"BEGIN;{limit}"
+
+    def _messages(self, *, prepared: bool = False) -> list[Message]:
+        """The attempt's messages; ``prepared``: the version write as an EXECUTE of the
+        statement prepare_record_sql() made (for a real version)."""
+        step = self.step
+        if prepared and step.version_after is not None:
+            write = record_sql(step.version_after, self.record)
+        else:
+            write = version_sql(step.version_after, self.record)
+        commit = pin_schema(self.schema) + write + "\nCOMMIT;"
+        return messages(step.file.sql, self.parsed.statements, begin=self._begin(), commit=commit)
+
+    async def _once(self) -> None:
+        """One attempt: the messages in order; any failure rolls back and raises."""
+        batch = self._messages()
+        progress = _Progress(self.step.file.location, len(self.parsed.statements))
+        for index, message in enumerate(batch):
+            try:
+                await self.conn.execute(message.text)
+            except BaseException as exc:
+                last = index == len(batch) - 1
+                took = time.monotonic() - progress.started
+                await self._after_failure(batch, index, exc, last=last, took=took)
+                raise  # _after_failure raises; this keeps the type checker informed
+            progress.step(len(message.statements))
+
+    async def _after_failure(
+        self, batch: list[Message], index: int, exc: BaseException, *, last: bool, took: float
+    ) -> None:
+        """Roll back, then raise what the failure means. ``took``: the attempt's seconds."""
+        file = self.step.file
+        if is_connection_lost(exc):
+            # A server-sent error (terminated backend) means the message did not
+            # complete; a connection that just vanished during the COMMIT's message
+            # leaves the outcome unknown.
+            unknown = last and not isinstance(exc, asyncpg.PostgresError)
+            raise interrupted(
+                file,
+                exc,
+                dirty_version=None,
+                stays_at=self.stays_at,
+                commit_unknown=version_label(self.step.version_after) if unknown else None,
+            ) from None
+        if not isinstance(exc, asyncpg.PostgresError):  # cancelled, interrupted
+            try:
+                await rollback(self.conn)
+            except Exception as error:
+                logger.debug("rollback after %r failed: %s", exc, error)
+            raise exc
+        await rollback(self.conn)
+        if isinstance(exc, asyncpg.LockNotAvailableError | asyncpg.DeadlockDetectedError):
+            deadlock = isinstance(exc, asyncpg.DeadlockDetectedError)
+            raise await lock_conflict(self.conn, file, deadlock=deadlock) from None
+        where = await locate(
+            self.conn, file.sql, batch, index, self._begin(), exc, last=last, took=took
+        )
+        raise failed(
+            self.source,
+            file,
+            exc,
+            offset=where.offset,
+            position=where.position,
+            dirty_version=None,
+            span=where.span,
+            replayed=where.replayed,
+            stays_at=self.stays_at,
+        )
+
+
+class _Progress:
+    """Logs how far a long migration has got, at most every PROGRESS_EVERY seconds."""
+
+    def __init__(self, location: str, total: int) -> None:
+        self.location = location
+        self.total = total
+        self.done = 0
+        self.started = self.last = time.monotonic()
+
+    def step(self, count: int) -> None:
+        self.done += count
+        if self.done >= self.total and self.done <= count:
+            return  # a one-message migration: nothing to report
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_EVERY:
+            self.last = now
+            logger.info(
+                "%s: %d of %d statements in %.0f s",
+                self.location,
+                self.done,
+                self.total,
+                now - self.started,
+            )

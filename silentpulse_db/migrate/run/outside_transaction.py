@@ -1,0 +1,78 @@
+"""Migrations that cannot run in a transaction, and the special files.
+
+A file holding CREATE INDEX CONCURRENTLY, VACUUM, ... holds only that statement
+(statements.py refuses more) and follows golang-migrate's protocol: version
+marked dirty, the statement, version marked clean. A concurrent index build is
+healed and checked by index_healing.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+from ...postgres.connect import is_connection_lost
+from ..files.source import MigrationFile, MigrationSource
+from ..files.statements import ParsedSQL, Statement
+from ..plan import NIL_VERSION, Step
+from ..version_table import HistoryRecord, set_version, write_version
+from .error_messages import failed, interrupted
+from .index_healing import drop_if_invalid, require_valid
+
+logger = logging.getLogger("silentpulse_db.migrate")
+
+# What the history records for a step that took ``duration`` seconds.
+Recorder = Callable[[Step, float], HistoryRecord]
+
+
+class OutsideTransaction:
+    """Runs statements alone on the locked connection."""
+
+    def __init__(self, conn: Any, source: MigrationSource, schema: str | None = None) -> None:
+        self.conn = conn
+        self.source = source
+        self.schema = schema  # of the version tables (pin_schema)
+
+    async def run(self, step: Step, parsed: ParsedSQL, record: Recorder) -> None:
+        """golang-migrate's protocol: dirty, the statement, clean (healing an index)."""
+        dirty = NIL_VERSION if step.version_after is None else step.version_after
+        await set_version(self.conn, dirty, True, schema=self.schema)
+        started = time.perf_counter()
+        index = parsed.concurrent_index
+        if index is not None and (drop := await drop_if_invalid(self.conn, step.file, index)):
+            await self.execute_alone(step.file, drop, dirty)
+        for statement in parsed.statements:
+            await self.execute_alone(step.file, statement, dirty)
+        if index is not None:
+            await require_valid(self.conn, step.file, index, dirty)
+        duration = time.perf_counter() - started
+        async with self.conn.transaction():
+            await write_version(
+                self.conn, step.version_after, False, record(step, duration), schema=self.schema
+            )
+
+    async def execute_alone(
+        self, file: MigrationFile, statement: Statement, dirty: int | None
+    ) -> None:
+        """One statement outside a transaction (or a special file in one simple query):
+        no short lock_timeout here, since these statements (concurrent index builds,
+        VACUUM) take locks that do not block the application's reads and writes, and
+        must wait for older transactions. ``dirty``: the version left dirty on failure."""
+        try:
+            await self.conn.execute(statement.sql)
+        except asyncpg.PostgresError as exc:
+            if is_connection_lost(exc):
+                raise interrupted(file, exc, dirty_version=dirty) from None
+            position = getattr(exc, "position", None)
+            at = statement.offset + int(position) - 1 if position else None
+            raise failed(
+                self.source, file, exc, offset=statement.offset, position=at, dirty_version=dirty
+            ) from None
+        except Exception as exc:
+            if is_connection_lost(exc):
+                raise interrupted(file, exc, dirty_version=dirty) from None
+            raise

@@ -1,0 +1,215 @@
+"""The runbook's steps that the verbs share, one call below commands.py.
+
+golang-migrate's ``migrate.go`` reads: lock, read the version, plan, run, unlock.
+Ours adds what lets many replicas start at once cheaply: a committed clean
+version is final (transactional migrations commit with it), so "nothing left to
+do" is answered without the lock (:class:`NothingLeft`); a replica that has to
+wait asks that again each time it wakes, and leaves as soon as the answer is
+yes. The files likely to run are read before the lock (:func:`parse_ahead`); the
+plan that runs is made again under it (:func:`apply_locked`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from ..defaults import DDL_LOCK_TIMEOUT, DDL_RETRY_FOR
+from ..errors import SilentPulseDBError
+from ..postgres.translate import typed_errors
+from ..results import AppliedMigration, MigrationResult, VersionState
+from .files.source import MigrationSource
+from .files.statements import ParsedSQL
+from .plan import Plan, Request, Up, is_settled, make_plan, version_label
+from .session import CREATE_TABLES, Session
+from .version_table import ensure_tables, read_state, read_state_and
+
+logger = logging.getLogger("silentpulse_db.migrate")
+
+
+class DDLLimits(NamedTuple):
+    """How long each migration statement may wait for a table lock (None: the session's
+    own setting), and how long a migration that timed out is retried (seconds)."""
+
+    lock_timeout: float | None = DDL_LOCK_TIMEOUT
+    retry_for: float = DDL_RETRY_FOR
+
+
+DEFAULT_DDL = DDLLimits()
+
+
+class Outcome(NamedTuple):
+    """What a run did: the plan it followed, the migrations it applied, and whether
+    partitions are due as last read (None: not known, ask)."""
+
+    plan: Plan
+    applied: Sequence[AppliedMigration] = ()
+    partitions_due: bool | None = None
+
+
+class NothingLeft:
+    """Is anything left to do for ``request``? Called, it returns the (empty) plan when
+    nothing is, None when there is work. The first call uses the state the session's
+    probe read; later ones (a waiter woken by the lock's holder) read it again, with the
+    ``partitions_probe`` expression in the same query."""
+
+    def __init__(
+        self,
+        session: Session,
+        migrations: MigrationSource,
+        request: Up,
+        *,
+        strict: bool,
+        partitions_probe: str | None = None,
+    ) -> None:
+        self.session = session
+        self.migrations = migrations
+        self.request = request
+        self.strict = strict
+        self.partitions_probe = partitions_probe
+        self.partitions_due = session.partitions_due  # as read with the last state
+        self._unread = session.state  # read by the probe, not yet used
+
+    async def __call__(self) -> Plan | None:
+        read = await self._read_state()
+        if read is None:
+            return None
+        state, history = read
+        if not is_settled(self.migrations, state, target=self.request.target):
+            return None
+        return warned(
+            make_plan(self.migrations, state, self.request, history=history, strict=self.strict)
+        )
+
+    async def _read_state(self) -> tuple[VersionState, Any] | None:
+        """The version and history; None when the version tables do not exist yet."""
+        if self._unread is not None:
+            read, self._unread = self._unread, None
+            return read
+        conn = self.session.conn
+        if not self.session.tables_exist and not await conn.fetchval(
+            "SELECT to_regclass('schema_migrations_history') IS NOT NULL"
+        ):
+            # Asked rather than read: a read that fails would log an ERROR in the
+            # server's log at every poll of every waiter.
+            return None
+        # The partitions are asked again in the same query (the holder may have made them).
+        state, history, self.partitions_due = await read_state_and(conn, self.partitions_probe)
+        return state, history
+
+
+async def apply_or_leave(
+    dsn: str,
+    session: Session,
+    nothing_left: NothingLeft,
+    lock_timeout: float,
+    ddl: DDLLimits,
+    partitions_ahead: int | None,
+) -> Outcome:
+    """Start-up's work under the migration lock: apply what is pending, then make sure of
+    the partitions before releasing the lock (the waiters find them made). A replica
+    that waits for the lock leaves as soon as ``nothing_left`` answers: another one has
+    done the work."""
+    # Loaded on first use: the CLI, which imports commands.py, never needs the jobs.
+    from ..schema.jobs import partitions_at_startup
+
+    migrations, request, strict = nothing_left.migrations, nothing_left.request, nothing_left.strict
+    parsed = await parse_ahead(session, migrations, request, strict)
+    lock = session.lock(lock_timeout)
+    plan = await lock.acquire(unless=nothing_left)
+    if plan is not None:
+        return Outcome(plan, partitions_due=nothing_left.partitions_due)
+    try:
+        plan, applied = await apply_locked(
+            dsn, session, migrations, request, parsed, strict=strict, ddl=ddl
+        )
+        if partitions_ahead is None:
+            return Outcome(plan, applied)
+        await partitions_at_startup(session.conn, dsn, partitions_ahead)
+        return Outcome(plan, applied, partitions_due=False)
+    finally:
+        await lock.release()
+
+
+async def parse_ahead(
+    session: Session, migrations: MigrationSource, request: Request, strict: bool
+) -> dict[str, ParsedSQL]:
+    """Read the files that will likely run before taking the lock (a large file must not
+    hold other runners up); the plan made under the lock decides what actually runs."""
+    if session.state is not None:
+        state, history = session.state  # as the probe read it: a guess is all this needs
+    elif session.tables_exist:
+        state, history = await read_state(session.conn)
+    else:
+        state, history = VersionState(None, False), {}
+    try:
+        candidate = make_plan(migrations, state, request, history=history, strict=strict)
+    except SilentPulseDBError:
+        return {}  # decided again, under the lock
+    # Loaded when there is work: a no-op start-up never needs the runner (tenacity, pglast).
+    from .run.applier import parse_steps
+
+    return parse_steps(candidate.steps)
+
+
+async def apply_locked(
+    dsn: str,
+    session: Session,
+    migrations: MigrationSource,
+    request: Request,
+    parsed: dict[str, ParsedSQL],
+    *,
+    strict: bool,
+    ddl: DDLLimits,
+) -> tuple[Plan, list[AppliedMigration]]:
+    """With the migration lock held: the version tables made sure of, the plan made from
+    what they say now, and applied."""
+    from .run.applier import Applier  # as in parse_ahead
+    from .run.index_healing import reruns_dirty
+
+    conn = session.conn
+    with typed_errors(dsn, CREATE_TABLES):  # or adds newer columns
+        await ensure_tables(conn)
+    state, history = await read_state(conn)
+    rerun = await reruns_dirty(conn, migrations, state)
+    plan = warned(
+        make_plan(migrations, state, request, history=history, strict=strict, rerun_dirty=rerun)
+    )
+    applier = Applier(
+        conn,
+        migrations,
+        ddl_lock_timeout=ddl.lock_timeout,
+        ddl_retry_for=ddl.retry_for,
+        schema=session.schema,
+    )
+    return plan, await applier.apply(plan, parsed)
+
+
+def warned(plan: Plan) -> Plan:
+    """Log the plan's warnings (database ahead, changed files, a rerun) before it runs."""
+    for warning in plan.warnings:
+        logger.warning("%s", warning)
+    return plan
+
+
+def migration_result(outcome: Outcome, started: float) -> MigrationResult:
+    """The result of a run that began at ``started`` (perf_counter), logged if it applied
+    anything. Each step either ran or raised: the plan's last version is the database's."""
+    plan, applied = outcome.plan, outcome.applied
+    if applied:
+        logger.info(
+            "migrated from version %s to %s in %.2f s (%d applied)",
+            version_label(plan.state.version),
+            version_label(plan.version_after),
+            time.perf_counter() - started,
+            len(applied),
+        )
+    return MigrationResult(
+        version_before=plan.state.version,
+        version_after=plan.version_after,
+        applied=tuple(applied),
+        database_ahead=plan.database_ahead,
+        warnings=plan.warnings,
+    )
