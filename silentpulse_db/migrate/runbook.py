@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..defaults import DDL_LOCK_TIMEOUT, DDL_RETRY_FOR
 from ..errors import SilentPulseDBError
@@ -22,11 +23,14 @@ from ..postgres.translate import typed_errors
 from ..results import AppliedMigration, MigrationResult, VersionState
 from .files.source import MigrationSource
 from .files.statements import ParsedSQL
-from .plan import Plan, Request, Up, is_settled, make_plan, version_label
+from .plan import HistoryEntry, Plan, Request, Up, is_settled, make_plan, version_label
 from .session import CREATE_TABLES, Session
 from .version_table import ensure_tables, read_state, read_state_and
 
 logger = logging.getLogger("silentpulse_db.migrate")
+
+# The version row and, per version, its latest history record (version_table.read_state).
+State = tuple[VersionState, dict[int, HistoryEntry]]
 
 
 class DDLLimits(NamedTuple):
@@ -49,28 +53,26 @@ class Outcome(NamedTuple):
     partitions_due: bool | None = None
 
 
+@dataclass
 class NothingLeft:
     """Is anything left to do for ``request``? Called, it returns the (empty) plan when
     nothing is, None when there is work. The first call uses the state the session's
     probe read; later ones (a waiter woken by the lock's holder) read it again, with the
     ``partitions_probe`` expression in the same query."""
 
-    def __init__(
-        self,
-        session: Session,
-        migrations: MigrationSource,
-        request: Up,
-        *,
-        strict: bool,
-        partitions_probe: str | None = None,
-    ) -> None:
-        self.session = session
-        self.migrations = migrations
-        self.request = request
-        self.strict = strict
-        self.partitions_probe = partitions_probe
-        self.partitions_due = session.partitions_due  # as read with the last state
-        self._unread = session.state  # read by the probe, not yet used
+    session: Session
+    migrations: MigrationSource
+    request: Up
+    strict: bool
+    partitions_probe: str | None = None
+    # Whether partitions are due, as read with the last state.
+    partitions_due: bool | None = field(init=False)
+    # The state the probe read, until the first call uses it.
+    _unread: State | None = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.partitions_due = self.session.partitions_due
+        self._unread = self.session.state
 
     async def __call__(self) -> Plan | None:
         read = await self._read_state()
@@ -83,7 +85,7 @@ class NothingLeft:
             make_plan(self.migrations, state, self.request, history=history, strict=self.strict)
         )
 
-    async def _read_state(self) -> tuple[VersionState, Any] | None:
+    async def _read_state(self) -> State | None:
         """The version and history; None when the version tables do not exist yet."""
         if self._unread is not None:
             read, self._unread = self._unread, None
@@ -112,7 +114,7 @@ async def apply_or_leave(
     the partitions before releasing the lock (the waiters find them made). A replica
     that waits for the lock leaves as soon as ``nothing_left`` answers: another one has
     done the work."""
-    # Loaded on first use: the CLI, which imports commands.py, never needs the jobs.
+    # Loaded on first use: spares the CLI, which imports this module, ~10 ms of jobs.
     from ..schema.jobs import partitions_at_startup
 
     migrations, request, strict = nothing_left.migrations, nothing_left.request, nothing_left.strict
@@ -148,7 +150,7 @@ async def parse_ahead(
         candidate = make_plan(migrations, state, request, history=history, strict=strict)
     except SilentPulseDBError:
         return {}  # decided again, under the lock
-    # Loaded when there is work: a no-op start-up never needs the runner (tenacity, pglast).
+    # Loaded when there is work: spares a no-op start-up ~45 ms of runner (tenacity, pglast).
     from .run.applier import parse_steps
 
     return parse_steps(candidate.steps)

@@ -193,7 +193,7 @@ def version_sql(version: int | None, history: HistoryRecord) -> str:
 
 
 # The same write, prepared once per run for migrations sent several to a message
-# (together.py): parsing and planning it again for each of them cost about as much
+# (run/sent_together.py): parsing and planning it again for each of them cost about as much
 # as the small DDL they record. The server re-plans it if a migration alters the tables.
 RECORD_STATEMENT = "silentpulse_record_version"
 

@@ -14,27 +14,26 @@ from ..errors import ConfigurationError
 
 _SCHEMES = ("postgres", "postgresql")
 _FILE_PARAMETERS = frozenset({"sslrootcert", "sslcert", "sslkey", "sslcrl", "passfile"})
-# Patterns as text: re compiles (and caches) them when an error message needs
-# them; compiling them at import would cost every start-up.
 # A URL's userinfo runs to the LAST "@" of its token: a password may hold "@",
 # ":", "/", "%", "#", "?" unencoded. Greedy on purpose: hiding too much is safe.
-_URL_USERINFO = r"(?i)(postgres(?:ql)?://[^:@\s/]*:)[^\s]*(@)"
+_URL_USERINFO = re.compile(r"(?i)(postgres(?:ql)?://[^:@\s/]*:)[^\s]*(@)")
 # ... and a password with a space in it stretches over several tokens.
-_URL_USERINFO_SPACES = r"(postgres(?:ql)?://[^:@\s/]*:)[^@]*?(@[\w.\[\]-]+[:/])"
-_KW_PASSWORD = r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)"  # noqa: S105 - a pattern
-_QUERY_PASSWORD = r"(?i)([?&]password=)[^&#\s]*"  # noqa: S105 - a pattern
+_URL_USERINFO_SPACES = re.compile(r"(postgres(?:ql)?://[^:@\s/]*:)[^@]*?(@[\w.\[\]-]+[:/])")
+_KW_PASSWORD = re.compile(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
+_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&#\s]*")
+_URL_PASSWORD = re.compile(r"postgres(?:ql)?://([^:@/]*):(.*)@", re.IGNORECASE | re.DOTALL)
 _MIN_SECRET = 3  # shorter "passwords" would blank out ordinary words
 
 
 def passwords_of(dsn: str) -> frozenset[str]:
     """Every form in which ``dsn``'s password could be printed: as written, decoded, encoded."""
     found: set[str] = set()
-    match = re.match(r"postgres(?:ql)?://([^:@/]*):(.*)@", dsn, re.IGNORECASE | re.DOTALL)
+    match = _URL_PASSWORD.match(dsn)
     if match:
         found.add(match[2])
-    for kw in re.finditer(_KW_PASSWORD, dsn):
+    for kw in _KW_PASSWORD.finditer(dsn):
         found.add(kw[2].strip("'"))
-    for query in re.finditer(_QUERY_PASSWORD, dsn + "&"):
+    for query in _QUERY_PASSWORD.finditer(dsn + "&"):
         found.add(dsn[query.end() : dsn.find("&", query.end()) % (len(dsn) + 1)].split("#")[0])
     with contextlib.suppress(ValueError):
         if (parts := urlsplit(dsn)).password:
@@ -57,10 +56,10 @@ def redact(text: str, *dsns: str) -> str:
     for dsn in dsns:
         for secret in sorted(passwords_of(dsn), key=len, reverse=True):
             text = text.replace(secret, "***")
-    text = re.sub(_URL_USERINFO_SPACES, r"\1***\2", text)
-    text = re.sub(_URL_USERINFO, r"\1***\2", text)
-    text = re.sub(_QUERY_PASSWORD, r"\1***", text)
-    return re.sub(_KW_PASSWORD, r"\1***", text)
+    text = _URL_USERINFO_SPACES.sub(r"\1***\2", text)
+    text = _URL_USERINFO.sub(r"\1***\2", text)
+    text = _QUERY_PASSWORD.sub(r"\1***", text)
+    return _KW_PASSWORD.sub(r"\1***", text)
 
 
 def validate_dsn(dsn: str, *, setting: str = "dsn") -> str:

@@ -16,6 +16,7 @@ from ..postgres.connect import close_quietly, connect
 from ..postgres.translate import translate, typed_errors
 from ..results import PartitionReport, RetentionReport
 from .partitions import PARTITIONED, add_months, ensure_partitions, month_of
+from .retention import apply_retention
 
 logger = logging.getLogger("silentpulse_db.partitions")
 
@@ -66,8 +67,6 @@ async def enforce_retention(
     wait: float = CONNECT_WAIT,
 ) -> RetentionReport:
     """The retention job: drop whole expired partitions; ``dry_run`` changes nothing."""
-    from .retention import apply_retention  # a daily job's: start-up never loads it
-
     with typed_errors(dsn, "apply retention"):
         conn = await connect(dsn, attempts=attempts, wait=wait)
         try:

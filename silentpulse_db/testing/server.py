@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import getpass
 import glob
 import logging
 import os
@@ -102,7 +103,7 @@ class PostgresServer:
         self._dir: Path | None = None
         self.port = 0
         self.password = ""
-        self.user = _RUN_AS if self._as_root() else _current_user()
+        self.user = _RUN_AS if self._as_root() else getpass.getuser()
         self._running = False
         if self._external:
             parts = urlsplit(self._external)
@@ -239,12 +240,6 @@ class PostgresServer:
                 f"{Path(command[0]).name} failed (exit {done.returncode}): "
                 f"{done.stderr.strip()[-2000:]}\n{log}"
             )
-
-
-def _current_user() -> str:
-    import getpass
-
-    return getpass.getuser()
 
 
 def create_database(admin_dsn: str, name: str, *, template: str | None = None) -> str:

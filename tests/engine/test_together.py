@@ -1,4 +1,4 @@
-"""Schema migrations sent several to a message (migrate/together.py), against a real
+"""Schema migrations sent several to a message (migrate/run/sent_together.py), against a real
 server: each still commits alone with its version, and a failure, a lock conflict or
 a killed backend in the middle of a message is handled as for a migration sent alone."""
 

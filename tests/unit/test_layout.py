@@ -118,3 +118,36 @@ def test_every_public_name_resolves() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+MAX_MODULES = 12  # a folder past a dozen modules gets sub-rooms (docs/architecture.md)
+MAX_LINES = 150  # no function or class longer
+
+
+def test_no_folder_holds_more_than_a_dozen_modules() -> None:
+    crowded = {}
+    for folder in [PACKAGE, *(p for p in PACKAGE.rglob("*") if p.is_dir())]:
+        modules = [p for p in folder.glob("*.py") if p.name != "__init__.py"]
+        if len(modules) > MAX_MODULES:
+            crowded[str(folder.relative_to(PACKAGE.parent))] = len(modules)
+    assert crowded == {}
+
+
+def test_no_two_names_in_a_folder_differ_by_a_plural() -> None:
+    # lock.py beside locks.py told a reader nothing about which held what.
+    clashes = []
+    for folder in [PACKAGE, *(p for p in PACKAGE.rglob("*") if p.is_dir())]:
+        names = {p.stem for p in folder.iterdir() if p.suffix == ".py" or p.is_dir()}
+        clashes += [f"{folder.name}/{n}" for n in names if n + "s" in names]
+    assert clashes == []
+
+
+def test_no_function_or_class_is_longer_than_150_lines() -> None:
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > MAX_LINES:
+                    long.append(f"{path.relative_to(PACKAGE)}:{node.name} ({lines} lines)")
+    assert long == []

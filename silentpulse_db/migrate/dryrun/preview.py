@@ -4,7 +4,7 @@ Nothing is changed in the database: the version tables are read only if they
 exist (never created), the migration lock is not taken (the plan answers even
 while another runner migrates), and every query runs in a READ ONLY
 transaction. Which files run is decided by the same pure :func:`make_plan` the
-real commands use; the locks each statement takes come from :mod:`.locks`, and
+real commands use; the locks each statement takes come from :mod:`.lock_levels`, and
 the row estimates (``pg_class.reltuples``) of the relations they name decide
 which ACCESS EXCLUSIVE locks deserve a warning.
 
@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from pglast import parser
 
 from ...defaults import CONNECT_ATTEMPTS, CONNECT_WAIT, LARGE_TABLE_ROWS
 from ...postgres.connect import close_quietly, connect
@@ -221,8 +223,6 @@ class _ParsedFile:
 
 
 def _parse(file: MigrationFile) -> _ParsedFile:
-    from pglast import parser  # deferred, as in sql.py: importing it costs ~30 ms
-
     parsed = analyze(file.sql, file.location)  # the runner's own reading (and its refusals)
     try:
         nodes = {(item.stmt_location or 0): item.stmt for item in parser.parse_sql(file.sql)}

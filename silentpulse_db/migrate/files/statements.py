@@ -57,7 +57,7 @@ def analyze(sql: str, location: str) -> ParsedSQL:
     owns the transaction, and a COMMIT inside the file would split a migration
     from its version change.
     """
-    from pglast import parser  # deferred: importing it costs ~30 ms
+    from pglast import parser  # deferred: spares a no-op start-up ~25 ms
 
     try:
         # The JSON form: about 20 times faster than building pglast's Python nodes.

@@ -9,7 +9,7 @@ kind can run beside us.
 
 from __future__ import annotations
 
-import binascii  # crc32 as zlib's; already loaded by asyncpg (ssl), zlib is not
+import zlib
 from typing import NamedTuple
 
 from ..version_table import VERSION_TABLE
@@ -20,7 +20,7 @@ ADVISORY_LOCK_SALT = 1486364155
 def golang_migrate_lock_key(database_name: str, schema: str, table: str = VERSION_TABLE) -> int:
     """The key golang-migrate's GenerateAdvisoryLockId computes."""
     joined = "\x00".join((schema, table, database_name)).encode()
-    return (binascii.crc32(joined) * ADVISORY_LOCK_SALT) % 2**32
+    return (zlib.crc32(joined) * ADVISORY_LOCK_SALT) % 2**32
 
 
 class LockKeys(NamedTuple):

@@ -1,11 +1,11 @@
 """Running a plan on a connection that holds the migration lock.
 
 A file that can run in a transaction runs in ONE transaction together with its
-version change and history row (transactional.py: one message, table-lock
+version change and history row (in_transaction.py: one message, table-lock
 timeouts and retries). If it fails, the database keeps its previous version,
 clean (golang-migrate would leave it dirty). A file holding a statement
 PostgreSQL refuses in a transaction holds only that statement and follows
-golang-migrate's dirty protocol (outside.py, which also heals concurrent
+golang-migrate's dirty protocol (outside_transaction.py; index_healing.py heals concurrent
 indexes).
 
 Failures become MigrationFailedError (naming file, line and what the database
@@ -70,7 +70,7 @@ class Applier:
         notices = _Notices()
         self.conn.add_log_listener(notices)
         together = Together(self.conn, self.schema)
-        # A SQL_ASCII database counts error positions in bytes (together.py).
+        # A SQL_ASCII database counts error positions in bytes (sent_together.py).
         byte_positions = self.conn.get_settings().server_encoding == "SQL_ASCII"
         try:
             applied: list[AppliedMigration] = []
@@ -98,7 +98,7 @@ class Applier:
         before: int | None,
         applied: list[AppliedMigration],
     ) -> None:
-        """Send ``steps`` in one message (together.py); each appends to ``applied`` as it is
+        """Send ``steps`` in one message (sent_together.py); each appends to ``applied`` as it is
         known to have committed."""
         runs, stays_at = [], before
         for step, sql in zip(steps, parsed, strict=True):
