@@ -18,6 +18,7 @@ SCRIPTS = [
     "bench_harness.py",
     "bench_notify.py",
     "bench_big_file.py",
+    "bench_startup_tricks.py",
 ]
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import pytest
 from silentpulse_db.migrate.files.source import load_source
 from silentpulse_db.migrate.files.statements import ParsedSQL, analyze
 from silentpulse_db.migrate.plan import Down, Up, make_plan
-from silentpulse_db.migrate.run.query_messages import CHUNK_STATEMENTS
+from silentpulse_db.migrate.run.chunks import CHUNK_STATEMENTS
 from silentpulse_db.migrate.run.sent_together import GROUP_MIGRATIONS, group_size
 from silentpulse_db.results import VersionState
 

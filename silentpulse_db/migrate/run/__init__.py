@@ -5,6 +5,6 @@ transaction with its version row, table-lock retries in ``lock_retries.py``,
 the failed statement found by ``locate.py``) or ``outside_transaction.py``
 (golang-migrate's dirty protocol; ``index_healing.py`` for concurrent index
 builds). Small schema-only files travel several to a message
-(``sent_together.py``); ``query_messages.py`` cuts a file into simple-query
+(``sent_together.py``); ``chunks.py`` cuts a file into simple-query
 messages. ``error_messages.py`` turns a failure into the operator's typed error.
 """

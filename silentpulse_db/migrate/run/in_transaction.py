@@ -1,7 +1,7 @@
 """One transactional migration: its messages, sent in one transaction with its version.
 
 The file's statements travel in one simple-query message (a few for a long
-file, see query_messages.py) between the runner's ``BEGIN; SET LOCAL
+file, see chunks.py) between the runner's ``BEGIN; SET LOCAL
 lock_timeout`` and its version row, history row and ``COMMIT``. A failed attempt
 is rolled back; a lost table-lock conflict is retried (lock_retries.py), any
 other failure names the statement that failed (locate.py) in a typed error
@@ -25,7 +25,7 @@ from ..version_table import HistoryRecord, pin_schema, record_sql, version_sql
 from .error_messages import failed, interrupted
 from .locate import locate
 from .lock_retries import LockConflict, LockRetries, lock_conflict
-from .query_messages import Message, messages
+from .chunks import Message, messages
 
 logger = logging.getLogger("silentpulse_db.migrate")
 
