@@ -22,10 +22,10 @@ from ..files.source import MigrationSource
 from ..files.statements import ParsedSQL
 from ..plan import Step, version_label
 from ..version_table import HistoryRecord, pin_schema, record_sql, version_sql
+from .chunks import Message, messages
 from .error_messages import failed, interrupted
 from .locate import locate
 from .lock_retries import LockConflict, LockRetries, lock_conflict
-from .chunks import Message, messages
 
 logger = logging.getLogger("silentpulse_db.migrate")
 

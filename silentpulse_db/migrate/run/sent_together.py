@@ -32,9 +32,9 @@ from ...postgres.connect import is_connection_lost
 from ..files.statements import ParsedSQL
 from ..plan import Step, version_label
 from ..version_table import RECORD_STATEMENT, prepare_record_sql, read_version, recent_durations
+from .chunks import CHUNK_STATEMENTS, Message
 from .error_messages import interrupted_together
 from .in_transaction import TransactionalRun
-from .chunks import CHUNK_STATEMENTS, Message
 
 # At most this many migrations, and CHUNK_STATEMENTS of their statements, a message:
 # the log reports each group as it commits, and a failure redoes little.
