@@ -206,7 +206,7 @@ What each trick avoids, in milliseconds, in the process it applies to (an import
 after the CLI and the engine are loaded, as in `silentpulse-db up`); imports: the
 median of {ROUNDS} `python -X importtime` processes; the rest timed in-process, best of 7;
 {machine()}. Reproduce: `.venv/bin/python bench/bench_startup_tricks.py`.
-The verdicts (which stay, which went) are in the section below this table.
+The verdicts (which stayed, which went) are under "Issue 19" at the top of this page.
 
 | trick: deferred or avoided | where | kind | ms |
 |---|---|---|---|
