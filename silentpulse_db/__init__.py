@@ -70,6 +70,7 @@ if TYPE_CHECKING:
         plan_up,
     )
     from .migrate.files.source import Migration, MigrationFile, MigrationSource, load_source
+    from .pool import create_pool, tenant_transaction
     from .results import (
         CheckReport,
         PartitionChange,
@@ -92,6 +93,8 @@ _LAZY = {
     "ALERT_CHANNEL": ".listener",
     "AlertEvent": ".listener",
     "listen_alerts": ".listener",
+    "create_pool": ".pool",
+    "tenant_transaction": ".pool",
     "apply_prerequisites": _COMMANDS,
     "baseline": _COMMANDS,
     "check": _COMMANDS,
@@ -182,6 +185,7 @@ __all__ = [
     "apply_prerequisites",
     "baseline",
     "check",
+    "create_pool",
     "down",
     "enforce_retention",
     "force",
@@ -195,6 +199,7 @@ __all__ = [
     "plan_up",
     "run_migrations",
     "status",
+    "tenant_transaction",
     "up",
     "verify_credentials",
     "version",

@@ -236,8 +236,11 @@ class CredentialMigrationError(SilentPulseDBError):
 
 
 class RowSecurityError(CredentialMigrationError, ConfigurationError):
-    """The role cannot see every tenant's rows (no BYPASSRLS, or app.current_tenant
-    set), so a job that must read them all refused to start. ``role`` names it."""
+    """Row-level security does not treat the role as the operation needs; ``role``
+    names it. migrate-credentials refuses a role that cannot see every tenant's rows
+    (no BYPASSRLS, or app.current_tenant set); create_pool refuses a role that sees
+    them all (a superuser or BYPASSRLS) unless told it is meant. (A
+    CredentialMigrationError too, as it was first raised by migrate-credentials.)"""
 
     def __init__(self, message: str, *, role: str) -> None:
         super().__init__(message)

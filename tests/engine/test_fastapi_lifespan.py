@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import re
+import socket
+import sys
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
 from fastapi import FastAPI
+from schema.seed import seed_tenant
 
-from silentpulse_db import run_migrations
+from silentpulse_db import apply_prerequisites, run_migrations
 
-from helpers import simple_set, write_migrations
+from helpers import execute, simple_set, write_migrations
 
 
 def make_app(dsn: str, source: Path) -> FastAPI:
@@ -48,16 +56,31 @@ async def test_lifespan_migrates_before_the_pool(silentpulse_database: str, tmp_
         assert app.state.migration.version_after == 2
 
 
-async def test_the_readme_app_under_uvicorn_shows_the_migration_lines(
-    silentpulse_database: str, tmp_path: Path
-) -> None:
-    """What a service owner sees: the README's app, uvicorn's default logging (issue 10, 9)."""
-    import asyncio
-    import os
-    import re
-    import socket
-    import sys
+ROLES = ("silentpulse_owner", "silentpulse_app", "silentpulse_jobs")
 
+
+def _first_deploy_sql(suffix: str, password: str) -> str:
+    """docs/operations.md's SQL for a first deploy, as written, with this test's role
+    names (roles are the cluster's: a unique suffix) and a real password."""
+    ops = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    sql = (
+        ops.split("The order that works on the first start")[1].split("```sql\n")[1].split("```")[0]
+    )
+    for role in ROLES:
+        sql = sql.replace(role, f"{role}_{suffix}")
+    return sql.replace("'...'", f"'{password}'")
+
+
+def _as(dsn: str, role: str, password: str) -> str:
+    parts = urlsplit(dsn)
+    return parts._replace(netloc=f"{role}:{password}@{parts.hostname}:{parts.port}").geturl()
+
+
+async def _start_readme_app(
+    tmp_path: Path, env: dict[str, str]
+) -> tuple[asyncio.subprocess.Process, int, list[str]]:
+    """The README's app under uvicorn, started as its comment says; returns when uvicorn
+    reports the start-up complete, or when it exits."""
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     code = readme.split("<!-- fastapi-example -->\n```python\n")[1].split("```")[0]
     (tmp_path / "app.py").write_text(code)
@@ -72,25 +95,78 @@ async def test_the_readme_app_under_uvicorn_shows_the_migration_lines(
         "--port",
         str(port),
         cwd=tmp_path,
-        env={**os.environ, "DATABASE_URL": silentpulse_database},
+        env={**os.environ, **env},
         stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stderr is not None
     seen: list[str] = []
+    while True:
+        line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+        if not line or "Application startup complete" in line:
+            return proc, port, seen
+        seen.append(line)
+
+
+async def test_the_readme_service_keeps_tenants_apart_with_the_owner_and_app_roles(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
+    """What a service owner does: docs/operations.md's first-deploy SQL, prerequisites,
+    then the README's app as written (owner for migrations, app role for the pool)."""
+    suffix, password = uuid.uuid4().hex[:8], uuid.uuid4().hex
+    owner, app_role, jobs = (f"{r}_{suffix}" for r in ROLES)
+    await execute(silentpulse_database, _first_deploy_sql(suffix, password))
     try:
-        while True:
-            line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
-            assert line, "uvicorn exited: " + "".join(seen)
-            seen.append(line)
-            if "Application startup complete" in line:
-                break
+        await apply_prerequisites(silentpulse_database)
+        proc, port, seen = await _start_readme_app(
+            tmp_path,
+            {
+                "MIGRATIONS_DATABASE_URL": _as(silentpulse_database, owner, password),
+                "DATABASE_URL": _as(silentpulse_database, app_role, password),
+            },
+        )
+        try:
+            assert proc.returncode is None, "".join(seen)
+            migrated = [s for s in seen if "migrated from version none to" in s]
+            assert len(migrated) == 1, seen
+            # a time, a level, the logger
+            assert re.match(
+                r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO silentpulse_db\.migrate: ", migrated[0]
+            )
+            assert re.search(r"in \d+\.\d\d s \(\d+ applied\)", migrated[0])
+            admin = await asyncpg.connect(silentpulse_database)
+            try:
+                a, b = [await seed_tenant(admin, h) for h in ("alpha", "bravo")]
+            finally:
+                await admin.close()
+            base = f"http://127.0.0.1:{port}"
+            async with httpx.AsyncClient(base_url=base) as client:
+                for tenant in (a, b):
+                    response = await client.get(f"/tenants/{tenant['tenants']}/alerts")
+                    assert response.status_code == 200, response.text
+                    assert [r["id"] for r in response.json()] == [str(tenant["alerts"])]
+                assert (await client.get("/tenants/alpha/alerts")).status_code == 422
+        finally:
+            proc.terminate()
+            await proc.wait()
+        # The same app given the jobs role (BYPASSRLS) for its pool does not start.
+        proc, _, seen = await _start_readme_app(
+            tmp_path,
+            {
+                "MIGRATIONS_DATABASE_URL": _as(silentpulse_database, owner, password),
+                "DATABASE_URL": _as(silentpulse_database, jobs, password),
+            },
+        )
+        try:
+            await asyncio.wait_for(proc.wait(), 30)
+        except asyncio.TimeoutError:  # it started: the pool took the BYPASSRLS role
+            proc.terminate()
+            await proc.wait()
+        output = "".join(seen)
+        assert proc.returncode not in (0, -15), output
+        assert f"RowSecurityError: role '{jobs}' has BYPASSRLS" in output, output
+        assert password not in output
     finally:
-        proc.terminate()
-        await proc.wait()
-    migrated = [s for s in seen if "migrated from version none to" in s]
-    assert len(migrated) == 1, seen
-    # a time, a level, the logger
-    assert re.match(
-        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO silentpulse_db\.migrate: ", migrated[0]
-    )
-    assert re.search(r"in \d+\.\d\d s \(\d+ applied\)", migrated[0])
+        await execute(
+            silentpulse_database,
+            "".join(f"DROP OWNED BY {r}; DROP ROLE {r}; " for r in (jobs, app_role, owner)),
+        )

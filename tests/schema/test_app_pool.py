@@ -1,0 +1,193 @@
+"""create_pool and tenant_transaction: the application's side of tenant isolation, tried
+as the app role (no BYPASSRLS) after the blanket grants operators run, and refused for
+the roles that would read every tenant's rows."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from silentpulse_db import (
+    ConfigurationError,
+    InvalidArgumentError,
+    RowSecurityError,
+    SilentPulseDBError,
+    create_pool,
+    tenant_transaction,
+)
+
+from .seed import seed_tenant
+from helpers import login_role
+
+APP_GRANTS = (
+    "GRANT USAGE ON SCHEMA public TO {role}; "
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}; "
+    "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role};"
+)
+
+
+@pytest.fixture
+async def tenants(silentpulse_migrated_database: str) -> dict[str, dict[str, uuid.UUID]]:
+    admin = await asyncpg.connect(silentpulse_migrated_database)
+    try:
+        return {h: await seed_tenant(admin, h) for h in ("alpha", "bravo")}
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def app_dsn(silentpulse_migrated_database: str) -> AsyncIterator[str]:
+    async with login_role(silentpulse_migrated_database, APP_GRANTS, prefix="app") as (_, dsn):
+        yield dsn
+
+
+async def test_the_app_role_sees_one_tenant_per_transaction(
+    app_dsn: str, tenants: dict[str, dict[str, uuid.UUID]]
+) -> None:
+    a, b = tenants["alpha"], tenants["bravo"]
+    pool = await create_pool(app_dsn, min_size=1, max_size=1)
+    try:
+        async with tenant_transaction(pool, a["tenants"]) as conn:
+            seen = {r["tenant_id"] for r in await conn.fetch("SELECT tenant_id FROM alerts")}
+            assert seen == {a["tenants"]}
+            # Partitions too: the blanket grant reaches them, row-level security guards them.
+            partition = await conn.fetchval(
+                "SELECT tableoid::regclass::text FROM alerts WHERE id = $1", a["alerts"]
+            )
+            rows = await conn.fetch(f"SELECT tenant_id FROM {partition}")
+            assert {r["tenant_id"] for r in rows} == {a["tenants"]}
+            assert await conn.execute("DELETE FROM alerts WHERE tenant_id = $1", b["tenants"]) == (
+                "DELETE 0"
+            )
+        # The text of a UUID works as well, and the one connection now shows only B.
+        async with tenant_transaction(pool, str(b["tenants"])) as conn:
+            assert [r["handle"] for r in await conn.fetch("SELECT handle FROM tenants")] == [
+                "bravo"
+            ]
+        # Outside a tenant transaction the same pooled connection carries no tenant.
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT current_setting('app.current_tenant', true)") in (
+                None,
+                "",
+            )
+            assert await conn.fetchval("SELECT count(*) FROM alerts") == 0
+    finally:
+        await pool.close()
+
+
+async def test_a_failed_tenant_transaction_rolls_back_and_leaves_no_tenant(
+    app_dsn: str, tenants: dict[str, dict[str, uuid.UUID]]
+) -> None:
+    a = tenants["alpha"]
+    conn = await asyncpg.connect(app_dsn)
+    try:
+        with pytest.raises(RuntimeError):
+            async with tenant_transaction(conn, a["tenants"]):
+                await conn.execute(
+                    "UPDATE alerts SET status = 'resolved' WHERE id = $1", a["alerts"]
+                )
+                raise RuntimeError("the request failed")
+        assert not conn.is_in_transaction()
+        assert await conn.fetchval("SELECT count(*) FROM alerts") == 0  # no tenant any more
+        async with tenant_transaction(conn, a["tenants"], readonly=True):
+            status = await conn.fetchval("SELECT status FROM alerts WHERE id = $1", a["alerts"])
+        assert status != "resolved"
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["", "alpha", "1; SET app.current_tenant = 'x'", 42, None, b"\x00" * 16, "x" * 500],
+)
+async def test_a_tenant_id_that_is_not_a_uuid_is_refused_before_anything_runs(
+    app_dsn: str, bad: object
+) -> None:
+    conn = await asyncpg.connect(app_dsn)
+    try:
+        with pytest.raises(InvalidArgumentError, match="tenant_id must be a UUID") as info:
+            async with tenant_transaction(conn, bad):  # type: ignore[arg-type]
+                raise AssertionError("the block must not run")
+        assert isinstance(info.value, SilentPulseDBError)
+        assert len(str(info.value)) < 200  # the value is shown, cut short
+        assert not conn.is_in_transaction()
+    finally:
+        await conn.close()
+
+
+async def test_a_tenant_transaction_inside_another_transaction_is_refused(
+    app_dsn: str, tenants: dict[str, dict[str, uuid.UUID]]
+) -> None:
+    conn = await asyncpg.connect(app_dsn)
+    try:
+        async with conn.transaction():
+            with pytest.raises(InvalidArgumentError, match="already in one"):
+                async with tenant_transaction(conn, tenants["alpha"]["tenants"]):
+                    raise AssertionError("the block must not run")
+            assert await conn.fetchval("SELECT count(*) FROM alerts") == 0
+    finally:
+        await conn.close()
+
+
+async def test_a_superuser_pool_is_refused_unless_meant(
+    silentpulse_migrated_database: str, tenants: dict[str, dict[str, uuid.UUID]]
+) -> None:
+    with pytest.raises(RowSecurityError, match="is a superuser") as info:
+        await create_pool(silentpulse_migrated_database, min_size=1, max_size=1)
+    assert info.value.role == await _current_user(silentpulse_migrated_database)
+    assert "bypass_rls=True" in str(info.value)
+    pool = await create_pool(silentpulse_migrated_database, bypass_rls=True, min_size=1, max_size=1)
+    try:
+        assert await pool.fetchval("SELECT count(DISTINCT tenant_id) FROM alerts") == 2
+    finally:
+        await pool.close()
+
+
+async def test_a_bypassrls_role_is_refused_and_its_password_never_shown(
+    silentpulse_migrated_database: str,
+) -> None:
+    setup = "ALTER ROLE {role} BYPASSRLS; " + APP_GRANTS
+    async with login_role(silentpulse_migrated_database, setup, prefix="jobs") as (name, dsn):
+        with pytest.raises(RowSecurityError, match="has BYPASSRLS") as info:
+            await create_pool(dsn, min_size=1, max_size=1)
+        assert info.value.role == name
+        password = dsn.split(":")[2].split("@")[0]
+        assert password not in str(info.value) and password not in repr(info.value)
+        pool = await create_pool(dsn, bypass_rls=True, min_size=1, max_size=1)
+        await pool.close()
+
+
+async def test_a_pool_that_cannot_connect_raises_a_typed_error(
+    silentpulse_migrated_database: str,
+) -> None:
+    wrong = silentpulse_migrated_database.rsplit("/", 1)[0] + "/no_such_database"
+    with pytest.raises(SilentPulseDBError, match="no_such_database"):
+        await create_pool(wrong, min_size=1, max_size=1)
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"min_size": 5, "max_size": 1}, "min_size"),
+        ({"max_size": 0}, "max_size"),
+        ({"no_such_option": 1}, "no_such_option"),
+    ],
+)
+async def test_bad_pool_options_are_a_configuration_error_naming_them(
+    app_dsn: str, options: dict[str, object], named: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=named) as info:
+        await create_pool(app_dsn, **options)
+    password = app_dsn.split(":")[2].split("@")[0]
+    assert password not in str(info.value)
+
+
+async def _current_user(dsn: str) -> str:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return str(await conn.fetchval("SELECT current_user"))
+    finally:
+        await conn.close()
