@@ -180,7 +180,7 @@ async def test_bad_pool_options_are_a_configuration_error_naming_them(
     app_dsn: str, options: dict[str, object], named: str
 ) -> None:
     with pytest.raises(ConfigurationError, match=named) as info:
-        await create_pool(app_dsn, **options)
+        await create_pool(app_dsn, **options)  # type: ignore[arg-type]
     password = app_dsn.split(":")[2].split("@")[0]
     assert password not in str(info.value)
 
