@@ -94,6 +94,8 @@ class LockHolder:
     state: str | None = None
     client_addr: str | None = None
     since: datetime | None = None  # when its current transaction started
+    # The role that asked, when PostgreSQL hid this backend's details from it.
+    hidden_from: str | None = None
 
     def __str__(self) -> str:
         parts = [f"pid {self.pid}", f"application_name {self.application_name or '<none>'!r}"]
@@ -102,7 +104,7 @@ class LockHolder:
             parts.append(f"client {self.client_addr}")
         if self.since is not None:
             parts.append(f"in a transaction since {self.since:%Y-%m-%d %H:%M:%S%z}")
-        return ", ".join(parts)
+        return ", ".join(parts) + _hidden(self.hidden_from)
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,8 @@ class TableLockHolder:
     query: str | None = None
     since: datetime | None = None  # when its transaction started
     age: float | None = None  # seconds since then, by the server's clock
+    # The role that asked, when PostgreSQL hid this session's details from it.
+    hidden_from: str | None = None
 
     def __str__(self) -> str:
         parts = [f"pid {self.pid}", f"application_name {self.application_name or '<none>'!r}"]
@@ -130,7 +134,16 @@ class TableLockHolder:
             parts.append(self.state)
         if self.query:
             parts.append(f"query: {self.query[:120]}")
-        return ", ".join(parts)
+        return ", ".join(parts) + _hidden(self.hidden_from)
+
+
+def _hidden(role: str | None) -> str:
+    if role is None:
+        return ""
+    return (
+        f" (its application, client, state and query are hidden from role {role!r}: "
+        f"GRANT pg_read_all_stats TO {role} shows them)"
+    )
 
 
 class DirtyDatabaseError(SilentPulseDBError):

@@ -32,8 +32,9 @@ async def require_full_view(conn: Any, doing: str) -> str:
         raise RowSecurityError(
             f"cannot {doing} as role {role!r}: row-level security limits what it sees (the "
             f"credential tables force RLS, so it would read some rows or none and report "
-            f"success). Run it as a role with BYPASSRLS (or a superuser), e.g. the jobs "
-            f"role: ALTER ROLE {role} BYPASSRLS, or connect as silentpulse_jobs. "
+            f"success). Connect as the deployment's jobs role, the role with BYPASSRLS that "
+            f"no request-serving service uses (docs/security.md; not by giving this role "
+            f"BYPASSRLS: an application role must stay subject to row-level security). "
             f"Nothing was read or changed.",
             role=role,
         )

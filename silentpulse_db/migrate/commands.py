@@ -13,7 +13,6 @@ The flow is one way: source -> plan (pure) -> apply -> result.
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING, Literal
 
 from ..defaults import (
@@ -110,7 +109,6 @@ async def run_migrations(
 
     with typed_errors(dsn, "apply migrations"):
         migrations = load_source(source)
-        started = time.perf_counter()
         request = Up(target=target, allow_ahead=not strict)
         probe = None if partitions_ahead is None else partitions_due(partitions_ahead)
         async with open_session(
@@ -128,7 +126,7 @@ async def run_migrations(
                 outcome = await apply_or_leave(
                     dsn, session, nothing_left, lock_timeout, ddl, partitions_ahead
                 )
-            result = migration_result(outcome, started)
+            result = migration_result(outcome, session)
             # The month's partitions and those ahead: cheap when none is due, never fatal.
             if partitions_ahead is not None:
                 await partitions_at_startup(
@@ -423,17 +421,16 @@ async def _run(
     """Plan ``request`` and apply it, holding the migration lock throughout."""
     with typed_errors(dsn, "change the migration version"):
         migrations = load_source(source)
-        started = time.perf_counter()
         quick = isinstance(request, Up)  # nothing pending may be answered from the probe
         async with open_session(dsn, attempts=attempts, wait=wait, with_state=quick) as session:
             if isinstance(request, Up) and session.state is not None:
                 # Nothing pending is final without the lock, as at start-up.
                 plan = await NothingLeft(session, migrations, request, strict)()
                 if plan is not None:
-                    return migration_result(Outcome(plan), started)
+                    return migration_result(Outcome(plan), session)
             parsed = await parse_ahead(session, migrations, request, strict)
             async with session.lock(lock_timeout):
                 plan, applied = await apply_locked(
                     dsn, session, migrations, request, parsed, strict=strict, ddl=ddl
                 )
-                return migration_result(Outcome(plan, applied), started)
+                return migration_result(Outcome(plan, applied), session)

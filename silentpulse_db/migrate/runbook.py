@@ -42,6 +42,9 @@ class DDLLimits(NamedTuple):
 
 
 DEFAULT_DDL = DDLLimits()
+# A connect that took longer than this (the server starting, retries) is worth a word
+# in the "migrated ..." line; a usual connect takes milliseconds.
+WAIT_WORTH_SAYING = 0.5
 
 
 class Outcome(NamedTuple):
@@ -196,17 +199,25 @@ def warned(plan: Plan) -> Plan:
     return plan
 
 
-def migration_result(outcome: Outcome, started: float) -> MigrationResult:
-    """The result of a run that began at ``started`` (perf_counter), logged if it applied
-    anything. Each step either ran or raised: the plan's last version is the database's."""
+def migration_result(outcome: Outcome, session: Session) -> MigrationResult:
+    """The result of a run on ``session``, logged if it applied anything: how long since
+    it connected, and how long connecting took when the database kept it waiting. Each
+    step either ran or raised: the plan's last version is the database's."""
     plan, applied = outcome.plan, outcome.applied
     if applied:
+        took = time.perf_counter() - session.connected
+        waited = (
+            f", after {session.connecting:.2f} s waiting for the database"
+            if session.connecting >= WAIT_WORTH_SAYING
+            else ""
+        )
         logger.info(
-            "migrated from version %s to %s in %.2f s (%d applied)",
+            "migrated from version %s to %s in %.2f s (%d applied)%s",
             version_label(plan.state.version),
             version_label(plan.version_after),
-            time.perf_counter() - started,
+            took,
             len(applied),
+            waited,
         )
     return MigrationResult(
         version_before=plan.state.version,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any, NamedTuple
 
@@ -42,6 +43,10 @@ class Session(NamedTuple):
     # current_schema() on connecting: where the version tables are (a migration may move
     # the session's search_path; the runner's version writes stay here).
     schema: str | None = None
+    # Seconds spent connecting, the waits for a server that was not up yet included, and
+    # when the connection was made (time.perf_counter()).
+    connecting: float = 0.0
+    connected: float = 0.0
 
     def lock(self, timeout: float) -> MigrationLock:
         return MigrationLock(self.conn, self.keys, timeout=timeout)
@@ -64,6 +69,7 @@ async def open_session(
     migrated database is answered in one round trip); on a database without the
     tables that query fails once and the plain probe follows.
     """
+    before = time.perf_counter()
     conn = await connect(
         dsn,
         attempts=attempts,
@@ -73,6 +79,7 @@ async def open_session(
         # lock, instead of finishing a long statement for nobody. (PG 14+)
         server_settings={"client_connection_check_interval": CLIENT_CONNECTION_CHECK_INTERVAL},
     )
+    connected = time.perf_counter()
     try:
         probe_sql = (
             "SELECT current_schema() AS schema, current_database() AS db, "
@@ -93,7 +100,16 @@ async def open_session(
         if probe is None:
             probe = await conn.fetchrow(probe_sql)
         keys = lock_keys_for(probe["db"], probe["schema"])
-        yield Session(conn, keys, probe["ready"], probe["partitions_due"], state, probe["schema"])
+        yield Session(
+            conn,
+            keys,
+            probe["ready"],
+            probe["partitions_due"],
+            state,
+            probe["schema"],
+            connecting=connected - before,
+            connected=connected,
+        )
     finally:
         await close_quietly(conn)
 

@@ -11,7 +11,8 @@ from ..errors import LockHolder
 _HOLDERS = """
     SELECT l.pid, coalesce(a.application_name, '') AS application_name,
            l.objid::bigint AS key, a.state, host(a.client_addr) AS client_addr,
-           a.xact_start AS since
+           a.xact_start AS since,
+           CASE WHEN a.query = '<insufficient privilege>' THEN current_user::text END AS hidden_from
     FROM pg_locks l
     LEFT JOIN pg_stat_activity a ON a.pid = l.pid
     WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objsubid = 1
@@ -34,6 +35,7 @@ async def advisory_lock_holders(conn: Any, keys: Iterable[int]) -> list[LockHold
                 state=r["state"],
                 client_addr=r["client_addr"],
                 since=r["since"],
+                hidden_from=r["hidden_from"],
             ),
         )
     return list(holders.values())

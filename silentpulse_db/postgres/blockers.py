@@ -45,7 +45,8 @@ CONFLICTS: dict[str, frozenset[str]] = {
 _HOLDERS = """
     SELECT l.pid, coalesce(a.application_name, '') AS application_name, l.mode,
            l.relation::regclass::text AS relation, a.state, a.query,
-           a.xact_start AS since, extract(epoch FROM clock_timestamp() - a.xact_start) AS age
+           a.xact_start AS since, extract(epoch FROM clock_timestamp() - a.xact_start) AS age,
+           CASE WHEN a.query = '<insufficient privilege>' THEN current_user::text END AS hidden_from
     FROM pg_locks AS l
     LEFT JOIN pg_stat_activity AS a ON a.pid = l.pid
     WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
@@ -74,9 +75,10 @@ async def table_lock_holders(conn: Any, wanted: Mapping[str, str]) -> list[Table
                 relation=row["relation"],
                 mode=held,
                 state=row["state"],
-                query=scrub(row["query"]),
+                query=None if row["hidden_from"] else scrub(row["query"]),
                 since=row["since"],
                 age=None if row["age"] is None else float(row["age"]),
+                hidden_from=row["hidden_from"],
             ),
         )
     return list(holders.values())

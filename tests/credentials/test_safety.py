@@ -57,6 +57,8 @@ async def test_a_role_without_bypassrls_is_refused_before_anything(
                 await call
             assert info.value.role == role
             assert f"role {role!r}" in str(info.value) and "BYPASSRLS" in str(info.value)
+            # The advice an application role can follow without breaking tenant isolation.
+            assert "ALTER ROLE" not in str(info.value) and "jobs role" in str(info.value)
         env = cli_env(dsn, ENCRYPTION_KEY=NEW_KEY.hex(), OLD_ENCRYPTION_KEY=OLD_KEY.hex())
         for args in (["--rotate"], ["--rotate", "--dry-run"], ["--verify"], []):
             code, out, err = await run_cli(*args, env=env)

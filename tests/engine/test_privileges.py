@@ -11,16 +11,26 @@ from pathlib import Path
 import pytest
 
 from silentpulse_db import (
+    LockTimeoutError,
     PermissionDeniedError,
     SilentPulseDBError,
+    TableLockTimeoutError,
     check,
+    force,
     run_migrations,
     status,
     up,
     version,
 )
 
-from helpers import execute, login_role, simple_set, write_migrations
+from helpers import (
+    execute,
+    hold_migration_lock,
+    login_role,
+    reading,
+    simple_set,
+    write_migrations,
+)
 
 
 def cli(tool: str, *args: str, dsn: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -95,3 +105,38 @@ async def test_migrate_credentials_without_privileges(silentpulse_migrated_datab
         done = cli("migrate-credentials", dsn=dsn, ENCRYPTION_KEY=bytes(range(32)).hex())
         assert done.returncode == 1 and "Traceback" not in done.stderr
         assert f"role {role!r}" in done.stderr
+
+
+async def test_holders_hidden_from_the_role_say_what_shows_them(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
+    """pg_stat_activity hides other roles' sessions unless pg_read_all_stats: the lock's
+    holder and a table's blocker say so instead of showing blanks (issue 20, 6)."""
+    first = write_migrations(tmp_path / "a", simple_set(1))
+    setup = "GRANT CREATE ON SCHEMA public TO {role};"
+    async with login_role(silentpulse_database, setup, prefix="owner") as (role, dsn):
+        await run_migrations(dsn, source=first, partitions_ahead=None)
+        holder = await hold_migration_lock(silentpulse_database)  # another role's runner
+        try:
+            with pytest.raises(LockTimeoutError) as lock_info:
+                await force(dsn, 1, source=first, lock_timeout=0.3)
+        finally:
+            await holder.close()
+        text = str(lock_info.value)
+        assert f"hidden from role {role!r}: GRANT pg_read_all_stats TO {role}" in text, text
+        assert lock_info.value.holders[0].hidden_from == role
+        blocker = await reading(silentpulse_database, "t1")  # a superuser's open transaction
+        alter = {
+            2: ("alter_t1", "ALTER TABLE t1 ADD COLUMN c int;\n", "ALTER TABLE t1 DROP COLUMN c;\n")
+        }
+        more = write_migrations(tmp_path / "a", alter)
+        try:
+            with pytest.raises(TableLockTimeoutError) as table_info:
+                await run_migrations(
+                    dsn, source=more, ddl_lock_timeout=0.1, ddl_retry_for=0.3, partitions_ahead=None
+                )
+        finally:
+            await blocker.close()
+        text = str(table_info.value)
+        assert f"GRANT pg_read_all_stats TO {role}" in text, text
+        assert "<insufficient privilege>" not in text

@@ -174,10 +174,14 @@ class _Notices:
         self.running = "migration"  # the file (or group of files) now running
 
     def __call__(self, _conn: Any, message: Any) -> None:
+        text = str(getattr(message, "message", message))
         if getattr(message, "severity", "") == "WARNING":
-            logger.warning("%s: %s", self.running, message.message)
+            logger.warning("%s: %s", self.running, text)
+        elif text.endswith(", skipping"):
+            # DROP ... IF EXISTS / CREATE ... IF NOT EXISTS with nothing to do: expected.
+            logger.debug("%s: %s", self.running, text)
         else:
-            logger.info("%s: %s", self.running, getattr(message, "message", message))
+            logger.info("%s: %s", self.running, text)
 
 
 def applied_migration(step: Step, took: float, *, transactional: bool) -> AppliedMigration:
