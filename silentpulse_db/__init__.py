@@ -123,6 +123,11 @@ _LAZY = {
 }
 
 
+def __dir__() -> list[str]:
+    # What users import, the lazy names included; not the helpers this module uses.
+    return sorted({*__all__, "__doc__", "__file__", "__name__", "__path__", "__version__"})
+
+
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:

@@ -391,7 +391,9 @@ async def _prerequisites(dsn: str, args: argparse.Namespace, out: TextIO) -> int
     result = await commands.apply_prerequisites(dsn, **_locked(args))
     print(f"extensions installed: {', '.join(result.installed) or 'none'}", file=out)
     for notice in result.notices:
-        print(f"notice: {notice}", file=out)
+        # An absent optional extension gets its own line below: not said twice.
+        if not any(f'"{name}"' in notice for name in result.unavailable_optional):
+            print(f"notice: {notice}", file=out)
     for name in result.unavailable_optional:
         print(f"optional extension {name!r} is not available on this server: skipped", file=out)
     return console.EXIT_OK

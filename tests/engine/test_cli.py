@@ -218,3 +218,16 @@ def test_version_reads_the_version_even_with_a_broken_file(
         env=env,
     )
     assert status.returncode == 1 and "unknown directive" in status.stderr
+
+
+def test_prerequisites_says_an_absent_optional_extension_once(silentpulse_database: str) -> None:
+    done = cli("prerequisites", dsn=silentpulse_database)
+    assert done.returncode == 0, done.stderr
+    installed = done.stdout.split("extensions installed:")[1].splitlines()[0]
+    about_age = [line for line in done.stdout.splitlines() if "'age'" in line or '"age"' in line]
+    expected = (
+        []
+        if "age" in installed.split(", ")
+        else ["optional extension 'age' is not available on this server: skipped"]
+    )
+    assert about_age == expected, done.stdout

@@ -151,3 +151,15 @@ def test_no_function_or_class_is_longer_than_150_lines() -> None:
                 if lines > MAX_LINES:
                     long.append(f"{path.relative_to(PACKAGE)}:{node.name} ({lines} lines)")
     assert long == []
+
+
+def test_dir_of_the_package_lists_what_users_import() -> None:
+    code = (
+        "import silentpulse_db as s\n"
+        "names = dir(s)\n"
+        "assert 'run_migrations' in names and 'create_pool' in names, names\n"
+        "assert not {'Any', 'TYPE_CHECKING', 'importlib'} & set(names), names\n"
+        "assert set(s.__all__) <= set(names)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
