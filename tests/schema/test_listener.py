@@ -5,17 +5,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
 
 import asyncpg
+import pytest
 
-from silentpulse_db import AlertEvent, listen_alerts
+from silentpulse_db import (
+    AlertEvent,
+    ConfigurationError,
+    DatabaseConnectionError,
+    apply_prerequisites,
+    listen_alerts,
+    run_migrations,
+)
 
 from .seed import seed_tenant
-from helpers import fetchval, wait_for
+from helpers import execute, fetchval, login_role, wait_for
 
 
 @contextlib.asynccontextmanager
@@ -193,3 +202,135 @@ async def test_moving_an_alert_to_another_partition_is_not_an_insert(
     finally:
         await listener.close()
         await conn.close()
+
+
+# --- a listener that never gives up, and its durable position (issue 20, 3) ----------
+
+LISTENER_GRANTS = (
+    "ALTER ROLE {role} BYPASSRLS; GRANT SELECT ON alerts TO {role}; "
+    "GRANT SELECT, INSERT, UPDATE ON alert_listener_positions TO {role};"
+)
+
+
+async def test_a_role_that_cannot_log_in_for_a_while_misses_nothing(
+    silentpulse_migrated_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its role NOLOGIN and its connection cut: it keeps trying (warnings, then errors),
+    and once it may log in again it delivers every change made meanwhile, once, with
+    its operation."""
+    admin = silentpulse_migrated_database
+    conn = await asyncpg.connect(admin)
+    try:
+        ids = await seed_tenant(conn, "golf")
+        async with login_role(admin, LISTENER_GRANTS, prefix="listener") as (role, dsn):
+            with caplog.at_level(logging.WARNING, logger="silentpulse_db.listener"):
+                async with collecting(dsn) as events:
+                    await wait_for(lambda: _has(listener_pid(admin)))
+                    before = await new_alert(conn, ids)
+                    await wait_for(lambda: _len_at_least(events, 1), timeout=10)
+                    await execute(admin, f"ALTER ROLE {role} NOLOGIN")
+                    pid = await listener_pid(admin)
+                    await fetchval(admin, "SELECT pg_terminate_backend($1)", pid)
+                    meanwhile = [await new_alert(conn, ids) for _ in range(4)]
+                    await conn.execute(
+                        "UPDATE alerts SET status = 'acknowledged' WHERE id = $1", before
+                    )
+                    # Refused again and again: more than QUIET_FAILURES attempts.
+                    await wait_for(lambda: _errors_logged(caplog), timeout=20)
+                    assert await listener_pid(admin) is None
+                    await execute(admin, f"ALTER ROLE {role} LOGIN")
+                    await wait_for(lambda: _len_at_least(events, 6), timeout=20)
+                    await asyncio.sleep(0.5)  # a duplicate would show up now
+        keys = [(e.alert_id, e.status, e.changed_at) for e in events]
+        assert len(keys) == len(set(keys)) == 6, events
+        caught_up = {e.alert_id: e for e in events if e.source == "catch_up"}
+        assert set(caught_up) == {*meanwhile, before}
+        assert {caught_up[a].operation for a in meanwhile} == {"INSERT"}
+        assert caught_up[before].operation == "UPDATE"
+        assert caught_up[before].status == "acknowledged"
+        failures = [r for r in caplog.records if "reconnecting" in r.getMessage()]
+        assert [r.levelno for r in failures[:3]] == [logging.WARNING] * 3
+        assert failures[3].levelno == logging.ERROR
+        assert "not permitted to log in" in failures[3].getMessage()
+    finally:
+        await conn.close()
+
+
+async def test_a_restarted_consumer_resumes_right_after_what_it_delivered(
+    silentpulse_migrated_database: str,
+) -> None:
+    admin = silentpulse_migrated_database
+    conn = await asyncpg.connect(admin)
+    name = f"notifications-{uuid.uuid4().hex[:6]}"
+    try:
+        ids = await seed_tenant(conn, "hotel")
+        async with login_role(admin, LISTENER_GRANTS, prefix="listener") as (_, dsn):
+            async with collecting(dsn, consumer=name) as first:
+                await wait_for(lambda: _has(listener_pid(admin)))
+                delivered = [await new_alert(conn, ids) for _ in range(3)]
+                await wait_for(lambda: _len_at_least(first, 3), timeout=10)
+            # Down: what happens now is delivered by the next start, and nothing else.
+            away = [await new_alert(conn, ids) for _ in range(2)]
+            await conn.execute(
+                "UPDATE alerts SET status = 'resolved', resolved_at = now() WHERE id = $1",
+                delivered[0],
+            )
+            async with collecting(dsn, consumer=name) as second:
+                await wait_for(lambda: _len_at_least(second, 3), timeout=10)
+                await asyncio.sleep(0.5)
+            async with collecting(dsn, consumer=name) as third:
+                await wait_for(lambda: _has(listener_pid(admin)))
+                await asyncio.sleep(0.5)
+        assert [e.alert_id for e in first] == delivered
+        assert sorted((e.alert_id, e.status) for e in second) == sorted(
+            [(a, "open") for a in away] + [(delivered[0], "resolved")]
+        )
+        assert {e.source for e in second} == {"catch_up"}
+        assert third == []
+    finally:
+        await conn.close()
+
+
+async def test_an_application_role_cannot_read_the_listeners_positions(
+    silentpulse_migrated_database: str,
+) -> None:
+    """alert_listener_positions holds every tenant's alert ids: forced row-level security
+    with no policy hides it from a role that the blanket grant reached."""
+    admin = silentpulse_migrated_database
+    await execute(
+        admin,
+        "INSERT INTO alert_listener_positions (consumer, since, changed_at, delivered) "
+        "VALUES ('svc', now(), now(), '[]')",
+    )
+    grants = "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};"
+    async with login_role(admin, grants, prefix="app") as (_, dsn):
+        app = await asyncpg.connect(dsn)
+        try:
+            assert await app.fetchval("SELECT count(*) FROM alert_listener_positions") == 0
+            assert await app.execute("DELETE FROM alert_listener_positions") == "DELETE 0"
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+                await app.execute(
+                    "INSERT INTO alert_listener_positions (consumer, since, changed_at) "
+                    "VALUES ('x', now(), now())"
+                )
+        finally:
+            await app.close()
+
+
+async def test_settings_that_cannot_work_raise_on_the_first_connection(
+    silentpulse_migrated_database: str, silentpulse_database: str
+) -> None:
+    with pytest.raises(ConfigurationError, match="consumer"):
+        await anext(listen_alerts(silentpulse_migrated_database, consumer="no spaces allowed"))
+    wrong = silentpulse_migrated_database.rsplit("/", 1)[0] + "/no_such_database"
+    with pytest.raises(DatabaseConnectionError, match="no_such_database"):
+        await asyncio.wait_for(anext(listen_alerts(wrong)), 30)
+    # A consumer on a database that has not reached migration 000021.
+    await apply_prerequisites(silentpulse_database)
+    await run_migrations(silentpulse_database, target=19)
+    with pytest.raises(ConfigurationError, match="migration 000021"):
+        await asyncio.wait_for(anext(listen_alerts(silentpulse_database, consumer="svc")), 30)
+
+
+async def _errors_logged(caplog: pytest.LogCaptureFixture) -> bool:
+    return any(r.levelno == logging.ERROR for r in caplog.records)
