@@ -32,6 +32,15 @@ async def create_database(dsn: str, name: str, *, template: str | None = None) -
     return with_database(dsn, name)
 
 
+async def execute_sql(dsn: str, sql: str) -> None:
+    """Run ``sql`` (statements, simple protocol) on ``dsn``'s database, then disconnect."""
+    conn = await connect(dsn, attempts=1)
+    try:
+        await conn.execute(sql)
+    finally:
+        await close_quietly(conn)
+
+
 async def drop_database(dsn: str, name: str) -> None:
     """Drop database ``name`` on ``dsn``'s server, disconnecting whoever is still in it."""
     admin = await connect(dsn, attempts=1)

@@ -9,6 +9,10 @@ Fixtures, for this project's tests and the services' own:
 - ``silentpulse_migrated_database``: DSN of a fresh database with the prerequisites and every
   packaged migration applied. The migrations run once per session into a
   template database; each test gets a ``CREATE DATABASE ... TEMPLATE`` copy.
+- ``silentpulse_app_database``: DSN of that same database as an application role (no
+  SUPERUSER, no BYPASSRLS, the grants docs/operations.md gives the app role), so that
+  row-level security applies as in production: act as a tenant with
+  ``tenant_transaction``; set data up through ``silentpulse_migrated_database``.
 
 Nothing starts unless a test asks for one of these.
 """
@@ -16,11 +20,15 @@ Nothing starts unless a test asks for one of these.
 from __future__ import annotations
 
 import os
+import secrets
 import uuid
 from collections.abc import Iterator
+from typing import NamedTuple
+from urllib.parse import quote, urlsplit
 
 import pytest
 
+from ..postgres.databases import execute_sql
 from .server import PostgresServer, create_database, drop_database, run_sync
 
 TEMPLATE_PREFIX = "silentpulse_template"
@@ -76,3 +84,45 @@ def silentpulse_migrated_database(
         yield dsn
     finally:
         drop_database(silentpulse_postgres.dsn, name)
+
+
+class AppRole(NamedTuple):
+    """A LOGIN role like the deployment's app role: no SUPERUSER, no BYPASSRLS."""
+
+    name: str
+    password: str
+
+
+# What docs/operations.md grants the app role, for the database at hand.
+APP_GRANTS = (
+    "GRANT USAGE ON SCHEMA public TO {role}; "
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}; "
+    "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role};"
+)
+
+
+@pytest.fixture(scope="session")
+def silentpulse_app_role(silentpulse_postgres: PostgresServer) -> Iterator[AppRole]:
+    """The session's application role (roles are the server's, not a database's)."""
+    role = AppRole(_unique("silentpulse_app"), secrets.token_urlsafe(18))
+    admin = silentpulse_postgres.dsn
+    run_sync(execute_sql(admin, f"CREATE ROLE {role.name} LOGIN PASSWORD '{role.password}'"))
+    try:
+        yield role
+    finally:
+        # Every test database it had grants in is gone by now.
+        run_sync(execute_sql(admin, f"DROP ROLE IF EXISTS {role.name}"))
+
+
+@pytest.fixture
+def silentpulse_app_database(
+    silentpulse_migrated_database: str, silentpulse_app_role: AppRole
+) -> str:
+    run_sync(
+        execute_sql(
+            silentpulse_migrated_database, APP_GRANTS.format(role=silentpulse_app_role.name)
+        )
+    )
+    parts = urlsplit(silentpulse_migrated_database)
+    login = f"{quote(silentpulse_app_role.name)}:{quote(silentpulse_app_role.password)}"
+    return parts._replace(netloc=f"{login}@{parts.hostname}:{parts.port}").geturl()

@@ -1,0 +1,44 @@
+"""The plugin's app-role fixture: the test database as the application sees it."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from silentpulse_db import RowSecurityError, create_pool, tenant_transaction
+
+
+async def test_the_app_database_is_the_migrated_one_seen_as_an_application_role(
+    silentpulse_migrated_database: str, silentpulse_app_database: str
+) -> None:
+    alpha, bravo = uuid.uuid4(), uuid.uuid4()
+    admin = await asyncpg.connect(silentpulse_migrated_database)  # set-up, as the superuser
+    try:
+        await admin.executemany(
+            "INSERT INTO tenants (id, name, handle) VALUES ($1, $2, $2)",
+            [(alpha, "alpha"), (bravo, "bravo")],
+        )
+    finally:
+        await admin.close()
+    app = await asyncpg.connect(silentpulse_app_database)
+    try:
+        role = await app.fetchrow(
+            "SELECT current_database() AS db, rolsuper, rolbypassrls FROM pg_roles "
+            "WHERE rolname = current_user"
+        )
+        assert role["db"] == silentpulse_migrated_database.rsplit("/", 1)[1]
+        assert not role["rolsuper"] and not role["rolbypassrls"]
+        assert await app.fetchval("SELECT count(*) FROM tenants") == 0  # no tenant: nothing
+        async with tenant_transaction(app, alpha):
+            assert await app.fetchval("SELECT handle FROM tenants") == "alpha"
+    finally:
+        await app.close()
+    pool = await create_pool(silentpulse_app_database, min_size=1, max_size=1)  # accepted
+    await pool.close()
+    try:
+        await create_pool(silentpulse_migrated_database, min_size=1, max_size=1)
+    except RowSecurityError:
+        pass  # the superuser fixture is for set-up, not for the application's pool
+    else:
+        raise AssertionError("the superuser's pool was accepted")
