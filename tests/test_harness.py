@@ -75,3 +75,43 @@ async def test_restart_on_the_same_port_while_a_runner_waits(tmp_path: Path) -> 
         assert server.port == port
         result = await asyncio.wait_for(runner, timeout=60)
         assert result.version_after == 1
+
+
+@pytest.mark.slow
+def test_a_server_left_by_a_killed_session_is_removed_by_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A session killed outright (SIGKILL: no atexit) leaves its server running and its
+    files behind; the next throwaway server started stops and deletes them (issue 20, 4)."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("SILENTPULSE_TEST_DSN", raising=False)  # throwaway servers, both
+    code = (
+        "import time\n"
+        "from silentpulse_db.testing import PostgresServer\n"
+        "server = PostgresServer()\n"
+        "server.start()\n"
+        "print(server.datadir.parent, server.port, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SILENTPULSE_TEST_DSN"}
+    session = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert session.stdout is not None
+    folder, port = session.stdout.readline().split()
+    os.kill(session.pid, signal.SIGKILL)
+    session.wait()
+    left = Path(folder)
+
+    def accepts() -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", int(port))) == 0
+
+    assert accepts() and left.exists()  # still running, and nobody left to stop it
+    with PostgresServer():
+        assert not left.exists()
+        assert not accepts()

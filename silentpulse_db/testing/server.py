@@ -36,6 +36,8 @@ T = TypeVar("T")
 ENV_DSN = "SILENTPULSE_TEST_DSN"
 ENV_BINDIR = "PG_BINDIR"
 _RUN_AS = "postgres"
+DIR_PREFIX = "silentpulse-pg-"
+OWNER_FILE = "owner.pid"
 _SETTINGS = {
     # Durability is worthless for a server that lives as long as a test session.
     "fsync": "off",
@@ -191,7 +193,10 @@ class PostgresServer:
         return hasattr(os, "geteuid") and os.geteuid() == 0
 
     def _init(self) -> None:
-        self._dir = Path(tempfile.mkdtemp(prefix="silentpulse-pg-"))
+        reap_stale_servers(self._as_root())
+        self._dir = Path(tempfile.mkdtemp(prefix=DIR_PREFIX))
+        # Who started it: a later session stops the server if this process is gone.
+        (self._dir / OWNER_FILE).write_text(f"{os.getpid()}\n")
         self.port = free_port()
         self.password = secrets.token_urlsafe(18)
         pwfile = self._dir / "pwfile"
@@ -240,6 +245,41 @@ class PostgresServer:
                 f"{Path(command[0]).name} failed (exit {done.returncode}): "
                 f"{done.stderr.strip()[-2000:]}\n{log}"
             )
+
+
+def reap_stale_servers(as_root: bool) -> list[Path]:
+    """Stop and delete the throwaway servers whose starting process is gone (a session
+    killed outright leaves its server running and its files behind); returns their
+    directories. A server whose process lives, or that says nothing of it, is left."""
+    reaped = []
+    for folder in Path(tempfile.gettempdir()).glob(DIR_PREFIX + "*"):
+        try:
+            owner = int((folder / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if _alive(owner):
+            continue
+        data = folder / "data"
+        if (data / "postmaster.pid").exists():
+            pg_ctl = str(find_bindir() / "pg_ctl")
+            argv = [pg_ctl, "-D", str(data), "stop", "-m", "immediate", "-w", "-t", "30"]
+            if as_root:
+                argv = ["runuser", "-u", _RUN_AS, "--", *argv]
+            subprocess.run(argv, capture_output=True, check=False, timeout=60, cwd=folder)
+        shutil.rmtree(folder, ignore_errors=True)
+        logger.info("removed the throwaway PostgreSQL left by process %d (%s)", owner, folder)
+        reaped.append(folder)
+    return reaped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def create_database(admin_dsn: str, name: str, *, template: str | None = None) -> str:
