@@ -205,6 +205,28 @@ class TableLockTimeoutError(MigrationFailedError):
         self.blockers = tuple(blockers)
 
 
+class MigrationSetMismatchError(SilentPulseDBError):
+    """The version table records migrations applied from other files (another set's):
+    two sets of migrations share one version table. ``table`` names it."""
+
+    def __init__(self, message: str, *, table: str) -> None:
+        super().__init__(message)
+        self.table = table
+
+
+class RequiredVersionError(SilentPulseDBError):
+    """A migration requires another set's version (``-- silentpulse: requires``) that the
+    database has not reached. ``file``, ``table``, ``version``; ``found``: what that
+    table says, in words ("no such table", "no version", "version 12 (dirty)")."""
+
+    def __init__(self, message: str, *, file: str, table: str, version: int, found: str) -> None:
+        super().__init__(message)
+        self.file = file
+        self.table = table
+        self.version = version
+        self.found = found
+
+
 class VersionNotFoundError(SilentPulseDBError):
     """A requested target version has no migration file."""
 

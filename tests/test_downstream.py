@@ -30,6 +30,17 @@ def test_the_testing_guide_runs_as_a_downstream_project(tmp_path: Path) -> None:
     (tmp_path / "test_readme.py").write_text(example)
     (tmp_path / "app.py").write_text(_block("testing-app"))
     (tmp_path / "test_app.py").write_text(_block("testing-test"))
+    # A service set of its own, in the template (the ini line under the table above).
+    ini = _block("testing-ini") + _block("testing-ini-service")
+    (tmp_path / "pyproject.toml").write_text(ini)
+    (tmp_path / "test_worker_tables.py").write_text(_block("testing-service-test"))
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    (migrations / "000001_create_worker_jobs.up.sql").write_text(
+        "-- silentpulse: requires schema_migrations >= 1\n"
+        "CREATE TABLE worker_jobs (id uuid PRIMARY KEY, tenant_id uuid NOT NULL REFERENCES tenants (id));\n"
+    )
+    (migrations / "000001_create_worker_jobs.down.sql").write_text("DROP TABLE worker_jobs;\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     done = subprocess.run(
         [
@@ -49,4 +60,4 @@ def test_the_testing_guide_runs_as_a_downstream_project(tmp_path: Path) -> None:
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "4 passed" in done.stdout, done.stdout
+    assert "5 passed" in done.stdout, done.stdout

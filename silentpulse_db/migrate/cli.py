@@ -27,6 +27,7 @@ from . import commands
 from .files.scaffold import create_migration
 from .files.source import MigrationSource, load_source
 from .plan import version_label
+from .version_table import VERSION_TABLE
 
 if TYPE_CHECKING:
     from ..results import MigrationResult, StatusReport
@@ -52,6 +53,13 @@ def _common_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         metavar="DIR",
         default=default(None),
         help="migrations directory (default: the set packaged in silentpulse_db)",
+    )
+    parser.add_argument(
+        "--table",
+        metavar="NAME",
+        default=default(None),
+        help="the version table of this set of migrations (default schema_migrations, or the "
+        "DSN's ?x-migrations-table=): a service's own set keeps its own",
     )
     parser.add_argument(
         "--lock-timeout",
@@ -286,6 +294,8 @@ async def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
             raise console.UsageError(
                 f"{directory} is not a directory: run from the project root or pass --path"
             )
+        if load_source(directory).latest is None and args.table in (None, VERSION_TABLE):
+            print(_SECOND_SET_WARNING.format(directory=directory), file=sys.stderr)
         for path in create_migration(directory, args.name):
             print(path, file=out)
         return console.EXIT_OK
@@ -300,12 +310,36 @@ async def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
     return await _COMMANDS[args.command](console.database(args.database), args, out)
 
 
+# `create` in an empty folder starts a set at 000001; on schema_migrations it would
+# collide with the packaged set's 000001 (issue 20: a service's own migrations).
+_SECOND_SET_WARNING = (
+    "warning: {directory} has no migration yet: this starts a set of migrations at "
+    "000001. If it is a service's own set, give it a version table of its own "
+    "(run_migrations(..., table='worker_schema_migrations'), --table, or the DSN's "
+    "?x-migrations-table=): on schema_migrations it collides with the packaged set "
+    '(docs/migrations.md, "A service\'s own migrations").'
+)
+
+
 def _connection(args: argparse.Namespace) -> dict[str, Any]:
-    return {"source": _source(args), "attempts": args.attempts, "wait": CONNECT_WAIT}
+    return {
+        "source": _source(args),
+        "attempts": args.attempts,
+        "wait": CONNECT_WAIT,
+        "table": args.table,
+    }
 
 
 def _locked(args: argparse.Namespace) -> dict[str, Any]:
     return {**_connection(args), "lock_timeout": args.lock_timeout}
+
+
+def _core_only(args: argparse.Namespace) -> dict[str, Any]:
+    """_locked() for prerequisites and baseline: the packaged set's, not a service's."""
+    options = _locked(args)
+    if options.pop("table") not in (None, VERSION_TABLE):
+        raise console.UsageError(f"{args.command} belongs to the packaged set: no --table")
+    return options
 
 
 def _migrating(args: argparse.Namespace) -> dict[str, Any]:
@@ -349,7 +383,9 @@ async def _force(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _version(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
-    report = await commands.status(dsn, attempts=args.attempts, wait=CONNECT_WAIT, files=False)
+    report = await commands.status(
+        dsn, attempts=args.attempts, wait=CONNECT_WAIT, files=False, table=args.table
+    )
     print(report.current, file=out)
     for line in _notes(report):
         print(line, file=sys.stderr)
@@ -377,7 +413,7 @@ async def _status(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _check(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
-    report = await commands.check(dsn, source=_source(args))
+    report = await commands.check(dsn, source=_source(args), table=args.table)
     print(
         f"checked {len(report.checked)} migration(s): up, down and up again restore the "
         f"schema exactly; names and pairs follow the rules; every relation with tenant "
@@ -388,7 +424,7 @@ async def _check(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _prerequisites(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
-    result = await commands.apply_prerequisites(dsn, **_locked(args))
+    result = await commands.apply_prerequisites(dsn, **_core_only(args))
     print(f"extensions installed: {', '.join(result.installed) or 'none'}", file=out)
     for notice in result.notices:
         # An absent optional extension gets its own line below: not said twice.
@@ -400,7 +436,7 @@ async def _prerequisites(dsn: str, args: argparse.Namespace, out: TextIO) -> int
 
 
 async def _baseline(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
-    result = await commands.baseline(dsn, **_locked(args))
+    result = await commands.baseline(dsn, **_core_only(args))
     print(f"baselined at version {version_label(result.version_after)}", file=out)
     return console.EXIT_OK
 

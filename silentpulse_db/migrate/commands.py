@@ -23,7 +23,7 @@ from ..defaults import (
     LOCK_TIMEOUT,
     PARTITIONS_AHEAD,
 )
-from ..errors import BaselineError, MigrationSourceError
+from ..errors import BaselineError, ConfigurationError, MigrationSourceError
 from ..postgres.dsn import validate_dsn
 from ..postgres.translate import typed_errors
 from ..results import MigrationResult, StatusReport, VersionState
@@ -50,9 +50,12 @@ from .runbook import (
 )
 from .session import locked_session, open_session
 from .version_table import (
+    VERSION_TABLE,
     HistoryRecord,
+    VersionTable,
     read_state,
     read_version,
+    resolve_table,
     write_version,
 )
 
@@ -81,6 +84,7 @@ async def run_migrations(
     lock_timeout: float = LOCK_TIMEOUT,
     ddl_lock_timeout: float | None = DDL_LOCK_TIMEOUT,
     ddl_retry_for: float = DDL_RETRY_FOR,
+    table: str | None = None,
 ) -> MigrationResult:
     """Apply every pending migration (up to ``target``); call it before building the pool.
 
@@ -103,16 +107,23 @@ async def run_migrations(
     Then, unless ``partitions_ahead`` is None, the monthly partitions for this
     month and that many ahead are made sure of (cheap when they exist; a busy
     table or a missing privilege is a warning, never a failed start-up).
+
+    ``table``: the version table of this set of migrations (a service's own set: see
+    docs/migrations.md), or the DSN's ``?x-migrations-table=``; default
+    schema_migrations. A file that requires another set's version (``-- silentpulse:
+    requires schema_migrations >= 19``) waits for it as for a database not up yet:
+    ``attempts`` times ``wait`` seconds, then RequiredVersionError.
     """
     # Loaded on first use: spares the CLI, which imports this module, ~10 ms of jobs.
     from ..schema.jobs import partitions_at_startup, partitions_due
 
+    dsn, table = resolve_table(dsn, table)
     with typed_errors(dsn, "apply migrations"):
         migrations = load_source(source)
         request = Up(target=target, allow_ahead=not strict)
         probe = None if partitions_ahead is None else partitions_due(partitions_ahead)
         async with open_session(
-            dsn, attempts=attempts, wait=wait, partitions_probe=probe, with_state=True
+            dsn, attempts=attempts, wait=wait, partitions_probe=probe, with_state=True, table=table
         ) as session:
             nothing_left = NothingLeft(session, migrations, request, strict, probe)
             # Nothing left to do? Answered without the lock: the usual restart, and the
@@ -124,7 +135,13 @@ async def run_migrations(
                 # Lock, plan, apply; or leave once another replica has done it.
                 ddl = DDLLimits(ddl_lock_timeout, ddl_retry_for)
                 outcome = await apply_or_leave(
-                    dsn, session, nothing_left, lock_timeout, ddl, partitions_ahead
+                    dsn,
+                    session,
+                    nothing_left,
+                    lock_timeout,
+                    ddl,
+                    partitions_ahead,
+                    (attempts, wait),
                 )
             result = migration_result(outcome, session)
             # The month's partitions and those ahead: cheap when none is due, never fatal.
@@ -147,6 +164,7 @@ async def up(
     lock_timeout: float = LOCK_TIMEOUT,
     ddl_lock_timeout: float | None = DDL_LOCK_TIMEOUT,
     ddl_retry_for: float = DDL_RETRY_FOR,
+    table: str | None = None,
 ) -> MigrationResult:
     """Apply the pending migrations: all, the next ``count``, or up to ``target``.
 
@@ -156,7 +174,9 @@ async def up(
     """
     ddl = DDLLimits(ddl_lock_timeout, ddl_retry_for)
     request = Up(count, target)
-    return await _run(dsn, request, source, attempts, wait, lock_timeout, ddl, strict=strict)
+    return await _run(
+        dsn, request, source, attempts, wait, lock_timeout, ddl, strict=strict, table=table
+    )
 
 
 async def down(
@@ -169,11 +189,12 @@ async def down(
     lock_timeout: float = LOCK_TIMEOUT,
     ddl_lock_timeout: float | None = DDL_LOCK_TIMEOUT,
     ddl_retry_for: float = DDL_RETRY_FOR,
+    table: str | None = None,
 ) -> MigrationResult:
     """Revert the last ``count`` applied migrations, or every one with ``"all"``."""
     request = Down(None if count == "all" else count)
     ddl = DDLLimits(ddl_lock_timeout, ddl_retry_for)
-    return await _run(dsn, request, source, attempts, wait, lock_timeout, ddl)
+    return await _run(dsn, request, source, attempts, wait, lock_timeout, ddl, table=table)
 
 
 async def goto(
@@ -186,10 +207,11 @@ async def goto(
     lock_timeout: float = LOCK_TIMEOUT,
     ddl_lock_timeout: float | None = DDL_LOCK_TIMEOUT,
     ddl_retry_for: float = DDL_RETRY_FOR,
+    table: str | None = None,
 ) -> MigrationResult:
     """Migrate up or down to ``version``, which must have a migration file."""
     ddl = DDLLimits(ddl_lock_timeout, ddl_retry_for)
-    return await _run(dsn, Goto(version), source, attempts, wait, lock_timeout, ddl)
+    return await _run(dsn, Goto(version), source, attempts, wait, lock_timeout, ddl, table=table)
 
 
 async def force(
@@ -201,6 +223,7 @@ async def force(
     attempts: int = CONNECT_ATTEMPTS,
     wait: float = CONNECT_WAIT,
     lock_timeout: float = LOCK_TIMEOUT,
+    table: str | None = None,
 ) -> MigrationResult:
     """Record ``version`` as clean without running anything (-1: no version).
 
@@ -208,18 +231,23 @@ async def force(
     A version no file has is refused unless ``allow_missing_file``.
     """
     request = Force(version, allow_missing_file=allow_missing_file)
-    return await _run(dsn, request, source, attempts, wait, lock_timeout)
+    return await _run(dsn, request, source, attempts, wait, lock_timeout, table=table)
 
 
 async def version(
-    dsn: str, *, attempts: int = CONNECT_ATTEMPTS, wait: float = CONNECT_WAIT
+    dsn: str,
+    *,
+    attempts: int = CONNECT_ATTEMPTS,
+    wait: float = CONNECT_WAIT,
+    table: str | None = None,
 ) -> VersionState:
     """The current version, read without the lock and without creating anything."""
+    dsn, table = resolve_table(dsn, table)
     with typed_errors(dsn, "read the migration version"):
-        async with open_session(dsn, attempts=attempts, wait=wait) as session:
+        async with open_session(dsn, attempts=attempts, wait=wait, table=table) as session:
             if not session.tables_exist:
                 return VersionState(None, False)
-            return await read_version(session.conn)
+            return await read_version(session.conn, session.table)
 
 
 async def status(
@@ -229,6 +257,7 @@ async def status(
     attempts: int = CONNECT_ATTEMPTS,
     wait: float = CONNECT_WAIT,
     files: bool = True,
+    table: str | None = None,
 ) -> StatusReport:
     """The current version and one row a migration file, without the lock or side effects.
 
@@ -236,14 +265,15 @@ async def status(
     `version` prints): no file is read and no audit runs, so a broken file or a slow
     catalog does not stand in the way of reading the version.
     """
+    dsn, table = resolve_table(dsn, table)
     with typed_errors(dsn, "read the migration status"):
         migrations = load_source(source) if files else None
-        async with open_session(dsn, attempts=attempts, wait=wait) as session:
+        async with open_session(dsn, attempts=attempts, wait=wait, table=table) as session:
             conn = session.conn
             running = tuple(await lock_holders(conn, session.keys))
             if migrations is None:
                 none = VersionState(None, False)
-                current = await read_version(conn) if session.tables_exist else none
+                current = await read_version(conn, session.table) if session.tables_exist else none
                 return StatusReport(
                     current=current, rows=(), running=running, versioned=session.tables_exist
                 )
@@ -253,7 +283,7 @@ async def status(
             from ..schema.tenancy import rls_gaps
 
             if session.tables_exist:
-                state, history = await read_state(conn)
+                state, history = await read_state(conn, session.table)
             else:
                 state, history = VersionState(None, False), {}
             coverage = tuple(await partition_coverage(conn))
@@ -283,6 +313,7 @@ async def apply_prerequisites(
     Optional extensions the server does not have (Apache AGE) are reported in
     the result, not raised.
     """
+    dsn = _core_set(dsn, "prerequisites")
     with typed_errors(dsn, "run prerequisites.sql"):
         migrations = load_source(source)
         if migrations.prerequisites is None:
@@ -292,7 +323,8 @@ async def apply_prerequisites(
         notices: list[str] = []
         async with locked_session(
             dsn, attempts=attempts, wait=wait, lock_timeout=lock_timeout, ensure=False
-        ) as conn:
+        ) as session:
+            conn = session.conn
             conn.add_log_listener(lambda _c, msg: notices.append(str(getattr(msg, "message", msg))))
             from .run.applier import Applier  # as in runbook.parse_ahead
 
@@ -330,6 +362,7 @@ async def baseline(
     what the first migration creates on a scratch database (partitions aside),
     and a mismatch is refused with the differences listed.
     """
+    dsn = _core_set(dsn, "baseline")
     with typed_errors(dsn, "baseline the database"):
         migrations = load_source(source)
         if migrations.baseline is None:
@@ -355,7 +388,8 @@ async def baseline(
                 )
         async with locked_session(
             dsn, attempts=attempts, wait=wait, lock_timeout=lock_timeout
-        ) as conn:
+        ) as session:
+            conn = session.conn
             before = await read_version(conn)
             if before.version is not None or before.dirty:
                 raise BaselineError(
@@ -384,12 +418,14 @@ async def baseline(
         return MigrationResult(version_before=None, version_after=after.version)
 
 
-async def check(dsn: str, *, source: SourceLike = None) -> CheckReport:
+async def check(dsn: str, *, source: SourceLike = None, table: str | None = None) -> CheckReport:
     """Prove on a scratch database beside ``dsn``'s that every down undoes its up.
 
     Needs CREATEDB. Raises ReversibilityError listing every problem (naming
-    rules included); returns the versions checked when all is well.
+    rules included); returns the versions checked when all is well. ``table``: the
+    set's version table (a service's own set gets the packaged set it requires first).
     """
+    dsn, table = resolve_table(dsn, table)
     with typed_errors(dsn, "check the migrations on a scratch database"):
         validate_dsn(dsn)
         # The catalog proofs load on first use: they would cost every CLI start ~60 ms.
@@ -401,10 +437,23 @@ async def check(dsn: str, *, source: SourceLike = None) -> CheckReport:
             from ..postgres.indexes import invalid_indexes
 
             invalid = await invalid_indexes(session.conn)  # in the database itself
-        return await prove_reversible(dsn, migrations, audits=(rls_gaps,), found=invalid)
+        return await prove_reversible(
+            dsn, migrations, audits=(rls_gaps,), found=invalid, table=VersionTable(table)
+        )
 
 
 # --- shared by the verbs ------------------------------------------------------------
+
+
+def _core_set(dsn: str, verb: str) -> str:
+    """``dsn`` for a verb of the packaged set only (its x-migrations-table removed)."""
+    dsn, table = resolve_table(dsn, None)
+    if table != VERSION_TABLE:
+        raise ConfigurationError(
+            f"{verb} belongs to the packaged set (schema_migrations), not to the DSN's "
+            f"?x-migrations-table={table}"
+        )
+    return dsn
 
 
 async def _run(
@@ -417,12 +466,16 @@ async def _run(
     ddl: DDLLimits = DEFAULT_DDL,
     *,
     strict: bool = False,
+    table: str | None = None,
 ) -> MigrationResult:
     """Plan ``request`` and apply it, holding the migration lock throughout."""
+    dsn, table = resolve_table(dsn, table)
     with typed_errors(dsn, "change the migration version"):
         migrations = load_source(source)
         quick = isinstance(request, Up)  # nothing pending may be answered from the probe
-        async with open_session(dsn, attempts=attempts, wait=wait, with_state=quick) as session:
+        async with open_session(
+            dsn, attempts=attempts, wait=wait, with_state=quick, table=table
+        ) as session:
             if isinstance(request, Up) and session.state is not None:
                 # Nothing pending is final without the lock, as at start-up.
                 plan = await NothingLeft(session, migrations, request, strict)()

@@ -23,6 +23,7 @@ from ..errors import (
     ConfigurationError,
     DatabaseAheadError,
     DirtyDatabaseError,
+    MigrationSetMismatchError,
     VersionNotFoundError,
 )
 from ..results import VersionState
@@ -228,6 +229,30 @@ def make_plan(
     if request.version >= current:
         return Plan(state, steps=_pending(source, state, target=request.version))
     return Plan(state, steps=_applied(source, state, target=request.version))
+
+
+def require_same_set(
+    source: MigrationSource, history: Mapping[int, HistoryEntry], table: str
+) -> None:
+    """MigrationSetMismatchError if ``table``'s history shows versions applied from other
+    files than ``source``'s (other names): two sets of migrations share one table."""
+    foreign = []
+    for version, entry in history.items():
+        migration = source.get(version)
+        if migration is not None and entry.name != migration.name:
+            foreign.append(
+                f"version {version} was applied as {version:06d}_{entry.name}, these files "
+                f"have {migration.up.filename.split('.')[0]}"
+            )
+    if foreign:
+        shown = "; ".join(foreign[:5]) + ("; ..." if len(foreign) > 5 else "")
+        raise MigrationSetMismatchError(
+            f"{table} records migrations from other files than {source.description}: {shown}. "
+            f"Two sets of migrations share one version table: give this set a version table "
+            f"of its own (run_migrations(..., table=...), --table, or the DSN's "
+            f'?x-migrations-table=; docs/migrations.md, "A service\'s own migrations").',
+            table=table,
+        )
 
 
 def is_settled(source: MigrationSource, state: VersionState, *, target: int | None) -> bool:

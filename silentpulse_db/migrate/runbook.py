@@ -11,21 +11,37 @@ plan that runs is made again under it (:func:`apply_locked`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..defaults import DDL_LOCK_TIMEOUT, DDL_RETRY_FOR
-from ..errors import SilentPulseDBError
+from ..errors import RequiredVersionError, SilentPulseDBError
 from ..postgres.translate import typed_errors
 from ..results import AppliedMigration, MigrationResult, VersionState
 from .files.source import MigrationSource
 from .files.statements import ParsedSQL
-from .plan import HistoryEntry, Plan, Request, Up, is_settled, make_plan, version_label
-from .session import CREATE_TABLES, Session
-from .version_table import ensure_tables, read_state, read_state_and
+from .plan import (
+    HistoryEntry,
+    Plan,
+    Request,
+    Up,
+    is_settled,
+    make_plan,
+    require_same_set,
+    version_label,
+)
+from .session import Session, create_tables
+from .version_table import (
+    ensure_tables,
+    read_other_version,
+    read_state,
+    read_state_and,
+    tables_exist,
+)
 
 logger = logging.getLogger("silentpulse_db.migrate")
 
@@ -82,6 +98,7 @@ class NothingLeft:
         if read is None:
             return None
         state, history = read
+        require_same_set(self.migrations, history, self.session.table.name)
         if not is_settled(self.migrations, state, target=self.request.target):
             return None
         return warned(
@@ -95,13 +112,15 @@ class NothingLeft:
             return read
         conn = self.session.conn
         if not self.session.tables_exist and not await conn.fetchval(
-            "SELECT to_regclass('schema_migrations_history') IS NOT NULL"
+            f"SELECT {tables_exist(self.session.table.name)}"
         ):
             # Asked rather than read: a read that fails would log an ERROR in the
             # server's log at every poll of every waiter.
             return None
         # The partitions are asked again in the same query (the holder may have made them).
-        state, history, self.partitions_due = await read_state_and(conn, self.partitions_probe)
+        state, history, self.partitions_due = await read_state_and(
+            conn, self.partitions_probe, self.session.table
+        )
         return state, history
 
 
@@ -112,11 +131,38 @@ async def apply_or_leave(
     lock_timeout: float,
     ddl: DDLLimits,
     partitions_ahead: int | None,
+    retry: tuple[int, float],
 ) -> Outcome:
     """Start-up's work under the migration lock: apply what is pending, then make sure of
     the partitions before releasing the lock (the waiters find them made). A replica
     that waits for the lock leaves as soon as ``nothing_left`` answers: another one has
-    done the work."""
+    done the work. A migration that requires another set's version not reached yet (a
+    service started before the API) waits for it as for a database not up yet:
+    ``retry`` is (attempts, seconds between them)."""
+    attempts, wait = retry
+    for attempt in range(1, attempts + 1):
+        try:
+            return await _apply_or_leave(
+                dsn, session, nothing_left, lock_timeout, ddl, partitions_ahead
+            )
+        except RequiredVersionError as exc:
+            if attempt >= attempts:
+                raise
+            logger.warning(
+                "%s; trying again in %.1fs (attempt %d of %d)", exc, wait, attempt, attempts
+            )
+            await asyncio.sleep(wait)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _apply_or_leave(
+    dsn: str,
+    session: Session,
+    nothing_left: NothingLeft,
+    lock_timeout: float,
+    ddl: DDLLimits,
+    partitions_ahead: int | None,
+) -> Outcome:
     # Loaded on first use: spares the CLI, which imports this module, ~10 ms of jobs.
     from ..schema.jobs import partitions_at_startup
 
@@ -146,7 +192,7 @@ async def parse_ahead(
     if session.state is not None:
         state, history = session.state  # as the probe read it: a guess is all this needs
     elif session.tables_exist:
-        state, history = await read_state(session.conn)
+        state, history = await read_state(session.conn, session.table)
     else:
         state, history = VersionState(None, False), {}
     try:
@@ -175,21 +221,48 @@ async def apply_locked(
     from .run.index_healing import reruns_dirty
 
     conn = session.conn
-    with typed_errors(dsn, CREATE_TABLES):  # or adds newer columns
-        await ensure_tables(conn)
-    state, history = await read_state(conn)
+    with typed_errors(dsn, create_tables(session.table)):  # or adds newer columns
+        await ensure_tables(conn, session.table)
+    state, history = await read_state(conn, session.table)
+    require_same_set(migrations, history, session.table.name)
     rerun = await reruns_dirty(conn, migrations, state)
     plan = warned(
         make_plan(migrations, state, request, history=history, strict=strict, rerun_dirty=rerun)
     )
+    await require_versions(conn, plan)
     applier = Applier(
         conn,
         migrations,
         ddl_lock_timeout=ddl.lock_timeout,
         ddl_retry_for=ddl.retry_for,
-        schema=session.schema,
+        table=session.table,
     )
     return plan, await applier.apply(plan, parsed)
+
+
+async def require_versions(conn: Any, plan: Plan) -> None:
+    """RequiredVersionError unless every other set's version the plan's files require
+    (``-- silentpulse: requires <table> >= <version>``) is there, clean."""
+    found: dict[str, VersionState | None] = {}
+    for step in plan.steps:
+        if step.direction != "up":
+            continue
+        for table, version in step.file.directives.requires:
+            if table not in found:
+                found[table] = await read_other_version(conn, table)
+            state = found[table]
+            if state is not None and not state.dirty and (state.version or 0) >= version:
+                continue
+            words = "no such table" if state is None else str(state)
+            raise RequiredVersionError(
+                f"{step.file.location} requires {table} >= {version}, and the database has "
+                f"{words}: it runs once that set of migrations has been applied (the core "
+                f"schema: the API's run_migrations, or `silentpulse-db up`)",
+                file=step.file.location,
+                table=table,
+                version=version,
+                found=words,
+            )
 
 
 def warned(plan: Plan) -> Plan:

@@ -17,15 +17,20 @@ from .migration_lock.keys import LockKeys, lock_keys_for
 from .migration_lock.waiting import MigrationLock
 from .plan import HistoryEntry
 from .version_table import (
+    CORE,
     HISTORY_TABLE,
-    STATE_AND_HISTORY,
-    TABLES_EXIST,
     VERSION_TABLE,
+    VersionTable,
     ensure_tables,
+    state_and_history,
     state_from_rows,
+    tables_exist,
 )
 
-CREATE_TABLES = f"create the version tables ({VERSION_TABLE}, {HISTORY_TABLE})"
+
+def create_tables(table: VersionTable) -> str:
+    """What ensuring the tables is called in a permission error."""
+    return f"create the version tables ({table.name}, {HISTORY_TABLE})"
 
 
 class Session(NamedTuple):
@@ -40,9 +45,9 @@ class Session(NamedTuple):
     partitions_due: bool | None = None
     # The version and history, read together with the probe (``with_state``), if they exist.
     state: tuple[VersionState, dict[int, HistoryEntry]] | None = None
-    # current_schema() on connecting: where the version tables are (a migration may move
-    # the session's search_path; the runner's version writes stay here).
-    schema: str | None = None
+    # The set's version table, in current_schema() on connecting (a migration may move
+    # the session's search_path; the runner's version writes stay there).
+    table: VersionTable = CORE
     # Seconds spent connecting, the waits for a server that was not up yet included, and
     # when the connection was made (time.perf_counter()).
     connecting: float = 0.0
@@ -60,8 +65,12 @@ async def open_session(
     wait: float = CONNECT_WAIT,
     partitions_probe: str | None = None,
     with_state: bool = False,
+    table: str = VERSION_TABLE,
 ) -> AsyncIterator[Session]:
     """Connect (with retries) and probe schema, database and the version tables in one query.
+
+    ``table``: the set's version table (its lock keys follow golang-migrate's formula
+    for it).
 
     ``partitions_probe``: a boolean SQL expression asked in the same query (the
     start-up partition check), so that a no-op start-up pays no round trip for it.
@@ -83,7 +92,7 @@ async def open_session(
     try:
         probe_sql = (
             "SELECT current_schema() AS schema, current_database() AS db, "
-            f"{TABLES_EXIST} AS ready, "
+            f"{tables_exist(table)} AS ready, "
             f"{partitions_probe or 'NULL::boolean'} AS partitions_due"
         )
         state = None
@@ -92,21 +101,21 @@ async def open_session(
             try:
                 rows = await conn.fetch(
                     f"SELECT p.*, st.* FROM ({probe_sql}) AS p "
-                    f"CROSS JOIN ({STATE_AND_HISTORY}) AS st"
+                    f"CROSS JOIN ({state_and_history(table)}) AS st"
                 )
                 probe, state = rows[0], state_from_rows(rows)
             except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
                 pass  # never migrated (or history from before the breaking mark)
         if probe is None:
             probe = await conn.fetchrow(probe_sql)
-        keys = lock_keys_for(probe["db"], probe["schema"])
+        keys = lock_keys_for(probe["db"], probe["schema"], table)
         yield Session(
             conn,
             keys,
             probe["ready"],
             probe["partitions_due"],
             state,
-            probe["schema"],
+            VersionTable(table, probe["schema"]),
             connecting=connected - before,
             connected=connected,
         )
@@ -122,13 +131,14 @@ async def locked_session(
     wait: float = CONNECT_WAIT,
     lock_timeout: float,
     ensure: bool = True,
-) -> AsyncIterator[Any]:
-    """A connection holding the migration lock, the version tables created if missing."""
+    table: str = VERSION_TABLE,
+) -> AsyncIterator[Session]:
+    """A session holding the migration lock, the version tables created if missing."""
     async with (
-        open_session(dsn, attempts=attempts, wait=wait) as session,
+        open_session(dsn, attempts=attempts, wait=wait, table=table) as session,
         session.lock(lock_timeout),
     ):
         if ensure:
-            with typed_errors(dsn, CREATE_TABLES):
-                await ensure_tables(session.conn)
-        yield session.conn
+            with typed_errors(dsn, create_tables(session.table)):
+                await ensure_tables(session.conn, session.table)
+        yield session

@@ -6,6 +6,10 @@ we leave exactly the same rows with one DELETE + upsert statement (see
 :func:`write_version`). The table is never altered; what golang-migrate has no
 room for (checksums, durations, who ran what) goes into
 ``schema_migrations_history``.
+
+A service's own set of migrations keeps its version in a table of its own (as
+golang-migrate's ``x-migrations-table`` does): a :class:`VersionTable` names it.
+The history is shared: each row records the version table it belongs to.
 """
 
 from __future__ import annotations
@@ -13,23 +17,64 @@ from __future__ import annotations
 import functools
 import getpass
 import os
+import re
 import socket
 from typing import Any, NamedTuple
 
 import asyncpg
 
 from .._version import __version__
+from ..errors import ConfigurationError
+from ..postgres.dsn import MIGRATIONS_TABLE_PARAMETER, split_migrations_table
 from ..results import VersionState
 from .plan import NIL_VERSION, HistoryEntry
 
 VERSION_TABLE = "schema_migrations"
 HISTORY_TABLE = "schema_migrations_history"
+# A table name golang-migrate and PostgreSQL both take unquoted: safe to inline.
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
-CREATE_VERSION_TABLE = (
-    f'CREATE TABLE IF NOT EXISTS "{VERSION_TABLE}" '
-    "(version bigint not null primary key, dirty boolean not null)"
-)
-CREATE_HISTORY_TABLE = f"""
+
+def check_table_name(name: str, *, setting: str = "table") -> str:
+    """``name`` if it can name a version table; ConfigurationError naming ``setting``."""
+    if not _TABLE_NAME.match(name) or name == HISTORY_TABLE:
+        raise ConfigurationError(
+            f"{setting}={name[:80]!r}: a version table is a plain table name (letters, "
+            f"digits, '_', at most 63; no schema, no quotes), not {HISTORY_TABLE}"
+        )
+    return name
+
+
+def resolve_table(dsn: str, table: str | None) -> tuple[str, str]:
+    """The DSN to connect with and the set's version table: ``table``, or the DSN's
+    golang-migrate ``?x-migrations-table=`` (removed from it), or schema_migrations."""
+    dsn, from_dsn = split_migrations_table(dsn)
+    if table is not None and from_dsn is not None and table != from_dsn:
+        raise ConfigurationError(
+            f"two version tables: table={table!r} and the DSN's "
+            f"?{MIGRATIONS_TABLE_PARAMETER}={from_dsn!r}; give one"
+        )
+    if table is not None:
+        return dsn, check_table_name(table)
+    if from_dsn is not None:
+        return dsn, check_table_name(from_dsn, setting=f"?{MIGRATIONS_TABLE_PARAMETER}")
+    return dsn, VERSION_TABLE
+
+
+class VersionTable(NamedTuple):
+    """Where a set of migrations keeps its version: golang-migrate's table ``name`` in
+    ``schema`` (None: the search_path's), with the shared history beside it."""
+
+    name: str = VERSION_TABLE
+    schema: str | None = None
+
+    def qualified(self, table: str | None = None) -> str:
+        return qualified(table or self.name, self.schema)
+
+
+CORE = VersionTable()
+
+_CREATE_HISTORY_TABLE = f"""
 CREATE TABLE IF NOT EXISTS "{HISTORY_TABLE}" (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     version     bigint NOT NULL,
@@ -41,31 +86,49 @@ CREATE TABLE IF NOT EXISTS "{HISTORY_TABLE}" (
     applied_by  text NOT NULL,
     breaking    boolean NOT NULL DEFAULT false
 )"""
-# Tables created before the breaking mark (a constant default: no table rewrite).
-ADD_BREAKING_COLUMN = (
+# Tables created before the breaking mark, and before sets of their own (constant
+# defaults: no table rewrite; the rows before belong to schema_migrations).
+_ADD_NEWER_COLUMNS = (
     f'ALTER TABLE "{HISTORY_TABLE}" '
-    "ADD COLUMN IF NOT EXISTS breaking boolean NOT NULL DEFAULT false"
+    "ADD COLUMN IF NOT EXISTS breaking boolean NOT NULL DEFAULT false, "
+    f"ADD COLUMN IF NOT EXISTS migrations_table text NOT NULL DEFAULT '{VERSION_TABLE}'"
 )
-# Both tables exist; and the history has every column this version writes.
-TABLES_EXIST = (
-    f"to_regclass('\"{VERSION_TABLE}\"') IS NOT NULL "
-    f"AND to_regclass('\"{HISTORY_TABLE}\"') IS NOT NULL"
-)
-TABLES_CURRENT = (
-    f"EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('\"{HISTORY_TABLE}\"') "
-    f"AND attname = 'breaking' AND NOT attisdropped)"
-)
-COMMENT_HISTORY_TABLE = (
+_COMMENT_HISTORY_TABLE = (
     f'COMMENT ON TABLE "{HISTORY_TABLE}" IS '
-    "'silentpulse-db: one row per migration applied, reverted or forced; "
-    "schema_migrations stays golang-migrate''s own'"
+    "'silentpulse-db: one row per migration applied, reverted or forced, naming its "
+    "version table; schema_migrations stays golang-migrate''s own'"
 )
 
-# One message, one transaction: a fresh database gets both tables in one round trip.
-_CREATE_TABLES = (
-    f"BEGIN; {CREATE_VERSION_TABLE}; {CREATE_HISTORY_TABLE}; {COMMENT_HISTORY_TABLE}; "
-    f"{ADD_BREAKING_COLUMN}; COMMIT;"
-)
+
+@functools.cache
+def tables_exist(name: str = VERSION_TABLE) -> str:
+    """SQL: the version table ``name`` and the history both exist."""
+    return (
+        f"to_regclass('\"{name}\"') IS NOT NULL AND to_regclass('\"{HISTORY_TABLE}\"') IS NOT NULL"
+    )
+
+
+@functools.cache
+def _tables_current(name: str) -> str:
+    """SQL: both tables exist, and the history has every column this version writes."""
+    return (
+        f"to_regclass('\"{name}\"') IS NOT NULL AND (SELECT count(*) = 2 FROM pg_attribute "
+        f"WHERE attrelid = to_regclass('\"{HISTORY_TABLE}\"') "
+        f"AND attname IN ('breaking', 'migrations_table') AND NOT attisdropped)"
+    )
+
+
+@functools.cache
+def _create_tables(name: str) -> str:
+    """One message, one transaction: a fresh database gets both tables in one round trip."""
+    version_table = (
+        f'CREATE TABLE IF NOT EXISTS "{name}" '
+        "(version bigint not null primary key, dirty boolean not null)"
+    )
+    return (
+        f"BEGIN; {version_table}; {_CREATE_HISTORY_TABLE}; {_COMMENT_HISTORY_TABLE}; "
+        f"{_ADD_NEWER_COLUMNS}; COMMIT;"
+    )
 
 
 @functools.cache
@@ -82,12 +145,12 @@ def runner_identity() -> str:
     return _identity(os.getpid())
 
 
-async def ensure_tables(conn: Any) -> None:
+async def ensure_tables(conn: Any, table: VersionTable = CORE) -> None:
     """Create both tables if missing (or add the history's newer columns). Call with the
     migration lock held."""
-    if await conn.fetchval(f"SELECT {TABLES_CURRENT}"):
+    if await conn.fetchval(f"SELECT {_tables_current(table.name)}"):
         return
-    await conn.execute(_CREATE_TABLES)
+    await conn.execute(_create_tables(table.name))
 
 
 def qualified(table: str, schema: str | None) -> str:
@@ -96,13 +159,19 @@ def qualified(table: str, schema: str | None) -> str:
     return '"' + schema.replace('"', '""') + '".' + name if schema else name
 
 
-async def read_version(conn: Any, schema: str | None = None) -> VersionState:
-    table = qualified(VERSION_TABLE, schema)
-    row = await conn.fetchrow(f"SELECT version, dirty FROM {table} LIMIT 1")
+async def read_version(conn: Any, table: VersionTable = CORE) -> VersionState:
+    row = await conn.fetchrow(f"SELECT version, dirty FROM {table.qualified()} LIMIT 1")
     if row is None:
         return VersionState(None, False)
     version = row["version"]
     return VersionState(None if version == NIL_VERSION else version, row["dirty"])
+
+
+async def read_other_version(conn: Any, name: str) -> VersionState | None:
+    """Another set's version (``-- silentpulse: requires``); None: no such table."""
+    if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f'"{name}"'):
+        return None
+    return await read_version(conn, VersionTable(name))
 
 
 class HistoryRecord(NamedTuple):
@@ -120,23 +189,40 @@ class HistoryRecord(NamedTuple):
 # DELETE + upsert in one statement: no ACCESS EXCLUSIVE lock (a `migrate
 # version` reading the table during a long migration is not blocked), no new
 # relation files per migration, and one round trip that also writes history.
-_REMOVE_OTHERS = f'DELETE FROM "{VERSION_TABLE}" WHERE version IS DISTINCT FROM $1'
-_UPSERT = (
-    f'INSERT INTO "{VERSION_TABLE}" (version, dirty) VALUES ($1, $2) '
-    "ON CONFLICT (version) DO UPDATE SET dirty = EXCLUDED.dirty"
+_HISTORY_COLUMNS = (
+    "version, name, direction, checksum, duration_ms, applied_by, breaking, migrations_table"
 )
-_HISTORY_COLUMNS = "version, name, direction, checksum, duration_ms, applied_by, breaking"
-_INSERT_HISTORY = (
-    f'INSERT INTO "{HISTORY_TABLE}" ({_HISTORY_COLUMNS}) '
-    "VALUES ($3, $4, $5, $6, $7, $8 || ' as role ' || current_user, $9)"
-)
-_SET_VERSION = f"WITH gone AS ({_REMOVE_OTHERS}) {_UPSERT}"
-_SET_VERSION_AND_HISTORY = f"WITH gone AS ({_REMOVE_OTHERS}), kept AS ({_UPSERT}) {_INSERT_HISTORY}"
-_CLEAR_VERSION = f'DELETE FROM "{VERSION_TABLE}"'
-_CLEAR_VERSION_AND_HISTORY = (
-    f'WITH gone AS (DELETE FROM "{VERSION_TABLE}" WHERE $1::bigint IS NULL AND $2::bool IS NULL) '
-    f"{_INSERT_HISTORY}"
-)
+
+
+class _Writes(NamedTuple):
+    set_version: str
+    set_version_and_history: str
+    clear_version: str
+    clear_version_and_history: str
+
+
+@functools.cache
+def _writes(name: str) -> _Writes:
+    remove_others = f'DELETE FROM "{name}" WHERE version IS DISTINCT FROM $1'
+    upsert = (
+        f'INSERT INTO "{name}" (version, dirty) VALUES ($1, $2) '
+        "ON CONFLICT (version) DO UPDATE SET dirty = EXCLUDED.dirty"
+    )
+    insert_history = (
+        f'INSERT INTO "{HISTORY_TABLE}" ({_HISTORY_COLUMNS}) '
+        f"VALUES ($3, $4, $5, $6, $7, $8 || ' as role ' || current_user, $9, '{name}')"
+    )
+    return _Writes(
+        set_version=f"WITH gone AS ({remove_others}) {upsert}",
+        set_version_and_history=(
+            f"WITH gone AS ({remove_others}), kept AS ({upsert}) {insert_history}"
+        ),
+        clear_version=f'DELETE FROM "{name}"',
+        clear_version_and_history=(
+            f'WITH gone AS (DELETE FROM "{name}" WHERE $1::bigint IS NULL AND $2::bool IS NULL) '
+            f"{insert_history}"
+        ),
+    )
 
 
 def pin_schema(schema: str | None) -> str:
@@ -154,25 +240,26 @@ async def write_version(
     dirty: bool,
     history: HistoryRecord | None = None,
     *,
-    schema: str | None = None,
+    table: VersionTable = CORE,
 ) -> None:
     """golang-migrate's SetVersion (and our history row), inside the caller's transaction.
 
     A row for any real version; ``(-1, true)`` for a failed down of the first
-    migration; no row for a clean "no version". ``schema``: see pin_schema.
+    migration; no row for a clean "no version". ``table.schema``: see pin_schema.
     """
-    if schema:
-        await conn.execute(pin_schema(schema))
+    if table.schema:
+        await conn.execute(pin_schema(table.schema))
     keep = version is not None or dirty
     row = (NIL_VERSION if version is None else version, dirty) if keep else (None, None)
+    writes = _writes(table.name)
     if history is None:
         if keep:
-            await conn.execute(_SET_VERSION, *row)
+            await conn.execute(writes.set_version, *row)
         else:
-            await conn.execute(_CLEAR_VERSION)
+            await conn.execute(writes.clear_version)
         return
     await conn.execute(
-        _SET_VERSION_AND_HISTORY if keep else _CLEAR_VERSION_AND_HISTORY,
+        writes.set_version_and_history if keep else writes.clear_version_and_history,
         *row,
         history.version,
         history.name,
@@ -184,12 +271,12 @@ async def write_version(
     )
 
 
-def version_sql(version: int | None, history: HistoryRecord) -> str:
+def version_sql(version: int | None, history: HistoryRecord, table: VersionTable = CORE) -> str:
     """write_version(version, clean, history) as literal SQL, for the message that also
     carries the migration and its COMMIT. The duration is measured by the server:
     from the transaction's start (BEGIN, in the first message) to this statement."""
     stored = None if version is None else str(version)
-    return _record(stored, *_literals(history), started="now()") + ";"
+    return _record(table.name, stored, *_literals(history), started="now()") + ";"
 
 
 # The same write, prepared once per run for migrations sent several to a message
@@ -197,19 +284,24 @@ def version_sql(version: int | None, history: HistoryRecord) -> str:
 # as the small DDL they record. The server re-plans it if a migration alters the tables.
 RECORD_STATEMENT = "silentpulse_record_version"
 
-# now() is when the MESSAGE arrived, for every transaction in it: a migration sent
-# with others started when the one before it wrote its row (applied_at), if later.
-_SHARED_START = (
-    f'GREATEST(now(), (SELECT applied_at FROM "{HISTORY_TABLE}" ORDER BY id DESC LIMIT 1))'
-)
 
-
-def prepare_record_sql(schema: str | None) -> str:
-    """PREPARE of the version + history write, in a transaction pinned to ``schema`` as
-    each EXECUTE is (a different search_path would make every EXECUTE re-parse it)."""
-    body = _record("$1", "$2", "$3", "$4", "$5", "$6", "$7", started=_SHARED_START)
+def _shared_start(name: str) -> str:
+    """now() is when the MESSAGE arrived, for every transaction in it: a migration sent
+    with others started when the one before it wrote its row (applied_at), if later."""
     return (
-        f"BEGIN;{pin_schema(schema)}PREPARE {RECORD_STATEMENT} "
+        f'GREATEST(now(), (SELECT applied_at FROM "{HISTORY_TABLE}" '
+        f"WHERE migrations_table = '{name}' ORDER BY id DESC LIMIT 1))"
+    )
+
+
+def prepare_record_sql(table: VersionTable = CORE) -> str:
+    """PREPARE of the version + history write, in a transaction pinned to the schema as
+    each EXECUTE is (a different search_path would make every EXECUTE re-parse it)."""
+    body = _record(
+        table.name, "$1", "$2", "$3", "$4", "$5", "$6", "$7", started=_shared_start(table.name)
+    )
+    return (
+        f"BEGIN;{pin_schema(table.schema)}PREPARE {RECORD_STATEMENT} "
         f"(bigint, bigint, text, text, text, text, boolean) AS {body};COMMIT;"
     )
 
@@ -232,6 +324,7 @@ def _literals(history: HistoryRecord) -> tuple[str, ...]:
 
 
 def _record(
+    table: str,
     stored: str | None,
     version: str,
     name: str,
@@ -246,91 +339,107 @@ def _record(
     of SQL expressions; the duration is the server's, from ``started``."""
     duration = f"round(extract(epoch FROM clock_timestamp() - {started}) * 1000, 3)"
     values = f"{version}, {name}, {direction}, {checksum}, {duration}, "
-    values += f"{runner} || ' as role ' || current_user, {breaking}"
+    values += f"{runner} || ' as role ' || current_user, {breaking}, '{table}'"
     insert = f'INSERT INTO "{HISTORY_TABLE}" ({_HISTORY_COLUMNS}) VALUES ({values})'
     if stored is None:
-        return f'WITH gone AS (DELETE FROM "{VERSION_TABLE}" RETURNING 1) {insert}'
+        return f'WITH gone AS (DELETE FROM "{table}" RETURNING 1) {insert}'
     return (
-        f'WITH gone AS (DELETE FROM "{VERSION_TABLE}" WHERE version IS DISTINCT FROM {stored}), '
-        f'kept AS (INSERT INTO "{VERSION_TABLE}" (version, dirty) VALUES ({stored}, false) '
+        f'WITH gone AS (DELETE FROM "{table}" WHERE version IS DISTINCT FROM {stored}), '
+        f'kept AS (INSERT INTO "{table}" (version, dirty) VALUES ({stored}, false) '
         f"ON CONFLICT (version) DO UPDATE SET dirty = EXCLUDED.dirty) {insert}"
     )
 
 
-async def recent_durations(conn: Any, count: int, schema: str | None) -> list[float | None]:
-    """The durations (seconds) of the last ``count`` history rows, oldest first."""
-    table = qualified(HISTORY_TABLE, schema)
-    rows = await conn.fetch(f"SELECT duration_ms FROM {table} ORDER BY id DESC LIMIT $1", count)
+async def recent_durations(conn: Any, count: int, table: VersionTable) -> list[float | None]:
+    """The durations (seconds) of ``table``'s last ``count`` history rows, oldest first."""
+    rows = await conn.fetch(
+        f"SELECT duration_ms FROM {table.qualified(HISTORY_TABLE)} "
+        "WHERE migrations_table = $2 ORDER BY id DESC LIMIT $1",
+        count,
+        table.name,
+    )
     return [None if r[0] is None else r[0] / 1000 for r in reversed(rows)]
 
 
 async def set_version(
-    conn: Any, version: int | None, dirty: bool, *, schema: str | None = None
+    conn: Any, version: int | None, dirty: bool, *, table: VersionTable = CORE
 ) -> None:
     """SetVersion in a transaction of its own."""
     async with conn.transaction():
-        await write_version(conn, version, dirty, schema=schema)
+        await write_version(conn, version, dirty, table=table)
 
 
-# Every 'up'/'baseline' row; the latest per version is picked in Python (no sort on
-# the server: a cold backend plans and runs this in about half the time).
+# Every 'up'/'baseline' row of a version table; the latest per version is picked in
+# Python (no sort on the server: a cold backend plans and runs this in about half the
+# time). Older history tables lack the breaking mark, or the version table's name
+# (their rows are schema_migrations'): read-only paths read them as they are.
 _HISTORY_ROWS = f"""
     SELECT id, version, name, direction, checksum, applied_at, duration_ms, applied_by, {{breaking}}
-    FROM "{HISTORY_TABLE}" WHERE direction IN ('up', 'baseline')
+    FROM "{HISTORY_TABLE}" WHERE direction IN ('up', 'baseline') {{which}}
 """
-_LATEST_HISTORY = _HISTORY_ROWS.format(breaking="breaking")
-# A history table from before the breaking mark (read-only paths do not add it).
-_LATEST_HISTORY_OLD = _HISTORY_ROWS.format(breaking="false AS breaking")
 
 
-def _state_sql(history: str) -> str:
-    """The version row and the history in one round trip: what start-up needs."""
+@functools.cache
+def state_and_history(name: str = VERSION_TABLE, generation: int = 0) -> str:
+    """The version row and the history in one round trip: what start-up needs.
+    ``generation``: 0 for a current history table, 1 before sets of their own, 2
+    before the breaking mark too."""
+    if generation == 0:
+        which = f"AND migrations_table = '{name}'"
+    else:  # every row is schema_migrations'
+        which = "" if name == VERSION_TABLE else "AND false"
+    if generation == 2:
+        history = _HISTORY_ROWS.format(breaking="false AS breaking", which=which)
+    else:
+        history = _HISTORY_ROWS.format(breaking="breaking", which=which)
     return f"""
     SELECT s.version AS current_version, s.dirty AS current_dirty, h.*
     FROM (SELECT 1) AS one
-    LEFT JOIN (SELECT version, dirty FROM "{VERSION_TABLE}" LIMIT 1) AS s ON true
+    LEFT JOIN (SELECT version, dirty FROM "{name}" LIMIT 1) AS s ON true
     LEFT JOIN ({history}) AS h ON true
 """
 
 
-STATE_AND_HISTORY = _state_sql(_LATEST_HISTORY)
-_STATE_AND_HISTORY_OLD = _state_sql(_LATEST_HISTORY_OLD)
-
-
-async def read_state(conn: Any) -> tuple[VersionState, dict[int, HistoryEntry]]:
+async def read_state(
+    conn: Any, table: VersionTable = CORE
+) -> tuple[VersionState, dict[int, HistoryEntry]]:
     """The version row and, per version, its latest 'up' or 'baseline' history record
     (tables must exist)."""
-    return state_from_rows(await _fetch_either(conn, STATE_AND_HISTORY, _STATE_AND_HISTORY_OLD))
+    return state_from_rows(await _fetch_either(conn, table.name, lambda query: query))
 
 
 async def read_state_and(
-    conn: Any, expression: str | None
+    conn: Any, expression: str | None, table: VersionTable = CORE
 ) -> tuple[VersionState, dict[int, HistoryEntry], bool | None]:
     """read_state(), and a boolean SQL ``expression`` asked in the same round trip
     (None: nothing asked)."""
     if expression is None:
-        return (*await read_state(conn), None)
+        return (*await read_state(conn, table), None)
 
     def asking(query: str) -> str:
         extra = f"(SELECT {expression} AS extra) AS x"
         return f"SELECT st.*, x.extra FROM ({query}) AS st CROSS JOIN {extra}"
 
-    rows = await _fetch_either(conn, asking(STATE_AND_HISTORY), asking(_STATE_AND_HISTORY_OLD))
+    rows = await _fetch_either(conn, table.name, asking)
     state, history = state_from_rows(rows)
     return state, history, rows[0]["extra"]
 
 
-async def _fetch_either(conn: Any, query: str, older: str) -> Any:
-    """``query``, or ``older`` on a history table from before the breaking mark. Inside
-    a transaction (the dry run's) the first try runs in a savepoint, so that its
-    failure does not abort the transaction."""
-    try:
-        if conn.is_in_transaction():
-            async with conn.transaction():
-                return await conn.fetch(query)
-        return await conn.fetch(query)
-    except asyncpg.UndefinedColumnError:
-        return await conn.fetch(older)
+async def _fetch_either(conn: Any, name: str, wrap: Any) -> Any:
+    """The state query, or an older generation's on an older history table. Inside a
+    transaction (the dry run's) each try runs in a savepoint, so that its failure does
+    not abort the transaction."""
+    for generation in (0, 1, 2):
+        query = wrap(state_and_history(name, generation))
+        try:
+            if conn.is_in_transaction():
+                async with conn.transaction():
+                    return await conn.fetch(query)
+            return await conn.fetch(query)
+        except asyncpg.UndefinedColumnError:
+            if generation == 2:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def state_from_rows(rows: Any) -> tuple[VersionState, dict[int, HistoryEntry]]:

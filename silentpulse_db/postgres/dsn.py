@@ -7,7 +7,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlencode, urlsplit
 
 from ..defaults import DSN_ENV_VARS
 from ..errors import ConfigurationError
@@ -60,6 +60,21 @@ def redact(text: str, *dsns: str) -> str:
     text = _URL_USERINFO.sub(r"\1***\2", text)
     text = _QUERY_PASSWORD.sub(r"\1***", text)
     return _KW_PASSWORD.sub(r"\1***", text)
+
+
+MIGRATIONS_TABLE_PARAMETER = "x-migrations-table"
+
+
+def split_migrations_table(dsn: str) -> tuple[str, str | None]:
+    """golang-migrate's ``?x-migrations-table=NAME`` taken out of ``dsn`` (asyncpg would
+    send it to the server as a setting): the DSN without it, and NAME (None: absent)."""
+    parts = urlsplit(dsn)
+    if MIGRATIONS_TABLE_PARAMETER not in parts.query:
+        return dsn, None
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    table = next((v for k, v in pairs if k == MIGRATIONS_TABLE_PARAMETER), None)
+    rest = urlencode([(k, v) for k, v in pairs if k != MIGRATIONS_TABLE_PARAMETER])
+    return parts._replace(query=rest).geturl(), table
 
 
 def validate_dsn(dsn: str, *, setting: str = "dsn") -> str:

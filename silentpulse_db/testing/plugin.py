@@ -7,8 +7,10 @@ Fixtures, for this project's tests and the services' own:
   server named by ``SILENTPULSE_TEST_DSN``.
 - ``silentpulse_database``: DSN of a fresh, empty database, dropped after the test.
 - ``silentpulse_migrated_database``: DSN of a fresh database with the prerequisites and every
-  packaged migration applied. The migrations run once per session into a
-  template database; each test gets a ``CREATE DATABASE ... TEMPLATE`` copy.
+  packaged migration applied (and the service's own sets the ini option
+  ``silentpulse_migrations = PATH[:VERSION_TABLE]`` names). The migrations run once
+  per session into a template database; each test gets a ``CREATE DATABASE ...
+  TEMPLATE`` copy.
 - ``silentpulse_app_database``: DSN of that same database as an application role (no
   SUPERUSER, no BYPASSRLS, the grants docs/operations.md gives the app role), so that
   row-level security applies as in production: act as a tenant with
@@ -23,11 +25,13 @@ import os
 import secrets
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import quote, urlsplit
 
 import pytest
 
+from ..errors import ConfigurationError
 from ..postgres.databases import execute_sql
 from .server import PostgresServer, create_database, drop_database, run_sync
 
@@ -55,17 +59,50 @@ def silentpulse_database(silentpulse_postgres: PostgresServer) -> Iterator[str]:
         drop_database(silentpulse_postgres.dsn, name)
 
 
+SERVICE_MIGRATIONS_INI = "silentpulse_migrations"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        SERVICE_MIGRATIONS_INI,
+        "a service's own migrations, applied to the test template after the packaged "
+        "set: PATH[:VERSION_TABLE] (relative to the rootdir), one a line",
+        type="linelist",
+        default=[],
+    )
+
+
+def service_sets(config: pytest.Config) -> list[tuple[Path, str | None]]:
+    """The ini's PATH[:VERSION_TABLE] entries, paths from the rootdir."""
+    sets = []
+    for entry in config.getini(SERVICE_MIGRATIONS_INI):
+        path, _, table = str(entry).partition(":")
+        folder = (config.rootpath / path).resolve()
+        if not folder.is_dir():
+            raise ConfigurationError(
+                f"{SERVICE_MIGRATIONS_INI}: {path!r} is not a folder (from {config.rootpath})"
+            )
+        sets.append((folder, table or None))
+    return sets
+
+
 @pytest.fixture(scope="session")
-def silentpulse_migrated_template(silentpulse_postgres: PostgresServer) -> Iterator[str]:
-    """Name of a database holding the fully migrated schema, built once per session."""
+def silentpulse_migrated_template(
+    silentpulse_postgres: PostgresServer, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """Name of a database holding the fully migrated schema, built once per session: the
+    packaged set, then the service sets the ini's silentpulse_migrations names."""
     from ..migrate.commands import apply_prerequisites, run_migrations
 
     name = _unique(TEMPLATE_PREFIX)
     dsn = create_database(silentpulse_postgres.dsn, name)
+    services = service_sets(request.config)
 
     async def migrate() -> None:
         await apply_prerequisites(dsn)
         await run_migrations(dsn)
+        for folder, table in services:
+            await run_migrations(dsn, source=folder, table=table, attempts=1)
 
     try:
         run_sync(migrate())

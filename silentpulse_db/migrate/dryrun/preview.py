@@ -26,9 +26,25 @@ from ...postgres.translate import typed_errors
 from ...results import VersionState
 from ..files.source import Direction, MigrationFile, SourceLike, load_source
 from ..files.statements import analyze
-from ..plan import Down, Goto, HistoryEntry, Request, Step, Up, make_plan, version_label
+from ..plan import (
+    Down,
+    Goto,
+    HistoryEntry,
+    Request,
+    Step,
+    Up,
+    make_plan,
+    require_same_set,
+    version_label,
+)
 from ..run.index_healing import reruns_dirty
-from ..version_table import HISTORY_TABLE, VERSION_TABLE, read_state, read_version
+from ..version_table import (
+    HISTORY_TABLE,
+    VersionTable,
+    read_state,
+    read_version,
+    resolve_table,
+)
 from .lock_levels import ACCESS_EXCLUSIVE, LockTaken, blocks_writes, statement_locks
 
 SQL_HEAD = 60  # characters of a statement shown on its line
@@ -82,9 +98,10 @@ async def plan_up(
     source: SourceLike = None,
     attempts: int = CONNECT_ATTEMPTS,
     wait: float = CONNECT_WAIT,
+    table: str | None = None,
 ) -> MigrationPlan:
     """What ``up`` would apply (all pending, the next ``count``, or up to ``target``)."""
-    return await _preview(dsn, Up(count, target), source, attempts, wait)
+    return await _preview(dsn, Up(count, target), source, attempts, wait, table)
 
 
 async def plan_down(
@@ -94,9 +111,11 @@ async def plan_down(
     source: SourceLike = None,
     attempts: int = CONNECT_ATTEMPTS,
     wait: float = CONNECT_WAIT,
+    table: str | None = None,
 ) -> MigrationPlan:
     """What ``down`` would revert: the last ``count`` migrations, or every one with ``"all"``."""
-    return await _preview(dsn, Down(None if count == "all" else count), source, attempts, wait)
+    request = Down(None if count == "all" else count)
+    return await _preview(dsn, request, source, attempts, wait, table)
 
 
 async def plan_goto(
@@ -106,24 +125,33 @@ async def plan_goto(
     source: SourceLike = None,
     attempts: int = CONNECT_ATTEMPTS,
     wait: float = CONNECT_WAIT,
+    table: str | None = None,
 ) -> MigrationPlan:
     """What ``goto version`` would run, up or down."""
-    return await _preview(dsn, Goto(version), source, attempts, wait)
+    return await _preview(dsn, Goto(version), source, attempts, wait, table)
 
 
 # --- reading the database -----------------------------------------------------------
 
 
 async def _preview(
-    dsn: str, request: Request, source: SourceLike, attempts: int, wait: float
+    dsn: str,
+    request: Request,
+    source: SourceLike,
+    attempts: int,
+    wait: float,
+    table_name: str | None,
 ) -> MigrationPlan:
+    dsn, name = resolve_table(dsn, table_name)
+    table = VersionTable(name)
     with typed_errors(dsn, "plan the migrations (dry run)"):
         migrations = load_source(source)
         conn = await connect(dsn, attempts=attempts, wait=wait)
         try:
             # READ ONLY: a dry run cannot change anything, whatever a bug would try.
             async with conn.transaction(readonly=True):
-                state, history = await _read_state(conn)
+                state, history = await _read_state(conn, table)
+                require_same_set(migrations, history, table.name)
                 # As `up` decides it: a dirty, unfinished concurrent index build reruns.
                 rerun = await reruns_dirty(conn, migrations, state)
                 plan = make_plan(migrations, state, request, history=history, rerun_dirty=rerun)
@@ -145,18 +173,20 @@ async def _preview(
         )
 
 
-async def _read_state(conn: Any) -> tuple[VersionState, Mapping[int, HistoryEntry]]:
+async def _read_state(
+    conn: Any, table: VersionTable
+) -> tuple[VersionState, Mapping[int, HistoryEntry]]:
     """The version and history if the tables exist; "no version" (nothing created) if not."""
     row = await conn.fetchrow(
         "SELECT to_regclass($1) IS NOT NULL AS version_table, "
         "to_regclass($2) IS NOT NULL AS history_table",
-        VERSION_TABLE,
+        f'"{table.name}"',
         HISTORY_TABLE,
     )
     if row["version_table"] and row["history_table"]:
-        return await read_state(conn)
+        return await read_state(conn, table)
     if row["version_table"]:  # a database golang-migrate alone has run
-        return await read_version(conn), {}
+        return await read_version(conn, table), {}
     return VersionState(None, False), {}
 
 

@@ -1,9 +1,10 @@
 """The ``-- silentpulse:`` directives a migration file's header may carry.
 
-``-- silentpulse: breaking`` (older code cannot run on the schema once applied)
-and ``-- silentpulse: lock_timeout=10s`` (how long each statement may wait for a
-table lock). A directive after the first statement, or one not known, is a
-MigrationSourceError naming the file and line.
+``-- silentpulse: breaking`` (older code cannot run on the schema once applied),
+``-- silentpulse: lock_timeout=10s`` (how long each statement may wait for a
+table lock) and ``-- silentpulse: requires schema_migrations >= 19`` (a
+service's own set waits for the core schema). A directive after the first
+statement, or one not known, is a MigrationSourceError naming the file and line.
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ class Directives(NamedTuple):
     (a dropped or renamed column): older replicas refuse to start.
     ``lock_timeout``: seconds each statement may wait for a table lock (0: no
     limit); None: the run's setting.
+    ``requires``: (version table, version) pairs: the file runs only once another
+    set of migrations (the core schema, for a service's own set) has reached them.
     """
 
     breaking: bool = False
     lock_timeout: float | None = None
+    requires: tuple[tuple[str, int], ...] = ()
 
 
 _NO_DIRECTIVES = Directives()
@@ -33,6 +37,11 @@ _MAYBE_DIRECTIVE = re.compile(r"--\s*silentpulse:", re.IGNORECASE)  # anywhere: 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|min)?$")
 _UNITS = {"ms": 0.001, "s": 1.0, "min": 60.0, None: 1.0}
 _MAX_LOCK_TIMEOUT = 86400.0
+_REQUIRES = re.compile(r"^requires\s+([A-Za-z_][A-Za-z0-9_]{0,62})\s*>=\s*(\d{1,18})$", re.I)
+_EXPECTED = (
+    "expected '-- silentpulse: breaking', '-- silentpulse: lock_timeout=<N>s|ms|min' or "
+    "'-- silentpulse: requires <version table> >= <version>'"
+)
 
 
 def parse_directives(sql: str, location: str) -> Directives:
@@ -43,7 +52,7 @@ def parse_directives(sql: str, location: str) -> Directives:
         # The usual file, even one that names silentpulse_* functions: one scan in C
         # instead of a match per line (~1 ms for the packaged files at each start).
         return _NO_DIRECTIVES
-    breaking, timeout = False, None
+    breaking, timeout, requires = False, None, []
     in_header = True
     for number, raw in enumerate(sql.splitlines(), start=1):
         line = raw.strip().lstrip("\ufeff")
@@ -59,7 +68,9 @@ def parse_directives(sql: str, location: str) -> Directives:
                 file=location,
             )
         name, _, value = (part.strip() for part in match.group(1).partition("="))
-        if name.lower() == "breaking" and not value:
+        if required := _REQUIRES.match(match.group(1)):
+            requires.append((required.group(1), int(required.group(2))))
+        elif name.lower() == "breaking" and not value:
             breaking = True
         elif name.lower() == "lock_timeout" and (duration := _DURATION.match(value.lower())):
             timeout = float(duration.group(1)) * _UNITS[duration.group(2)]
@@ -71,8 +82,7 @@ def parse_directives(sql: str, location: str) -> Directives:
                 )
         else:
             raise MigrationSourceError(
-                f"{location}:{number}: unknown directive {match.group(1)!r}: expected "
-                f"'-- silentpulse: breaking' or '-- silentpulse: lock_timeout=<N>s|ms|min'",
+                f"{location}:{number}: unknown directive {match.group(1)!r}: {_EXPECTED}",
                 file=location,
             )
-    return Directives(breaking, timeout)
+    return Directives(breaking, timeout, tuple(requires))

@@ -33,9 +33,10 @@ class LockKeys(NamedTuple):
         return tuple(dict.fromkeys((self.url_path, self.current_database)))
 
 
-def lock_keys_for(database: str, schema: str) -> LockKeys:
-    """Both golang-migrate keys for ``database`` (its name without a slash) and ``schema``."""
+def lock_keys_for(database: str, schema: str, table: str = VERSION_TABLE) -> LockKeys:
+    """Both golang-migrate keys for ``database`` (its name without a slash), ``schema``
+    and the version ``table``."""
     return LockKeys(
-        url_path=golang_migrate_lock_key("/" + database, schema),
-        current_database=golang_migrate_lock_key(database, schema),
+        url_path=golang_migrate_lock_key("/" + database, schema, table),
+        current_database=golang_migrate_lock_key(database, schema, table),
     )

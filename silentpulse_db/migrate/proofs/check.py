@@ -19,10 +19,10 @@ from ...postgres.connect import close_quietly, connect
 from ...postgres.databases import scratch_database
 from ...results import CheckReport, VersionState
 from ..files.scaffold import LEGACY_MAX_VERSION, naming_problem
-from ..files.source import Direction, Migration, MigrationSource
-from ..plan import Plan, Step
+from ..files.source import Direction, Migration, MigrationSource, load_source
+from ..plan import Plan, Step, Up, make_plan
 from ..run.applier import Applier
-from ..version_table import ensure_tables
+from ..version_table import CORE, VersionTable, ensure_tables
 from .catalog import Snapshot, snapshot
 
 logger = logging.getLogger("silentpulse_db.migrate")
@@ -48,18 +48,23 @@ async def prove_reversible(
     *,
     audits: Sequence[Audit] = (),
     found: Sequence[str] = (),
+    table: VersionTable = CORE,
 ) -> CheckReport:
     """Run the up/down/up proof on a scratch database created on ``dsn``'s server.
 
     Each of ``audits`` then looks at the fully migrated scratch database and
     returns its problems (the row-level security audit, for one). ``found``:
-    problems already found in the database itself (INVALID indexes). Raises
-    ReversibilityError listing every problem; returns the report when clean.
+    problems already found in the database itself (INVALID indexes). ``table``: the
+    set's version table; a set that requires the packaged set's version (``--
+    silentpulse: requires schema_migrations >= N``) gets it on the scratch database
+    first. Raises ReversibilityError listing every problem; returns the report when
+    clean.
     """
     problems = [*naming_problems(source), *found]
     checked: list[int] = []
     async with scratch_database(dsn, prefix="silentpulse_check") as conn:
-        await _prove(conn, source, checked, problems)
+        await _required_core(conn, source, table)
+        await _prove(conn, source, checked, problems, table)
         if len(checked) == len(source.migrations):
             for audit in audits:
                 problems += await audit(conn)
@@ -71,13 +76,35 @@ async def prove_reversible(
     return CheckReport(checked=tuple(checked))
 
 
+async def _required_core(conn: Any, source: MigrationSource, table: VersionTable) -> None:
+    """The packaged set, up to the highest version ``source``'s files require of it."""
+    needed = [
+        version
+        for migration in source.migrations
+        for required, version in migration.up.directives.requires
+        if required == CORE.name
+    ]
+    if not needed or table.name == CORE.name:
+        return
+    core = load_source()
+    applier = Applier(conn, core)
+    if core.prerequisites is not None:
+        await applier.run_file(core.prerequisites)
+    await ensure_tables(conn)
+    await applier.apply(make_plan(core, VersionState(None, False), Up(target=max(needed))))
+
+
 async def _prove(
-    conn: Any, source: MigrationSource, checked: list[int], problems: list[str]
+    conn: Any,
+    source: MigrationSource,
+    checked: list[int],
+    problems: list[str],
+    table: VersionTable = CORE,
 ) -> None:
-    applier = Applier(conn, source)
+    applier = Applier(conn, source, table=table)
     if source.prerequisites is not None:
         await applier.run_file(source.prerequisites)
-    await ensure_tables(conn)
+    await ensure_tables(conn, table)
     for migration in source.migrations:
         stem = f"{migration.version:06d}_{migration.name}"
         before = await snapshot(conn)

@@ -24,7 +24,7 @@ from ...results import AppliedMigration
 from ..files.source import MigrationFile, MigrationSource
 from ..files.statements import ParsedSQL, Statement, analyze_cached
 from ..plan import NIL_VERSION, Plan, Step, version_label
-from ..version_table import HistoryRecord, write_version
+from ..version_table import CORE, HistoryRecord, VersionTable, write_version
 from .filtered_writes import FilteredWrites
 from .in_transaction import TransactionalRun
 from .outside_transaction import OutsideTransaction
@@ -43,14 +43,14 @@ class Applier:
         *,
         ddl_lock_timeout: float | None = DDL_LOCK_TIMEOUT,
         ddl_retry_for: float = DDL_RETRY_FOR,
-        schema: str | None = None,
+        table: VersionTable = CORE,
     ) -> None:
         self.conn = conn
         self.source = source
         self.ddl_lock_timeout = ddl_lock_timeout
         self.ddl_retry_for = ddl_retry_for
-        # The version tables' schema; None: read current_schema() when a plan starts.
-        self.schema = schema
+        # The set's version table; its schema None: current_schema() when a plan starts.
+        self.table = table
         self.filtered_writes = FilteredWrites(conn)
 
     async def apply(
@@ -65,11 +65,12 @@ class Applier:
         # ``parsed``: files already read before the lock was taken (parse_steps).
         known = parse_steps(plan.steps, parsed or {})
         statements = [known[step.file.location] for step in plan.steps]
-        if self.schema is None and plan.steps:
-            self.schema = await self.conn.fetchval("SELECT current_schema()")
+        if self.table.schema is None and plan.steps:
+            schema = await self.conn.fetchval("SELECT current_schema()")
+            self.table = self.table._replace(schema=schema)
         notices = _Notices()
         self.conn.add_log_listener(notices)
-        together = Together(self.conn, self.schema)
+        together = Together(self.conn, self.table)
         # A SQL_ASCII database counts error positions in bytes (sent_together.py).
         byte_positions = self.conn.get_settings().server_encoding == "SQL_ASCII"
         try:
@@ -125,6 +126,7 @@ class Applier:
                 recorded,
                 False,
                 HistoryRecord(version, migration.name if migration else "-", "force"),
+                table=self.table,
             )
         logger.info("forced version %s", version_label(recorded))
 
@@ -138,7 +140,7 @@ class Applier:
                 step.file.location,
                 "; ".join(parsed.non_transactional),
             )
-            outside = OutsideTransaction(self.conn, self.source, self.schema)
+            outside = OutsideTransaction(self.conn, self.source, self.table)
             await outside.run(step, parsed, history_record)
         else:
             await self._run_in_transaction(step, parsed, before)
@@ -162,7 +164,7 @@ class Applier:
             retry_for=self.ddl_retry_for,
             record=history_record(step),
             stays_at=f"version {version_label(before)}",
-            schema=self.schema,
+            table=self.table,
         )
 
 

@@ -21,7 +21,14 @@ from ...postgres.connect import is_connection_lost, rollback
 from ..files.source import MigrationSource
 from ..files.statements import ParsedSQL
 from ..plan import Step, version_label
-from ..version_table import HistoryRecord, pin_schema, record_sql, version_sql
+from ..version_table import (
+    CORE,
+    HistoryRecord,
+    VersionTable,
+    pin_schema,
+    record_sql,
+    version_sql,
+)
 from .chunks import Message, messages
 from .error_messages import failed, interrupted
 from .locate import locate
@@ -44,7 +51,7 @@ class TransactionalRun:
         retry_for: float,
         record: HistoryRecord,
         stays_at: str,
-        schema: str | None = None,
+        table: VersionTable = CORE,
     ) -> None:
         self.conn = conn
         self.source = source
@@ -53,7 +60,7 @@ class TransactionalRun:
         self.lock_timeout = lock_timeout
         self.record = record
         self.stays_at = stays_at
-        self.schema = schema  # of the version tables (pin_schema)
+        self.table = table  # the set's version table
         # How long a statement may wait for a lock, in words, for logs and errors.
         if parsed.own_lock_timeout is not None:
             wait = f"{parsed.own_lock_timeout} (set by the file itself)"
@@ -105,8 +112,8 @@ class TransactionalRun:
         if prepared and step.version_after is not None:
             write = record_sql(step.version_after, self.record)
         else:
-            write = version_sql(step.version_after, self.record)
-        commit = pin_schema(self.schema) + write + "\nCOMMIT;"
+            write = version_sql(step.version_after, self.record, self.table)
+        commit = pin_schema(self.table.schema) + write + "\nCOMMIT;"
         return messages(step.file.sql, self.parsed.statements, begin=self._begin(), commit=commit)
 
     async def _once(self) -> None:

@@ -19,7 +19,7 @@ from ...postgres.connect import is_connection_lost
 from ..files.source import MigrationFile, MigrationSource
 from ..files.statements import ParsedSQL, Statement
 from ..plan import NIL_VERSION, Step
-from ..version_table import HistoryRecord, set_version, write_version
+from ..version_table import CORE, HistoryRecord, VersionTable, set_version, write_version
 from .error_messages import failed, interrupted
 from .index_healing import drop_if_invalid, require_valid
 
@@ -32,15 +32,15 @@ Recorder = Callable[[Step, float], HistoryRecord]
 class OutsideTransaction:
     """Runs statements alone on the locked connection."""
 
-    def __init__(self, conn: Any, source: MigrationSource, schema: str | None = None) -> None:
+    def __init__(self, conn: Any, source: MigrationSource, table: VersionTable = CORE) -> None:
         self.conn = conn
         self.source = source
-        self.schema = schema  # of the version tables (pin_schema)
+        self.table = table  # the set's version table
 
     async def run(self, step: Step, parsed: ParsedSQL, record: Recorder) -> None:
         """golang-migrate's protocol: dirty, the statement, clean (healing an index)."""
         dirty = NIL_VERSION if step.version_after is None else step.version_after
-        await set_version(self.conn, dirty, True, schema=self.schema)
+        await set_version(self.conn, dirty, True, table=self.table)
         started = time.perf_counter()
         index = parsed.concurrent_index
         if index is not None and (drop := await drop_if_invalid(self.conn, step.file, index)):
@@ -52,7 +52,7 @@ class OutsideTransaction:
         duration = time.perf_counter() - started
         async with self.conn.transaction():
             await write_version(
-                self.conn, step.version_after, False, record(step, duration), schema=self.schema
+                self.conn, step.version_after, False, record(step, duration), table=self.table
             )
 
     async def execute_alone(
