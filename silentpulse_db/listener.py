@@ -35,9 +35,10 @@ from typing import Any, Literal, NamedTuple
 
 import asyncpg
 
-from .errors import ConfigurationError, DatabaseConnectionError
+from .errors import ConfigurationError, DatabaseConnectionError, RowSecurityError
 from .postgres.connect import connect, describe, is_connection_lost, is_transient
-from .postgres.dsn import validate_dsn
+from .postgres.dsn import split_migrations_table, validate_dsn
+from .postgres.roles import session_role
 from .postgres.translate import typed_errors
 
 logger = logging.getLogger("silentpulse_db.listener")
@@ -244,6 +245,7 @@ async def listen_alerts(
     setting that cannot work (a wrong password or database, a role that may not log
     in or read alerts, a consumer without migration 000021): a typed error.
     """
+    dsn, _ = split_migrations_table(dsn)  # the DSN a service also gives golang-migrate
     validate_dsn(dsn)
     named = _Consumer(consumer) if consumer is not None else None
     position = _Position(catch_up_margin)
@@ -292,7 +294,16 @@ async def listen_alerts(
 
 async def _start(conn: Any, named: _Consumer | None, position: _Position) -> None:
     """Where the first connection starts: the consumer's stored position, else ``since``
-    or now (written at once for a consumer, so that a restart finds it)."""
+    or now (written at once for a consumer, so that a restart finds it). A role that
+    row-level security limits is refused: it would read no tenant's alerts."""
+    role = await session_role(conn)
+    if not role.bypasses_rls:
+        raise RowSecurityError(
+            f"role {role.name!r} cannot listen for alerts: row-level security limits what it "
+            f"reads (no BYPASSRLS), so it would deliver nothing and say nothing. Connect as "
+            f"the deployment's jobs role, the role with BYPASSRLS (docs/operations.md).",
+            role=role.name,
+        )
     if named is not None and await named.load(conn, position):
         logger.info("alert listener %r resumes after %s", named.name, position.last_seen)
         return

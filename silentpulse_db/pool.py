@@ -19,13 +19,9 @@ from typing import Any
 import asyncpg
 
 from .errors import ConfigurationError, InvalidArgumentError, RowSecurityError
-from .postgres.dsn import redact, validate_dsn
+from .postgres.dsn import redact, split_migrations_table, validate_dsn
+from .postgres.roles import SessionRole, session_role
 from .postgres.translate import typed_errors
-
-_ROLE = """
-    SELECT current_user AS role, r.rolsuper AS superuser, r.rolbypassrls AS bypassrls
-    FROM pg_roles AS r WHERE r.rolname = current_user
-"""
 
 
 async def create_pool(dsn: str, *, bypass_rls: bool = False, **asyncpg_options: Any) -> Any:
@@ -37,6 +33,7 @@ async def create_pool(dsn: str, *, bypass_rls: bool = False, **asyncpg_options: 
     unless ``bypass_rls=True`` (a job that must see every tenant's rows). Query a
     tenant's rows inside :func:`tenant_transaction`.
     """
+    dsn, _ = split_migrations_table(dsn)  # the DSN a service also gives golang-migrate
     validate_dsn(dsn)
     with typed_errors(dsn, "create the application's connection pool"):
         try:
@@ -45,7 +42,7 @@ async def create_pool(dsn: str, *, bypass_rls: bool = False, **asyncpg_options: 
             raise ConfigurationError(f"create_pool: {redact(str(exc), dsn)}") from None
         try:
             async with pool.acquire() as conn:
-                role = await conn.fetchrow(_ROLE)
+                role = await session_role(conn)
             if not bypass_rls:
                 _refuse_bypassing(role)
         except BaseException:
@@ -54,20 +51,20 @@ async def create_pool(dsn: str, *, bypass_rls: bool = False, **asyncpg_options: 
     return pool
 
 
-def _refuse_bypassing(role: Any) -> None:
-    if role["superuser"]:
+def _refuse_bypassing(role: SessionRole) -> None:
+    if role.superuser:
         why = "is a superuser"
-    elif role["bypassrls"]:
+    elif role.bypassrls:
         why = "has BYPASSRLS"
     else:
         return
     raise RowSecurityError(
-        f"role {role['role']!r} {why}: row-level security does not apply to it, so through "
+        f"role {role.name!r} {why}: row-level security does not apply to it, so through "
         f"this pool every tenant would read every other tenant's rows. Connect the "
         f"application as a role without SUPERUSER or BYPASSRLS (the app role of "
         f"docs/operations.md), or pass bypass_rls=True for a job that must see every "
         f"tenant (the jobs role, the alert listener).",
-        role=role["role"],
+        role=role.name,
     )
 
 

@@ -35,6 +35,7 @@ from .plan import (
     Goto,
     Request,
     Up,
+    require_same_set,
     status_rows,
     version_label,
 )
@@ -284,6 +285,8 @@ async def status(
 
             if session.tables_exist:
                 state, history = await read_state(conn, session.table)
+                # Another set's files read against this table would show nonsense rows.
+                require_same_set(migrations, history, session.table.name)
             else:
                 state, history = VersionState(None, False), {}
             coverage = tuple(await partition_coverage(conn))

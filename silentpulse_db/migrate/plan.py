@@ -248,9 +248,11 @@ def require_same_set(
         shown = "; ".join(foreign[:5]) + ("; ..." if len(foreign) > 5 else "")
         raise MigrationSetMismatchError(
             f"{table} records migrations from other files than {source.description}: {shown}. "
-            f"Two sets of migrations share one version table: give this set a version table "
-            f"of its own (run_migrations(..., table=...), --table, or the DSN's "
-            f'?x-migrations-table=; docs/migrations.md, "A service\'s own migrations").',
+            f"Either these are not {table}'s files (give the set's own folder: source=, "
+            f"--path), or two sets of migrations share one version table: give this set one "
+            f"of its own (table=, --table, the DSN's ?x-migrations-table=, or PATH:TABLE in "
+            f"the test plugin's silentpulse_migrations; docs/migrations.md, "
+            f'"A service\'s own migrations").',
             table=table,
         )
 

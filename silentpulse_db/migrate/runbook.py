@@ -36,6 +36,7 @@ from .plan import (
 )
 from .session import Session, create_tables
 from .version_table import (
+    VERSION_TABLE,
     ensure_tables,
     read_other_version,
     read_state,
@@ -147,6 +148,8 @@ async def apply_or_leave(
             )
         except RequiredVersionError as exc:
             if attempt >= attempts:
+                if attempts > 1:
+                    logger.error("gave up after %d attempts %.1fs apart: %s", attempts, wait, exc)
                 raise
             logger.warning(
                 "%s; trying again in %.1fs (attempt %d of %d)", exc, wait, attempt, attempts
@@ -285,7 +288,8 @@ def migration_result(outcome: Outcome, session: Session) -> MigrationResult:
             else ""
         )
         logger.info(
-            "migrated from version %s to %s in %.2f s (%d applied)%s",
+            "migrated %sfrom version %s to %s in %.2f s (%d applied)%s",
+            "" if session.table.name == VERSION_TABLE else f"{session.table.name} ",
             version_label(plan.state.version),
             version_label(plan.version_after),
             took,

@@ -40,7 +40,7 @@ def check_table_name(name: str, *, setting: str = "table") -> str:
     if not _TABLE_NAME.match(name) or name == HISTORY_TABLE:
         raise ConfigurationError(
             f"{setting}={name[:80]!r}: a version table is a plain table name (letters, "
-            f"digits, '_', at most 63; no schema, no quotes), not {HISTORY_TABLE}"
+            f"digits, '_', at most 63; no schema, no quotes) other than {HISTORY_TABLE}"
         )
     return name
 

@@ -93,8 +93,11 @@ def validate_dsn(dsn: str, *, setting: str = "dsn") -> str:
             f"percent-encode special characters in the password): {redact(dsn, dsn)}"
         ) from None
     if parts.scheme not in _SCHEMES:
+        # Without a scheme nothing tells where a password would be: show the scheme only.
+        shown = f"{parts.scheme}://..." if parts.scheme and "://" in dsn else "no scheme"
         raise ConfigurationError(
-            f"{setting} must start with postgresql:// or postgres://, got {redact(dsn, dsn)!r}"
+            f"{setting} must start with postgresql:// or postgres://, got {shown} "
+            f"(the rest is not shown: it may hold a password)"
         )
     # A file the TLS setup needs and cannot find would otherwise look like a
     # socket that is not there yet, and be retried for a minute.

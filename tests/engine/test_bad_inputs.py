@@ -286,6 +286,12 @@ async def test_unknown_source(source: str, silentpulse_database: str) -> None:
     ("dsn", "mentions"),
     [
         ("mysql://root:hunter2@localhost/db", "must start with postgresql://"),
+        # No scheme: nothing marks where the password is (the review of issue 20 found
+        # it shown); every form of it.
+        ("root:hunter2@localhost:5432/db", "got no scheme"),
+        ("hunter2", "got no scheme"),
+        ("//root:hunter2@localhost/db", "must start with postgresql://"),
+        ("root@localhost password=hunter2", "must start with postgresql://"),
         ("postgresql://u:hunter2@localhost:notaport/db", "not a valid PostgreSQL URL"),
         ("", "empty"),
         ("postgresql://u:hunter2@localhost/db?sslmode=sometimes", "invalid DSN"),

@@ -24,6 +24,7 @@ from silentpulse_db import (
     check,
     down,
     load_source,
+    plan_up,
     run_migrations,
     status,
     version,
@@ -208,7 +209,7 @@ async def test_two_sets_on_one_table_are_refused_naming_the_other_files(
     [
         ("worker schema", None, "plain table name"),
         ("public.worker_migrations", None, "no schema"),
-        ("schema_migrations_history", None, "not schema_migrations_history"),
+        ("schema_migrations_history", None, "other than schema_migrations_history"),
         (None, "x;drop", "x-migrations-table"),
         ("worker_a", "worker_b", "two version tables"),
     ],
@@ -290,3 +291,21 @@ async def _migrate_both(dsn: str, tmp_path: Path) -> None:
     await apply_prerequisites(dsn)
     await run_migrations(dsn)
     await run_migrations(dsn, source=worker_set(tmp_path / "worker"), table=WORKER)
+
+
+async def test_the_dry_run_and_status_say_what_the_real_command_would(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
+    """Found by a review: the dry run planned a file whose requirement was not met, and
+    status read another set's files against the table as if they were its own."""
+    dsn = silentpulse_database
+    folder = worker_set(tmp_path)
+    plan = await plan_up(dsn, source=folder, table=WORKER)
+    assert any("would stop here" in w and "no such table" in w for w in plan.warnings)
+    await apply_prerequisites(dsn)
+    await run_migrations(dsn)
+    with pytest.raises(MigrationSetMismatchError, match="give the set's own folder"):
+        await status(dsn, source=folder)  # the worker's files, the core's table
+    await run_migrations(dsn, source=folder, table=WORKER)
+    with pytest.raises(MigrationSetMismatchError, match="worker_schema_migrations records"):
+        await status(dsn, table=WORKER)  # the core's files against the worker's table

@@ -185,6 +185,13 @@ async def test_bad_pool_options_are_a_configuration_error_naming_them(
     assert password not in str(info.value)
 
 
+async def test_the_dsn_a_service_gives_golang_migrate_is_accepted(app_dsn: str) -> None:
+    pool = await create_pool(
+        app_dsn + "?x-migrations-table=worker_schema_migrations", max_size=1, min_size=1
+    )
+    await pool.close()
+
+
 async def _current_user(dsn: str) -> str:
     conn = await asyncpg.connect(dsn)
     try:

@@ -18,6 +18,7 @@ from silentpulse_db import (
     AlertEvent,
     ConfigurationError,
     DatabaseConnectionError,
+    RowSecurityError,
     apply_prerequisites,
     listen_alerts,
     run_migrations,
@@ -281,7 +282,9 @@ async def test_a_restarted_consumer_resumes_right_after_what_it_delivered(
             async with collecting(dsn, consumer=name) as third:
                 await wait_for(lambda: _has(listener_pid(admin)))
                 await asyncio.sleep(0.5)
-        assert [e.alert_id for e in first] == delivered
+        # Complete and once; not necessarily in order (a catch-up and the notifications
+        # queued meanwhile interleave at a start).
+        assert sorted(e.alert_id for e in first) == sorted(delivered)
         assert sorted((e.alert_id, e.status) for e in second) == sorted(
             [(a, "open") for a in away] + [(delivered[0], "resolved")]
         )
@@ -330,6 +333,32 @@ async def test_settings_that_cannot_work_raise_on_the_first_connection(
     await run_migrations(silentpulse_database, target=19)
     with pytest.raises(ConfigurationError, match="migration 000021"):
         await asyncio.wait_for(anext(listen_alerts(silentpulse_database, consumer="svc")), 30)
+
+
+async def test_a_role_that_row_level_security_limits_is_refused(
+    silentpulse_migrated_database: str,
+) -> None:
+    """It would read no tenant's alerts and deliver nothing, silently (review, issue 20)."""
+    grants = "GRANT SELECT ON alerts TO {role};"
+    async with login_role(silentpulse_migrated_database, grants, prefix="app") as (role, dsn):
+        with pytest.raises(RowSecurityError, match="BYPASSRLS") as info:
+            await asyncio.wait_for(anext(listen_alerts(dsn, consumer="svc")), 30)
+        assert info.value.role == role
+
+
+async def test_the_dsn_a_service_gives_golang_migrate_is_accepted(
+    silentpulse_migrated_database: str,
+) -> None:
+    conn = await asyncpg.connect(silentpulse_migrated_database)
+    try:
+        ids = await seed_tenant(conn, "india")
+        dsn = silentpulse_migrated_database + "?x-migrations-table=worker_schema_migrations"
+        async with collecting(dsn) as events:
+            await wait_for(lambda: _has(listener_pid(silentpulse_migrated_database)))
+            await new_alert(conn, ids)
+            await wait_for(lambda: _len_at_least(events, 1), timeout=10)
+    finally:
+        await conn.close()
 
 
 async def _errors_logged(caplog: pytest.LogCaptureFixture) -> bool:

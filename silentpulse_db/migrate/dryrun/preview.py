@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pglast import parser
 
 from ...defaults import CONNECT_ATTEMPTS, CONNECT_WAIT, LARGE_TABLE_ROWS
+from ...errors import RequiredVersionError
 from ...postgres.connect import close_quietly, connect
 from ...postgres.translate import typed_errors
 from ...results import VersionState
@@ -30,6 +31,7 @@ from ..plan import (
     Down,
     Goto,
     HistoryEntry,
+    Plan,
     Request,
     Step,
     Up,
@@ -38,6 +40,7 @@ from ..plan import (
     version_label,
 )
 from ..run.index_healing import reruns_dirty
+from ..runbook import require_versions
 from ..version_table import (
     HISTORY_TABLE,
     VersionTable,
@@ -155,6 +158,7 @@ async def _preview(
                 # As `up` decides it: a dirty, unfinished concurrent index build reruns.
                 rerun = await reruns_dirty(conn, migrations, state)
                 plan = make_plan(migrations, state, request, history=history, rerun_dirty=rerun)
+                unmet = await _unmet_requirements(conn, plan)
                 files = [_parse(step.file) for step in plan.steps]
                 relations = await _relations(
                     conn, {lock.relation for parsed in files for lock in parsed.all_locks}
@@ -168,7 +172,7 @@ async def _preview(
         return MigrationPlan(
             current=state,
             migrations=planned,
-            warnings=plan.warnings,
+            warnings=(*plan.warnings, *unmet),
             version_after=plan.version_after,
         )
 
@@ -188,6 +192,15 @@ async def _read_state(
     if row["version_table"]:  # a database golang-migrate alone has run
         return await read_version(conn, table), {}
     return VersionState(None, False), {}
+
+
+async def _unmet_requirements(conn: Any, plan: Plan) -> tuple[str, ...]:
+    """What the real command would refuse for: another set's version not reached."""
+    try:
+        await require_versions(conn, plan)
+    except RequiredVersionError as exc:
+        return (f"the real command would stop here: {exc}",)
+    return ()
 
 
 def _quoted(relation: str) -> str:
