@@ -79,19 +79,17 @@ async def open_session(
     tables that query fails once and the plain probe follows.
     """
     before = time.perf_counter()
-    conn = await connect(
-        dsn,
-        attempts=attempts,
-        wait=wait,
-        # If this process dies mid-migration (SIGKILL, lost pod), the server
-        # notices the closed socket within seconds, rolls back and frees the
-        # lock, instead of finishing a long statement for nobody. (PG 14+)
-        server_settings={"client_connection_check_interval": CLIENT_CONNECTION_CHECK_INTERVAL},
-    )
+    conn = await connect(dsn, attempts=attempts, wait=wait)
     connected = time.perf_counter()
     try:
         probe_sql = (
-            "SELECT current_schema() AS schema, current_database() AS db, "
+            # If this process dies mid-migration (SIGKILL, lost pod), the server notices
+            # the closed socket within seconds, rolls back and frees the lock, instead of
+            # finishing a long statement for nobody (PG 14+). Set here, in the probe's
+            # round trip: PgBouncer refuses it as a startup parameter.
+            "SELECT set_config('client_connection_check_interval', "
+            f"'{CLIENT_CONNECTION_CHECK_INTERVAL}', false) AS check_interval, "
+            "current_schema() AS schema, current_database() AS db, "
             f"{tables_exist(table)} AS ready, "
             f"{partitions_probe or 'NULL::boolean'} AS partitions_due"
         )

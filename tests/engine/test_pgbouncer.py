@@ -1,0 +1,99 @@
+"""Through PgBouncer (issue 21, first part): nothing the library sends at start-up may be
+outside what PgBouncer passes by default, and migrations work in session pooling.
+
+Debian's pgbouncer runs in front of the throwaway server; .ci/run installs it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import asyncpg
+import pytest
+
+from silentpulse_db import apply_prerequisites, load_source, run_migrations, version
+from silentpulse_db.testing import PostgresServer
+from silentpulse_db.testing.server import free_port
+
+from helpers import fetch
+
+PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+pytestmark = pytest.mark.skipif(
+    not Path(PGBOUNCER).exists(), reason="pgbouncer is not installed (apt-get install pgbouncer)"
+)
+
+
+@pytest.fixture
+def bouncer(silentpulse_postgres: PostgresServer, silentpulse_database: str) -> Iterator[str]:
+    """A DSN of ``silentpulse_database`` through PgBouncer in session pooling, with its
+    defaults otherwise (no ignore_startup_parameters)."""
+    server = silentpulse_postgres
+    folder = Path(tempfile.mkdtemp(prefix="silentpulse-pgbouncer-"))
+    port = free_port()
+    target = f"host=127.0.0.1 port={server.port} user={server.user} password={server.password}"
+    (folder / "pgbouncer.ini").write_text(
+        "[databases]\n"
+        f"* = {target}\n"
+        "[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        "auth_type = any\npool_mode = session\nmax_client_conn = 200\ndefault_pool_size = 50\n"
+        f"logfile = {folder}/pgbouncer.log\npidfile = {folder}/pgbouncer.pid\n"
+    )
+    as_root = os.geteuid() == 0
+    if as_root:  # PgBouncer refuses to run as root
+        shutil.chown(folder, "postgres")
+        for item in folder.iterdir():
+            shutil.chown(item, "postgres")
+    argv = [PGBOUNCER, "-d", str(folder / "pgbouncer.ini")]
+    subprocess.run(["runuser", "-u", "postgres", "--", *argv] if as_root else argv, check=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not (folder / "pgbouncer.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        database = silentpulse_database.rsplit("/", 1)[1]
+        yield f"postgresql://{quote(server.user)}@127.0.0.1:{port}/{database}"
+    finally:
+        pid = int((folder / "pgbouncer.pid").read_text())
+        os.kill(pid, 15)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def test_migrations_through_session_pooling(bouncer: str) -> None:
+    """Every connection failed before it started: the library sent
+    client_connection_check_interval as a startup parameter, which PgBouncer refuses."""
+    assert (await version(bouncer, attempts=1)).version is None
+    await apply_prerequisites(bouncer, attempts=1)
+    # Five replicas at once, each through the bouncer: each version applied once.
+    results = await asyncio.gather(*(run_migrations(bouncer, attempts=1) for _ in range(5)))
+    latest = load_source().latest
+    assert {r.version_after for r in results} == {latest}
+    assert sorted(len(r.applied) for r in results) == [0, 0, 0, 0, latest]
+    rows = await fetch(
+        bouncer,
+        "SELECT version, count(*) AS n FROM schema_migrations_history "
+        "WHERE direction = 'up' GROUP BY version HAVING count(*) > 1",
+    )
+    assert rows == []
+
+
+async def test_the_dead_client_check_is_set_after_connecting(
+    bouncer: str, silentpulse_database: str
+) -> None:
+    """What the engine needs it sets after connecting (the probe's round trip): through
+    the bouncer, the migrating session has it; nothing went in the startup packet."""
+    from silentpulse_db.migrate.session import open_session
+
+    async with open_session(bouncer, attempts=1) as session:
+        assert await session.conn.fetchval("SHOW client_connection_check_interval") == "2s"
+    conn = await asyncpg.connect(bouncer)  # a plain client: what PgBouncer passes by default
+    try:
+        assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await conn.close()
