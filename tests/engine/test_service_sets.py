@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ from silentpulse_db import (
 )
 from silentpulse_db.migrate.migration_lock.keys import lock_keys_for
 
+from .test_cli import cli as run_cli
 from helpers import fetch, fetchval, hold_migration_lock, write_migrations
 
 WORKER = "worker_schema_migrations"
@@ -234,17 +233,9 @@ def test_the_cli_takes_table_and_create_warns_of_a_second_set(
 ) -> None:
     dsn = silentpulse_migrated_database
     folder = worker_set(tmp_path / "worker")
-    env = {**os.environ, "DATABASE_URL": dsn}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "silentpulse_db", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-            check=False,
-        )
+        return run_cli(*args, dsn=dsn)
 
     up = cli("up", "--path", str(folder), "--table", WORKER)
     assert up.returncode == 0, up.stderr
