@@ -48,6 +48,7 @@ from .runbook import (
     apply_or_leave,
     migration_result,
     parse_ahead,
+    waiting_for_requirements,
 )
 from .session import locked_session, open_session
 from .version_table import (
@@ -133,16 +134,15 @@ async def run_migrations(
             if plan is not None:
                 outcome = Outcome(plan, partitions_due=nothing_left.partitions_due)
             else:
-                # Lock, plan, apply; or leave once another replica has done it.
+                # Lock, plan, apply; or leave once another replica has done it. A set that
+                # requires another's version waits for it within the attempts.
                 ddl = DDLLimits(ddl_lock_timeout, ddl_retry_for)
-                outcome = await apply_or_leave(
-                    dsn,
-                    session,
-                    nothing_left,
-                    lock_timeout,
-                    ddl,
-                    partitions_ahead,
-                    (attempts, wait),
+                outcome = await waiting_for_requirements(
+                    lambda: apply_or_leave(
+                        dsn, session, nothing_left, lock_timeout, ddl, partitions_ahead
+                    ),
+                    attempts,
+                    wait,
                 )
             result = migration_result(outcome, session)
             # The month's partitions and those ahead: cheap when none is due, never fatal.

@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from ..defaults import DDL_LOCK_TIMEOUT, DDL_RETRY_FOR
 from ..errors import RequiredVersionError, SilentPulseDBError
@@ -45,6 +45,8 @@ from .version_table import (
 )
 
 logger = logging.getLogger("silentpulse_db.migrate")
+
+T = TypeVar("T")
 
 # The version row and, per version, its latest history record (version_table.read_state).
 State = tuple[VersionState, dict[int, HistoryEntry]]
@@ -125,6 +127,27 @@ class NothingLeft:
         return state, history
 
 
+async def waiting_for_requirements(
+    attempt: Callable[[], Awaitable[T]], attempts: int, wait: float
+) -> T:
+    """``attempt()``, tried again while a migration requires another set's version not
+    reached yet (a service started before the API): waited for as for a database not
+    up yet, ``attempts`` times ``wait`` seconds apart."""
+    for number in range(1, attempts + 1):
+        try:
+            return await attempt()
+        except RequiredVersionError as exc:
+            if number >= attempts:
+                if attempts > 1:
+                    logger.error("gave up after %d attempts %.1fs apart: %s", attempts, wait, exc)
+                raise
+            logger.warning(
+                "%s; trying again in %.1fs (attempt %d of %d)", exc, wait, number, attempts
+            )
+            await asyncio.sleep(wait)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 async def apply_or_leave(
     dsn: str,
     session: Session,
@@ -132,40 +155,11 @@ async def apply_or_leave(
     lock_timeout: float,
     ddl: DDLLimits,
     partitions_ahead: int | None,
-    retry: tuple[int, float],
 ) -> Outcome:
     """Start-up's work under the migration lock: apply what is pending, then make sure of
     the partitions before releasing the lock (the waiters find them made). A replica
     that waits for the lock leaves as soon as ``nothing_left`` answers: another one has
-    done the work. A migration that requires another set's version not reached yet (a
-    service started before the API) waits for it as for a database not up yet:
-    ``retry`` is (attempts, seconds between them)."""
-    attempts, wait = retry
-    for attempt in range(1, attempts + 1):
-        try:
-            return await _apply_or_leave(
-                dsn, session, nothing_left, lock_timeout, ddl, partitions_ahead
-            )
-        except RequiredVersionError as exc:
-            if attempt >= attempts:
-                if attempts > 1:
-                    logger.error("gave up after %d attempts %.1fs apart: %s", attempts, wait, exc)
-                raise
-            logger.warning(
-                "%s; trying again in %.1fs (attempt %d of %d)", exc, wait, attempt, attempts
-            )
-            await asyncio.sleep(wait)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-async def _apply_or_leave(
-    dsn: str,
-    session: Session,
-    nothing_left: NothingLeft,
-    lock_timeout: float,
-    ddl: DDLLimits,
-    partitions_ahead: int | None,
-) -> Outcome:
+    done the work."""
     # Loaded on first use: spares the CLI, which imports this module, ~10 ms of jobs.
     from ..schema.jobs import partitions_at_startup
 
