@@ -6,6 +6,7 @@ Debian's pgbouncer runs in front of the throwaway server; .ci/run installs it.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 import asyncpg
 import pytest
@@ -22,7 +23,7 @@ from silentpulse_db import apply_prerequisites, load_source, run_migrations, ver
 from silentpulse_db.testing import PostgresServer
 from silentpulse_db.testing.server import free_port
 
-from helpers import fetch
+from helpers import fetch, fetchval, login_role
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 pytestmark = pytest.mark.skipif(
@@ -30,14 +31,15 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def bouncer(silentpulse_postgres: PostgresServer, silentpulse_database: str) -> Iterator[str]:
-    """A DSN of ``silentpulse_database`` through PgBouncer in session pooling, with its
-    defaults otherwise (no ignore_startup_parameters)."""
-    server = silentpulse_postgres
+@contextlib.contextmanager
+def running_bouncer(
+    server: PostgresServer, database: str, user: str, password: str
+) -> Iterator[str]:
+    """PgBouncer in session pooling in front of ``server``, logging in as ``user``, with its
+    defaults otherwise (no ignore_startup_parameters); yields the DSN of ``database``."""
     folder = Path(tempfile.mkdtemp(prefix="silentpulse-pgbouncer-"))
     port = free_port()
-    target = f"host=127.0.0.1 port={server.port} user={server.user} password={server.password}"
+    target = f"host=127.0.0.1 port={server.port} user={user} password={password}"
     (folder / "pgbouncer.ini").write_text(
         "[databases]\n"
         f"* = {target}\n"
@@ -57,12 +59,19 @@ def bouncer(silentpulse_postgres: PostgresServer, silentpulse_database: str) -> 
         deadline = time.monotonic() + 10
         while not (folder / "pgbouncer.pid").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        database = silentpulse_database.rsplit("/", 1)[1]
-        yield f"postgresql://{quote(server.user)}@127.0.0.1:{port}/{database}"
+        yield f"postgresql://{quote(user)}@127.0.0.1:{port}/{database}"
     finally:
-        pid = int((folder / "pgbouncer.pid").read_text())
-        os.kill(pid, 15)
+        os.kill(int((folder / "pgbouncer.pid").read_text()), 15)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def bouncer(silentpulse_postgres: PostgresServer, silentpulse_database: str) -> Iterator[str]:
+    """``silentpulse_database`` through PgBouncer, as the superuser."""
+    server = silentpulse_postgres
+    database = silentpulse_database.rsplit("/", 1)[1]
+    with running_bouncer(server, database, server.user, server.password) as dsn:
+        yield dsn
 
 
 async def test_migrations_through_session_pooling(bouncer: str) -> None:
@@ -97,3 +106,25 @@ async def test_the_dead_client_check_is_set_after_connecting(
         assert await conn.fetchval("SELECT 1") == 1
     finally:
         await conn.close()
+
+
+async def test_migrations_through_the_bouncer_as_an_owner_that_is_no_superuser(
+    silentpulse_postgres: PostgresServer, silentpulse_database: str
+) -> None:
+    """The deployment's owner role (docs/operations.md: CREATE on the schema, nothing
+    more), the extensions made beforehand by a superuser, migrating through PgBouncer."""
+    await apply_prerequisites(silentpulse_database)
+    grants = "GRANT CREATE, USAGE ON SCHEMA public TO {role};"
+    async with login_role(silentpulse_database, grants, prefix="owner") as (role, dsn):
+        password = unquote(urlsplit(dsn).password or "")
+        database = silentpulse_database.rsplit("/", 1)[1]
+        with running_bouncer(silentpulse_postgres, database, role, password) as through:
+            result = await run_migrations(through, attempts=1)
+            assert result.version_after == load_source().latest
+            assert (
+                await fetchval(
+                    through, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+                )
+                is False
+            )
+            assert (await run_migrations(through, attempts=1)).applied == ()

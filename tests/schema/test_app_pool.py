@@ -198,3 +198,37 @@ async def _current_user(dsn: str) -> str:
         return str(await conn.fetchval("SELECT current_user"))
     finally:
         await conn.close()
+
+
+async def test_the_app_role_writes_alerts_with_their_creation_time_on_partitions_too(
+    app_dsn: str, tenants: dict[str, dict[str, uuid.UUID]]
+) -> None:
+    """Migration 000020 as the application role after the blanket grant: an alert it
+    creates, through the parent or straight into a month's partition, gets created_at
+    (the listener's catch-up tells an INSERT by it), and another tenant's is refused."""
+    a, b = tenants["alpha"], tenants["bravo"]
+    insert = (
+        "INSERT INTO {table} (tenant_id, flow_pulse_id, asset_id, alert_type, severity, "
+        "started_at) VALUES ($1, $2, $3, 'silence', 'high', now()) "
+        "RETURNING created_at = status_changed_at"
+    )
+    conn = await asyncpg.connect(app_dsn)
+    try:
+        async with tenant_transaction(conn, a["tenants"]):
+            # This month's partition (docs/operations.md: <table>_pYYYY_MM, UTC months).
+            partition = await conn.fetchval(
+                "SELECT 'alerts_p' || to_char(now() AT TIME ZONE 'UTC', 'YYYY_MM')"
+            )
+            for table in ("alerts", partition):
+                same = await conn.fetchval(
+                    insert.format(table=table), a["tenants"], a["flow_pulses"], a["assets"]
+                )
+                assert same is True, table
+        for table in ("alerts", partition):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+                async with tenant_transaction(conn, a["tenants"]):
+                    await conn.fetchval(
+                        insert.format(table=table), b["tenants"], b["flow_pulses"], b["assets"]
+                    )
+    finally:
+        await conn.close()
