@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .errors import (
+    AdministratorRequiredError,
     BaselineError,
     ChecksumMismatchError,
     ConfigurationError,
@@ -28,9 +29,11 @@ from .errors import (
     MigrationSetMismatchError,
     MigrationSourceError,
     PermissionDeniedError,
+    PoolingModeError,
     RequiredVersionError,
     ReversibilityError,
     RowSecurityError,
+    ScratchDatabaseError,
     SilentPulseDBError,
     TableLockHolder,
     TableLockTimeoutError,
@@ -141,6 +144,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ALERT_CHANNEL",
+    "AdministratorRequiredError",
     "AlertEvent",
     "AppliedMigration",
     "BaselineError",
@@ -174,12 +178,14 @@ __all__ = [
     "PermissionDeniedError",
     "PlannedMigration",
     "PlannedStatement",
+    "PoolingModeError",
     "PrerequisitesResult",
     "RequiredVersionError",
     "RetentionAction",
     "RetentionReport",
     "ReversibilityError",
     "RowSecurityError",
+    "ScratchDatabaseError",
     "SilentPulseDBError",
     "StatusReport",
     "StatusRow",

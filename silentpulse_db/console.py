@@ -6,6 +6,8 @@ Exit codes (one table, docs/reference.md):
 0     success
 1     the operation failed (the database, a migration, a value)
 2     usage or configuration error (arguments, DSN, keys, paths)
+3     an administrator must act first: the role lacks a privilege it cannot
+      give itself (the message gives the exact statements); nothing changed
 130   interrupted (Ctrl-C)
 ====  ==============================================================
 
@@ -28,12 +30,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .defaults import DSN_ENV_VARS
-from .errors import ConfigurationError, SilentPulseDBError
+from .errors import AdministratorRequiredError, ConfigurationError, SilentPulseDBError
 from .postgres.dsn import dsn_from_env, redact, validate_dsn
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_ADMINISTRATOR = 3
 EXIT_INTERRUPTED = 130
 
 logger = logging.getLogger("silentpulse_db.console")
@@ -142,6 +145,10 @@ def run(
     label = f"{prog} {command}".rstrip()
     try:
         return asyncio.run(main())
+    except AdministratorRequiredError as exc:
+        # Not a failure to retry nor a usage error: a job waits for an administrator.
+        _print_error(label, exc, debug, database)
+        return EXIT_ADMINISTRATOR
     except ConfigurationError as exc:
         _print_error(label, exc, debug, database)
         return EXIT_USAGE

@@ -14,6 +14,27 @@ APPLICATION_NAME = "silentpulse-db"
 # A killed runner frees the migration lock within about this long (PG 14+).
 CLIENT_CONNECTION_CHECK_INTERVAL = "2s"
 
+# What the library sets on its own sessions (migrations, the schema jobs,
+# migrate-credentials) after connecting, whatever the role or database sets
+# (ALTER ROLE ... SET, as managed PostgreSQL often does):
+ENGINE_SESSION_SETTINGS = {
+    # If the process dies mid-statement (SIGKILL, lost pod), the server notices the
+    # closed socket within seconds, rolls back and frees the locks (PG 14+).
+    "client_connection_check_interval": CLIENT_CONNECTION_CHECK_INTERVAL,
+    # A migration, a concurrent index build or a wait for the migration lock takes as
+    # long as it takes: a role's statement_timeout would cut it and leave an INVALID
+    # index behind. Table-lock waits are bounded by DDL_LOCK_TIMEOUT instead; a file
+    # may SET its own.
+    "statement_timeout": "0",
+    # Table-lock waits are the engine's to bound (DDL_LOCK_TIMEOUT, per transaction, and
+    # retried); a concurrent index build must wait for older transactions, unbounded.
+    "lock_timeout": "0",
+    # The library is never idle inside its own transactions but between two statements;
+    # a role's tight limit (seconds) could end a busy runner's session. A minute frees
+    # the locks of a runner that is stopped or hung mid-transaction.
+    "idle_in_transaction_session_timeout": "1min",
+}
+
 # A migration running longer than this logs its progress this often.
 PROGRESS_EVERY = 5.0
 

@@ -28,6 +28,16 @@ class ConfigurationError(SilentPulseDBError):
     """A setting (DSN, environment variable, path, option) is missing or malformed."""
 
 
+class PoolingModeError(ConfigurationError):
+    """The DSN reaches PostgreSQL through a connection pooler that does not keep a
+    session (``mode``: "transaction" or "statement"), and the operation needs one
+    (migrations, the alert listener): connect directly or in session pooling."""
+
+    def __init__(self, message: str, *, mode: str) -> None:
+        super().__init__(message)
+        self.mode = mode
+
+
 # --- connecting --------------------------------------------------------------
 
 
@@ -52,6 +62,29 @@ class PermissionDeniedError(SilentPulseDBError):
         self.role = role
         self.privilege = privilege
         self.object = object
+
+
+class AdministratorRequiredError(PermissionDeniedError):
+    """What the role cannot do itself, and an administrator can: ``statements`` are the
+    exact SQL an administrator runs (once) for the operation to work as this role.
+    Nothing was changed. The CLIs exit 3 on it (silentpulse_db.console)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        role: str,
+        privilege: str,
+        object: str,
+        statements: Sequence[str],
+    ) -> None:
+        super().__init__(message, role=role, privilege=privilege, object=object)
+        self.statements = tuple(statements)
+
+
+class ScratchDatabaseError(ConfigurationError):
+    """The database given for `check`'s proofs (``scratch_dsn``, ``--scratch-dsn``) cannot
+    serve: it is the live database, or it is not empty. Nothing was changed in it."""
 
 
 class DatabaseError(SilentPulseDBError):
@@ -96,11 +129,17 @@ class LockHolder:
     since: datetime | None = None  # when its current transaction started
     # The role that asked, when PostgreSQL hid this backend's details from it.
     hidden_from: str | None = None
+    # Connected from the pooler the asking session goes through: ``pid`` is one of the
+    # pooler's server connections and ``client_addr`` the pooler's.
+    through_pooler: bool = False
 
     def __str__(self) -> str:
         parts = [f"pid {self.pid}", f"application_name {self.application_name or '<none>'!r}"]
         parts.append(f"key {self.key}")
-        if self.client_addr:
+        if self.through_pooler:
+            where = f" at {self.client_addr}" if self.client_addr else ""
+            parts.append(f"through the connection pooler{where} this session uses")
+        elif self.client_addr:
             parts.append(f"client {self.client_addr}")
         if self.since is not None:
             parts.append(f"in a transaction since {self.since:%Y-%m-%d %H:%M:%S%z}")

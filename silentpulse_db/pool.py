@@ -12,16 +12,24 @@ transaction only.
 from __future__ import annotations
 
 import contextlib
+import inspect
+import logging
+import ssl
 import uuid
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import asyncpg
 
 from .errors import ConfigurationError, InvalidArgumentError, RowSecurityError
+from .postgres.connect import connect_error
 from .postgres.dsn import redact, split_migrations_table, validate_dsn
+from .postgres.pooler import pooling_of
 from .postgres.roles import SessionRole, session_role
 from .postgres.translate import typed_errors
+
+logger = logging.getLogger("silentpulse_db.pool")
 
 
 async def create_pool(dsn: str, *, bypass_rls: bool = False, **asyncpg_options: Any) -> Any:
@@ -32,23 +40,66 @@ async def create_pool(dsn: str, *, bypass_rls: bool = False, **asyncpg_options: 
     is refused with RowSecurityError naming it and why, and the pool is closed,
     unless ``bypass_rls=True`` (a job that must see every tenant's rows). Query a
     tenant's rows inside :func:`tenant_transaction`.
+
+    Behind a pooler in transaction or statement mode (PgBouncer), asyncpg's statement
+    cache breaks: its named statements land on server connections other clients use.
+    Unless ``statement_cache_size`` is given, such a pool is made again without the
+    cache (logged at INFO). Give it to keep the cache where the pooler keeps prepared
+    statements itself (PgBouncer 1.21+, ``max_prepared_statements``).
     """
     dsn, _ = split_migrations_table(dsn)  # the DSN a service also gives golang-migrate
     validate_dsn(dsn)
     with typed_errors(dsn, "create the application's connection pool"):
-        try:
-            pool = await asyncpg.create_pool(dsn, **asyncpg_options)
-        except (TypeError, ValueError) as exc:  # asyncpg's word on an option it cannot take
-            raise ConfigurationError(f"create_pool: {redact(str(exc), dsn)}") from None
-        try:
-            async with pool.acquire() as conn:
-                role = await session_role(conn)
-            if not bypass_rls:
-                _refuse_bypassing(role)
-        except BaseException:
-            pool.terminate()
-            raise
+        pool = await _checked_pool(dsn, bypass_rls, asyncpg_options)
+        if pool is None:
+            logger.info(
+                "create_pool: %s goes through a pooler in transaction or statement mode: "
+                "asyncpg's statement cache is off (statement_cache_size=0)",
+                redact(dsn, dsn),
+            )
+            pool = await _checked_pool(dsn, bypass_rls, {**asyncpg_options, **_NO_CACHE})
     return pool
+
+
+_NO_CACHE = {"statement_cache_size": 0}
+
+
+async def _checked_pool(dsn: str, bypass_rls: bool, options: dict[str, Any]) -> Any:
+    """The pool, its role checked; None (the pool closed) if it needs to be made
+    again without asyncpg's statement cache."""
+    try:
+        pool = await asyncpg.create_pool(dsn, **options)
+    except ssl.SSLCertVerificationError as exc:  # a ValueError, but not the options' fault
+        raise connect_error(exc, dsn) from None
+    except (TypeError, ValueError) as exc:  # asyncpg's word on an option it cannot take
+        raise ConfigurationError(f"create_pool: {redact(str(exc), dsn)}") from None
+    try:
+        async with pool.acquire() as conn:
+            remake = "statement_cache_size" not in options and await _shares_backends(
+                conn, dsn, options
+            )
+            # Not on a pool about to be made again: its statement cache may collide.
+            role = None if remake else await session_role(conn)
+        if role is None:
+            await pool.close()
+            return None
+        if not bypass_rls:
+            _refuse_bypassing(role)
+    except BaseException:
+        pool.terminate()
+        raise
+    return pool
+
+
+async def _shares_backends(conn: Any, dsn: str, options: dict[str, Any]) -> bool:
+    """Whether ``conn`` goes through a pooler that shares server connections between
+    clients (transaction or statement pooling)."""
+    # The connection options of the pool's, for the two connections of the check.
+    accepted = inspect.signature(asyncpg.connect).parameters
+    connect_options = {k: v for k, v in options.items() if k in accepted}
+
+    opener = partial(asyncpg.connect, dsn, **{**connect_options, **_NO_CACHE})
+    return not (await pooling_of(conn, opener)).keeps_session
 
 
 def _refuse_bypassing(role: SessionRole) -> None:

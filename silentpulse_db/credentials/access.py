@@ -4,14 +4,21 @@ The three credential tables force row-level security: a role without BYPASSRLS
 (even their owner) reads no rows at all, or only one tenant's when
 ``app.current_tenant`` is set. A rotation that sees nothing "succeeds" with
 nothing to do, and retiring the old key afterwards loses every credential.
-So the job refuses such a role before it touches anything.
+So the job refuses such a role before it touches anything, but for the tables'
+owner (on a managed server, where no role may have BYPASSRLS): it lifts FORCE
+ROW LEVEL SECURITY inside the job's own transaction (:func:`lift_force`), which
+no other session sees, and puts it back before committing.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any, NamedTuple
 
-from ..errors import PermissionDeniedError, RowSecurityError
+import asyncpg
+
+from ..errors import CredentialMigrationError, PermissionDeniedError, RowSecurityError
 from .columns import COLUMNS
 
 _WHO = """
@@ -19,23 +26,42 @@ SELECT current_user::text AS role,
        r.rolsuper AS superuser,
        r.rolbypassrls AS bypassrls,
        coalesce(current_setting('app.current_tenant', true), '') AS tenant,
-       current_setting('row_security') AS row_security
+       current_setting('row_security') AS row_security,
+       (SELECT count(*) = cardinality($1::text[]) FROM unnest($1::text[]) AS t
+        JOIN pg_class c ON c.oid = to_regclass(t)
+        WHERE pg_has_role(c.relowner, 'USAGE')) AS owner
 FROM pg_roles AS r WHERE r.rolname = current_user
 """
+
+TABLES = [column.table for column in COLUMNS]
+
+
+class FullView(NamedTuple):
+    """How ``role`` sees every credential row: by BYPASSRLS (or as a superuser), or, with
+    ``lift``, as the tables' owner lifting FORCE ROW LEVEL SECURITY in its transaction."""
+
+    role: str
+    lift: bool
 
 
 async def require_full_view(conn: Any, doing: str) -> str:
     """Return the role's name, or raise RowSecurityError saying what it lacks."""
-    row = await conn.fetchrow(_WHO)
+    return (await full_view(conn, doing)).role
+
+
+async def full_view(conn: Any, doing: str) -> FullView:
+    """How this role sees every credential row, or RowSecurityError saying what it lacks."""
+    row = await conn.fetchrow(_WHO, TABLES)
     role = row["role"]
-    if not (row["superuser"] or row["bypassrls"]):
+    bypasses = row["superuser"] or row["bypassrls"]
+    if not (bypasses or row["owner"]):
         raise RowSecurityError(
             f"cannot {doing} as role {role!r}: row-level security limits what it sees (the "
             f"credential tables force RLS, so it would read some rows or none and report "
             f"success). Connect as the deployment's jobs role, the role with BYPASSRLS that "
-            f"no request-serving service uses (docs/security.md; not by giving this role "
-            f"BYPASSRLS: an application role must stay subject to row-level security). "
-            f"Nothing was read or changed.",
+            f"no request-serving service uses, or as the tables' owner (docs/security.md; "
+            f"not by giving this role BYPASSRLS: an application role must stay subject to "
+            f"row-level security). Nothing was read or changed.",
             role=role,
         )
     if row["tenant"]:
@@ -46,7 +72,58 @@ async def require_full_view(conn: Any, doing: str) -> str:
             f"(ALTER ROLE {role} RESET app.current_tenant). Nothing was read or changed.",
             role=role,
         )
-    return str(role)
+    return FullView(str(role), lift=not bypasses)
+
+
+async def lift_force(conn: Any, lock_timeout: float, *, doing: str) -> None:
+    """In ``conn``'s transaction: FORCE ROW LEVEL SECURITY off on the credential tables, so
+    that their owner sees every row. Uncommitted, no other session sees the change (each
+    table is held ACCESS EXCLUSIVE until the transaction ends); :func:`restore_force` puts
+    it back before a commit, a rollback does by itself. Other roles never depended on it:
+    FORCE only subjects the owner to the policies."""
+    await conn.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'")
+    try:
+        for table in TABLES:
+            await conn.execute(f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY")
+    except asyncpg.LockNotAvailableError:
+        raise CredentialMigrationError(
+            f"cannot {doing}: as the credential tables' owner the job sees every row only "
+            f"while it holds them exclusively (it lifts FORCE ROW LEVEL SECURITY for its own "
+            f"transaction), and {', '.join(TABLES)} stayed in use for {lock_timeout:g}s. "
+            f"Nothing was read or changed. Stop the services using them, or run it as the "
+            f"jobs role (BYPASSRLS), which needs no such lock."
+        ) from None
+    await conn.execute("SET LOCAL lock_timeout = 0")
+
+
+@contextlib.asynccontextmanager
+async def reading_all(
+    conn: Any, view: FullView, lock_timeout: float, *, doing: str
+) -> AsyncIterator[None]:
+    """A REPEATABLE READ transaction that sees every credential row and changes nothing:
+    READ ONLY for a role that bypasses RLS; for the owner, FORCE lifted and rolled back."""
+    if not view.lift:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            yield
+        return
+    transaction = conn.transaction(isolation="repeatable_read")
+    await transaction.start()
+    try:
+        await lift_force(conn, lock_timeout, doing=doing)
+        yield
+    finally:
+        # A connection gone has been rolled back by the server already.
+        with contextlib.suppress(Exception):
+            await transaction.rollback()
+
+
+async def restore_force(conn: Any) -> None:
+    """FORCE ROW LEVEL SECURITY back on the credential tables, before the commit."""
+    # The scan's cursors (portals), read to the end but open until the transaction ends,
+    # count as queries using the tables: ALTER TABLE refuses while they stay open.
+    await conn.execute("CLOSE ALL")
+    for table in TABLES:
+        await conn.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
 
 
 async def missing_privileges(conn: Any, *, write: bool) -> list[str]:

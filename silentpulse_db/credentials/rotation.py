@@ -34,7 +34,15 @@ from ..errors import CredentialMigrationError
 from ..postgres.advisory import advisory_lock_holders
 from ..postgres.connect import close_quietly, connect
 from ..postgres.translate import typed_errors
-from .access import missing_privileges, require_full_view, require_privileges
+from .access import (
+    FullView,
+    full_view,
+    lift_force,
+    missing_privileges,
+    reading_all,
+    require_privileges,
+    restore_force,
+)
 from .columns import COLUMNS, CredentialColumn, Problem, count_not_current, problem_lines
 from .sealing import Batch, Mode, Sealer, TableReport
 
@@ -106,7 +114,7 @@ async def migrate_credentials(
     doing = "read the credential columns" if dry_run else "rewrite the credential columns"
     with typed_errors(dsn, doing):
         if dry_run:
-            await _dry_run(dsn, sealer, report, batch_size, progress)
+            await _dry_run(dsn, sealer, report, batch_size, lock_timeout, progress)
         else:
             await _rotate(dsn, sealer, report, batch_size, lock_timeout, progress)
     report.seconds = time.perf_counter() - started
@@ -114,15 +122,21 @@ async def migrate_credentials(
 
 
 async def _dry_run(
-    dsn: str, sealer: Sealer, report: RotationReport, batch_size: int, progress: Progress | None
+    dsn: str,
+    sealer: Sealer,
+    report: RotationReport,
+    batch_size: int,
+    lock_timeout: float,
+    progress: Progress | None,
 ) -> None:
     conn = await connect(dsn, attempts=3, application_name="migrate-credentials dry run")
     try:
-        report.role = await require_full_view(conn, "check the credentials")
+        view = await full_view(conn, "check the credentials")
+        report.role = view.role
         await require_privileges(conn, report.role, write=False, doing="check the credentials")
         # A read-only role can check; the real run needs UPDATE: say so, and go on.
         report.cannot_write = await missing_privileges(conn, write=True)
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
+        async with reading_all(conn, view, lock_timeout, doing="check the credentials"):
             for column in COLUMNS:
                 report.tables.append(await _scan(conn, None, column, sealer, batch_size, progress))
         report.problems = sealer.problems
@@ -143,7 +157,8 @@ async def _rotate(
     writer = await connect(dsn, attempts=3, application_name="migrate-credentials")
     reader = None
     try:
-        report.role = await require_full_view(writer, "rewrite the credentials")
+        view = await full_view(writer, "rewrite the credentials")
+        report.role = view.role
         await require_privileges(
             writer, report.role, write=True, doing="rewrite the credential columns"
         )
@@ -154,33 +169,60 @@ async def _rotate(
         await transaction.start()
         try:
             await _lock(writer, lock_timeout)
+            if view.lift:
+                await lift_force(writer, lock_timeout, doing="rewrite the credentials")
             # Each batch's UPDATE joins a few thousand ids: left to itself the planner
             # hashes the whole table for every batch (a seq scan per batch, quadratic in
             # the rows). Index lookups it is; this transaction runs nothing else.
             await writer.execute(WRITER_SETTINGS)
-            # A second connection streams the rows, so that reading, sealing (here)
-            # and writing (the writer's backend) overlap.
-            reader = await connect(dsn, attempts=3, application_name="migrate-credentials reader")
-            async with reader.transaction(isolation="repeatable_read", readonly=True):
+            if view.lift:
+                # The owner: only this transaction sees every row (FORCE lifted, and the
+                # tables held): it reads them itself.
                 for column in COLUMNS:
                     report.tables.append(
-                        await _scan(reader, writer, column, sealer, batch_size, progress)
+                        await _scan(writer, writer, column, sealer, batch_size, progress)
                     )
+            else:
+                # A second connection streams the rows, so that reading, sealing (here)
+                # and writing (the writer's backend) overlap.
+                reader = await connect(
+                    dsn, attempts=3, application_name="migrate-credentials reader"
+                )
+                async with reader.transaction(isolation="repeatable_read", readonly=True):
+                    for column in COLUMNS:
+                        report.tables.append(
+                            await _scan(reader, writer, column, sealer, batch_size, progress)
+                        )
             report.problems = sealer.problems
             if report.problems:
                 raise CredentialMigrationError(_failure_message(report))
+            if view.lift:
+                await restore_force(writer)
         except BaseException:
             await _rollback(transaction)
             raise
         await transaction.commit()
         report.committed = True
-        report.left_behind = await count_not_current(
-            writer, sealer.new.kid, require_v2=sealer.mode == "v2"
-        )
+        report.left_behind = await _left_behind(writer, sealer, view, lock_timeout)
     finally:
         for conn in (reader, writer):
             if conn is not None:
                 await close_quietly(conn)
+
+
+async def _left_behind(
+    conn: Any, sealer: Sealer, view: FullView, lock_timeout: float
+) -> dict[str, int]:
+    """After the commit: values not under the new key, counted as the run saw the rows."""
+    require_v2 = sealer.mode == "v2"
+    if not view.lift:
+        return await count_not_current(conn, sealer.new.kid, require_v2=require_v2)
+    try:
+        async with reading_all(conn, view, lock_timeout, doing="count what was left behind"):
+            return await count_not_current(conn, sealer.new.kid, require_v2=require_v2)
+    except CredentialMigrationError as exc:  # committed all the same: not a failure of it
+        logger.warning("committed; %s Run migrate-credentials --verify to count them.", exc)
+        return {}
 
 
 async def _lock(conn: Any, timeout: float) -> None:
@@ -207,7 +249,11 @@ async def _scan(
     batch_size: int,
     progress: Progress | None,
 ) -> TableReport:
-    """Read, seal and (with a ``writer``) write one column, batch by batch."""
+    """Read, seal and (with a ``writer``) write one column, batch by batch.
+
+    ``writer`` may be ``reader`` itself (the tables' owner: only its transaction sees
+    every row); a connection runs one query at a time, so nothing overlaps then.
+    """
     stats = TableReport(column.name)
     cursor = await reader.cursor(column.select_sql())
     update = update_sql(column)
@@ -215,10 +261,12 @@ async def _scan(
     done = 0
     writing: asyncio.Task[str] | None = None
     expected = 0
+    shared = writer is reader
     fetching = asyncio.ensure_future(cursor.fetch(batch_size))
     while rows := await fetching:
-        fetching = asyncio.ensure_future(cursor.fetch(batch_size))
-        await asyncio.sleep(0)  # let the next fetch go out before sealing this batch
+        if not shared:
+            fetching = asyncio.ensure_future(cursor.fetch(batch_size))
+            await asyncio.sleep(0)  # let the next fetch go out before sealing this batch
         batch = sealer.batch(rows, column, stats)
         if writing is not None:
             _check_update(column.name, await writing, expected)
@@ -227,6 +275,11 @@ async def _scan(
             expected = len(batch.ids)
             writing = asyncio.ensure_future(writer.execute(update, *_arguments(column, batch)))
             await asyncio.sleep(0)  # send it; the server works while we seal the next batch
+        if shared:
+            if writing is not None:
+                _check_update(column.name, await writing, expected)
+                writing = None
+            fetching = asyncio.ensure_future(cursor.fetch(batch_size))
         done += len(rows)
         if progress is not None:
             progress(column.name, done, done / max(time.perf_counter() - started, 1e-9))

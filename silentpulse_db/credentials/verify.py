@@ -14,10 +14,11 @@ from typing import Any
 
 from ..crypto import envelope as env
 from ..crypto.keyring import Keyring
+from ..defaults import ROTATION_LOCK_TIMEOUT
 from ..errors import ConfigurationError, CryptoError
 from ..postgres.connect import close_quietly, connect
 from ..postgres.translate import typed_errors
-from .access import require_full_view, require_privileges
+from .access import full_view, reading_all, require_privileges
 from .columns import COLUMNS, CredentialColumn, Problem, reason
 from .rotation import DEFAULT_BATCH, Progress
 
@@ -59,11 +60,14 @@ async def verify_credentials(
     keyring: Keyring,
     batch_size: int = DEFAULT_BATCH,
     progress: Progress | None = None,
+    lock_timeout: float = ROTATION_LOCK_TIMEOUT,
 ) -> VerifyReport:
     """Open every credential value with ``keyring``'s one key; changes nothing.
 
     ``keyring`` must hold only the key to keep (no previous keys): a value that
-    opens only with a previous key is what this check exists to find.
+    opens only with a previous key is what this check exists to find. As the
+    tables' owner (no BYPASSRLS) it holds them exclusively while it reads (see
+    credentials/access.py), waiting at most ``lock_timeout`` seconds for them.
     """
     if len(keyring.kids) != 1:
         raise ConfigurationError(
@@ -75,9 +79,10 @@ async def verify_credentials(
     with typed_errors(dsn, "read the credential columns"):
         conn = await connect(dsn, attempts=3, application_name="migrate-credentials verify")
         try:
-            report.role = await require_full_view(conn, "verify the credentials")
+            view = await full_view(conn, "verify the credentials")
+            report.role = view.role
             await require_privileges(conn, report.role, write=False, doing="verify the credentials")
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
+            async with reading_all(conn, view, lock_timeout, doing="verify the credentials"):
                 for column in COLUMNS:
                     report.columns.append(
                         await _verify(conn, column, keyring, report, batch_size, progress)

@@ -204,6 +204,31 @@ def _retention_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--dry-run", action="store_true", help="say what would go; change nothing")
 
 
+def _scratch_option(cmd: argparse.ArgumentParser, verb: str) -> None:
+    cmd.add_argument(
+        "--scratch-dsn",
+        metavar="DSN",
+        help=f"an empty database (extensions allowed) for {verb}'s proof, instead of one it "
+        f"creates and drops (which needs CREATEDB); refused if it holds anything else or is "
+        f"the live database; left empty afterwards",
+    )
+
+
+def _check_arguments(cmd: argparse.ArgumentParser) -> None:
+    _scratch_option(cmd, "check")
+
+
+def _baseline_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="do not compare the schema with what the first migration creates (no scratch "
+        "database): adopt the database as it is",
+    )
+    _scratch_option(cmd, "baseline")
+
+
 def _no_arguments(cmd: argparse.ArgumentParser) -> None:
     pass
 
@@ -219,10 +244,13 @@ _COMMAND_ARGUMENTS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Non
     ),
     "version": ("print the current version: 3, or 3 (dirty)", _no_arguments),
     "status": ("one row a version: applied or pending, when, checksum", _no_arguments),
-    "prerequisites": ("run prerequisites.sql (extensions; as a superuser)", _no_arguments),
-    "baseline": ("adopt a database created before migrations (version 1)", _no_arguments),
+    "prerequisites": (
+        "run prerequisites.sql (extensions); exit 3: what an administrator must run",
+        _no_arguments,
+    ),
+    "baseline": ("adopt a database created before migrations (version 1)", _baseline_arguments),
     "create": ("write the next NNNNNN_name.up.sql / .down.sql pair", _create_arguments),
-    "check": ("prove on a scratch database that every down undoes its up", _no_arguments),
+    "check": ("prove on a scratch database that every down undoes its up", _check_arguments),
     "partitions": (
         "create the monthly partitions ahead, empty the default partitions",
         _partitions_arguments,
@@ -413,7 +441,9 @@ async def _status(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _check(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
-    report = await commands.check(dsn, source=_source(args), table=args.table)
+    report = await commands.check(
+        dsn, source=_source(args), table=args.table, scratch_dsn=args.scratch_dsn
+    )
     print(
         f"checked {len(report.checked)} migration(s): up, down and up again restore the "
         f"schema exactly; names and pairs follow the rules; every relation with tenant "
@@ -436,7 +466,9 @@ async def _prerequisites(dsn: str, args: argparse.Namespace, out: TextIO) -> int
 
 
 async def _baseline(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
-    result = await commands.baseline(dsn, **_core_only(args))
+    result = await commands.baseline(
+        dsn, verify=args.verify, scratch_dsn=args.scratch_dsn, **_core_only(args)
+    )
     print(f"baselined at version {version_label(result.version_after)}", file=out)
     return console.EXIT_OK
 

@@ -39,6 +39,7 @@ from .plan import (
     status_rows,
     version_label,
 )
+from .prerequisites import OPTIONAL_EXTENSIONS, run_prerequisites
 from .runbook import (
     DEFAULT_DDL,
     DDLLimits,
@@ -70,8 +71,6 @@ logger = logging.getLogger("silentpulse_db.migrate")
 # lock_timeout) rather than taking an options object: the signature is the
 # documentation users read in help() and their editor. The values come from
 # defaults.py, once.
-
-OPTIONAL_EXTENSIONS = ("age",)
 
 
 async def run_migrations(
@@ -311,10 +310,15 @@ async def apply_prerequisites(
     wait: float = CONNECT_WAIT,
     lock_timeout: float = LOCK_TIMEOUT,
 ) -> PrerequisitesResult:
-    """Run prerequisites.sql (extensions; needs a superuser) once, under the migration lock.
+    """Run prerequisites.sql (the extensions) once, under the migration lock.
 
-    Optional extensions the server does not have (Apache AGE) are reported in
-    the result, not raised.
+    A role that is no superuser may create trusted extensions (PostgreSQL 13+:
+    pgcrypto, uuid-ossp) with CREATE on the database. When it may not create one
+    that is missing, nothing runs and AdministratorRequiredError carries the
+    ``CREATE EXTENSION`` statements an administrator must run (the CLI exits 3);
+    extensions already there need nothing. Optional extensions the server does not
+    have (Apache AGE), or that only an administrator may create, are reported in the
+    result, not raised.
     """
     dsn = _core_set(dsn, "prerequisites")
     with typed_errors(dsn, "run prerequisites.sql"):
@@ -329,9 +333,9 @@ async def apply_prerequisites(
         ) as session:
             conn = session.conn
             conn.add_log_listener(lambda _c, msg: notices.append(str(getattr(msg, "message", msg))))
-            from .run.applier import Applier  # as in runbook.parse_ahead
-
-            await Applier(conn, migrations).run_file(migrations.prerequisites)
+            notices += await run_prerequisites(
+                conn, migrations, migrations.prerequisites, then="Then run prerequisites again."
+            )
             installed = await conn.fetch("SELECT extname FROM pg_extension ORDER BY extname")
             missing = await conn.fetch(
                 "SELECT n FROM unnest($1::text[]) n "
@@ -355,6 +359,7 @@ async def baseline(
     *,
     source: SourceLike = None,
     verify: bool = True,
+    scratch_dsn: str | None = None,
     attempts: int = CONNECT_ATTEMPTS,
     wait: float = CONNECT_WAIT,
     lock_timeout: float = LOCK_TIMEOUT,
@@ -363,7 +368,9 @@ async def baseline(
 
     With ``verify`` (the default) the database's schema is first compared with
     what the first migration creates on a scratch database (partitions aside),
-    and a mismatch is refused with the differences listed.
+    and a mismatch is refused with the differences listed. The scratch database
+    is created beside ``dsn``'s (CREATEDB), or is ``scratch_dsn``: an empty database
+    the operator provides, as for :func:`check`.
     """
     dsn = _core_set(dsn, "baseline")
     with typed_errors(dsn, "baseline the database"):
@@ -381,7 +388,9 @@ async def baseline(
         if verify and migrations.migrations:
             from .proofs.check import baseline_differences  # as in check()
 
-            differences = await baseline_differences(dsn, migrations, attempts=attempts, wait=wait)
+            differences = await baseline_differences(
+                dsn, migrations, attempts=attempts, wait=wait, scratch_dsn=scratch_dsn
+            )
             if differences:
                 raise BaselineError(
                     f"the database's schema does not match what "
@@ -421,16 +430,29 @@ async def baseline(
         return MigrationResult(version_before=None, version_after=after.version)
 
 
-async def check(dsn: str, *, source: SourceLike = None, table: str | None = None) -> CheckReport:
+async def check(
+    dsn: str,
+    *,
+    source: SourceLike = None,
+    table: str | None = None,
+    scratch_dsn: str | None = None,
+) -> CheckReport:
     """Prove on a scratch database beside ``dsn``'s that every down undoes its up.
 
-    Needs CREATEDB. Raises ReversibilityError listing every problem (naming
-    rules included); returns the versions checked when all is well. ``table``: the
-    set's version table (a service's own set gets the packaged set it requires first).
+    The scratch database is created (and dropped) on ``dsn``'s server, which needs
+    CREATEDB; a role without it gets AdministratorRequiredError naming both ways out.
+    ``scratch_dsn``: an empty database the operator provides instead (extensions
+    allowed, so an administrator can create them there); refused with
+    ScratchDatabaseError when it holds anything else or is ``dsn``'s own database,
+    and left empty again afterwards. Raises ReversibilityError listing every problem
+    (naming rules included); returns the versions checked when all is well. ``table``:
+    the set's version table (a service's own set gets the packaged set it requires first).
     """
     dsn, table = resolve_table(dsn, table)
     with typed_errors(dsn, "check the migrations on a scratch database"):
         validate_dsn(dsn)
+        if scratch_dsn is not None:
+            validate_dsn(scratch_dsn, setting="the scratch DSN")
         # The catalog proofs load on first use: they would cost every CLI start ~60 ms.
         from ..schema.tenancy import rls_gaps
         from .proofs.check import prove_reversible
@@ -441,7 +463,12 @@ async def check(dsn: str, *, source: SourceLike = None, table: str | None = None
 
             invalid = await invalid_indexes(session.conn)  # in the database itself
         return await prove_reversible(
-            dsn, migrations, audits=(rls_gaps,), found=invalid, table=VersionTable(table)
+            dsn,
+            migrations,
+            audits=(rls_gaps,),
+            found=invalid,
+            table=VersionTable(table),
+            scratch_dsn=scratch_dsn,
         )
 
 

@@ -9,8 +9,17 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
-from ..defaults import CLIENT_CONNECTION_CHECK_INTERVAL, CONNECT_ATTEMPTS, CONNECT_WAIT
-from ..postgres.connect import close_quietly, connect
+from ..defaults import CONNECT_ATTEMPTS, CONNECT_WAIT, ENGINE_SESSION_SETTINGS
+from ..postgres.connect import close_quietly, connect, set_config_sql
+from ..postgres.pooler import (
+    SHARED_BACKEND_ERRORS,
+    behind_a_pooler,
+    checking_connections,
+    pooling_error,
+    pooling_mode,
+    refuse_without_session,
+    shared,
+)
 from ..postgres.translate import typed_errors
 from ..results import VersionState
 from .migration_lock.keys import LockKeys, lock_keys_for
@@ -52,9 +61,24 @@ class Session(NamedTuple):
     # when the connection was made (time.perf_counter()).
     connecting: float = 0.0
     connected: float = 0.0
+    # Through a connection pooler in session mode: lock holders' pids and addresses
+    # are the pooler's server connections.
+    pooled: bool = False
 
     def lock(self, timeout: float) -> MigrationLock:
-        return MigrationLock(self.conn, self.keys, timeout=timeout)
+        return MigrationLock(self.conn, self.keys, timeout=timeout, pooled=self.pooled)
+
+
+# What a migration session needs: one backend for the whole connection.
+NEEDS_A_SESSION = (
+    "migrations hold a session-level advisory lock (shared with golang-migrate) and "
+    "run statements that must follow each other on one backend; in this mode the "
+    "lock is taken on one server connection and stays held there after the run"
+)
+
+# The library's own values for its session, set in the probe's round trip rather
+# than by connect() in one more; docs/operations.md, 'Role-level limits'.
+_SETTINGS = set_config_sql(ENGINE_SESSION_SETTINGS).removeprefix("SELECT ")
 
 
 @contextlib.asynccontextmanager
@@ -79,33 +103,26 @@ async def open_session(
     tables that query fails once and the plain probe follows.
     """
     before = time.perf_counter()
-    conn = await connect(dsn, attempts=attempts, wait=wait)
+    conn = await connect(dsn, attempts=attempts, wait=wait, session_settings=None)
     connected = time.perf_counter()
     try:
         probe_sql = (
-            # If this process dies mid-migration (SIGKILL, lost pod), the server notices
-            # the closed socket within seconds, rolls back and frees the lock, instead of
-            # finishing a long statement for nobody (PG 14+). Set here, in the probe's
-            # round trip: PgBouncer refuses it as a startup parameter.
-            "SELECT set_config('client_connection_check_interval', "
-            f"'{CLIENT_CONNECTION_CHECK_INTERVAL}', false) AS check_interval, "
+            f"SELECT concat({_SETTINGS}) AS settings, pg_backend_pid() AS backend_pid, "
             "current_schema() AS schema, current_database() AS db, "
             f"{tables_exist(table)} AS ready, "
             f"{partitions_probe or 'NULL::boolean'} AS partitions_due"
         )
-        state = None
-        probe = None
-        if with_state:
-            try:
-                rows = await conn.fetch(
-                    f"SELECT p.*, st.* FROM ({probe_sql}) AS p "
-                    f"CROSS JOIN ({state_and_history(table)}) AS st"
-                )
-                probe, state = rows[0], state_from_rows(rows)
-            except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
-                pass  # never migrated (or history from before the breaking mark)
-        if probe is None:
-            probe = await conn.fetchrow(probe_sql)
+        try:
+            probe, state = await _probe(conn, probe_sql, table if with_state else None)
+        except SHARED_BACKEND_ERRORS:
+            # Another client's prepared statement on "our" new backend: a pooler shares
+            # server connections between clients.
+            mode = await shared(checking_connections(dsn))
+            raise pooling_error(mode, dsn, need=NEEDS_A_SESSION) from None
+        pooled = behind_a_pooler(conn, probe["backend_pid"])
+        if pooled:
+            mode = await pooling_mode(conn, probe["backend_pid"], checking_connections(dsn))
+            refuse_without_session(mode, dsn, need=NEEDS_A_SESSION)
         keys = lock_keys_for(probe["db"], probe["schema"], table)
         yield Session(
             conn,
@@ -116,9 +133,27 @@ async def open_session(
             VersionTable(table, probe["schema"]),
             connecting=connected - before,
             connected=connected,
+            pooled=pooled,
         )
     finally:
         await close_quietly(conn)
+
+
+async def _probe(
+    conn: Any, probe_sql: str, with_state: str | None
+) -> tuple[Any, tuple[VersionState, dict[int, HistoryEntry]] | None]:
+    """The probe's row, and the version and history of table ``with_state`` if asked
+    and there."""
+    if with_state is not None:
+        try:
+            rows = await conn.fetch(
+                f"SELECT p.*, st.* FROM ({probe_sql}) AS p "
+                f"CROSS JOIN ({state_and_history(with_state)}) AS st"
+            )
+            return rows[0], state_from_rows(rows)
+        except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
+            pass  # never migrated (or history from before the breaking mark)
+    return await conn.fetchrow(probe_sql), None
 
 
 @contextlib.asynccontextmanager

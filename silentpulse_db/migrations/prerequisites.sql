@@ -1,5 +1,8 @@
 -- prerequisites.sql: extensions the SilentPulse schema uses. Run once per
--- database, as a superuser, before the first migration:
+-- database, before the first migration, as a role that may create them: an
+-- administrator, or (both required ones are trusted on PostgreSQL 13+) a role
+-- with CREATE on the database. `prerequisites` tells any other role the exact
+-- statements an administrator runs (exit 3):
 --     silentpulse-db prerequisites
 -- Safe to run again. Apache AGE (the dependency graph) is optional: it is
 -- created where the server has it; elsewhere a NOTICE says it was skipped and

@@ -12,7 +12,9 @@ _HOLDERS = """
     SELECT l.pid, coalesce(a.application_name, '') AS application_name,
            l.objid::bigint AS key, a.state, host(a.client_addr) AS client_addr,
            a.xact_start AS since,
-           CASE WHEN a.query = '<insufficient privilege>' THEN current_user::text END AS hidden_from
+           CASE WHEN a.query = '<insufficient privilege>' THEN current_user::text
+           END AS hidden_from,
+           a.client_addr IS NOT DISTINCT FROM inet_client_addr() AS our_client
     FROM pg_locks l
     LEFT JOIN pg_stat_activity a ON a.pid = l.pid
     WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objsubid = 1
@@ -22,8 +24,14 @@ _HOLDERS = """
 """
 
 
-async def advisory_lock_holders(conn: Any, keys: Iterable[int]) -> list[LockHolder]:
-    """Backends other than ours holding any of ``keys`` (each backend listed once)."""
+async def advisory_lock_holders(
+    conn: Any, keys: Iterable[int], *, pooled: bool = False
+) -> list[LockHolder]:
+    """Backends other than ours holding any of ``keys`` (each backend listed once).
+
+    ``pooled``: ``conn`` goes through a connection pooler; a holder connected from
+    the address ``conn`` is seen from is marked as coming through that pooler.
+    """
     holders: dict[int, LockHolder] = {}
     for r in await conn.fetch(_HOLDERS, list(keys)):
         holders.setdefault(
@@ -36,6 +44,7 @@ async def advisory_lock_holders(conn: Any, keys: Iterable[int]) -> list[LockHold
                 client_addr=r["client_addr"],
                 since=r["since"],
                 hidden_from=r["hidden_from"],
+                through_pooler=pooled and r["our_client"],
             ),
         )
     return list(holders.values())

@@ -19,6 +19,7 @@ table makes it skip (and say so) rather than stall the application.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -33,7 +34,7 @@ from ..results import (
     PartitionCoverage,
     PartitionReport,
 )
-from .tenancy import rls_filters
+from .tenancy import rls_filters, seeing_every_row
 
 logger = logging.getLogger("silentpulse_db.partitions")
 
@@ -156,12 +157,22 @@ async def ensure_partitions(
     skipped: list[str] = []
     for table in await partitioned_tables(conn):
         months = [add_months(current, i) for i in range(ahead + 1)]
+        stray: list[date] = []
         if stray_months and table.default is not None:
-            months += await _stray_months(conn, table, skipped)
-        for month in sorted(set(months)):
+            stray = await _stray_months(conn, table, skipped, lock_timeout)
+        lift = await _lifted_for_moves(conn, table) if stray else []
+        for month in sorted({*months, *stray}):
             if table.covers(month):
                 continue
-            moved = await _guarded(conn, lock_timeout, skipped, _CREATE, table.parent, month)
+            moved = await _guarded(
+                conn,
+                lock_timeout,
+                skipped,
+                _CREATE,
+                table.parent,
+                month,
+                lift=lift if month in stray else [],
+            )
             if moved is not None:
                 change = PartitionChange(table.name, f"{table.name}_p{month:%Y_%m}", int(moved))
                 logger.info("%s", change)
@@ -175,29 +186,75 @@ async def ensure_partitions(
     return PartitionReport(tuple(created), tuple(secured), tuple(skipped))
 
 
-async def _stray_months(conn: Any, table: PartitionedTable, skipped: list[str]) -> list[date]:
+async def _stray_months(
+    conn: Any, table: PartitionedTable, skipped: list[str], lock_timeout: float
+) -> list[date]:
     assert table.default is not None
-    if await rls_filters(conn, table.default.name):
+    default = table.default.name
+    query = (
+        f"SELECT DISTINCT date_trunc('month', {_ident(table.key)} AT TIME ZONE 'UTC')::date AS m "
+        f"FROM ONLY {default} ORDER BY 1"
+    )
+    filtered = await rls_filters(conn, default)
+    if filtered is None:
+        return [r["m"] for r in await conn.fetch(query)]
+    if not filtered.owner:
         skipped.append(
-            f"{table.default.name}: row-level security hides its rows from this role; "
-            "run the partition job as a role with BYPASSRLS to move them"
+            f"{default}: row-level security hides its rows from this role; run the partition "
+            "job as the tables' owner (or a role with BYPASSRLS) to move them"
         )
         return []
-    rows = await conn.fetch(
-        f"SELECT DISTINCT date_trunc('month', {_ident(table.key)} AT TIME ZONE 'UTC')::date AS m "
-        f"FROM ONLY {table.default.name} ORDER BY 1"
-    )
+    # The owner, under FORCE ROW LEVEL SECURITY: it lifts FORCE for a rolled-back
+    # transaction of its own (the creation function does the same for the move).
+    try:
+        async with seeing_every_row(conn, [default], lock_timeout):
+            rows = await conn.fetch(query)
+    except asyncpg.LockNotAvailableError:
+        skipped.append(f"{default}: busy (no lock within {lock_timeout:g} s); will be retried")
+        logger.warning("%s", skipped[-1])
+        return []
     return [r["m"] for r in rows]
 
 
+async def _lifted_for_moves(conn: Any, table: PartitionedTable) -> list[str]:
+    """The tables whose FORCE ROW LEVEL SECURITY hides rows from this role, their owner,
+    when it moves rows out of ``table``'s default partition: ATTACH PARTITION checks the
+    moved rows' foreign keys with a query run as this role (not as the referenced
+    table's owner, as row-by-row checks are), which FORCE would leave seeing no
+    referenced row. Empty for a role that bypasses RLS or owns none of them."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT r.oid::regclass::text AS name FROM pg_constraint k "
+        "JOIN pg_class r ON r.oid = k.confrelid "
+        "WHERE k.conrelid = $1::regclass AND k.contype = 'f' AND r.relforcerowsecurity "
+        "AND pg_has_role(r.relowner, 'USAGE') "
+        "AND NOT (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user) "
+        "ORDER BY 1",
+        table.parent,
+    )
+    return [r["name"] for r in rows]
+
+
 async def _guarded(
-    conn: Any, lock_timeout: float, skipped: list[str], query: str, *args: Any
+    conn: Any,
+    lock_timeout: float,
+    skipped: list[str],
+    query: str,
+    *args: Any,
+    lift: Sequence[str] = (),
 ) -> Any:
-    """Run ``query`` in a transaction under lock_timeout; on a lock wait, note it and go on."""
+    """Run ``query`` in a transaction under lock_timeout; on a lock wait, note it and go on.
+
+    ``lift``: tables whose FORCE ROW LEVEL SECURITY is lifted for this transaction only
+    and put back before it commits (no other session ever sees them without it).
+    """
     try:
         async with conn.transaction():
             await conn.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'")
+            for name in lift:
+                await conn.execute(f"ALTER TABLE {name} NO FORCE ROW LEVEL SECURITY")
             result = await conn.fetchval(query, *args)
+            for name in lift:
+                await conn.execute(f"ALTER TABLE {name} FORCE ROW LEVEL SECURITY")
             return 0 if result is None and query is _SECURE else result
     except asyncpg.LockNotAvailableError:
         skipped.append(f"{args[0]}: busy (no lock within {lock_timeout:g} s); will be retried")
@@ -239,18 +296,39 @@ async def partition_coverage(conn: Any, *, now: datetime | None = None) -> list[
     return result
 
 
-async def require_unfiltered(conn: Any, tables: list[PartitionedTable], doing: str) -> None:
-    """Refuse a job that must see every row when row-level security filters this role."""
+async def require_unfiltered(conn: Any, tables: list[PartitionedTable], doing: str) -> set[str]:
+    """Refuse a job that must see every row when row-level security filters this role.
+
+    Returns the tables it sees only by lifting FORCE ROW LEVEL SECURITY as their owner
+    (:func:`seeing_every_row`): the owner of a table and of all its partitions.
+    """
+    lifted = set()
     for table in tables:
         filtered = await rls_filters(conn, table.parent) if table.rls else None
-        if filtered is not None:
-            role = filtered.role
-            raise PermissionDeniedError(
-                f"role {role!r} may not {doing}: row-level security hides rows of {table.name} "
-                f"from it, so it would judge partitions by what it cannot see. It needs "
-                f"BYPASSRLS: ALTER ROLE {role} BYPASSRLS, or run it as the jobs role "
-                f"(docs/operations.md).",
-                role=role,
-                privilege="BYPASSRLS",
-                object=f"table {table.name}",
-            )
+        if filtered is None:
+            continue
+        if filtered.owner and await _owns(conn, [p.name for p in table.partitions]):
+            lifted.add(table.name)
+            continue
+        role = filtered.role
+        raise PermissionDeniedError(
+            f"role {role!r} may not {doing}: row-level security hides rows of {table.name} "
+            f"from it, so it would judge partitions by what it cannot see. Run it as the "
+            f"owner of {table.name} and its partitions, or as the jobs role, which has "
+            f"BYPASSRLS (docs/operations.md).",
+            role=role,
+            privilege="BYPASSRLS",
+            object=f"table {table.name}",
+        )
+    return lifted
+
+
+async def _owns(conn: Any, relations: list[str]) -> bool:
+    """Does this role own (or inherit the owner's privileges on) every one of ``relations``?"""
+    return bool(
+        await conn.fetchval(
+            "SELECT coalesce(bool_and(pg_has_role(c.relowner, 'USAGE')), true) "
+            "FROM pg_class c WHERE c.oid = ANY($1::regclass[])",
+            relations,
+        )
+    )

@@ -10,6 +10,8 @@ lists them with the roles that can read them.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +58,8 @@ async def rls_gaps(conn: Any) -> list[str]:
 # Does row-level security filter what the current role sees in table $1?
 # Superusers and BYPASSRLS roles are never filtered; an owner only when forced.
 _FILTERED = """
-    SELECT current_user AS role, c.relforcerowsecurity AS forced
+    SELECT current_user AS role, c.relforcerowsecurity AS forced,
+           pg_has_role(c.relowner, 'USAGE') AS owner
     FROM pg_class c, pg_roles r
     WHERE c.oid = to_regclass($1) AND r.rolname = current_user
       AND c.relrowsecurity AND NOT r.rolsuper AND NOT r.rolbypassrls
@@ -66,13 +69,47 @@ _FILTERED = """
 
 @dataclass(frozen=True)
 class Filtered:
-    """Row-level security hides rows of a table from ``role`` (``forced``: even as owner)."""
+    """Row-level security hides rows of a table from ``role`` (``forced``: even as owner).
+
+    ``owner``: the role owns the table (or inherits its owner's privileges), so it may lift
+    FORCE ROW LEVEL SECURITY for a transaction of its own and see every row: see
+    :func:`seeing_every_row`.
+    """
 
     role: str
     forced: bool
+    owner: bool = False
 
 
 async def rls_filters(conn: Any, relation: str) -> Filtered | None:
     """How row-level security filters the current role on ``relation``, or None if it does not."""
     row = await conn.fetchrow(_FILTERED, relation)
-    return None if row is None else Filtered(row["role"], row["forced"])
+    return None if row is None else Filtered(row["role"], row["forced"], row["owner"])
+
+
+@contextlib.asynccontextmanager
+async def seeing_every_row(
+    conn: Any, relations: Sequence[str], lock_timeout: float | None
+) -> AsyncIterator[None]:
+    """A transaction in which the owner of ``relations`` sees all their rows; rolled back.
+
+    FORCE ROW LEVEL SECURITY subjects the owner to the policies too, and an owner that
+    is no superuser cannot have BYPASSRLS (only a superuser grants it; a managed server
+    has none). The owner may lift FORCE itself: done here inside a transaction that is
+    always rolled back, so no other session ever sees a table without it (the ALTER
+    holds ACCESS EXCLUSIVE until the rollback, under ``lock_timeout`` seconds: None,
+    the session's setting). Other roles' isolation does not depend on FORCE at all.
+    Raises asyncpg.LockNotAvailableError when a table stays busy.
+    """
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        if lock_timeout is not None:
+            await conn.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'")
+        for relation in relations:
+            await conn.execute(f"ALTER TABLE {relation} NO FORCE ROW LEVEL SECURITY")
+        yield
+    finally:
+        # A connection gone has been rolled back by the server already.
+        with contextlib.suppress(Exception):
+            await transaction.rollback()

@@ -6,63 +6,19 @@ Debian's pgbouncer runs in front of the throwaway server; .ci/run installs it.""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import shutil
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
-from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import pytest
 
 from silentpulse_db import apply_prerequisites, load_source, run_migrations, version
 from silentpulse_db.testing import PostgresServer
-from silentpulse_db.testing.server import free_port
 
+from bouncer import needs_pgbouncer, running_bouncer
 from helpers import fetch, fetchval, login_role
 
-PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-pytestmark = pytest.mark.skipif(
-    not Path(PGBOUNCER).exists(), reason="pgbouncer is not installed (apt-get install pgbouncer)"
-)
-
-
-@contextlib.contextmanager
-def running_bouncer(
-    server: PostgresServer, database: str, user: str, password: str
-) -> Iterator[str]:
-    """PgBouncer in session pooling in front of ``server``, logging in as ``user``, with its
-    defaults otherwise (no ignore_startup_parameters); yields the DSN of ``database``."""
-    folder = Path(tempfile.mkdtemp(prefix="silentpulse-pgbouncer-"))
-    port = free_port()
-    target = f"host=127.0.0.1 port={server.port} user={user} password={password}"
-    (folder / "pgbouncer.ini").write_text(
-        "[databases]\n"
-        f"* = {target}\n"
-        "[pgbouncer]\n"
-        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
-        "auth_type = any\npool_mode = session\nmax_client_conn = 200\ndefault_pool_size = 50\n"
-        f"logfile = {folder}/pgbouncer.log\npidfile = {folder}/pgbouncer.pid\n"
-    )
-    as_root = os.geteuid() == 0
-    if as_root:  # PgBouncer refuses to run as root
-        shutil.chown(folder, "postgres")
-        for item in folder.iterdir():
-            shutil.chown(item, "postgres")
-    argv = [PGBOUNCER, "-d", str(folder / "pgbouncer.ini")]
-    subprocess.run(["runuser", "-u", "postgres", "--", *argv] if as_root else argv, check=True)
-    try:
-        deadline = time.monotonic() + 10
-        while not (folder / "pgbouncer.pid").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        yield f"postgresql://{quote(user)}@127.0.0.1:{port}/{database}"
-    finally:
-        os.kill(int((folder / "pgbouncer.pid").read_text()), 15)
-        shutil.rmtree(folder, ignore_errors=True)
+pytestmark = needs_pgbouncer
 
 
 @pytest.fixture

@@ -40,3 +40,32 @@ def test_directives_are_read_in_any_spelling(
 def test_a_misplaced_or_unknown_directive_is_refused(sql: str) -> None:
     with pytest.raises(MigrationSourceError, match="000001_x.up.sql"):
         parse_directives(sql, "000001_x.up.sql")
+
+
+@pytest.mark.parametrize(
+    ("header", "lock", "statement"),
+    [
+        ("-- silentpulse: statement_timeout=30min", None, 1800.0),
+        ("-- silentpulse: statement_timeout=0\n-- silentpulse: lock_timeout=2s", 2.0, 0.0),
+        ("-- SilentPulse: Statement_Timeout = 500ms", None, 0.5),
+    ],
+)
+def test_a_files_own_statement_timeout_is_read(
+    header: str, lock: float | None, statement: float | None
+) -> None:
+    directives = parse_directives(f"{header}\nSELECT 1;\n", "000001_x.up.sql")
+    assert (directives.lock_timeout, directives.statement_timeout) == (lock, statement)
+
+
+@pytest.mark.parametrize(
+    ("header", "named"),
+    [
+        ("-- silentpulse: statement_timeout=2d", "unknown directive"),
+        ("-- silentpulse: statement_timeout=25h", "unknown directive"),
+        ("-- silentpulse: statement_timeout=1441min", "more than a day"),
+        ("-- silentpulse: statement_timeout", "unknown directive"),
+    ],
+)
+def test_a_bad_statement_timeout_is_refused_naming_the_line(header: str, named: str) -> None:
+    with pytest.raises(MigrationSourceError, match=f"000001_x.up.sql:1: .*{named}"):
+        parse_directives(f"{header}\nSELECT 1;\n", "000001_x.up.sql")

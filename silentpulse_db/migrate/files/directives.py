@@ -2,8 +2,10 @@
 
 ``-- silentpulse: breaking`` (older code cannot run on the schema once applied),
 ``-- silentpulse: lock_timeout=10s`` (how long each statement may wait for a
-table lock) and ``-- silentpulse: requires schema_migrations >= 19`` (a
-service's own set waits for the core schema). A directive after the first
+table lock), ``-- silentpulse: statement_timeout=30min`` (how long each statement
+may run: the library runs its own with no limit, whatever the role sets) and
+``-- silentpulse: requires schema_migrations >= 19`` (a service's own set waits
+for the core schema). A directive after the first
 statement, or one not known, is a MigrationSourceError naming the file and line.
 """
 
@@ -24,11 +26,14 @@ class Directives(NamedTuple):
     limit); None: the run's setting.
     ``requires``: (version table, version) pairs: the file runs only once another
     set of migrations (the core schema, for a service's own set) has reached them.
+    ``statement_timeout``: seconds each statement may run (0: no limit); None: no
+    limit (defaults.ENGINE_SESSION_SETTINGS).
     """
 
     breaking: bool = False
     lock_timeout: float | None = None
     requires: tuple[tuple[str, int], ...] = ()
+    statement_timeout: float | None = None
 
 
 _NO_DIRECTIVES = Directives()
@@ -36,10 +41,12 @@ _DIRECTIVE = re.compile(r"^--\s*silentpulse:\s*(.*?)\s*$", re.IGNORECASE)
 _MAYBE_DIRECTIVE = re.compile(r"--\s*silentpulse:", re.IGNORECASE)  # anywhere: a superset
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|min)?$")
 _UNITS = {"ms": 0.001, "s": 1.0, "min": 60.0, None: 1.0}
-_MAX_LOCK_TIMEOUT = 86400.0
+_MAX_TIMEOUT = 86400.0
+_TIMEOUTS = ("lock_timeout", "statement_timeout")
 _REQUIRES = re.compile(r"^requires\s+([A-Za-z_][A-Za-z0-9_]{0,62})\s*>=\s*(\d{1,18})$", re.I)
 _EXPECTED = (
-    "expected '-- silentpulse: breaking', '-- silentpulse: lock_timeout=<N>s|ms|min' or "
+    "expected '-- silentpulse: breaking', '-- silentpulse: lock_timeout=<N>s|ms|min', "
+    "'-- silentpulse: statement_timeout=<N>s|ms|min' or "
     "'-- silentpulse: requires <version table> >= <version>'"
 )
 
@@ -52,7 +59,8 @@ def parse_directives(sql: str, location: str) -> Directives:
         # The usual file, even one that names silentpulse_* functions: one scan in C
         # instead of a match per line (~1 ms for the packaged files at each start).
         return _NO_DIRECTIVES
-    breaking, timeout, requires = False, None, []
+    breaking, requires = False, []
+    timeouts: dict[str, float] = {}
     in_header = True
     for number, raw in enumerate(sql.splitlines(), start=1):
         line = raw.strip().lstrip("\ufeff")
@@ -72,17 +80,36 @@ def parse_directives(sql: str, location: str) -> Directives:
             requires.append((required.group(1), int(required.group(2))))
         elif name.lower() == "breaking" and not value:
             breaking = True
-        elif name.lower() == "lock_timeout" and (duration := _DURATION.match(value.lower())):
+        elif name.lower() in _TIMEOUTS and (duration := _DURATION.match(value.lower())):
             timeout = float(duration.group(1)) * _UNITS[duration.group(2)]
-            if timeout > _MAX_LOCK_TIMEOUT:
+            if timeout > _MAX_TIMEOUT:
                 raise MigrationSourceError(
-                    f"{location}:{number}: lock_timeout={value} is more than a day; "
-                    f"use 0 for no limit",
+                    f"{location}:{number}: {name}={value} is more than a day; use 0 for no limit",
                     file=location,
                 )
+            timeouts[name.lower()] = timeout
         else:
             raise MigrationSourceError(
                 f"{location}:{number}: unknown directive {match.group(1)!r}: {_EXPECTED}",
                 file=location,
             )
-    return Directives(breaking, timeout, tuple(requires))
+    return Directives(
+        breaking,
+        timeouts.get("lock_timeout"),
+        tuple(requires),
+        timeouts.get("statement_timeout"),
+    )
+
+
+def statement_limit(directives: Directives, *, local: bool) -> str:
+    """The SET of the file's ``statement_timeout`` directive ("" without one): ``local``
+    for the file's transaction, else for the session (reset after the file)."""
+    if directives.statement_timeout is None:
+        return ""
+    scope = " LOCAL" if local else ""
+    return f" SET{scope} statement_timeout = '{round(directives.statement_timeout * 1000)}ms';"
+
+
+def duration_text(seconds: float) -> str:
+    """A directive's duration as PostgreSQL and the file would write it: 500ms, 30s."""
+    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"

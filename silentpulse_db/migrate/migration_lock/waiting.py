@@ -37,10 +37,11 @@ class MigrationLock:
     :meth:`release` when done.
     """
 
-    def __init__(self, conn: Any, keys: LockKeys, *, timeout: float) -> None:
+    def __init__(self, conn: Any, keys: LockKeys, *, timeout: float, pooled: bool = False) -> None:
         self._conn = conn
         self._keys = keys
         self._timeout = timeout
+        self._pooled = pooled  # our session goes through a pooler (session mode)
         self._held: list[int] = []
         # One channel per lock (database and schema): NOTIFY reaches this database only.
         self._channel = f"silentpulse_migration_lock_{keys.url_path}"
@@ -75,10 +76,11 @@ class MigrationLock:
                         # again now rather than sleep a whole poll for it.
                     else:
                         if time.monotonic() >= deadline:
-                            holders = await lock_holders(self._conn, self._keys)
+                            holders = await lock_holders(self._conn, self._keys, self._pooled)
                             await self.release()
                             raise LockTimeoutError(
-                                _timeout_message(self._timeout, holders), holders=holders
+                                _timeout_message(self._timeout, holders, self._pooled),
+                                holders=holders,
                             )
                         await self._pause(min(delay, max(deadline - time.monotonic(), 0)))
                         delay = min(delay * 1.5, LOCK_POLL_MAX)
@@ -130,14 +132,22 @@ class MigrationLock:
             logger.debug("could not release the migration lock: %s", exc)
 
 
-async def lock_holders(conn: Any, keys: LockKeys) -> list[LockHolder]:
-    """Backends other than ours holding either migration key."""
-    return await advisory_lock_holders(conn, keys.ordered)
+async def lock_holders(conn: Any, keys: LockKeys, pooled: bool = False) -> list[LockHolder]:
+    """Backends other than ours holding either migration key (``pooled``: our session
+    goes through a pooler, whose holders are marked)."""
+    return await advisory_lock_holders(conn, keys.ordered, pooled=pooled)
 
 
-def _timeout_message(timeout: float, holders: list[LockHolder]) -> str:
+def _timeout_message(timeout: float, holders: list[LockHolder], pooled: bool) -> str:
     if not holders:
         who = "the holder has gone away since; try again"
     else:
         who = "held by " + "; ".join(str(h) for h in holders)
+    if pooled:
+        who += (
+            ". This session goes through a connection pooler: a pid above is a "
+            "PostgreSQL backend, and a holder through a pooler is one of its server "
+            "connections, not the process (PgBouncer's SHOW CLIENTS / SHOW SERVERS on "
+            "its admin console pair them)"
+        )
     return f"timed out after {timeout:g}s waiting for the migration lock: {who}"

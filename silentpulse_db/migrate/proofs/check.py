@@ -9,18 +9,20 @@ mismatch names the migration and each object that differs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from ...defaults import CONNECT_ATTEMPTS, CONNECT_WAIT
 from ...errors import MigrationFailedError, ReversibilityError
 from ...postgres.connect import close_quietly, connect
-from ...postgres.databases import scratch_database
+from ...postgres.databases import provided_scratch, scratch_database
 from ...results import CheckReport, VersionState
 from ..files.scaffold import LEGACY_MAX_VERSION, naming_problem
 from ..files.source import Direction, Migration, MigrationSource, load_source
 from ..plan import Plan, Step, Up, make_plan
+from ..prerequisites import run_prerequisites
 from ..run.applier import Applier
 from ..version_table import CORE, VersionTable, ensure_tables
 from .catalog import Snapshot, snapshot
@@ -41,6 +43,38 @@ def naming_problems(source: MigrationSource) -> list[str]:
 
 Audit = Callable[[Any], Awaitable[list[str]]]
 
+# What a role without CREATEDB is offered besides the administrator's ALTER ROLE.
+_INSTEAD = {
+    "check": "or give check an empty database of its own, which an administrator creates "
+    "once for this role (with the extensions prerequisites.sql names, if the role may not "
+    "create them): silentpulse-db check --scratch-dsn DSN (Python: check(..., scratch_dsn=...)).",
+    "baseline": "or give baseline an empty database of its own for the comparison: "
+    "silentpulse-db baseline --scratch-dsn DSN (Python: baseline(..., scratch_dsn=...)), "
+    "or skip the comparison: --no-verify (Python: verify=False).",
+}
+
+
+@contextlib.asynccontextmanager
+async def proof_database(dsn: str, scratch_dsn: str | None, verb: str) -> AsyncIterator[Any]:
+    """A connection to an empty database for ``verb``'s proof: the operator's
+    ``scratch_dsn`` (emptied again afterwards), or one created beside ``dsn``'s and dropped."""
+    if scratch_dsn is not None:
+        async with provided_scratch(dsn, scratch_dsn, doing=verb) as conn:
+            yield conn
+    else:
+        async with scratch_database(
+            dsn, prefix=f"silentpulse_{verb}", instead=_INSTEAD[verb]
+        ) as conn:
+            yield conn
+
+
+async def _prerequisites(conn: Any, source: MigrationSource, verb: str) -> None:
+    if source.prerequisites is not None:
+        for note in await run_prerequisites(
+            conn, source, source.prerequisites, then=f"Then run {verb} again."
+        ):
+            logger.info("scratch database: %s", note)
+
 
 async def prove_reversible(
     dsn: str,
@@ -49,8 +83,10 @@ async def prove_reversible(
     audits: Sequence[Audit] = (),
     found: Sequence[str] = (),
     table: VersionTable = CORE,
+    scratch_dsn: str | None = None,
 ) -> CheckReport:
-    """Run the up/down/up proof on a scratch database created on ``dsn``'s server.
+    """Run the up/down/up proof on a scratch database created on ``dsn``'s server
+    (or in ``scratch_dsn``, an empty database the operator provides).
 
     Each of ``audits`` then looks at the fully migrated scratch database and
     returns its problems (the row-level security audit, for one). ``found``:
@@ -62,7 +98,7 @@ async def prove_reversible(
     """
     problems = [*naming_problems(source), *found]
     checked: list[int] = []
-    async with scratch_database(dsn, prefix="silentpulse_check") as conn:
+    async with proof_database(dsn, scratch_dsn, "check") as conn:
         await _required_core(conn, source, table)
         await _prove(conn, source, checked, problems, table)
         if len(checked) == len(source.migrations):
@@ -88,8 +124,7 @@ async def _required_core(conn: Any, source: MigrationSource, table: VersionTable
         return
     core = load_source()
     applier = Applier(conn, core)
-    if core.prerequisites is not None:
-        await applier.run_file(core.prerequisites)
+    await _prerequisites(conn, core, "check")
     await ensure_tables(conn)
     await applier.apply(make_plan(core, VersionState(None, False), Up(target=max(needed))))
 
@@ -102,8 +137,7 @@ async def _prove(
     table: VersionTable = CORE,
 ) -> None:
     applier = Applier(conn, source, table=table)
-    if source.prerequisites is not None:
-        await applier.run_file(source.prerequisites)
+    await _prerequisites(conn, source, "check")
     await ensure_tables(conn, table)
     for migration in source.migrations:
         stem = f"{migration.version:06d}_{migration.name}"
@@ -152,13 +186,14 @@ async def baseline_differences(
     *,
     attempts: int = CONNECT_ATTEMPTS,
     wait: float = CONNECT_WAIT,
+    scratch_dsn: str | None = None,
 ) -> list[str]:
-    """How ``dsn``'s schema differs from prerequisites + the first migration on a scratch DB."""
+    """How ``dsn``'s schema differs from prerequisites + the first migration on a scratch DB
+    (created beside it, or ``scratch_dsn``: an empty one the operator provides)."""
     first = source.migrations[0]
-    async with scratch_database(dsn, prefix="silentpulse_baseline") as scratch:
+    async with proof_database(dsn, scratch_dsn, "baseline") as scratch:
         applier = Applier(scratch, source)
-        if source.prerequisites is not None:
-            await applier.run_file(source.prerequisites)
+        await _prerequisites(scratch, source, "baseline")
         await ensure_tables(scratch)
         await _one(applier, first, "up")
         expected = await snapshot(scratch)

@@ -13,6 +13,7 @@ from ...errors import (
 )
 from ...postgres.connect import describe
 from ...results import VersionState
+from ..files.directives import duration_text
 from ..files.source import MigrationFile, MigrationSource
 from ..files.statements import analyze_cached, caret, line_and_column, line_text
 from ..plan import CLI, NIL_VERSION, dirty_message, version_label
@@ -68,6 +69,8 @@ def failed(
         for attr in ("detail", "hint", "context")
         if (value := getattr(exc, attr, None))
     ]
+    if sqlstate == "57014" and "statement timeout" in message:
+        details.append(_whose_limit(file))
     index = analyze_cached(file).concurrent_index if dirty_version is not None else None
     if index is not None:
         outcome = (
@@ -95,6 +98,21 @@ def failed(
         sqlstate=sqlstate,
         server_message=message,
         dirty=dirty_version is not None,
+    )
+
+
+def _whose_limit(file: MigrationFile) -> str:
+    """Where a statement_timeout that cancelled a migration statement came from: the
+    library runs its sessions without one, whatever the role or database sets."""
+    own = file.directives.statement_timeout
+    if own is not None:
+        return (
+            f"limit: statement_timeout={duration_text(own)} (set by the file itself, "
+            f"'-- silentpulse: statement_timeout'); raise it there"
+        )
+    return (
+        "limit: the migration's own SQL set statement_timeout (the library runs "
+        "migrations without one, whatever the role or database sets)"
     )
 
 

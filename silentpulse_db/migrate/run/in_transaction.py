@@ -18,6 +18,7 @@ import asyncpg
 
 from ...defaults import PROGRESS_EVERY
 from ...postgres.connect import is_connection_lost, rollback
+from ..files.directives import statement_limit
 from ..files.source import MigrationSource
 from ..files.statements import ParsedSQL
 from ..plan import Step, version_label
@@ -101,9 +102,9 @@ class TransactionalRun:
 
     def _begin(self) -> str:
         timeout = self.lock_timeout
-        # None: the session's own lock_timeout (the server's default: wait forever).
+        # None: the session's own lock_timeout (the library's: wait forever).
         limit = "" if timeout is None else f" SET LOCAL lock_timeout = '{round(timeout * 1000)}ms';"
-        return f"BEGIN;{limit}"
+        return f"BEGIN;{limit}{statement_limit(self.step.file.directives, local=True)}"
 
     def _messages(self, *, prepared: bool = False) -> list[Message]:
         """The attempt's messages; ``prepared``: the version write as an EXECUTE of the

@@ -15,7 +15,9 @@ from typing import Any
 
 import asyncpg
 
-from ...postgres.connect import is_connection_lost
+from ...defaults import ENGINE_SESSION_SETTINGS
+from ...postgres.connect import is_connection_lost, set_config_sql
+from ..files.directives import statement_limit
 from ..files.source import MigrationFile, MigrationSource
 from ..files.statements import ParsedSQL, Statement
 from ..plan import NIL_VERSION, Step
@@ -24,6 +26,9 @@ from .error_messages import failed, interrupted
 from .index_healing import drop_if_invalid, require_valid
 
 logger = logging.getLogger("silentpulse_db.migrate")
+
+# What a session goes back to after a file's own limit: the library's.
+_ENGINE_LIMIT = {"statement_timeout": ENGINE_SESSION_SETTINGS["statement_timeout"]}
 
 # What the history records for a step that took ``duration`` seconds.
 Recorder = Callable[[Step, float], HistoryRecord]
@@ -45,8 +50,15 @@ class OutsideTransaction:
         index = parsed.concurrent_index
         if index is not None and (drop := await drop_if_invalid(self.conn, step.file, index)):
             await self.execute_alone(step.file, drop, dirty)
-        for statement in parsed.statements:
-            await self.execute_alone(step.file, statement, dirty)
+        limit = statement_limit(step.file.directives, local=False)
+        if limit:
+            await self.conn.execute(limit)
+        try:
+            for statement in parsed.statements:
+                await self.execute_alone(step.file, statement, dirty)
+        finally:
+            if limit and not self.conn.is_closed():  # back to the library's own value
+                await self.conn.execute(set_config_sql(_ENGINE_LIMIT))
         if index is not None:
             await require_valid(self.conn, step.file, index, dirty)
         duration = time.perf_counter() - started

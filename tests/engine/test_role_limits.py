@@ -1,0 +1,141 @@
+"""Role-level limits, as managed PostgreSQL sets them (issue 21): an owner role with
+``statement_timeout = 5s`` and ``idle_in_transaction_session_timeout = 2s`` (ALTER ROLE
+... SET). The library sets its own values for its sessions (defaults.ENGINE_SESSION_SETTINGS):
+a migration longer than the role's limit, a concurrent index build waiting for an older
+transaction longer than that, and a replica waiting for the lock all complete; a file
+sets its own limit with a directive."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from silentpulse_db import MigrationFailedError, apply_prerequisites, run_migrations
+
+from helpers import fetchval, hold_migration_lock, login_role, write_migrations
+
+LIMITS = (
+    "GRANT CREATE, USAGE ON SCHEMA public TO {role}; "
+    "ALTER ROLE {role} SET statement_timeout = '2s'; "
+    "ALTER ROLE {role} SET idle_in_transaction_session_timeout = '1s'; "
+    "ALTER ROLE {role} SET lock_timeout = '1s';"
+)
+
+
+@pytest.fixture
+async def limited_owner(silentpulse_database: str) -> AsyncIterator[str]:
+    """The DSN of an owner role (no superuser) whose role-level limits are tight."""
+    await apply_prerequisites(silentpulse_database)
+    async with login_role(silentpulse_database, LIMITS, prefix="limited") as (_role, dsn):
+        conn = await asyncpg.connect(dsn)
+        try:  # the limits are the role's, as a plain client sees them
+            assert await conn.fetchval("SHOW statement_timeout") == "2s"
+        finally:
+            await conn.close()
+        yield dsn
+
+
+async def test_a_migration_longer_than_the_roles_statement_timeout(
+    limited_owner: str, tmp_path: Path
+) -> None:
+    source = write_migrations(
+        tmp_path,
+        {
+            1: ("slow", "CREATE TABLE slow (id int);\nSELECT pg_sleep(3);\n", "DROP TABLE slow;\n"),
+            2: ("slower", "SELECT pg_sleep(1.5);\nSELECT pg_sleep(1.5);\n", "SELECT 1;\n"),
+        },
+    )
+    result = await run_migrations(limited_owner, source=source, attempts=1)
+    assert [a.version for a in result.applied] == [1, 2]
+
+
+async def test_a_concurrent_index_build_waiting_longer_than_the_roles_limit(
+    limited_owner: str, silentpulse_database: str, tmp_path: Path
+) -> None:
+    """CREATE INDEX CONCURRENTLY waits for every older transaction: one held open for 3 s
+    outlasts the role's statement_timeout. It was cancelled and left INVALID, the
+    database dirty."""
+    source = write_migrations(
+        tmp_path,
+        {
+            1: ("table", "CREATE TABLE things (id int);\n", "DROP TABLE things;\n"),
+            2: (
+                "index",
+                "CREATE INDEX CONCURRENTLY things_id ON things (id);\n",
+                "DROP INDEX CONCURRENTLY things_id;\n",
+            ),
+        },
+    )
+    await run_migrations(limited_owner, source=source, attempts=1, target=1)
+    older = await asyncpg.connect(silentpulse_database)
+    try:
+        await older.execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM pg_class")
+        build = asyncio.create_task(run_migrations(limited_owner, source=source, attempts=1))
+        await asyncio.sleep(3)
+        assert not build.done()
+        await older.execute("COMMIT")
+        result = await asyncio.wait_for(build, timeout=60)
+    finally:
+        await older.close()
+    assert [a.version for a in result.applied] == [2]
+    valid = "SELECT indisvalid FROM pg_index WHERE indexrelid = 'things_id'::regclass"
+    assert await fetchval(silentpulse_database, valid) is True
+
+
+async def test_a_replica_waiting_for_the_lock_longer_than_the_roles_limits(
+    limited_owner: str, tmp_path: Path
+) -> None:
+    source = write_migrations(tmp_path, {1: ("t", "CREATE TABLE t (id int);\n", "DROP TABLE t;\n")})
+    holder = await hold_migration_lock(limited_owner)
+    try:
+        waiting = asyncio.create_task(
+            run_migrations(limited_owner, source=source, attempts=1, lock_timeout=60)
+        )
+        await asyncio.sleep(3)
+        assert not waiting.done()
+    finally:
+        await holder.close()
+    result = await asyncio.wait_for(waiting, timeout=60)
+    assert [a.version for a in result.applied] == [1]
+
+
+async def test_a_files_own_statement_timeout(limited_owner: str, tmp_path: Path) -> None:
+    """A file sets its own limit with a directive; the error says the limit was its own."""
+    source = write_migrations(
+        tmp_path,
+        {
+            1: (
+                "bounded",
+                "-- silentpulse: statement_timeout=500ms\nSELECT pg_sleep(2);\n",
+                "SELECT 1;\n",
+            ),
+        },
+    )
+    with pytest.raises(MigrationFailedError) as info:
+        await run_migrations(limited_owner, source=source, attempts=1)
+    text = str(info.value)
+    assert "statement timeout" in text and "statement_timeout=500ms (set by the file itself" in text
+
+
+async def test_a_files_own_limit_ends_with_the_file(limited_owner: str, tmp_path: Path) -> None:
+    """Outside a transaction the directive is SET for the session: once the file is done
+    the session is back to the library's value (no limit), not the role's 2 s."""
+    source = write_migrations(
+        tmp_path,
+        {
+            1: ("table", "CREATE TABLE things (id int);\n", "DROP TABLE things;\n"),
+            2: (
+                "index",
+                "-- silentpulse: statement_timeout=2500ms\n"
+                "CREATE INDEX CONCURRENTLY things_id ON things (id);\n",
+                "DROP INDEX CONCURRENTLY things_id;\n",
+            ),
+            3: ("slow", "SELECT pg_sleep(3);\n", "SELECT 1;\n"),
+        },
+    )
+    result = await run_migrations(limited_owner, source=source, attempts=1)
+    assert [a.version for a in result.applied] == [1, 2, 3]
