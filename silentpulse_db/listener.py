@@ -38,7 +38,6 @@ import asyncpg
 from .errors import ConfigurationError, DatabaseConnectionError, RowSecurityError
 from .postgres.connect import connect, describe, is_connection_lost, is_transient
 from .postgres.dsn import split_migrations_table, validate_dsn
-from .postgres.pooler import checking_connections, pooling_of, refuse_without_session
 from .postgres.roles import session_role
 from .postgres.translate import typed_errors
 
@@ -264,7 +263,7 @@ async def listen_alerts(
             # LISTEN first, then catch up: a change in between arrives both ways and
             # is delivered once.
             with typed_errors(dsn, "listen for alerts"):
-                sub = await _subscribe(dsn, first=first)
+                sub = await _subscribe(dsn)
                 if first:
                     await _start(sub.conn, named, position)
                 caught_up = await _catch_up(sub, position)
@@ -416,12 +415,8 @@ class _Subscription(NamedTuple):
         return list(await self.conn.fetch(template.format(created_at=self.created_at), *args))
 
 
-async def _subscribe(dsn: str, *, first: bool) -> _Subscription:
-    """Connect and LISTEN; notifications and the connection's end arrive on the queue.
-
-    The ``first`` time, a pooler that keeps no session is refused: LISTEN would hear
-    only while the server connection it ran on happened to be ours (issue 21 saw 1
-    notification of 4 delivered, and no error)."""
+async def _subscribe(dsn: str) -> _Subscription:
+    """Connect and LISTEN; notifications and the connection's end arrive on the queue."""
     queue: asyncio.Queue[AlertEvent | _Statement | _Lost] = asyncio.Queue()
 
     def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
@@ -430,11 +425,13 @@ async def _subscribe(dsn: str, *, first: bool) -> _Subscription:
         except (ValueError, KeyError) as exc:
             logger.warning("ignoring malformed alert notification: %s", exc)
 
-    conn = await connect(dsn, attempts=1, application_name="silentpulse-db listener")
+    # Behind a pooler that keeps no session, connect() refuses: LISTEN would hear only
+    # while the server connection it ran on happened to be ours (1 notification of 4
+    # was delivered that way, and no error).
+    conn = await connect(
+        dsn, attempts=1, application_name="silentpulse-db listener", need=NEEDS_A_SESSION
+    )
     try:
-        if first:
-            mode = await pooling_of(conn, checking_connections(dsn))
-            refuse_without_session(mode, dsn, need=NEEDS_A_SESSION)
         conn.add_termination_listener(lambda _conn: queue.put_nowait(_Lost()))
         await conn.add_listener(ALERT_CHANNEL, on_notify)
         has_created_at = await conn.fetchval(_HAS_CREATED_AT)

@@ -10,16 +10,8 @@ from typing import Any, NamedTuple
 import asyncpg
 
 from ..defaults import CONNECT_ATTEMPTS, CONNECT_WAIT, ENGINE_SESSION_SETTINGS
-from ..postgres.connect import close_quietly, connect, set_config_sql
-from ..postgres.pooler import (
-    SHARED_BACKEND_ERRORS,
-    behind_a_pooler,
-    checking_connections,
-    pooling_error,
-    pooling_mode,
-    refuse_without_session,
-    shared,
-)
+from ..postgres.connect import close_quietly, connect, on_own_backend, settle
+from ..postgres.pooler import SHARED_BACKEND_ERRORS
 from ..postgres.translate import typed_errors
 from ..results import VersionState
 from .migration_lock.keys import LockKeys, lock_keys_for
@@ -76,10 +68,6 @@ NEEDS_A_SESSION = (
     "lock is taken on one server connection and stays held there after the run"
 )
 
-# The library's own values for its session, set in the probe's round trip rather
-# than by connect() in one more; docs/operations.md, 'Role-level limits'.
-_SETTINGS = set_config_sql(ENGINE_SESSION_SETTINGS).removeprefix("SELECT ")
-
 
 @contextlib.asynccontextmanager
 async def open_session(
@@ -107,7 +95,9 @@ async def open_session(
     connected = time.perf_counter()
     try:
         probe_sql = (
-            f"SELECT concat({_SETTINGS}) AS settings, pg_backend_pid() AS backend_pid, "
+            # The library's own session settings, in this round trip rather than one
+            # more (connect() would): docs/operations.md, 'Role-level limits'.
+            f"SELECT {on_own_backend(conn, ENGINE_SESSION_SETTINGS)}, "
             "current_schema() AS schema, current_database() AS db, "
             f"{tables_exist(table)} AS ready, "
             f"{partitions_probe or 'NULL::boolean'} AS partitions_due"
@@ -115,14 +105,10 @@ async def open_session(
         try:
             probe, state = await _probe(conn, probe_sql, table if with_state else None)
         except SHARED_BACKEND_ERRORS:
-            # Another client's prepared statement on "our" new backend: a pooler shares
-            # server connections between clients.
-            mode = await shared(checking_connections(dsn))
-            raise pooling_error(mode, dsn, need=NEEDS_A_SESSION) from None
-        pooled = behind_a_pooler(conn, probe["backend_pid"])
-        if pooled:
-            mode = await pooling_mode(conn, probe["backend_pid"], checking_connections(dsn))
-            refuse_without_session(mode, dsn, need=NEEDS_A_SESSION)
+            probe = None  # another client's statement on this new backend: settle() says
+        pooled = await settle(conn, dsn, ENGINE_SESSION_SETTINGS, need=NEEDS_A_SESSION, row=probe)
+        if probe is None:  # a pooler that keeps a session, yet its backend was shared
+            probe, state = await _probe(conn, probe_sql, table if with_state else None)
         keys = lock_keys_for(probe["db"], probe["schema"], table)
         yield Session(
             conn,

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import ssl
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
@@ -30,6 +28,15 @@ from ..defaults import (
 )
 from ..errors import ConfigurationError, DatabaseConnectionError, SilentPulseDBError
 from .dsn import redact, validate_dsn
+from .pooler import (
+    SHARED_BACKEND_ERRORS,
+    behind_a_pooler,
+    pooling_error,
+    pooling_mode,
+    refuse_without_session,
+    shared,
+)
+from .tls import certificate_failure, missing_tls_file, tls_setting
 
 logger = logging.getLogger("silentpulse_db.postgres")
 
@@ -94,6 +101,15 @@ def describe(exc: BaseException, *dsns: str) -> str:
     return redact(f"{type(exc).__name__}: {text}", *dsns)
 
 
+# What the library's own work needs of a connection (docs/operations.md, 'Connection
+# poolers'), for PoolingModeError's message.
+NEEDS_A_SESSION = (
+    "the library's own work sets its limits on its session (behind this pooler a SET "
+    "would stay on a server connection that then serves the application) and holds "
+    "session state (locks, cursors, LISTEN)"
+)
+
+
 async def connect(
     dsn: str,
     *,
@@ -102,6 +118,7 @@ async def connect(
     application_name: str = APPLICATION_NAME,
     session_settings: Mapping[str, str] | None = ENGINE_SESSION_SETTINGS,
     statement_cache_size: int = 100,
+    need: str = NEEDS_A_SESSION,
 ) -> Any:
     """Open an asyncpg connection, retrying transient failures ``attempts`` times ``wait`` s apart.
 
@@ -110,9 +127,10 @@ async def connect(
 
     ``session_settings`` are SET once connected (default: the library's own,
     defaults.ENGINE_SESSION_SETTINGS, whatever the role or database sets): PgBouncer
-    refuses settings sent at start-up, application_name aside. None: set nothing
-    (a caller that sets them in a query of its own). ``statement_cache_size``:
-    asyncpg's (0 behind a transaction pooler).
+    refuses settings sent at start-up, application_name aside. Behind a pooler that
+    keeps no session they are not set: PoolingModeError says ``need``, what needs
+    the session (:func:`settle`). None: set nothing, check nothing (a caller that
+    does both in a query of its own). ``statement_cache_size``: asyncpg's.
     """
     validate_dsn(dsn)
     if attempts < 1:
@@ -131,7 +149,7 @@ async def connect(
                 )
                 break
             except Exception as exc:
-                if attempt == attempts or not is_transient(exc) or _missing_tls_file(exc, dsn):
+                if attempt == attempts or not is_transient(exc) or missing_tls_file(exc, dsn):
                     raise
                 logger.warning(
                     "database not reachable yet (attempt %d of %d): %s; retrying in %.1fs",
@@ -147,7 +165,7 @@ async def connect(
         raise connect_error(exc, dsn, attempts=attempts) from None
     if session_settings:
         try:
-            await conn.execute(set_config_sql(session_settings))
+            await settle(conn, dsn, session_settings, need=need)
         except BaseException:
             conn.terminate()
             raise
@@ -157,21 +175,67 @@ async def connect(
 def set_config_sql(settings: Mapping[str, str]) -> str:
     """One statement that sets each of ``settings`` for the session (literals: the
     values are the library's own, from defaults.py)."""
-    calls = ", ".join(f"set_config('{name}', '{value}', false)" for name, value in settings.items())
-    return f"SELECT {calls}"
+    return f"SELECT {_set_config_calls(settings)}"
+
+
+def _set_config_calls(settings: Mapping[str, str]) -> str:
+    return ", ".join(f"set_config('{name}', '{value}', false)" for name, value in settings.items())
+
+
+def on_own_backend(conn: Any, settings: Mapping[str, str]) -> str:
+    """Select-list items: the backend's pid (``backend_pid``), and ``settings`` set only
+    if that backend is the one ``conn`` started with (no pooler in between).
+
+    Behind a transaction pooler a session SET would stay on a server connection that
+    then serves other clients: the application's would lose their own limits.
+    """
+    return (
+        f"pg_backend_pid() AS backend_pid, CASE WHEN pg_backend_pid() = "
+        f"{int(conn.get_server_pid())} THEN concat({_set_config_calls(settings)}) END "
+        f"AS settings"
+    )
+
+
+async def settle(
+    conn: Any, dsn: str, settings: Mapping[str, str], *, need: str, row: Any = None
+) -> bool:
+    """``settings`` on ``conn``'s session; whether a (session) pooler is in between.
+
+    ``row``: the caller's query's result with :func:`on_own_backend`'s items, if it
+    asked them already (one round trip for a direct connection, the usual case).
+    Behind a pooler, the settings are applied once :func:`pooler.pooling_mode` says it
+    keeps a session, else PoolingModeError says ``need``.
+    """
+    if row is None:
+        try:
+            row = await conn.fetchrow(f"SELECT {on_own_backend(conn, settings)}")
+        except SHARED_BACKEND_ERRORS:  # another client's statement on this new backend
+            raise pooling_error(await shared(checking_connections(dsn)), dsn, need=need) from None
+    if not behind_a_pooler(conn, row["backend_pid"]):
+        return False
+    mode = await pooling_mode(conn, row["backend_pid"], checking_connections(dsn))
+    refuse_without_session(mode, dsn, need=need)
+    await conn.execute(set_config_sql(settings))
+    return True
+
+
+def checking_connections(dsn: str) -> Callable[[], Awaitable[Any]]:
+    """What :func:`pooler.pooling_mode` probes with: one attempt, no statement cache
+    (its named statements collide on shared server connections), nothing set."""
+    return partial(connect, dsn, attempts=1, session_settings=None, statement_cache_size=0)
 
 
 def connect_error(exc: BaseException, dsn: str, *, attempts: int = 1) -> SilentPulseDBError:
     """The typed error for ``exc``, a failure to connect to ``dsn`` after ``attempts``."""
     shown = redact(dsn, dsn)
-    missing = _missing_tls_file(exc, dsn)
+    missing = missing_tls_file(exc, dsn)
     if missing:
         return ConfigurationError(redact(missing, dsn))
     # Before ValueError: ssl.SSLCertVerificationError is one (and an OSError), but it is
     # the server's certificate that failed, not the DSN that could not be parsed.
     if isinstance(exc, ssl.SSLCertVerificationError):
         return DatabaseConnectionError(
-            f"could not connect to {shown}: {redact(_certificate_failure(exc, dsn), dsn)}"
+            f"could not connect to {shown}: {redact(certificate_failure(exc, dsn), dsn)}"
         )
     if isinstance(exc, ValueError):
         # asyncpg's DSN parser: bad sslmode, bad port, no root certificate for verify-ca...
@@ -184,94 +248,10 @@ def connect_error(exc: BaseException, dsn: str, *, attempts: int = 1) -> SilentP
     hint = ""
     if "rejected SSL upgrade" in str(exc):
         hint = (
-            f"; the server does not accept SSL, which sslmode={_tls_setting(dsn, 'sslmode')[1]} "
+            f"; the server does not accept SSL, which sslmode={tls_setting(dsn, 'sslmode')[1]} "
             "requires: enable ssl on the server, or use sslmode=prefer or disable"
         )
     return DatabaseConnectionError(f"could not connect to {shown}: {describe(exc, dsn)}{hint}")
-
-
-# The DSN parameters naming a file asyncpg opens, and the variable it reads when absent.
-_TLS_FILE_VARIABLES = {
-    "sslrootcert": "PGSSLROOTCERT",
-    "sslcert": "PGSSLCERT",
-    "sslkey": "PGSSLKEY",
-    "sslcrl": "PGSSLCRL",
-}
-_DEFAULT_ROOTCERT = "~/.postgresql/root.crt"
-_NAME_MISMATCH = frozenset({62, 64})  # X509_V_ERR_HOSTNAME_MISMATCH, ..._IP_ADDRESS_MISMATCH
-_OUT_OF_DATE = frozenset({9, 10})  # X509_V_ERR_CERT_NOT_YET_VALID, ..._CERT_HAS_EXPIRED
-
-
-def _tls_setting(dsn: str, name: str) -> tuple[str, str]:
-    """Where ``name`` comes from (the DSN's parameter, or its PG* variable) and its value
-    ("" if neither sets it; sslmode then defaults to prefer, as asyncpg's does)."""
-    try:
-        query = parse_qs(urlsplit(dsn).query)
-    except ValueError:
-        query = {}
-    if query.get(name):
-        return name, query[name][-1]
-    variable = "PGSSLMODE" if name == "sslmode" else _TLS_FILE_VARIABLES[name]
-    if os.environ.get(variable):
-        return f"${variable}", os.environ[variable]
-    return name, "prefer" if name == "sslmode" else ""
-
-
-def _missing_tls_file(exc: BaseException, dsn: str) -> str | None:
-    """Why ``exc`` is a TLS file that is not there, naming its setting; None if it is not.
-
-    validate_dsn checked the files the DSN names, but asyncpg also reads them from the
-    PGSSL* variables, and takes libpq's ``sslrootcert=system`` for a file name. asyncpg
-    then raises a bare FileNotFoundError, which a Unix socket not there yet raises too:
-    without this it would be retried for a minute and reported as unreachable.
-    """
-    if not isinstance(exc, (FileNotFoundError, NotADirectoryError)):
-        return None
-    for name in _TLS_FILE_VARIABLES:
-        setting, value = _tls_setting(dsn, name)
-        if value == "system":
-            return (
-                f"{setting}=system (the system's CA store, as libpq reads it) is not supported "
-                "by asyncpg, which opens a file of that name: give the CA bundle's path, "
-                "e.g. sslrootcert=/etc/ssl/certs/ca-certificates.crt"
-            )
-        if value and not Path(value).expanduser().is_file():
-            return f"{setting}={value!r} names a file that does not exist"
-    return None
-
-
-def _certificate_failure(exc: ssl.SSLCertVerificationError, dsn: str) -> str:
-    """What failed when the server's certificate was checked, and what to change."""
-    sslmode = _tls_setting(dsn, "sslmode")[1]
-    setting, rootcert = _tls_setting(dsn, "sslrootcert")
-    trusted = f"{setting}={rootcert}" if rootcert else _DEFAULT_ROOTCERT
-    # getattr: ssl sets these on the errors it raises, not on one made by hand.
-    code = getattr(exc, "verify_code", None)
-    reason = str(getattr(exc, "verify_message", None) or exc).rstrip(".")
-    if code in _NAME_MISMATCH:
-        fix = (
-            "connect by a host name that the certificate names, or use sslmode=verify-ca "
-            "(checks who signed the certificate, not the name)"
-        )
-    elif code in _OUT_OF_DATE:
-        fix = "renew the server's certificate (or check the clocks)"
-    elif sslmode == "require":
-        # asyncpg, like libpq, verifies the CA under require once a root certificate is set.
-        fix = (
-            f"with a root certificate, sslmode=require verifies it as verify-ca does: set "
-            f"sslrootcert to the certificate of the CA that signed the server's, or remove "
-            f"{trusted} to encrypt without verifying the server"
-        )
-    else:
-        fix = (
-            "set sslrootcert to the certificate of the CA that signed the server's (the "
-            "server's own, if it is self-signed), or use sslmode=require to encrypt without "
-            "verifying the server"
-        )
-    return (
-        f"TLS certificate verification failed (sslmode={sslmode}, root certificate from "
-        f"{trusted}): {reason}; {fix}"
-    )
 
 
 async def close_quietly(conn: Any) -> None:

@@ -34,13 +34,11 @@ import asyncio
 import enum
 import logging
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any
 
 import asyncpg
 
 from ..errors import PoolingModeError
-from .connect import connect
 from .dsn import redact
 
 logger = logging.getLogger("silentpulse_db.postgres")
@@ -188,12 +186,6 @@ async def shared(open_connection: Callable[[], Awaitable[Any]]) -> Pooling:
         return await _shares_what(probe)
     finally:
         probe.terminate()
-
-
-def checking_connections(dsn: str) -> Callable[[], Awaitable[Any]]:
-    """What :func:`pooling_mode` connects with: one attempt, no statement cache, nothing
-    set."""
-    return partial(connect, dsn, attempts=1, session_settings=None, statement_cache_size=0)
 
 
 def refuse_without_session(mode: Pooling, dsn: str, *, need: str) -> Pooling:

@@ -45,9 +45,12 @@ from silentpulse_db.schema.partitions import add_months, ensure_partitions, mont
 from helpers import execute, fetch, fetchval, login_role, version_rows
 
 # The owner role of a managed server: the attributes spelt out, though they are
-# CREATE ROLE's defaults, so that the test says what it is about.
+# CREATE ROLE's defaults, so that the test says what it is about; and the limits such a
+# server often sets per role (the library sets its own: test_role_limits.py).
 OWNER = (
     "ALTER ROLE {role} NOSUPERUSER NOCREATEROLE NOCREATEDB NOBYPASSRLS; "
+    "ALTER ROLE {role} SET statement_timeout = '5s'; "
+    "ALTER ROLE {role} SET idle_in_transaction_session_timeout = '2s'; "
     "GRANT CREATE, USAGE ON SCHEMA public TO {role};"
 )
 EXTENSIONS = (

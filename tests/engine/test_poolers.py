@@ -29,9 +29,12 @@ from silentpulse_db import (
     LockTimeoutError,
     PoolingModeError,
     create_pool,
+    enforce_retention,
     listen_alerts,
+    maintain_partitions,
     run_migrations,
 )
+from silentpulse_db.defaults import ENGINE_SESSION_SETTINGS
 from silentpulse_db.postgres.pooler import Pooling, pooling_of
 from silentpulse_db.testing import PostgresServer
 
@@ -131,6 +134,39 @@ async def test_migrations_refuse_a_pooler_that_shares_server_connections(
     # The next run, direct, is not held up by anything left behind.
     result = await run_migrations(silentpulse_database, attempts=1, lock_timeout=5)
     assert result.applied
+
+
+async def test_nothing_is_left_set_on_the_poolers_server_connections(
+    silentpulse_postgres: PostgresServer, silentpulse_database: str
+) -> None:
+    """The library's session settings go only on a session it keeps: set behind a
+    transaction pooler, they stayed on a server connection that then served other
+    clients (the application's, losing their own limits). One server connection, so the
+    next client surely gets the one the library used."""
+    await run_migrations(silentpulse_database, attempts=1)
+    for _mode, dsn in bouncing(silentpulse_postgres, silentpulse_database, "transaction", size=1):
+        with pytest.raises(PoolingModeError):
+            await run_migrations(dsn, attempts=1)
+        with pytest.raises(PoolingModeError):
+            await maintain_partitions(dsn, attempts=1)
+        with pytest.raises(PoolingModeError):
+            await enforce_retention(dsn, attempts=1, dry_run=True)
+        client = await asyncpg.connect(dsn, statement_cache_size=0)
+        try:
+            for name in ENGINE_SESSION_SETTINGS:
+                shown = await client.fetchval(f"SELECT current_setting('{name}')")
+                default = await client.fetchval(
+                    "SELECT reset_val FROM pg_settings WHERE name = $1", name
+                )
+                assert (name, shown) == (name, _unit(default, name)), "left set"
+        finally:
+            await client.close()
+
+
+def _unit(value: str, name: str) -> str:
+    """pg_settings' reset_val is in the setting's base unit: 0 reads 0 either way."""
+    assert value == "0", f"{name}: the throwaway server's default is not 0 ({value})"
+    return "0"
 
 
 async def test_the_cli_refuses_with_a_usage_exit(sharing: tuple[Pooling, str]) -> None:
