@@ -19,6 +19,7 @@ SCRIPTS = [
     "bench_notify.py",
     "bench_big_file.py",
     "bench_startup_tricks.py",
+    "bench_drift.py",
 ]
 
 if __name__ == "__main__":

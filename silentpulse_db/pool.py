@@ -25,7 +25,7 @@ import asyncpg
 from .errors import ConfigurationError, InvalidArgumentError, RowSecurityError
 from .postgres.connect import connect_error
 from .postgres.dsn import redact, split_migrations_table, validate_dsn
-from .postgres.pooler import pooling_of
+from .postgres.pooler import Pooling, pooling_error, pooling_of
 from .postgres.roles import SessionRole, session_role
 from .postgres.translate import typed_errors
 
@@ -41,11 +41,13 @@ async def create_pool(dsn: str, *, bypass_rls: bool = False, **asyncpg_options: 
     unless ``bypass_rls=True`` (a job that must see every tenant's rows). Query a
     tenant's rows inside :func:`tenant_transaction`.
 
-    Behind a pooler in transaction or statement mode (PgBouncer), asyncpg's statement
-    cache breaks: its named statements land on server connections other clients use.
-    Unless ``statement_cache_size`` is given, such a pool is made again without the
-    cache (logged at INFO). Give it to keep the cache where the pooler keeps prepared
-    statements itself (PgBouncer 1.21+, ``max_prepared_statements``).
+    Behind a pooler in transaction mode (PgBouncer), asyncpg's statement cache breaks:
+    its named statements land on server connections other clients use. Unless
+    ``statement_cache_size`` is given, such a pool is made again without the cache
+    (logged at INFO); give it to keep the cache where the pooler keeps prepared
+    statements itself (PgBouncer 1.21+, ``max_prepared_statements``). Statement pooling
+    is refused (PoolingModeError): it refuses the transactions :func:`tenant_transaction`
+    runs.
     """
     dsn, _ = split_migrations_table(dsn)  # the DSN a service also gives golang-migrate
     validate_dsn(dsn)
@@ -53,7 +55,7 @@ async def create_pool(dsn: str, *, bypass_rls: bool = False, **asyncpg_options: 
         pool = await _checked_pool(dsn, bypass_rls, asyncpg_options)
         if pool is None:
             logger.info(
-                "create_pool: %s goes through a pooler in transaction or statement mode: "
+                "create_pool: %s goes through a pooler in transaction mode: "
                 "asyncpg's statement cache is off (statement_cache_size=0)",
                 redact(dsn, dsn),
             )
@@ -75,9 +77,10 @@ async def _checked_pool(dsn: str, bypass_rls: bool, options: dict[str, Any]) -> 
         raise ConfigurationError(f"create_pool: {redact(str(exc), dsn)}") from None
     try:
         async with pool.acquire() as conn:
-            remake = "statement_cache_size" not in options and await _shares_backends(
-                conn, dsn, options
-            )
+            mode = await _pooling(conn, dsn, options)
+            if mode is Pooling.STATEMENT:
+                raise pooling_error(mode, dsn, need=_NEEDS_TRANSACTIONS)
+            remake = "statement_cache_size" not in options and not mode.keeps_session
             # Not on a pool about to be made again: its statement cache may collide.
             role = None if remake else await session_role(conn)
         if role is None:
@@ -91,15 +94,20 @@ async def _checked_pool(dsn: str, bypass_rls: bool, options: dict[str, Any]) -> 
     return pool
 
 
-async def _shares_backends(conn: Any, dsn: str, options: dict[str, Any]) -> bool:
-    """Whether ``conn`` goes through a pooler that shares server connections between
-    clients (transaction or statement pooling)."""
-    # The connection options of the pool's, for the two connections of the check.
+async def _pooling(conn: Any, dsn: str, options: dict[str, Any]) -> Pooling:
+    """How ``conn`` reaches PostgreSQL (a pooler in between, and its mode)."""
+    # The connection options of the pool's, for the probe connection of the check.
     accepted = inspect.signature(asyncpg.connect).parameters
     connect_options = {k: v for k, v in options.items() if k in accepted}
-
     opener = partial(asyncpg.connect, dsn, **{**connect_options, **_NO_CACHE})
-    return not (await pooling_of(conn, opener)).keeps_session
+    return await pooling_of(conn, opener)
+
+
+_NEEDS_TRANSACTIONS = (
+    "tenant_transaction runs each request in a transaction (the tenant is set for it "
+    "alone), which statement pooling refuses; the application's pool needs transaction "
+    "or session pooling"
+)
 
 
 def _refuse_bypassing(role: SessionRole) -> None:

@@ -17,6 +17,9 @@ from .errors import LockHolder
 if TYPE_CHECKING:
     from ._reports import (
         CheckReport,
+        DriftDifference,
+        DriftExcuse,
+        DriftReport,
         PartitionChange,
         PartitionCoverage,
         PartitionReport,
@@ -86,6 +89,9 @@ class StatusReport:
 REPORT_NAMES = frozenset(
     {
         "CheckReport",
+        "DriftDifference",
+        "DriftExcuse",
+        "DriftReport",
         "PartitionChange",
         "PartitionCoverage",
         "PartitionReport",
@@ -110,6 +116,9 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AppliedMigration",
     "CheckReport",
+    "DriftDifference",
+    "DriftExcuse",
+    "DriftReport",
     "MigrationResult",
     "PartitionChange",
     "PartitionCoverage",

@@ -214,9 +214,14 @@ def format_report(report: RotationReport) -> str:
     lines = _table(rows)
     rate = report.rows / report.seconds if report.seconds else 0.0
     if report.dry_run:
+        how = (
+            "the tables held while FORCE ROW LEVEL SECURITY was lifted, rolled back"
+            if report.held_tables
+            else "READ ONLY"
+        )
         outcome = (
             f"dry run: nothing changed, no row locked ({report.rows:,} rows read in "
-            f"{report.seconds:.2f}s, READ ONLY, as role {report.role})"
+            f"{report.seconds:.2f}s, {how}, as role {report.role})"
         )
     elif report.rewritten == 0:
         outcome = f"nothing to do: every value is already current ({report.rows:,} rows checked)"

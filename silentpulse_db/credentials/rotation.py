@@ -69,6 +69,9 @@ class RotationReport:
     left_behind: dict[str, int] = field(default_factory=dict)
     # Dry run: the tables this role could read but not update (the real run needs it).
     cannot_write: list[str] = field(default_factory=list)
+    # The tables' owner without BYPASSRLS: FORCE ROW LEVEL SECURITY was lifted in the
+    # run's transaction, which held the three tables (ACCESS EXCLUSIVE), dry run too.
+    held_tables: bool = False
 
     @property
     def rewritten(self) -> int:
@@ -132,7 +135,7 @@ async def _dry_run(
     conn = await connect(dsn, attempts=3, application_name="migrate-credentials dry run")
     try:
         view = await full_view(conn, "check the credentials")
-        report.role = view.role
+        report.role, report.held_tables = view.role, view.lift
         await require_privileges(conn, report.role, write=False, doing="check the credentials")
         # A read-only role can check; the real run needs UPDATE: say so, and go on.
         report.cannot_write = await missing_privileges(conn, write=True)

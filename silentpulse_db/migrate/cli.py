@@ -30,7 +30,7 @@ from .plan import version_label
 from .version_table import VERSION_TABLE
 
 if TYPE_CHECKING:
-    from ..results import MigrationResult, StatusReport
+    from ..results import DriftReport, MigrationResult, StatusReport
 
 # commands, preview, scaffold and schema.jobs are imported by the handlers that use
 # them: the CLI starts without loading what its command does not need.
@@ -229,6 +229,11 @@ def _baseline_arguments(cmd: argparse.ArgumentParser) -> None:
     _scratch_option(cmd, "baseline")
 
 
+def _drift_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--json", action="store_true", help="the report as JSON (CI, monitoring)")
+    _scratch_option(cmd, "drift")
+
+
 def _no_arguments(cmd: argparse.ArgumentParser) -> None:
     pass
 
@@ -251,6 +256,11 @@ _COMMAND_ARGUMENTS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Non
     "baseline": ("adopt a database created before migrations (version 1)", _baseline_arguments),
     "create": ("write the next NNNNNN_name.up.sql / .down.sql pair", _create_arguments),
     "check": ("prove on a scratch database that every down undoes its up", _check_arguments),
+    "drift": (
+        "compare the live schema with what the files build at its version; exit 0 "
+        "matches, 1 drift, 2 error",
+        _drift_arguments,
+    ),
     "partitions": (
         "create the monthly partitions ahead, empty the default partitions",
         _partitions_arguments,
@@ -312,6 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         lambda: _dispatch(args, sys.stdout),
         debug=args.debug,
         database=args.database,
+        # drift's 1 means "drift found": a failure to compare is 2, whatever it is.
+        errors_exit=console.EXIT_USAGE if args.command == "drift" else None,
     )
 
 
@@ -453,6 +465,14 @@ async def _check(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
     return console.EXIT_OK
 
 
+async def _drift(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    report = await commands.drift(
+        dsn, source=_source(args), scratch_dsn=args.scratch_dsn, attempts=args.attempts
+    )
+    print(drift_json(report) if args.json else format_drift(report), file=out)
+    return console.EXIT_OK if report.matches else console.EXIT_FAILURE
+
+
 async def _prerequisites(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
     result = await commands.apply_prerequisites(dsn, **_core_only(args))
     print(f"extensions installed: {', '.join(result.installed) or 'none'}", file=out)
@@ -508,6 +528,7 @@ _COMMANDS: dict[str, Callable[[str, argparse.Namespace, TextIO], Awaitable[int]]
     "version": _version,
     "status": _status,
     "check": _check,
+    "drift": _drift,
     "prerequisites": _prerequisites,
     "baseline": _baseline,
     "partitions": _partitions,
@@ -559,3 +580,45 @@ def format_status(report: StatusReport) -> str:
     for index in report.invalid_indexes:
         lines.append(f"INVALID: {index}")
     return "\n".join(lines)
+
+
+def format_drift(report: DriftReport) -> str:
+    """The short human report: grouped by kind of object, each with its fix if one
+    statement does."""
+    at = "none" if report.version is None else str(report.version)
+    if report.matches:
+        lines = [
+            f"no drift: the live schema matches the files at version {at} "
+            f"({report.objects} objects compared)"
+        ]
+    else:
+        lines = [
+            f"drift: {len(report.differences)} difference(s) from the files at version "
+            f"{at} ({report.objects} objects compared)"
+        ]
+        kind = None
+        for difference in report.differences:
+            if difference.kind != kind:
+                kind = difference.kind
+                lines.append(f"{kind}:")
+            lines.append(f"  {difference}")
+            fix = difference.fix or "(no single statement: drop and create it as the files do)"
+            lines.append(f"    fix: {fix.strip()}" if difference.fix else f"    {fix}")
+    if report.excused:
+        rules: dict[str, int] = {}
+        for excuse in report.excused:
+            rules[excuse.rule] = rules.get(excuse.rule, 0) + 1
+        lines.append("excused (not drift):")
+        lines += [f"  {count} x {rule}" for rule, count in rules.items()]
+    return "\n".join(lines)
+
+
+def drift_json(report: DriftReport) -> str:
+    """The report as JSON: what CI and monitoring read."""
+    import dataclasses
+    import json
+
+    document = dataclasses.asdict(report)
+    document["matches"] = report.matches
+    document["checked_at"] = report.checked_at.isoformat()
+    return json.dumps(document, indent=2)

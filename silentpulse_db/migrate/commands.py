@@ -12,6 +12,8 @@ The flow is one way: source -> plan (pure) -> apply -> result.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Literal
 
@@ -23,18 +25,25 @@ from ..defaults import (
     LOCK_TIMEOUT,
     PARTITIONS_AHEAD,
 )
-from ..errors import BaselineError, ConfigurationError, MigrationSourceError
+from ..errors import (
+    BaselineError,
+    ConfigurationError,
+    DirtyDatabaseError,
+    MigrationSourceError,
+)
 from ..postgres.dsn import validate_dsn
 from ..postgres.translate import typed_errors
 from ..results import MigrationResult, StatusReport, VersionState
 from .files.source import SourceLike, load_source
 from .migration_lock.waiting import lock_holders
 from .plan import (
+    NIL_VERSION,
     Down,
     Force,
     Goto,
     Request,
     Up,
+    dirty_message,
     require_same_set,
     status_rows,
     version_label,
@@ -63,7 +72,7 @@ from .version_table import (
 )
 
 if TYPE_CHECKING:
-    from ..results import CheckReport, PrerequisitesResult
+    from ..results import CheckReport, DriftReport, PrerequisitesResult
 
 logger = logging.getLogger("silentpulse_db.migrate")
 
@@ -470,6 +479,59 @@ async def check(
             table=VersionTable(table),
             scratch_dsn=scratch_dsn,
         )
+
+
+async def drift(
+    dsn: str,
+    *,
+    source: SourceLike = None,
+    scratch_dsn: str | None = None,
+    attempts: int = CONNECT_ATTEMPTS,
+    wait: float = CONNECT_WAIT,
+) -> DriftReport:
+    """Compare the live schema with what the migration files build at its version.
+
+    Reads the live database (its catalog only: a read-only role is enough, and it
+    takes no lock the application waits for) while prerequisites.sql and the files
+    up to the live version are applied on a scratch database: one created beside
+    ``dsn``'s and dropped (CREATEDB), or ``scratch_dsn``, an empty database the
+    operator provides (refused if it holds anything or is the live database, left
+    empty afterwards). Object by object: tables, columns, constraints (NOT VALID
+    included), indexes (INVALID included), row-level security and every policy,
+    triggers, functions, sequences, owners, grants; each monthly partition against
+    a month the files build. Differences the lifecycle jobs and the runbook make
+    (months ahead, detached months, default privileges) are excused, each with its
+    rule. A dirty database raises DirtyDatabaseError: it is between two versions.
+    """
+    dsn = _core_set(dsn, "drift")
+    with typed_errors(dsn, "compare the live schema with the migration files"):
+        if scratch_dsn is not None:
+            validate_dsn(scratch_dsn, setting="the scratch DSN")
+        from datetime import datetime, timezone
+
+        from .drift.compare import compare  # the catalog wing loads on first use, as check's
+        from .drift.expected import built_catalog, live_catalog
+
+        migrations = load_source(source)
+        async with open_session(dsn, attempts=attempts, wait=wait) as session:
+            state = (await read_state(session.conn))[0] if session.tables_exist else None
+            if state is not None and state.dirty:
+                raise DirtyDatabaseError(
+                    dirty_message(migrations, state),
+                    version=NIL_VERSION if state.version is None else state.version,
+                )
+            version = None if state is None else state.version
+            # The scratch build takes the time; the live read goes on meanwhile.
+            built = asyncio.create_task(built_catalog(dsn, scratch_dsn, migrations, version))
+            try:
+                live = await live_catalog(session.conn)
+            except BaseException:
+                built.cancel()
+                with contextlib.suppress(BaseException):
+                    await built  # its scratch database dropped before we go
+                raise
+            expected = await built
+        return compare(expected, live, version=version, checked_at=datetime.now(timezone.utc))
 
 
 # --- shared by the verbs ------------------------------------------------------------

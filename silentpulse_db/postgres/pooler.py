@@ -201,10 +201,11 @@ def refuse_without_session(mode: Pooling, dsn: str, *, need: str) -> Pooling:
 
 def pooling_error(mode: Pooling, dsn: str, *, need: str) -> PoolingModeError:
     """The error for ``mode``, a pooling that keeps no session, and what needs one."""
+    unit = "statement" if mode is Pooling.STATEMENT else "transaction"
     return PoolingModeError(
         f"{redact(dsn, dsn)} reaches PostgreSQL through a connection pooler in "
         f"{mode.value} pooling mode (PgBouncer: pool_mode = {mode.value}), where each "
-        f"transaction may run on another server connection: {need}. Connect directly "
+        f"{unit} may run on another server connection: {need}. Connect directly "
         f"to PostgreSQL for this (a DSN to the server, not to the pooler), or through "
         f"a pooler database in session mode (PgBouncer: pool_mode = session on that "
         f"database's line in [databases]); docs/operations.md, 'Connection poolers'.",

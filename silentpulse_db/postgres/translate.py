@@ -51,8 +51,11 @@ def permission_denied(message: str, *, role: str, doing: str) -> PermissionDenie
     if match := re.search(_FOR_OBJECT, message):
         kind, name = match[1], match[2]
         if kind == "schema":
-            # Creating objects needs CREATE; merely using them, USAGE.
-            privilege = "CREATE" if "creat" in doing else "USAGE"
+            # Creating objects needs CREATE; merely using them, USAGE. A scratch database
+            # (check, baseline, drift) is where the files' schema is created: both.
+            privilege = (
+                "CREATE, USAGE" if "scratch" in doing else "CREATE" if "creat" in doing else "USAGE"
+            )
         elif kind in ("table", "relation", "view"):
             kind, privilege = "table", "SELECT, INSERT, UPDATE, DELETE"
         elif kind == "sequence":
@@ -63,6 +66,8 @@ def permission_denied(message: str, *, role: str, doing: str) -> PermissionDenie
             privilege = "CONNECT, CREATE"
         target = f"{kind} {name}"
         fix = f"GRANT {privilege} ON {kind.upper()} {name} TO {role}"
+        if "scratch" in doing:
+            fix += " in the scratch database"
     elif match := re.search(_OWNER_OF, message):
         privilege, target = "ownership", f"{match[1]} {match[2]}"
         fix = f"run as the owner of {target} (or a member of its owning role)"

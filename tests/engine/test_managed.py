@@ -352,6 +352,8 @@ async def test_migrate_credentials_as_the_owner(
     code, out, err = await run_cli("--rotate", "--dry-run", env=env)
     assert code == 0, err
     assert f"as role {role}" in out
+    # Not READ ONLY on the owner's path: it says what it held instead.
+    assert "READ ONLY" not in out and "the tables held" in out
 
     code, out, err = await run_cli("--rotate", "--batch-size", "5", env=env)
     assert code == 0, err

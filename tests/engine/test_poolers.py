@@ -247,6 +247,17 @@ async def test_the_application_pool_through_a_transaction_pooler(
         assert any(isinstance(o, asyncpg.PostgresError) for o in outcomes)
 
 
+async def test_the_application_pool_refuses_statement_pooling(
+    silentpulse_postgres: PostgresServer, silentpulse_database: str
+) -> None:
+    """tenant_transaction runs transactions, which statement pooling refuses (each failed
+    with asyncpg's ConnectionDoesNotExistError, not a typed error)."""
+    for _mode, dsn in bouncing(silentpulse_postgres, silentpulse_database, "statement"):
+        with pytest.raises(PoolingModeError, match="tenant_transaction") as info:
+            await create_pool(dsn, bypass_rls=True, min_size=1, max_size=2)
+        assert info.value.mode == "statement" and "each statement may run" in str(info.value)
+
+
 async def test_the_application_pool_keeps_its_cache_through_session_pooling(
     silentpulse_postgres: PostgresServer,
     silentpulse_database: str,

@@ -15,18 +15,18 @@ from typing import Any
 from ..version_table import HISTORY_TABLE, VERSION_TABLE
 
 # Schemas that belong to PostgreSQL or to extensions' internals.
-_SKIP_SCHEMAS = "('pg_catalog', 'information_schema', 'pg_toast', 'ag_catalog')"
+SKIP_SCHEMAS = "('pg_catalog', 'information_schema', 'pg_toast', 'ag_catalog')"
 _OWN = f"NOT IN ('{VERSION_TABLE}', '{HISTORY_TABLE}')"
 # Objects created by an extension are the extension's; list the extension instead.
 _NOT_EXTENSION_MEMBER = (
     "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = {oid} AND d.deptype = 'e')"
 )
 
-_QUERIES: dict[str, str] = {
+QUERIES: dict[str, str] = {
     "schema": f"""
         SELECT nspname AS key, coalesce(obj_description(oid, 'pg_namespace'), '') AS value
         FROM pg_namespace
-        WHERE nspname NOT IN {_SKIP_SCHEMAS} AND nspname NOT LIKE 'pg_temp%'
+        WHERE nspname NOT IN {SKIP_SCHEMAS} AND nspname NOT LIKE 'pg_temp%'
           AND nspname NOT LIKE 'pg_toast_temp%'
     """,
     "extension": """
@@ -48,7 +48,7 @@ _QUERIES: dict[str, str] = {
                  'comment ' || obj_description(c.oid, 'pg_class')) AS value
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
-          AND n.nspname NOT IN {_SKIP_SCHEMAS} AND n.nspname NOT LIKE 'pg_temp%'
+          AND n.nspname NOT IN {SKIP_SCHEMAS} AND n.nspname NOT LIKE 'pg_temp%'
           AND c.relname {_OWN} AND c.relname NOT LIKE '{HISTORY_TABLE}%'
           AND {_NOT_EXTENSION_MEMBER.format(oid="c.oid")}
     """,
@@ -66,7 +66,7 @@ _QUERIES: dict[str, str] = {
         JOIN pg_namespace n ON n.oid = c.relnamespace
         LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
         WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
-          AND n.nspname NOT IN {_SKIP_SCHEMAS} AND n.nspname NOT LIKE 'pg_temp%'
+          AND n.nspname NOT IN {SKIP_SCHEMAS} AND n.nspname NOT LIKE 'pg_temp%'
           AND c.relname {_OWN}
           AND {_NOT_EXTENSION_MEMBER.format(oid="c.oid")}
     """,
@@ -76,7 +76,7 @@ _QUERIES: dict[str, str] = {
         FROM pg_constraint con
         JOIN pg_class c ON c.oid = con.conrelid
         JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname NOT IN {_SKIP_SCHEMAS} AND c.relname {_OWN}
+        WHERE n.nspname NOT IN {SKIP_SCHEMAS} AND c.relname {_OWN}
           AND {_NOT_EXTENSION_MEMBER.format(oid="c.oid")}
     """,
     "index": f"""
@@ -85,7 +85,7 @@ _QUERIES: dict[str, str] = {
         JOIN pg_class ic ON ic.oid = i.indexrelid
         JOIN pg_class c ON c.oid = i.indrelid
         JOIN pg_namespace n ON n.oid = ic.relnamespace
-        WHERE n.nspname NOT IN {_SKIP_SCHEMAS} AND c.relname {_OWN}
+        WHERE n.nspname NOT IN {SKIP_SCHEMAS} AND c.relname {_OWN}
           AND {_NOT_EXTENSION_MEMBER.format(oid="c.oid")}
     """,
     "function": f"""
@@ -95,7 +95,7 @@ _QUERIES: dict[str, str] = {
                  'md5 ' || md5(pg_get_functiondef(p.oid)),
                  'comment ' || obj_description(p.oid, 'pg_proc')) AS value
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-        WHERE n.nspname NOT IN {_SKIP_SCHEMAS} AND p.prokind IN ('f', 'p', 'w')
+        WHERE n.nspname NOT IN {SKIP_SCHEMAS} AND p.prokind IN ('f', 'p', 'w')
           AND {_NOT_EXTENSION_MEMBER.format(oid="p.oid")}
     """,
     "trigger": f"""
@@ -104,13 +104,13 @@ _QUERIES: dict[str, str] = {
         FROM pg_trigger t
         JOIN pg_class c ON c.oid = t.tgrelid
         JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE NOT t.tgisinternal AND n.nspname NOT IN {_SKIP_SCHEMAS}
+        WHERE NOT t.tgisinternal AND n.nspname NOT IN {SKIP_SCHEMAS}
     """,
     "policy": f"""
         SELECT schemaname || '.' || tablename || '.' || policyname AS key,
                concat_ws(' | ', permissive, cmd, array_to_string(roles, ','),
                  'using ' || qual, 'check ' || with_check) AS value
-        FROM pg_policies WHERE schemaname NOT IN {_SKIP_SCHEMAS}
+        FROM pg_policies WHERE schemaname NOT IN {SKIP_SCHEMAS}
     """,
     "type": f"""
         SELECT n.nspname || '.' || t.typname AS key,
@@ -121,7 +121,7 @@ _QUERIES: dict[str, str] = {
                                  THEN format_type(t.typbasetype, t.typtypmod) END,
                  'comment ' || obj_description(t.oid, 'pg_type')) AS value
         FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-        WHERE t.typtype IN ('e', 'd') AND n.nspname NOT IN {_SKIP_SCHEMAS}
+        WHERE t.typtype IN ('e', 'd') AND n.nspname NOT IN {SKIP_SCHEMAS}
           AND {_NOT_EXTENSION_MEMBER.format(oid="t.oid")}
     """,
 }
@@ -179,7 +179,7 @@ class Snapshot:
 async def snapshot(conn: Any) -> Snapshot:
     """Read the schema of the connected database."""
     objects: dict[str, dict[str, str]] = {}
-    for kind, query in _QUERIES.items():
+    for kind, query in QUERIES.items():
         rows = await conn.fetch(query)
         objects[kind] = {r["key"]: r["value"] or "" for r in rows}
     return Snapshot(objects)

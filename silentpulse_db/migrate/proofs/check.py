@@ -48,6 +48,8 @@ _INSTEAD = {
     "check": "or give check an empty database of its own, which an administrator creates "
     "once for this role (with the extensions prerequisites.sql names, if the role may not "
     "create them): silentpulse-db check --scratch-dsn DSN (Python: check(..., scratch_dsn=...)).",
+    "drift": "or give drift an empty database of its own to build the files' schema in: "
+    "silentpulse-db drift --scratch-dsn DSN (Python: drift(..., scratch_dsn=...)).",
     "baseline": "or give baseline an empty database of its own for the comparison: "
     "silentpulse-db baseline --scratch-dsn DSN (Python: baseline(..., scratch_dsn=...)), "
     "or skip the comparison: --no-verify (Python: verify=False).",
@@ -68,7 +70,7 @@ async def proof_database(dsn: str, scratch_dsn: str | None, verb: str) -> AsyncI
             yield conn
 
 
-async def _prerequisites(conn: Any, source: MigrationSource, verb: str) -> None:
+async def prerequisites_in(conn: Any, source: MigrationSource, verb: str) -> None:
     if source.prerequisites is not None:
         for note in await run_prerequisites(
             conn, source, source.prerequisites, then=f"Then run {verb} again."
@@ -124,7 +126,7 @@ async def _required_core(conn: Any, source: MigrationSource, table: VersionTable
         return
     core = load_source()
     applier = Applier(conn, core)
-    await _prerequisites(conn, core, "check")
+    await prerequisites_in(conn, core, "check")
     await ensure_tables(conn)
     await applier.apply(make_plan(core, VersionState(None, False), Up(target=max(needed))))
 
@@ -137,7 +139,7 @@ async def _prove(
     table: VersionTable = CORE,
 ) -> None:
     applier = Applier(conn, source, table=table)
-    await _prerequisites(conn, source, "check")
+    await prerequisites_in(conn, source, "check")
     await ensure_tables(conn, table)
     for migration in source.migrations:
         stem = f"{migration.version:06d}_{migration.name}"
@@ -193,7 +195,7 @@ async def baseline_differences(
     first = source.migrations[0]
     async with proof_database(dsn, scratch_dsn, "baseline") as scratch:
         applier = Applier(scratch, source)
-        await _prerequisites(scratch, source, "baseline")
+        await prerequisites_in(scratch, source, "baseline")
         await ensure_tables(scratch)
         await _one(applier, first, "up")
         expected = await snapshot(scratch)

@@ -1,0 +1,1 @@
+"""Drift: does the live schema match what the migration files build at its version?"""

@@ -1,0 +1,263 @@
+"""What drift reads of a database's catalog: the proofs' snapshot, and what drift adds.
+
+`check` compares one database with itself before and after a migration; drift
+compares two databases made differently (the live one, and a scratch one the
+migration files built), so it also reads what differs between databases without
+being drift (owners, grants, partition names and bounds) in a form the comparison
+can normalise, and, for each object, the statement that creates it as it is
+(``create``) and the one that drops it (``drop``): the SQL a report offers where one
+statement brings the live database back.
+
+Every query reads the catalog only: no lock on the application's tables.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from ..proofs.catalog import QUERIES, SKIP_SCHEMAS
+from ..version_table import HISTORY_TABLE, VERSION_TABLE
+
+_BOOKKEEPING = f"NOT IN ('{VERSION_TABLE}', '{HISTORY_TABLE}')"
+_USER_SCHEMA = f"n.nspname NOT IN {SKIP_SCHEMAS} AND n.nspname NOT LIKE 'pg_temp%'"
+_NOT_EXTENSION_MEMBER = (
+    "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = {oid} AND d.deptype = 'e')"
+)
+
+# Each: key, value (what is compared), table (the relation it belongs to, for the
+# partition rule), create and drop (a statement each, or NULL).
+DRIFT_QUERIES: dict[str, str] = {
+    "relation": f"""
+        SELECT n.nspname || '.' || c.relname AS key,
+               concat_ws(' | ', 'kind ' || c.relkind::text,
+                 CASE WHEN c.relrowsecurity THEN 'rls' END,
+                 CASE WHEN c.relforcerowsecurity THEN 'force rls' END,
+                 CASE WHEN c.relkind = 'p' THEN 'partitioned by ' || pg_get_partkeydef(c.oid) END,
+                 CASE WHEN c.relkind IN ('v', 'm') THEN 'view ' || pg_get_viewdef(c.oid) END)
+                 AS value,
+               n.nspname || '.' || c.relname AS "table",
+               CASE WHEN c.relispartition THEN (
+                 SELECT pn.nspname || '.' || p.relname FROM pg_inherits i
+                 JOIN pg_class p ON p.oid = i.inhparent
+                 JOIN pg_namespace pn ON pn.oid = p.relnamespace WHERE i.inhrelid = c.oid)
+               END AS parent,
+               pg_get_expr(c.relpartbound, c.oid) AS bound,
+               NULL AS "create", NULL AS "drop"
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND {_USER_SCHEMA}
+          AND c.relname {_BOOKKEEPING}
+          AND {_NOT_EXTENSION_MEMBER.format(oid="c.oid")}
+    """,
+    "column": f"""
+        SELECT n.nspname || '.' || c.relname || '.' || a.attname AS key,
+               concat_ws(' | ', format_type(a.atttypid, a.atttypmod),
+                 CASE WHEN a.attnotnull THEN 'not null' END,
+                 'default ' || pg_get_expr(ad.adbin, ad.adrelid),
+                 CASE WHEN a.attidentity <> '' THEN 'identity ' || a.attidentity::text END,
+                 CASE WHEN a.attgenerated <> '' THEN 'generated' END) AS value,
+               n.nspname || '.' || c.relname AS "table",
+               format('ALTER TABLE %I.%I ADD COLUMN %I %s%s%s', n.nspname, c.relname,
+                 a.attname, format_type(a.atttypid, a.atttypmod),
+                 ' DEFAULT ' || pg_get_expr(ad.adbin, ad.adrelid),
+                 CASE WHEN a.attnotnull THEN ' NOT NULL' END) AS "create",
+               format('ALTER TABLE %I.%I DROP COLUMN %I', n.nspname, c.relname, a.attname)
+                 AS "drop"
+        FROM pg_attribute a
+        JOIN pg_class c ON c.oid = a.attrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+        WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+          AND {_USER_SCHEMA} AND c.relname {_BOOKKEEPING}
+          AND {_NOT_EXTENSION_MEMBER.format(oid="c.oid")}
+    """,
+    "constraint": f"""
+        SELECT n.nspname || '.' || c.relname || '.' || con.conname AS key,
+               pg_get_constraintdef(con.oid) AS value,
+               n.nspname || '.' || c.relname AS "table",
+               format('ALTER TABLE %I.%I ADD CONSTRAINT %I %s', n.nspname, c.relname,
+                 con.conname, pg_get_constraintdef(con.oid)) AS "create",
+               format('ALTER TABLE %I.%I DROP CONSTRAINT %I', n.nspname, c.relname,
+                 con.conname) AS "drop"
+        FROM pg_constraint con
+        JOIN pg_class c ON c.oid = con.conrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE {_USER_SCHEMA} AND c.relname {_BOOKKEEPING}
+          AND {_NOT_EXTENSION_MEMBER.format(oid="c.oid")}
+    """,
+    "index": f"""
+        SELECT n.nspname || '.' || ic.relname AS key,
+               pg_get_indexdef(i.indexrelid)
+                 || CASE WHEN i.indisvalid THEN '' ELSE ' (INVALID)' END AS value,
+               n.nspname || '.' || c.relname AS "table",
+               -- A partition's index attached to its table's index comes and goes with
+               -- that one: no statement of its own.
+               CASE WHEN attached THEN NULL
+                    WHEN c.relkind = 'p' OR c.relispartition THEN pg_get_indexdef(i.indexrelid)
+                    ELSE regexp_replace(pg_get_indexdef(i.indexrelid), '^CREATE (UNIQUE )?INDEX',
+                                        'CREATE \\1INDEX CONCURRENTLY') END AS "create",
+               (SELECT pn.nspname || '.' || p.relname FROM pg_inherits h
+                JOIN pg_class p ON p.oid = h.inhparent
+                JOIN pg_namespace pn ON pn.oid = p.relnamespace
+                WHERE h.inhrelid = i.indexrelid) AS parent,
+               CASE WHEN attached THEN NULL ELSE format('DROP INDEX %s%I.%I',
+                 CASE WHEN c.relkind = 'p' OR c.relispartition THEN '' ELSE 'CONCURRENTLY ' END,
+                 n.nspname, ic.relname) END AS "drop"
+        FROM pg_index i
+        JOIN pg_class ic ON ic.oid = i.indexrelid
+        JOIN pg_class c ON c.oid = i.indrelid
+        JOIN pg_namespace n ON n.oid = ic.relnamespace
+        CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM pg_inherits h
+                                           WHERE h.inhrelid = i.indexrelid) AS attached) AS a
+        WHERE {_USER_SCHEMA} AND c.relname {_BOOKKEEPING}
+          AND {_NOT_EXTENSION_MEMBER.format(oid="c.oid")}
+          AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid
+                          AND k.contype IN ('p', 'u', 'x'))
+    """,
+    "policy": f"""
+        SELECT n.nspname || '.' || c.relname || '.' || p.polname AS key,
+               concat_ws(' | ', CASE WHEN p.polpermissive THEN 'permissive' ELSE 'restrictive' END,
+                 pol.cmd, array_to_string(pol.roles, ','), 'using ' || pol.qual,
+                 'check ' || pol.with_check) AS value,
+               n.nspname || '.' || c.relname AS "table",
+               format('CREATE POLICY %I ON %I.%I AS %s FOR %s TO %s%s%s', p.polname,
+                 n.nspname, c.relname,
+                 CASE WHEN p.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END,
+                 pol.cmd, array_to_string(pol.roles, ', '), ' USING (' || pol.qual || ')',
+                 ' WITH CHECK (' || pol.with_check || ')') AS "create",
+               format('DROP POLICY %I ON %I.%I', p.polname, n.nspname, c.relname) AS "drop"
+        FROM pg_policy p
+        JOIN pg_class c ON c.oid = p.polrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_policies pol ON pol.schemaname = n.nspname AND pol.tablename = c.relname
+                             AND pol.policyname = p.polname
+        WHERE {_USER_SCHEMA}
+    """,
+    "trigger": f"""
+        SELECT n.nspname || '.' || c.relname || '.' || t.tgname AS key,
+               pg_get_triggerdef(t.oid) || ' enabled ' || t.tgenabled::text AS value,
+               n.nspname || '.' || c.relname AS "table",
+               pg_get_triggerdef(t.oid) AS "create",
+               format('DROP TRIGGER %I ON %I.%I', t.tgname, n.nspname, c.relname) AS "drop"
+        FROM pg_trigger t
+        JOIN pg_class c ON c.oid = t.tgrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE NOT t.tgisinternal AND {_USER_SCHEMA} AND t.tgparentid = 0
+    """,
+    "function": f"""
+        SELECT n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid)
+               || ')' AS key,
+               'md5 ' || md5(pg_get_functiondef(p.oid)) AS value,
+               NULL AS "table",
+               pg_get_functiondef(p.oid) AS "create",
+               format('DROP FUNCTION %I.%I(%s)', n.nspname, p.proname,
+                 pg_get_function_identity_arguments(p.oid)) AS "drop"
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE {_USER_SCHEMA} AND p.prokind IN ('f', 'p', 'w')
+          AND {_NOT_EXTENSION_MEMBER.format(oid="p.oid")}
+    """,
+    "sequence": f"""
+        SELECT s.schemaname || '.' || s.sequencename AS key,
+               concat_ws(' | ', s.data_type::text, 'start ' || s.start_value,
+                 'increment ' || s.increment_by, 'min ' || s.min_value,
+                 'max ' || s.max_value, CASE WHEN s.cycle THEN 'cycle' END) AS value,
+               NULL AS "table", NULL AS "create", NULL AS "drop"
+        FROM pg_sequences s JOIN pg_namespace n ON n.nspname = s.schemaname
+        WHERE {_USER_SCHEMA}
+    """,
+    # Who owns each relation and function: normalised by the comparison to "the owner"
+    # (the role that owns the version table, the one that migrates).
+    "owner": f"""
+        SELECT 'relation ' || n.nspname || '.' || c.relname AS key,
+               pg_get_userbyid(c.relowner) AS value,
+               n.nspname || '.' || c.relname AS "table",
+               NULL AS "create", NULL AS "drop"
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND {_USER_SCHEMA}
+          AND c.relname {_BOOKKEEPING}
+          AND {_NOT_EXTENSION_MEMBER.format(oid="c.oid")}
+    """,
+    # One row per (relation, grantee, privilege); the owner's own privileges aside.
+    "grant": f"""
+        SELECT n.nspname || '.' || c.relname || ' to ' ||
+                 CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END
+                 || ': ' || a.privilege_type AS key,
+               'granted' AS value,
+               n.nspname || '.' || c.relname AS "table",
+               format('GRANT %s ON %I.%I TO %s', a.privilege_type, n.nspname, c.relname,
+                 CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                      ELSE quote_ident(pg_get_userbyid(a.grantee)) END) AS "create",
+               format('REVOKE %s ON %I.%I FROM %s', a.privilege_type, n.nspname, c.relname,
+                 CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                      ELSE quote_ident(pg_get_userbyid(a.grantee)) END) AS "drop"
+        FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        CROSS JOIN LATERAL aclexplode(c.relacl) AS a
+        WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND {_USER_SCHEMA}
+          AND c.relname {_BOOKKEEPING} AND a.grantee <> c.relowner
+    """,
+}
+
+# Default privileges (ALTER DEFAULT PRIVILEGES, a runbook step): what a relation the
+# owner creates gets without a GRANT. Rows: role, grantee, privilege, objtype.
+DEFAULT_PRIVILEGES = """
+    SELECT pg_get_userbyid(d.defaclrole) AS role,
+           CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END AS grantee,
+           a.privilege_type AS privilege, d.defaclobjtype::text AS objtype
+    FROM pg_default_acl d CROSS JOIN LATERAL aclexplode(d.defaclacl) AS a
+    WHERE d.defaclnamespace = 0 OR d.defaclnamespace = 'public'::regnamespace
+"""
+
+# The role that migrates: the version table's owner.
+MIGRATING_ROLE = f"""
+    SELECT pg_get_userbyid(relowner) FROM pg_class
+    WHERE oid = to_regclass('{VERSION_TABLE}')
+"""
+
+
+class CatalogObject(NamedTuple):
+    """``parent``: a partition's partitioned table, or a partition's index's index on
+    that table; ``bound``: a partition's bound."""
+
+    value: str
+    table: str | None
+    create: str | None
+    drop: str | None
+    parent: str | None = None
+    bound: str | None = None
+
+
+class Catalog(NamedTuple):
+    """One database's schema as drift compares it: {kind: {key: object}}, the role that
+    migrates it, and its default privileges."""
+
+    objects: dict[str, dict[str, CatalogObject]]
+    owner: str | None
+    default_privileges: tuple[tuple[str, str, str, str], ...]
+
+
+async def read_catalog(conn: Any) -> Catalog:
+    """Read the schema of the connected database (catalog queries only)."""
+    objects: dict[str, dict[str, CatalogObject]] = {}
+    for kind, query in DRIFT_QUERIES.items():
+        objects[kind] = {
+            r["key"]: CatalogObject(
+                r["value"] or "",
+                r["table"],
+                r["create"],
+                r["drop"],
+                r.get("parent"),
+                r.get("bound"),
+            )
+            for r in await conn.fetch(query)
+        }
+    for kind in ("schema", "extension", "type"):  # as the proofs read them
+        objects[kind] = {
+            r["key"]: CatalogObject(r["value"] or "", None, None, None)
+            for r in await conn.fetch(QUERIES[kind])
+        }
+    owner = await conn.fetchval(MIGRATING_ROLE)
+    defaults = tuple(
+        (r["role"], r["grantee"], r["privilege"], r["objtype"])
+        for r in await conn.fetch(DEFAULT_PRIVILEGES)
+    )
+    return Catalog(objects, owner, defaults)

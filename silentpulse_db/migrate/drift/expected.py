@@ -1,0 +1,39 @@
+"""The two catalogs drift compares: the live database's, read as it is, and the one the
+migration files build at the live version, on a scratch database (as `check` builds
+its proof: created beside the live one, or the operator's empty ``--scratch-dsn``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...results import VersionState
+from ..files.source import MigrationSource
+from ..plan import Up, make_plan
+from ..proofs.check import prerequisites_in, proof_database
+from ..run.applier import Applier
+from ..version_table import ensure_tables
+from .catalog import Catalog, read_catalog
+
+# Partition bounds read in one time zone, whatever each database's default.
+UTC = "SELECT set_config('TimeZone', 'UTC', false)"
+
+
+async def live_catalog(conn: Any) -> Catalog:
+    """The live database's catalog (reads only; the session's time zone set to UTC)."""
+    await conn.execute(UTC)
+    return await read_catalog(conn)
+
+
+async def built_catalog(
+    dsn: str, scratch_dsn: str | None, source: MigrationSource, version: int | None
+) -> Catalog:
+    """The catalog of prerequisites.sql and the files up to ``version``, built on a
+    scratch database."""
+    async with proof_database(dsn, scratch_dsn, "drift") as scratch:
+        await scratch.execute(UTC)
+        await prerequisites_in(scratch, source, "drift")
+        await ensure_tables(scratch)
+        if version is not None:
+            plan = make_plan(source, VersionState(None, False), Up(target=version))
+            await Applier(scratch, source).apply(plan)
+        return await read_catalog(scratch)

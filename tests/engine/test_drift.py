@@ -1,0 +1,231 @@
+"""Drift (issue 22): the live schema against what the files build at its version.
+
+A database migrated by the project reports none; each of the hand changes operators
+make during incidents is named, object and difference, with exit 1; what the
+lifecycle jobs and the runbook do is excused, each by its rule; a read-only role with
+an operator's scratch database is enough."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import asyncpg
+import pytest
+
+from silentpulse_db import (
+    DirtyDatabaseError,
+    DriftReport,
+    drift,
+    enforce_retention,
+    maintain_partitions,
+)
+
+from .test_cli import cli
+from helpers import execute, fetchval, login_role
+
+MONTH = datetime.now(timezone.utc).strftime("%Y_%m")
+
+# (what an operator did, the SQL, the kind and key drift must name, its change).
+HAND_CHANGES = [
+    (
+        "an index created in a hurry",
+        "CREATE INDEX alerts_severity_hurry ON alerts (severity)",
+        ("index", "public.alerts_severity_hurry", "unexpected"),
+    ),
+    (
+        "a column widened",
+        "ALTER TABLE assets ALTER COLUMN hostname TYPE varchar(1000)",
+        ("column", "public.assets.hostname", "changed"),
+    ),
+    (
+        "a policy dropped to debug a tenant's report",
+        "DROP POLICY tenant_isolation_assets ON assets",
+        ("policy", "public.assets.tenant_isolation_assets", "missing"),
+    ),
+    (
+        "a policy's expression loosened",
+        "ALTER POLICY tenant_isolation_users ON users USING (true)",
+        ("policy", "public.users.tenant_isolation_users", "changed"),
+    ),
+    (
+        "a policy dropped on one partition only",
+        f"DROP POLICY tenant_isolation_alerts ON alerts_p{MONTH}",
+        ("policy", f"public.alerts_p{MONTH}.tenant_isolation_alerts", "missing"),
+    ),
+    (
+        "a foreign key re-added NOT VALID",
+        "ALTER TABLE users DROP CONSTRAINT users_tenant_id_fkey; "
+        "ALTER TABLE users ADD CONSTRAINT users_tenant_id_fkey FOREIGN KEY (tenant_id) "
+        "REFERENCES tenants (id) NOT VALID",
+        ("constraint", "public.users.users_tenant_id_fkey", "changed"),
+    ),
+    (
+        "an index left INVALID",
+        "UPDATE pg_index SET indisvalid = false "
+        "WHERE indexrelid = 'public.assets_tenant_region_idx'::regclass",
+        ("index", "public.assets_tenant_region_idx", "changed"),
+    ),
+    (
+        "row-level security switched off",
+        "ALTER TABLE assets DISABLE ROW LEVEL SECURITY",
+        ("relation", "public.assets", "changed"),
+    ),
+    (
+        "the alert trigger disabled",
+        "ALTER TABLE alerts DISABLE TRIGGER alerts_notify_insert",
+        ("trigger", "public.alerts.alerts_notify_insert", "changed"),
+    ),
+    (
+        "a function patched in place",
+        "CREATE OR REPLACE FUNCTION silentpulse_alert_stamp() RETURNS trigger "
+        "LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$",
+        ("function", "public.silentpulse_alert_stamp()", "changed"),
+    ),
+    (
+        "a NOT NULL dropped",
+        "ALTER TABLE tenants ALTER COLUMN name DROP NOT NULL",
+        ("column", "public.tenants.name", "changed"),
+    ),
+    (
+        "everything granted to a reporting role",
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'drift_reporting') "
+        "THEN CREATE ROLE drift_reporting; END IF; END $$; "
+        "GRANT ALL ON tenants TO drift_reporting",
+        ("grant", "public.tenants to drift_reporting: SELECT", "unexpected"),
+    ),
+    (
+        "one partition given to another owner",
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'drift_other') "
+        "THEN CREATE ROLE drift_other; END IF; END $$; "
+        f"ALTER TABLE alerts_p{MONTH} OWNER TO drift_other",
+        ("owner", f"relation public.alerts_p{MONTH}", "changed"),
+    ),
+]
+
+
+async def test_a_migrated_database_has_no_drift(silentpulse_migrated_database: str) -> None:
+    report = await drift(silentpulse_migrated_database, attempts=1)
+    assert report.matches, "\n".join(str(d) for d in report.differences)
+    assert report.version is not None and report.objects > 500
+    done = await asyncio.to_thread(cli, "drift", dsn=silentpulse_migrated_database)
+    assert done.returncode == 0, done.stderr
+    assert "no drift" in done.stdout
+
+
+@pytest.mark.parametrize(("story", "sql", "named"), HAND_CHANGES, ids=[h[0] for h in HAND_CHANGES])
+async def test_each_hand_change_is_named(
+    silentpulse_migrated_database: str, story: str, sql: str, named: tuple[str, str, str]
+) -> None:
+    await execute(silentpulse_migrated_database, sql)
+    report = await drift(silentpulse_migrated_database, attempts=1)
+    found = {(d.kind, d.key, d.change) for d in report.differences}
+    assert named in found, f"{story}: {sorted(found)}"
+    if named[0] == "index":  # one difference, not one more for each month's copy of it
+        assert len([d for d in report.differences if d.kind == "index"]) == 1, found
+    done = await asyncio.to_thread(cli, "drift", dsn=silentpulse_migrated_database)
+    assert done.returncode == 1, done.stderr
+    assert named[1] in done.stdout
+
+
+async def test_the_fix_brings_the_database_back(silentpulse_migrated_database: str) -> None:
+    """Where one statement does, running the report's fixes leaves no drift."""
+    dsn = silentpulse_migrated_database
+    for _story, sql, _named in HAND_CHANGES[:11]:
+        await execute(dsn, sql)
+    report = await drift(dsn, attempts=1)
+    fixes = [d.fix for d in report.differences if d.fix]
+    assert len(fixes) >= 9, [str(d) for d in report.differences]
+    conn = await asyncpg.connect(dsn)
+    try:
+        for fix in fixes:
+            await conn.execute(fix)
+    finally:
+        await conn.close()
+    left = await drift(dsn, attempts=1)
+    unfixed = {(d.kind, d.key) for d in left.differences}
+    # What had no statement of its own is left (or went with its parent index).
+    assert unfixed <= {(d.kind, d.key) for d in report.differences if not d.fix}, unfixed
+
+
+async def test_the_lifecycle_jobs_are_no_drift(silentpulse_migrated_database: str) -> None:
+    """Months made ahead by the partition job (the clock a year on) and months dropped by
+    retention are excused, each by its rule; a month changed by hand is not."""
+    dsn = silentpulse_migrated_database
+    later = datetime.now(timezone.utc) + timedelta(days=400)
+    await maintain_partitions(dsn, now=later, attempts=1)
+    await enforce_retention(dsn, now=later, attempts=1)
+    report = await drift(dsn, attempts=1)
+    assert report.matches, "\n".join(str(d) for d in report.differences)
+    rules = {e.rule for e in report.excused}
+    assert any("partition job" in rule for rule in rules), rules
+    ahead = f"alerts_p{later:%Y_%m}"
+    await execute(dsn, f"DROP POLICY tenant_isolation_alerts ON {ahead}")
+    report = await drift(dsn, attempts=1)
+    assert ("policy", f"public.{ahead}.tenant_isolation_alerts", "missing") in {
+        (d.kind, d.key, d.change) for d in report.differences
+    }
+
+
+async def test_read_only_role_with_a_scratch_database(
+    silentpulse_migrated_database: str, silentpulse_database: str
+) -> None:
+    """A role that may only read (no CREATEDB, no write) with an empty database the
+    operator provides: the report as for the owner, the scratch database left empty."""
+    dsn = silentpulse_migrated_database
+    await execute(dsn, "ALTER TABLE assets ALTER COLUMN hostname TYPE varchar(1000)")
+    grants = (
+        "GRANT USAGE ON SCHEMA public TO {role}; "
+        "GRANT SELECT ON schema_migrations, schema_migrations_history TO {role};"
+    )
+    async with login_role(dsn, grants, prefix="reader") as (_role, reader):
+        done = await asyncio.to_thread(
+            cli, "drift", "--json", "--scratch-dsn", silentpulse_database, dsn=reader
+        )
+        assert done.returncode == 1, done.stderr
+        document = json.loads(done.stdout)
+        assert document["matches"] is False
+        assert [(d["kind"], d["key"]) for d in document["differences"]] == [
+            ("column", "public.assets.hostname")
+        ]
+    left = await fetchval(
+        silentpulse_database,
+        "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace",
+    )
+    assert left == 0
+
+
+async def test_a_dirty_database_is_an_error(silentpulse_migrated_database: str) -> None:
+    await execute(silentpulse_migrated_database, "UPDATE schema_migrations SET dirty = true")
+    with pytest.raises(DirtyDatabaseError):
+        await drift(silentpulse_migrated_database, attempts=1)
+    done = await asyncio.to_thread(cli, "drift", dsn=silentpulse_migrated_database)
+    assert done.returncode == 2, done.stderr
+    assert "dirty" in done.stderr.lower()
+
+
+def test_the_report_reads_by_object(silentpulse_migrated_database: str) -> None:
+    del silentpulse_migrated_database
+    from silentpulse_db.migrate.cli import drift_json, format_drift
+    from silentpulse_db.results import DriftDifference, DriftExcuse
+
+    report = DriftReport(
+        version=21,
+        differences=(
+            DriftDifference("index", "public.x", "unexpected", None, "CREATE INDEX x", "DROP"),
+            DriftDifference("policy", "public.t.p", "changed", "a", "b", None),
+        ),
+        excused=(DriftExcuse("partition", "public.alerts_p2030_01", "monthly"),),
+        objects=3,
+        checked_at=datetime(2026, 12, 4, tzinfo=timezone.utc),
+    )
+    text = format_drift(report)
+    assert text.splitlines()[1:3] == [
+        "index:",
+        "  index public.x: not built by the files (found: CREATE INDEX x)",
+    ]
+    assert "policy:" in text and "no single statement" in text and "1 x monthly" in text
+    document: dict[str, Any] = json.loads(drift_json(report))
+    assert document["matches"] is False and document["version"] == 21
