@@ -18,9 +18,11 @@ import pytest
 from silentpulse_db import (
     DirtyDatabaseError,
     DriftReport,
+    apply_prerequisites,
     drift,
     enforce_retention,
     maintain_partitions,
+    run_migrations,
 )
 
 from .test_cli import cli
@@ -167,6 +169,53 @@ async def test_the_lifecycle_jobs_are_no_drift(silentpulse_migrated_database: st
     assert ("policy", f"public.{ahead}.tenant_isolation_alerts", "missing") in {
         (d.kind, d.key, d.change) for d in report.differences
     }
+
+
+async def test_the_runbooks_grants_are_no_drift(
+    silentpulse_app_database: str, silentpulse_migrated_database: str
+) -> None:
+    """The app role's grants as operators give them (the blanket GRANT ... ON ALL
+    TABLES the test harness runs, as docs/operations.md does for an existing database)
+    are excused, each by its rule; one table granted more is drift."""
+    del silentpulse_app_database  # the fixture granted the app role on this database
+    report = await drift(silentpulse_migrated_database, attempts=1)
+    assert report.matches, "\n".join(str(d) for d in report.differences)
+    assert any("blanket grant" in e.rule for e in report.excused)
+
+
+async def test_the_default_privileges_are_no_drift(silentpulse_database: str) -> None:
+    """docs/operations.md's first deploy: default privileges for the app role before the
+    owner migrates. Its grants, partitions' included, are excused by that rule; one
+    revoked on one table is drift, with the GRANT that restores it."""
+    dsn = silentpulse_database
+    await apply_prerequisites(dsn)
+    async with (
+        login_role(dsn, "", prefix="app") as (app, _app_dsn),
+        login_role(
+            dsn,
+            "GRANT CREATE, USAGE ON SCHEMA public TO {role}; "
+            f"GRANT USAGE ON SCHEMA public TO {app}; "
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {role} IN SCHEMA public "
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {app}; "
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {role} IN SCHEMA public "
+            f"GRANT USAGE ON SEQUENCES TO {app};",
+            prefix="owner",
+        ) as (_owner, owner_dsn),
+    ):
+        await run_migrations(owner_dsn, attempts=1)
+        report = await drift(dsn, attempts=1)
+        assert report.matches, "\n".join(str(d) for d in report.differences)
+        assert any("default privileges" in e.rule for e in report.excused)
+        await execute(owner_dsn, f"REVOKE DELETE ON tenants FROM {app}")
+        report = await drift(dsn, attempts=1)
+        assert [(d.kind, d.key, d.change, d.fix) for d in report.differences] == [
+            (
+                "grant",
+                f"public.tenants to {app}: DELETE",
+                "missing",
+                f"GRANT DELETE ON public.tenants TO {app}",
+            )
+        ]
 
 
 async def test_read_only_role_with_a_scratch_database(

@@ -18,7 +18,10 @@ from typing import Any, NamedTuple
 from ..proofs.catalog import QUERIES, SKIP_SCHEMAS
 from ..version_table import HISTORY_TABLE, VERSION_TABLE
 
-_BOOKKEEPING = f"NOT IN ('{VERSION_TABLE}', '{HISTORY_TABLE}')"
+# The version table and its history (and the history's sequence): the runner's own.
+_BOOKKEEPING = (
+    f"NOT IN ('{VERSION_TABLE}', '{HISTORY_TABLE}') AND c.relname NOT LIKE '{HISTORY_TABLE}%'"
+)
 _USER_SCHEMA = f"n.nspname NOT IN {SKIP_SCHEMAS} AND n.nspname NOT LIKE 'pg_temp%'"
 _NOT_EXTENSION_MEMBER = (
     "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = {oid} AND d.deptype = 'e')"

@@ -45,9 +45,12 @@ def compare(
     excused: list[DriftExcuse] = []
     rest_want = _normalised(want.rest, expected.owner)
     rest_have = _normalised(have.rest, live.owner)
-    _expect_default_grants(rest_want, rest_have, live, excused)
+    table_wide = _expect_default_grants(rest_want, rest_have, live, excused)
+    table_wide.update(_expect_blanket_grants(rest_want, rest_have, excused))
     differences = list(_differences(rest_want, rest_have))
-    differences += _partition_differences(want, have, expected.owner, live.owner, excused)
+    differences += _partition_differences(
+        want, have, (expected.owner, live.owner), table_wide, excused
+    )
     differences = _without_children(differences, expected, live)
     count = sum(len(items) for items in rest_have.values()) + sum(
         len(items) for month in have.months.values() for items in month.values()
@@ -84,11 +87,15 @@ def _grantee_as_owner(key: str, owner: str) -> str:
 
 def _expect_default_grants(
     want: Objects, have: Objects, live: Catalog, excused: list[DriftExcuse]
-) -> None:
-    """Add to ``want`` the grants live's default privileges give on what its owner made."""
+) -> dict[str, str]:
+    """Add to ``want`` the grants live's default privileges give on what its owner made;
+    return those on tables ("grantee: privilege" -> rule), for the partitions."""
     defaults = [d for d in live.default_privileges if d[0] == live.owner]
-    if not defaults:
-        return
+    table_wide = {
+        f"{OWNER if grantee == live.owner else grantee}: {privilege}": RULE_DEFAULT_PRIVILEGES
+        for _role, grantee, privilege, objtype in defaults
+        if objtype == "r"
+    }
     kinds = {
         key: obj.value.split(" | ")[0].removeprefix("kind ")
         for key, obj in have.get("relation", {}).items()
@@ -109,6 +116,45 @@ def _expect_default_grants(
             )
             if found is not None:
                 excused.append(DriftExcuse("grant", key, RULE_DEFAULT_PRIVILEGES))
+    return table_wide
+
+
+RULE_BLANKET = "a blanket grant: on every table of the schema (GRANT ... ON ALL TABLES, runbook)"
+
+
+def _expect_blanket_grants(
+    want: Objects, have: Objects, excused: list[DriftExcuse]
+) -> dict[str, str]:
+    """Add to ``want`` a grant the live database holds on every one of its tables (a
+    ``GRANT ... ON ALL TABLES IN SCHEMA``, as the runbook does for a database that
+    predates its default privileges): one table's extra grant is drift, a role's on
+    all of them is not. Returns them ("grantee: privilege" -> rule), for the partitions."""
+    blanket: dict[str, str] = {}
+    for kinds in (("kind r", "kind p"), ("kind S",)):  # ON ALL TABLES, ON ALL SEQUENCES
+        relations = {
+            key for key, obj in have.get("relation", {}).items() if obj.value.startswith(kinds)
+        }
+        holders: dict[str, set[str]] = {}
+        for key in have.get("grant", {}):
+            relation, _, rest = key.partition(" to ")
+            if relation in relations:
+                holders.setdefault(rest, set()).add(relation)
+        for rest in (rest for rest, on in holders.items() if on == relations):
+            _expect_everywhere(want, have, relations, rest, excused)
+            if kinds[0] == "kind r":
+                blanket[rest] = RULE_BLANKET
+    return blanket
+
+
+def _expect_everywhere(
+    want: Objects, have: Objects, relations: set[str], rest: str, excused: list[DriftExcuse]
+) -> None:
+    """Expect ``rest`` ("grantee: privilege") on each of ``relations``, as found."""
+    for relation in relations:
+        key = f"{relation} to {rest}"
+        if key not in want.setdefault("grant", {}):
+            want["grant"][key] = have["grant"][key]
+            excused.append(DriftExcuse("grant", key, RULE_BLANKET))
 
 
 def _differences(
@@ -160,11 +206,13 @@ def _owner_fix(key: str, expected: str, have: Objects) -> str | None:
 def _partition_differences(
     want: Split,
     have: Split,
-    want_owner: str | None,
-    have_owner: str | None,
+    owners: tuple[str | None, str | None],
+    table_wide: dict[str, str],
     excused: list[DriftExcuse],
 ) -> list[DriftDifference]:
-    """Each live month against a month the files built; the months themselves excused."""
+    """Each live month against a month the files built; the months themselves excused,
+    and the grants ``table_wide`` ("grantee: privilege" -> rule) gives every table."""
+    want_owner, have_owner = owners
     differences: list[DriftDifference] = []
     templates = first_by_parent(want.parents)
     for partition in sorted(set(want.parents) - set(have.parents)):
@@ -197,6 +245,11 @@ def _partition_differences(
             for items in side.values()
             for key in items
         }
+        for key, obj in theirs.get("grant", {}).items():
+            rule = table_wide.get(key.partition(" to ")[2])
+            if rule is not None and key not in mine.setdefault("grant", {}):
+                mine["grant"][key] = obj
+                excused.append(DriftExcuse("grant", rename[key], rule))
         differences += _differences(mine, theirs, rename=rename)
     return differences
 
