@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +20,7 @@ import pytest
 from credentials.data import NEW_KEY, OLD_KEY, SALT, populate
 from credentials.test_migrate_credentials import cli_env, run_cli
 from schema.seed import seed_tenant
+from schema.test_partitions import add_alert
 
 from engine.test_cli import cli
 from silentpulse_db import (
@@ -169,20 +170,6 @@ async def test_migration_verbs_as_the_owner(owner: tuple[str, str]) -> None:
 
 
 # --- partitions and retention ---------------------------------------------------------------
-
-
-async def add_alert(conn: Any, ids: dict[str, uuid.UUID], started: datetime, status: str) -> None:
-    resolved = started + timedelta(hours=1) if status == "resolved" else None
-    await conn.execute(
-        "INSERT INTO alerts (tenant_id, flow_pulse_id, asset_id, alert_type, severity, status, "
-        "started_at, resolved_at) VALUES ($1, $2, $3, 'silence', 'high', $4, $5, $6)",
-        ids["tenants"],
-        ids["flow_pulses"],
-        ids["assets"],
-        status,
-        started,
-        resolved,
-    )
 
 
 def at(month: Any) -> datetime:
