@@ -31,12 +31,13 @@ from ..errors import (
     DirtyDatabaseError,
     MigrationSourceError,
 )
-from ..postgres.dsn import validate_dsn
+from ..postgres.dsn import redact, validate_dsn
 from ..postgres.translate import typed_errors
 from ..results import MigrationResult, StatusReport, VersionState
 from .files.source import SourceLike, load_source
 from .migration_lock.waiting import lock_holders
 from .plan import (
+    CLI,
     NIL_VERSION,
     Down,
     Force,
@@ -514,7 +515,13 @@ async def drift(
 
         migrations = load_source(source)
         async with open_session(dsn, attempts=attempts, wait=wait) as session:
-            state = (await read_state(session.conn))[0] if session.tables_exist else None
+            if not session.tables_exist:
+                raise ConfigurationError(
+                    f"{redact(dsn, dsn)} has no {VERSION_TABLE}: it was never migrated, so "
+                    f"there is no version to compare with. Run `{CLI} prerequisites` and "
+                    f"`{CLI} up` (or `{CLI} baseline` for a database made before migrations)."
+                )
+            state = (await read_state(session.conn))[0]
             if state is not None and state.dirty:
                 raise DirtyDatabaseError(
                     dirty_message(migrations, state),

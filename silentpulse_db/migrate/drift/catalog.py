@@ -36,7 +36,11 @@ DRIFT_QUERIES: dict[str, str] = {
                  CASE WHEN c.relrowsecurity THEN 'rls' END,
                  CASE WHEN c.relforcerowsecurity THEN 'force rls' END,
                  CASE WHEN c.relkind = 'p' THEN 'partitioned by ' || pg_get_partkeydef(c.oid) END,
-                 CASE WHEN c.relkind IN ('v', 'm') THEN 'view ' || pg_get_viewdef(c.oid) END)
+                 CASE WHEN c.relkind IN ('v', 'm') THEN 'view ' || pg_get_viewdef(c.oid) END,
+                 -- DISABLE TRIGGER ALL also stops the foreign keys' internal triggers
+                 CASE WHEN EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid
+                                   AND t.tgisinternal AND t.tgenabled = 'D')
+                      THEN 'internal triggers disabled' END)
                  AS value,
                n.nspname || '.' || c.relname AS "table",
                CASE WHEN c.relispartition THEN (
@@ -45,7 +49,10 @@ DRIFT_QUERIES: dict[str, str] = {
                  JOIN pg_namespace pn ON pn.oid = p.relnamespace WHERE i.inhrelid = c.oid)
                END AS parent,
                pg_get_expr(c.relpartbound, c.oid) AS bound,
-               NULL AS "create", NULL AS "drop"
+               NULL AS "create",
+               format('DROP %s %I.%I', CASE c.relkind WHEN 'v' THEN 'VIEW'
+                 WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE'
+                 WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, n.nspname, c.relname) AS "drop"
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND {_USER_SCHEMA}
           AND c.relname {_BOOKKEEPING}
@@ -59,12 +66,14 @@ DRIFT_QUERIES: dict[str, str] = {
                  CASE WHEN a.attidentity <> '' THEN 'identity ' || a.attidentity::text END,
                  CASE WHEN a.attgenerated <> '' THEN 'generated' END) AS value,
                n.nspname || '.' || c.relname AS "table",
+               CASE WHEN c.relkind IN ('r', 'p') THEN
                format('ALTER TABLE %I.%I ADD COLUMN %I %s%s%s', n.nspname, c.relname,
                  a.attname, format_type(a.atttypid, a.atttypmod),
                  ' DEFAULT ' || pg_get_expr(ad.adbin, ad.adrelid),
-                 CASE WHEN a.attnotnull THEN ' NOT NULL' END) AS "create",
+                 CASE WHEN a.attnotnull THEN ' NOT NULL' END) END AS "create",
+               CASE WHEN c.relkind IN ('r', 'p') THEN
                format('ALTER TABLE %I.%I DROP COLUMN %I', n.nspname, c.relname, a.attname)
-                 AS "drop"
+               END AS "drop"
         FROM pg_attribute a
         JOIN pg_class c ON c.oid = a.attrelid
         JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -95,7 +104,10 @@ DRIFT_QUERIES: dict[str, str] = {
                -- A partition's index attached to its table's index comes and goes with
                -- that one: no statement of its own.
                CASE WHEN attached THEN NULL
-                    WHEN c.relkind = 'p' OR c.relispartition THEN pg_get_indexdef(i.indexrelid)
+                    -- On a partitioned table: built on every partition at once, which
+                    -- holds writes (no CONCURRENTLY there); "ON ONLY" would leave it INVALID.
+                    WHEN c.relkind = 'p'
+                      THEN replace(pg_get_indexdef(i.indexrelid), ' ON ONLY ', ' ON ')
                     ELSE regexp_replace(pg_get_indexdef(i.indexrelid), '^CREATE (UNIQUE )?INDEX',
                                         'CREATE \\1INDEX CONCURRENTLY') END AS "create",
                (SELECT pn.nspname || '.' || p.relname FROM pg_inherits h
@@ -103,7 +115,7 @@ DRIFT_QUERIES: dict[str, str] = {
                 JOIN pg_namespace pn ON pn.oid = p.relnamespace
                 WHERE h.inhrelid = i.indexrelid) AS parent,
                CASE WHEN attached THEN NULL ELSE format('DROP INDEX %s%I.%I',
-                 CASE WHEN c.relkind = 'p' OR c.relispartition THEN '' ELSE 'CONCURRENTLY ' END,
+                 CASE WHEN c.relkind = 'p' THEN '' ELSE 'CONCURRENTLY ' END,
                  n.nspname, ic.relname) END AS "drop"
         FROM pg_index i
         JOIN pg_class ic ON ic.oid = i.indexrelid
@@ -125,7 +137,10 @@ DRIFT_QUERIES: dict[str, str] = {
                format('CREATE POLICY %I ON %I.%I AS %s FOR %s TO %s%s%s', p.polname,
                  n.nspname, c.relname,
                  CASE WHEN p.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END,
-                 pol.cmd, array_to_string(pol.roles, ', '), ' USING (' || pol.qual || ')',
+                 pol.cmd,
+                 (SELECT string_agg(CASE WHEN r = 'public' THEN r ELSE quote_ident(r) END, ', ')
+                  FROM unnest(pol.roles) AS r),
+                 ' USING (' || pol.qual || ')',
                  ' WITH CHECK (' || pol.with_check || ')') AS "create",
                format('DROP POLICY %I ON %I.%I', p.polname, n.nspname, c.relname) AS "drop"
         FROM pg_policy p
@@ -144,7 +159,7 @@ DRIFT_QUERIES: dict[str, str] = {
         FROM pg_trigger t
         JOIN pg_class c ON c.oid = t.tgrelid
         JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE NOT t.tgisinternal AND {_USER_SCHEMA} AND t.tgparentid = 0
+        WHERE NOT t.tgisinternal AND {_USER_SCHEMA}
     """,
     "function": f"""
         SELECT n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid)
@@ -158,14 +173,18 @@ DRIFT_QUERIES: dict[str, str] = {
         WHERE {_USER_SCHEMA} AND p.prokind IN ('f', 'p', 'w')
           AND {_NOT_EXTENSION_MEMBER.format(oid="p.oid")}
     """,
+    # pg_sequence, not pg_sequences: that one reads each sequence's last value, which
+    # waits for a session altering it.
     "sequence": f"""
-        SELECT s.schemaname || '.' || s.sequencename AS key,
-               concat_ws(' | ', s.data_type::text, 'start ' || s.start_value,
-                 'increment ' || s.increment_by, 'min ' || s.min_value,
-                 'max ' || s.max_value, CASE WHEN s.cycle THEN 'cycle' END) AS value,
-               NULL AS "table", NULL AS "create", NULL AS "drop"
-        FROM pg_sequences s JOIN pg_namespace n ON n.nspname = s.schemaname
-        WHERE {_USER_SCHEMA}
+        SELECT n.nspname || '.' || c.relname AS key,
+               concat_ws(' | ', format_type(s.seqtypid, NULL), 'start ' || s.seqstart,
+                 'increment ' || s.seqincrement, 'min ' || s.seqmin, 'max ' || s.seqmax,
+                 CASE WHEN s.seqcycle THEN 'cycle' END) AS value,
+               n.nspname || '.' || c.relname AS "table", NULL AS "create", NULL AS "drop"
+        FROM pg_sequence s
+        JOIN pg_class c ON c.oid = s.seqrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE {_USER_SCHEMA} AND c.relname {_BOOKKEEPING}
     """,
     # Who owns each relation and function: normalised by the comparison to "the owner"
     # (the role that owns the version table, the one that migrates).

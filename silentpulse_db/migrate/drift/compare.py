@@ -3,38 +3,36 @@
 Before comparing, what legitimately differs between two databases is set alike:
 - the role that migrates owns what it made: an owner equal to each database's
   migrating role reads ``<owner>``, and so does that role as a grantee;
-- grants that the live database's default privileges give (a runbook step: ALTER
-  DEFAULT PRIVILEGES before the first deploy) are expected on what the owner made;
-- monthly partitions: which months exist is the jobs' (partitions.py); each month
-  is compared with a month the files built.
-Each excused difference is listed with the rule that excused it.
+- the runbook's grants (grants.py) are expected where the runbook gives them;
+- monthly partitions: the jobs make and drop months (partitions.py); each month is
+  compared with a month the files built.
+Each excused difference is listed with the rule that excused it. Then one change is
+one difference: what belongs to a relation reported whole, and what a partition
+inherits from a change reported on its table, are left out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from ..._reports import DriftDifference, DriftExcuse, DriftReport
 from .catalog import Catalog, CatalogObject
 from .fixes import changed_fix
-from .partitions import (
-    RULE_AHEAD,
-    RULE_DETACHED,
-    Split,
-    as_template,
-    bound_problem,
-    first_by_parent,
-    split,
-)
-
-OWNER = "<owner>"
-RULE_DEFAULT_PRIVILEGES = "granted by the default privileges (ALTER DEFAULT PRIVILEGES, runbook)"
-# pg_default_acl's object types, by relation kind (pg_class.relkind in 'kind X').
-_OBJTYPE = {"r": "r", "p": "r", "v": "r", "m": "r", "f": "r", "S": "S"}
+from .grants import OWNER, expect_blanket_grants, expect_default_grants
+from .partitions import RULE_AHEAD, Split, as_template, bound_problem, first_by_parent, split
 
 Objects = dict[str, dict[str, CatalogObject]]
+
+
+class _Live(NamedTuple):
+    """What a fix needs of the live database: its migrating role, and each object's
+    relation (for telling children from their parents)."""
+
+    owner: str | None
+    tables: dict[tuple[str, str], str | None]
+    parents: dict[str, str]  # a partition (or a partition's index) -> its parent's
 
 
 def compare(
@@ -45,23 +43,39 @@ def compare(
     excused: list[DriftExcuse] = []
     rest_want = _normalised(want.rest, expected.owner)
     rest_have = _normalised(have.rest, live.owner)
-    table_wide = _expect_default_grants(rest_want, rest_have, live, excused)
-    table_wide.update(_expect_blanket_grants(rest_want, rest_have, excused))
-    differences = list(_differences(rest_want, rest_have))
+    blanket = expect_blanket_grants(rest_want, rest_have, excused)
+    defaults, differences = expect_default_grants(rest_want, rest_have, live, excused)
+    context = _context(expected, live)
+    differences += _detached(_differences(rest_want, rest_have, context), want)
     differences += _partition_differences(
-        want, have, (expected.owner, live.owner), table_wide, excused
+        want, have, (expected.owner, live.owner), {**blanket, **defaults}, excused, context
     )
-    differences = _without_children(differences, expected, live)
     count = sum(len(items) for items in rest_have.values()) + sum(
         len(items) for month in have.months.values() for items in month.values()
     )
     return DriftReport(
         version=version,
-        differences=tuple(sorted(differences, key=lambda d: (d.kind, d.key))),
+        differences=tuple(sorted(_one_per_change(differences, context), key=_order)),
         excused=tuple(excused),
         objects=count,
         checked_at=checked_at,
     )
+
+
+def _order(difference: DriftDifference) -> tuple[str, str]:
+    return (difference.kind, difference.key)
+
+
+def _context(expected: Catalog, live: Catalog) -> _Live:
+    tables: dict[tuple[str, str], str | None] = {}
+    parents: dict[str, str] = {}
+    for catalog in (expected, live):
+        for kind, items in catalog.objects.items():
+            for key, obj in items.items():
+                tables[(kind, key)] = obj.table
+                if kind in ("relation", "index") and obj.parent:
+                    parents[key] = obj.parent
+    return _Live(live.owner, tables, parents)
 
 
 def _normalised(objects: Objects, owner: str | None) -> Objects:
@@ -85,122 +99,75 @@ def _grantee_as_owner(key: str, owner: str) -> str:
     return f"{relation} to {OWNER if grantee == owner else grantee}: {privilege}"
 
 
-def _expect_default_grants(
-    want: Objects, have: Objects, live: Catalog, excused: list[DriftExcuse]
-) -> dict[str, str]:
-    """Add to ``want`` the grants live's default privileges give on what its owner made;
-    return those on tables ("grantee: privilege" -> rule), for the partitions."""
-    defaults = [d for d in live.default_privileges if d[0] == live.owner]
-    table_wide = {
-        f"{OWNER if grantee == live.owner else grantee}: {privilege}": RULE_DEFAULT_PRIVILEGES
-        for _role, grantee, privilege, objtype in defaults
-        if objtype == "r"
-    }
-    kinds = {
-        key: obj.value.split(" | ")[0].removeprefix("kind ")
-        for key, obj in have.get("relation", {}).items()
-    }
-    owners = have.get("owner", {})
-    for relation, kind in kinds.items():
-        if owners.get(f"relation {relation}", CatalogObject("", None, None, None)).value != OWNER:
-            continue
-        for _role, grantee, privilege, objtype in defaults:
-            if _OBJTYPE.get(kind) != objtype:
-                continue
-            key = f"{relation} to {OWNER if grantee == live.owner else grantee}: {privilege}"
-            if key in want.setdefault("grant", {}):
-                continue
-            found = have.get("grant", {}).get(key)
-            want["grant"][key] = found or CatalogObject(
-                "granted", relation, f"GRANT {privilege} ON {relation} TO {grantee}", None
-            )
-            if found is not None:
-                excused.append(DriftExcuse("grant", key, RULE_DEFAULT_PRIVILEGES))
-    return table_wide
-
-
-RULE_BLANKET = "a blanket grant: on every table of the schema (GRANT ... ON ALL TABLES, runbook)"
-
-
-def _expect_blanket_grants(
-    want: Objects, have: Objects, excused: list[DriftExcuse]
-) -> dict[str, str]:
-    """Add to ``want`` a grant the live database holds on every one of its tables (a
-    ``GRANT ... ON ALL TABLES IN SCHEMA``, as the runbook does for a database that
-    predates its default privileges): one table's extra grant is drift, a role's on
-    all of them is not. Returns them ("grantee: privilege" -> rule), for the partitions."""
-    blanket: dict[str, str] = {}
-    for kinds in (("kind r", "kind p"), ("kind S",)):  # ON ALL TABLES, ON ALL SEQUENCES
-        relations = {
-            key for key, obj in have.get("relation", {}).items() if obj.value.startswith(kinds)
-        }
-        holders: dict[str, set[str]] = {}
-        for key in have.get("grant", {}):
-            relation, _, rest = key.partition(" to ")
-            if relation in relations:
-                holders.setdefault(rest, set()).add(relation)
-        for rest in (rest for rest, on in holders.items() if on == relations):
-            _expect_everywhere(want, have, relations, rest, excused)
-            if kinds[0] == "kind r":
-                blanket[rest] = RULE_BLANKET
-    return blanket
-
-
-def _expect_everywhere(
-    want: Objects, have: Objects, relations: set[str], rest: str, excused: list[DriftExcuse]
-) -> None:
-    """Expect ``rest`` ("grantee: privilege") on each of ``relations``, as found."""
-    for relation in relations:
-        key = f"{relation} to {rest}"
-        if key not in want.setdefault("grant", {}):
-            want["grant"][key] = have["grant"][key]
-            excused.append(DriftExcuse("grant", key, RULE_BLANKET))
-
-
 def _differences(
-    want: Objects, have: Objects, *, rename: dict[str, str] | None = None
+    want: Objects, have: Objects, context: _Live, *, month: tuple[str, str] | None = None
+) -> list[DriftDifference]:
+    """Object by object; ``month``: (the template name, the real one) of a partition
+    compared with a month the files built, put back in what is reported."""
+    return list(_walk(want, have, context, month))
+
+
+def _walk(
+    want: Objects, have: Objects, context: _Live, month: tuple[str, str] | None
 ) -> Iterator[DriftDifference]:
-    """Object by object; ``rename``: template key -> the real key to report (partitions)."""
-    names = rename or {}
+    def real(text: str | None) -> str | None:
+        return text if text is None or month is None else text.replace(*month)
+
     for kind in sorted(set(want) | set(have)):
         mine, theirs = want.get(kind, {}), have.get(kind, {})
         for key in sorted(set(mine) | set(theirs)):
-            shown = names.get(key, key)
-            if key not in theirs:
-                yield _item(kind, shown, "missing", mine[key], None, mine[key].create)
-            elif key not in mine:
-                yield _item(kind, shown, "unexpected", None, theirs[key], theirs[key].drop)
-            elif mine[key].value != theirs[key].value:
-                fix = changed_fix(kind, shown, mine[key], theirs[key])
-                if kind == "owner":
-                    fix = _owner_fix(shown, mine[key].value, have)
-                yield _item(kind, shown, "changed", mine[key], theirs[key], fix)
+            shown = real(key) or key
+            expected, actual = mine.get(key), theirs.get(key)
+            if actual is None and expected is not None:
+                change: Literal["missing", "unexpected", "changed"] = "missing"
+                fix = expected.create
+            elif expected is None and actual is not None:
+                change, fix = "unexpected", actual.drop
+            elif expected is not None and actual is not None and expected.value != actual.value:
+                change = "changed"
+                fix = (
+                    _owner_fix(shown, expected.value, context)
+                    if kind == "owner"
+                    else changed_fix(kind, shown, expected, actual)
+                )
+            else:
+                continue
+            yield DriftDifference(
+                kind=kind,
+                key=shown,
+                change=change,
+                expected=real(None if expected is None else expected.value),
+                actual=real(None if actual is None else actual.value),
+                fix=fix,
+            )
 
 
-def _item(
-    kind: str,
-    key: str,
-    change: Literal["missing", "unexpected", "changed"],
-    expected: CatalogObject | None,
-    actual: CatalogObject | None,
-    fix: str | None,
-) -> DriftDifference:
-    return DriftDifference(
-        kind=kind,
-        key=key,
-        change=change,
-        expected=None if expected is None else expected.value,
-        actual=None if actual is None else actual.value,
-        fix=fix,
-    )
+def _detached(differences: list[DriftDifference], want: Split) -> list[DriftDifference]:
+    """A table the live database holds where the files build a month of a partitioned
+    table: a month detached by hand (retention detaches and drops in one transaction).
+    Its fix attaches it again."""
+    result = []
+    for difference in differences:
+        parent = want.parents.get(difference.key)
+        if difference.kind == "relation" and difference.change == "unexpected" and parent:
+            bound = want.months[difference.key]["relation"][difference.key].bound
+            difference = DriftDifference(
+                "partition",
+                difference.key,
+                "changed",
+                f"a month of {parent}",
+                "detached: a table of its own, its row-level security and policies unchecked",
+                f"ALTER TABLE {parent} ATTACH PARTITION {difference.key} {bound}",
+            )
+        result.append(difference)
+    return result
 
 
-def _owner_fix(key: str, expected: str, have: Objects) -> str | None:
+def _owner_fix(key: str, expected: str, context: _Live) -> str | None:
     relation = key.removeprefix("relation ")
-    kind = have.get("relation", {}).get(relation)
-    if expected != OWNER or kind is None or not kind.value.startswith(("kind r", "kind p")):
+    if expected != OWNER or context.owner is None or key == relation:
         return None
-    return f"ALTER TABLE {relation} OWNER TO <the migrating role>"
+    return f"ALTER TABLE {relation} OWNER TO {context.owner}"
 
 
 def _partition_differences(
@@ -209,21 +176,25 @@ def _partition_differences(
     owners: tuple[str | None, str | None],
     table_wide: dict[str, str],
     excused: list[DriftExcuse],
+    context: _Live,
 ) -> list[DriftDifference]:
-    """Each live month against a month the files built; the months themselves excused,
-    and the grants ``table_wide`` ("grantee: privilege" -> rule) gives every table."""
-    want_owner, have_owner = owners
+    """Each live month against a month the files built. Months the jobs made ahead are
+    excused; a month the files build now (this one, the next ones) and the live
+    database lacks is drift: the partition job (``silentpulse-db partitions``) makes it."""
     differences: list[DriftDifference] = []
-    templates = first_by_parent(want.parents)
     for partition in sorted(set(want.parents) - set(have.parents)):
-        excused.append(DriftExcuse("partition", partition, RULE_AHEAD))
-    for table in sorted(have.detached):
-        excused.append(DriftExcuse("relation", table, RULE_DETACHED))
+        if partition in have.rest.get("relation", {}):
+            continue  # detached by hand: the table itself is reported (_detached)
+        differences.append(
+            DriftDifference(
+                "partition", partition, "missing", "a month the partition job makes", None
+            )
+        )
+    templates = first_by_parent(want.parents)
     for partition, parent in sorted(have.parents.items()):
         if partition not in want.parents:
             excused.append(DriftExcuse("partition", partition, RULE_AHEAD))
-        relation = have.months[partition]["relation"][partition]
-        problem = bound_problem(partition, relation)
+        problem = bound_problem(partition, have.months[partition]["relation"][partition])
         if problem:
             differences.append(
                 DriftDifference("partition", partition, "changed", "its month", problem)
@@ -232,40 +203,52 @@ def _partition_differences(
         if reference is None:
             continue  # the files build no month of it today: nothing to compare with
         mine = as_template(
-            reference, parent, _normalised(want.months[reference], want_owner), target=partition
+            reference, parent, _normalised(want.months[reference], owners[0]), target=partition
         )
         theirs = as_template(
-            partition, parent, _normalised(have.months[partition], have_owner), target=partition
+            partition, parent, _normalised(have.months[partition], owners[1]), target=partition
         )
         generic = parent.split(".", 1)[1] + "_p*"
         name = partition.split(".", 1)[1]
-        rename = {
-            key: key.replace(generic, name)
-            for side in (mine, theirs)
-            for items in side.values()
-            for key in items
-        }
         for key, obj in theirs.get("grant", {}).items():
             rule = table_wide.get(key.partition(" to ")[2])
             if rule is not None and key not in mine.setdefault("grant", {}):
                 mine["grant"][key] = obj
-                excused.append(DriftExcuse("grant", rename[key], rule))
-        differences += _differences(mine, theirs, rename=rename)
+                excused.append(DriftExcuse("grant", key.replace(generic, name), rule))
+        differences += _differences(mine, theirs, context, month=(generic, name))
     return differences
 
 
-def _without_children(
-    differences: list[DriftDifference], expected: Catalog, live: Catalog
-) -> list[DriftDifference]:
-    """Leave out a partition's index whose index on the partitioned table is reported
-    the same way: it comes and goes with that one (one hand-made index on alerts is one
-    difference, not one a month)."""
-    reported = {(d.key, d.change) for d in differences if d.kind == "index"}
-    indexes = {**expected.objects.get("index", {}), **live.objects.get("index", {})}
+def _one_per_change(differences: list[DriftDifference], context: _Live) -> list[DriftDifference]:
+    """Leave out what follows from another difference reported: the columns, indexes,
+    grants, ... of a relation reported missing or unexpected as a whole; a partition's
+    column, constraint, trigger or index changed as its table's is (one hand-made index
+    on alerts is one difference, not one more for each month's copy of it)."""
+    whole = {
+        d.key
+        for d in differences
+        if (d.kind == "relation" and d.change != "changed")
+        or (d.kind == "partition" and d.actual is not None and d.actual.startswith("detached"))
+    }
+    seen = {(d.kind, d.key, d.change) for d in differences}
 
-    def follows_parent(difference: DriftDifference) -> bool:
-        found = indexes.get(difference.key)
-        parent = None if found is None else found.parent
-        return difference.kind == "index" and (parent, difference.change) in reported
+    def follows(difference: DriftDifference) -> bool:
+        table = context.tables.get((difference.kind, difference.key))
+        if difference.kind == "owner":
+            table = difference.key.removeprefix("relation ")
+        if difference.kind != "relation" and table in whole:
+            return True
+        if difference.kind == "index":
+            parent_index = context.parents.get(difference.key)
+            return (difference.kind, parent_index, difference.change) in seen
+        parent = context.parents.get(table or "")
+        if parent is None or table is None or difference.kind not in _INHERITED:
+            return False
+        inherited = parent + difference.key[len(table) :]
+        return (difference.kind, inherited, difference.change) in seen
 
-    return [d for d in differences if not follows_parent(d)]
+    return [d for d in differences if not follows(d)]
+
+
+# What a partition takes from its table, and changes with it.
+_INHERITED = frozenset({"column", "constraint", "trigger"})

@@ -16,11 +16,16 @@ from .catalog import Catalog, read_catalog
 
 # Partition bounds read in one time zone, whatever each database's default.
 UTC = "SELECT set_config('TimeZone', 'UTC', false)"
+# Reading a partition's bound or a default (pg_get_expr) opens the relation: an
+# ACCESS SHARE lock, as a SELECT takes. Behind a migration's or an operator's
+# exclusive lock, give up rather than wait (and queue their next DDL behind us).
+LIVE_LOCK_TIMEOUT = "5s"
 
 
 async def live_catalog(conn: Any) -> Catalog:
-    """The live database's catalog (reads only; the session's time zone set to UTC)."""
-    await conn.execute(UTC)
+    """The live database's catalog (reads only; UTC; waits at most LIVE_LOCK_TIMEOUT for
+    a relation another session holds exclusively)."""
+    await conn.execute(f"{UTC}, set_config('lock_timeout', '{LIVE_LOCK_TIMEOUT}', false)")
     return await read_catalog(conn)
 
 

@@ -19,7 +19,10 @@ def changed_fix(kind: str, key: str, expected: CatalogObject, actual: CatalogObj
     if kind == "function":
         return expected.create  # CREATE OR REPLACE FUNCTION ...
     if kind == "index":
-        if actual.value == expected.value + " (INVALID)":
+        # Not a partitioned table's index: REINDEX leaves that one INVALID.
+        if actual.value == expected.value + " (INVALID)" and "CONCURRENTLY" in (
+            expected.create or ""
+        ):
             return f"REINDEX INDEX CONCURRENTLY {key}"
         return None
     if kind == "constraint":
@@ -94,15 +97,19 @@ def _column_fix(key: str, expected: str, actual: str) -> str | None:
     return f"ALTER TABLE {table} " + ", ".join(steps) if steps else None
 
 
+_FLAGS = (
+    ("rls", "ENABLE ROW LEVEL SECURITY", "DISABLE ROW LEVEL SECURITY"),
+    ("force rls", "FORCE ROW LEVEL SECURITY", "NO FORCE ROW LEVEL SECURITY"),
+    ("internal triggers disabled", "DISABLE TRIGGER ALL", "ENABLE TRIGGER ALL"),
+)
+
+
 def _rls_fix(key: str, expected: str, actual: str) -> str | None:
     want, have = set(expected.split(" | ")), set(actual.split(" | "))
     steps = []
-    for flag, on, off in (
-        ("rls", "ENABLE ROW LEVEL SECURITY", "DISABLE ROW LEVEL SECURITY"),
-        ("force rls", "FORCE ROW LEVEL SECURITY", "NO FORCE ROW LEVEL SECURITY"),
-    ):
+    for flag, on, off in _FLAGS:
         if (flag in want) != (flag in have):
             steps.append(on if flag in want else off)
-    if not steps or (want ^ have) - {"rls", "force rls"}:
+    if not steps or (want ^ have) - {flag for flag, _on, _off in _FLAGS}:
         return None  # something else changed too (kind, partitioning, view definition)
     return f"ALTER TABLE {key} " + ", ".join(steps)

@@ -20,34 +20,30 @@ from .catalog import Catalog, CatalogObject
 _MONTH = re.compile(r"^(?P<table>.+)_p(?P<year>\d{4})_(?P<month>\d{2})$")
 _FROM = re.compile(r"FROM \('(\d{4})-(\d{2})-01 00:00:00(\+00)?'\) TO \('(\d{4})-(\d{2})-01 ")
 
-RULE_AHEAD = "monthly partitions: which months exist is the partition job's and retention's"
-RULE_DETACHED = "detached by retention, which drops it (silentpulse-db retention)"
+RULE_AHEAD = "monthly partitions: the partition job makes months ahead, retention drops old ones"
 
 
 class Split(NamedTuple):
-    """A catalog's objects apart from its monthly partitions, and those by partition."""
+    """A catalog's objects apart from its monthly partitions, and those by partition.
+
+    A table named like a month but not attached is no month: retention detaches and
+    drops in one transaction, so it is a hand change, compared as any table."""
 
     rest: dict[str, dict[str, CatalogObject]]
     months: dict[str, dict[str, dict[str, CatalogObject]]]  # partition -> kind -> key
     parents: dict[str, str]  # monthly partition -> its partitioned table
-    detached: set[str]  # tables named as a month of a partitioned table, no longer in it
 
 
 def split(catalog: Catalog) -> Split:
-    """Set the monthly partitions (and tables detached from one) apart."""
+    """Set the monthly partitions apart."""
     relations = catalog.objects.get("relation", {})
     partitioned = {key for key, obj in relations.items() if obj.value.startswith("kind p")}
     parents: dict[str, str] = {}
-    detached: set[str] = set()
     for key, obj in relations.items():
         match = _MONTH.match(key)
-        if match is None or match["table"] not in partitioned:
-            continue
-        if obj.parent == match["table"]:
+        if match is not None and match["table"] in partitioned and obj.parent == match["table"]:
             parents[key] = match["table"]
-        elif obj.parent is None:
-            detached.add(key)
-    apart = set(parents) | detached
+    apart = set(parents)
     rest: dict[str, dict[str, CatalogObject]] = {}
     months: dict[str, dict[str, dict[str, CatalogObject]]] = {p: {} for p in apart}
     for kind, objects in catalog.objects.items():
@@ -58,7 +54,7 @@ def split(catalog: Catalog) -> Split:
                 rest[kind][key] = obj
             else:
                 months[owner].setdefault(kind, {})[key] = obj
-    return Split(rest, months, parents, detached)
+    return Split(rest, months, parents)
 
 
 def _owner_of(kind: str, key: str, obj: CatalogObject, apart: set[str]) -> str | None:
