@@ -602,8 +602,10 @@ def format_drift(report: DriftReport) -> str:
                 kind = difference.kind
                 lines.append(f"{kind}:")
             lines.append(f"  {difference}")
-            fix = difference.fix or "(no single statement: drop and create it as the files do)"
-            lines.append(f"    fix: {fix.strip()}" if difference.fix else f"    {fix}")
+            if difference.fix:
+                lines.append(f"    fix: {difference.fix.strip()}")
+            else:
+                lines.append(f"    (no single statement: {_BY_HAND[difference.change]})")
     if report.excused:
         rules: dict[str, int] = {}
         for excuse in report.excused:
@@ -611,6 +613,13 @@ def format_drift(report: DriftReport) -> str:
         lines.append("excused (not drift):")
         lines += [f"  {count} x {rule}" for rule, count in rules.items()]
     return "\n".join(lines)
+
+
+_BY_HAND = {
+    "missing": "create it as the files do",
+    "unexpected": "remove it by hand",
+    "changed": "drop it and create it as the files do",
+}
 
 
 def drift_json(report: DriftReport) -> str:
