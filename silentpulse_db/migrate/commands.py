@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Literal
 
 from ..defaults import (
@@ -508,8 +509,6 @@ async def drift(
     with typed_errors(dsn, "compare the live schema with the migration files"):
         if scratch_dsn is not None:
             validate_dsn(scratch_dsn, setting="the scratch DSN")
-        from datetime import datetime, timezone
-
         from .drift.compare import compare  # the catalog wing loads on first use, as check's
         from .drift.expected import built_catalog, live_catalog
 

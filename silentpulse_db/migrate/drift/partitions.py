@@ -12,7 +12,6 @@ the scratch database, both named ``<table>_p*`` for the comparison.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from typing import NamedTuple
 
 from .catalog import Catalog, CatalogObject
@@ -118,7 +117,3 @@ def first_by_parent(parents: dict[str, str]) -> dict[str, str]:
     for partition in sorted(parents):
         chosen.setdefault(parents[partition], partition)
     return chosen
-
-
-def months_of(parents: dict[str, str], parent: str) -> Iterable[str]:
-    return sorted(p for p, t in parents.items() if t == parent)
