@@ -17,9 +17,11 @@ SCRIPTS = [
     "bench_rotation.py",
     "bench_harness.py",
     "bench_notify.py",
+    "bench_listener.py",
     "bench_big_file.py",
     "bench_startup_tricks.py",
     "bench_drift.py",
+    "bench_upgrade_alert_log.py",
 ]
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 from .errors import (
     AdministratorRequiredError,
+    AlertGapError,
     BaselineError,
     ChecksumMismatchError,
     ConfigurationError,
@@ -52,7 +53,7 @@ from .results import (
 
 if TYPE_CHECKING:
     from .credentials import migrate_credentials, verify_credentials
-    from .listener import ALERT_CHANNEL, AlertEvent, listen_alerts
+    from .listener import ALERT_CHANNEL, AlertEvent, AlertListener, listen_alerts
     from .migrate.commands import (
         apply_prerequisites,
         baseline,
@@ -101,6 +102,7 @@ _LAZY = {
     **dict.fromkeys(REPORT_NAMES, ".results"),  # the jobs' reports: results.py loads them
     "ALERT_CHANNEL": ".listener",
     "AlertEvent": ".listener",
+    "AlertListener": ".listener",
     "listen_alerts": ".listener",
     "create_pool": ".pool",
     "tenant_transaction": ".pool",
@@ -151,6 +153,8 @@ __all__ = [
     "ALERT_CHANNEL",
     "AdministratorRequiredError",
     "AlertEvent",
+    "AlertGapError",
+    "AlertListener",
     "AppliedMigration",
     "BaselineError",
     "CheckReport",

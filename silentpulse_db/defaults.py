@@ -6,6 +6,8 @@ here; change a value here and it changes everywhere.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 # Connecting: a service's start-up waits for a database that is still starting.
 CONNECT_ATTEMPTS = 30
 CONNECT_WAIT = 2.0  # between two attempts
@@ -61,6 +63,12 @@ ROTATION_LOCK_TIMEOUT = 30.0
 # may wait for its table's lock before it is skipped (and retried later).
 PARTITIONS_AHEAD = 3
 PARTITION_LOCK_TIMEOUT = 3.0
+
+# The alert change log (retention): a change every named consumer has passed goes
+# after ALERT_LOG_KEEP (listeners without a name reconnect within it); any change goes
+# after ALERT_LOG_MAX_AGE (a consumer behind it gets AlertGapError).
+ALERT_LOG_KEEP = timedelta(days=1)
+ALERT_LOG_MAX_AGE = timedelta(days=30)
 
 # Dry-run plans (up --dry-run) warn about an ACCESS EXCLUSIVE lock on a relation
 # estimated (pg_class.reltuples) at this many rows or more: long enough to queue

@@ -266,6 +266,21 @@ class RequiredVersionError(SilentPulseDBError):
         self.found = found
 
 
+class AlertGapError(SilentPulseDBError):
+    """The alert listener's position is behind changes that retention deleted from the
+    alert change log: they are lost to it, and it says so rather than skip them.
+    ``consumer`` (None: a listener without a name), ``position`` and ``pruned_to``
+    (places in the log, ``"<xid>.<seq>"``)."""
+
+    def __init__(
+        self, message: str, *, consumer: str | None, position: str, pruned_to: str
+    ) -> None:
+        super().__init__(message)
+        self.consumer = consumer
+        self.position = position
+        self.pruned_to = pruned_to
+
+
 class VersionNotFoundError(SilentPulseDBError):
     """A requested target version has no migration file."""
 

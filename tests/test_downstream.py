@@ -30,6 +30,7 @@ def test_the_testing_guide_runs_as_a_downstream_project(tmp_path: Path) -> None:
     (tmp_path / "test_readme.py").write_text(example)
     (tmp_path / "app.py").write_text(_block("testing-app"))
     (tmp_path / "test_app.py").write_text(_block("testing-test"))
+    (tmp_path / "test_notifications.py").write_text(_block("testing-alerts"))
     # A service set of its own, in the template (the ini line under the table above).
     ini = _block("testing-ini") + _block("testing-ini-service")
     (tmp_path / "pyproject.toml").write_text(ini)
@@ -60,4 +61,4 @@ def test_the_testing_guide_runs_as_a_downstream_project(tmp_path: Path) -> None:
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "5 passed" in done.stdout, done.stdout
+    assert "6 passed" in done.stdout, done.stdout

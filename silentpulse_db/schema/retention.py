@@ -1,4 +1,5 @@
-"""Retention: SilentPulse's rules, applied by dropping whole expired partitions.
+"""Retention: SilentPulse's rules, applied by dropping whole expired partitions, and
+the alert change log pruned behind its consumers (schema/alert_log.py).
 
 Alerts go 365 days after they close and never while open (an open or
 acknowledged alert keeps its whole partition); audit logs after 730 days; raw
@@ -18,6 +19,7 @@ import asyncpg
 
 from ..defaults import PARTITION_LOCK_TIMEOUT
 from ..results import RetentionAction, RetentionReport
+from .alert_log import prune_alert_log
 from .partitions import (
     RETENTION,
     Partition,
@@ -55,6 +57,10 @@ async def apply_retention(
                 await _drop(conn, table, part, lock_timeout)
             logger.info("%s%s", "(dry run) " if dry_run else "", action)
             actions.append(action)
+    pruned = await prune_alert_log(conn, dry_run=dry_run, now=moment, lock_timeout=lock_timeout)
+    if pruned is not None and pruned.dropped:
+        logger.info("%s%s", "(dry run) " if dry_run else "", pruned)
+        actions.append(pruned)
     return RetentionReport(dry_run=dry_run, actions=tuple(actions))
 
 

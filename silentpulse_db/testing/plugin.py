@@ -15,6 +15,9 @@ Fixtures, for this project's tests and the services' own:
   SUPERUSER, no BYPASSRLS, the grants docs/operations.md gives the app role), so that
   row-level security applies as in production: act as a tenant with
   ``tenant_transaction``; set data up through ``silentpulse_migrated_database``.
+- ``silentpulse_alert_listener``: ``async with silentpulse_alert_listener() as alerts``
+  starts ``listen_alerts`` on that database, entered once it is ready;
+  ``await alerts.wait_for(alert_id)`` (:mod:`.alerts`).
 
 Nothing starts unless a test asks for one of these.
 """
@@ -24,7 +27,9 @@ from __future__ import annotations
 import os
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import quote, urlsplit
@@ -33,6 +38,7 @@ import pytest
 
 from ..errors import ConfigurationError
 from ..postgres.databases import execute_sql
+from .alerts import ListeningAlerts, listening
 from .server import PostgresServer, create_database, drop_database, run_sync
 
 TEMPLATE_PREFIX = "silentpulse_template"
@@ -163,3 +169,14 @@ def silentpulse_app_database(
     parts = urlsplit(silentpulse_migrated_database)
     login = f"{quote(silentpulse_app_role.name)}:{quote(silentpulse_app_role.password)}"
     return parts._replace(netloc=f"{login}@{parts.hostname}:{parts.port}").geturl()
+
+
+@pytest.fixture
+def silentpulse_alert_listener(
+    silentpulse_migrated_database: str,
+) -> Callable[..., AbstractAsyncContextManager[ListeningAlerts]]:
+    """``async with silentpulse_alert_listener(**options) as alerts``: an alert listener on
+    the test database (as its superuser, which bypasses row-level security), ready.
+    A plain fixture returning an async context manager: it runs in the test's own event
+    loop, whatever async plugin runs the test."""
+    return partial(listening, silentpulse_migrated_database)

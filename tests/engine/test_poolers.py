@@ -21,8 +21,8 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from schema.listening import collecting, delivered, new_alert
 from schema.seed import seed_tenant
-from schema.test_listener import collecting, new_alert
 
 from silentpulse_db import (
     AlertEvent,
@@ -197,19 +197,10 @@ async def test_the_listener_works_through_session_pooling(
         ids = await seed_tenant(conn, "pooled")
         for _mode, dsn in bouncing(silentpulse_postgres, database, "session"):
             async with collecting(dsn) as events:
-                # An alert made before the listener has LISTENed is not its to deliver:
-                # write until one arrives.
-                alerts = []
-                for _ in range(60):
-                    alerts.append(await new_alert(conn, ids))
-                    await asyncio.sleep(0.5)
-                    if events:
-                        break
-                last = await new_alert(conn, ids)
-                alerts.append(last)
-                await wait_for(partial(_has, events, last), timeout=30)
-            assert {e.source for e in events} == {"notify"}
-            assert {e.alert_id for e in events} <= set(alerts)
+                # Ready: what is committed from now on is delivered.
+                alert = await new_alert(conn, ids)
+                await delivered(events, alert)
+            assert [(e.alert_id, e.source) for e in events] == [(alert, "notify")]
     finally:
         await conn.close()
 

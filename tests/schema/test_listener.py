@@ -1,13 +1,12 @@
-"""listen_alerts: live notifications, reconnect after pg_terminate_backend, catch-up, no duplicates."""
+"""listen_alerts: live, across a dropped connection, a role locked out for a while, a
+restarted consumer, and the NOTIFY payloads the trigger still sends for older listeners."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -15,120 +14,72 @@ import asyncpg
 import pytest
 
 from silentpulse_db import (
-    AlertEvent,
     ConfigurationError,
     DatabaseConnectionError,
+    RequiredVersionError,
     RowSecurityError,
     apply_prerequisites,
     listen_alerts,
     run_migrations,
 )
 
+from .listening import (
+    LISTENER_GRANTS,
+    collecting,
+    count_at_least,
+    delivered,
+    listener_pid,
+    new_alert,
+    settled,
+)
 from .seed import seed_tenant
 from helpers import execute, fetchval, login_role, wait_for
 
 
-@contextlib.asynccontextmanager
-async def collecting(dsn: str, **options: Any) -> AsyncIterator[list[AlertEvent]]:
-    events: list[AlertEvent] = []
-
-    async def consume() -> None:
-        async for event in listen_alerts(dsn, initial_backoff=0.1, max_backoff=0.5, **options):
-            events.append(event)
-
-    task = asyncio.create_task(consume())
-    try:
-        yield events
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def listener_pid(dsn: str) -> int | None:
-    pid: int | None = await fetchval(
-        dsn,
-        "SELECT pid FROM pg_stat_activity WHERE application_name = 'silentpulse-db listener' "
-        "AND datname = current_database()",
-    )
-    return pid
-
-
-async def new_alert(conn: asyncpg.Connection, ids: dict[str, uuid.UUID]) -> uuid.UUID:
-    alert_id: uuid.UUID = await conn.fetchval(
-        "INSERT INTO alerts (tenant_id, flow_pulse_id, asset_id, alert_type, severity, started_at) "
-        "VALUES ($1, $2, $3, 'silence', 'high', $4) RETURNING id",
-        ids["tenants"],
-        ids["flow_pulses"],
-        ids["assets"],
-        datetime.now(timezone.utc),
-    )
-    return alert_id
-
-
 async def test_live_and_across_a_dropped_connection(silentpulse_migrated_database: str) -> None:
-    conn = await asyncpg.connect(silentpulse_migrated_database)
+    admin = silentpulse_migrated_database
+    conn = await asyncpg.connect(admin)
     try:
         ids = await seed_tenant(conn, "echo")
-        async with collecting(silentpulse_migrated_database) as events:
-            await wait_for(lambda: _has(listener_pid(silentpulse_migrated_database)))
+        async with collecting(admin) as events:
             live = [await new_alert(conn, ids) for _ in range(3)]
             await conn.execute("UPDATE alerts SET status = 'acknowledged' WHERE id = $1", live[0])
-            await wait_for(lambda: _len_at_least(events, 4), timeout=10)
+            await count_at_least(events, 4)
 
             # Drop the listener's connection, keep writing while it is away.
-            pid = await listener_pid(silentpulse_migrated_database)
+            pid = await listener_pid(admin)
             assert pid is not None
-            assert await fetchval(
-                silentpulse_migrated_database, "SELECT pg_terminate_backend($1)", pid
-            )
+            assert await fetchval(admin, "SELECT pg_terminate_backend($1)", pid)
             away = [await new_alert(conn, ids) for _ in range(5)]
             await conn.execute(
                 "UPDATE alerts SET status = 'resolved', resolved_at = now() WHERE id = $1", live[1]
             )
-            # It reconnects (a new backend) and catches up from the table.
-            await wait_for(
-                lambda: _other_pid(listener_pid(silentpulse_migrated_database), pid), timeout=15
-            )
             after = [await new_alert(conn, ids) for _ in range(2)]
-            expected = 3 + 1 + 5 + 1 + 2
-            await wait_for(lambda: _len_at_least(events, expected), timeout=15)
-            await asyncio.sleep(0.5)  # anything extra (a duplicate) would show up now
+            await delivered(events, *after)
+            await settled(conn, ids, events)
         keys = [(e.alert_id, e.status) for e in events]
-        assert len(keys) == len(set(keys)) == expected, events
+        assert len(keys) == len(set(keys)) == 3 + 1 + 5 + 1 + 2, events
         for alert in live + away + after:
             assert (alert, "open") in keys
         assert (live[0], "acknowledged") in keys and (live[1], "resolved") in keys
         assert {e.source for e in events} == {"notify", "catch_up"}
         assert all(e.tenant_id == ids["tenants"] for e in events)
+        assert len({e.id for e in events}) == len(events)
     finally:
         await conn.close()
 
 
-async def test_since_replays_from_the_table(silentpulse_migrated_database: str) -> None:
+async def test_since_replays_from_the_log(silentpulse_migrated_database: str) -> None:
     conn = await asyncpg.connect(silentpulse_migrated_database)
     try:
         ids = await seed_tenant(conn, "foxtrot")
-        async with collecting(
-            silentpulse_migrated_database, since=datetime(2000, 1, 1, tzinfo=timezone.utc)
-        ) as events:
-            await wait_for(lambda: _len_at_least(events, 1), timeout=10)
+        since = datetime(2000, 1, 1, tzinfo=timezone.utc)
+        async with collecting(silentpulse_migrated_database, since=since) as events:
+            await delivered(events, ids["alerts"])
         assert events[0].alert_id == ids["alerts"] and events[0].source == "catch_up"
+        assert events[0].operation == "INSERT"
     finally:
         await conn.close()
-
-
-async def _has(awaitable: Any) -> bool:
-    return (await awaitable) is not None
-
-
-async def _other_pid(awaitable: Any, old: int) -> bool:
-    pid = await awaitable
-    return pid is not None and pid != old
-
-
-async def _len_at_least(events: list[AlertEvent], n: int) -> bool:
-    return len(events) >= n
 
 
 async def raw_listener(dsn: str) -> tuple[asyncpg.Connection, asyncio.Queue[str]]:
@@ -138,11 +89,13 @@ async def raw_listener(dsn: str) -> tuple[asyncpg.Connection, asyncio.Queue[str]
     return conn, received
 
 
-async def drain(received: asyncio.Queue[str], settle: float = 0.5) -> list[dict[str, Any]]:
-    await asyncio.sleep(settle)
+async def drain(received: asyncio.Queue[str], conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    """Every notification committed before now: a sentinel sent now arrives after them
+    (notifications are delivered in commit order), so no wait on the clock."""
+    await conn.execute("SELECT pg_notify('silentpulse_alerts', 'sentinel')")
     items = []
-    while not received.empty():
-        items.append(json.loads(received.get_nowait()))
+    while (payload := await asyncio.wait_for(received.get(), 120)) != "sentinel":
+        items.append(json.loads(payload))
     return items
 
 
@@ -154,9 +107,8 @@ async def test_one_notification_per_statement_whatever_its_rows(
     listener, received = await raw_listener(dsn)
     try:
         ids = await seed_tenant(conn, "bulk")
-        await drain(received)
+        await drain(received, conn)
         async with collecting(dsn) as events:
-            await wait_for(lambda: _has(listener_pid(dsn)))
             await conn.execute(
                 "INSERT INTO alerts (tenant_id, flow_pulse_id, asset_id, alert_type, severity, "
                 "started_at) SELECT $1, $2, $3, 'silence', 'high', now() - g * interval '1 second' "
@@ -165,16 +117,17 @@ async def test_one_notification_per_statement_whatever_its_rows(
                 ids["flow_pulses"],
                 ids["assets"],
             )
-            (bulk,) = await drain(received)
+            (bulk,) = await drain(received, conn)
             assert (bulk["op"], bulk["count"]) == ("INSERT", 5000) and "alerts" not in bulk
             assert len(json.dumps(bulk)) < 8000
-            await wait_for(lambda: _len_at_least(events, 5000), timeout=30)
-            await asyncio.sleep(0.3)
+            await count_at_least(events, 5000)
+            await settled(conn, ids, events)
             assert len({e.alert_id for e in events}) == len(events) == 5000
+            await drain(received, conn)  # the sentinel alert's
 
             await conn.execute("UPDATE alerts SET status = 'acknowledged' WHERE status = 'open'")
-            (update,) = await drain(received)
-            assert (update["op"], update["count"]) == ("UPDATE", 5001)
+            (update,) = await drain(received, conn)
+            assert (update["op"], update["count"]) == ("UPDATE", 5002)
     finally:
         await listener.close()
         await conn.close()
@@ -187,7 +140,7 @@ async def test_moving_an_alert_to_another_partition_is_not_an_insert(
     listener, received = await raw_listener(silentpulse_migrated_database)
     try:
         ids = await seed_tenant(conn, "mover")
-        await drain(received)
+        await drain(received, conn)
         before = await conn.fetchval(
             "SELECT tableoid::regclass::text FROM alerts WHERE id = $1", ids["alerts"]
         )
@@ -199,7 +152,7 @@ async def test_moving_an_alert_to_another_partition_is_not_an_insert(
             "SELECT tableoid::regclass::text FROM alerts WHERE id = $1", ids["alerts"]
         )
         assert before != after  # it really moved
-        assert await drain(received) == []  # no INSERT, and no status change to tell
+        assert await drain(received, conn) == []  # no INSERT, and no status change to tell
     finally:
         await listener.close()
         await conn.close()
@@ -207,18 +160,13 @@ async def test_moving_an_alert_to_another_partition_is_not_an_insert(
 
 # --- a listener that never gives up, and its durable position (issue 20, 3) ----------
 
-LISTENER_GRANTS = (
-    "ALTER ROLE {role} BYPASSRLS; GRANT SELECT ON alerts TO {role}; "
-    "GRANT SELECT, INSERT, UPDATE ON alert_listener_positions TO {role};"
-)
-
 
 async def test_a_role_that_cannot_log_in_for_a_while_misses_nothing(
     silentpulse_migrated_database: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Its role NOLOGIN and its connection cut: it keeps trying (warnings, then errors),
-    and once it may log in again it delivers every change made meanwhile, once, with
-    its operation."""
+    and once it may log in again it delivers every change made meanwhile, once, in order,
+    with its operation."""
     admin = silentpulse_migrated_database
     conn = await asyncpg.connect(admin)
     try:
@@ -226,9 +174,8 @@ async def test_a_role_that_cannot_log_in_for_a_while_misses_nothing(
         async with login_role(admin, LISTENER_GRANTS, prefix="listener") as (role, dsn):
             with caplog.at_level(logging.WARNING, logger="silentpulse_db.listener"):
                 async with collecting(dsn) as events:
-                    await wait_for(lambda: _has(listener_pid(admin)))
                     before = await new_alert(conn, ids)
-                    await wait_for(lambda: _len_at_least(events, 1), timeout=10)
+                    await delivered(events, before)
                     await execute(admin, f"ALTER ROLE {role} NOLOGIN")
                     pid = await listener_pid(admin)
                     await fetchval(admin, "SELECT pg_terminate_backend($1)", pid)
@@ -237,18 +184,17 @@ async def test_a_role_that_cannot_log_in_for_a_while_misses_nothing(
                         "UPDATE alerts SET status = 'acknowledged' WHERE id = $1", before
                     )
                     # Refused again and again: more than QUIET_FAILURES attempts.
-                    await wait_for(lambda: _errors_logged(caplog), timeout=20)
+                    await wait_for(lambda: _errors_logged(caplog), timeout=60)
                     assert await listener_pid(admin) is None
                     await execute(admin, f"ALTER ROLE {role} LOGIN")
-                    await wait_for(lambda: _len_at_least(events, 6), timeout=20)
-                    await asyncio.sleep(0.5)  # a duplicate would show up now
-        keys = [(e.alert_id, e.status, e.changed_at) for e in events]
+                    await count_at_least(events, 6)
+                    await settled(conn, ids, events)
+        keys = [(e.alert_id, e.status) for e in events]
         assert len(keys) == len(set(keys)) == 6, events
-        caught_up = {e.alert_id: e for e in events if e.source == "catch_up"}
-        assert set(caught_up) == {*meanwhile, before}
-        assert {caught_up[a].operation for a in meanwhile} == {"INSERT"}
-        assert caught_up[before].operation == "UPDATE"
-        assert caught_up[before].status == "acknowledged"
+        caught_up = [e for e in events if e.source == "catch_up"]
+        assert [e.alert_id for e in caught_up] == [*meanwhile, before]  # commit order
+        assert [e.operation for e in caught_up] == ["INSERT"] * 4 + ["UPDATE"]
+        assert caught_up[-1].status == "acknowledged"
         failures = [r for r in caplog.records if "reconnecting" in r.getMessage()]
         assert [r.levelno for r in failures[:3]] == [logging.WARNING] * 3
         assert failures[3].levelno == logging.ERROR
@@ -267,27 +213,23 @@ async def test_a_restarted_consumer_resumes_right_after_what_it_delivered(
         ids = await seed_tenant(conn, "hotel")
         async with login_role(admin, LISTENER_GRANTS, prefix="listener") as (_, dsn):
             async with collecting(dsn, consumer=name) as first:
-                await wait_for(lambda: _has(listener_pid(admin)))
-                delivered = [await new_alert(conn, ids) for _ in range(3)]
-                await wait_for(lambda: _len_at_least(first, 3), timeout=10)
+                sent = [await new_alert(conn, ids) for _ in range(3)]
+                await delivered(first, *sent)
             # Down: what happens now is delivered by the next start, and nothing else.
             away = [await new_alert(conn, ids) for _ in range(2)]
             await conn.execute(
                 "UPDATE alerts SET status = 'resolved', resolved_at = now() WHERE id = $1",
-                delivered[0],
+                sent[0],
             )
             async with collecting(dsn, consumer=name) as second:
-                await wait_for(lambda: _len_at_least(second, 3), timeout=10)
-                await asyncio.sleep(0.5)
+                await count_at_least(second, 3)
+                await settled(conn, ids, second)
             async with collecting(dsn, consumer=name) as third:
-                await wait_for(lambda: _has(listener_pid(admin)))
-                await asyncio.sleep(0.5)
-        # Complete and once; not necessarily in order (a catch-up and the notifications
-        # queued meanwhile interleave at a start).
-        assert sorted(e.alert_id for e in first) == sorted(delivered)
-        assert sorted((e.alert_id, e.status) for e in second) == sorted(
-            [(a, "open") for a in away] + [(delivered[0], "resolved")]
-        )
+                await settled(conn, ids, third)
+        assert [e.alert_id for e in first] == sent
+        assert [(e.alert_id, e.status) for e in second] == [(a, "open") for a in away] + [
+            (sent[0], "resolved")
+        ]
         assert {e.source for e in second} == {"catch_up"}
         assert third == []
     finally:
@@ -328,18 +270,19 @@ async def test_settings_that_cannot_work_raise_on_the_first_connection(
     wrong = silentpulse_migrated_database.rsplit("/", 1)[0] + "/no_such_database"
     with pytest.raises(DatabaseConnectionError, match="no_such_database"):
         await asyncio.wait_for(anext(listen_alerts(wrong)), 30)
-    # A consumer on a database that has not reached migration 000021.
+    # A database that has not reached migration 000022, and no attempts left to wait.
     await apply_prerequisites(silentpulse_database)
-    await run_migrations(silentpulse_database, target=19)
-    with pytest.raises(ConfigurationError, match="migration 000021"):
-        await asyncio.wait_for(anext(listen_alerts(silentpulse_database, consumer="svc")), 30)
+    await run_migrations(silentpulse_database, target=21)
+    with pytest.raises(RequiredVersionError, match="000022") as info:
+        await anext(listen_alerts(silentpulse_database, consumer="svc", attempts=1))
+    assert (info.value.table, info.value.version) == ("schema_migrations", 22)
 
 
 async def test_a_role_that_row_level_security_limits_is_refused(
     silentpulse_migrated_database: str,
 ) -> None:
     """It would read no tenant's alerts and deliver nothing, silently (review, issue 20)."""
-    grants = "GRANT SELECT ON alerts TO {role};"
+    grants = "GRANT SELECT ON alerts, alert_changes TO {role};"
     async with login_role(silentpulse_migrated_database, grants, prefix="app") as (role, dsn):
         with pytest.raises(RowSecurityError, match="BYPASSRLS") as info:
             await asyncio.wait_for(anext(listen_alerts(dsn, consumer="svc")), 30)
@@ -354,9 +297,7 @@ async def test_the_dsn_a_service_gives_golang_migrate_is_accepted(
         ids = await seed_tenant(conn, "india")
         dsn = silentpulse_migrated_database + "?x-migrations-table=worker_schema_migrations"
         async with collecting(dsn) as events:
-            await wait_for(lambda: _has(listener_pid(silentpulse_migrated_database)))
-            await new_alert(conn, ids)
-            await wait_for(lambda: _len_at_least(events, 1), timeout=10)
+            await delivered(events, await new_alert(conn, ids))
     finally:
         await conn.close()
 
