@@ -37,7 +37,8 @@ class AlertEvent:
     change carried over from before migration 000022 whose kind is unknown.
     ``changed_at``: the alert's ``status_changed_at`` (the row's data); ``recorded_at``:
     the server's time of the writing transaction. ``source``: ``catch_up`` for the
-    changes read right after a (re)start, ``notify`` for those read on a wake-up."""
+    changes read after a (re)start until it caught up, ``notify`` for those read on a
+    wake-up after that."""
 
     alert_id: uuid.UUID
     tenant_id: uuid.UUID

@@ -35,8 +35,13 @@ READ = """
     ORDER BY c.xid, c.seq
     LIMIT $3
 """
-# Where "from now on" starts: the transactions still open may yet commit rows.
-_HORIZON = "SELECT pg_snapshot_xmin(pg_current_snapshot())"
+# Where "from now on" starts, in one snapshot: the horizon (the transactions still
+# open may yet commit rows above it) and the transactions above it that committed
+# already (their rows are visible now: not "from now on").
+_NOW = """
+    SELECT h.xmin, ARRAY(SELECT DISTINCT c.xid FROM alert_changes c WHERE c.xid >= h.xmin)
+    FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) h
+"""
 _SINCE = "SELECT xid FROM alert_changes WHERE recorded_at >= $1 ORDER BY xid, seq LIMIT 1"
 _PRUNED = "SELECT xid, seq, pruned_at FROM alert_changes_pruned"
 
@@ -61,16 +66,26 @@ async def read_after(conn: Any, position: Position, limit: int, source: Source) 
     return Batch(changes, held_back=None, full=len(rows) == limit)
 
 
-async def from_now(conn: Any) -> Position:
-    """Before every change of a transaction not ended yet: what commits from now on."""
-    return Position(await conn.fetchval(_HORIZON), 0)
+@dataclass(frozen=True)
+class Start:
+    """Where a listener starts: ``position``, skipping the rows of ``committed`` (the
+    transactions above it that had committed already)."""
+
+    position: Position
+    committed: frozenset[int] = frozenset()
 
 
-async def from_time(conn: Any, since: datetime) -> Position:
+async def from_now(conn: Any) -> Start:
+    """Every change of a transaction not ended yet, and none committed before."""
+    xmin, committed = await conn.fetchrow(_NOW)
+    return Start(Position(xmin, 0), frozenset(committed))
+
+
+async def from_time(conn: Any, since: datetime) -> Start:
     """Before the first change recorded at or after ``since`` (the server's time);
     from now when there is none."""
     xid = await conn.fetchval(_SINCE, since)
-    return Position(xid, 0) if xid is not None else await from_now(conn)
+    return Start(Position(xid, 0)) if xid is not None else await from_now(conn)
 
 
 @dataclass(frozen=True)

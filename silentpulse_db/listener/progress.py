@@ -33,6 +33,7 @@ class Progress:
         self.unsaved = 0  # events handed out since the position was last written
         self._recorded_at: datetime | None = None
         self._carried: consumers.Carried | None = None
+        self._committed_before: frozenset[int] = frozenset()  # xids "from now" skips
 
     async def resume(self, conn: Any) -> list[AlertEvent]:
         """Where to read from: a named consumer's stored position (carried over from one
@@ -44,6 +45,8 @@ class Progress:
         stored = await consumers.load(conn, self.consumer, self._margin)
         if stored is None:
             self.position = self.position or await self._start(conn)
+            # Were it killed before it wrote a position past them, its next start would
+            # deliver the changes committed just before this one: older, never twice.
             await consumers.create(conn, self.consumer, self.position)
             self._saved = self.position
         elif stored.position is not None:
@@ -56,14 +59,16 @@ class Progress:
         return []
 
     async def _start(self, conn: Any) -> Position:
-        if self._since is not None:
-            return await from_time(conn, self._since)
-        return await from_now(conn)
+        start = await (from_now(conn) if self._since is None else from_time(conn, self._since))
+        self._committed_before = start.committed
+        return start.position
 
     def hand_out(self, position: Position, event: AlertEvent) -> bool:
         """Move past ``event``; whether the caller gets it (not if a carried-over
         position says it was delivered before the log)."""
         self.position = position
+        if position.xid in self._committed_before:
+            return False  # committed before the start, above the horizon then
         if self._carried is not None and self._carried.had(event):
             return False
         self.unsaved += 1

@@ -48,7 +48,7 @@ State = Literal["starting", "standby", "active", "reconnecting"]
 
 
 class AlertListener:
-    """Yields every alert change from the alert change log, in commit order, once.
+    """Yields every alert change from the alert change log, in transaction order, once.
 
     Iterate it (``async for event in listen_alerts(dsn, consumer="notifications")``);
     ``await listener.ready()`` returns once it delivers every change committed from then
@@ -174,10 +174,10 @@ class AlertListener:
             await progress.save(link.conn)
             if batch.held_back is None:
                 held.clear()
+                source = "notify"  # caught up: what comes next, a wake-up brought
                 await link.wait(self._health_check_interval)
             else:
                 await link.wait(held.next_poll(batch))
-            source = "notify"
 
     async def _close(self, link: Link | None) -> None:
         """Write what was delivered (the caller had it), then drop the connection."""

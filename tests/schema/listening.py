@@ -75,8 +75,9 @@ async def settled(
     conn: asyncpg.Connection, ids: dict[str, uuid.UUID], *lists: list[AlertEvent]
 ) -> None:
     """Until everything committed so far has been delivered to each list: the listener
-    delivers in commit order, so once a sentinel alert written now arrives, nothing
-    earlier is still on its way (a duplicate included). The sentinel's event is removed."""
+    delivers in transaction order, and a sentinel alert written now gets a transaction
+    id above every one committed so far, so once it arrives nothing earlier is still on
+    its way (a duplicate included). The sentinel's event is removed."""
     sentinel = await new_alert(conn, ids)
     for events in lists:
         await delivered(events, sentinel)

@@ -187,6 +187,34 @@ async def test_a_late_commit_is_never_skipped_and_a_rollback_leaves_no_hole(
             await c.close()
 
 
+async def test_from_now_skips_what_committed_before_the_start(
+    silentpulse_migrated_database: str,
+) -> None:
+    """An older transaction open when the listener starts holds the horizon below a change
+    committed before the start: that change is not "from now on" (a restarted listener
+    without a name delivered it again), while the open transaction's own change is."""
+    admin = silentpulse_migrated_database
+    conn = await asyncpg.connect(admin)
+    holder = await asyncpg.connect(admin)
+    try:
+        ids = await seed_tenant(conn, "from_now")
+        holding = holder.transaction()
+        await holding.start()
+        await holder.fetchval("SELECT pg_current_xact_id()")  # an xid: it holds the horizon
+        before = await new_alert(conn, ids)  # committed, above the horizon
+        async with collecting(admin) as events:
+            after = await new_alert(conn, ids)
+            late = await new_alert(holder, ids)
+            await holding.commit()
+            await delivered(events, late, after)
+            await settled(conn, ids, events)
+        assert [e.alert_id for e in events] == [late, after]
+        assert before not in {e.alert_id for e in events}
+    finally:
+        await holder.close()
+        await conn.close()
+
+
 async def test_what_the_application_role_can_do_to_the_log(
     silentpulse_app_database: str, silentpulse_migrated_database: str
 ) -> None:
