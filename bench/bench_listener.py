@@ -194,7 +194,7 @@ async def main(admin: str) -> None:
         await run_migrations(dsn)
         conn = await asyncpg.connect(dsn)
         try:
-            server = await describe_server(conn)
+            server = await describe_server(conn, admin)
             ids = await seed(conn)
             latencies = await live(dsn, conn, ids)
             since = await fill(conn, ids)

@@ -13,9 +13,11 @@ per statement.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -27,13 +29,11 @@ from common import (
     drop_database,
     machine,
     paired_ratio,
-    run,
-    server_dsn,
     write_section,
 )
 
 ROWS = 20_000
-ROUNDS = 9
+ROUNDS = 21  # the machine is shared: more rounds, a steadier median
 MIGRATIONS = Path(__file__).resolve().parents[1] / "silentpulse_db" / "migrations"
 INSERT = f"""
     INSERT INTO alerts (tenant_id, flow_pulse_id, asset_id, alert_type, severity, started_at)
@@ -116,11 +116,13 @@ async def seed(conn: asyncpg.Connection) -> tuple[object, object, object]:
     return tenant, pulse, asset
 
 
-async def describe_server(conn: asyncpg.Connection) -> str:
+async def describe_server(conn: asyncpg.Connection, admin: str) -> str:
     """Which server the figures come from: the header's throwaway one or $BENCH_DSN's."""
     version = await conn.fetchval("SHOW server_version")
     fsync = await conn.fetchval("SHOW fsync")
-    where = "the server at $BENCH_DSN" if os.environ.get("BENCH_DSN") else "a throwaway server"
+    where = (
+        "the server at $BENCH_DSN" if admin == os.environ.get("BENCH_DSN") else "a throwaway server"
+    )
     return f"PostgreSQL {version.split()[0]} ({where}, fsync {fsync})"
 
 
@@ -133,7 +135,16 @@ async def choose(conn: asyncpg.Connection, variant: str) -> None:
     )
 
 
-async def main(admin: str) -> None:
+@dataclass(frozen=True)
+class Measured:
+    server: str
+    med: dict[str, float]
+    ratio: dict[str, float]
+    notified: dict[str, set[int]]
+    logged: dict[str, set[int]]
+
+
+async def measure(admin: str) -> Measured:
     dsn = await create_database(admin)
     try:
         await apply_prerequisites(dsn)
@@ -145,7 +156,7 @@ async def main(admin: str) -> None:
             "silentpulse_alerts", lambda *_: received.__setitem__(0, received[0] + 1)
         )
         try:
-            server = await describe_server(conn)
+            server = await describe_server(conn, admin)
             await conn.execute(NOTIFY_ONLY + PER_ROW)
             ids = await seed(conn)
             samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
@@ -169,38 +180,62 @@ async def main(admin: str) -> None:
             await conn.close()
     finally:
         await drop_database(admin, dsn)
-    med = {v: statistics.median(s) for v, s in samples.items()}
-    ratio = {v: paired_ratio(samples, v, "none") for v in samples}
+    return Measured(
+        server,
+        {v: statistics.median(s) for v, s in samples.items()},
+        {v: paired_ratio(samples, v, "none") for v in samples},
+        notified,
+        logged,
+    )
 
+
+def report(results: list[Measured]) -> None:
     def counts(values: set[int]) -> str:  # every round's, one figure when all agree
         return " / ".join(f"{n:,}" for n in sorted(values))
 
-    def row(label: str, v: str, target: str = "") -> str:
-        shown = f"**{ratio[v]:.3f}** ({target})" if target else f"{ratio[v]:.3f}"
-        return f"| {label} | {med[v] * 1000:.0f} ms | {shown} | {counts(notified[v])} | {counts(logged[v])} |"
+    def row(m: Measured, label: str, v: str, target: str = "") -> str:
+        shown = f"**{m.ratio[v]:.3f}** ({target})" if target else f"{m.ratio[v]:.3f}"
+        return (
+            f"| {label} | {m.med[v] * 1000:.0f} ms | {shown} | {counts(m.notified[v])} "
+            f"| {counts(m.logged[v])} |"
+        )
 
+    tables = "\n\n".join(
+        f"""On {m.server}:
+
+| alert triggers | INSERT + COMMIT | ratio to none | notifications sent (each round) | alert_changes rows written (each round) |
+|---|---|---|---|---|
+{row(m, "none (baseline)", "none")}
+{row(m, "NOTIFY only (000019)", "notify")}
+{row(m, "log + NOTIFY (000022, shipped)", "log", "target <= 1.15")}
+{row(m, "per row (000003, before)", "row")}"""
+        for m in results
+    )
     write_section(
         "notify",
         f"""## Alert notifications: a {ROWS:,}-row INSERT
 
 One committed INSERT of {ROWS:,} alerts (with a NOTIFY listener connected), {ROUNDS}
-alternating rounds, medians (ratios: of the rounds' own); {server};
-{machine()}. Reproduce: `python bench/bench_notify.py`.
+alternating rounds, medians (ratios: of the rounds' own); {machine()}.
+Reproduce: `python bench/bench_notify.py` (the throwaway server; with `BENCH_DSN`, that
+server as well).
 
 The shipped trigger (000022) writes one alert_changes row per alert, then sends one
 NOTIFY; 000019's function, which only notifies, is recreated beside it for the
-comparison, and 000003's per-row triggers for the before/after.
+comparison, and 000003's per-row triggers for the before/after. The log's rows are
+CPU work the INSERT does again (its heap and its (xid, seq) index, about half each);
+with fsync off the baseline's commit costs less, so the same work weighs more.
 
-| alert triggers | INSERT + COMMIT | ratio to none | notifications sent (each round) | alert_changes rows written (each round) |
-|---|---|---|---|---|
-{row("none (baseline)", "none")}
-{row("NOTIFY only (000019)", "notify")}
-{row("log + NOTIFY (000022, shipped)", "log", "target <= 1.15")}
-{row("per row (000003, before)", "row")}
+{tables}
 """,
     )
 
 
 if __name__ == "__main__":
-    with server_dsn() as admin_dsn:
-        run(main(admin_dsn))
+    from silentpulse_db.testing.server import PostgresServer
+
+    with PostgresServer() as throwaway:
+        measured = [asyncio.run(measure(throwaway.dsn))]
+    if os.environ.get("BENCH_DSN"):
+        measured.append(asyncio.run(measure(os.environ["BENCH_DSN"])))
+    report(measured)
