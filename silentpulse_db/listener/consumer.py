@@ -33,7 +33,8 @@ _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")  # as migration 000021 checks it
 _LOCK_SPACE = 0x53504143  # "SPAC"
 
 _LOAD = """
-    SELECT log_xid, log_seq, delivered, least(changed_at, now()) - $2::interval AS threshold
+    SELECT log_xid, log_seq, delivered,
+           greatest(since, least(changed_at, now()) - $2::interval) AS threshold
     FROM alert_listener_positions WHERE consumer = $1
 """
 _CREATE = """
@@ -99,7 +100,8 @@ class Carried:
 
     ``threshold``: its last change's time less the margin it caught up with, and never
     later than now less that margin (a tenant's status_changed_at in the future poisoned
-    positions by time); changes before it, and those in ``delivered``, it had."""
+    positions by time), nor earlier than its first start (it delivered nothing older);
+    changes before it, and those in ``delivered``, it had."""
 
     threshold: datetime
     delivered: frozenset[tuple[uuid.UUID, str, datetime]]

@@ -455,16 +455,18 @@ async def test_retention_prunes_behind_consumers_and_a_gap_is_never_silent(
 async def test_an_old_position_is_carried_over_without_a_loss_or_a_flood(
     silentpulse_database: str,
 ) -> None:
-    """A consumer kept by the listener before 000022 (a time and what it delivered near
-    it): after the upgrade it gets what it had not had, from before and after the log
-    existed, and nothing it had."""
+    """A consumer kept by the listener before 000022 (its first start, its last change
+    and what it delivered near it): after the upgrade it gets what it had not had, from
+    before and after the log existed, and nothing it had, nor anything older than its
+    first start (an old version running on after the upgrade keeps such a row)."""
     dsn = silentpulse_database
     await apply_prerequisites(dsn)
     await run_migrations(dsn, target=21)
     conn = await asyncpg.connect(dsn)
     try:
-        ids = await seed_tenant(conn, "carried")
-        had = [ids["alerts"], await new_alert(conn, ids)]
+        ids = await seed_tenant(conn, "carried")  # its alert: before the consumer's start
+        since = await conn.fetchval("SELECT clock_timestamp()")
+        had = [await new_alert(conn, ids), await new_alert(conn, ids)]
         rows = await conn.fetch(
             "SELECT id, status, status_changed_at FROM alerts WHERE id = ANY($1)", had
         )
@@ -474,7 +476,8 @@ async def test_an_old_position_is_carried_over_without_a_loss_or_a_flood(
         )
         await conn.execute(
             "INSERT INTO alert_listener_positions (consumer, since, changed_at, delivered) "
-            "VALUES ('notifications', $1, $1, $2)",
+            "VALUES ('notifications', $1, $2, $3)",
+            since,
             last,
             delivered_json,
         )
