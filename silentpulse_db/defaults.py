@@ -12,6 +12,10 @@ from datetime import timedelta
 CONNECT_ATTEMPTS = 30
 CONNECT_WAIT = 2.0  # between two attempts
 CONNECT_TIMEOUT = 10.0  # for one attempt
+# The operator's CLI does not wait: a person who mistyped a port wants the error now
+# (golang-migrate's CLI does not retry either). A deploy job that starts beside the
+# database passes --attempts 30.
+CLI_CONNECT_ATTEMPTS = 1
 APPLICATION_NAME = "silentpulse-db"
 # A killed runner frees the migration lock within about this long (PG 14+).
 CLIENT_CONNECTION_CHECK_INTERVAL = "2s"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn, TextIO
 from .. import console
 from .._version import __version__
 from ..defaults import (
+    CLI_CONNECT_ATTEMPTS,
     CONNECT_ATTEMPTS,
     CONNECT_WAIT,
     DDL_LOCK_TIMEOUT,
@@ -87,9 +88,10 @@ def _common_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     parser.add_argument(
         "--attempts",
         type=_positive,
-        default=default(CONNECT_ATTEMPTS),
-        help=f"connection attempts while the server starts (default {CONNECT_ATTEMPTS}, "
-        f"{CONNECT_WAIT:g} s apart)",
+        default=default(CLI_CONNECT_ATTEMPTS),
+        help=f"connection attempts, {CONNECT_WAIT:g} s apart, while the server starts "
+        f"(default {CLI_CONNECT_ATTEMPTS}: fail at once; a deploy job beside a starting "
+        f"database: {CONNECT_ATTEMPTS}, as run_migrations)",
     )
     parser.add_argument(
         "-v", "--verbose", action="store_true", default=default(False), help="log each step"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from .test_connect import free_port
 from helpers import execute, simple_set, version_rows, write_migrations
 
 
@@ -231,3 +232,17 @@ def test_prerequisites_says_an_absent_optional_extension_once(silentpulse_databa
         else ["optional extension 'age' is not available on this server: skipped"]
     )
     assert about_age == expected, done.stdout
+
+
+def test_the_cli_does_not_wait_for_a_server_that_is_not_there() -> None:
+    """A mistyped port: one attempt and the error, not 30 retry warnings over a minute
+    (issue 27, 3); --attempts N waits as a deploy job beside a starting server needs."""
+    port = free_port()
+    dsn = f"postgresql://postgres@127.0.0.1:{port}/silentpulse"
+    r = cli("version", dsn=dsn)
+    assert r.returncode == 1, r.stderr
+    assert "not reachable yet" not in r.stderr and "after 1 attempt:" in r.stderr, r.stderr
+    assert f"127.0.0.1:{port}" in r.stderr and "ConnectionRefusedError" in r.stderr, r.stderr
+    r = cli("version", "--attempts", "2", dsn=dsn)
+    assert r.returncode == 1 and r.stderr.count("not reachable yet") == 1, r.stderr
+    assert "after 2 attempts" in r.stderr, r.stderr
