@@ -137,25 +137,23 @@ def run(
     *,
     debug: bool = False,
     database: str | None = None,
-    errors_exit: int | None = None,
+    failure_exit: int = EXIT_FAILURE,
 ) -> int:
     """Run ``main`` to completion and turn what it raises into a message and an exit code.
 
     ``database`` (the --database value) joins the environment's DSNs as secrets to scrub.
-    ``errors_exit``: the exit code of every error, for a command whose 1 means something
-    else (drift: 1 is "drift found").
+    ``failure_exit``: the exit code of a failure, for a command whose 1 means something
+    else (drift: 1 is "drift found"); 2 and 3 keep their meanings whatever the command.
     """
     label = f"{prog} {command}".rstrip()
     try:
         return asyncio.run(main())
     except SilentPulseDBError as exc:
         _print_error(label, exc, debug, database)
-        if errors_exit is not None:
-            return errors_exit
         if isinstance(exc, AdministratorRequiredError):
             # Not a failure to retry nor a usage error: a job waits for an administrator.
             return EXIT_ADMINISTRATOR
-        return EXIT_USAGE if isinstance(exc, ConfigurationError) else EXIT_FAILURE
+        return EXIT_USAGE if isinstance(exc, ConfigurationError) else failure_exit
     except KeyboardInterrupt:
         print(f"{label}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

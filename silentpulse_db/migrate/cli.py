@@ -25,7 +25,7 @@ from ..defaults import (
 )
 from ..errors import ConfigurationError
 from . import commands
-from .files.scaffold import create_migration
+from .files.scaffold import create_migration, naming_problem
 from .files.source import MigrationSource, load_source
 from .plan import version_label
 from .version_table import VERSION_TABLE
@@ -324,8 +324,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         lambda: _dispatch(args, sys.stdout),
         debug=args.debug,
         database=args.database,
-        # drift's 1 means "drift found": a failure to compare is 2, whatever it is.
-        errors_exit=console.EXIT_USAGE if args.command == "drift" else None,
+        # drift's 1 means "drift found": a failure to compare is 2 (3 as for every command
+        # when an administrator must act first, e.g. grant CREATEDB for the scratch build).
+        failure_exit=console.EXIT_USAGE if args.command == "drift" else console.EXIT_FAILURE,
     )
 
 
@@ -333,9 +334,14 @@ async def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "create":
         directory = Path(args.path) if args.path else DEFAULT_CREATE_PATH
         if not directory.is_dir():
-            raise console.UsageError(
-                f"{directory} is not a directory: run from the project root or pass --path"
+            where = (
+                "check --path, or create the folder first"
+                if args.path
+                else "run from the project root or pass --path"
             )
+            raise console.UsageError(f"{directory} is not a directory: {where}")
+        if problem := naming_problem(args.name):
+            raise console.UsageError(f"bad migration name: {problem}")
         if load_source(directory).latest is None and args.table in (None, VERSION_TABLE):
             print(_SECOND_SET_WARNING.format(directory=directory), file=sys.stderr)
         for path in create_migration(directory, args.name):

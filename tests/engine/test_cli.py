@@ -82,6 +82,7 @@ async def test_up_version_status_down_goto_force(silentpulse_database: str, sour
         (["goto"], "required"),
         (["frobnicate"], "invalid choice"),
         ([], "a command is required"),
+        (["create", "Bad Name!"], "bad migration name: 'Bad Name!' is not snake_case"),
     ],
 )
 def test_usage_errors_exit_2(
@@ -246,3 +247,9 @@ def test_the_cli_does_not_wait_for_a_server_that_is_not_there() -> None:
     r = cli("version", "--attempts", "2", dsn=dsn)
     assert r.returncode == 1 and r.stderr.count("not reachable yet") == 1, r.stderr
     assert "after 2 attempts" in r.stderr, r.stderr
+
+
+def test_create_in_a_folder_that_is_not_there_names_it(tmp_path: Path) -> None:
+    r = cli("create", "--path", str(tmp_path / "nope"), "add_tags")
+    assert r.returncode == 2, r.stderr
+    assert f"{tmp_path / 'nope'} is not a directory: check --path" in r.stderr, r.stderr

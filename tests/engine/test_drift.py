@@ -302,6 +302,22 @@ async def test_read_only_role_with_a_scratch_database(
     assert left == 0
 
 
+async def test_a_role_without_createdb_is_told_what_the_administrator_must_do(
+    silentpulse_migrated_database: str,
+) -> None:
+    """As for `check` (exit 3): drift's own 1 means drift found, its errors are 2, and an
+    administrator's step is 3 as for every command (issue 27, 13)."""
+    grants = (
+        "GRANT USAGE ON SCHEMA public TO {role}; "
+        "GRANT SELECT ON schema_migrations, schema_migrations_history TO {role};"
+    )
+    async with login_role(silentpulse_migrated_database, grants, prefix="reader") as (_, dsn):
+        done = await asyncio.to_thread(cli, "drift", dsn=dsn)
+        checked = await asyncio.to_thread(cli, "check", dsn=dsn)
+    assert done.returncode == checked.returncode == 3, done.stderr + checked.stderr
+    assert "CREATEDB" in done.stderr, done.stderr
+
+
 async def test_a_database_never_migrated_is_an_error(silentpulse_database: str) -> None:
     done = await asyncio.to_thread(cli, "drift", dsn=silentpulse_database)
     assert done.returncode == 2, done.stderr

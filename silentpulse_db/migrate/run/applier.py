@@ -135,7 +135,9 @@ class Applier:
     ) -> AppliedMigration:
         started = time.perf_counter()
         if parsed.non_transactional:
-            logger.info(
+            # At debug: a fresh database runs ten such files (000006-000015), and the same
+            # line ten times at every first start told an operator nothing new.
+            logger.debug(
                 "%s runs outside a transaction (%s): golang-migrate's dirty protocol applies",
                 step.file.location,
                 "; ".join(parsed.non_transactional),
