@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import asyncpg
+import pytest
 
 from silentpulse_db import RowSecurityError, create_pool, tenant_transaction
 
@@ -42,3 +43,33 @@ async def test_the_app_database_is_the_migrated_one_seen_as_an_application_role(
         pass  # the superuser fixture is for set-up, not for the application's pool
     else:
         raise AssertionError("the superuser's pool was accepted")
+
+
+async def test_the_jobs_database_bypasses_row_level_security_and_is_no_superuser(
+    silentpulse_migrated_database: str, silentpulse_jobs_database: str
+) -> None:
+    """The worker's and the listener's role (issue 27, 11): every tenant's rows, and what
+    only a superuser may do refused, so a test catches a missing grant."""
+    admin = await asyncpg.connect(silentpulse_migrated_database)
+    try:
+        await admin.executemany(
+            "INSERT INTO tenants (id, name, handle) VALUES ($1, $2, $2)",
+            [(uuid.uuid4(), "alpha"), (uuid.uuid4(), "bravo")],
+        )
+    finally:
+        await admin.close()
+    jobs = await asyncpg.connect(silentpulse_jobs_database)
+    try:
+        role = await jobs.fetchrow(
+            "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
+        )
+        assert not role["rolsuper"] and role["rolbypassrls"]
+        assert await jobs.fetchval("SELECT count(*) FROM tenants") == 2  # no tenant set
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await jobs.execute("CREATE TABLE owned_by_the_job (id int)")  # no CREATE
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await jobs.execute("ALTER TABLE tenants ADD COLUMN x int")  # not the owner
+    finally:
+        await jobs.close()
+    pool = await create_pool(silentpulse_jobs_database, bypass_rls=True, min_size=1, max_size=1)
+    await pool.close()

@@ -15,6 +15,8 @@ Fixtures, for this project's tests and the services' own:
   SUPERUSER, no BYPASSRLS, the grants docs/operations.md gives the app role), so that
   row-level security applies as in production: act as a tenant with
   ``tenant_transaction``; set data up through ``silentpulse_migrated_database``.
+- ``silentpulse_jobs_database``: the same database as a jobs role (BYPASSRLS, the app
+  role's grants, no SUPERUSER): for the worker's and the alert listener's tests.
 - ``silentpulse_alert_listener``: ``async with silentpulse_alert_listener() as alerts``
   starts ``listen_alerts`` on that database, entered once it is ready;
   ``await alerts.wait_for(alert_id)`` (:mod:`.alerts`).
@@ -130,7 +132,8 @@ def silentpulse_migrated_database(
 
 
 class AppRole(NamedTuple):
-    """A LOGIN role like the deployment's app role: no SUPERUSER, no BYPASSRLS."""
+    """A LOGIN role of the test server, like the deployment's app role (no SUPERUSER, no
+    BYPASSRLS) or jobs role (BYPASSRLS)."""
 
     name: str
     password: str
@@ -147,36 +150,57 @@ APP_GRANTS = (
 @pytest.fixture(scope="session")
 def silentpulse_app_role(silentpulse_postgres: PostgresServer) -> Iterator[AppRole]:
     """The session's application role (roles are the server's, not a database's)."""
-    role = AppRole(_unique("silentpulse_app"), secrets.token_urlsafe(18))
-    admin = silentpulse_postgres.dsn
-    run_sync(execute_sql(admin, f"CREATE ROLE {role.name} LOGIN PASSWORD '{role.password}'"))
-    try:
-        yield role
-    finally:
-        # Every test database it had grants in is gone by now.
-        run_sync(execute_sql(admin, f"DROP ROLE IF EXISTS {role.name}"))
+    yield from _login_role(silentpulse_postgres, "silentpulse_app", "")
 
 
 @pytest.fixture
 def silentpulse_app_database(
     silentpulse_migrated_database: str, silentpulse_app_role: AppRole
 ) -> str:
-    run_sync(
-        execute_sql(
-            silentpulse_migrated_database, APP_GRANTS.format(role=silentpulse_app_role.name)
-        )
-    )
-    parts = urlsplit(silentpulse_migrated_database)
-    login = f"{quote(silentpulse_app_role.name)}:{quote(silentpulse_app_role.password)}"
+    return _as_role(silentpulse_migrated_database, silentpulse_app_role, APP_GRANTS)
+
+
+@pytest.fixture(scope="session")
+def silentpulse_jobs_role(silentpulse_postgres: PostgresServer) -> Iterator[AppRole]:
+    """The session's jobs role: BYPASSRLS, no SUPERUSER (docs/operations.md)."""
+    yield from _login_role(silentpulse_postgres, "silentpulse_jobs", " BYPASSRLS")
+
+
+@pytest.fixture
+def silentpulse_jobs_database(
+    silentpulse_migrated_database: str, silentpulse_jobs_role: AppRole
+) -> str:
+    """That database as the jobs role, with the app role's grants and BYPASSRLS: what the
+    worker and the alert listener use. It is not a member of the tables' owner (the
+    superuser here), so a test catches what only a superuser could do."""
+    return _as_role(silentpulse_migrated_database, silentpulse_jobs_role, APP_GRANTS)
+
+
+def _login_role(server: PostgresServer, prefix: str, attributes: str) -> Iterator[AppRole]:
+    role = AppRole(_unique(prefix), secrets.token_urlsafe(18))
+    create = f"CREATE ROLE {role.name} LOGIN PASSWORD '{role.password}'{attributes}"
+    run_sync(execute_sql(server.dsn, create))
+    try:
+        yield role
+    finally:
+        # Every test database it had grants in is gone by now.
+        run_sync(execute_sql(server.dsn, f"DROP ROLE IF EXISTS {role.name}"))
+
+
+def _as_role(dsn: str, role: AppRole, grants: str) -> str:
+    """``dsn``'s database as ``role``, given ``grants`` there first."""
+    run_sync(execute_sql(dsn, grants.format(role=role.name)))
+    parts = urlsplit(dsn)
+    login = f"{quote(role.name)}:{quote(role.password)}"
     return parts._replace(netloc=f"{login}@{parts.hostname}:{parts.port}").geturl()
 
 
 @pytest.fixture
 def silentpulse_alert_listener(
-    silentpulse_migrated_database: str,
+    silentpulse_jobs_database: str,
 ) -> Callable[..., AbstractAsyncContextManager[ListeningAlerts]]:
     """``async with silentpulse_alert_listener(**options) as alerts``: an alert listener on
-    the test database (as its superuser, which bypasses row-level security), ready.
+    the test database as the jobs role (BYPASSRLS, as in production), ready.
     A plain fixture returning an async context manager: it runs in the test's own event
     loop, whatever async plugin runs the test."""
-    return partial(listening, silentpulse_migrated_database)
+    return partial(listening, silentpulse_jobs_database)

@@ -36,12 +36,14 @@ from .seed import seed_tenant
 from helpers import execute, fetchval, login_role, wait_for
 
 
-async def test_live_and_across_a_dropped_connection(silentpulse_migrated_database: str) -> None:
+async def test_live_and_across_a_dropped_connection(
+    silentpulse_migrated_database: str, silentpulse_jobs_database: str
+) -> None:
     admin = silentpulse_migrated_database
     conn = await asyncpg.connect(admin)
     try:
         ids = await seed_tenant(conn, "echo")
-        async with collecting(admin) as events:
+        async with collecting(silentpulse_jobs_database) as events:  # as in production
             live = [await new_alert(conn, ids) for _ in range(3)]
             await conn.execute("UPDATE alerts SET status = 'acknowledged' WHERE id = $1", live[0])
             await count_at_least(events, 4)
