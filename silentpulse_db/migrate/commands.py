@@ -35,7 +35,7 @@ from ..errors import (
 from ..postgres.dsn import redact, validate_dsn
 from ..postgres.translate import typed_errors
 from ..results import MigrationResult, StatusReport, VersionState
-from .files.source import SourceLike, load_source
+from .files.source import MigrationSource, SourceLike, load_source
 from .migration_lock.waiting import lock_holders
 from .plan import (
     CLI,
@@ -50,7 +50,7 @@ from .plan import (
     status_rows,
     version_label,
 )
-from .prerequisites import OPTIONAL_EXTENSIONS, run_prerequisites
+from .prerequisites import OPTIONAL_EXTENSIONS, extensions_in, run_prerequisites
 from .runbook import (
     DEFAULT_DDL,
     DDLLimits,
@@ -365,6 +365,37 @@ async def apply_prerequisites(
         return result
 
 
+def _baseline_refusal(migrations: MigrationSource, differences: list[str]) -> str:
+    """Why baseline refuses. Extensions prerequisites.sql creates are not 000001's to
+    answer for: a database that lacks them is told to run `prerequisites` first."""
+    wanted = extensions_in(migrations.prerequisites) if migrations.prerequisites else []
+    missing = [
+        name
+        for name in wanted
+        if any(d.startswith(f"extension {name}: missing") for d in differences)
+    ]
+    rest = [d for d in differences if not any(d.startswith(f"extension {n}: ") for n in missing)]
+    first = (
+        f"the database's schema does not match what {migrations.migrations[0].up.location} creates"
+    )
+    if missing and not rest:
+        return (
+            f"the database lacks the extension(s) prerequisites.sql creates "
+            f"({', '.join(missing)}): run `silentpulse-db prerequisites` first "
+            f"(docs/migrations.md, 'A new database'), then baseline again; not baselining."
+        )
+    lines = [f"- {d}" for d in rest]
+    if missing:
+        lines.append(
+            f"- and the extension(s) {', '.join(missing)} of prerequisites.sql: run "
+            f"`silentpulse-db prerequisites` first"
+        )
+    return (
+        f"{first}; not baselining. {len(rest)} difference(s) (expected -> this database):\n"
+        + "\n".join(lines)
+    )
+
+
 async def baseline(
     dsn: str,
     *,
@@ -403,12 +434,7 @@ async def baseline(
                 dsn, migrations, attempts=attempts, wait=wait, scratch_dsn=scratch_dsn
             )
             if differences:
-                raise BaselineError(
-                    f"the database's schema does not match what "
-                    f"{migrations.migrations[0].up.location} creates; not baselining. "
-                    f"{len(differences)} difference(s) (expected -> this database):\n"
-                    + "\n".join(f"- {d}" for d in differences)
-                )
+                raise BaselineError(_baseline_refusal(migrations, differences))
         async with locked_session(
             dsn, attempts=attempts, wait=wait, lock_timeout=lock_timeout
         ) as session:

@@ -9,6 +9,7 @@ runs once (the CLI exits 3).
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any, NamedTuple
 
@@ -16,6 +17,8 @@ from ..errors import AdministratorRequiredError
 from ..postgres.databases import quote_ident
 from ..postgres.roles import extensions_out_of_reach, trusted_extensions
 from .files.source import MigrationFile, MigrationSource
+
+logger = logging.getLogger("silentpulse_db.migrate")
 
 # Apache AGE: created where the server has it; the schema works without it (000001).
 OPTIONAL_EXTENSIONS = ("age",)
@@ -130,5 +133,67 @@ async def administrator_creates(
         role=role,
         privilege="CREATE EXTENSION",
         object=f"database {database}",
+        statements=statements,
+    )
+
+
+async def check_extensions(conn: Any, source: MigrationSource, files: list[MigrationFile]) -> None:
+    """Before a run applies ``files``: what prerequisites.sql creates and is not installed
+    gets a warning with the statement that fixes it (the services use these extensions
+    beyond the migrations; an optional one says so, once); an extension one of ``files``
+    requires (``-- silentpulse: requires extension <name>``) and is not installed
+    refuses the run, before anything runs, with the statements."""
+    listed = extensions_in(source.prerequisites) if source.prerequisites else []
+    needed_by: dict[str, str] = {}
+    for file in files:
+        for name in file.directives.extensions:
+            needed_by.setdefault(name, file.location)
+    names = list(dict.fromkeys([*listed, *needed_by]))
+    if not names:
+        return
+    rows = await conn.fetch(
+        "SELECT n.name, x.extname IS NOT NULL AS installed, a.name IS NOT NULL AS available "
+        "FROM unnest($1::text[]) AS n(name) "
+        "LEFT JOIN pg_extension x ON x.extname = n.name "
+        "LEFT JOIN pg_available_extensions a ON a.name = n.name",
+        names,
+    )
+    missing = {r["name"]: r["available"] for r in rows if not r["installed"]}
+    refused = [name for name in names if name in missing and name in needed_by]
+    if refused:
+        raise await _extensions_refused(conn, refused, needed_by)
+    for name in (n for n in names if n in missing):
+        if name in OPTIONAL_EXTENSIONS:
+            where = "where the server has it" if not missing[name] else "it is available here"
+            logger.warning(
+                "optional extension %r is not installed, so the schema leaves out what needs "
+                "it (%s: %s)",
+                name,
+                where,
+                create_extension(name),
+            )
+        else:
+            logger.warning(
+                "extension %r of prerequisites.sql is not installed: the services use it "
+                "beyond the migrations. Run `silentpulse-db prerequisites` before the first "
+                "migration (or, as an administrator: %s)",
+                name,
+                create_extension(name),
+            )
+
+
+async def _extensions_refused(
+    conn: Any, names: list[str], needed_by: dict[str, str]
+) -> AdministratorRequiredError:
+    row = await conn.fetchrow("SELECT current_user AS role, current_database() AS db")
+    statements = [create_extension(name) for name in names]
+    files = "; ".join(f"{needed_by[name]} requires extension {name}" for name in names)
+    return AdministratorRequiredError(
+        f"{files}, which database {row['db']!r} does not have: nothing was applied. Run "
+        f"`silentpulse-db prerequisites` (as a role that may create them), or have an "
+        f"administrator run:\n" + "\n".join(f"    {s}" for s in statements),
+        role=str(row["role"]),
+        privilege="CREATE EXTENSION",
+        object=f"database {row['db']}",
         statements=statements,
     )

@@ -34,6 +34,7 @@ from .plan import (
     require_same_set,
     version_label,
 )
+from .prerequisites import check_extensions
 from .session import Session, create_tables
 from .version_table import (
     VERSION_TABLE,
@@ -227,6 +228,9 @@ async def apply_locked(
         make_plan(migrations, state, request, history=history, strict=strict, rerun_dirty=rerun)
     )
     await require_versions(conn, plan)
+    if plan.steps:
+        ups = [step.file for step in plan.steps if step.direction == "up"]
+        await check_extensions(conn, migrations, ups)
     applier = Applier(
         conn,
         migrations,

@@ -9,9 +9,10 @@ from silentpulse_db import BaselineError, apply_prerequisites, baseline, load_so
 from helpers import execute, fetch, version_rows
 
 
-async def premigration_database(dsn: str) -> None:
+async def premigration_database(dsn: str, *, prerequisites: bool = True) -> None:
     """What an older deployment did by hand: the prerequisites and 000001's SQL, no version table."""
-    await apply_prerequisites(dsn)
+    if prerequisites:
+        await apply_prerequisites(dsn)
     first = load_source().get(1)
     assert first is not None
     await execute(dsn, first.up.sql)
@@ -44,6 +45,21 @@ async def test_baseline_refuses_a_different_schema_listing_differences(
     assert "column public.assets.region: missing" in text
     assert "relation public.extra: unexpected" in text
     assert await version_rows(silentpulse_database) == []
+
+
+async def test_baseline_without_the_prerequisites_says_to_run_them_first(
+    silentpulse_database: str,
+) -> None:
+    """000001's SQL run by hand without prerequisites.sql: not 000001's difference to
+    answer for (issue 27, 10)."""
+    await premigration_database(silentpulse_database, prerequisites=False)
+    with pytest.raises(BaselineError) as info:
+        await baseline(silentpulse_database)
+    text = str(info.value)
+    assert "run `silentpulse-db prerequisites` first" in text, text
+    assert "does not match" not in text and "000001" not in text, text
+    await apply_prerequisites(silentpulse_database)
+    assert (await baseline(silentpulse_database)).version_after == 1
 
 
 async def test_baseline_refuses_a_versioned_database(silentpulse_migrated_database: str) -> None:

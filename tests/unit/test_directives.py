@@ -35,6 +35,8 @@ def test_directives_are_read_in_any_spelling(
         "SELECT 1;\n-- silentpulse: breaking\n",
         "SELECT 1;\n--SILENTPULSE:lock_timeout=5s\n",
         "-- silentpulse: breakingg\nSELECT 1;\n",
+        "-- silentpulse: requires extension\nSELECT 1;\n",
+        "-- silentpulse: requires extension pg trgm\nSELECT 1;\n",
     ],
 )
 def test_a_misplaced_or_unknown_directive_is_refused(sql: str) -> None:
@@ -69,3 +71,15 @@ def test_a_files_own_statement_timeout_is_read(
 def test_a_bad_statement_timeout_is_refused_naming_the_line(header: str, named: str) -> None:
     with pytest.raises(MigrationSourceError, match=f"000001_x.up.sql:1: .*{named}"):
         parse_directives(f"{header}\nSELECT 1;\n", "000001_x.up.sql")
+
+
+def test_the_extensions_a_file_requires_are_read() -> None:
+    sql = (
+        "-- silentpulse: requires extension pg_trgm\n"
+        "-- SilentPulse: Requires Extension uuid-ossp\n"
+        "-- silentpulse: requires schema_migrations >= 21\n"
+        "CREATE INDEX ...;\n"
+    )
+    directives = parse_directives(sql, "000002_x.up.sql")
+    assert directives.extensions == ("pg_trgm", "uuid-ossp")
+    assert directives.requires == (("schema_migrations", 21),)

@@ -5,7 +5,8 @@
 table lock), ``-- silentpulse: statement_timeout=30min`` (how long each statement
 may run: the library runs its own with no limit, whatever the role sets) and
 ``-- silentpulse: requires schema_migrations >= 19`` (a service's own set waits
-for the core schema). A directive after the first
+for the core schema), ``-- silentpulse: requires extension pgcrypto`` (refused before
+anything runs where it is not installed). A directive after the first
 statement, or one not known, is a MigrationSourceError naming the file and line.
 """
 
@@ -28,12 +29,15 @@ class Directives(NamedTuple):
     set of migrations (the core schema, for a service's own set) has reached them.
     ``statement_timeout``: seconds each statement may run (0: no limit); None: no
     limit (defaults.ENGINE_SESSION_SETTINGS).
+    ``extensions``: the extensions the file uses (``requires extension <name>``): a run
+    that would apply it where one is not installed is refused before anything runs.
     """
 
     breaking: bool = False
     lock_timeout: float | None = None
     requires: tuple[tuple[str, int], ...] = ()
     statement_timeout: float | None = None
+    extensions: tuple[str, ...] = ()
 
 
 _NO_DIRECTIVES = Directives()
@@ -44,10 +48,12 @@ _UNITS = {"ms": 0.001, "s": 1.0, "min": 60.0, None: 1.0}
 _MAX_TIMEOUT = 86400.0
 _TIMEOUTS = ("lock_timeout", "statement_timeout")
 _REQUIRES = re.compile(r"^requires\s+([A-Za-z_][A-Za-z0-9_]{0,62})\s*>=\s*(\d{1,18})$", re.I)
+_REQUIRES_EXTENSION = re.compile(r"^requires\s+extension\s+([A-Za-z_][A-Za-z0-9_-]{0,62})$", re.I)
 _EXPECTED = (
     "expected '-- silentpulse: breaking', '-- silentpulse: lock_timeout=<N>s|ms|min', "
     "'-- silentpulse: statement_timeout=<N>s|ms|min' or "
-    "'-- silentpulse: requires <version table> >= <version>'"
+    "'-- silentpulse: requires <version table> >= <version>' or "
+    "'-- silentpulse: requires extension <name>'"
 )
 
 
@@ -59,7 +65,7 @@ def parse_directives(sql: str, location: str) -> Directives:
         # The usual file, even one that names silentpulse_* functions: one scan in C
         # instead of a match per line (~1 ms for the packaged files at each start).
         return _NO_DIRECTIVES
-    breaking, requires = False, []
+    breaking, requires, extensions = False, [], []
     timeouts: dict[str, float] = {}
     in_header = True
     for number, raw in enumerate(sql.splitlines(), start=1):
@@ -78,6 +84,8 @@ def parse_directives(sql: str, location: str) -> Directives:
         name, _, value = (part.strip() for part in match.group(1).partition("="))
         if required := _REQUIRES.match(match.group(1)):
             requires.append((required.group(1), int(required.group(2))))
+        elif extension := _REQUIRES_EXTENSION.match(match.group(1)):
+            extensions.append(extension.group(1).lower())
         elif name.lower() == "breaking" and not value:
             breaking = True
         elif name.lower() in _TIMEOUTS and (duration := _DURATION.match(value.lower())):
@@ -98,6 +106,7 @@ def parse_directives(sql: str, location: str) -> Directives:
         timeouts.get("lock_timeout"),
         tuple(requires),
         timeouts.get("statement_timeout"),
+        tuple(extensions),
     )
 
 
