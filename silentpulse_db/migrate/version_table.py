@@ -108,26 +108,66 @@ def tables_exist(name: str = VERSION_TABLE) -> str:
     )
 
 
+# Whatever a default privilege or a blanket GRANT gives an application role on the
+# bookkeeping, it may read it and change nothing: row-level security (not forced: the
+# owner and its members, golang-migrate's CLI run as the owner included, are not
+# subject to it) with one policy, for SELECT; TRUNCATE, which no policy covers, is
+# refused to any other role by a trigger.
+GUARD_FUNCTION = "silentpulse_version_table_guard"
+_REFUSE_TRUNCATE = f"""
+CREATE OR REPLACE FUNCTION {GUARD_FUNCTION}() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $guard$
+BEGIN
+    IF NOT pg_has_role((SELECT c.relowner FROM pg_class c WHERE c.oid = TG_RELID), 'USAGE')
+       AND NOT (SELECT r.rolbypassrls FROM pg_roles r WHERE r.rolname = current_user) THEN
+        RAISE EXCEPTION 'role % may not TRUNCATE %: the migrations keep it (its owner)',
+            current_user, TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NULL;
+END
+$guard$"""
+
+
+def _protect(table: str) -> str:
+    """``table`` readable by whoever has SELECT, written by its owner only."""
+    return (
+        f'ALTER TABLE "{table}" ENABLE ROW LEVEL SECURITY; '
+        f'DROP POLICY IF EXISTS silentpulse_readable ON "{table}"; '
+        f'CREATE POLICY silentpulse_readable ON "{table}" FOR SELECT USING (true); '
+        f'DROP TRIGGER IF EXISTS silentpulse_no_truncate ON "{table}"; '
+        f'CREATE TRIGGER silentpulse_no_truncate BEFORE TRUNCATE ON "{table}" '
+        f"FOR EACH STATEMENT EXECUTE FUNCTION {GUARD_FUNCTION}()"
+    )
+
+
 @functools.cache
 def _tables_current(name: str) -> str:
-    """SQL: both tables exist, and the history has every column this version writes."""
+    """SQL: both tables exist, protected, and the history has every column this version
+    writes."""
+    protected = " AND ".join(
+        f"(SELECT relrowsecurity FROM pg_class WHERE oid = to_regclass('\"{t}\"'))"
+        for t in (name, HISTORY_TABLE)
+    )
     return (
         f"to_regclass('\"{name}\"') IS NOT NULL AND (SELECT count(*) = 2 FROM pg_attribute "
         f"WHERE attrelid = to_regclass('\"{HISTORY_TABLE}\"') "
-        f"AND attname IN ('breaking', 'migrations_table') AND NOT attisdropped)"
+        f"AND attname IN ('breaking', 'migrations_table') AND NOT attisdropped) AND {protected}"
     )
 
 
 @functools.cache
 def _create_tables(name: str) -> str:
-    """One message, one transaction: a fresh database gets both tables in one round trip."""
+    """One message, one transaction: a fresh database gets both tables in one round trip
+    (an older one, the history's newer columns and the protection)."""
     version_table = (
         f'CREATE TABLE IF NOT EXISTS "{name}" '
         "(version bigint not null primary key, dirty boolean not null)"
     )
     return (
         f"BEGIN; {version_table}; {_CREATE_HISTORY_TABLE}; {_COMMENT_HISTORY_TABLE}; "
-        f"{_ADD_NEWER_COLUMNS}; COMMIT;"
+        f"{_ADD_NEWER_COLUMNS}; {_REFUSE_TRUNCATE}; {_protect(name)}; "
+        f"{_protect(HISTORY_TABLE)}; COMMIT;"
     )
 
 

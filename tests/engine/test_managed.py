@@ -88,11 +88,13 @@ def said_once(text: str, needle: str) -> bool:
 
 
 async def forced(dsn: str) -> dict[str, bool]:
-    """relforcerowsecurity of every table that has row-level security."""
+    """relforcerowsecurity of every table that has row-level security (the bookkeeping's
+    is not forced: its owner writes it, every other role only reads it)."""
     rows = await fetch(
         dsn,
         "SELECT relname, relforcerowsecurity FROM pg_class "
-        "WHERE relrowsecurity AND relnamespace = 'public'::regnamespace",
+        "WHERE relrowsecurity AND relnamespace = 'public'::regnamespace "
+        "AND relname NOT IN ('schema_migrations', 'schema_migrations_history')",
     )
     return {r["relname"]: r["relforcerowsecurity"] for r in rows}
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from silentpulse_db import (
@@ -140,3 +141,51 @@ async def test_holders_hidden_from_the_role_say_what_shows_them(
         text = str(table_info.value)
         assert f"GRANT pg_read_all_stats TO {role}" in text, text
         assert "<insufficient privilege>" not in text
+
+
+async def test_the_app_role_cannot_rewrite_the_bookkeeping_whatever_it_is_granted(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
+    """docs/operations.md's default privileges give the app role DML on what the owner
+    creates, the version tables included, and a blanket GRANT ALL gives TRUNCATE: it may
+    read the version (as golang-migrate's `migrate version` does) and change nothing
+    (issue 27, 9). The owner, and golang-migrate run as the owner, write as before."""
+    dsn = silentpulse_database
+    source = write_migrations(tmp_path, simple_set(2))
+    async with (
+        login_role(dsn, "", prefix="app") as (app, app_dsn),
+        login_role(
+            dsn,
+            "GRANT CREATE, USAGE ON SCHEMA public TO {role}; "
+            f"GRANT USAGE ON SCHEMA public TO {app}; "
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {role} IN SCHEMA public "
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {app};",
+            prefix="owner",
+        ) as (owner, owner_dsn),
+    ):
+        await run_migrations(owner_dsn, source=source, target=1, attempts=1)
+        await execute(owner_dsn, f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {app}")
+        conn = await asyncpg.connect(app_dsn)
+        try:
+            assert await conn.fetchval("SELECT version FROM schema_migrations") == 1
+            assert await conn.fetchval("SELECT count(*) FROM schema_migrations_history") == 1
+            assert await conn.execute("UPDATE schema_migrations SET dirty = true") == "UPDATE 0"
+            assert await conn.execute("DELETE FROM schema_migrations_history") == "DELETE 0"
+            for statement in (
+                "INSERT INTO schema_migrations (version, dirty) VALUES (99, false)",
+                "INSERT INTO schema_migrations_history (version, name, direction, applied_by) "
+                "VALUES (99, 'x', 'up', 'me')",
+                "TRUNCATE schema_migrations",
+                "TRUNCATE schema_migrations_history",
+            ):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.execute(statement)
+        finally:
+            await conn.close()
+        result = await run_migrations(owner_dsn, source=source, attempts=1)
+        assert result.version_after == 2
+        # golang-migrate's SetVersion, as the owner: TRUNCATE, then INSERT.
+        await execute(
+            owner_dsn, "TRUNCATE schema_migrations; INSERT INTO schema_migrations VALUES (2, false)"
+        )
+        assert owner

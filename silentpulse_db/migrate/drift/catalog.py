@@ -16,9 +16,10 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ..proofs.catalog import QUERIES, SKIP_SCHEMAS
-from ..version_table import HISTORY_TABLE, VERSION_TABLE
+from ..version_table import GUARD_FUNCTION, HISTORY_TABLE, VERSION_TABLE
 
-# The version table and its history (and the history's sequence): the runner's own.
+# The version table and its history (and the history's sequence, and what protects
+# them: their policy and trigger, and GUARD_FUNCTION): the runner's own.
 _BOOKKEEPING = (
     f"NOT IN ('{VERSION_TABLE}', '{HISTORY_TABLE}') AND c.relname NOT LIKE '{HISTORY_TABLE}%'"
 )
@@ -148,7 +149,7 @@ DRIFT_QUERIES: dict[str, str] = {
         JOIN pg_namespace n ON n.oid = c.relnamespace
         JOIN pg_policies pol ON pol.schemaname = n.nspname AND pol.tablename = c.relname
                              AND pol.policyname = p.polname
-        WHERE {_USER_SCHEMA}
+        WHERE {_USER_SCHEMA} AND c.relname {_BOOKKEEPING}
     """,
     "trigger": f"""
         SELECT n.nspname || '.' || c.relname || '.' || t.tgname AS key,
@@ -159,7 +160,7 @@ DRIFT_QUERIES: dict[str, str] = {
         FROM pg_trigger t
         JOIN pg_class c ON c.oid = t.tgrelid
         JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE NOT t.tgisinternal AND {_USER_SCHEMA}
+        WHERE NOT t.tgisinternal AND {_USER_SCHEMA} AND c.relname {_BOOKKEEPING}
     """,
     "function": f"""
         SELECT n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid)
@@ -170,7 +171,7 @@ DRIFT_QUERIES: dict[str, str] = {
                format('DROP FUNCTION %I.%I(%s)', n.nspname, p.proname,
                  pg_get_function_identity_arguments(p.oid)) AS "drop"
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-        WHERE {_USER_SCHEMA} AND p.prokind IN ('f', 'p', 'w')
+        WHERE {_USER_SCHEMA} AND p.prokind IN ('f', 'p', 'w') AND p.proname <> '{GUARD_FUNCTION}'
           AND {_NOT_EXTENSION_MEMBER.format(oid="p.oid")}
     """,
     # pg_sequence, not pg_sequences: that one reads each sequence's last value, which

@@ -3,7 +3,7 @@
 Each object gets a stable key ("index public.t_pkey", "column public.t.id") and
 a description of everything a migration could change about it, so that two
 snapshots compare object by object and a difference names the object.
-The migration bookkeeping tables are left out.
+The migration bookkeeping tables are left out, and what protects them.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..version_table import HISTORY_TABLE, VERSION_TABLE
+from ..version_table import GUARD_FUNCTION, HISTORY_TABLE, VERSION_TABLE
 
 # Schemas that belong to PostgreSQL or to extensions' internals.
 SKIP_SCHEMAS = "('pg_catalog', 'information_schema', 'pg_toast', 'ag_catalog')"
@@ -96,6 +96,7 @@ QUERIES: dict[str, str] = {
                  'comment ' || obj_description(p.oid, 'pg_proc')) AS value
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         WHERE n.nspname NOT IN {SKIP_SCHEMAS} AND p.prokind IN ('f', 'p', 'w')
+          AND p.proname <> '{GUARD_FUNCTION}'
           AND {_NOT_EXTENSION_MEMBER.format(oid="p.oid")}
     """,
     "trigger": f"""
@@ -104,13 +105,13 @@ QUERIES: dict[str, str] = {
         FROM pg_trigger t
         JOIN pg_class c ON c.oid = t.tgrelid
         JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE NOT t.tgisinternal AND n.nspname NOT IN {SKIP_SCHEMAS}
+        WHERE NOT t.tgisinternal AND n.nspname NOT IN {SKIP_SCHEMAS} AND c.relname {_OWN}
     """,
     "policy": f"""
         SELECT schemaname || '.' || tablename || '.' || policyname AS key,
                concat_ws(' | ', permissive, cmd, array_to_string(roles, ','),
                  'using ' || qual, 'check ' || with_check) AS value
-        FROM pg_policies WHERE schemaname NOT IN {SKIP_SCHEMAS}
+        FROM pg_policies WHERE schemaname NOT IN {SKIP_SCHEMAS} AND tablename {_OWN}
     """,
     "type": f"""
         SELECT n.nspname || '.' || t.typname AS key,
