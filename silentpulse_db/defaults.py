@@ -67,6 +67,11 @@ ROTATION_LOCK_TIMEOUT = 30.0
 # may wait for its table's lock before it is skipped (and retried later).
 PARTITIONS_AHEAD = 3
 PARTITION_LOCK_TIMEOUT = 3.0
+# The furthest month (after the current one) the partition job ever creates, for
+# `ahead` and for rows sitting in a default partition alike: retention never drops a
+# future month, so rows dated years ahead would otherwise add a partition each. Rows
+# past it stay in the default partition (reported) until their month comes in reach.
+PARTITIONS_MAX_AHEAD = 24
 
 # The alert change log (retention): a change every named consumer has passed goes
 # after ALERT_LOG_KEEP (listeners without a name reconnect within it); any change goes

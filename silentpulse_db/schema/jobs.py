@@ -10,12 +10,12 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
-from ..defaults import CONNECT_ATTEMPTS, CONNECT_WAIT, PARTITIONS_AHEAD
+from ..defaults import CONNECT_ATTEMPTS, CONNECT_WAIT, PARTITIONS_AHEAD, PARTITIONS_MAX_AHEAD
 from ..errors import SilentPulseDBError
 from ..postgres.connect import close_quietly, connect
 from ..postgres.translate import translate, typed_errors
 from ..results import PartitionReport, RetentionReport
-from .partitions import PARTITIONED, add_months, ensure_partitions, month_of
+from .partitions import PARTITIONED, add_months, ensure_partitions, month_of, months_ahead
 from .retention import apply_retention
 
 logger = logging.getLogger("silentpulse_db.partitions")
@@ -47,13 +47,21 @@ async def maintain_partitions(
     now: datetime | None = None,
     attempts: int = CONNECT_ATTEMPTS,
     wait: float = CONNECT_WAIT,
+    max_ahead: int = PARTITIONS_MAX_AHEAD,
 ) -> PartitionReport:
     """The partition job: months ahead, every default partition emptied into its months,
-    every partition guarded by row-level security. Run it daily (docs/operations.md)."""
+    every partition guarded by row-level security. Run it daily (docs/operations.md).
+
+    No month after the next ``max_ahead`` is created (ConfigurationError if ``ahead``
+    asks for one): rows dated past it, or where no partition can be, stay in the
+    default partition and are reported in ``skipped``, by table and month."""
+    months_ahead(now, ahead, max_ahead)  # a wrong number fails before connecting
     with typed_errors(dsn, "maintain partitions"):
         conn = await connect(dsn, attempts=attempts, wait=wait)
         try:
-            return await ensure_partitions(conn, ahead=ahead, now=now, stray_months=True)
+            return await ensure_partitions(
+                conn, ahead=ahead, now=now, stray_months=True, max_ahead=max_ahead
+            )
         finally:
             await close_quietly(conn)
 

@@ -6,7 +6,9 @@
   default partition for such a month move into it in the same transaction
   (migration 000005's ``silentpulse_create_monthly_partition``), so a stray row
   never blocks. With ``stray_months`` also every month that has rows in a
-  default partition gets its partition, emptying it.
+  default partition gets its partition, emptying it, up to ``max_ahead`` months
+  ahead; rows past it, or dated where no partition can be (before year 1, after
+  9999, +-infinity), stay there and are reported by table and month.
 - :func:`apply_retention`: SilentPulse's retention rules, by dropping whole
   expired partitions; never a partition that still holds a not-closed alert.
 - :func:`partition_coverage`: what `status` shows: months covered ahead and
@@ -26,7 +28,7 @@ from typing import Any
 
 import asyncpg
 
-from ..defaults import PARTITION_LOCK_TIMEOUT, PARTITIONS_AHEAD
+from ..defaults import PARTITION_LOCK_TIMEOUT, PARTITIONS_AHEAD, PARTITIONS_MAX_AHEAD
 from ..errors import ConfigurationError, PermissionDeniedError
 from ..postgres.translate import permission_denied
 from ..results import (
@@ -49,16 +51,27 @@ RETENTION = {
     "asset_observations": timedelta(days=90),
 }
 
+# What Python's datetime holds (asyncpg cannot return a timestamptz outside it).
+_FIRST = "'0001-01-01 00:00:00+00'::timestamptz"
+_LAST = "'9999-12-31 23:59:59.999999+00'::timestamptz"
+
+
+def _clamped(bound: str) -> str:
+    return (
+        f"CASE WHEN {bound} < {_FIRST} THEN {_FIRST} "
+        f"WHEN {bound} > {_LAST} THEN {_LAST} ELSE {bound} END"
+    )
+
+
 # Every table of this schema partitioned by range on one timestamp column,
-# with its partitions' bounds (NULL bounds: the default partition).
-_TABLES = r"""
+# with its partitions' bounds (NULL bounds: the default partition). A bound
+# outside Python's datetime (a partition of 9999-12, made by hand or by a job
+# before PARTITIONS_MAX_AHEAD) is clamped to it: it still covers its month.
+_TABLES = rf"""
     SELECT c.oid::regclass::text AS parent, c.relname AS name, a.attname AS key,
            p.oid::regclass::text AS partition, p.relname AS partition_name,
            pg_get_expr(p.relpartbound, p.oid) = 'DEFAULT' AS is_default,
-           (regexp_match(pg_get_expr(p.relpartbound, p.oid),
-                         'FROM \(''([^'']+)''\)'))[1]::timestamptz AS lo,
-           (regexp_match(pg_get_expr(p.relpartbound, p.oid),
-                         'TO \(''([^'']+)''\)'))[1]::timestamptz AS hi,
+           {_clamped("b.lo")} AS lo, {_clamped("b.hi")} AS hi,
            p.relrowsecurity AND p.relforcerowsecurity
              AND EXISTS (SELECT 1 FROM pg_policy q WHERE q.polrelid = p.oid) AS secured,
            c.relrowsecurity AS parent_rls
@@ -67,6 +80,12 @@ _TABLES = r"""
     JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = pt.partattrs[0]
     LEFT JOIN pg_inherits i ON i.inhparent = c.oid
     LEFT JOIN pg_class p ON p.oid = i.inhrelid
+    LEFT JOIN LATERAL (
+        SELECT (regexp_match(pg_get_expr(p.relpartbound, p.oid),
+                             'FROM \(''([^'']+)''\)'))[1]::timestamptz AS lo,
+               (regexp_match(pg_get_expr(p.relpartbound, p.oid),
+                             'TO \(''([^'']+)''\)'))[1]::timestamptz AS hi
+    ) b ON true
     WHERE c.relnamespace = current_schema()::regnamespace AND pt.partstrat = 'r'
       AND pt.partnatts = 1 AND a.atttypid = 'timestamptz'::regtype
     ORDER BY c.relname, lo NULLS FIRST
@@ -76,6 +95,29 @@ _CAN_CREATE = (
 )
 _CREATE = "SELECT silentpulse_create_monthly_partition($1::regclass, $2::date)"
 _SECURE = "SELECT silentpulse_secure_partition($1::regclass)"
+# The months of the rows in a default partition ({key}, {default}), each with its rows
+# and its verdict: make (its partition comes now), far (past $1 + $2 months: stays) or
+# never (no partition can hold it: before year 1, after 9999, infinite). Only "make"
+# months come back as dates: asyncpg cannot return the others.
+_STRAY = """
+    SELECT verdict, CASE WHEN verdict = 'make' THEN m::date END AS month, label, rows
+    FROM (
+        SELECT m, count(*) AS rows,
+               CASE WHEN NOT (m >= '0001-01-01' AND m < '10000-01-01') OR m IS NULL
+                         THEN 'never'
+                    WHEN m < $1::date + make_interval(months => $2) THEN 'make'
+                    ELSE 'far' END AS verdict,
+               CASE WHEN m IS NULL THEN 'NULL' WHEN NOT isfinite(m) THEN m::text
+                    ELSE to_char(m, 'YYYY-MM')
+                         || CASE WHEN m < '0001-01-01' THEN ' BC' ELSE '' END END AS label
+        FROM (SELECT date_trunc('month', {key} AT TIME ZONE 'UTC') AS m
+              FROM ONLY {default}) s
+        GROUP BY m
+    ) v
+    ORDER BY m NULLS LAST
+"""
+# A warning lists at most this many months of rows left in a default partition.
+_LISTED = 6
 
 
 @dataclass(frozen=True)
@@ -119,6 +161,20 @@ def _utc(month: date) -> datetime:
     return datetime(month.year, month.month, 1, tzinfo=timezone.utc)
 
 
+def partition_name(table: str, month: date) -> str:
+    """``<table>_pYYYY_MM``, as migration 000005 names it (year 1 too: ``_p0001_01``)."""
+    return f"{table}_p{month.year:04d}_{month.month:02d}"
+
+
+@dataclass(frozen=True)
+class _Strays:
+    """The months of the rows in one default partition, with their rows by label."""
+
+    months: tuple[date, ...] = ()  # to create now
+    far: tuple[tuple[str, int], ...] = ()  # past max_ahead: they stay
+    never: tuple[tuple[str, int], ...] = ()  # no partition can hold them
+
+
 async def partitioned_tables(conn: Any) -> list[PartitionedTable]:
     tables: dict[str, tuple[Any, list[Partition]]] = {}
     for r in await conn.fetch(_TABLES):
@@ -138,28 +194,31 @@ async def ensure_partitions(
     now: datetime | None = None,
     stray_months: bool = False,
     lock_timeout: float = PARTITION_LOCK_TIMEOUT,
+    max_ahead: int = PARTITIONS_MAX_AHEAD,
 ) -> PartitionReport:
     """Create this month's and the next ``ahead`` months' partitions; secure unguarded ones.
 
     ``stray_months``: also create the month of every row sitting in a default
-    partition (this needs a role that row-level security does not filter).
+    partition (this needs a role that row-level security does not filter), up to
+    ``max_ahead`` months after the current one. Rows past it, and rows dated where
+    no partition can be (before year 1, after 9999, infinity), stay in the default
+    partition and are reported in ``skipped``, by table and month.
     ``now`` moves the clock (tests, and a job catching up on a date).
     Idempotent; a partition that cannot get its lock in ``lock_timeout``
     seconds is skipped and reported.
     """
-    if ahead < 0:
-        raise ConfigurationError(f"ahead (months of partitions) must be >= 0, got {ahead}")
+    months = months_ahead(now, ahead, max_ahead)
     if not await conn.fetchval(_CAN_CREATE):
         return PartitionReport(skipped=("migration 000005 (partition lifecycle) is not applied",))
-    current = month_of(now or datetime.now(timezone.utc))
     created: list[PartitionChange] = []
     secured: list[str] = []
     skipped: list[str] = []
     for table in await partitioned_tables(conn):
-        months = [add_months(current, i) for i in range(ahead + 1)]
-        stray: list[date] = []
+        stray: tuple[date, ...] = ()
         if stray_months and table.default is not None:
-            stray = await _stray_months(conn, table, skipped, lock_timeout)
+            strays = await _stray_months(conn, table, skipped, lock_timeout, months[0], max_ahead)
+            skipped += _left_in_default(table, strays, months[0], max_ahead)
+            stray = strays.months
         lift = await _lifted_for_moves(conn, table) if stray else []
         for month in sorted({*months, *stray}):
             if table.covers(month):
@@ -174,7 +233,7 @@ async def ensure_partitions(
                 lift=lift if month in stray else [],
             )
             if moved is not None:
-                change = PartitionChange(table.name, f"{table.name}_p{month:%Y_%m}", int(moved))
+                change = PartitionChange(table.name, partition_name(table.name, month), int(moved))
                 logger.info("%s", change)
                 created.append(change)
         for partition in table.partitions:
@@ -186,34 +245,98 @@ async def ensure_partitions(
     return PartitionReport(tuple(created), tuple(secured), tuple(skipped))
 
 
+def months_ahead(now: datetime | None, ahead: int, max_ahead: int) -> list[date]:
+    """This month and the next ``ahead`` (UTC), or a ConfigurationError saying what is wrong."""
+    if ahead < 0:
+        raise ConfigurationError(f"ahead (months of partitions) must be >= 0, got {ahead}")
+    if max_ahead < ahead:
+        raise ConfigurationError(
+            f"ahead ({ahead} months of partitions) is more than max_ahead ({max_ahead}), the "
+            "furthest month the partition job creates (PARTITIONS_MAX_AHEAD): raise "
+            "max_ahead too, or ask for fewer months"
+        )
+    current = month_of(now or datetime.now(timezone.utc))
+    try:
+        return [add_months(current, i) for i in range(ahead + 1)]
+    except ValueError:  # past year 9999
+        raise ConfigurationError(
+            f"{ahead} months after {current:%Y-%m} is past year 9999: no partition can be made"
+        ) from None
+
+
 async def _stray_months(
-    conn: Any, table: PartitionedTable, skipped: list[str], lock_timeout: float
-) -> list[date]:
+    conn: Any,
+    table: PartitionedTable,
+    skipped: list[str],
+    lock_timeout: float,
+    current: date,
+    max_ahead: int,
+) -> _Strays:
     assert table.default is not None
     default = table.default.name
-    query = (
-        f"SELECT DISTINCT date_trunc('month', {_ident(table.key)} AT TIME ZONE 'UTC')::date AS m "
-        f"FROM ONLY {default} ORDER BY 1"
-    )
+    query = _STRAY.format(key=_ident(table.key), default=default)
+    # No month past 9999 is ever made: a larger cap changes nothing (and fits an int4).
+    args = (current, min(max_ahead, 12 * 10_000) + 1)
     filtered = await rls_filters(conn, default)
     if filtered is None:
-        return [r["m"] for r in await conn.fetch(query)]
+        return _strays(await conn.fetch(query, *args))
     if not filtered.owner:
         skipped.append(
             f"{default}: row-level security hides its rows from this role; run the partition "
             "job as the tables' owner (or a role with BYPASSRLS) to move them"
         )
-        return []
+        return _Strays()
     # The owner, under FORCE ROW LEVEL SECURITY: it lifts FORCE for a rolled-back
     # transaction of its own (the creation function does the same for the move).
     try:
         async with seeing_every_row(conn, [default], lock_timeout):
-            rows = await conn.fetch(query)
+            rows = await conn.fetch(query, *args)
     except asyncpg.LockNotAvailableError:
         skipped.append(f"{default}: busy (no lock within {lock_timeout:g} s); will be retried")
         logger.warning("%s", skipped[-1])
-        return []
-    return [r["m"] for r in rows]
+        return _Strays()
+    return _strays(rows)
+
+
+def _strays(rows: Sequence[Any]) -> _Strays:
+    def labelled(verdict: str) -> tuple[tuple[str, int], ...]:
+        return tuple((r["label"], r["rows"]) for r in rows if r["verdict"] == verdict)
+
+    months = tuple(r["month"] for r in rows if r["verdict"] == "make")
+    return _Strays(months, labelled("far"), labelled("never"))
+
+
+def _left_in_default(
+    table: PartitionedTable, strays: _Strays, current: date, max_ahead: int
+) -> list[str]:
+    """The warnings for the rows of ``table``'s default partition that no month is made for."""
+    default = table.default.name if table.default is not None else f"{table.name}'s default"
+    notes = []
+    if strays.never:
+        notes.append(
+            f"{table.name}: {sum(n for _, n in strays.never)} row(s) stay in {default}, "
+            "dated where no monthly partition can be (before year 1, after 9999, or "
+            f"infinity), month(s) (rows): {_listing(strays.never)}; correct their {table.key}"
+        )
+    if strays.far:
+        last = add_months(current, max_ahead)  # a far month exists: last is before 10000
+        notes.append(
+            f"{table.name}: {sum(n for _, n in strays.far)} row(s) stay in {default}, "
+            f"dated more than {max_ahead} month(s) ahead (max_ahead, PARTITIONS_MAX_AHEAD; "
+            f"the last month made is {last.year:04d}-{last.month:02d}), month(s) (rows): "
+            f"{_listing(strays.far)}; they move once their month comes in reach, or "
+            f"correct their {table.key}"
+        )
+    for note in notes:
+        logger.warning("%s", note)
+    return notes
+
+
+def _listing(months: Sequence[tuple[str, int]]) -> str:
+    shown = ", ".join(f"{label} ({rows})" for label, rows in months[:_LISTED])
+    if len(months) > _LISTED:
+        shown += f", and {len(months) - _LISTED} more month(s) up to {months[-1][0]}"
+    return shown
 
 
 async def _lifted_for_moves(conn: Any, table: PartitionedTable) -> list[str]:

@@ -1,6 +1,8 @@
 """Partitions as a tenant's application role and as an operator years after deploy
 (issue 8, parts 2 and 3): row-level security on every partition, the partition
 job with the clock moved ahead and stray rows in the default partition, retention.
+Rows a tenant can write (issue 27, items 4 and 5): dates no partition can hold, and
+dates years ahead, stay in the default partition with a warning.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from typing import Any
 
 import asyncpg
 import pytest
+from engine.test_cli import cli
 
 from schema.seed import seed_tenant
 from silentpulse_db import (
+    ConfigurationError,
     PermissionDeniedError,
     ReversibilityError,
     check,
@@ -23,7 +27,9 @@ from silentpulse_db import (
     maintain_partitions,
     run_migrations,
     status,
+    tenant_transaction,
 )
+from silentpulse_db.defaults import PARTITIONS_MAX_AHEAD
 from silentpulse_db.schema.partitions import add_months, ensure_partitions, month_of
 from silentpulse_db.schema.tenancy import rls_gaps
 
@@ -74,6 +80,25 @@ async def add_audit(conn: Any, ids: dict[str, uuid.UUID], created: datetime) -> 
         ids["tenants"],
         created,
     )
+
+
+async def add_audit_as_tenant(dsn: str, tenant: uuid.UUID, *created: str) -> None:
+    """audit_logs rows written through the app role, as a tenant, one a timestamp given
+    as PostgreSQL reads it (year 12000, infinity and BC fit no datetime)."""
+    app = await asyncpg.connect(dsn)
+    try:
+        async with tenant_transaction(app, tenant) as conn:
+            await conn.executemany(
+                "INSERT INTO audit_logs (tenant_id, action, entity_type, created_at) "
+                "VALUES ($1, 'update', 'asset', $2::text::timestamptz)",
+                [(tenant, moment) for moment in created],
+            )
+    finally:
+        await app.close()
+
+
+def ym(month: date) -> str:
+    return f"{month.year:04d}-{month.month:02d}"
 
 
 async def partitions_of(conn: Any, parent: str) -> list[str]:
@@ -199,10 +224,12 @@ async def test_the_daily_job_empties_the_default_partition(
     silentpulse_migrated_database: str, admin: Any
 ) -> None:
     ids = await seed_tenant(admin, "tenant-a")
-    await add_alert(admin, ids, at(date(2040, 6, 1)))
-    await add_alert(admin, ids, at(date(2041, 2, 1)))
+    strays = add_months(THIS_MONTH, 14), add_months(THIS_MONTH, PARTITIONS_MAX_AHEAD)
+    for month in strays:
+        await add_alert(admin, ids, at(month))
     report = await maintain_partitions(silentpulse_migrated_database)
-    assert {c.partition for c in report.created} >= {"alerts_p2040_06", "alerts_p2041_02"}
+    assert {c.partition for c in report.created} >= {f"alerts_p{m:%Y_%m}" for m in strays}
+    assert report.skipped == ()
     assert await admin.fetchval("SELECT count(*) FROM alerts_default") == 0
     coverage = {c.table: c for c in (await status(silentpulse_migrated_database)).partitions}
     assert coverage["alerts"].default_rows == 0 and coverage["alerts"].months_ahead >= 3
@@ -248,6 +275,141 @@ async def test_start_up_creates_the_month_that_time_brought_into_the_window(
     await run_migrations(silentpulse_migrated_database)
     assert next_month in await partitions_of(admin, "asset_observations")
     assert await rls_gaps(admin) == []
+
+
+# --- issue 27, items 4 and 5: rows a tenant can write ------------------------------------
+
+
+async def test_rows_no_partition_can_hold_stay_in_default_and_the_job_goes_on(
+    silentpulse_migrated_database: str, silentpulse_app_database: str, admin: Any
+) -> None:
+    """Before: a tenant's row of year 12000 (or BC) made `partitions` exit 1 with a raw
+    ValueError on every run, one at infinity stopped it with an error, and no table after
+    audit_logs got its months; a row of year 1 got audit_logs_p0001_06, reported as
+    audit_logs_p1_06."""
+    ids = await seed_tenant(admin, "tenant-a")
+    # A table after audit_logs (the job goes in name order), with a stray row of its own.
+    stray = add_months(THIS_MONTH, 5)
+    await admin.execute(
+        "CREATE TABLE zz_events (at timestamptz NOT NULL) PARTITION BY RANGE (at); "
+        "CREATE TABLE zz_events_default PARTITION OF zz_events DEFAULT"
+    )
+    await admin.execute("INSERT INTO zz_events VALUES ($1)", at(stray))
+    # A month time brought into the window, and one a tenant's row needs.
+    window = add_months(THIS_MONTH, 3)
+    await admin.execute(f"DROP TABLE audit_logs_p{window:%Y_%m}")
+    impossible = ("12000-03-05 12:00+00", "infinity", "-infinity", "0044-03-15 12:00+00 BC")
+    await add_audit_as_tenant(
+        silentpulse_app_database,
+        ids["tenants"],
+        *impossible,
+        "0001-06-01 12:00+00",
+        at(stray).isoformat(),
+    )
+
+    done = cli("partitions", dsn=silentpulse_migrated_database)
+    assert done.returncode == 1, done.stdout + done.stderr  # something skipped
+    assert "Traceback" not in done.stderr and "error:" not in done.stderr, done.stderr
+    (note,) = [line for line in done.stdout.splitlines() if line.startswith("skipped:")]
+    assert "audit_logs: 4 row(s) stay in audit_logs_default" in note
+    assert "-infinity (1), 0044-03 BC (1), 12000-03 (1), infinity (1)" in note
+    for made in (
+        "audit_logs_p0001_06, 1 row(s) moved",
+        f"audit_logs_p{stray:%Y_%m}, 1 row(s) moved",
+        f"audit_logs_p{window:%Y_%m}",
+        f"zz_events_p{stray:%Y_%m}, 1 row(s) moved",
+        f"zz_events_p{window:%Y_%m}",
+    ):
+        assert f"created {made}" in done.stdout, done.stdout
+    assert await admin.fetchval("SELECT count(*) FROM ONLY audit_logs_default") == 4
+    assert await admin.fetchval("SELECT count(*) FROM ONLY zz_events_default") == 0
+
+    again = await maintain_partitions(silentpulse_migrated_database)
+    assert again.created == () and again.skipped == (note.removeprefix("skipped: "),)
+    coverage = {c.table: c for c in (await status(silentpulse_migrated_database)).partitions}
+    assert coverage["audit_logs"].default_rows == 4
+
+
+async def test_the_job_creates_no_month_past_max_ahead(
+    silentpulse_migrated_database: str, silentpulse_app_database: str, admin: Any
+) -> None:
+    """Before: 60 far-future rows from one tenant made the job create 60 partitions,
+    which retention never drops."""
+    dsn = silentpulse_migrated_database
+    ids = await seed_tenant(admin, "tenant-a")
+    cap = PARTITIONS_MAX_AHEAD
+    near = [add_months(THIS_MONTH, 12), add_months(THIS_MONTH, cap)]
+    far = [add_months(THIS_MONTH, cap + i) for i in range(1, 61)]
+    await add_audit_as_tenant(
+        silentpulse_app_database, ids["tenants"], *(at(m).isoformat() for m in near + far)
+    )
+    before = len(await partitions_of(admin, "audit_logs"))
+
+    report = await maintain_partitions(dsn)
+    made = {c.partition: c.moved_rows for c in report.created if c.table == "audit_logs"}
+    assert made == {f"audit_logs_p{m:%Y_%m}": 1 for m in near}
+    assert len(await partitions_of(admin, "audit_logs")) == before + 2
+    assert await admin.fetchval("SELECT count(*) FROM ONLY audit_logs_default") == 60
+    (note,) = report.skipped
+    assert note.startswith("audit_logs: 60 row(s) stay in audit_logs_default")
+    assert f"more than {cap} month(s) ahead" in note and f"made is {ym(near[-1])}" in note
+    assert f"{ym(far[0])} (1), {ym(far[1])} (1)" in note
+    assert note.endswith(
+        f"and 54 more month(s) up to {ym(far[-1])}; they move once their "
+        "month comes in reach, or correct their created_at"
+    )
+
+    # A year on, the months that came in reach get their partitions, the rest stay.
+    later = add_months(THIS_MONTH, 12)
+    report = await maintain_partitions(dsn, now=at(later))
+    moved = [c.partition for c in report.created if c.moved_rows]
+    assert moved == [f"audit_logs_p{m:%Y_%m}" for m in far[:12]]
+    (note,) = report.skipped
+    assert note.startswith("audit_logs: 48 row(s) stay in audit_logs_default")
+    # max_ahead lifts the cap.
+    report = await maintain_partitions(dsn, now=at(later), max_ahead=cap + 60)
+    assert [(c.partition, c.moved_rows) for c in report.created] == [
+        (f"audit_logs_p{m:%Y_%m}", 1) for m in far[12:]
+    ]
+    assert report.skipped == ()
+    assert await admin.fetchval("SELECT count(*) FROM ONLY audit_logs_default") == 0
+
+
+async def test_ahead_past_max_ahead_is_refused_before_anything_runs(
+    silentpulse_migrated_database: str, admin: Any
+) -> None:
+    before = await partitions_of(admin, "alerts")
+    with pytest.raises(ConfigurationError, match=r"ahead \(25 months.*max_ahead \(24\)"):
+        await ensure_partitions(admin, ahead=PARTITIONS_MAX_AHEAD + 1)
+    with pytest.raises(ConfigurationError, match="max_ahead"):
+        await maintain_partitions(silentpulse_migrated_database, ahead=10**6)
+    with pytest.raises(ConfigurationError, match="past year 9999"):
+        await ensure_partitions(admin, ahead=2, now=datetime(9999, 11, 1, tzinfo=timezone.utc))
+    assert await partitions_of(admin, "alerts") == before
+    done = cli("partitions", "--ahead", "30", dsn=silentpulse_migrated_database)
+    assert done.returncode == 2 and "max_ahead" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+async def test_a_partition_of_9999_breaks_no_job(
+    silentpulse_migrated_database: str, admin: Any
+) -> None:
+    """Before: the job made audit_logs_p9999_12 for a tenant's row of 9999-12 (its upper
+    bound is year 10000); from then on partitions, retention and status all failed with a
+    raw OverflowError."""
+    dsn = silentpulse_migrated_database
+    ids = await seed_tenant(admin, "tenant-a")
+    await admin.execute("SELECT silentpulse_create_monthly_partition('audit_logs', '9999-12-01')")
+    await add_audit(admin, ids, datetime(9999, 12, 31, 12, tzinfo=timezone.utc))
+    report = await maintain_partitions(dsn)
+    assert report.skipped == () and "audit_logs_p9999_12" not in str(report)
+    verdicts = {
+        a.partition: a.dropped for a in (await enforce_retention(dsn, dry_run=True)).actions
+    }
+    assert "audit_logs_p9999_12" not in verdicts
+    coverage = {c.table: c for c in (await status(dsn)).partitions}
+    assert coverage["audit_logs"].default_rows == 0
+    assert await admin.fetchval("SELECT count(*) FROM audit_logs_p9999_12") == 1
 
 
 # --- part 3: retention ------------------------------------------------------------------------
