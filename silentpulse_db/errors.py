@@ -328,7 +328,8 @@ class RowSecurityError(CredentialMigrationError, ConfigurationError):
     """Row-level security does not treat the role as the operation needs; ``role``
     names it. migrate-credentials refuses a role that cannot see every tenant's rows
     (no BYPASSRLS, or app.current_tenant set); create_pool refuses a role that sees
-    them all (a superuser or BYPASSRLS) unless told it is meant. (A
+    them all (a superuser or BYPASSRLS) unless told it is meant, and a role or database
+    default of app.current_tenant whatever it is told. (A
     CredentialMigrationError too, as it was first raised by migrate-credentials.)"""
 
     def __init__(self, message: str, *, role: str) -> None:

@@ -51,7 +51,8 @@ COLUMNS = (
 
 @dataclass(frozen=True)
 class Problem:
-    """A value that cannot be opened: where it is and why. Never the value."""
+    """A value that cannot be opened: where it is and why. Never the value: ``kid`` is
+    its key id only when a key at hand has it, else "-" (crypto.keyring.shown_kid)."""
 
     table: str
     row_id: str

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..crypto import envelope as env
 from ..crypto.envelope import HEADER_LEN, MIN_LEN, NONCE_LEN, PREFIX_LEN
-from ..crypto.keyring import Keyring
+from ..crypto.keyring import Keyring, shown_kid
 from ..errors import CryptoError
 from .columns import CredentialColumn, Problem, reason
 
@@ -121,6 +121,9 @@ class Sealer:
         self.source: Keyring = old if mode == "rotate" and old is not None else new
         self.problems: list[Problem] = []
         self._ciphers = _TenantCiphers(mode, new, self.source)
+        # The key ids a problem may name: those of the keys at hand. Any other "kid" may
+        # be bytes 1-8 of a value that is not an envelope (crypto.keyring.shown_kid).
+        self._known = frozenset(new.kids + self.source.kids)
 
     def batch(self, rows: list[Any], column: CredentialColumn, stats: TableReport) -> Batch:
         """The new envelopes of the rows that change; counts the others in ``stats``.
@@ -206,7 +209,7 @@ class Sealer:
     def _failed(self, row: Any, column: CredentialColumn, stats: TableReport, kid: bytes) -> None:
         stats.problems += 1
         why = reason(_Skip("re-sealed value did not open with the new key"))
-        self.problems.append(Problem(column.table, row[_ID], kid.hex(), why))
+        self.problems.append(Problem(column.table, row[_ID], shown_kid(kid, self._known), why))
 
     def _is_current(self, version: int, kid: bytes) -> bool:
         if self.mode == "v2":
@@ -242,7 +245,7 @@ class Sealer:
                 raise _Skip("re-sealed value did not open with the new key")
         except (CryptoError, _Skip) as exc:
             stats.problems += 1
-            kid = raw_kid.hex() or "-"
+            kid = shown_kid(raw_kid, self._known)
             self.problems.append(Problem(column.table, row[_ID], kid, reason(exc)))
             return None
         return sealed, target

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..crypto import envelope as env
-from ..crypto.keyring import Keyring
+from ..crypto.keyring import Keyring, shown_kid
 from ..defaults import ROTATION_LOCK_TIMEOUT
-from ..errors import ConfigurationError, CryptoError
+from ..errors import ConfigurationError, CryptoError, InvalidArgumentError
 from ..postgres.connect import close_quietly, connect
 from ..postgres.translate import typed_errors
 from .access import full_view, reading_all, require_privileges
@@ -28,7 +29,7 @@ class VerifiedColumn:
     name: str
     opened: int = 0  # open with the key alone (v1 and v2)
     v1: int = 0  # of those, still v1: readable, not yet per-tenant
-    other_key: int = 0  # under another master key: would need OLD_ENCRYPTION_KEY
+    other_key: int = 0  # under another master key (or an unknown key id): needs another key
     plaintext: int = 0  # ai_configs values never encrypted (encryption_version 0)
     problems: int = 0  # under this key, but do not open (tampered, misplaced, malformed)
     empty: int = 0
@@ -40,8 +41,13 @@ class VerifyReport:
     role: str = ""
     columns: list[VerifiedColumn] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
-    # Key ids (one-way fingerprints, safe to show) of the other keys still in use.
+    # Values under each of the other keys named to the check (``known_kids``), by key id
+    # (a one-way fingerprint, safe to show).
     other_kids: Counter[str] = field(default_factory=Counter)
+    # Values whose header names a key id no key at hand has: under a key nobody named
+    # (a lost key?), or not an envelope at all (a plaintext whose first byte is 0x01 or
+    # 0x02). Their "key id" is never shown: it may be a plaintext's own bytes.
+    unknown_key: int = 0
     seconds: float = 0.0
 
     @property
@@ -61,11 +67,16 @@ async def verify_credentials(
     batch_size: int = DEFAULT_BATCH,
     progress: Progress | None = None,
     lock_timeout: float = ROTATION_LOCK_TIMEOUT,
+    known_kids: Collection[bytes] = (),
 ) -> VerifyReport:
     """Open every credential value with ``keyring``'s one key; changes nothing.
 
     ``keyring`` must hold only the key to keep (no previous keys): a value that
-    opens only with a previous key is what this check exists to find. As the
+    opens only with a previous key is what this check exists to find. ``known_kids``:
+    the key ids of other keys that may still be in use (``Keyring(old_key).kid``),
+    which the report may name: values under them are counted by key id in
+    ``other_kids``; a header naming any other key id counts in ``unknown_key``, never
+    shown (without the key it cannot be told from a value that is not an envelope). As the
     tables' owner (no BYPASSRLS) it holds them exclusively while it reads (see
     credentials/access.py), waiting at most ``lock_timeout`` seconds for them.
     """
@@ -74,7 +85,13 @@ async def verify_credentials(
             "verify with the new key alone: this keyring also holds "
             f"{len(keyring.kids) - 1} previous key(s) (unset OLD_ENCRYPTION_KEY)"
         )
+    others = tuple(known_kids)
+    if not all(isinstance(kid, bytes) and len(kid) == env.KID_LEN for kid in others):
+        raise InvalidArgumentError(
+            f"known_kids: each must be a key id, {env.KID_LEN} bytes (Keyring(key).kid)"
+        )
     report = VerifyReport(kid=keyring.kid.hex())
+    known = frozenset(others) | {keyring.kid}
     started = time.perf_counter()
     with typed_errors(dsn, "read the credential columns"):
         conn = await connect(dsn, attempts=3, application_name="migrate-credentials verify")
@@ -85,7 +102,7 @@ async def verify_credentials(
             async with reading_all(conn, view, lock_timeout, doing="verify the credentials"):
                 for column in COLUMNS:
                     report.columns.append(
-                        await _verify(conn, column, keyring, report, batch_size, progress)
+                        await _verify(conn, column, keyring, known, report, batch_size, progress)
                     )
         finally:
             await close_quietly(conn)
@@ -97,6 +114,7 @@ async def _verify(
     conn: Any,
     column: CredentialColumn,
     keyring: Keyring,
+    known: frozenset[bytes],
     report: VerifyReport,
     batch_size: int,
     progress: Progress | None,
@@ -107,7 +125,7 @@ async def _verify(
     cursor = await conn.cursor(column.select_sql())
     while rows := await cursor.fetch(batch_size):
         for row in rows:
-            _one(row, column, keyring, stats, report)
+            _one(row, column, keyring, known, stats, report)
         done += len(rows)
         if progress is not None:
             progress(column.name, done, done / max(time.perf_counter() - started, 1e-9))
@@ -118,6 +136,7 @@ def _one(
     row: Any,
     column: CredentialColumn,
     keyring: Keyring,
+    known: frozenset[bytes],
     stats: VerifiedColumn,
     report: VerifyReport,
 ) -> None:
@@ -134,12 +153,16 @@ def _one(
         version, kid = env.peek(value)
         if kid != keyring.kid:
             stats.other_key += 1
-            report.other_kids[kid.hex()] += 1
+            if kid in known:
+                report.other_kids[kid.hex()] += 1
+            else:
+                report.unknown_key += 1
             return
         keyring.open(value, cell)
     except CryptoError as exc:
         stats.problems += 1
-        report.problems.append(Problem(column.table, str(row["id"]), kid.hex() or "-", reason(exc)))
+        shown = shown_kid(kid, known)
+        report.problems.append(Problem(column.table, str(row["id"]), shown, reason(exc)))
         return
     stats.opened += 1
     stats.v1 += version == env.V1_MASTER

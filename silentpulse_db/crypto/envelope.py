@@ -56,7 +56,9 @@ class Envelope:
         return bytes((self.version,)) + self.kid
 
     def __repr__(self) -> str:
-        return f"Envelope(version={self.version}, kid={self.kid.hex()}, {len(self.body)} bytes)"
+        # Neither the kid nor a length: parsing proves only the first byte and the length,
+        # so these may be a plaintext's bytes (docs/security.md: no byte of a stored value).
+        return f"Envelope(version={self.version}, kid and body not shown)"
 
 
 def parse(data: bytes) -> Envelope:
@@ -71,7 +73,13 @@ def parse(data: bytes) -> Envelope:
 
 
 def peek(data: bytes) -> tuple[int, bytes]:
-    """(version, kid) of an envelope, checking only its length and version byte."""
+    """(version, kid) of an envelope, checking only its length and version byte.
+
+    The kid is bytes 1-8 of whatever was stored: a key id only if a keyring holds a key
+    with it. A value that is not an envelope but passes these checks (37 bytes or more,
+    the first 0x01 or 0x02: a plaintext) gives its own bytes here: show the kid only
+    through :func:`~silentpulse_db.crypto.keyring.shown_kid`.
+    """
     if len(data) < MIN_LEN:
         # Neither the length nor a byte is quoted: a plaintext stored where an
         # envelope belongs would leak through the message (the caller names the row).

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -221,9 +221,13 @@ class Keyring:
         header = envelope[:HEADER_LEN]
         key = self._keys.get(header[1:])
         if key is None:
+            # Not a byte of the value: without the key nothing tells an envelope under a
+            # key this keyring lacks from a plaintext that starts with 0x01 or 0x02.
             raise UnknownKeyError(
-                f"value was sealed with key id {bytes(header[1:]).hex()}, which this keyring "
-                f"does not hold (it holds {', '.join(k.hex() for k in self._keys)})"
+                f"value of {cell.table}.{cell.column} of row {cell.row} (tenant {cell.tenant}) "
+                f"names a key id this keyring does not hold (it holds "
+                f"{', '.join(k.hex() for k in self._keys)}): sealed under another master key, "
+                f"or not an envelope at all; its bytes are not shown"
             )
         try:
             return key.cipher(envelope[0], cell.tenant).decrypt(
@@ -234,6 +238,21 @@ class Keyring:
                 f"value does not authenticate for {cell.table}.{cell.column} of row {cell.row} "
                 f"(tenant {cell.tenant}): altered, or moved from another row, column or tenant"
             ) from None
+
+
+NO_KID = "-"
+
+
+def shown_kid(kid: bytes, known: Collection[bytes]) -> str:
+    """How a value's kid (bytes 1-8) may be shown: in hex when it is one of the ``known``
+    key ids (those of the keys at hand), else :data:`NO_KID`.
+
+    A kid is a key's id only once a key has it: a plaintext stored where an envelope
+    belongs, 37 bytes or more and starting with 0x01 or 0x02, passes for an envelope up
+    to the key lookup, and its bytes 1-8 would be printed as its "key id"
+    (docs/security.md: no byte of a stored value is ever shown).
+    """
+    return kid.hex() if kid in known else NO_KID
 
 
 def _require_bytes(value: object, what: str) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from crypto.corpus import PASS_THE_HEADER, shown_bytes
 
 from silentpulse_db import (
     ConfigurationError,
@@ -196,9 +197,12 @@ async def test_values_written_under_the_old_key_meanwhile_are_reported(
     )
     assert late.done and report.committed and report.rewritten == len(cells)
     assert report.left_behind == {"integration_points.connection_config": 1}
-    verified = await verify_credentials(dsn, keyring=NEW)
+    verified = await verify_credentials(dsn, keyring=NEW, known_kids=[OLD.kid])
     assert not verified.passed and verified.need_other_key == 1
-    assert dict(verified.other_kids) == {OLD.kid.hex(): 1}
+    assert dict(verified.other_kids) == {OLD.kid.hex(): 1} and verified.unknown_key == 0
+    # Not told of the old key, the check counts the value without naming its key id.
+    unnamed = await verify_credentials(dsn, keyring=NEW)
+    assert unnamed.need_other_key == 1 and unnamed.unknown_key == 1 and not unnamed.other_kids
     # A plain rerun moves it; then the old key can go.
     rerun = await migrate_credentials(dsn, keyring=NEW, old_keyring=OLD, mode="rotate")
     assert rerun.rewritten == 1 and rerun.left_behind == {}
@@ -253,7 +257,7 @@ async def test_verify_counts_what_still_needs_another_key(
         "ORDER BY id DESC LIMIT 1)",
         NEW.kid,
     )
-    report = await verify_credentials(dsn, keyring=NEW)
+    report = await verify_credentials(dsn, keyring=NEW, known_kids=(OLD.kid,))
     assert not report.passed
     assert sum(c.other_key for c in report.columns) == 5 and report.other_kids[OLD.kid.hex()] == 5
     assert sum(c.plaintext for c in report.columns) == 1 and report.need_other_key == 6
@@ -352,3 +356,69 @@ async def _values(conn: Any) -> dict[tuple[str, Any], bytes]:
         for row in await conn.fetch(f"SELECT {id_column}, {column} FROM {table}"):
             values[(table, row[0])] = row[1]
     return values
+
+
+async def _plant_values_that_are_not_envelopes(conn: Any) -> tuple[int, dict[str, bytes]]:
+    """Values under the old key, and in each column one plaintext of 37 bytes or more
+    whose first byte is 0x01 or 0x02: how many values, and the planted ones by row id
+    (as the problem lists name it)."""
+    cells = await populate(conn, OLD, tenants=2, per_table=2)
+    planted: dict[str, bytes] = {}
+    for (_, value), table in zip(
+        PASS_THE_HEADER, ("integration_points", "notification_channels", "ai_configs"), strict=True
+    ):
+        cell = next(c for c in cells if c.table == table)
+        id_column = "tenant_id" if table == "ai_configs" else "id"
+        await conn.execute(
+            f"UPDATE {table} SET {cell.column} = $1 WHERE {id_column} = $2", value, cell.row_id
+        )
+        planted[str(cell.row_id)] = value
+    return len(cells), planted
+
+
+def _leaks(text: str, planted: dict[str, bytes]) -> list[str]:
+    return [shown for value in planted.values() for shown in shown_bytes(text, value)]
+
+
+async def test_a_value_that_is_not_an_envelope_shows_none_of_its_bytes(
+    silentpulse_migrated_database: str, conn: Any
+) -> None:
+    """Issue 27 (item 6): such a plaintext passes for an envelope until the key lookup;
+    verify_credentials counted it under its bytes 1-8 as a key id, and the dry run's
+    problem list printed them."""
+    dsn = silentpulse_migrated_database
+    values, planted = await _plant_values_that_are_not_envelopes(conn)
+    report = await verify_credentials(dsn, keyring=OLD, known_kids=[NEW.kid])
+    assert not report.passed and report.unknown_key == 3 and not report.other_kids
+    assert sum(c.opened for c in report.columns) == values - 3
+    with pytest.raises(CredentialMigrationError) as info:
+        await migrate_credentials(dsn, keyring=NEW, old_keyring=OLD, mode="rotate", dry_run=True)
+    assert "3 value(s) cannot be opened" in str(info.value)
+    assert _leaks(str(info.value), planted) == []
+    for row in planted:
+        assert f"id={row} kid=-: unknown key" in str(info.value)
+
+
+async def test_the_cli_shows_no_byte_of_a_value_that_is_not_an_envelope(
+    silentpulse_migrated_database: str, conn: Any
+) -> None:
+    """The same through migrate-credentials --verify and its dry runs (their output)."""
+    dsn = silentpulse_migrated_database
+    _, planted = await _plant_values_that_are_not_envelopes(conn)
+    keys = {"ENCRYPTION_KEY": NEW_KEY.hex(), "OLD_ENCRYPTION_KEY": OLD_KEY.hex()}
+    for args, env in [
+        (["--verify"], cli_env(dsn, ENCRYPTION_KEY=OLD_KEY.hex())),
+        (
+            ["--verify"],
+            cli_env(dsn, ENCRYPTION_KEY=OLD_KEY.hex(), OLD_ENCRYPTION_KEY=NEW_KEY.hex()),
+        ),
+        (["--rotate", "--dry-run"], cli_env(dsn, **keys)),
+        (["--dry-run"], cli_env(dsn, ENCRYPTION_KEY=OLD_KEY.hex())),
+    ]:
+        code, out, err = await run_cli(*args, env=env)
+        assert code == 1, (args, out, err)
+        assert _leaks(out + err, planted) == [], (args, out + err)
+        if "--verify" in args:
+            assert "an unknown key id: 3" in out, out
+        else:
+            assert all(f"id={row} kid=-: unknown key" in out + err for row in planted), err

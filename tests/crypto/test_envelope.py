@@ -16,6 +16,8 @@ from silentpulse_db import MalformedEnvelopeError
 from silentpulse_db.crypto import Keyring, parse
 from silentpulse_db.crypto.envelope import Cell
 
+from .corpus import NOT_ENVELOPES, PASS_THE_HEADER, shown_bytes
+
 VECTORS = json.loads(Path(__file__).with_name("vectors.json").read_text())
 
 
@@ -103,3 +105,17 @@ def test_malformed_message_reveals_no_byte_or_length(plaintext: bytes) -> None:
     assert message == "not an envelope"
     assert str(len(plaintext)) not in message
     assert f"{plaintext[0]:02x}" not in message
+
+
+@pytest.mark.parametrize(("name", "value"), NOT_ENVELOPES, ids=[n for n, _ in NOT_ENVELOPES])
+def test_parsing_shows_no_byte_of_a_value_that_is_not_an_envelope(name: str, value: bytes) -> None:
+    if (name, value) in PASS_THE_HEADER:
+        # parse() proves the length and the first byte only: its repr shows neither the
+        # "key id" (bytes 1-8 of a plaintext here) nor a length.
+        shown = repr(parse(value))
+        assert str(len(value) - 21) not in shown
+    else:
+        with pytest.raises(MalformedEnvelopeError) as info:
+            parse(value)
+        shown = f"{info.value}\n{info.value!r}"
+    assert shown_bytes(shown, value) == [], shown

@@ -17,8 +17,11 @@ from silentpulse_db import (
     TamperedValueError,
     UnknownKeyError,
 )
-from silentpulse_db.crypto import Keyring
+from silentpulse_db.crypto import Keyring, parse
 from silentpulse_db.crypto.envelope import Cell
+from silentpulse_db.crypto.keyring import NO_KID, shown_kid
+
+from .corpus import NOT_ENVELOPES, PASS_THE_HEADER, shown_bytes
 
 KEY = bytes.fromhex("7f01" * 16)
 OTHER = bytes.fromhex("3c02" * 16)
@@ -137,8 +140,12 @@ def test_previous_keys_decrypt_only() -> None:
     rolling = Keyring(KEY, per_tenant=True, previous_keys=[OTHER])
     assert rolling.decrypt(sealed, **CELL) == b"secret"
     assert rolling.encrypt(b"new", **CELL)[1:9] == rolling.kid != old.kid
-    with pytest.raises(UnknownKeyError, match=old.kid.hex()):
+    with pytest.raises(UnknownKeyError, match="does not hold") as info:
         Keyring(KEY).decrypt(sealed, **CELL)
+    # The keys it holds are named, the value's "key id" is not: without that key nothing
+    # tells this envelope from a plaintext that starts with 0x02 (see the test below).
+    assert Keyring(KEY).kid.hex() in str(info.value) and old.kid.hex() not in str(info.value)
+    assert f"row {ROW}" in str(info.value)
 
 
 GOOD = {"ENCRYPTION_KEY": KEY.hex()}
@@ -179,20 +186,52 @@ def test_nothing_shows_a_key_or_plaintext() -> None:
     keyring = Keyring(KEY, salt=b"salty", per_tenant=True, previous_keys=[OTHER])
     texts = [repr(keyring), str(keyring)]
     sealed = keyring.encrypt(secret, **CELL)
-    attempts: list[Callable[[], object]] = [
-        lambda: keyring.decrypt(sealed[:-1] + bytes([sealed[-1] ^ 1]), **CELL),
-        lambda: keyring.decrypt(sealed, **replace(CELL, row_id=OTHER_ROW)),
-        lambda: Keyring(bytes(range(1, 33))).decrypt(sealed, **CELL),
-        lambda: keyring.decrypt(b"\x09" + sealed[1:], **CELL),
+    attempts: list[tuple[type[CryptoError], Callable[[], object]]] = [
+        (
+            TamperedValueError,
+            lambda: keyring.decrypt(sealed[:-1] + bytes([sealed[-1] ^ 1]), **CELL),
+        ),
+        (TamperedValueError, lambda: keyring.decrypt(sealed, **replace(CELL, row_id=OTHER_ROW))),
+        (UnknownKeyError, lambda: Keyring(bytes(range(1, 33))).decrypt(sealed, **CELL)),
+        (MalformedEnvelopeError, lambda: keyring.decrypt(b"\x09" + sealed[1:], **CELL)),
     ]
-    for attempt in attempts:
-        with pytest.raises(Exception) as info:
+    for expected, attempt in attempts:
+        with pytest.raises(expected) as info:
             attempt()
+        assert type(info.value) is expected
         texts += [str(info.value), repr(info.value)]
         assert info.value.__cause__ is None
     blob = "\n".join(texts)
     for forbidden in (KEY.hex(), OTHER.hex(), secret.decode(), "salty"):
         assert forbidden not in blob
+
+
+@pytest.mark.parametrize(("name", "value"), NOT_ENVELOPES, ids=[n for n, _ in NOT_ENVELOPES])
+def test_a_value_that_is_not_an_envelope_shows_none_of_its_bytes(name: str, value: bytes) -> None:
+    """Issue 27 (item 6): bytes 1-8 of a plaintext of 37 bytes or more that starts with
+    0x01 or 0x02 were printed as the "key id" it was sealed with."""
+    keyring = Keyring(KEY, previous_keys=[OTHER])
+    passes = (name, value) in PASS_THE_HEADER
+    expected = UnknownKeyError if passes else MalformedEnvelopeError
+    with pytest.raises(expected) as info:
+        keyring.decrypt(value, **CELL)
+    assert type(info.value) is expected and info.value.__cause__ is None
+    text = f"{info.value}\n{info.value!r}"
+    assert shown_bytes(text, value) == [], text
+    if passes:
+        # What is shown instead: where the value is, and the keys that were looked for.
+        assert f"notification_channels.config of row {ROW}" in text
+        assert keyring.kid.hex() in text and Keyring(OTHER).kid.hex() in text
+        assert repr(parse(value)) == f"Envelope(version={value[0]}, kid and body not shown)"
+        assert shown_kid(parse(value).kid, keyring.kids) == NO_KID
+
+
+def test_a_key_id_is_shown_only_when_a_key_at_hand_has_it() -> None:
+    keyring = Keyring(KEY, previous_keys=[OTHER])
+    old = Keyring(OTHER)
+    sealed = old.encrypt(b"token", **CELL)
+    assert shown_kid(sealed[1:9], keyring.kids) == old.kid.hex()
+    assert shown_kid(sealed[1:9], Keyring(KEY).kids) == NO_KID == "-"
 
 
 @pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])

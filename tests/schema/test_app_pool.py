@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -232,3 +233,103 @@ async def test_the_app_role_writes_alerts_with_their_creation_time_on_partitions
                     )
     finally:
         await conn.close()
+
+
+TENANT = "6f1c2a7e-3b9d-4e5f-8a1b-2c3d4e5f6a7b"
+
+
+@pytest.mark.parametrize(
+    ("query", "server_settings", "named"),
+    [
+        (f"?app.current_tenant={TENANT}", None, "the DSN's 'app.current_tenant' parameter"),
+        (f"?APP.Current_Tenant={TENANT}", None, "the DSN's 'APP.Current_Tenant' parameter"),
+        (f"?options=-c%20app.current_tenant%3D{TENANT}", None, "the DSN's 'options' parameter"),
+        (f"?options=-capp.current_tenant%3D{TENANT}", None, "the DSN's 'options' parameter"),
+        (
+            f"?options=-c%20statement_timeout%3D5s%20--app.current-tenant%3D{TENANT}",
+            None,
+            "the DSN's 'options' parameter",
+        ),
+        ("", {"app.current_tenant": TENANT}, "server_settings['app.current_tenant']"),
+        (
+            "",
+            {"options": f"-c app.current_tenant={TENANT}"},
+            "server_settings['options'] (-c app.current_tenant=...)",
+        ),
+    ],
+)
+async def test_a_default_tenant_in_the_dsn_or_server_settings_is_refused_before_connecting(
+    app_dsn: str, query: str, server_settings: dict[str, str] | None, named: str
+) -> None:
+    """Issue 27 (item 7): a pool whose every session starts with a tenant. Refused before
+    connecting: the same DSN pointed at a closed port fails the same way."""
+    options: dict[str, Any] = (
+        {} if server_settings is None else {"server_settings": server_settings}
+    )
+    closed = app_dsn.rsplit(":", 1)[0] + ":1/nowhere"
+    for dsn in (app_dsn, closed):
+        with pytest.raises(ConfigurationError) as info:
+            await create_pool(dsn + query, min_size=1, max_size=1, **options)
+        assert type(info.value) is ConfigurationError, info.value
+        message = str(info.value)
+        assert named in message and "tenant_transaction" in message
+        password = app_dsn.split(":")[2].split("@")[0]
+        assert password not in message and TENANT not in message
+
+
+async def test_other_settings_that_mention_the_tenant_setting_are_accepted(app_dsn: str) -> None:
+    pool = await create_pool(
+        app_dsn + "?options=-c%20application_name%3Dapp.current_tenant",
+        min_size=1,
+        max_size=1,
+        server_settings={"search_path": "public", "app.current_tenant": ""},
+    )
+    try:
+        assert await pool.fetchval("SELECT current_setting('application_name')") == (
+            "app.current_tenant"
+        )
+    finally:
+        await pool.close()
+
+
+@pytest.mark.parametrize(
+    ("default", "reset"),
+    [
+        ("ALTER ROLE {role} SET", "ALTER ROLE {role} RESET"),
+        ("ALTER DATABASE {database} SET", "ALTER DATABASE {database} RESET"),
+        (
+            "ALTER ROLE {role} IN DATABASE {database} SET",
+            "ALTER ROLE {role} IN DATABASE {database} RESET",
+        ),
+        # Every role on the (throwaway) server, until the test resets it.
+        ("ALTER ROLE ALL SET", "ALTER ROLE ALL RESET"),
+    ],
+)
+@pytest.mark.parametrize("bypass_rls", [False, True])
+async def test_a_role_or_database_default_tenant_is_refused_naming_the_reset(
+    silentpulse_migrated_database: str, default: str, reset: str, bypass_rls: bool
+) -> None:
+    """The default that migrate-credentials refuses (app.current_tenant set from the
+    session's start) is found on the pool's first connection, with what removes it."""
+    database = silentpulse_migrated_database.rsplit("/", 1)[1]
+    setup = APP_GRANTS + (" ALTER ROLE {role} BYPASSRLS;" if bypass_rls else "")
+    async with login_role(silentpulse_migrated_database, setup, prefix="tenant") as (role, dsn):
+        statement = default.format(role=role, database=database)
+        undo = reset.format(role=role, database=database) + " app.current_tenant"
+        admin = await asyncpg.connect(silentpulse_migrated_database)
+        try:
+            await admin.execute(f"{statement} app.current_tenant = '{TENANT}'")
+            with pytest.raises(RowSecurityError) as info:
+                await create_pool(dsn, bypass_rls=bypass_rls, min_size=1, max_size=1)
+            assert info.value.role == role
+            message = str(info.value)
+            assert undo in message, message
+            password = dsn.split(":")[2].split("@")[0]
+            assert password not in message and TENANT not in message
+            # Once reset, the same pool is accepted.
+            await admin.execute(undo)
+            pool = await create_pool(dsn, bypass_rls=bypass_rls, min_size=1, max_size=1)
+            await pool.close()
+        finally:
+            await admin.execute(undo)
+            await admin.close()
