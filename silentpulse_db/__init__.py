@@ -77,7 +77,7 @@ if TYPE_CHECKING:
         plan_up,
     )
     from .migrate.files.source import Migration, MigrationFile, MigrationSource, load_source
-    from .pool import create_pool, tenant_transaction
+    from .pool import create_pool
     from .results import (
         CheckReport,
         DriftDifference,
@@ -92,6 +92,7 @@ if TYPE_CHECKING:
         StatusRow,
     )
     from .schema.jobs import enforce_retention, maintain_partitions
+    from .tenants import set_tenant, tenant_transaction
 
 # The engine (asyncpg, tenacity, ...) loads on first use: importing the package for
 # its types or its crypto costs ~70 ms less (bench/bench_startup_tricks.py).
@@ -105,7 +106,8 @@ _LAZY = {
     "AlertListener": ".listener",
     "listen_alerts": ".listener",
     "create_pool": ".pool",
-    "tenant_transaction": ".pool",
+    "tenant_transaction": ".tenants",
+    "set_tenant": ".tenants",
     "apply_prerequisites": _COMMANDS,
     "baseline": _COMMANDS,
     "check": _COMMANDS,
@@ -226,6 +228,7 @@ __all__ = [
     "plan_goto",
     "plan_up",
     "run_migrations",
+    "set_tenant",
     "status",
     "tenant_transaction",
     "up",

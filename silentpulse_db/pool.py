@@ -5,7 +5,7 @@ superuser or a role with BYPASSRLS reads every tenant's rows, and nothing says
 so: one DSN used for migrations (the owner) and for the pool is enough to leak.
 :func:`create_pool` refuses such a role unless the caller says it is meant
 (``bypass_rls=True``: the jobs, the listener, tools). :func:`tenant_transaction`
-is a transaction that sees one tenant's rows, the tenant set for that
+(:mod:`.tenants`) is a transaction that sees one tenant's rows, the tenant set for that
 transaction only; so a pool whose sessions start with a tenant (a default
 ``app.current_tenant``: in the DSN, its options, a role or database default) is
 refused as well.
@@ -13,25 +13,24 @@ refused as well.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
 import re
 import ssl
-import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
 
-from .errors import ConfigurationError, InvalidArgumentError, RowSecurityError
+from .errors import ConfigurationError, RowSecurityError
 from .postgres.connect import connect_error
 from .postgres.dsn import redact, split_migrations_table, validate_dsn
 from .postgres.pooler import Pooling, pooling_error, pooling_of
 from .postgres.roles import SessionRole, session_role
 from .postgres.translate import typed_errors
+from .tenants import TENANT_SETTING, tenant_transaction
 
 logger = logging.getLogger("silentpulse_db.pool")
 
@@ -142,9 +141,6 @@ def _refuse_bypassing(role: SessionRole) -> None:
     )
 
 
-TENANT_SETTING = "app.current_tenant"
-
-
 def _refuse_tenant_settings(dsn: str, server_settings: object) -> None:
     """ConfigurationError, before connecting, when the DSN or ``server_settings`` give
     every session a tenant. Names the setting; shows neither the DSN nor the value."""
@@ -246,50 +242,4 @@ def _refuse_default_tenant(found: Any) -> None:
     )
 
 
-@contextlib.asynccontextmanager
-async def tenant_transaction(
-    conn: Any, tenant_id: uuid.UUID | str, **transaction_options: Any
-) -> AsyncIterator[Any]:
-    """A transaction in which row-level security shows ``tenant_id``'s rows and no other's.
-
-    ``conn``: an asyncpg connection, or a pool (a connection is acquired for the
-    transaction and released after); yields the connection. ``app.current_tenant`` is
-    set for this transaction only (``set_config(..., true)``): once it commits or
-    rolls back the connection carries no tenant, so a pooled connection cannot leak
-    one tenant's setting into the next request. ``transaction_options`` go to
-    ``conn.transaction()`` (isolation, readonly, deferrable).
-
-    Refused with InvalidArgumentError, before anything runs: a ``tenant_id`` that is
-    not a UUID, and a connection already in a transaction (the tenant would outlive
-    this block, to the end of the outer transaction).
-    """
-    tenant = _tenant_uuid(tenant_id)
-    if isinstance(conn, asyncpg.Pool):
-        async with conn.acquire() as acquired, _scoped(acquired, tenant, transaction_options):
-            yield acquired
-        return
-    async with _scoped(conn, tenant, transaction_options):
-        yield conn
-
-
-@contextlib.asynccontextmanager
-async def _scoped(conn: Any, tenant: uuid.UUID, options: dict[str, Any]) -> AsyncIterator[None]:
-    if conn.is_in_transaction():
-        raise InvalidArgumentError(
-            "tenant_transaction starts the transaction, and this connection is already in "
-            "one: the tenant would stay set until that outer transaction ends"
-        )
-    async with conn.transaction(**options):
-        await conn.execute("SELECT set_config('app.current_tenant', $1, true)", str(tenant))
-        yield
-
-
-def _tenant_uuid(tenant_id: object) -> uuid.UUID:
-    if isinstance(tenant_id, uuid.UUID):
-        return tenant_id
-    if isinstance(tenant_id, str):
-        with contextlib.suppress(ValueError):
-            return uuid.UUID(tenant_id)
-    shown = repr(tenant_id)
-    shown = shown if len(shown) <= 40 else shown[:37] + "..."
-    raise InvalidArgumentError(f"tenant_id must be a UUID (uuid.UUID or its text), got {shown}")
+__all__ = ["create_pool", "tenant_transaction"]  # tenant_transaction: where it was first
