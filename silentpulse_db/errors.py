@@ -13,7 +13,14 @@ from datetime import datetime
 
 
 class SilentPulseDBError(Exception):
-    """Base of every error raised by silentpulse_db."""
+    """Base of every error raised by silentpulse_db.
+
+    ``retryable``: whether running the same operation again, unchanged, can succeed and
+    is safe (the database back after a restart). False unless the error says so: the
+    connection errors below set it.
+    """
+
+    retryable: bool = False
 
 
 class InvalidArgumentError(SilentPulseDBError, ValueError):
@@ -46,12 +53,42 @@ class DatabaseConnectionError(SilentPulseDBError):
 
     ``transient`` is true when the last failure was of the kind that passes by
     itself (refused, reset, starting up), false for a wrong password or an
-    unknown database.
+    unknown database. ``retryable`` is ``transient``.
     """
 
     def __init__(self, message: str, *, transient: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
+        self.retryable = transient
+
+
+class DatabaseUnavailableError(DatabaseConnectionError):
+    """The database cannot serve right now, and will again: the server refused the
+    connection, is starting up, shutting down or restarting, has no connection slot
+    left, a pooler in between cannot log in to it (PgBouncer's ``server_login_retry``),
+    or the connection went away before the transaction committed.
+
+    Nothing of the transaction was kept (a server rolls back the transaction of a lost
+    connection): ``retryable`` and ``transient`` are true. An endpoint answers 503; a
+    handler may run the transaction again, on a pool, once the server is back.
+    ``sqlstate``: the code the server or the pooler sent, if any (``57P03``: starting
+    up, ``57P01``: shut down, ``53300``: no slot left, ``08...``: connection).
+    """
+
+    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
+        super().__init__(message, transient=True)
+        self.sqlstate = sqlstate
+
+
+class CommitOutcomeUnknownError(DatabaseUnavailableError):
+    """The connection went away while COMMIT was in flight: the transaction may have
+    committed, or not, and nothing can tell which but reading the data again. Still a
+    :class:`DatabaseUnavailableError` (an endpoint answers 503), but ``retryable`` is
+    false: run it again only if it is idempotent."""
+
+    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
+        super().__init__(message, sqlstate=sqlstate)
+        self.retryable = False
 
 
 class PermissionDeniedError(SilentPulseDBError):

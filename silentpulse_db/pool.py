@@ -25,11 +25,11 @@ from urllib.parse import parse_qsl, urlsplit
 import asyncpg
 
 from .errors import ConfigurationError, RowSecurityError
-from .postgres.connect import connect_error
+from .postgres.connect import connect_error, is_transient
 from .postgres.dsn import redact, split_migrations_table, validate_dsn
 from .postgres.pooler import Pooling, pooling_error, pooling_of
 from .postgres.roles import SessionRole, session_role
-from .postgres.translate import typed_errors
+from .postgres.translate import is_unavailable, typed_errors, unavailable_error
 from .tenants import TENANT_SETTING, tenant_transaction
 
 logger = logging.getLogger("silentpulse_db.pool")
@@ -59,6 +59,9 @@ async def create_pool(dsn: str, *, bypass_rls: bool = False, **asyncpg_options: 
     connection (RowSecurityError with the ``ALTER ... RESET`` that removes it). With
     one, a query run outside :func:`tenant_transaction` would see that tenant's rows
     instead of none.
+
+    A server down, starting up or out of connection slots: DatabaseUnavailableError
+    (``retryable``), as :func:`tenant_transaction` raises on a pool whose server went away.
     """
     dsn, _ = split_migrations_table(dsn)  # the DSN a service also gives golang-migrate
     validate_dsn(dsn)
@@ -87,6 +90,12 @@ async def _checked_pool(dsn: str, bypass_rls: bool, options: dict[str, Any]) -> 
         raise connect_error(exc, dsn) from None
     except (TypeError, ValueError) as exc:  # asyncpg's word on an option it cannot take
         raise ConfigurationError(f"create_pool: {redact(str(exc), dsn)}") from None
+    except Exception as exc:  # a server down, starting up, full: the service may wait
+        if not (is_unavailable(exc) or is_transient(exc)):
+            raise
+        raise unavailable_error(
+            exc, doing="open the application's connection pool", dsn=dsn, transaction=False
+        ) from None
     try:
         async with pool.acquire() as conn:
             mode = await _pooling(conn, dsn, options)

@@ -7,6 +7,12 @@ claims a job, then writes its tenant's alert, in one transaction). Either way th
 setting ends with the transaction (``set_config(..., true)``): a pooled connection
 carries no tenant into the next request. SQLAlchemy's AsyncSession gets the same two
 in :mod:`silentpulse_db.sqlalchemy`.
+
+A database that cannot serve (refused, restarting, full, a pooler that cannot log in to
+it, a connection gone mid-transaction) is a :class:`DatabaseUnavailableError` out of
+:func:`tenant_transaction`, not the driver's error: an endpoint answers 503, a handler
+may run the transaction again. The errors of the caller's own statements (a constraint,
+a row-level security refusal, a serialization failure) stay asyncpg's, as they were.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from typing import Any
 
 import asyncpg
 
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, SilentPulseDBError
+from .postgres.connect import connect_error, is_transient
+from .postgres.translate import connection_closed, is_unavailable, unavailable_error
 
 TENANT_SETTING = "app.current_tenant"
 # Transaction-local: it ends with the transaction, committed or rolled back.
@@ -39,12 +47,24 @@ async def tenant_transaction(
     ``conn.transaction()`` (isolation, readonly, deferrable).
 
     Refused with InvalidArgumentError, before anything runs: a ``tenant_id`` that is
-    not a UUID, and a connection already in a transaction (the tenant would outlive
-    this block, to the end of the outer transaction: use :func:`set_tenant` there).
+    not a UUID, a connection already in a transaction (the tenant would outlive this
+    block, to the end of the outer transaction: use :func:`set_tenant` there), a pool
+    closed or closing.
+
+    A database that cannot serve is a DatabaseUnavailableError (``retryable``):
+    no connection to be had from the pool (refused, starting up, shutting down, no slot
+    left), or the connection lost before the commit (the server rolled the transaction
+    back; the connection is dropped, the pool makes a new one). Lost while COMMIT was
+    in flight: CommitOutcomeUnknownError (a DatabaseUnavailableError, not retryable:
+    it may have committed), unless the transaction is ``readonly``. A connection the
+    pool cannot open for good (a wrong password, a database gone) is a
+    DatabaseConnectionError. What the block's own statements raise otherwise
+    (``asyncpg.UniqueViolationError``, a row-level security refusal,
+    ``asyncpg.SerializationError``), and the block's own exceptions, pass unchanged.
     """
     tenant = tenant_uuid(tenant_id)
     if isinstance(conn, asyncpg.Pool):
-        async with conn.acquire() as acquired, _scoped(acquired, tenant, transaction_options):
+        async with _acquired(conn) as acquired, _scoped(acquired, tenant, transaction_options):
             yield acquired
         return
     async with _scoped(conn, tenant, transaction_options):
@@ -66,6 +86,45 @@ async def set_tenant(conn: Any, tenant_id: uuid.UUID | str) -> None:
 
 
 @contextlib.asynccontextmanager
+async def _acquired(pool: Any) -> AsyncIterator[Any]:
+    """A connection of ``pool`` for the block, released after it; a failure to get one
+    as this library's error."""
+    try:
+        conn = await pool.acquire()
+    except Exception as exc:
+        typed = _acquire_error(pool, exc)
+        if typed is None:
+            raise
+        raise typed from None
+    try:
+        yield conn
+    finally:
+        try:
+            await pool.release(conn)
+        except Exception as exc:
+            # Its reset found the connection gone: asyncpg terminated it, and the pool
+            # opens a new one on a later acquire. What committed stays committed.
+            if not is_unavailable(exc):
+                raise
+
+
+def _acquire_error(pool: Any, exc: Exception) -> SilentPulseDBError | None:
+    if pool.is_closing():
+        return InvalidArgumentError(
+            "tenant_transaction was given a pool that is closed or closing (pool.close() "
+            "ran: the application is shutting down)"
+        )
+    # The DSN create_pool gave asyncpg, to keep its password out of the message.
+    args = getattr(pool, "_connect_args", None) or ("",)
+    dsn = args[0] if isinstance(args[0], str) else ""
+    if is_unavailable(exc) or is_transient(exc):
+        return unavailable_error(exc, doing="get a connection from the pool", dsn=dsn)
+    if isinstance(exc, (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
+        return connect_error(exc, dsn)  # for good: a password, a database, TLS
+    return None  # the pool's init or setup callback's own error
+
+
+@contextlib.asynccontextmanager
 async def _scoped(conn: Any, tenant: uuid.UUID, options: dict[str, Any]) -> AsyncIterator[None]:
     if conn.is_in_transaction():
         raise InvalidArgumentError(
@@ -73,9 +132,55 @@ async def _scoped(conn: Any, tenant: uuid.UUID, options: dict[str, Any]) -> Asyn
             "one: the tenant would stay set until that outer transaction ends (set_tenant "
             "sets it for the rest of that transaction)"
         )
-    async with conn.transaction(**options):
+    transaction = conn.transaction(**options)
+    try:
+        await transaction.start()
+    except Exception as exc:
+        if not is_unavailable(exc, conn):
+            raise
+        _drop(conn)
+        raise unavailable_error(exc, doing="begin the tenant's transaction") from None
+    try:
         await conn.execute(SET_TENANT, str(tenant))
         yield
+    except BaseException as exc:
+        await _roll_back(conn, transaction)
+        if not (isinstance(exc, Exception) and is_unavailable(exc, conn)):
+            raise
+        raise unavailable_error(exc, doing="run the tenant's transaction") from None
+    # Not sent (a connection closed already, asyncpg refusing to send it after the
+    # server's FATAL), COMMIT cannot have committed; a read-only one commits nothing.
+    in_flight = not (options.get("readonly") or connection_closed(conn))
+    try:
+        await transaction.commit()
+    except Exception as exc:
+        if not is_unavailable(exc, conn):
+            raise  # a deferred constraint, a serialization failure: the caller's
+        _drop(conn)
+        sent = in_flight and not isinstance(exc, asyncpg.exceptions.InternalClientError)
+        raise unavailable_error(
+            exc, doing="commit the tenant's transaction", committing=sent
+        ) from None
+
+
+async def _roll_back(conn: Any, transaction: Any) -> None:
+    """Roll back after the block failed; a lost connection needs none (the server rolls
+    back) and is dropped, so that a pool opens a new one."""
+    if connection_closed(conn):
+        return
+    try:
+        await transaction.rollback()
+    except Exception as exc:
+        if not is_unavailable(exc, conn):
+            raise
+        _drop(conn)
+
+
+def _drop(conn: Any) -> None:
+    """Close a connection that cannot serve any more (asyncpg's protocol may still take it
+    for open after the server's FATAL); a pool's returns to the pool, to be opened anew."""
+    if not connection_closed(conn):
+        conn.terminate()
 
 
 def tenant_uuid(tenant_id: object) -> uuid.UUID:

@@ -8,17 +8,21 @@ and the privilege it needs, with the GRANT that gives it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import getpass
 import re
+import ssl
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
 
 from ..errors import (
-    DatabaseConnectionError,
+    CommitOutcomeUnknownError,
     DatabaseError,
+    DatabaseUnavailableError,
     PermissionDeniedError,
     SilentPulseDBError,
 )
@@ -87,6 +91,84 @@ def permission_denied(message: str, *, role: str, doing: str) -> PermissionDenie
     )
 
 
+# What a server (or a pooler in front of it) says when it cannot serve now, besides the
+# connection exceptions (class 08: PgBouncer's "server login has been failing" among them).
+_UNAVAILABLE_SQLSTATES = frozenset(
+    {
+        "57P01",  # admin_shutdown: a fast shutdown or restart, pg_terminate_backend
+        "57P02",  # crash_shutdown: another backend crashed, the server restarts
+        "57P03",  # cannot_connect_now: starting up, shutting down, in recovery
+        "53300",  # too_many_connections: max_connections, a role's CONNECTION LIMIT
+    }
+)
+
+
+def is_unavailable(exc: BaseException, conn: Any = None) -> bool:
+    """Does ``exc`` say the database cannot serve now (and a new connection, a moment
+    later, may be served): refused, starting up, shutting down, no slot left, a pooler
+    that cannot log in to it, a connection that went away?
+
+    ``conn``: the connection a statement failed on. Then a socket error, a timeout or
+    asyncpg's "connection is closed" count only once ``conn`` is closed: an OSError of
+    the caller's own (an HTTP call inside a transaction) is not the database's. An
+    error the server sends about a statement (a constraint, a privilege, a
+    serialization failure) never counts."""
+    if isinstance(exc, DatabaseUnavailableError):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = str(getattr(exc, "sqlstate", "") or "")
+        return sqlstate in _UNAVAILABLE_SQLSTATES or sqlstate.startswith("08")
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        # asyncpg's protocol between two states: the server's FATAL arrived between two
+        # statements ("cannot switch to state 15; another operation (2) is in progress").
+        return True
+    if isinstance(exc, (asyncpg.exceptions.ClientConfigurationError, ssl.SSLError)):
+        return False  # a setting or a certificate: it will not pass by itself
+    if isinstance(exc, ConnectionError) and "rejected SSL upgrade" in str(exc):
+        return False  # the server answered: it does not do SSL
+    if isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.InterfaceError)):
+        return conn is None or connection_closed(conn)
+    return False
+
+
+def connection_closed(conn: Any) -> bool:
+    """``conn.is_closed()``; True for a pool's connection released already."""
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:  # a pool's connection, released already
+        return True
+
+
+def unavailable_error(
+    exc: BaseException,
+    *,
+    doing: str,
+    dsn: str = "",
+    committing: bool = False,
+    transaction: bool = True,
+) -> DatabaseUnavailableError:
+    """The typed error for ``exc``, which :func:`is_unavailable` accepted, met while
+    trying to ``doing``. ``committing``: COMMIT was in flight, its outcome unknown;
+    ``transaction``: ``doing`` is (part of) a transaction, none of which was kept."""
+    if isinstance(exc, DatabaseUnavailableError):
+        return exc
+    sqlstate = getattr(exc, "sqlstate", None) if isinstance(exc, asyncpg.PostgresError) else None
+    reason = describe(exc, dsn) if dsn else describe(exc)
+    if committing:
+        return CommitOutcomeUnknownError(
+            f"the database connection was lost while COMMIT was in flight ({doing}): "
+            f"{reason}. The transaction may have committed or not: run it again only if "
+            f"it is idempotent, or read the data to tell",
+            sqlstate=sqlstate,
+        )
+    kept = ". Nothing of the transaction was kept:" if transaction else ";"
+    return DatabaseUnavailableError(
+        f"the database is not available, could not {doing}: {reason}{kept} run it again "
+        f"once the server is back",
+        sqlstate=sqlstate,
+    )
+
+
 def translate(
     exc: BaseException, *, role: str, doing: str, dsn: str = ""
 ) -> SilentPulseDBError | None:
@@ -95,10 +177,12 @@ def translate(
         return permission_denied(
             redact(exc.args[0] if exc.args else str(exc), dsn), role=role, doing=doing
         )
-    if is_connection_lost(exc):
-        return DatabaseConnectionError(
+    if is_connection_lost(exc) or is_unavailable(exc):
+        return DatabaseUnavailableError(
             f"the connection was lost while trying to {doing}: {describe(exc, dsn)}; run it again",
-            transient=True,
+            sqlstate=getattr(exc, "sqlstate", None)
+            if isinstance(exc, asyncpg.PostgresError)
+            else None,
         )
     if isinstance(exc, asyncpg.PostgresError):
         sqlstate = getattr(exc, "sqlstate", None)
