@@ -19,6 +19,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -86,9 +87,10 @@ VARIANTS = {
 TRIGGERS = [t for triggers in VARIANTS.values() for t in triggers]
 
 
-async def seed(conn: asyncpg.Connection) -> tuple[object, object, object]:
+async def seed(conn: asyncpg.Connection, handle: str = "b") -> tuple[Any, Any, Any]:
+    """A tenant with what an alert references: (tenant, flow pulse, asset)."""
     tenant = await conn.fetchval(
-        "INSERT INTO tenants (name, handle) VALUES ('b', 'b') RETURNING id"
+        "INSERT INTO tenants (name, handle) VALUES ($1, $1) RETURNING id", handle
     )
     group = await conn.fetchval(
         "INSERT INTO asset_groups (tenant_id, name) VALUES ($1, 'g') RETURNING id", tenant

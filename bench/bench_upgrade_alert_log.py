@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+from bench_notify import seed
 
 from silentpulse_db import apply_prerequisites, run_migrations
 from silentpulse_db.postgres import databases
@@ -138,32 +139,7 @@ class Retries(logging.Handler):
 
 
 async def seed_tenant(conn: asyncpg.Connection, n: int) -> Tenant:
-    tenant = await conn.fetchval(
-        "INSERT INTO tenants (name, handle) VALUES ($1, $1) RETURNING id", f"bench{n}"
-    )
-    group = await conn.fetchval(
-        "INSERT INTO asset_groups (tenant_id, name) VALUES ($1, 'g') RETURNING id", tenant
-    )
-    asset = await conn.fetchval(
-        "INSERT INTO assets (tenant_id, external_id) VALUES ($1, 'a') RETURNING id", tenant
-    )
-    point = await conn.fetchval(
-        "INSERT INTO integration_points (tenant_id, name, type, connection_config) "
-        "VALUES ($1, 'p', 'http', '\\x00') RETURNING id",
-        tenant,
-    )
-    flow = await conn.fetchval(
-        "INSERT INTO flows (tenant_id, name, asset_group_id) VALUES ($1, 'f', $2) RETURNING id",
-        tenant,
-        group,
-    )
-    pulse = await conn.fetchval(
-        "INSERT INTO flow_pulses (tenant_id, flow_id, integration_point_id, position, "
-        "scheduler_interval, time_window) VALUES ($1, $2, $3, 0, '1 min', '5 min') RETURNING id",
-        tenant,
-        flow,
-        point,
-    )
+    tenant, pulse, asset = await seed(conn, f"bench{n}")
     return Tenant(tenant, pulse, asset)
 
 
