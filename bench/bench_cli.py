@@ -6,6 +6,9 @@ DSN from DATABASE_URL (``--database`` with a password warns) and run on the
 packaged migrations.
 
 Target: `silentpulse-db up` / baseline <= 1.3 (relaxed from 1.2 to buy clarity: issue 19).
+
+Where the time goes (issue 28): processes that stop at each stage (the interpreter,
+asyncpg imported, the CLI imported), and the no-op's round trips counted in-process.
 """
 
 from __future__ import annotations
@@ -60,6 +63,41 @@ async def process(argv: list[str], env: dict[str, str]) -> None:
         raise RuntimeError(f"{argv[0]} {argv[1:]} exited {proc.returncode}: {err.decode()}")
 
 
+ROUND_TRIPS = """\
+import asyncpg
+from silentpulse_db.migrate import cli
+count = 0
+connect = asyncpg.connect
+def count_one(record):
+    global count
+    count += 1
+async def counting(*args, **kwargs):
+    conn = await connect(*args, **kwargs)
+    conn.add_query_logger(count_one)
+    return conn
+asyncpg.connect = counting
+try:
+    cli.main(["up"])
+except SystemExit:
+    pass
+print(count)
+"""
+
+
+async def round_trips(env: dict[str, str]) -> int:
+    """Statements a no-op `up` sends after connecting, counted in a process of its own."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        ROUND_TRIPS,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    out, _ = await proc.communicate()
+    return int(out.decode().split()[-1])
+
+
 def command(argv: list[str], env: dict[str, str]) -> Callable[[], Awaitable[None]]:
     return lambda: process(argv, env)
 
@@ -80,11 +118,15 @@ async def main(admin: str) -> None:
         env.pop("POSTGRES_DSN", None)
         candidates = {
             "bare": command([sys.executable, "-c", BARE], env),
+            "python": command([sys.executable, "-c", "pass"], env),
+            "asyncpg": command([sys.executable, "-c", "import asyncpg"], env),
+            "cli_import": command([sys.executable, "-c", "import silentpulse_db.migrate.cli"], env),
             "up": command([str(CLI), "up"], env),
             "version": command([str(CLI), "version"], env),
         }
         await alternate(WARMUP, **candidates)
         samples = await alternate_samples(ROUNDS, **candidates)
+        trips = await round_trips(env)
     finally:
         await drop_database(admin, dsn)
     med = {name: statistics.median(values) for name, values in samples.items()}
@@ -102,6 +144,22 @@ medians, ratios the median of the rounds' own; {machine()}. Reproduce: `.venv/bi
 | baseline: `python -c` import asyncpg, connect, `SELECT 1`, close | {med["bare"] * 1000:.1f} ms | 1.00 |
 | `silentpulse-db up` (nothing to do) | {med["up"] * 1000:.1f} ms | **{up:.2f}** (target <= 1.3) |
 | `silentpulse-db version` | {med["version"] * 1000:.1f} ms | {version:.2f} |
+
+Where `up`'s time goes, from processes that stop earlier (medians of the same rounds):
+
+| stage | process | median | the stage's share of `up` |
+|---|---|---|---|
+| the interpreter | `python -c pass` | {med["python"] * 1000:.1f} ms | {med["python"] * 1000:.1f} ms |
+| asyncpg's import (the baseline pays it too) | `python -c "import asyncpg"` | {med["asyncpg"] * 1000:.1f} ms | {(med["asyncpg"] - med["python"]) * 1000:.1f} ms |
+| the CLI's own modules | `python -c "import silentpulse_db.migrate.cli"` | {med["cli_import"] * 1000:.1f} ms | {(med["cli_import"] - med["asyncpg"]) * 1000:.1f} ms |
+| connecting, the work, closing | `silentpulse-db up` | {med["up"] * 1000:.1f} ms | {(med["up"] - med["cli_import"]) * 1000:.1f} ms |
+
+After connecting, the no-op `up` sends {trips} statement(s) (counted with asyncpg's
+query logger). What is left to cut is import time: the CLI's own modules cost about
+as much as the interpreter's start, and less than half of asyncpg's import, which any
+Python process that talks to PostgreSQL pays. golang-migrate's no-op (bench_golang_migrate.py)
+is a Go binary's start: a Python CLI cannot reach it, so the target stays the ratio to
+a bare Python process.
 """,
     )
 
