@@ -105,6 +105,9 @@ class StatusRow:
     duration: float | None = None  # seconds
     checksum: Literal["ok", "changed", "unknown", "-"] = "-"
     breaking: bool = False  # its up file says `-- silentpulse: breaking`
+    # What its files are: "no down file", "no up file", "empty up", "empty down" (a file
+    # of comments only runs nothing, as in golang-migrate).
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

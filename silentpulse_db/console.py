@@ -29,7 +29,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
-from .defaults import DSN_ENV_VARS
+from .defaults import DSN_ENV_VARS, SECRET_ENV_VARS
 from .errors import AdministratorRequiredError, ConfigurationError, SilentPulseDBError
 from .postgres.dsn import dsn_from_env, redact, validate_dsn
 
@@ -137,11 +137,13 @@ def run(
     *,
     debug: bool = False,
     database: str | None = None,
+    other_dsns: tuple[str | None, ...] = (),
     failure_exit: int = EXIT_FAILURE,
 ) -> int:
     """Run ``main`` to completion and turn what it raises into a message and an exit code.
 
-    ``database`` (the --database value) joins the environment's DSNs as secrets to scrub.
+    ``database`` (the --database value) and ``other_dsns`` (a --scratch-dsn) join the
+    environment's DSNs as secrets to scrub.
     ``failure_exit``: the exit code of a failure, for a command whose 1 means something
     else (drift: 1 is "drift found"); 2 and 3 keep their meanings whatever the command.
     """
@@ -149,7 +151,7 @@ def run(
     try:
         return asyncio.run(main())
     except SilentPulseDBError as exc:
-        _print_error(label, exc, debug, database)
+        _print_error(label, exc, debug, (database, *other_dsns))
         if isinstance(exc, AdministratorRequiredError):
             # Not a failure to retry nor a usage error: a job waits for an administrator.
             return EXIT_ADMINISTRATOR
@@ -159,9 +161,11 @@ def run(
         return EXIT_INTERRUPTED
 
 
-def _print_error(label: str, exc: BaseException, debug: bool, database: str | None) -> None:
-    dsns = [os.environ[name] for name in DSN_ENV_VARS if os.environ.get(name)]
-    dsns += [database] if database else []
+def _print_error(
+    label: str, exc: BaseException, debug: bool, given: tuple[str | None, ...]
+) -> None:
+    dsns = [os.environ[name] for name in SECRET_ENV_VARS if os.environ.get(name)]
+    dsns += [dsn for dsn in given if dsn]
     if debug:
         print(redact("".join(traceback.format_exception(exc)), *dsns), file=sys.stderr, end="")
     print(f"{label}: error: {redact(str(exc), *dsns)}", file=sys.stderr)

@@ -39,6 +39,12 @@ ENGINE_SESSION_SETTINGS = {
     # a role's tight limit (seconds) could end a busy runner's session. A minute frees
     # the locks of a runner that is stopped or hung mid-transaction.
     "idle_in_transaction_session_timeout": "1min",
+    # A version the runner reports must survive a crash: with the server's (the role's,
+    # the database's) synchronous_commit = off, a COMMIT returns before its WAL is
+    # flushed, and a crash a moment later brought a database back one version behind
+    # what `up` had reported (issue 28). The library's writes are few; each waits for
+    # its flush (and a synchronous standby's, where one is configured).
+    "synchronous_commit": "on",
 }
 
 # A migration running longer than this logs its progress this often.
@@ -89,3 +95,8 @@ SCRATCH_PREFIX = "silentpulse_scratch"
 
 # The DSN comes from --database or, in this order, these environment variables.
 DSN_ENV_VARS = ("DATABASE_URL", "POSTGRES_DSN")
+# --scratch-dsn's environment form (check, baseline, drift): a password on the command
+# line is visible to ps.
+SCRATCH_DSN_ENV = "SCRATCH_DATABASE_URL"
+# Whose passwords an error message printed by a CLI never shows.
+SECRET_ENV_VARS = (*DSN_ENV_VARS, SCRATCH_DSN_ENV)

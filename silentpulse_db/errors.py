@@ -143,6 +143,18 @@ class MigrationSourceError(SilentPulseDBError):
         self.file = file
 
 
+class MissingMigrationFileError(MigrationSourceError):
+    """A run needs a file the set does not have: ``version``'s ``direction`` file (a set
+    may ship up files only). golang-migrate runs a missing file as an empty one (it
+    records the version and leaves the schema as it is); this refuses, before anything
+    runs. ``file``: the version's file that exists."""
+
+    def __init__(self, message: str, *, file: str | None, version: int, direction: str) -> None:
+        super().__init__(message, file=file)
+        self.version = version
+        self.direction = direction
+
+
 # --- the database's migration state ------------------------------------------
 
 
@@ -224,6 +236,15 @@ def _hidden(role: str | None) -> str:
 
 class DirtyDatabaseError(SilentPulseDBError):
     """schema_migrations says a migration stopped partway (dirty = true)."""
+
+    def __init__(self, message: str, *, version: int) -> None:
+        super().__init__(message)
+        self.version = version
+
+
+class ForceRefusedError(SilentPulseDBError):
+    """`force` refused to record a version the catalog contradicts: its up file builds an
+    index concurrently and that index is INVALID or missing (a run heals it instead)."""
 
     def __init__(self, message: str, *, version: int) -> None:
         super().__init__(message)

@@ -26,7 +26,7 @@ import asyncpg
 
 from .errors import ConfigurationError, RowSecurityError
 from .postgres.connect import connect_error, is_transient
-from .postgres.dsn import redact, split_migrations_table, validate_dsn
+from .postgres.dsn import connection_dsn, redact, validate_dsn
 from .postgres.pooler import Pooling, pooling_error, pooling_of
 from .postgres.roles import SessionRole, session_role
 from .postgres.translate import is_unavailable, typed_errors, unavailable_error
@@ -63,7 +63,7 @@ async def create_pool(dsn: str, *, bypass_rls: bool = False, **asyncpg_options: 
     A server down, starting up or out of connection slots: DatabaseUnavailableError
     (``retryable``), as :func:`tenant_transaction` raises on a pool whose server went away.
     """
-    dsn, _ = split_migrations_table(dsn)  # the DSN a service also gives golang-migrate
+    dsn = connection_dsn(dsn)  # the DSN a service also gives golang-migrate: x- options out
     validate_dsn(dsn)
     _refuse_tenant_settings(dsn, asyncpg_options.get("server_settings"))
     with typed_errors(dsn, "create the application's connection pool"):

@@ -20,7 +20,7 @@ from typing import Literal
 from ..defaults import CONNECT_ATTEMPTS, CONNECT_WAIT
 from ..errors import AlertGapError, DatabaseConnectionError
 from ..postgres.connect import describe, is_connection_lost, is_transient
-from ..postgres.dsn import split_migrations_table, validate_dsn
+from ..postgres.dsn import connection_dsn, validate_dsn
 from ..postgres.translate import typed_errors
 from . import consumer as consumers
 from .events import AlertEvent
@@ -71,7 +71,7 @@ class AlertListener:
         wait: float = CONNECT_WAIT,
         on_gap: OnGap = "raise",
     ) -> None:
-        dsn, _ = split_migrations_table(dsn)  # the DSN a service also gives golang-migrate
+        dsn = connection_dsn(dsn)  # the DSN a service also gives golang-migrate: x- options out
         validate_dsn(dsn)
         self._dsn = dsn
         self.consumer = consumers.checked_name(consumer) if consumer is not None else None

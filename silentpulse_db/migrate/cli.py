@@ -7,6 +7,7 @@ Exit codes, the DSN and the error format are those of silentpulse_db.console.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -22,8 +23,10 @@ from ..defaults import (
     DDL_RETRY_FOR,
     LOCK_TIMEOUT,
     PARTITIONS_AHEAD,
+    SCRATCH_DSN_ENV,
+    SECRET_ENV_VARS,
 )
-from ..errors import ConfigurationError
+from ..errors import AdministratorRequiredError, ConfigurationError, SilentPulseDBError
 from . import commands
 from .files.scaffold import create_migration, naming_problem
 from .files.source import MigrationSource, load_source
@@ -210,9 +213,11 @@ def _scratch_option(cmd: argparse.ArgumentParser, verb: str) -> None:
     cmd.add_argument(
         "--scratch-dsn",
         metavar="DSN",
+        default=os.environ.get(SCRATCH_DSN_ENV) or None,
         help=f"an empty database (extensions allowed) for {verb}'s proof, instead of one it "
         f"creates and drops (which needs CREATEDB); refused if it holds anything else or is "
-        f"the live database; left empty afterwards",
+        f"the live database; left empty afterwards (default: ${SCRATCH_DSN_ENV}; prefer it: "
+        f"a password here is visible to ps)",
     )
 
 
@@ -233,6 +238,23 @@ def _baseline_arguments(cmd: argparse.ArgumentParser) -> None:
 
 def _drift_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--json", action="store_true", help="the report as JSON (CI, monitoring)")
+    cmd.add_argument(
+        "--app-role",
+        dest="app_roles",
+        action="append",
+        metavar="ROLE",
+        help="the application role, whose blanket grant on every table is the runbook's "
+        "(repeat for several; default silentpulse_app); any other role's is drift",
+    )
+    cmd.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        metavar="DIR:TABLE",
+        help="a service's own migration set the database records (its folder and version "
+        "table), built after the packaged set; repeat for each (--path DIR --table TABLE: "
+        "that one alone)",
+    )
     _scratch_option(cmd, "drift")
 
 
@@ -321,13 +343,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     return console.run(
         PROG,
         args.command,
-        lambda: _dispatch(args, sys.stdout),
+        lambda: _json_errors(args, _dispatch(args, sys.stdout)),
         debug=args.debug,
         database=args.database,
+        other_dsns=(getattr(args, "scratch_dsn", None),),
         # drift's 1 means "drift found": a failure to compare is 2 (3 as for every command
         # when an administrator must act first, e.g. grant CREATEDB for the scratch build).
         failure_exit=console.EXIT_USAGE if args.command == "drift" else console.EXIT_FAILURE,
     )
+
+
+async def _json_errors(args: argparse.Namespace, run: Awaitable[int]) -> int:
+    """``drift --json``: an error is a JSON object on stdout too, where CI and monitoring
+    read the report (``{"error": {"type", "message", "exit"}}``); raised on for the message
+    on stderr and the exit code."""
+    try:
+        return await run
+    except SilentPulseDBError as exc:
+        if not getattr(args, "json", False):
+            raise
+        import json
+
+        from ..postgres.dsn import redact
+
+        secrets = [os.environ.get(name) for name in SECRET_ENV_VARS]
+        secrets += [args.database, getattr(args, "scratch_dsn", None)]
+        exit_code = (
+            console.EXIT_ADMINISTRATOR
+            if isinstance(exc, AdministratorRequiredError)
+            else console.EXIT_USAGE
+        )
+        error = {
+            "type": type(exc).__name__,
+            "message": redact(str(exc), *(s for s in secrets if s)),
+            "exit": exit_code,
+        }
+        print(json.dumps({"error": error}, indent=2), file=sys.stdout)
+        raise
 
 
 async def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
@@ -473,9 +525,37 @@ async def _check(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
     return console.EXIT_OK
 
 
+def _drift_sets(args: argparse.Namespace) -> tuple[MigrationSource, list[tuple[Path, str]]]:
+    """The packaged (or --path) set, and the service sets: each --set DIR:TABLE, and
+    --path DIR --table TABLE (the packaged set, then that one: as `check` builds the
+    core a set requires first)."""
+    sets: list[tuple[Path, str]] = []
+    for written in args.sets or ():
+        folder, colon, table = written.rpartition(":")
+        if not colon or not folder or not table:
+            raise console.UsageError(f"--set {written!r}: give DIR:TABLE")
+        if not Path(folder).is_dir():
+            raise ConfigurationError(f"--set {written!r}: {folder!r} is not a directory")
+        sets.append((Path(folder), table))
+    if args.table in (None, VERSION_TABLE):
+        return _source(args), sets
+    if args.path is None:
+        raise console.UsageError(f"--table {args.table}: give that set's folder, --path DIR")
+    if not Path(args.path).is_dir():
+        raise ConfigurationError(f"--path {args.path!r} is not a directory")
+    sets.append((Path(args.path), args.table))
+    return load_source(), sets
+
+
 async def _drift(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    core, sets = _drift_sets(args)
     report = await commands.drift(
-        dsn, source=_source(args), scratch_dsn=args.scratch_dsn, attempts=args.attempts
+        dsn,
+        source=core,
+        sets=sets,
+        scratch_dsn=args.scratch_dsn,
+        app_roles=args.app_roles or ("silentpulse_app",),
+        attempts=args.attempts,
     )
     print(drift_json(report) if args.json else format_drift(report), file=out)
     return console.EXIT_OK if report.matches else console.EXIT_FAILURE
@@ -569,7 +649,9 @@ def format_status(report: StatusReport) -> str:
         table.append(
             (
                 str(row.version),
-                row.name + (" [breaking]" if row.breaking else ""),
+                row.name
+                + (" [breaking]" if row.breaking else "")
+                + "".join(f" [{note}]" for note in row.notes),
                 row.state,
                 row.applied_at.isoformat(sep=" ", timespec="seconds") if row.applied_at else "-",
                 f"{row.duration * 1000:.1f} ms" if row.duration is not None else "-",

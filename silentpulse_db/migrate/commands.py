@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Literal
 
@@ -62,13 +63,13 @@ from .runbook import (
     parse_ahead,
     waiting_for_requirements,
 )
-from .session import locked_session, open_session
+from .session import locked_session, open_session, read_only_state
 from .version_table import (
     VERSION_TABLE,
     HistoryRecord,
     VersionTable,
-    read_state,
     read_version,
+    resolve,
     resolve_table,
     write_version,
 )
@@ -125,11 +126,15 @@ async def run_migrations(
     schema_migrations. A file that requires another set's version (``-- silentpulse:
     requires schema_migrations >= 19``) waits for it as for a database not up yet:
     ``attempts`` times ``wait`` seconds, then RequiredVersionError.
+
+    golang-migrate's other URL options in ``dsn`` (docs/reference.md, ``dsn``): its
+    ``?x-statement-timeout=`` (milliseconds) limits each migration statement whose file
+    sets no ``-- silentpulse: statement_timeout``; the rest are taken out.
     """
     # Loaded on first use: spares the CLI, which imports this module, ~10 ms of jobs.
     from ..schema.jobs import partitions_at_startup, partitions_due
 
-    dsn, table = resolve_table(dsn, table)
+    dsn, table, statement_timeout = resolve(dsn, table)
     with typed_errors(dsn, "apply migrations"):
         migrations = load_source(source)
         request = Up(target=target, allow_ahead=not strict)
@@ -146,7 +151,7 @@ async def run_migrations(
             else:
                 # Lock, plan, apply; or leave once another replica has done it. A set that
                 # requires another's version waits for it within the attempts.
-                ddl = DDLLimits(ddl_lock_timeout, ddl_retry_for)
+                ddl = DDLLimits(ddl_lock_timeout, ddl_retry_for, statement_timeout)
                 outcome = await waiting_for_requirements(
                     lambda: apply_or_leave(
                         dsn, session, nothing_left, lock_timeout, ddl, partitions_ahead
@@ -252,13 +257,12 @@ async def version(
     wait: float = CONNECT_WAIT,
     table: str | None = None,
 ) -> VersionState:
-    """The current version, read without the lock and without creating anything."""
+    """The current version, read without the lock and without creating anything (from
+    golang-migrate's table alone, where it has run without this engine)."""
     dsn, table = resolve_table(dsn, table)
     with typed_errors(dsn, "read the migration version"):
         async with open_session(dsn, attempts=attempts, wait=wait, table=table) as session:
-            if not session.tables_exist:
-                return VersionState(None, False)
-            return await read_version(session.conn, session.table)
+            return (await read_only_state(session))[0]
 
 
 async def status(
@@ -283,22 +287,18 @@ async def status(
             conn = session.conn
             running = tuple(await lock_holders(conn, session.keys))
             if migrations is None:
-                none = VersionState(None, False)
-                current = await read_version(conn, session.table) if session.tables_exist else none
+                current = (await read_only_state(session))[0]
                 return StatusReport(
-                    current=current, rows=(), running=running, versioned=session.tables_exist
+                    current=current, rows=(), running=running, versioned=session.versioned
                 )
             # The audits load only for the full status: spares `version` ~9 ms.
             from ..postgres.indexes import invalid_indexes
             from ..schema.partitions import partition_coverage
             from ..schema.tenancy import rls_gaps
 
-            if session.tables_exist:
-                state, history = await read_state(conn, session.table)
-                # Another set's files read against this table would show nonsense rows.
-                require_same_set(migrations, history, session.table.name)
-            else:
-                state, history = VersionState(None, False), {}
+            state, history = await read_only_state(session)
+            # Another set's files read against this table would show nonsense rows.
+            require_same_set(migrations, history, session.table.name)
             coverage = tuple(await partition_coverage(conn))
             gaps = tuple(await rls_gaps(conn))
             invalid = tuple(await invalid_indexes(conn))
@@ -308,7 +308,7 @@ async def status(
             partitions=coverage,
             unguarded=gaps,
             running=running,
-            versioned=session.tables_exist,
+            versioned=session.versioned,
             invalid_indexes=invalid,
         )
 
@@ -375,9 +375,7 @@ def _baseline_refusal(migrations: MigrationSource, differences: list[str]) -> st
         if any(d.startswith(f"extension {name}: missing") for d in differences)
     ]
     rest = [d for d in differences if not any(d.startswith(f"extension {n}: ") for n in missing)]
-    first = (
-        f"the database's schema does not match what {migrations.migrations[0].up.location} creates"
-    )
+    first = f"the database's schema does not match what {migrations.migrations[0].location} creates"
     if missing and not rest:
         return (
             f"the database lacks the extension(s) prerequisites.sql creates "
@@ -460,7 +458,7 @@ async def baseline(
                         after.version,
                         first.name if first else "baseline",
                         "baseline",
-                        first.up.checksum if first else None,
+                        first.up.checksum if first and first.up else None,
                     ),
                 )
         logger.info("baselined database at version %s", version_label(after.version))
@@ -514,6 +512,8 @@ async def drift(
     *,
     source: SourceLike = None,
     scratch_dsn: str | None = None,
+    app_roles: Sequence[str] = ("silentpulse_app",),
+    sets: Sequence[tuple[SourceLike, str]] = (),
     attempts: int = CONNECT_ATTEMPTS,
     wait: float = CONNECT_WAIT,
 ) -> DriftReport:
@@ -529,32 +529,46 @@ async def drift(
     triggers, functions, sequences, owners, grants; each monthly partition against
     a month the files build. Differences the lifecycle jobs and the runbook make
     (months ahead, detached months, default privileges) are excused, each with its
-    rule. A dirty database raises DirtyDatabaseError: it is between two versions.
+    rule; a blanket grant on every table only to ``app_roles`` (the runbook's
+    application role) or a role the database's default privileges name. A dirty
+    database raises DirtyDatabaseError: it is between two versions. ``sets``: each
+    service set the database records, (its files, its version table), built after
+    the packaged set in their ``requires`` order; one recorded and not given is a
+    ConfigurationError (its tables would read as drift).
     """
     dsn = _core_set(dsn, "drift")
     with typed_errors(dsn, "compare the live schema with the migration files"):
         if scratch_dsn is not None:
             validate_dsn(scratch_dsn, setting="the scratch DSN")
         from .drift.compare import compare  # the catalog wing loads on first use, as check's
-        from .drift.expected import built_catalog, live_catalog
+        from .drift.expected import built_catalog, live_catalog, recorded_sets, service_sets
+        from .version_table import check_table_name
 
         migrations = load_source(source)
+        given = [
+            (load_source(files), check_table_name(table, setting="a service set's version table"))
+            for files, table in sets
+        ]
         async with open_session(dsn, attempts=attempts, wait=wait) as session:
-            if not session.tables_exist:
+            if not session.versioned:
                 raise ConfigurationError(
                     f"{redact(dsn, dsn)} has no {VERSION_TABLE}: it was never migrated, so "
                     f"there is no version to compare with. Run `{CLI} prerequisites` and "
                     f"`{CLI} up` (or `{CLI} baseline` for a database made before migrations)."
                 )
-            state = (await read_state(session.conn))[0]
-            if state is not None and state.dirty:
+            # golang-migrate's table alone is enough: drift needs no history.
+            state = await read_version(session.conn)
+            if state.dirty:
                 raise DirtyDatabaseError(
                     dirty_message(migrations, state),
                     version=NIL_VERSION if state.version is None else state.version,
                 )
             version = None if state is None else state.version
             # The scratch build takes the time; the live read goes on meanwhile.
-            built = asyncio.create_task(built_catalog(dsn, scratch_dsn, migrations, version))
+            others = service_sets(given, await recorded_sets(session.conn))
+            built = asyncio.create_task(
+                built_catalog(dsn, scratch_dsn, migrations, version, others)
+            )
             try:
                 live = await live_catalog(session.conn)
             except BaseException:
@@ -563,7 +577,13 @@ async def drift(
                     await built  # its scratch database dropped before we go
                 raise
             expected = await built
-        return compare(expected, live, version=version, checked_at=datetime.now(timezone.utc))
+        return compare(
+            expected,
+            live,
+            version=version,
+            checked_at=datetime.now(timezone.utc),
+            app_roles=tuple(app_roles),
+        )
 
 
 # --- shared by the verbs ------------------------------------------------------------
@@ -593,7 +613,8 @@ async def _run(
     table: str | None = None,
 ) -> MigrationResult:
     """Plan ``request`` and apply it, holding the migration lock throughout."""
-    dsn, table = resolve_table(dsn, table)
+    dsn, table, statement_timeout = resolve(dsn, table)
+    ddl = ddl._replace(statement_timeout=statement_timeout)  # the DSN's x-statement-timeout
     with typed_errors(dsn, "change the migration version"):
         migrations = load_source(source)
         quick = isinstance(request, Up)  # nothing pending may be answered from the probe
@@ -608,6 +629,13 @@ async def _run(
             parsed = await parse_ahead(session, migrations, request, strict)
             async with session.lock(lock_timeout):
                 plan, applied = await apply_locked(
-                    dsn, session, migrations, request, parsed, strict=strict, ddl=ddl
+                    dsn,
+                    session,
+                    migrations,
+                    request,
+                    parsed,
+                    strict=strict,
+                    ddl=ddl,
+                    lock_timeout=lock_timeout,
                 )
                 return migration_result(Outcome(plan, applied), session)

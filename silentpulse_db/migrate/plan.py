@@ -24,6 +24,7 @@ from ..errors import (
     DatabaseAheadError,
     DirtyDatabaseError,
     MigrationSetMismatchError,
+    MissingMigrationFileError,
     VersionNotFoundError,
 )
 from ..results import VersionState
@@ -112,7 +113,16 @@ class Step(NamedTuple):
 
     @property
     def file(self) -> MigrationFile:
-        return self.migration.file(self.direction)
+        file = self.migration.file(self.direction)
+        if file is None:  # make_plan refuses such a step before anything runs
+            raise MissingMigrationFileError(
+                f"version {self.migration.version} has no {self.direction} file "
+                f"({self.migration.missing_filename(self.direction)})",
+                file=self.migration.location,
+                version=self.migration.version,
+                direction=self.direction,
+            )
+        return file
 
 
 class Plan(NamedTuple):
@@ -136,6 +146,24 @@ class Plan(NamedTuple):
         return not self.steps and self.force is None
 
 
+class Unfinished(NamedTuple):
+    """A dirty version as run/unfinished.py reads it from the catalog (and the history)
+    under the lock: the migration whose up or down file stopped partway, between the
+    version below it and its own, and which of its files, run again, finishes the move."""
+
+    migration: Migration
+    # The file that stopped, where known: "up" (the version row says the migration's
+    # version) or "down" (the row says the version below it); None: either.
+    direction: Direction | None
+    # Its up file run again brings the schema to its version (a concurrent index build:
+    # waited for, recorded once complete, or rebuilt); its down file, to the version
+    # below (a concurrent drop). Neither: the operator decides (`force`).
+    reruns_up: bool = False
+    reruns_down: bool = False
+    # What the catalog showed, for the run's warning or the refusal.
+    seen: str = ""
+
+
 def make_plan(
     source: MigrationSource,
     state: VersionState,
@@ -143,16 +171,35 @@ def make_plan(
     *,
     history: Mapping[int, HistoryEntry] | None = None,
     strict: bool = False,
-    rerun_dirty: bool = False,
+    unfinished: Unfinished | None = None,
 ) -> Plan:
     """The plan for ``request``, or the error that refuses it (nothing has run yet).
 
     ``history`` (for Up) lets changed checksums of applied files be reported:
     warnings, or ChecksumMismatchError when ``strict``; and says which versions
     beyond the files are breaking (an older replica refuses to start on those).
-    ``rerun_dirty`` (for Up): the dirty version's up file is known to be safe to
-    run again (a concurrent index build that did not complete): run it again.
+    ``unfinished``: what a dirty version stands for, as read from the catalog under
+    the lock (run/unfinished.py): a concurrent index build or drop that did not
+    complete is run again by a run that goes its way (see :func:`_rerun`).
+    A plan that needs a file the set lacks (a version without its down file) is
+    refused: MissingMigrationFileError.
     """
+    plan = _make_plan(source, state, request, history, strict=strict, unfinished=unfinished)
+    for step in plan.steps:
+        if step.migration.file(step.direction) is None:
+            raise missing_file(source, plan, step, request)
+    return plan
+
+
+def _make_plan(
+    source: MigrationSource,
+    state: VersionState,
+    request: Request,
+    history: Mapping[int, HistoryEntry] | None,
+    *,
+    strict: bool,
+    unfinished: Unfinished | None,
+) -> Plan:
     if not source.migrations:
         raise ConfigurationError(
             f"no migration files in {source.description}: check the folder (--path) or package"
@@ -176,19 +223,13 @@ def make_plan(
             f"no migration file for version {request.version} in {source.description} "
             f"(files: {', '.join(map(str, source.versions)) or 'none'})"
         )
-    if state.dirty and rerun_dirty and isinstance(request, Up) and state.version is not None:
-        again = source.get(state.version)
-        if again is not None:
-            rest = _pending(source, state, target=request.target)
-            note = (
-                f"version {state.version} is dirty: its concurrent index build did not "
-                f"complete; running {again.up.location} again"
-            )
-            steps = (Step(again, "up", again.version), *rest)
-            return Plan(state, steps=_first(steps, request.count), warnings=(note,))
+    if state.dirty and unfinished is not None:
+        rerun = _rerun(source, state, request, unfinished)
+        if rerun is not None:
+            return rerun
     if state.dirty:
         raise DirtyDatabaseError(
-            dirty_message(source, state),
+            dirty_message(source, state, unfinished),
             version=NIL_VERSION if state.version is None else state.version,
         )
     if _ahead_of_files(source, state):
@@ -231,6 +272,48 @@ def make_plan(
     return Plan(state, steps=_applied(source, state, target=request.version))
 
 
+def _rerun(
+    source: MigrationSource, state: VersionState, request: Request, unfinished: Unfinished
+) -> Plan | None:
+    """The plan that runs the unfinished migration's file again on the way to what
+    ``request`` asks, or None when no file of it can run again (the operator decides).
+
+    Up, and goto its version or above, run its up file again (or, when only its down file
+    can run again, that, then its up file as pending); down, and goto below, run its down
+    file again, counted as the first migration reverted: an interrupted `down 1` run
+    again ends where it was going."""
+    migration = unfinished.migration
+    below = source.previous_version(migration.version)
+    if isinstance(request, Up) or (
+        isinstance(request, Goto) and request.version >= migration.version
+    ):
+        target = request.target if isinstance(request, Up) else request.version
+        at: int | None = migration.version
+        if unfinished.reruns_up:
+            first = Step(migration, "up", migration.version)
+        elif unfinished.reruns_down:
+            first, at = Step(migration, "down", below), below
+        else:
+            return None
+        steps = (first, *_pending(source, VersionState(at, False), target=target))
+        if isinstance(request, Up):
+            steps = _first(steps, request.count)
+    elif isinstance(request, (Down, Goto)) and unfinished.reruns_down:
+        first = Step(migration, "down", below)
+        target = request.version if isinstance(request, Goto) else None
+        steps = (first, *_applied(source, VersionState(below, False), target=target))
+        if isinstance(request, Down):
+            steps = _first(steps, request.count)
+    else:
+        return None
+    what = unfinished.seen or "a migration stopped partway"
+    note = (
+        f"version {version_label(state.version)} is dirty: {what}; running "
+        f"{first.file.location} again"
+    )
+    return Plan(state, steps=steps, warnings=(note,))
+
+
 def require_same_set(
     source: MigrationSource, history: Mapping[int, HistoryEntry], table: str
 ) -> None:
@@ -242,7 +325,7 @@ def require_same_set(
         if migration is not None and entry.name != migration.name:
             foreign.append(
                 f"version {version} was applied as {version:06d}_{entry.name}, these files "
-                f"have {migration.up.filename.split('.')[0]}"
+                f"have {migration.stem}"
             )
     if foreign:
         shown = "; ".join(foreign[:5]) + ("; ..." if len(foreign) > 5 else "")
@@ -344,25 +427,59 @@ def ahead_error(source: MigrationSource, state: VersionState) -> DatabaseAheadEr
     return DatabaseAheadError(message, database_version=version, latest_file_version=latest)
 
 
-def dirty_message(source: MigrationSource, state: VersionState) -> str:
-    """What a dirty version means and the commands that recover from it."""
+def dirty_message(
+    source: MigrationSource, state: VersionState, unfinished: Unfinished | None = None
+) -> str:
+    """What a dirty version means and the commands that recover from it.
+
+    Dirty V is golang-migrate's "the move to version V stopped partway": V's up file, or
+    the down file of the version above V (a down writes the version below it dirty).
+    ``unfinished`` (run/unfinished.py) says which, where the catalog or the history
+    tells, and what the catalog showed; without it both are named."""
     version = state.version
-    if version is None:
+    label = NIL_VERSION if version is None else version
+    seen = f" ({unfinished.seen})" if unfinished is not None and unfinished.seen else ""
+    direction = None if unfinished is None else unfinished.direction
+    own = None if version is None else source.get(version)
+    above = _above(source, version)
+    if direction == "down" and unfinished is not None:
+        above = unfinished.migration
+    below = None if version is None else source.previous_version(version)
+    force_below = f"`{CLI} force {NIL_VERSION if below is None else below}`"
+    if above is not None and above.down is not None and (direction == "down" or version is None):
         return (
-            f"Dirty database version {NIL_VERSION}: a down migration of the first version "
-            f"stopped partway. Inspect the schema, then run `{CLI} force {NIL_VERSION}` "
-            f"if nothing is left of it, and `{CLI} up`."
+            f"Dirty database version {label}: the down migration of version {above.version} "
+            f"({above.down.location}) stopped partway on its way to version {label}, and "
+            f"the schema may be half-changed{seen}. Inspect the schema, then record the "
+            f"version it matches: `{CLI} force {above.version}` if none of that down took "
+            f"effect (then revert it again: `{CLI} down 1`), or `{CLI} force {label}` if "
+            f"all of it did."
         )
-    migration = source.get(version)
-    file = f" ({migration.up.location})" if migration else ""
-    below = source.previous_version(version)
-    below_cmd = f"{CLI} force {NIL_VERSION if below is None else below}"
+    file = f" ({own.location})" if own is not None else ""
+    if direction == "up" or above is None or above.down is None:
+        return (
+            f"Dirty database version {label}{file}: a migration stopped partway and the "
+            f"schema may be half-changed{seen}. Inspect the schema, then record the version "
+            f"it matches: {force_below} if none of version {label} took effect, or "
+            f"`{CLI} force {label}` if all of it did; then run `{CLI} up`."
+        )
     return (
-        f"Dirty database version {version}{file}: a migration stopped partway and the "
-        f"schema may be half-changed. Inspect the schema, then record the version it "
-        f"matches: `{below_cmd}` if none of version {version} took effect, or "
-        f"`{CLI} force {version}` if all of it did; then run `{CLI} up`."
+        f"Dirty database version {label}{file}: a migration stopped partway and the schema "
+        f"may be half-changed{seen}: version {label}'s up, or the down of version "
+        f"{above.version} ({above.down.location}) on its way to {label}. Inspect the "
+        f"schema, then record the version it matches: {force_below} if none of version "
+        f"{label}'s up took effect, `{CLI} force {label}` if the schema is version "
+        f"{label}'s, or `{CLI} force {above.version}` if none of that down took effect; "
+        f"then run `{CLI} up` (or the down again)."
     )
+
+
+def _above(source: MigrationSource, version: int | None) -> Migration | None:
+    """The migration after ``version`` (the first one for no version)."""
+    for migration in source.migrations:
+        if version is None or migration.version > version:
+            return migration
+    return None
 
 
 def checksum_problems(
@@ -376,6 +493,8 @@ def checksum_problems(
         if migration.version > state.version:
             break
         entry = history.get(migration.version)
+        if migration.up is None:
+            continue
         if entry and entry.checksum and entry.checksum != migration.up.checksum:
             problems.append(
                 f"{migration.up.location} changed after it was applied on "
@@ -399,7 +518,7 @@ def status_rows(
         checksum: Literal["ok", "changed", "unknown", "-"]
         if not applied:
             checksum = "-"
-        elif entry is None or entry.checksum is None:
+        elif entry is None or entry.checksum is None or migration.up is None:
             checksum = "unknown"
         else:
             checksum = "ok" if entry.checksum == migration.up.checksum else "changed"
@@ -416,7 +535,8 @@ def status_rows(
                 applied_at=entry.applied_at if entry else None,
                 duration=entry.duration if entry else None,
                 checksum=checksum,
-                breaking=migration.up.directives.breaking,
+                breaking=migration.up is not None and migration.up.directives.breaking,
+                notes=file_notes(migration),
             )
         )
     if _ahead_of_files(source, state):
@@ -436,6 +556,64 @@ def status_rows(
             rows.append(StatusRow(version=current, name="?", state="applied (no file)"))
         rows.sort(key=lambda r: r.version)
     return tuple(rows)
+
+
+def file_notes(migration: Migration) -> tuple[str, ...]:
+    """What `status` says of a version's files: one missing, or holding no statement."""
+    notes = []
+    for direction in ("up", "down"):
+        file = migration.file(direction)
+        if file is None:
+            notes.append(f"no {direction} file")
+        elif file.empty:
+            notes.append(f"empty {direction}")
+    return tuple(notes)
+
+
+def missing_file(
+    source: MigrationSource, plan: Plan, step: Step, request: Request
+) -> MissingMigrationFileError:
+    """The refusal of a plan whose ``step`` needs a file the set lacks; golang-migrate
+    would run it as an empty file, recording a version whose schema is not there."""
+    migration, direction = step.migration, step.direction
+    version, needed = migration.version, migration.missing_filename(direction)
+    others = [s.migration.version for s in plan.steps if s.migration.file(s.direction) is None]
+    also = f" (and {', '.join(map(str, others[1:]))} likewise)" if len(others) > 1 else ""
+    if direction == "down":
+        below = version_label(step.version_after)
+        what = (
+            f"to revert version {version}, and {source.description} has no down file for it "
+            f"(only {migration.location}){also}. golang-migrate runs a missing down file as "
+            f"an empty one: it would record version {below} and leave version {version}'s "
+            f"objects in place. Nothing was run. Write the down file; or revert version "
+            f"{version} by hand, then `{CLI} force "
+            f"{NIL_VERSION if step.version_after is None else step.version_after}`"
+        )
+    else:
+        what = (
+            f"to apply version {version}, and {source.description} has no up file for it "
+            f"(only {migration.location}){also}. golang-migrate runs a missing up file as "
+            f"an empty one: it would record version {version} as applied with nothing of "
+            f"it created. Nothing was run. Write the up file, or remove the down file"
+        )
+    return MissingMigrationFileError(
+        f"{_doing(request)} needs {needed} {what}",
+        file=migration.location,
+        version=version,
+        direction=direction,
+    )
+
+
+def _doing(request: Request) -> str:
+    if isinstance(request, Up):
+        if request.target is not None:
+            return f"up to version {request.target}"
+        return "up" if request.count is None else f"up {request.count}"
+    if isinstance(request, Down):
+        return "down --all" if request.count is None else f"down {request.count}"
+    if isinstance(request, Goto):
+        return f"goto {request.version}"
+    return "force"
 
 
 def version_label(version: int | None) -> str:

@@ -18,13 +18,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
-from ..defaults import DDL_LOCK_TIMEOUT, DDL_RETRY_FOR
-from ..errors import RequiredVersionError, SilentPulseDBError
+from ..defaults import DDL_LOCK_TIMEOUT, DDL_RETRY_FOR, LOCK_TIMEOUT
+from ..errors import MissingMigrationFileError, RequiredVersionError, SilentPulseDBError
 from ..postgres.translate import typed_errors
 from ..results import AppliedMigration, MigrationResult, VersionState
 from .files.source import MigrationSource
 from .files.statements import ParsedSQL
 from .plan import (
+    Force,
     HistoryEntry,
     Plan,
     Request,
@@ -35,7 +36,7 @@ from .plan import (
     version_label,
 )
 from .prerequisites import check_extensions
-from .session import Session, create_tables
+from .session import Session, create_tables, read_only_state
 from .version_table import (
     VERSION_TABLE,
     ensure_tables,
@@ -55,10 +56,13 @@ State = tuple[VersionState, dict[int, HistoryEntry]]
 
 class DDLLimits(NamedTuple):
     """How long each migration statement may wait for a table lock (None: the session's
-    own setting), and how long a migration that timed out is retried (seconds)."""
+    own setting), how long a migration that timed out is retried, and how long each
+    migration statement may run (the DSN's x-statement-timeout; None: no limit; a file's
+    ``-- silentpulse: statement_timeout`` wins for its file), in seconds."""
 
     lock_timeout: float | None = DDL_LOCK_TIMEOUT
     retry_for: float = DDL_RETRY_FOR
+    statement_timeout: float | None = None
 
 
 DEFAULT_DDL = DDLLimits()
@@ -172,7 +176,14 @@ async def apply_or_leave(
         return Outcome(plan, partitions_due=nothing_left.partitions_due)
     try:
         plan, applied = await apply_locked(
-            dsn, session, migrations, request, parsed, strict=strict, ddl=ddl
+            dsn,
+            session,
+            migrations,
+            request,
+            parsed,
+            strict=strict,
+            ddl=ddl,
+            lock_timeout=lock_timeout,
         )
         if partitions_ahead is None:
             return Outcome(plan, applied)
@@ -189,12 +200,12 @@ async def parse_ahead(
     hold other runners up); the plan made under the lock decides what actually runs."""
     if session.state is not None:
         state, history = session.state  # as the probe read it: a guess is all this needs
-    elif session.tables_exist:
-        state, history = await read_state(session.conn, session.table)
-    else:
-        state, history = VersionState(None, False), {}
+    else:  # golang-migrate's version alone, if it has run here: the files after it
+        state, history = await read_only_state(session)
     try:
         candidate = make_plan(migrations, state, request, history=history, strict=strict)
+    except MissingMigrationFileError:
+        raise  # refused before the lock and the version tables; a rerun reads again
     except SilentPulseDBError:
         return {}  # decided again, under the lock
     # Loaded when there is work: spares a no-op start-up ~45 ms of runner (tenacity, pglast).
@@ -212,20 +223,27 @@ async def apply_locked(
     *,
     strict: bool,
     ddl: DDLLimits,
+    lock_timeout: float = LOCK_TIMEOUT,
 ) -> tuple[Plan, list[AppliedMigration]]:
     """With the migration lock held: the version tables made sure of, the plan made from
-    what they say now, and applied."""
+    what they say now, and applied. A dirty version is read against the catalog
+    (run/unfinished.py); a backend still building or dropping its index is waited for,
+    at most ``lock_timeout`` seconds, as the lock was."""
     from .run.applier import Applier  # as in parse_ahead
-    from .run.index_healing import reruns_dirty
+    from .run.unfinished import read_unfinished
 
     conn = session.conn
     with typed_errors(dsn, create_tables(session.table)):  # or adds newer columns
         await ensure_tables(conn, session.table)
     state, history = await read_state(conn, session.table)
     require_same_set(migrations, history, session.table.name)
-    rerun = await reruns_dirty(conn, migrations, state)
+    unfinished = (
+        None  # force records what it is told (index_healing.refuse_force guards it)
+        if isinstance(request, Force)
+        else await read_unfinished(conn, migrations, state, session.table, wait=lock_timeout)
+    )
     plan = warned(
-        make_plan(migrations, state, request, history=history, strict=strict, rerun_dirty=rerun)
+        make_plan(migrations, state, request, history=history, strict=strict, unfinished=unfinished)
     )
     await require_versions(conn, plan)
     if plan.steps:
@@ -236,7 +254,9 @@ async def apply_locked(
         migrations,
         ddl_lock_timeout=ddl.lock_timeout,
         ddl_retry_for=ddl.retry_for,
+        statement_timeout=ddl.statement_timeout,
         table=session.table,
+        build_wait=lock_timeout,
     )
     return plan, await applier.apply(plan, parsed)
 

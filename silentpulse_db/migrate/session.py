@@ -23,9 +23,12 @@ from .version_table import (
     VERSION_TABLE,
     VersionTable,
     ensure_tables,
+    read_state,
+    read_version,
     state_and_history,
     state_from_rows,
     tables_exist,
+    version_table_exists,
 )
 
 
@@ -56,6 +59,9 @@ class Session(NamedTuple):
     # Through a connection pooler in session mode: lock holders' pids and addresses
     # are the pooler's server connections.
     pooled: bool = False
+    # Whether the version table exists, with or without our history beside it: a
+    # database only golang-migrate has run has a version and no history.
+    versioned: bool = False
 
     def lock(self, timeout: float) -> MigrationLock:
         return MigrationLock(self.conn, self.keys, timeout=timeout, pooled=self.pooled)
@@ -99,7 +105,7 @@ async def open_session(
             # more (connect() would): docs/operations.md, 'Role-level limits'.
             f"SELECT {on_own_backend(conn, ENGINE_SESSION_SETTINGS)}, "
             "current_schema() AS schema, current_database() AS db, "
-            f"{tables_exist(table)} AS ready, "
+            f"{tables_exist(table)} AS ready, {version_table_exists(table)} AS versioned, "
             f"{partitions_probe or 'NULL::boolean'} AS partitions_due"
         )
         try:
@@ -120,9 +126,20 @@ async def open_session(
             connecting=connected - before,
             connected=connected,
             pooled=pooled,
+            versioned=probe["versioned"],
         )
     finally:
         await close_quietly(conn)
+
+
+async def read_only_state(session: Session) -> tuple[VersionState, dict[int, HistoryEntry]]:
+    """The version and history for a reader (version, status, drift), creating nothing:
+    golang-migrate's version table alone is enough (no history: every row unknown)."""
+    if session.tables_exist:
+        return await read_state(session.conn, session.table)
+    if session.versioned:
+        return await read_version(session.conn, session.table), {}
+    return VersionState(None, False), {}
 
 
 async def _probe(

@@ -25,7 +25,13 @@ import asyncpg
 
 from .._version import __version__
 from ..errors import ConfigurationError
-from ..postgres.dsn import MIGRATIONS_TABLE_PARAMETER, split_migrations_table
+from ..postgres.dsn import (
+    LOCK_STRATEGY_PARAMETER,
+    MIGRATIONS_TABLE_PARAMETER,
+    TABLE_QUOTED_PARAMETER,
+    split_options,
+    warn_unknown,
+)
 from ..results import VersionState
 from .plan import NIL_VERSION, HistoryEntry
 
@@ -45,20 +51,85 @@ def check_table_name(name: str, *, setting: str = "table") -> str:
     return name
 
 
-def resolve_table(dsn: str, table: str | None) -> tuple[str, str]:
-    """The DSN to connect with and the set's version table: ``table``, or the DSN's
-    golang-migrate ``?x-migrations-table=`` (removed from it), or schema_migrations."""
-    dsn, from_dsn = split_migrations_table(dsn)
+class Resolved(NamedTuple):
+    """What the migration engine takes from a DSN: the DSN to connect with (golang-migrate's
+    ``x-`` options out), the set's version table, and the DSN's x-statement-timeout
+    (seconds; None: none) for the migrations' statements."""
+
+    dsn: str
+    table: str
+    statement_timeout: float | None = None
+
+
+# A lock table is golang-migrate's pgx driver's other way to exclude a second runner: it
+# takes no advisory lock then, so it and this engine would run side by side.
+_NO_LOCK_TABLE = (
+    f"the DSN's ?{LOCK_STRATEGY_PARAMETER}=table: golang-migrate's pgx driver then takes a "
+    "row in a lock table (x-lock-table, default schema_lock) instead of the advisory lock, "
+    "and this engine takes only the advisory lock, so the two tools would not exclude each "
+    "other and could migrate the database at the same time. Remove the option (golang-"
+    "migrate's postgres:// driver ignores it) or give x-lock-strategy=advisory, and "
+    "use the advisory lock with golang-migrate too"
+)
+
+
+def resolve(dsn: str, table: str | None) -> Resolved:
+    """The engine's reading of ``dsn`` (see :class:`Resolved`): ``table``, or the DSN's
+    golang-migrate ``?x-migrations-table=``, or schema_migrations. A golang-migrate option
+    with no meaning here is warned about once; one this engine cannot honour
+    (x-lock-strategy=table, a table in another schema) is a ConfigurationError."""
+    dsn, options = split_options(dsn)
+    if options.lock_strategy == "table":
+        raise ConfigurationError(_NO_LOCK_TABLE)
+    warn_unknown(options)
+    from_dsn = options.migrations_table
+    if from_dsn is not None and options.table_quoted:
+        from_dsn = _unquoted_table(from_dsn)
     if table is not None and from_dsn is not None and table != from_dsn:
         raise ConfigurationError(
             f"two version tables: table={table!r} and the DSN's "
             f"?{MIGRATIONS_TABLE_PARAMETER}={from_dsn!r}; give one"
         )
     if table is not None:
-        return dsn, check_table_name(table)
-    if from_dsn is not None:
-        return dsn, check_table_name(from_dsn, setting=f"?{MIGRATIONS_TABLE_PARAMETER}")
-    return dsn, VERSION_TABLE
+        name = check_table_name(table)
+    elif from_dsn is not None:
+        name = check_table_name(from_dsn, setting=f"?{MIGRATIONS_TABLE_PARAMETER}")
+    else:
+        name = VERSION_TABLE
+    return Resolved(dsn, name, options.statement_timeout)
+
+
+def resolve_table(dsn: str, table: str | None) -> tuple[str, str]:
+    """:func:`resolve`'s DSN and version table."""
+    resolved = resolve(dsn, table)
+    return resolved.dsn, resolved.table
+
+
+_QUOTED_PART = re.compile(r'"(.*?)"')
+
+
+def _unquoted_table(written: str) -> str:
+    """x-migrations-table under x-migrations-table-quoted=true, read as golang-migrate
+    reads it (``"table"`` or ``"schema"."table"``), for a plain name in the schema the
+    migrations run in; a schema is refused: this engine keeps a set's version table beside
+    the migrations' objects, in current_schema()."""
+    setting = f"?{MIGRATIONS_TABLE_PARAMETER}"
+    if len(written) < 2 or written[0] != '"' or written[-1] != '"':
+        raise ConfigurationError(
+            f"{setting}={written[:80]!r}: with {TABLE_QUOTED_PARAMETER}=true it must be "
+            f'quoted, as golang-migrate requires ("schema_migrations")'
+        )
+    parts = _QUOTED_PART.findall(written)
+    if len(parts) > 2:
+        raise ConfigurationError(f"{setting}={written[:80]!r}: more than schema and table")
+    if len(parts) == 2:
+        raise ConfigurationError(
+            f"{setting}={written[:80]!r}: a version table in schema {parts[0][:63]!r} is not "
+            f"supported here: this engine keeps a set's version table in the schema its "
+            f"migrations run in (current_schema(), as golang-migrate does without a schema). "
+            f'Give the table alone ("{parts[-1][:63]}") if that is the schema'
+        )
+    return check_table_name(parts[-1], setting=setting)
 
 
 class VersionTable(NamedTuple):
@@ -98,6 +169,12 @@ _COMMENT_HISTORY_TABLE = (
     "'silentpulse-db: one row per migration applied, reverted or forced, naming its "
     "version table; schema_migrations stays golang-migrate''s own'"
 )
+
+
+@functools.cache
+def version_table_exists(name: str = VERSION_TABLE) -> str:
+    """SQL: the version table ``name`` exists (the history may not: golang-migrate's)."""
+    return f"to_regclass('\"{name}\"') IS NOT NULL"
 
 
 @functools.cache

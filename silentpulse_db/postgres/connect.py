@@ -27,7 +27,7 @@ from ..defaults import (
     ENGINE_SESSION_SETTINGS,
 )
 from ..errors import ConfigurationError, DatabaseConnectionError, SilentPulseDBError
-from .dsn import redact, validate_dsn
+from .dsn import connection_dsn, redact, validate_dsn
 from .pooler import (
     SHARED_BACKEND_ERRORS,
     behind_a_pooler,
@@ -131,7 +131,9 @@ async def connect(
     keeps no session they are not set: PoolingModeError says ``need``, what needs
     the session (:func:`settle`). None: set nothing, check nothing (a caller that
     does both in a query of its own). ``statement_cache_size``: asyncpg's.
+    golang-migrate's ``x-`` options are taken out of ``dsn`` (dsn.connection_dsn).
     """
+    dsn = connection_dsn(dsn)
     validate_dsn(dsn)
     if attempts < 1:
         raise ConfigurationError(f"attempts must be at least 1, got {attempts}")

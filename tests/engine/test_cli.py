@@ -179,7 +179,7 @@ def test_a_fresh_migration_pair_is_refused_until_written(
     assert up_file.exists() and "--" in up_file.read_text()
     r = cli("up", "--path", str(folder), dsn=silentpulse_database)
     assert r.returncode == 1
-    assert "000002_add_widgets_table.up.sql: holds no SQL statement" in r.stderr
+    assert "000002_add_widgets_table.up.sql: still the template `create` wrote" in r.stderr
     assert "write the migration's SQL" in r.stderr
 
 

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
+import uuid
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 
 from silentpulse_db import (
+    ConfigurationError,
     DirtyDatabaseError,
     DriftReport,
     apply_prerequisites,
@@ -26,7 +33,7 @@ from silentpulse_db import (
 )
 
 from .test_cli import cli
-from helpers import execute, fetchval, login_role
+from helpers import execute, fetchval, login_role, wait_for
 
 MONTH = datetime.now(timezone.utc).strftime("%Y_%m")
 
@@ -208,6 +215,208 @@ async def test_a_month_detached_by_hand_is_attached_again(
     assert (await drift(dsn, attempts=1)).matches
 
 
+async def test_a_detached_default_partition_is_drift_and_attached_again(
+    silentpulse_migrated_database: str,
+) -> None:
+    """Issue 29, 2: without its default partition, an insert for a month without a
+    partition fails and the default's rows have left the table. One difference, whose
+    fix attaches it again."""
+    dsn = silentpulse_migrated_database
+    await execute(dsn, "ALTER TABLE audit_logs DETACH PARTITION audit_logs_default")
+    report = await drift(dsn, attempts=1)
+    assert [(d.kind, d.key, d.change) for d in report.differences] == [
+        ("relation", "public.audit_logs_default", "changed")
+    ], [str(d) for d in report.differences]
+    fix = report.differences[0].fix
+    assert fix == "ALTER TABLE public.audit_logs ATTACH PARTITION public.audit_logs_default DEFAULT"
+    done = await asyncio.to_thread(cli, "drift", dsn=dsn)
+    assert done.returncode == 1 and "audit_logs_default" in done.stdout, done.stdout
+    await execute(dsn, fix)
+    assert (await drift(dsn, attempts=1)).matches
+
+
+async def test_a_restarted_history_sequence_is_drift_and_set_back(
+    silentpulse_migrated_database: str,
+) -> None:
+    """Issue 29, 3: restarted, the history's sequence hands out ids already recorded, so
+    the next migration (a `down 1`, a deploy) fails with a duplicate key. Named, with the
+    setval to the highest id recorded; after it, `down 1` records its row."""
+    dsn = silentpulse_migrated_database
+    await execute(dsn, "ALTER SEQUENCE schema_migrations_history_id_seq RESTART")
+    report = await drift(dsn, attempts=1)
+    assert [(d.kind, d.key, d.change) for d in report.differences] == [
+        ("sequence", "public.schema_migrations_history_id_seq", "changed")
+    ], [str(d) for d in report.differences]
+    fix = report.differences[0].fix
+    assert fix is not None and "setval" in fix and "max(id)" in fix
+    refused = await asyncio.to_thread(cli, "down", "1", dsn=dsn)
+    assert refused.returncode != 0 and "duplicate key" in refused.stderr, refused.stderr
+    await execute(dsn, fix)
+    assert (await drift(dsn, attempts=1)).matches
+    done = await asyncio.to_thread(cli, "down", "1", dsn=dsn)
+    assert done.returncode == 0, done.stderr
+
+
+async def test_fixes_that_scan_under_a_strong_lock_say_so_and_give_the_not_valid_form(
+    silentpulse_migrated_database: str,
+) -> None:
+    """Issue 29, 8: SET NOT NULL and ADD CONSTRAINT check every row under a lock that
+    stops the application; the fix says so and, where PostgreSQL has one, takes the
+    NOT VALID + VALIDATE way. Run as printed, it brings the database back."""
+    dsn = silentpulse_migrated_database
+    await execute(
+        dsn,
+        "ALTER TABLE tenants ALTER COLUMN name DROP NOT NULL; "
+        "ALTER TABLE users DROP CONSTRAINT users_role_check; "
+        "ALTER TABLE users DROP CONSTRAINT users_tenant_id_fkey",
+    )
+    report = await drift(dsn, attempts=1)
+    fixes = {d.key: d.fix or "" for d in report.differences}
+    assert set(fixes) == {
+        "public.tenants.name",
+        "public.users.users_role_check",
+        "public.users.users_tenant_id_fkey",
+    }, [str(d) for d in report.differences]
+    for key, fix in fixes.items():
+        assert fix.startswith("-- ") and "EXCLUSIVE" in fix, (key, fix)
+        assert "NOT VALID;" in fix and "VALIDATE CONSTRAINT" in fix, (key, fix)
+    assert "ACCESS EXCLUSIVE" in fixes["public.tenants.name"]
+    assert "SET NOT NULL" in fixes["public.tenants.name"]
+    assert "SHARE ROW EXCLUSIVE" in fixes["public.users.users_tenant_id_fkey"]
+    for fix in fixes.values():
+        await execute(dsn, fix)
+    assert (await drift(dsn, attempts=1)).matches
+
+
+def _cli_with(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI with ``env`` (DSNs) and nothing of the test's own."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "POSTGRES_DSN")}
+    return subprocess.run(
+        [sys.executable, "-m", "silentpulse_db", *args],
+        capture_output=True,
+        text=True,
+        env={**clean, **env},
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_json_errors_and_the_scratch_dsn_from_the_environment(
+    silentpulse_migrated_database: str, silentpulse_database: str
+) -> None:
+    """Issue 29, 8: `--json` answers an error with a JSON object (CI reads stdout), its
+    password hidden; the scratch database can be given as SCRATCH_DATABASE_URL, so that
+    its password is not in the process list."""
+    failed = await asyncio.to_thread(
+        _cli_with, {"DATABASE_URL": silentpulse_database}, "drift", "--json"
+    )
+    assert failed.returncode == 2, failed.stderr
+    error = json.loads(failed.stdout)["error"]
+    assert error["type"] == "ConfigurationError" and error["exit"] == 2
+    assert "never migrated" in error["message"]
+    assert "never migrated" in failed.stderr
+    grants = (
+        "GRANT USAGE ON SCHEMA public TO {role}; "
+        "GRANT SELECT ON schema_migrations, schema_migrations_history TO {role};"
+    )
+    async with login_role(silentpulse_migrated_database, grants, prefix="reader") as (_, dsn):
+        password = urlsplit(dsn).password
+        assert password is not None
+        env = {"DATABASE_URL": dsn, "SCRATCH_DATABASE_URL": silentpulse_database}
+        done = await asyncio.to_thread(_cli_with, env, "drift", "--json")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert json.loads(done.stdout)["matches"] is True
+        # A role without CREATEDB and no scratch database: exit 3, as JSON too.
+        refused = await asyncio.to_thread(_cli_with, {"DATABASE_URL": dsn}, "drift", "--json")
+        assert refused.returncode == 3, refused.stderr
+        error = json.loads(refused.stdout)["error"]
+        assert error["exit"] == 3 and "CREATEDB" in error["message"]
+        assert password not in refused.stdout + refused.stderr
+
+
+async def test_every_fix_that_exists_is_printed_one_change_one_difference(
+    silentpulse_migrated_database: str,
+) -> None:
+    """Issue 29, 5: a missing month (the partition function), an extra extension, an
+    extra schema each get their statement; a retyped column is one difference, not one
+    more for the CHECK that names it (its fix takes the CHECK back too)."""
+    dsn = silentpulse_migrated_database
+    await execute(
+        dsn,
+        "ALTER TABLE alerts ALTER COLUMN severity TYPE varchar(40); "
+        "CREATE SCHEMA hand_made; CREATE EXTENSION IF NOT EXISTS citext; "
+        f"DROP TABLE audit_logs_p{MONTH}",
+    )
+    report = await drift(dsn, attempts=1)
+    found = {(d.kind, d.key, d.change): d.fix for d in report.differences}
+    assert found == {
+        ("column", "public.alerts.severity", "changed"): (
+            "ALTER TABLE public.alerts ALTER COLUMN severity TYPE text"
+        ),
+        ("extension", "citext", "unexpected"): 'DROP EXTENSION "citext"',
+        ("schema", "hand_made", "unexpected"): 'DROP SCHEMA "hand_made"',
+        ("partition", f"public.audit_logs_p{MONTH}", "missing"): (
+            "SELECT silentpulse_create_monthly_partition('public.audit_logs'::regclass, "
+            f"DATE '{MONTH.replace('_', '-')}-01')"
+        ),
+    }, [str(d) for d in report.differences]
+    for fix in found.values():
+        assert fix is not None
+        await execute(dsn, fix)
+    assert (await drift(dsn, attempts=1)).matches
+
+
+# Issue 29, 4: what drift did not compare. (the SQL, the kind and key named, its change)
+NOT_COMPARED_BEFORE = [
+    ("ALTER TABLE ai_configs SET UNLOGGED", ("relation", "public.ai_configs", "changed")),
+    (
+        "GRANT SELECT (password_hash) ON users TO {role}",
+        ("column grant", "public.users.password_hash to {role}: SELECT", "unexpected"),
+    ),
+    (
+        "GRANT CREATE ON SCHEMA public TO PUBLIC",
+        ("schema grant", "public to PUBLIC: CREATE", "unexpected"),
+    ),
+    (
+        "ALTER FUNCTION silentpulse_alert_stamp() OWNER TO {role}",
+        ("owner", "function public.silentpulse_alert_stamp()", "changed"),
+    ),
+    (
+        "GRANT EXECUTE ON FUNCTION silentpulse_secure_partition(regclass) TO {role}",
+        (
+            "function grant",
+            "public.silentpulse_secure_partition(part regclass) to {role}: EXECUTE",
+            "unexpected",
+        ),
+    ),
+    (
+        'ALTER TABLE assets ALTER COLUMN hostname TYPE text COLLATE "C"',
+        ("column", "public.assets.hostname", "changed"),
+    ),
+    ("ALTER TABLE assets SET (fillfactor = 50)", ("relation", "public.assets", "changed")),
+    ("ALTER TABLE alerts REPLICA IDENTITY FULL", ("relation", "public.alerts", "changed")),
+    ("COMMENT ON TABLE users IS 'hacked'", ("relation", "public.users", "changed")),
+    ("COMMENT ON COLUMN users.email IS 'x'", ("column", "public.users.email", "changed")),
+]
+
+
+async def test_what_drift_did_not_compare_is_named_and_fixed(
+    silentpulse_migrated_database: str,
+) -> None:
+    """Each change is one difference, with the statement that takes it back."""
+    dsn = silentpulse_migrated_database
+    async with login_role(dsn, prefix="other") as (role, _role_dsn):
+        for sql, (kind, key, change) in NOT_COMPARED_BEFORE:
+            await execute(dsn, sql.format(role=role))
+            report = await drift(dsn, attempts=1)
+            found = [(d.kind, d.key, d.change) for d in report.differences]
+            assert found == [(kind, key.format(role=role), change)], (sql, found)
+            fix = report.differences[0].fix
+            assert fix is not None, sql
+            await execute(dsn, fix)
+            assert (await drift(dsn, attempts=1)).matches, sql
+
+
 async def test_the_lifecycle_jobs_are_no_drift(silentpulse_migrated_database: str) -> None:
     """Months made ahead by the partition job (the clock a year on) and months dropped by
     retention are excused, each by its rule; a month changed by hand is not."""
@@ -233,10 +442,59 @@ async def test_the_runbooks_grants_are_no_drift(
     """The app role's grants as operators give them (the blanket GRANT ... ON ALL
     TABLES the test harness runs, as docs/operations.md does for an existing database)
     are excused, each by its rule; one table granted more is drift."""
-    del silentpulse_app_database  # the fixture granted the app role on this database
-    report = await drift(silentpulse_migrated_database, attempts=1)
+    app = _role_of(silentpulse_app_database)  # the fixture granted it on this database
+    report = await drift(silentpulse_migrated_database, app_roles=(app,), attempts=1)
     assert report.matches, "\n".join(str(d) for d in report.differences)
     assert any("blanket grant" in e.rule for e in report.excused)
+    done = await asyncio.to_thread(
+        cli, "drift", "--app-role", app, dsn=silentpulse_migrated_database
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _role_of(dsn: str) -> str:
+    role = urlsplit(dsn).username
+    assert role is not None
+    return role
+
+
+async def test_a_blanket_grant_to_a_role_the_runbook_does_not_name_is_drift(
+    silentpulse_app_database: str, silentpulse_migrated_database: str
+) -> None:
+    """Issue 29, 1: the runbook's blanket grant, given to a new role, lets that role set
+    app.current_tenant itself and read any tenant's users; it is drift, one REVOKE per
+    table, while the app role's same grant stays excused."""
+    dsn, app = silentpulse_migrated_database, _role_of(silentpulse_app_database)
+    victim = uuid.uuid4()
+    await execute(
+        dsn,
+        f"INSERT INTO tenants (id, name, handle) VALUES ('{victim}', 'victim', 'victim'); "
+        "INSERT INTO users (tenant_id, email, password_hash, role) "
+        f"VALUES ('{victim}', 'ceo@victim.example', 'secret-hash', 'admin')",
+    )
+    blanket = (
+        "GRANT USAGE ON SCHEMA public TO {role}; "
+        "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};"
+    )
+    async with login_role(dsn, blanket, prefix="intruder") as (intruder, intruder_dsn):
+        conn = await asyncpg.connect(intruder_dsn)
+        try:
+            async with conn.transaction():
+                await conn.execute(f"SET LOCAL app.current_tenant = '{victim}'")
+                stolen = await conn.fetchrow("SELECT email, password_hash FROM users")
+        finally:
+            await conn.close()
+        assert stolen is not None and stolen["password_hash"] == "secret-hash"
+        report = await drift(dsn, app_roles=(app,), attempts=1)
+        found: dict[tuple[str, str, str], str | None] = {
+            (d.kind, d.key, d.change): d.fix for d in report.differences
+        }
+        key = ("grant", f"public.users to {intruder}: SELECT", "unexpected")
+        assert found.get(key) == f"REVOKE SELECT ON public.users FROM {intruder}", sorted(found)
+        assert all(intruder in d.key for d in report.differences), sorted(found)
+        done = await asyncio.to_thread(cli, "drift", "--app-role", app, dsn=dsn)
+        assert done.returncode == 1, done.stderr
+        assert f"public.users to {intruder}: SELECT" in done.stdout
 
 
 async def test_the_default_privileges_are_no_drift(silentpulse_database: str) -> None:
@@ -274,6 +532,91 @@ async def test_the_default_privileges_are_no_drift(silentpulse_database: str) ->
         ]
 
 
+async def test_a_month_made_by_the_jobs_role_gets_the_owners_grants(
+    silentpulse_database: str,
+) -> None:
+    """Issue 29, 9: the owner's default privileges give the app role its grants on what
+    the owner creates; a month the partition job makes as the jobs role (a member of the
+    owner, docs/operations.md) got none before 000023, and drift names such a month's
+    missing grants, with the GRANT. From 000023 on, a month comes out the same whoever
+    runs the job, and the app role reads it directly."""
+    dsn = silentpulse_database
+    await apply_prerequisites(dsn)
+    async with (
+        login_role(dsn, "GRANT USAGE ON SCHEMA public TO {role};", prefix="app") as (app, app_dsn),
+        login_role(
+            dsn,
+            "GRANT CREATE, USAGE ON SCHEMA public TO {role}; "
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {role} IN SCHEMA public "
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {app};",
+            prefix="owner",
+        ) as (owner, owner_dsn),
+        login_role(
+            dsn, f"ALTER ROLE {{role}} BYPASSRLS; GRANT {owner} TO {{role}};", prefix="jobs"
+        ) as (_jobs, jobs_dsn),
+    ):
+        await run_migrations(owner_dsn, target=22, attempts=1)
+        before = datetime.now(timezone.utc) + timedelta(days=400)
+        await maintain_partitions(jobs_dsn, now=before, ahead=0, attempts=1)
+        report = await drift(dsn, attempts=1)
+        old = f"public.alerts_p{before:%Y_%m}"
+        assert (
+            "grant",
+            f"{old} to {app}: SELECT",
+            "missing",
+            f"GRANT SELECT ON {old} TO {app}",
+        ) in {(d.kind, d.key, d.change, d.fix) for d in report.differences}
+
+        await run_migrations(owner_dsn, attempts=1)
+        later = datetime.now(timezone.utc) + timedelta(days=800)
+        await maintain_partitions(jobs_dsn, now=later, ahead=0, attempts=1)
+        acl = (
+            "SELECT array_agg(item::text ORDER BY item::text) FROM pg_class, "
+            "unnest(relacl) AS item WHERE oid = to_regclass($1)"
+        )
+        by_owner = await fetchval(dsn, acl, f"alerts_p{MONTH}")  # made by the migrations
+        by_jobs = await fetchval(dsn, acl, f"alerts_p{later:%Y_%m}")
+        assert by_jobs == by_owner and f"{app}=arwd/{owner}" in by_owner, (by_jobs, by_owner)
+        count = f"SELECT count(*) FROM alerts_p{later:%Y_%m}"
+        assert await fetchval(app_dsn, count) == 0  # read directly, not "permission denied"
+        report = await drift(dsn, attempts=1)
+        left = {(d.kind, d.key) for d in report.differences}
+        month = f"_p{before:%Y_%m} to {app}: "
+        assert left and all(kind == "grant" and month in key for kind, key in left), left
+        for fix in (d.fix for d in report.differences):
+            assert fix is not None
+            await execute(dsn, fix)
+        assert (await drift(dsn, attempts=1)).matches
+
+
+async def test_a_service_set_is_built_not_dropped(
+    silentpulse_migrated_database: str, tmp_path: Path
+) -> None:
+    """Issue 29, 6: with the worker's own set applied, drift builds it after the core (in
+    its requires order) and finds no drift; a hand change in it is named. Not told of
+    the set, drift says which set and how to give it, and proposes dropping nothing."""
+    from .test_service_sets import WORKER, worker_set
+
+    dsn = silentpulse_migrated_database
+    worker = worker_set(tmp_path / "worker")
+    await run_migrations(dsn, source=worker, table=WORKER, attempts=1)
+    with pytest.raises(ConfigurationError, match=f"--set DIR:{WORKER}"):
+        await drift(dsn, attempts=1)
+    plain = await asyncio.to_thread(cli, "drift", dsn=dsn)
+    assert plain.returncode == 2 and WORKER in plain.stderr, plain.stderr
+    assert "DROP" not in plain.stdout + plain.stderr
+    report = await drift(dsn, sets=[(worker, WORKER)], attempts=1)
+    assert report.matches, [str(d) for d in report.differences]
+    for args in (["--path", str(worker), "--table", WORKER], ["--set", f"{worker}:{WORKER}"]):
+        done = await asyncio.to_thread(cli, "drift", *args, dsn=dsn)
+        assert done.returncode == 0 and "no drift" in done.stdout, done.stdout + done.stderr
+    await execute(dsn, "DROP POLICY tenant_isolation_worker_jobs ON worker_jobs")
+    report = await drift(dsn, sets=[(worker, WORKER)], attempts=1)
+    assert [(d.kind, d.key, d.change) for d in report.differences] == [
+        ("policy", "public.worker_jobs.tenant_isolation_worker_jobs", "missing")
+    ]
+
+
 async def test_read_only_role_with_a_scratch_database(
     silentpulse_migrated_database: str, silentpulse_database: str
 ) -> None:
@@ -300,6 +643,62 @@ async def test_read_only_role_with_a_scratch_database(
         "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace",
     )
     assert left == 0
+
+
+async def test_a_drift_killed_mid_build_does_not_break_the_next(
+    silentpulse_migrated_database: str, silentpulse_database: str
+) -> None:
+    """Issue 29, 7: a drift killed while it builds on the operator's scratch database
+    leaves it half built; the next drift empties what that one left (its mark), compares
+    as usual, and leaves the scratch database empty."""
+    dsn, scratch = silentpulse_migrated_database, silentpulse_database
+    name = urlsplit(scratch).path.lstrip("/")
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "POSTGRES_DSN")}
+    command = [sys.executable, "-m", "silentpulse_db", "drift", "--scratch-dsn", scratch]
+    process = subprocess.Popen(
+        command,
+        env={**env, "DATABASE_URL": dsn},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    blocker = await asyncpg.connect(scratch)
+    try:
+
+        async def first_migration_built() -> bool:
+            return bool(await blocker.fetchval("SELECT to_regclass('public.tenants') IS NOT NULL"))
+
+        await wait_for(first_migration_built, interval=0.01)
+        # The rest of the build (and its cleanup) waits behind this: killed mid-build.
+        await blocker.execute("BEGIN; LOCK TABLE tenants IN ACCESS EXCLUSIVE MODE")
+
+        async def build_waiting() -> bool:
+            return bool(
+                await fetchval(
+                    dsn,
+                    "SELECT count(*) > 0 FROM pg_stat_activity "
+                    "WHERE datname = $1 AND wait_event_type = 'Lock'",
+                    name,
+                )
+            )
+
+        await wait_for(build_waiting)
+        process.kill()
+        await asyncio.to_thread(process.wait)
+    finally:
+        await blocker.close()
+
+    async def its_sessions_ended() -> bool:
+        query = "SELECT count(*) = 0 FROM pg_stat_activity WHERE datname = $1"
+        return bool(await fetchval(dsn, query, name))
+
+    await wait_for(its_sessions_ended)
+    tables = "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+    assert await fetchval(scratch, tables) > 0  # half built, left as it was
+    for _ in range(2):  # and the next one leaves it empty for the one after
+        done = await asyncio.to_thread(cli, "drift", "--scratch-dsn", scratch, dsn=dsn)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "no drift" in done.stdout
+        assert await fetchval(scratch, tables) == 0
 
 
 async def test_a_role_without_createdb_is_told_what_the_administrator_must_do(

@@ -14,9 +14,16 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from silentpulse_db import MigrationFailedError, apply_prerequisites, run_migrations
+from silentpulse_db import (
+    MigrationFailedError,
+    apply_prerequisites,
+    down,
+    force,
+    run_migrations,
+    up,
+)
 
-from helpers import fetchval, hold_migration_lock, login_role, write_migrations
+from helpers import execute, fetch, fetchval, hold_migration_lock, login_role, write_migrations
 
 LIMITS = (
     "GRANT CREATE, USAGE ON SCHEMA public TO {role}; "
@@ -139,3 +146,54 @@ async def test_a_files_own_limit_ends_with_the_file(limited_owner: str, tmp_path
     )
     result = await run_migrations(limited_owner, source=source, attempts=1)
     assert [a.version for a in result.applied] == [1, 2, 3]
+
+
+# Every write of the version, as the writing session sees synchronous_commit.
+_NOTE_COMMITS = """
+CREATE TABLE schema_migrations (version bigint not null primary key, dirty boolean not null);
+CREATE TABLE commits_seen (version bigint, dirty boolean, setting text);
+CREATE FUNCTION note_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO commits_seen VALUES (NEW.version, NEW.dirty, current_setting('synchronous_commit'));
+    RETURN NEW;
+END $$;
+CREATE TRIGGER note_commit AFTER INSERT OR UPDATE ON schema_migrations
+    FOR EACH ROW EXECUTE FUNCTION note_commit();
+"""
+
+
+async def test_the_runners_commits_are_durable_whatever_the_database_sets(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
+    """synchronous_commit = off as the database's default (a throughput setting): a COMMIT
+    returns before its WAL is flushed, and a crash a moment after `up` reported version 21
+    brought the database back at 20 (issue 28). Every session the engine writes a version
+    on sets it on: a trigger on the version table notes the setting of each writer's
+    session, on every path (in a transaction, sent together, the dirty protocol outside
+    a transaction, down, force)."""
+    dsn = silentpulse_database
+    database = await fetchval(dsn, "SELECT current_database()")
+    await execute(dsn, f'ALTER DATABASE "{database}" SET synchronous_commit = off')
+    assert await fetchval(dsn, "SHOW synchronous_commit") == "off"  # as any client has it
+    await execute(dsn, _NOTE_COMMITS)
+    index = (
+        "create_index_t1_id",
+        "CREATE INDEX CONCURRENTLY t1_id ON t1 (id);\n",
+        "DROP INDEX CONCURRENTLY IF EXISTS t1_id;\n",
+    )
+    source = write_migrations(
+        tmp_path,
+        {
+            1: ("add_t1", "CREATE TABLE t1 (id int);\n", "DROP TABLE t1;\n"),
+            2: index,
+            3: ("add_t3", "CREATE TABLE t3 (id int);\n", "DROP TABLE t3;\n"),
+        },
+    )
+    await run_migrations(dsn, source=source, partitions_ahead=None)
+    await down(dsn, 2, source=source)
+    await force(dsn, 1, source=source)
+    await up(dsn, source=source)
+    seen = await fetch(dsn, "SELECT version, dirty, setting FROM commits_seen")
+    writes = {(r["version"], r["dirty"]) for r in seen}
+    assert {(1, False), (2, True), (2, False), (3, False)} <= writes
+    assert {r["setting"] for r in seen} == {"on"}

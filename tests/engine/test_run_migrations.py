@@ -236,11 +236,12 @@ async def test_files_are_read_before_waiting_for_the_lock(
 
     source = write_migrations(tmp_path, simple_set(1))
     await run_migrations(silentpulse_database, source=source)
-    (tmp_path / "000002_add_bad.up.sql").write_text("CREATE TABLE b (id int);\nCOMMIT;\n")
+    bad = "CREATE TABLE b (id int);\nCOMMIT;\nCREATE TABLE c (id int);\n"  # two transactions
+    (tmp_path / "000002_add_bad.up.sql").write_text(bad)
     (tmp_path / "000002_add_bad.down.sql").write_text("DROP TABLE b;\n")
     holder = await hold_migration_lock(silentpulse_database)
     try:
-        with pytest.raises(MigrationSourceError, match=r"000002_add_bad.up.sql:2: explicit"):
+        with pytest.raises(MigrationSourceError, match=r"000002_add_bad.up.sql:3: this statement"):
             await run_migrations(silentpulse_database, source=source, lock_timeout=2)
     finally:
         await holder.close()

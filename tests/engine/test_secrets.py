@@ -103,6 +103,18 @@ def test_both_clis(template: str, silentpulse_postgres: PostgresServer, tmp_path
             ["silentpulse_db", "up", "--path", path, "--attempts", "1", "--debug"],
             {"DATABASE_URL": dsn},
         ),
+        # The scratch database's DSN, given on the command line or in its variable.
+        run_cli(
+            [
+                *("silentpulse_db", "drift", "--database", silentpulse_postgres.dsn),
+                *("--debug", "--scratch-dsn", dsn),
+            ],
+            {},
+        ),
+        run_cli(
+            ["silentpulse_db", "drift", "--database", silentpulse_postgres.dsn, "--json"],
+            {"SCRATCH_DATABASE_URL": dsn},
+        ),
         run_cli(["silentpulse_db.credentials.cli", "--database", dsn, "--debug"], key),
         run_cli(["silentpulse_db.credentials.cli"], {**key, "POSTGRES_DSN": dsn}),
     ]

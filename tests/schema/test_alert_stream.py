@@ -26,8 +26,8 @@ from silentpulse_db import (
     AlertGapError,
     apply_prerequisites,
     create_pool,
-    down,
     enforce_retention,
+    goto,
     listen_alerts,
     run_migrations,
     tenant_transaction,
@@ -371,7 +371,7 @@ async def test_a_first_deploy_waits_for_the_migration(
 async def test_failures_count_until_a_round_succeeds(
     silentpulse_migrated_database: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The log gone (core `down 1`): every reconnect 'succeeds' and every read fails, so
+    """The log gone (core `goto 21`): every reconnect 'succeeds' and every read fails, so
     failures add up (backoff grows, errors after three) instead of a storm of 'failure 1'."""
     admin = silentpulse_migrated_database
     conn = await asyncpg.connect(admin)
@@ -380,7 +380,7 @@ async def test_failures_count_until_a_round_succeeds(
         with caplog.at_level(logging.WARNING, logger="silentpulse_db.listener"):
             options = {"initial_backoff": 0.05, "max_backoff": 0.4, "health_check_interval": 0.1}
             async with collecting(admin, **options) as events:
-                await down(admin, 1)
+                await goto(admin, 21)  # below 000022: the change log is gone
                 await wait_for(lambda: _logged(caplog, "failure 5 in a row"), timeout=HANG)
                 await up(admin)
                 await settled(conn, ids, events)

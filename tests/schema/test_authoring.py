@@ -165,6 +165,7 @@ def test_every_later_transactional_migration_sets_a_lock_timeout() -> None:
         if migration.version <= 3:
             continue
         for file in (migration.up, migration.down):
+            assert file is not None, f"{migration.version}: every packaged version has both files"
             parsed = analyze(file.sql, file.location)
             if parsed.non_transactional:
                 assert len(parsed.statements) == 1, f"{file}: a concurrent build goes alone"

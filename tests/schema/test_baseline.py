@@ -14,7 +14,7 @@ async def premigration_database(dsn: str, *, prerequisites: bool = True) -> None
     if prerequisites:
         await apply_prerequisites(dsn)
     first = load_source().get(1)
-    assert first is not None
+    assert first is not None and first.up is not None
     await execute(dsn, first.up.sql)
     await execute(dsn, "DROP TABLE IF EXISTS schema_migrations, schema_migrations_history")
 

@@ -22,6 +22,7 @@ from silentpulse_db.migrate.plan import (
     Goto,
     HistoryEntry,
     Plan,
+    Unfinished,
     Up,
     is_settled,
     make_plan,
@@ -66,7 +67,7 @@ def history(
     entries = {}
     for v in versions:
         migration = source.get(v)
-        assert migration is not None
+        assert migration is not None and migration.up is not None
         checksum = "0" * 64 if v == changed else migration.up.checksum
         entries[v] = HistoryEntry(v, migration.name, "up", checksum, WHEN, 0.001, "tester")
     return entries
@@ -199,3 +200,75 @@ def test_status_rows() -> None:
     assert rows[0].applied_at == WHEN and rows[0].duration == 0.001
     ahead = status_rows(SOURCE, at(9), {})
     assert [(r.version, r.state) for r in ahead][-1] == (9, "applied (no file)")
+
+
+# --- a dirty version the catalog explains (run/unfinished.py) ------------------------------
+
+THREE = source_of(1, 2, 3)
+
+
+def test_an_unfinished_build_runs_again_whichever_way_the_request_goes() -> None:
+    """Dirty 2, its concurrent build stopped: up runs its up file again, down its down
+    file (counted as the migration reverted)."""
+    build = Unfinished(THREE.migrations[1], "up", reruns_up=True, reruns_down=True)
+    dirty = at(2, dirty=True)
+    assert steps(make_plan(THREE, dirty, Up(), unfinished=build)) == [
+        (2, "up", 2),
+        (3, "up", 3),
+    ]
+    assert steps(make_plan(THREE, dirty, Up(count=1), unfinished=build)) == [(2, "up", 2)]
+    assert steps(make_plan(THREE, dirty, Goto(3), unfinished=build)) == [
+        (2, "up", 2),
+        (3, "up", 3),
+    ]
+    assert steps(make_plan(THREE, dirty, Down(1), unfinished=build)) == [(2, "down", 1)]
+    assert steps(make_plan(THREE, dirty, Goto(1), unfinished=build)) == [(2, "down", 1)]
+    assert make_plan(THREE, dirty, Up(), unfinished=build).warnings
+
+
+def test_an_unfinished_drop_ends_where_the_down_was_going() -> None:
+    """Dirty 1 after 2's concurrent drop stopped: `down 1` again ends at 1, not below."""
+    drop = Unfinished(THREE.migrations[1], "down", reruns_up=True, reruns_down=True)
+    dirty = at(1, dirty=True)
+    assert steps(make_plan(THREE, dirty, Down(1), unfinished=drop)) == [(2, "down", 1)]
+    assert steps(make_plan(THREE, dirty, Down(2), unfinished=drop)) == [
+        (2, "down", 1),
+        (1, "down", None),
+    ]
+    assert steps(make_plan(THREE, dirty, Up(), unfinished=drop)) == [
+        (2, "up", 2),
+        (3, "up", 3),
+    ]
+    only_down = drop._replace(reruns_up=False)
+    assert steps(make_plan(THREE, dirty, Up(), unfinished=only_down)) == [
+        (2, "down", 1),
+        (2, "up", 2),
+        (3, "up", 3),
+    ]
+    # force records what it is told, whatever the catalog showed.
+    assert make_plan(THREE, dirty, Force(2), unfinished=drop).force == 2
+
+
+def test_a_dirty_version_nothing_can_rerun_gets_the_message_of_its_direction() -> None:
+    downward = Unfinished(THREE.migrations[1], "down")
+    with pytest.raises(DirtyDatabaseError) as info:
+        make_plan(THREE, at(1, dirty=True), Up(), unfinished=downward)
+    text = str(info.value)
+    assert "the down migration of version 2 (mem/000002_m2.down.sql)" in text
+    assert "`silentpulse-db force 2` if none of that down took effect" in text
+    assert "`silentpulse-db down 1`" in text and "`silentpulse-db force 1` if all" in text
+    assert "000001_m1.up.sql" not in text and "then run `silentpulse-db up`" not in text
+
+    upward = Unfinished(THREE.migrations[1], "up")
+    with pytest.raises(DirtyDatabaseError) as info:
+        make_plan(THREE, at(2, dirty=True), Down(1), unfinished=upward)
+    text = str(info.value)
+    assert "mem/000002_m2.up.sql" in text and ".down.sql" not in text
+    assert "`silentpulse-db force 1` if none" in text and "then run `silentpulse-db up`" in text
+
+    # Neither known (golang-migrate keeps no history): both are named.
+    with pytest.raises(DirtyDatabaseError) as info:
+        make_plan(THREE, at(2, dirty=True), Up())
+    text = str(info.value)
+    assert "mem/000002_m2.up.sql" in text and "mem/000003_m3.down.sql" in text
+    assert "`silentpulse-db force 3` if none of that down took effect" in text

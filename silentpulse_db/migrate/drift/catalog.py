@@ -38,10 +38,25 @@ DRIFT_QUERIES: dict[str, str] = {
                  CASE WHEN c.relforcerowsecurity THEN 'force rls' END,
                  CASE WHEN c.relkind = 'p' THEN 'partitioned by ' || pg_get_partkeydef(c.oid) END,
                  CASE WHEN c.relkind IN ('v', 'm') THEN 'view ' || pg_get_viewdef(c.oid) END,
+                 -- Detached, a default partition no longer takes a month without its
+                 -- partition (inserts fail) and its rows leave the table.
+                 CASE WHEN c.relispartition THEN 'partition of ' || (
+                   SELECT pn.nspname || '.' || p.relname FROM pg_inherits i
+                   JOIN pg_class p ON p.oid = i.inhparent
+                   JOIN pg_namespace pn ON pn.oid = p.relnamespace WHERE i.inhrelid = c.oid)
+                   || CASE WHEN c.relpartbound IS NOT NULL
+                           AND pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT'
+                      THEN ' (default)' ELSE '' END END,
                  -- DISABLE TRIGGER ALL also stops the foreign keys' internal triggers
                  CASE WHEN EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid
                                    AND t.tgisinternal AND t.tgenabled = 'D')
-                      THEN 'internal triggers disabled' END)
+                      THEN 'internal triggers disabled' END,
+                 -- UNLOGGED: emptied by a crash, not replicated
+                 CASE WHEN c.relpersistence = 'u' THEN 'unlogged' END,
+                 'options ' || array_to_string(c.reloptions, ','),
+                 CASE WHEN c.relkind IN ('r', 'p') AND c.relreplident <> 'd'
+                      THEN 'replica identity ' || c.relreplident::text END,
+                 'comment ' || obj_description(c.oid, 'pg_class'))
                  AS value,
                n.nspname || '.' || c.relname AS "table",
                CASE WHEN c.relispartition THEN (
@@ -65,7 +80,11 @@ DRIFT_QUERIES: dict[str, str] = {
                  CASE WHEN a.attnotnull THEN 'not null' END,
                  'default ' || pg_get_expr(ad.adbin, ad.adrelid),
                  CASE WHEN a.attidentity <> '' THEN 'identity ' || a.attidentity::text END,
-                 CASE WHEN a.attgenerated <> '' THEN 'generated' END) AS value,
+                 CASE WHEN a.attgenerated <> '' THEN 'generated' END,
+                 (SELECT 'collate ' || quote_ident(co.collname) FROM pg_collation co
+                  JOIN pg_type ty ON ty.oid = a.atttypid
+                  WHERE co.oid = a.attcollation AND a.attcollation <> ty.typcollation),
+                 'comment ' || col_description(c.oid, a.attnum)) AS value,
                n.nspname || '.' || c.relname AS "table",
                CASE WHEN c.relkind IN ('r', 'p') THEN
                format('ALTER TABLE %I.%I ADD COLUMN %I %s%s%s', n.nspname, c.relname,
@@ -198,6 +217,53 @@ DRIFT_QUERIES: dict[str, str] = {
         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND {_USER_SCHEMA}
           AND c.relname {_BOOKKEEPING}
           AND {_NOT_EXTENSION_MEMBER.format(oid="c.oid")}
+        UNION ALL
+        SELECT 'function ' || n.nspname || '.' || p.proname || '('
+                 || pg_get_function_identity_arguments(p.oid) || ')',
+               pg_get_userbyid(p.proowner), NULL, NULL, NULL
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE {_USER_SCHEMA} AND p.prokind IN ('f', 'p', 'w') AND p.proname <> '{GUARD_FUNCTION}'
+          AND {_NOT_EXTENSION_MEMBER.format(oid="p.oid")}
+    """,
+    # EXECUTE on each function (PUBLIC's by default), the owner's own aside.
+    "function grant": f"""
+        SELECT n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid)
+                 || ') to ' || CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                                    ELSE pg_get_userbyid(a.grantee) END
+                 || ': ' || a.privilege_type AS key,
+               'granted' AS value, NULL AS "table",
+               format('GRANT %s ON FUNCTION %I.%I(%s) TO %s', a.privilege_type, n.nspname,
+                 p.proname, pg_get_function_identity_arguments(p.oid),
+                 CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                      ELSE quote_ident(pg_get_userbyid(a.grantee)) END) AS "create",
+               format('REVOKE %s ON FUNCTION %I.%I(%s) FROM %s', a.privilege_type, n.nspname,
+                 p.proname, pg_get_function_identity_arguments(p.oid),
+                 CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                      ELSE quote_ident(pg_get_userbyid(a.grantee)) END) AS "drop"
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        CROSS JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) AS a
+        WHERE {_USER_SCHEMA} AND p.prokind IN ('f', 'p', 'w') AND p.proname <> '{GUARD_FUNCTION}'
+          AND {_NOT_EXTENSION_MEMBER.format(oid="p.oid")} AND a.grantee <> p.proowner
+    """,
+    # Column-level grants: the runbook gives none.
+    "column grant": f"""
+        SELECT n.nspname || '.' || c.relname || '.' || att.attname || ' to ' ||
+                 CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END
+                 || ': ' || a.privilege_type AS key,
+               'granted' AS value,
+               n.nspname || '.' || c.relname AS "table",
+               format('GRANT %s (%I) ON %I.%I TO %s', a.privilege_type, att.attname, n.nspname,
+                 c.relname, CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                                 ELSE quote_ident(pg_get_userbyid(a.grantee)) END) AS "create",
+               format('REVOKE %s (%I) ON %I.%I FROM %s', a.privilege_type, att.attname,
+                 n.nspname, c.relname, CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                                 ELSE quote_ident(pg_get_userbyid(a.grantee)) END) AS "drop"
+        FROM pg_attribute att
+        JOIN pg_class c ON c.oid = att.attrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        CROSS JOIN LATERAL aclexplode(att.attacl) AS a
+        WHERE att.attnum > 0 AND NOT att.attisdropped AND {_USER_SCHEMA}
+          AND c.relname {_BOOKKEEPING} AND a.grantee <> c.relowner
     """,
     # One row per (relation, grantee, privilege); the owner's own privileges aside.
     "grant": f"""
@@ -230,6 +296,34 @@ DEFAULT_PRIVILEGES = """
     WHERE d.defaclnamespace = 0 OR d.defaclnamespace = 'public'::regnamespace
 """
 
+# The history's own sequence (an identity column): restarted, the next record the
+# runner writes (up, down, force) fails with a duplicate key. Its position is no
+# catalog fact, so it is read apart (_history_sequence) where the role may read it.
+HISTORY_SEQUENCE = f"""
+    SELECT quote_ident(n.nspname) || '.' || quote_ident(sc.relname) AS seq,
+           d.refobjid::regclass::text AS history,
+           has_sequence_privilege(sc.oid, 'SELECT') AND has_table_privilege(d.refobjid, 'SELECT')
+             AS readable,
+           s.seqincrement AS increment
+    FROM pg_depend d
+    JOIN pg_class sc ON sc.oid = d.objid AND sc.relkind = 'S'
+    JOIN pg_namespace n ON n.oid = sc.relnamespace
+    JOIN pg_sequence s ON s.seqrelid = sc.oid
+    WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+      AND d.refobjid = to_regclass('"{HISTORY_TABLE}"') AND d.deptype IN ('i', 'a')
+"""
+HISTORY_SEQUENCE_IN_ORDER = "its next id above every recorded one"
+
+# CREATE on a schema, to whom (its owner aside): a role that may create there can
+# shadow the schema's functions and tables for whoever resolves names through it.
+SCHEMA_CREATE = f"""
+    SELECT n.nspname AS schema,
+           CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END AS grantee
+    FROM pg_namespace n CROSS JOIN LATERAL aclexplode(n.nspacl) AS a
+    WHERE n.nspname NOT IN {SKIP_SCHEMAS} AND n.nspname NOT LIKE 'pg\\_%'
+      AND a.privilege_type = 'CREATE' AND a.grantee <> n.nspowner
+"""
+
 # The role that migrates: the version table's owner.
 MIGRATING_ROLE = f"""
     SELECT pg_get_userbyid(relowner) FROM pg_class
@@ -251,11 +345,12 @@ class CatalogObject(NamedTuple):
 
 class Catalog(NamedTuple):
     """One database's schema as drift compares it: {kind: {key: object}}, the role that
-    migrates it, and its default privileges."""
+    migrates it, its default privileges, and who may CREATE in which schema."""
 
     objects: dict[str, dict[str, CatalogObject]]
     owner: str | None
     default_privileges: tuple[tuple[str, str, str, str], ...]
+    schema_create: tuple[tuple[str, str], ...] = ()
 
 
 async def read_catalog(conn: Any) -> Catalog:
@@ -275,12 +370,43 @@ async def read_catalog(conn: Any) -> Catalog:
         }
     for kind in ("schema", "extension", "type"):  # as the proofs read them
         objects[kind] = {
-            r["key"]: CatalogObject(r["value"] or "", None, None, None)
+            r["key"]: CatalogObject(r["value"] or "", None, *_statements(kind, r["key"]))
             for r in await conn.fetch(QUERIES[kind])
         }
+    objects["sequence"].update(await _history_sequence(conn))
     owner = await conn.fetchval(MIGRATING_ROLE)
     defaults = tuple(
         (r["role"], r["grantee"], r["privilege"], r["objtype"])
         for r in await conn.fetch(DEFAULT_PRIVILEGES)
     )
-    return Catalog(objects, owner, defaults)
+    schema_create = tuple((r["schema"], r["grantee"]) for r in await conn.fetch(SCHEMA_CREATE))
+    return Catalog(objects, owner, defaults, schema_create)
+
+
+async def _history_sequence(conn: Any) -> dict[str, CatalogObject]:
+    """The history's sequence, as in order or restarted (its next id at or below one
+    recorded), with the setval that puts it back. A role that may not read it (a
+    read-only role given SELECT on the tables alone) cannot tell: it reads in order."""
+    found = await conn.fetchrow(HISTORY_SEQUENCE)
+    if found is None:
+        return {}
+    value = HISTORY_SEQUENCE_IN_ORDER
+    if found["readable"]:
+        position = await conn.fetchrow(f"SELECT last_value, is_called FROM {found['seq']}")
+        recorded = await conn.fetchval(f"SELECT max(id) FROM {found['history']}")
+        next_id = position["last_value"] + (found["increment"] if position["is_called"] else 0)
+        if recorded is not None and next_id <= recorded:
+            value = f"restarted: its next id {next_id} is at or below the recorded {recorded}"
+    fix = f"SELECT setval('{found['seq']}', (SELECT max(id) FROM {found['history']}))"
+    return {found["seq"]: CatalogObject(value, None, fix, None)}
+
+
+def _statements(kind: str, key: str) -> tuple[str | None, str | None]:
+    """Create and drop for a schema or an extension (prerequisites.sql creates the
+    extensions: IF NOT EXISTS, as it does); a type's take more than its name."""
+    name = '"' + key.replace('"', '""') + '"'
+    if kind == "schema":
+        return f"CREATE SCHEMA {name}", f"DROP SCHEMA {name}"
+    if kind == "extension":
+        return f"CREATE EXTENSION IF NOT EXISTS {name}", f"DROP EXTENSION {name}"
+    return None, None

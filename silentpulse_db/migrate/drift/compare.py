@@ -13,15 +13,30 @@ inherits from a change reported on its table, are left out.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Literal, NamedTuple
 
 from ..._reports import DriftDifference, DriftExcuse, DriftReport
 from .catalog import Catalog, CatalogObject
-from .fixes import changed_fix
-from .grants import OWNER, expect_blanket_grants, expect_default_grants
-from .partitions import RULE_AHEAD, Split, as_template, bound_problem, first_by_parent, split
+from .fixes import changed_fix, missing_fix
+from .grants import (
+    OWNER,
+    RUNBOOK_APP_ROLES,
+    expect_blanket_grants,
+    expect_default_grants,
+    named_roles,
+)
+from .partitions import (
+    RULE_AHEAD,
+    Split,
+    as_template,
+    bound_problem,
+    first_by_parent,
+    month_fix,
+    split,
+)
 
 Objects = dict[str, dict[str, CatalogObject]]
 
@@ -36,19 +51,31 @@ class _Live(NamedTuple):
 
 
 def compare(
-    expected: Catalog, live: Catalog, *, version: int | None, checked_at: datetime
+    expected: Catalog,
+    live: Catalog,
+    *,
+    version: int | None,
+    checked_at: datetime,
+    app_roles: tuple[str, ...] = RUNBOOK_APP_ROLES,
 ) -> DriftReport:
-    """The report of ``live`` against ``expected`` (the files' schema at ``version``)."""
+    """The report of ``live`` against ``expected`` (the files' schema at ``version``);
+    ``app_roles``: the application roles a blanket grant is excused to (grants.py)."""
     want, have = split(expected), split(live)
     excused: list[DriftExcuse] = []
     rest_want = _normalised(want.rest, expected.owner)
     rest_have = _normalised(have.rest, live.owner)
-    blanket = expect_blanket_grants(rest_want, rest_have, excused)
+    for key, obj in list(rest_want.get("sequence", {}).items()):
+        if (obj.create or "").startswith("SELECT setval(") and key not in rest_have["sequence"]:
+            # The history's sequence, where the live database has no history: only
+            # golang-migrate migrated it (the runner adds the history at its next run).
+            del rest_want["sequence"][key]
+    blanket = expect_blanket_grants(rest_want, rest_have, excused, named_roles(live, app_roles))
     defaults, differences = expect_default_grants(rest_want, rest_have, live, excused)
+    differences += _schema_create(live)
     context = _context(expected, live)
     differences += _detached(_differences(rest_want, rest_have, context), want)
     differences += _partition_differences(
-        want, have, (expected.owner, live.owner), {**blanket, **defaults}, excused, context
+        want, have, (expected.owner, live.owner), (blanket, defaults), excused, context
     )
     count = sum(len(items) for items in rest_have.values()) + sum(
         len(items) for month in have.months.values() for items in month.values()
@@ -118,9 +145,12 @@ def _walk(
         for key in sorted(set(mine) | set(theirs)):
             shown = real(key) or key
             expected, actual = mine.get(key), theirs.get(key)
+            table = (expected or actual or CatalogObject("", None, None, None)).table
+            relation = want.get("relation", {}).get(table or "")
+            partitioned = relation is not None and relation.value.startswith("kind p")
             if actual is None and expected is not None:
                 change: Literal["missing", "unexpected", "changed"] = "missing"
-                fix = expected.create
+                fix = missing_fix(kind, expected, partitioned=partitioned)
             elif expected is None and actual is not None:
                 change, fix = "unexpected", actual.drop
             elif expected is not None and actual is not None and expected.value != actual.value:
@@ -128,7 +158,7 @@ def _walk(
                 fix = (
                     _owner_fix(shown, expected.value, context)
                     if kind == "owner"
-                    else changed_fix(kind, shown, expected, actual)
+                    else changed_fix(kind, shown, expected, actual, partitioned=partitioned)
                 )
             else:
                 continue
@@ -164,30 +194,64 @@ def _detached(differences: list[DriftDifference], want: Split) -> list[DriftDiff
 
 
 def _owner_fix(key: str, expected: str, context: _Live) -> str | None:
+    if expected != OWNER or context.owner is None:
+        return None
+    if key.startswith("function "):
+        return f"ALTER FUNCTION {key.removeprefix('function ')} OWNER TO {context.owner}"
     relation = key.removeprefix("relation ")
-    if expected != OWNER or context.owner is None or key == relation:
+    if key == relation:
         return None
     return f"ALTER TABLE {relation} OWNER TO {context.owner}"
+
+
+def _schema_create(live: Catalog) -> list[DriftDifference]:
+    """CREATE on a schema to PUBLIC or a role other than the one that migrates (the
+    runbook gives it to that one alone): read on the live database, no scratch needed."""
+    return [
+        DriftDifference(
+            "schema grant",
+            f"{schema} to {grantee}: CREATE",
+            "unexpected",
+            None,
+            "granted",
+            f"REVOKE CREATE ON SCHEMA {_quoted(schema)} FROM "
+            + (grantee if grantee == "PUBLIC" else _quoted(grantee)),
+        )
+        for schema, grantee in live.schema_create
+        if grantee != live.owner
+    ]
+
+
+def _quoted(name: str) -> str:
+    return name if re.fullmatch(r"[a-z_][a-z0-9_]*", name) else '"' + name.replace('"', '""') + '"'
 
 
 def _partition_differences(
     want: Split,
     have: Split,
     owners: tuple[str | None, str | None],
-    table_wide: dict[str, str],
+    grants: tuple[dict[str, str], dict[str, str]],
     excused: list[DriftExcuse],
     context: _Live,
 ) -> list[DriftDifference]:
     """Each live month against a month the files built. Months the jobs made ahead are
     excused; a month the files build now (this one, the next ones) and the live
-    database lacks is drift: the partition job (``silentpulse-db partitions``) makes it."""
+    database lacks is drift: the partition job (``silentpulse-db partitions``) makes it.
+    ``grants``: the runbook's blanket grants and default privileges on tables
+    ("grantee: privilege" -> rule); a month has the latter's, whoever made it."""
+    table_wide = {**grants[0], **grants[1]}
     differences: list[DriftDifference] = []
     for partition in sorted(set(want.parents) - set(have.parents)):
         if partition in have.rest.get("relation", {}):
             continue  # detached by hand: the table itself is reported (_detached)
         differences.append(
             DriftDifference(
-                "partition", partition, "missing", "a month the partition job makes", None
+                "partition",
+                partition,
+                "missing",
+                "a month the partition job (silentpulse-db partitions) makes",
+                None,
+                month_fix(partition, want.parents[partition]),
             )
         )
     templates = first_by_parent(want.parents)
@@ -215,15 +279,37 @@ def _partition_differences(
             if rule is not None and key not in mine.setdefault("grant", {}):
                 mine["grant"][key] = obj
                 excused.append(DriftExcuse("grant", key.replace(generic, name), rule))
+        _expect_default_grants(mine, theirs, grants[1], partition, generic)
         differences += _differences(mine, theirs, context, month=(generic, name))
     return differences
+
+
+def _expect_default_grants(
+    mine: Objects, theirs: Objects, defaults: dict[str, str], partition: str, generic: str
+) -> None:
+    """A month its owner holds gets the owner's default privileges' grants, whoever made
+    it (migration 000023): one missing is drift, with the GRANT."""
+    relation = partition.split(".", 1)[0] + "." + generic
+    owner = theirs.get("owner", {}).get(f"relation {relation}")
+    if owner is None or owner.value != OWNER:
+        return  # another owner: reported as such
+    for rest in defaults:
+        key = f"{relation} to {rest}"
+        if key not in mine.setdefault("grant", {}):
+            grantee, _, privilege = rest.rpartition(": ")
+            mine["grant"][key] = CatalogObject(
+                "granted", relation, f"GRANT {privilege} ON {partition} TO {grantee}", None
+            )
 
 
 def _one_per_change(differences: list[DriftDifference], context: _Live) -> list[DriftDifference]:
     """Leave out what follows from another difference reported: the columns, indexes,
     grants, ... of a relation reported missing or unexpected as a whole; a partition's
     column, constraint, trigger or index changed as its table's is (one hand-made index
-    on alerts is one difference, not one more for each month's copy of it)."""
+    on alerts is one difference, not one more for each month's copy of it); a CHECK or
+    an index whose definition reads differently because a column it names was retyped
+    (PostgreSQL adds a cast to it; the column's fix takes it back)."""
+    retyped = _retyped(differences)
     whole = {
         d.key
         for d in differences
@@ -238,6 +324,8 @@ def _one_per_change(differences: list[DriftDifference], context: _Live) -> list[
             table = difference.key.removeprefix("relation ")
         if difference.kind != "relation" and table in whole:
             return True
+        if _names_a_retyped_column(difference, retyped.get(table or "", ())):
+            return True
         if difference.kind == "index":
             parent_index = context.parents.get(difference.key)
             return (difference.kind, parent_index, difference.change) in seen
@@ -248,6 +336,29 @@ def _one_per_change(differences: list[DriftDifference], context: _Live) -> list[
         return (difference.kind, inherited, difference.change) in seen
 
     return [d for d in differences if not follows(d)]
+
+
+def _retyped(differences: list[DriftDifference]) -> dict[str, set[str]]:
+    """Table -> its columns whose type changed."""
+    retyped: dict[str, set[str]] = {}
+    for d in differences:
+        if (
+            d.kind == "column"
+            and d.change == "changed"
+            and d.expected
+            and d.actual
+            and d.expected.split(" | ")[0] != d.actual.split(" | ")[0]
+        ):
+            table, _, column = d.key.rpartition(".")
+            retyped.setdefault(table, set()).add(column)
+    return retyped
+
+
+def _names_a_retyped_column(difference: DriftDifference, columns: Iterable[str]) -> bool:
+    if difference.kind not in ("constraint", "index") or difference.change != "changed":
+        return False
+    text = f"{difference.expected} {difference.actual}"
+    return any(re.search(rf"(?<![\w$]){re.escape(c)}(?![\w$])", text) for c in columns)
 
 
 # What a partition takes from its table, and changes with it.

@@ -14,10 +14,57 @@ from .catalog import CatalogObject
 _POLICY_HEAD = re.compile(r"^CREATE POLICY (?P<name>.+?) ON (?P<table>\S+) AS \w+ FOR \w+ ")
 
 
-def changed_fix(kind: str, key: str, expected: CatalogObject, actual: CatalogObject) -> str | None:
+# What a fix that checks every row costs, said before it (an SQL comment: the fix still
+# runs as it is printed), and the form that holds the strong lock only a moment where
+# PostgreSQL has one: NOT VALID, then VALIDATE under SHARE UPDATE EXCLUSIVE (reads and
+# writes go on). A partitioned table takes no NOT VALID constraint (PostgreSQL 15).
+_SCANS = {
+    "FOREIGN KEY": "SHARE ROW EXCLUSIVE on both tables (their writes wait)",
+    "CHECK": "ACCESS EXCLUSIVE (reads and writes wait)",
+}
+_VALIDATE_LATER = (
+    "; NOT VALID holds it a moment only, VALIDATE then scans under SHARE UPDATE EXCLUSIVE "
+    "(reads and writes go on):"
+)
+
+
+def missing_fix(kind: str, expected: CatalogObject, *, partitioned: bool = False) -> str | None:
+    """The statement creating a missing object as the files do (a constraint's with what
+    it costs, and in two steps where that keeps the table usable)."""
+    create = expected.create
+    if kind != "constraint" or create is None:
+        return create
+    definition = expected.value
+    scans = next((lock for head, lock in _SCANS.items() if definition.startswith(head)), None)
+    if scans is None:  # UNIQUE, PRIMARY KEY, EXCLUDE: an index built under the lock
+        return (
+            "-- builds its index holding ACCESS EXCLUSIVE (reads and writes wait); CREATE "
+            "UNIQUE INDEX CONCURRENTLY first, then ADD CONSTRAINT ... USING INDEX, waits less\n"
+            + create
+        )
+    if partitioned:
+        return f"-- scans every partition holding {scans}\n{create}"
+    head, _, name = create.partition(" ADD CONSTRAINT ")
+    name = name.split(" ", 1)[0]
+    return (
+        f"-- ADD CONSTRAINT scans every row holding {scans}{_VALIDATE_LATER}\n"
+        f"{create} NOT VALID;\n{head} VALIDATE CONSTRAINT {name}"
+    )
+
+
+def changed_fix(
+    kind: str,
+    key: str,
+    expected: CatalogObject,
+    actual: CatalogObject,
+    *,
+    partitioned: bool = False,
+) -> str | None:
     """The statement turning ``actual`` into ``expected``, or None."""
-    if kind == "function":
-        return expected.create  # CREATE OR REPLACE FUNCTION ...
+    if kind in ("function", "sequence"):
+        # CREATE OR REPLACE FUNCTION ...; the history's sequence's setval (none for
+        # another sequence: its create is None)
+        return expected.create
     if kind == "index":
         # Not a partitioned table's index: REINDEX leaves that one INVALID.
         if actual.value == expected.value + " (INVALID)" and "CONCURRENTLY" in (
@@ -46,10 +93,22 @@ def changed_fix(kind: str, key: str, expected: CatalogObject, actual: CatalogObj
         table, _, name = key.rpartition(".")
         return f"ALTER TABLE {table} ENABLE TRIGGER {_ident(name)}"
     if kind == "column":
-        return _column_fix(key, expected.value, actual.value)
+        return _column_fix(key, expected.value, actual.value, partitioned)
     if kind == "relation":
-        return _rls_fix(key, expected.value, actual.value)
+        return _attach_fix(key, expected, actual) or _rls_fix(key, expected.value, actual.value)
     return None
+
+
+def _attach_fix(key: str, expected: CatalogObject, actual: CatalogObject) -> str | None:
+    """A partition (a default one: a month detached is reported as a partition) that
+    the live database holds as a table of its own: attach it again, with its bound.
+    What else differs on it is the next run's difference."""
+    want = [p for p in expected.value.split(" | ") if p.startswith("partition of ")]
+    have = [p for p in actual.value.split(" | ") if p.startswith("partition of ")]
+    if not want or have or not expected.bound:
+        return None
+    parent = want[0].removeprefix("partition of ").removesuffix(" (default)")
+    return f"ALTER TABLE {parent} ATTACH PARTITION {key} {expected.bound}"
 
 
 def _kind_part(value: str) -> list[str]:
@@ -74,7 +133,7 @@ def _parts(value: str) -> dict[str, str]:
     return parts
 
 
-def _column_fix(key: str, expected: str, actual: str) -> str | None:
+def _column_fix(key: str, expected: str, actual: str, partitioned: bool) -> str | None:
     want, have = _parts(expected), _parts(actual)
     if want.get("identity") != have.get("identity") or want.get("generated") != have.get(
         "generated"
@@ -87,6 +146,9 @@ def _column_fix(key: str, expected: str, actual: str) -> str | None:
         steps.append(f"ALTER COLUMN {column} TYPE {want['type']}")
     if ("not" in want) != ("not" in have):
         steps.append(f"ALTER COLUMN {column} {'SET' if 'not' in want else 'DROP'} NOT NULL")
+    if want.get("collate") != have.get("collate") and want["type"] == have["type"]:
+        collation = want.get("collate") or '"default"'
+        steps.append(f"ALTER COLUMN {column} TYPE {want['type']} COLLATE {collation}")
     if want.get("default") != have.get("default"):
         default = want.get("default")
         steps.append(
@@ -94,7 +156,29 @@ def _column_fix(key: str, expected: str, actual: str) -> str | None:
             if default is not None
             else f"ALTER COLUMN {column} DROP DEFAULT"
         )
-    return f"ALTER TABLE {table} " + ", ".join(steps) if steps else None
+    comment = None
+    if want.get("comment") != have.get("comment"):
+        text = want.get("comment")
+        quoted = "NULL" if text is None else "'" + text.replace("'", "''") + "'"
+        comment = f"COMMENT ON COLUMN {table}.{column} IS {quoted}"
+    if not steps:
+        return comment
+    fix = f"ALTER TABLE {table} " + ", ".join(steps) + (f";\n{comment}" if comment else "")
+    if "not" not in want or "not" in have:
+        return fix
+    scans = "-- SET NOT NULL scans every row holding ACCESS EXCLUSIVE (reads and writes wait)"
+    if len(steps) > 1 or partitioned:
+        return f"{scans}\n{fix}"
+    # A valid CHECK (c IS NOT NULL) spares SET NOT NULL its scan (PostgreSQL 12+).
+    check = _ident(f"{key.rpartition('.')[2]}_not_null")
+    return (
+        f"{scans}; a CHECK added NOT VALID and validated under SHARE UPDATE EXCLUSIVE "
+        f"(reads and writes go on) spares it the scan:\n"
+        f"ALTER TABLE {table} ADD CONSTRAINT {check} CHECK ({column} IS NOT NULL) NOT VALID;\n"
+        f"ALTER TABLE {table} VALIDATE CONSTRAINT {check};\n"
+        f"{fix};\n"
+        f"ALTER TABLE {table} DROP CONSTRAINT {check}"
+    )
 
 
 _FLAGS = (
@@ -104,12 +188,50 @@ _FLAGS = (
 )
 
 
+_REPLICA = {"d": "DEFAULT", "f": "FULL", "n": "NOTHING"}  # 'i': an index, by name
+
+
 def _rls_fix(key: str, expected: str, actual: str) -> str | None:
+    """Flags, storage options, replica identity and the comment of a relation; None when
+    something else changed too (kind, partitioning, view definition)."""
     want, have = set(expected.split(" | ")), set(actual.split(" | "))
-    steps = []
+    steps: list[str] = []
     for flag, on, off in _FLAGS:
         if (flag in want) != (flag in have):
             steps.append(on if flag in want else off)
-    if not steps or (want ^ have) - {flag for flag, _on, _off in _FLAGS}:
-        return None  # something else changed too (kind, partitioning, view definition)
-    return f"ALTER TABLE {key} " + ", ".join(steps)
+    if ("unlogged" in want) != ("unlogged" in have):
+        # Rewrites the table holding ACCESS EXCLUSIVE (SET LOGGED also writes it to WAL).
+        steps.append("SET UNLOGGED" if "unlogged" in want else "SET LOGGED")
+    wanted, had = _prefixed(want, "options "), _prefixed(have, "options ")
+    if wanted != had:
+        if had:
+            keys = ", ".join(option.split("=", 1)[0] for option in had.split(","))
+            steps.append(f"RESET ({keys})")
+        if wanted:
+            steps.append(f"SET ({wanted.replace(',', ', ')})")
+    identity = _prefixed(want, "replica identity ") or "d"
+    if identity != (_prefixed(have, "replica identity ") or "d"):
+        if identity not in _REPLICA:
+            return None
+        steps.append(f"REPLICA IDENTITY {_REPLICA[identity]}")
+    statements = [f"ALTER TABLE {key} " + ", ".join(steps)] if steps else []
+    comment = _prefixed(want, "comment ")
+    if comment != _prefixed(have, "comment "):
+        what = "TABLE" if want & {"kind r", "kind p"} else None
+        if what is None:
+            return None
+        text = "NULL" if comment is None else "'" + comment.replace("'", "''") + "'"
+        statements.append(f"COMMENT ON {what} {key} IS {text}")
+    known = ("unlogged", "options ", "replica identity ", "comment ")
+    others = {
+        part
+        for part in want ^ have
+        if part not in {flag for flag, _on, _off in _FLAGS} and not part.startswith(known)
+    }
+    if not statements or others:
+        return None
+    return ";\n".join(statements)
+
+
+def _prefixed(parts: set[str], prefix: str) -> str | None:
+    return next((p.removeprefix(prefix) for p in parts if p.startswith(prefix)), None)

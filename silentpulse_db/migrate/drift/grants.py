@@ -7,6 +7,11 @@ predates them, by a blanket ``GRANT ... ON ALL TABLES IN SCHEMA``. Only what the
 runbook gives is excused: table privileges SELECT, INSERT, UPDATE, DELETE and
 sequence privileges USAGE, SELECT, to a role other than PUBLIC. Anything wider
 (PUBLIC, TRUNCATE, a default privilege the runbook does not set) stays drift.
+
+A blanket grant is excused only to a role the runbook names (the app role,
+``silentpulse_app`` unless the operator names its own) or the database's own default
+privileges name: any role holding SELECT on every table may set
+``app.current_tenant`` itself and read every tenant's rows, so a new one is drift.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ RULE_DEFAULT_PRIVILEGES = "granted by the default privileges (ALTER DEFAULT PRIV
 RULE_BLANKET = "a blanket grant on every table (GRANT ... ON ALL TABLES IN SCHEMA, runbook)"
 
 # What the runbook grants, by pg_default_acl's object type ('r' tables, 'S' sequences).
+# The application role the runbook (docs/operations.md) names.
+RUNBOOK_APP_ROLES = ("silentpulse_app",)
+
 RUNBOOK = {
     "r": frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"}),
     "S": frozenset({"USAGE", "SELECT"}),
@@ -88,12 +96,24 @@ def _default_privilege(role: str, grantee: str, privilege: str, objtype: str) ->
     )
 
 
+def named_roles(live: Catalog, app_roles: tuple[str, ...]) -> frozenset[str]:
+    """The roles a blanket grant may be excused to: ``app_roles`` (the runbook's) and
+    those the migrating role's default privileges grant the runbook's privileges to."""
+    named = {
+        grantee
+        for role, grantee, privilege, objtype in live.default_privileges
+        if role == live.owner and runbook_grant(grantee, privilege, objtype)
+    }
+    return frozenset(named | set(app_roles))
+
+
 def expect_blanket_grants(
-    want: Objects, have: Objects, excused: list[DriftExcuse]
+    want: Objects, have: Objects, excused: list[DriftExcuse], named: frozenset[str]
 ) -> dict[str, str]:
     """Add to ``want`` a runbook grant the live database holds on every one of its
-    tables (or sequences): one table's extra grant is drift, a role's on all of them
-    is the runbook's. Returns those on tables ("grantee: privilege" -> rule)."""
+    tables (or sequences) to a role in ``named``: one table's extra grant is drift, a
+    named role's on all of them is the runbook's, another role's is drift (it reads
+    every tenant). Returns those on tables ("grantee: privilege" -> rule)."""
     blanket: dict[str, str] = {}
     for objtype, kinds in _KINDS.items():
         relations = {
@@ -103,7 +123,11 @@ def expect_blanket_grants(
         for key in have.get("grant", {}):
             relation, _, rest = key.partition(" to ")
             grantee, _, privilege = rest.rpartition(": ")
-            if relation in relations and runbook_grant(grantee, privilege, objtype):
+            if (
+                relation in relations
+                and grantee in named
+                and runbook_grant(grantee, privilege, objtype)
+            ):
                 holders.setdefault(rest, set()).add(relation)
         for rest in (rest for rest, on in holders.items() if on == relations):
             for relation in relations:

@@ -117,3 +117,16 @@ def first_by_parent(parents: dict[str, str]) -> dict[str, str]:
     for partition in sorted(parents):
         chosen.setdefault(parents[partition], partition)
     return chosen
+
+
+def month_fix(partition: str, parent: str) -> str | None:
+    """The statement making a missing month as the partition job does (its rows moved
+    out of the default partition, its grants and row-level security given); or
+    `silentpulse-db partitions`, which makes every month due."""
+    match = _MONTH.match(partition)
+    if match is None:
+        return None
+    return (
+        f"SELECT silentpulse_create_monthly_partition('{parent}'::regclass, "
+        f"DATE '{match['year']}-{match['month']}-01')"
+    )

@@ -26,7 +26,7 @@ from ...postgres.connect import close_quietly, connect
 from ...postgres.translate import typed_errors
 from ...results import VersionState
 from ..files.source import Direction, MigrationFile, SourceLike, load_source
-from ..files.statements import analyze
+from ..files.statements import analyze_cached
 from ..plan import (
     Down,
     Goto,
@@ -39,7 +39,7 @@ from ..plan import (
     require_same_set,
     version_label,
 )
-from ..run.index_healing import reruns_dirty
+from ..run.unfinished import read_unfinished
 from ..runbook import require_versions
 from ..version_table import (
     HISTORY_TABLE,
@@ -155,9 +155,10 @@ async def _preview(
             async with conn.transaction(readonly=True):
                 state, history = await _read_state(conn, table)
                 require_same_set(migrations, history, table.name)
-                # As `up` decides it: a dirty, unfinished concurrent index build reruns.
-                rerun = await reruns_dirty(conn, migrations, state)
-                plan = make_plan(migrations, state, request, history=history, rerun_dirty=rerun)
+                # As the run decides it: a dirty, unfinished concurrent index build or
+                # drop runs again (read as it is now: a dry run waits for nobody).
+                unfinished = await read_unfinished(conn, migrations, state, table, wait=0)
+                plan = make_plan(migrations, state, request, history=history, unfinished=unfinished)
                 unmet = await _unmet_requirements(conn, plan)
                 files = [_parse(step.file) for step in plan.steps]
                 relations = await _relations(
@@ -266,7 +267,7 @@ class _ParsedFile:
 
 
 def _parse(file: MigrationFile) -> _ParsedFile:
-    parsed = analyze(file.sql, file.location)  # the runner's own reading (and its refusals)
+    parsed = analyze_cached(file)  # the runner's own reading (and its refusals)
     try:
         nodes = {(item.stmt_location or 0): item.stmt for item in parser.parse_sql(file.sql)}
     except parser.ParseError:
@@ -350,7 +351,7 @@ def _planned_migration(step: Step, parsed: _ParsedFile, relations: _Relations) -
         transactional=not parsed.non_transactional,
         statements=tuple(statements),
         non_transactional=parsed.non_transactional,
-        breaking=step.direction == "up" and step.migration.up.directives.breaking,
+        breaking=step.direction == "up" and step.file.directives.breaking,
     )
 
 

@@ -110,13 +110,15 @@ def parse_directives(sql: str, location: str) -> Directives:
     )
 
 
-def statement_limit(directives: Directives, *, local: bool) -> str:
-    """The SET of the file's ``statement_timeout`` directive ("" without one): ``local``
-    for the file's transaction, else for the session (reset after the file)."""
-    if directives.statement_timeout is None:
+def statement_limit(directives: Directives, *, local: bool, default: float | None = None) -> str:
+    """The SET of the file's ``statement_timeout`` directive, else of ``default`` (the
+    run's: the DSN's x-statement-timeout), "" without either: ``local`` for the file's
+    transaction, else for the session (reset after the file)."""
+    timeout = default if directives.statement_timeout is None else directives.statement_timeout
+    if timeout is None:
         return ""
     scope = " LOCAL" if local else ""
-    return f" SET{scope} statement_timeout = '{round(directives.statement_timeout * 1000)}ms';"
+    return f" SET{scope} statement_timeout = '{round(timeout * 1000)}ms';"
 
 
 def duration_text(seconds: float) -> str:

@@ -41,6 +41,14 @@ DOWN_TEMPLATE = """\
 """
 
 
+def unfilled_template(filename: str, sql: str) -> bool:
+    """Whether a file is still what `create` wrote: the one comment-only file that is
+    refused rather than run as a no-op (it was meant to hold SQL)."""
+    stem, _, rest = filename.partition(".")
+    template = {"up.sql": UP_TEMPLATE, "down.sql": DOWN_TEMPLATE}.get(rest)
+    return template is not None and sql.strip() == template.format(stem=stem).strip()
+
+
 def naming_problem(name: str) -> str | None:
     """Why ``name`` breaks the naming rules, or None."""
     if not _SNAKE_CASE.match(name):
@@ -62,8 +70,8 @@ def create_migration(directory: Path, name: str) -> tuple[Path, Path]:
     for migration in source.migrations:
         if migration.name == name:
             raise MigrationSourceError(
-                f"name {name!r} is already used by {migration.up.location}",
-                file=migration.up.location,
+                f"name {name!r} is already used by {migration.location}",
+                file=migration.location,
             )
     version = (source.latest or 0) + 1
     stem = f"{version:06d}_{name}"

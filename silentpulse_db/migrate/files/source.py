@@ -1,8 +1,12 @@
 """Discovering migration files: a package's resources or a directory.
 
-File names follow golang-migrate (``^([0-9]+)_(.*)\\.(down|up)\\.(.*)$``, here with
-the ``sql`` extension). On top of golang-migrate this project requires a down
-file for every up file and rejects empty or non-UTF-8 files. Any problem is a
+File names follow golang-migrate (``^([0-9]+)_(.*)\\.(down|up)\\.(.*)$``), with one
+extension: ``sql``. A file named like a migration with another extension (a stray
+``.up.sql.bak``) is refused: golang-migrate would run it. Up and down files pair by
+version, as golang-migrate pairs them (``30_add_x.up.sql`` with ``30_drop_x.down.sql``);
+either may be missing (a set may ship up files only): a run that needs the missing one
+is refused then (plan.py), not when the set loads. An empty file, or one of comments
+only, is a migration that runs nothing. Non-UTF-8 files are refused. Any problem is a
 MigrationSourceError naming the file, raised before anything is applied.
 """
 
@@ -64,18 +68,63 @@ class MigrationFile:
         """The ``-- silentpulse: ...`` header comments (MigrationSourceError if malformed)."""
         return parse_directives(self.sql, self.location)
 
+    @functools.cached_property
+    def empty(self) -> bool:
+        """Whether the file holds no statement: blanks, comments and semicolons only (a
+        migration that runs nothing, as in golang-migrate). Read without the parser, for
+        `status`; the runner's parser decides what runs."""
+        return _holds_no_statement(self.sql)
+
+
+def _holds_no_statement(sql: str) -> bool:
+    at, end = 0, len(sql)
+    while at < end:
+        if sql[at].isspace() or sql[at] == ";":
+            at += 1
+        elif sql.startswith("--", at):
+            newline = sql.find("\n", at)
+            at = end if newline < 0 else newline + 1
+        elif sql.startswith("/*", at):
+            close = sql.find("*/", at + 2)
+            if close < 0:
+                return False
+            at = close + 2  # a nested comment ends early here: "not empty", parser decides
+        else:
+            return False
+    return True
+
 
 @dataclass(frozen=True)
 class Migration:
-    """A numbered migration: the pair of files for one version."""
+    """A numbered migration: the files of one version, paired by version as golang-migrate
+    pairs them (``30_add_x.up.sql`` with ``30_drop_x.down.sql``); its name is the up
+    file's (the down file's when there is no up file). Either file may be missing, not
+    both: a run that needs a missing one is refused before anything runs (plan.py)."""
 
     version: int
     name: str
-    up: MigrationFile
-    down: MigrationFile
+    up: MigrationFile | None
+    down: MigrationFile | None
 
-    def file(self, direction: Direction) -> MigrationFile:
+    def file(self, direction: Direction) -> MigrationFile | None:
         return self.up if direction == "up" else self.down
+
+    @property
+    def location(self) -> str:
+        """Where the version is: its up file, else its down file."""
+        present = self.up or self.down
+        return present.location if present else str(self.version)
+
+    @property
+    def stem(self) -> str:
+        """``NNNNNN_name`` as its up file (else its down file) spells it."""
+        present = self.up or self.down
+        match = FILE_PATTERN.match(present.filename) if present else None
+        return f"{match.group(1)}_{match.group(2)}" if match else f"{self.version}_{self.name}"
+
+    def missing_filename(self, direction: Direction) -> str:
+        """The name ``direction``'s file would have beside the other one."""
+        return f"{self.stem}.{direction}.sql"
 
 
 @dataclass(frozen=True)
@@ -212,10 +261,20 @@ def _build(
         if name in _SPECIAL_FILES:
             specials[name] = _read(entry, location)
             continue
-        if match is None or match.group(4) != "sql" or not match.group(2):
+        if match is None or not match.group(2):
             raise MigrationSourceError(
                 f"{location}: malformed migration file name; expected "
                 f"NNNNNN_name.up.sql or NNNNNN_name.down.sql",
+                file=location,
+            )
+        if match.group(4) != "sql":
+            # golang-migrate takes any extension after .up/.down: it would run a stray
+            # backup (or refuse the set, the backup's version and direction taken twice).
+            raise MigrationSourceError(
+                f"{location}: named like a migration but not a .sql file: golang-migrate "
+                f"would run it as version {int(match.group(1))} {match.group(3)} (it takes "
+                f"any extension after .up/.down), this engine only NNNNNN_name.up.sql / "
+                f".down.sql. Rename it, or move it out of the folder if it is a stray copy",
                 file=location,
             )
         version, label, direction = int(match.group(1)), match.group(2), match.group(3)
@@ -231,22 +290,18 @@ def _build(
 
     migrations = []
     for version in sorted(set(ups) | set(downs)):
-        if version not in downs or version not in ups:
-            present, missing = (ups, "down") if version in ups else (downs, "up")
-            location = present[version][1].location
-            raise MigrationSourceError(
-                f"{location}: no {missing} file for version {version}; every migration needs "
-                f"both .up.sql and .down.sql",
-                file=location,
+        # Paired by version (the names may differ, as golang-migrate allows); a missing
+        # file is refused by the run that needs it (plan.py), not here.
+        up, down = ups.get(version), downs.get(version)
+        label = up[0] if up else down[0] if down else ""
+        migrations.append(
+            Migration(
+                version=version,
+                name=label,
+                up=up[1] if up else None,
+                down=down[1] if down else None,
             )
-        (up_label, up), (down_label, down) = ups[version], downs[version]
-        if up_label != down_label:
-            raise MigrationSourceError(
-                f"{down.location}: name {down_label!r} does not match its up file "
-                f"{up.location} ({up_label!r})",
-                file=down.location,
-            )
-        migrations.append(Migration(version=version, name=up_label, up=up, down=down))
+        )
     return MigrationSource(
         description=description,
         migrations=tuple(migrations),
@@ -268,8 +323,6 @@ def _read(entry: _Traversable, location: str) -> MigrationFile:
         ) from None
     # A BOM would reach the server as part of the first statement.
     text = text.removeprefix("\ufeff")
-    if not text.strip():
-        raise MigrationSourceError(f"{location}: file is empty", file=location)
     file = MigrationFile(
         filename=entry.name,
         location=location,

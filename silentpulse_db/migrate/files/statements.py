@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...errors import MigrationSourceError
 from .source import MigrationFile
+
+if TYPE_CHECKING:
+    from .transaction_control import TransactionControl
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,15 @@ class ParsedSQL:
     # CREATE TABLE AS ...) whose RAISE output must name this file and whose duration
     # may call for progress reports. Such files may share a message (together.py).
     schema_only: bool = False
+    # The file's own BEGIN / COMMIT, which the runner drops (transaction_control.py):
+    # the text to send, those statements blanked (offsets and lines kept; None: the
+    # file as it is), and the runner's BEGIN with the options of the file's.
+    sent: str | None = None
+    begin: str = "BEGIN;"
+
+    def text(self, sql: str) -> str:
+        """What the runner sends of the file whose text is ``sql``."""
+        return sql if self.sent is None else self.sent
 
 
 def analyze(sql: str, location: str) -> ParsedSQL:
@@ -53,11 +65,15 @@ def analyze(sql: str, location: str) -> ParsedSQL:
     A file the parser (PostgreSQL's own, newer than the server) cannot read is
     refused here with the line and column: sent to the server inside the runner's
     message, an unterminated quote would swallow the runner's own statements.
-    Explicit transaction control (BEGIN, COMMIT, ...) is refused: the runner
-    owns the transaction, and a COMMIT inside the file would split a migration
-    from its version change.
+    The file's own BEGIN / COMMIT are dropped, and what would split the migration
+    from its version change is refused (transaction_control.py). A file with no
+    statement (comments only) runs nothing. A DO block whose body commits, or a
+    CALL (its procedure may commit), alone in its file runs outside a transaction,
+    as golang-migrate runs it.
     """
     from pglast import parser  # deferred: spares a no-op start-up ~25 ms
+
+    from .transaction_control import TransactionControl, do_block_commits  # with pglast
 
     try:
         # The JSON form: about 20 times faster than building pglast's Python nodes.
@@ -75,6 +91,10 @@ def analyze(sql: str, location: str) -> ParsedSQL:
     index: str | None = None
     own_timeout: str | None = None
     runs_code = False
+    control = TransactionControl(location)
+    commits_at: int | None = None  # the line of a DO block that commits
+    blocking_at = last_at = 0  # the lines of the first such statement, and of the last one
+    last_kind = ""
     chars = _CharOffsets(sql)
     # Lines are counted as the statements go (they come in order): counting from
     # the top for each one made a file of 89,000 statements take minutes.
@@ -102,18 +122,21 @@ def analyze(sql: str, location: str) -> ParsedSQL:
                 file=location,
             )
         if kind == "TransactionStmt":
-            raise MigrationSourceError(
-                f"{location}:{line}: explicit transaction control ({text.split()[0].upper()}) "
-                f"is not allowed; each migration already runs in its own transaction",
-                file=location,
-            )
+            if control.statement(node, line, (start, end)):
+                continue  # the runner's own BEGIN and COMMIT stand for it
+        else:
+            control.after_commit(line)
+        if kind == "DoStmt" and commits_at is None and do_block_commits(node, text):
+            commits_at = line
         reason = _non_transactional_reason(kind, node)
         if reason:
+            blocking_at = blocking_at or line
             blocking.append(f"{reason} at line {line}")
             index = _concurrent_index(kind, node, location, line)
         statements.append(Statement(text, start, _dml_target(kind, node)))
         own_timeout = _lock_timeout_set(kind, node) or own_timeout
         runs_code = runs_code or kind in _RUNS_CODE
+        last_kind, last_at = kind, line
         if blocking and len(statements) > 1:
             # Outside a transaction, a failure after the first statement leaves a half
             # migration that no rerun can tell apart; golang-migrate cannot run such a
@@ -124,19 +147,46 @@ def analyze(sql: str, location: str) -> ParsedSQL:
                 f"migration of their own",
                 file=location,
             )
-    if not statements:
-        raise MigrationSourceError(
-            f"{location}: holds no SQL statement (only comments, as `create` writes it): "
-            f"write the migration's SQL, or delete the pair",
-            file=location,
-        )
+    if blocking:
+        control.refuse_inside(blocking_at, blocking[0].rsplit(" at line ", 1)[0])
+    blocking += _commits_outside(location, statements, control, commits_at, (last_kind, last_at))
     return ParsedSQL(
         statements=tuple(statements),
         non_transactional=tuple(blocking),
         concurrent_index=index,
         own_lock_timeout=own_timeout,
         schema_only=not runs_code and not blocking,
+        sent=control.sent_text(sql),
+        begin=control.begin,
     )
+
+
+def _commits_outside(
+    location: str,
+    statements: list[Statement],
+    control: TransactionControl,
+    commits_at: int | None,
+    last: tuple[str, int],
+) -> list[str]:
+    """A DO block whose body commits, or a CALL, alone in its file (no BEGIN of its own):
+    it runs outside a transaction, as golang-migrate runs a one-statement file, so that
+    it may commit. A DO block that commits beside other statements is refused: PostgreSQL
+    refuses its COMMIT in a transaction block, as it does when golang-migrate sends it."""
+    alone = len(statements) == 1 and not control.used
+    if commits_at is not None:
+        if not alone:
+            raise MigrationSourceError(
+                f"{location}:{commits_at}: this DO block commits (or rolls back) in its "
+                f"body, which PostgreSQL allows only outside a transaction block: it must "
+                f"be the only statement of its file, with no BEGIN/COMMIT (golang-migrate "
+                f"fails on it too: 'invalid transaction termination'). Move it to a "
+                f"migration of its own",
+                file=location,
+            )
+        return [f"a DO block that commits at line {commits_at}"]
+    if alone and last[0] == "CallStmt":
+        return [f"CALL at line {last[1]}"]
+    return []
 
 
 def _lock_timeout_set(kind: str, node: dict[str, Any]) -> str | None:
@@ -263,14 +313,29 @@ _PARSED_MAX = 4096  # a file is a few kB: bounded at a few tens of MB
 
 
 def analyze_cached(file: MigrationFile) -> ParsedSQL:
-    """analyze() of a migration file, once per process for the same content."""
+    """analyze() of a migration file, once per process for the same content; a file
+    still as `create` wrote it is refused."""
     key = (file.location, file.checksum)
     found = _PARSED.get(key)
     if found is None:
-        found = _PARSED[key] = analyze(file.sql, file.location)
+        found = analyze(file.sql, file.location)
+        if not found.statements and _unfilled_template(file):
+            # Any other file of comments only runs as a no-op, as in golang-migrate.
+            raise MigrationSourceError(
+                f"{file.location}: still the template `create` wrote, with no SQL: write "
+                f"the migration's SQL, or delete the pair",
+                file=file.location,
+            )
+        _PARSED[key] = found
         if len(_PARSED) > _PARSED_MAX:
             _PARSED.popitem(last=False)
     return found
+
+
+def _unfilled_template(file: MigrationFile) -> bool:
+    from .scaffold import unfilled_template  # loaded for comment-only files alone
+
+    return unfilled_template(file.filename, file.sql)
 
 
 def line_and_column(sql: str, position: int) -> tuple[int, int]:

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from ...defaults import CONNECT_ATTEMPTS, CONNECT_WAIT
-from ...errors import MigrationFailedError, ReversibilityError
+from ...errors import MigrationFailedError, MissingMigrationFileError, ReversibilityError
 from ...postgres.connect import close_quietly, connect
 from ...postgres.databases import provided_scratch, scratch_database
 from ...results import CheckReport, VersionState
@@ -37,8 +37,34 @@ def naming_problems(source: MigrationSource) -> list[str]:
             continue  # predates the naming rule
         problem = naming_problem(migration.name)
         if problem:
-            problems.append(f"{migration.up.location}: {problem}")
+            problems.append(f"{migration.location}: {problem}")
     return problems
+
+
+def require_pairs(source: MigrationSource) -> None:
+    """MissingMigrationFileError, before anything runs, if a version lacks its up or down
+    file: the round trip needs both (golang-migrate would run a missing one as empty)."""
+    directions: tuple[Direction, ...] = ("up", "down")
+    missing = [
+        (migration, direction)
+        for migration in source.migrations
+        for direction in directions
+        if migration.file(direction) is None
+    ]
+    if not missing:
+        return
+    first, direction = missing[0]
+    named = ", ".join(f"{m.missing_filename(d)} (version {m.version})" for m, d in missing[:5])
+    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    raise MissingMigrationFileError(
+        f"check proves that every down file undoes its up file, and {source.description} "
+        f"lacks {len(missing)} file(s): {named}{more}. golang-migrate would run a missing "
+        f"file as an empty one (a missing down leaves its version's objects in place). "
+        f"Nothing was run. Write them, or leave check out for this set",
+        file=first.location,
+        version=first.version,
+        direction=direction,
+    )
 
 
 Audit = Callable[[Any], Awaitable[list[str]]]
@@ -98,6 +124,7 @@ async def prove_reversible(
     first. Raises ReversibilityError listing every problem; returns the report when
     clean.
     """
+    require_pairs(source)
     problems = [*naming_problems(source), *found]
     checked: list[int] = []
     async with proof_database(dsn, scratch_dsn, "check") as conn:
@@ -119,7 +146,7 @@ async def _required_core(conn: Any, source: MigrationSource, table: VersionTable
     needed = [
         version
         for migration in source.migrations
-        for required, version in migration.up.directives.requires
+        for required, version in (migration.up.directives.requires if migration.up else ())
         if required == CORE.name
     ]
     if not needed or table.name == CORE.name:
@@ -163,7 +190,7 @@ async def _prove(
         again = await snapshot(conn)
         problems += _compare(stem, "up after down differs from the first up", after_up, again)
         checked.append(migration.version)
-        logger.info("%s: up, down, up: ok", migration.up.location)
+        logger.info("%s: up, down, up: ok", migration.location)
 
 
 async def _one(applier: Applier, migration: Migration, direction: Direction) -> None:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ...defaults import DDL_LOCK_TIMEOUT, DDL_RETRY_FOR
+from ...defaults import DDL_LOCK_TIMEOUT, DDL_RETRY_FOR, LOCK_TIMEOUT
 from ...results import AppliedMigration
 from ..files.source import MigrationFile, MigrationSource
 from ..files.statements import ParsedSQL, Statement, analyze_cached
@@ -27,6 +27,7 @@ from ..plan import NIL_VERSION, Plan, Step, version_label
 from ..version_table import CORE, HistoryRecord, VersionTable, write_version
 from .filtered_writes import FilteredWrites
 from .in_transaction import TransactionalRun
+from .index_healing import refuse_force
 from .outside_transaction import OutsideTransaction
 from .sent_together import Together, group_size, label
 
@@ -43,12 +44,19 @@ class Applier:
         *,
         ddl_lock_timeout: float | None = DDL_LOCK_TIMEOUT,
         ddl_retry_for: float = DDL_RETRY_FOR,
+        statement_timeout: float | None = None,
         table: VersionTable = CORE,
+        build_wait: float = LOCK_TIMEOUT,
     ) -> None:
         self.conn = conn
+        # How long a concurrent build or drop waits for another backend still at it.
+        self.build_wait = build_wait
         self.source = source
         self.ddl_lock_timeout = ddl_lock_timeout
         self.ddl_retry_for = ddl_retry_for
+        # Each migration statement's limit (the DSN's x-statement-timeout), unless its
+        # file sets one; None: none.
+        self.statement_timeout = statement_timeout
         # The set's version table; its schema None: current_schema() when a plan starts.
         self.table = table
         self.filtered_writes = FilteredWrites(conn)
@@ -58,13 +66,16 @@ class Applier:
     ) -> list[AppliedMigration]:
         """Run every step of ``plan`` in order (or record its forced version)."""
         if plan.force is not None:
-            await self._force(plan.force)
+            await force_version(self.conn, self.source, self.table, plan.force)
             return []
         # Read every file of the plan before running any: a file that cannot
-        # run (no statement, explicit COMMIT) stops the plan with nothing applied.
-        # ``parsed``: files already read before the lock was taken (parse_steps).
+        # run (a COMMIT halfway, `create`'s template unfilled) stops the plan with
+        # nothing applied. ``parsed``: files already read before the lock (parse_steps).
         known = parse_steps(plan.steps, parsed or {})
         statements = [known[step.file.location] for step in plan.steps]
+        for step, sql in zip(plan.steps, statements, strict=True):
+            if not sql.statements:  # at debug: a set may hold dozens, as golang-migrate's do
+                logger.debug("%s holds no statement: a migration that runs nothing", step.file)
         if self.table.schema is None and plan.steps:
             schema = await self.conn.fetchval("SELECT current_schema()")
             self.table = self.table._replace(schema=schema)
@@ -117,19 +128,6 @@ class Applier:
             file, Statement(file.sql, 0), None
         )
 
-    async def _force(self, version: int) -> None:
-        recorded = None if version == NIL_VERSION else version
-        migration = self.source.get(version)
-        async with self.conn.transaction():
-            await write_version(
-                self.conn,
-                recorded,
-                False,
-                HistoryRecord(version, migration.name if migration else "-", "force"),
-                table=self.table,
-            )
-        logger.info("forced version %s", version_label(recorded))
-
     async def _apply_step(
         self, step: Step, parsed: ParsedSQL, before: int | None
     ) -> AppliedMigration:
@@ -142,7 +140,13 @@ class Applier:
                 step.file.location,
                 "; ".join(parsed.non_transactional),
             )
-            outside = OutsideTransaction(self.conn, self.source, self.table)
+            outside = OutsideTransaction(
+                self.conn,
+                self.source,
+                self.table,
+                statement_timeout=self.statement_timeout,
+                build_wait=self.build_wait,
+            )
             await outside.run(step, parsed, history_record)
         else:
             await self._run_in_transaction(step, parsed, before)
@@ -167,7 +171,27 @@ class Applier:
             record=history_record(step),
             stays_at=f"version {version_label(before)}",
             table=self.table,
+            statement_timeout=self.statement_timeout,
         )
+
+
+async def force_version(
+    conn: Any, source: MigrationSource, table: VersionTable, version: int
+) -> None:
+    """Record ``version`` clean without running anything (NIL_VERSION: no version),
+    unless the catalog contradicts it (index_healing.refuse_force)."""
+    recorded = None if version == NIL_VERSION else version
+    await refuse_force(conn, source, version)
+    migration = source.get(version)
+    async with conn.transaction():
+        await write_version(
+            conn,
+            recorded,
+            False,
+            HistoryRecord(version, migration.name if migration else "-", "force"),
+            table=table,
+        )
+    logger.info("forced version %s", version_label(recorded))
 
 
 class _Notices:
@@ -209,7 +233,7 @@ def history_record(step: Step, duration: float | None = None) -> HistoryRecord:
         step.direction,
         step.file.checksum,
         duration,
-        breaking=step.direction == "up" and step.migration.up.directives.breaking,
+        breaking=step.direction == "up" and step.file.directives.breaking,
     )
 
 

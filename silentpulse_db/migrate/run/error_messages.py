@@ -16,7 +16,8 @@ from ...results import VersionState
 from ..files.directives import duration_text
 from ..files.source import MigrationFile, MigrationSource
 from ..files.statements import analyze_cached, caret, line_and_column, line_text
-from ..plan import CLI, NIL_VERSION, dirty_message, version_label
+from ..plan import CLI, NIL_VERSION, Step, Unfinished, dirty_message, version_label
+from .index_healing import dropped_index, regclass_text
 
 
 def failed(
@@ -30,13 +31,17 @@ def failed(
     span: tuple[int, int, bool] | None = None,
     replayed: bool = False,
     stays_at: str | None = None,
+    run_timeout: float | None = None,
+    step: Step | None = None,
 ) -> MigrationFailedError:
     """``offset``: where the failing statement starts in the file (None: unknown, e.g. at
     COMMIT); ``position``: the 0-based file offset the server pointed at, if any;
     ``span``: the first and last statement it may be, when neither is known, and whether
     it may have been the COMMIT; ``replayed``: the span's statements all ran when
     replayed (the error depended on another session); ``stays_at``: the version the
-    database keeps, in words, when the migration was rolled back."""
+    database keeps, in words, when the migration was rolled back; ``run_timeout``: the
+    run's limit on each statement (the DSN's x-statement-timeout), if any; ``step``: the
+    step that ran outside a transaction, for a message true to its direction."""
     sqlstate = getattr(exc, "sqlstate", None)
     message = getattr(exc, "message", None) or str(exc)
     line: int | None = None
@@ -70,19 +75,9 @@ def failed(
         if (value := getattr(exc, attr, None))
     ]
     if sqlstate == "57014" and "statement timeout" in message:
-        details.append(_whose_limit(file))
-    index = analyze_cached(file).concurrent_index if dirty_version is not None else None
-    if index is not None:
-        outcome = (
-            f"The database is left dirty at version {version_label(dirty_version)}: the "
-            f"concurrent build of index {index} did not complete (PostgreSQL leaves it "
-            f"INVALID). Fix the cause (for a unique index, the duplicate rows), then run "
-            f"`{CLI} up` again: the INVALID index is dropped and built anew. Do not `force` "
-            f"this version: that would record an INVALID index as applied."
-        )
-    elif dirty_version is not None:
-        dirty = VersionState(None if dirty_version == NIL_VERSION else dirty_version, True)
-        outcome = "The database is left dirty: " + dirty_message(source, dirty)
+        details.append(_whose_limit(file, run_timeout))
+    if dirty_version is not None:
+        outcome = left_dirty(source, file, dirty_version, step, sqlstate=sqlstate)
     else:
         stays = f"the database stays at {stays_at}" if stays_at else "the version is unchanged"
         outcome = f"Its transaction was rolled back: nothing of it was applied and {stays}, clean."
@@ -101,7 +96,7 @@ def failed(
     )
 
 
-def _whose_limit(file: MigrationFile) -> str:
+def _whose_limit(file: MigrationFile, run_timeout: float | None) -> str:
     """Where a statement_timeout that cancelled a migration statement came from: the
     library runs its sessions without one, whatever the role or database sets."""
     own = file.directives.statement_timeout
@@ -109,6 +104,13 @@ def _whose_limit(file: MigrationFile) -> str:
         return (
             f"limit: statement_timeout={duration_text(own)} (set by the file itself, "
             f"'-- silentpulse: statement_timeout'); raise it there"
+        )
+    if run_timeout is not None:
+        return (
+            f"limit: statement_timeout={duration_text(run_timeout)} on each migration "
+            f"statement, from the DSN's ?x-statement-timeout={round(run_timeout * 1000)} "
+            f"(milliseconds); raise it there, or give this file its own "
+            f"'-- silentpulse: statement_timeout=...'"
         )
     return (
         "limit: the migration's own SQL set statement_timeout (the library runs "
@@ -140,9 +142,13 @@ def interrupted(
     dirty_version: int | None,
     stays_at: str | None = None,
     commit_unknown: str | None = None,
+    step: Step | None = None,
+    source: MigrationSource | None = None,
 ) -> MigrationInterruptedError:
     """``commit_unknown``: the version the migration records, when the connection was
-    lost while its COMMIT may have been on the way."""
+    lost while its COMMIT may have been on the way; ``step``: the step that ran outside
+    a transaction (``dirty_version`` set), and its ``source``, for a message true to its
+    direction."""
     reason = describe(exc)
     if commit_unknown is not None:
         return MigrationInterruptedError(
@@ -152,11 +158,7 @@ def interrupted(
             file=file.location,
         )
     if dirty_version is not None:
-        outcome = (
-            f"The database is left dirty at version {version_label(dirty_version)} (the "
-            f"statements ran one by one); see `{CLI} version` and force the version the "
-            "schema matches."
-        )
+        outcome = left_dirty(source, file, dirty_version, step, lost=True)
     else:
         stays = f", and the database stays at {stays_at}, clean" if stays_at else ""
         outcome = (
@@ -168,6 +170,65 @@ def interrupted(
         file=file.location,
         dirty=dirty_version is not None,
     )
+
+
+def left_dirty(
+    source: MigrationSource | None,
+    file: MigrationFile,
+    dirty_version: int,
+    step: Step | None,
+    *,
+    sqlstate: str | None = None,
+    lost: bool = False,
+) -> str:
+    """What a file run outside a transaction left, dirty at ``dirty_version``, and the way
+    out, true to its direction: a concurrent build or drop is finished by running again
+    (never by `force`, which would record an INVALID index); anything else, by `force`
+    to the version the schema matches. ``lost``: the connection went away mid-statement
+    (the server may even finish it)."""
+    at = version_label(dirty_version)
+    direction = "up" if step is None else step.direction
+    index = analyze_cached(file).concurrent_index if direction == "up" else None
+    dropped = dropped_index(file) if direction == "down" else None
+    if index is not None and sqlstate == "42P07":
+        return (
+            f"The database is left dirty at version {at}: a relation named {index} already "
+            f"exists and is not the index this file builds (a valid index of that name is "
+            f"kept only when it is defined as the file defines it). Rename it or drop it "
+            f"(an index: DROP INDEX CONCURRENTLY {regclass_text(index)}), then run "
+            f"`{CLI} up` again."
+        )
+    if index is not None:
+        how = (
+            "may not have completed (the server may still finish it, or leave it INVALID). Run"
+            if lost
+            else "did not complete (PostgreSQL leaves it INVALID). Fix the cause (for a "
+            "unique index, the duplicate rows), then run"
+        )
+        return (
+            f"The database is left dirty at version {at}: the concurrent build of index "
+            f"{index} {how} `{CLI} up` again (or restart the service): a build still "
+            f"running is waited for, a complete one is recorded as version {at}, an INVALID "
+            f"one is dropped and built anew. Do not `force` this version: that would record "
+            f"an index that is not there as applied."
+        )
+    if dropped is not None and step is not None:
+        goto = "" if dirty_version == NIL_VERSION else f" (or `{CLI} goto {at}`)"
+        how = "may not have completed" if lost else "did not complete; fix the cause, then"
+        return (
+            f"The database is left dirty at version {at}, on its way down from version "
+            f"{step.migration.version}: the concurrent drop of index {dropped} {how}"
+            f"{'; ' if lost else ' '}run the same down again, `{CLI} down 1`{goto}: the "
+            f"drop runs again and version {at} is recorded. `{CLI} up` instead builds the "
+            f"index anew and records version {step.migration.version}. Do not `force` "
+            f"{at}: an INVALID index would stay behind."
+        )
+    state = VersionState(None if dirty_version == NIL_VERSION else dirty_version, True)
+    unfinished = None if step is None else Unfinished(step.migration, step.direction)
+    ran = " (the statements ran one by one)" if lost else ""
+    if source is None:
+        return f"The database is left dirty at version {at}{ran}: see `{CLI} status`."
+    return f"The database is left dirty{ran}: " + dirty_message(source, state, unfinished)
 
 
 def interrupted_together(

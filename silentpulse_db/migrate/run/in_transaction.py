@@ -53,12 +53,15 @@ class TransactionalRun:
         record: HistoryRecord,
         stays_at: str,
         table: VersionTable = CORE,
+        statement_timeout: float | None = None,
     ) -> None:
         self.conn = conn
         self.source = source
         self.step = step
         self.parsed = parsed
         self.lock_timeout = lock_timeout
+        # The run's limit on each statement (the DSN's); the file's directive wins.
+        self.statement_timeout = statement_timeout
         self.record = record
         self.stays_at = stays_at
         self.table = table  # the set's version table
@@ -104,7 +107,10 @@ class TransactionalRun:
         timeout = self.lock_timeout
         # None: the session's own lock_timeout (the library's: wait forever).
         limit = "" if timeout is None else f" SET LOCAL lock_timeout = '{round(timeout * 1000)}ms';"
-        return f"BEGIN;{limit}{statement_limit(self.step.file.directives, local=True)}"
+        directives, run_limit = self.step.file.directives, self.statement_timeout
+        # parsed.begin: "BEGIN;", or with the options of the file's own BEGIN, which is dropped.
+        begin = self.parsed.begin
+        return f"{begin}{limit}{statement_limit(directives, local=True, default=run_limit)}"
 
     def _messages(self, *, prepared: bool = False) -> list[Message]:
         """The attempt's messages; ``prepared``: the version write as an EXECUTE of the
@@ -115,7 +121,8 @@ class TransactionalRun:
         else:
             write = version_sql(step.version_after, self.record, self.table)
         commit = pin_schema(self.table.schema) + write + "\nCOMMIT;"
-        return messages(step.file.sql, self.parsed.statements, begin=self._begin(), commit=commit)
+        sql = self.parsed.text(step.file.sql)  # the file's own BEGIN / COMMIT blanked
+        return messages(sql, self.parsed.statements, begin=self._begin(), commit=commit)
 
     async def _once(self) -> None:
         """One attempt: the messages in order; any failure rolls back and raises."""
@@ -159,7 +166,14 @@ class TransactionalRun:
             deadlock = isinstance(exc, asyncpg.DeadlockDetectedError)
             raise await lock_conflict(self.conn, file, deadlock=deadlock) from None
         where = await locate(
-            self.conn, file.sql, batch, index, self._begin(), exc, last=last, took=took
+            self.conn,
+            self.parsed.text(file.sql),
+            batch,
+            index,
+            self._begin(),
+            exc,
+            last=last,
+            took=took,
         )
         raise failed(
             self.source,
@@ -171,6 +185,7 @@ class TransactionalRun:
             span=where.span,
             replayed=where.replayed,
             stays_at=self.stays_at,
+            run_timeout=self.statement_timeout,
         )
 
 

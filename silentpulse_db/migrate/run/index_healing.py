@@ -1,67 +1,301 @@
-"""Healing a concurrent index build (CREATE INDEX CONCURRENTLY) that did not complete.
+"""Concurrent index builds and drops that did not complete, and what proves an index is
+a file's.
 
-A failed concurrent build leaves an INVALID index behind, and its version dirty.
-Before the statement runs, an INVALID index of that name is dropped
-(concurrently) so that it is built anew; after it, the index must be valid
-before the version is recorded clean. A dirty version that is such an
-unfinished build is run again by a plain ``up`` (:func:`reruns_dirty`);
-anything else dirty stays for the operator (``force``).
+A CREATE INDEX CONCURRENTLY that stops partway leaves its version dirty and its index
+INVALID; or complete and VALID, when its client was killed and the server went on
+building without it (a build shorter than client_connection_check_interval finishes
+before the server notices). A DROP INDEX CONCURRENTLY that stops partway leaves the
+index INVALID. Before such a file runs (:func:`before`):
+
+- a backend still building or dropping that index is waited for, at most the run's
+  lock wait, saying whom it waits for (dropping the index under it, or failing, would
+  waste its work);
+- a build whose index is already there, VALID and defined as the file's statement
+  defines it (:func:`same_definition`), is complete: it is not run again;
+- an INVALID index is dropped (concurrently) and built anew;
+- a drop whose index is gone is complete.
+
+After a build the index must be valid (:func:`require_valid`). `force` refuses to record
+a version whose own concurrent index is INVALID or missing (:func:`refuse_force`).
+run/unfinished.py reads a dirty version with these facts.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
-from typing import Any
+import time
+from typing import Any, NamedTuple
 
-from ...errors import MigrationFailedError
-from ...results import VersionState
+from ...errors import ForceRefusedError, LockTimeoutError, MigrationFailedError, SilentPulseDBError
+from ...postgres.blockers import scrub
 from ..files.source import MigrationFile, MigrationSource
-from ..files.statements import Statement, analyze_cached
-from ..plan import version_label
+from ..files.statements import ParsedSQL, Statement, analyze_cached
+from ..plan import CLI, NIL_VERSION, version_label
 
 logger = logging.getLogger("silentpulse_db.migrate")
 
-_INVALID_INDEX = """
-    SELECT i.indexrelid::regclass::text FROM pg_index AS i
-    WHERE i.indexrelid = to_regclass($1) AND NOT i.indisvalid
+_FACTS = """
+    SELECT i.indisvalid AS valid, pg_get_indexdef(i.indexrelid) AS definition
+    FROM pg_index AS i WHERE i.indexrelid = to_regclass($1)
 """
-_INDEX_VALID = "SELECT i.indisvalid FROM pg_index AS i WHERE i.indexrelid = to_regclass($1)"
+# Who is building or dropping the index: CREATE INDEX CONCURRENTLY reports its progress
+# (naming the index from its first transaction on); DROP INDEX and REINDEX CONCURRENTLY
+# hold SHARE UPDATE EXCLUSIVE on the index itself (a query or a write holds weaker locks).
+# In this database only: databases cloned from one template share their objects' OIDs.
+_BUILDERS = """
+    SELECT a.pid, coalesce(a.application_name, '') AS application_name, a.query,
+           a.query_start, p.phase
+    FROM pg_stat_activity AS a
+    LEFT JOIN pg_stat_progress_create_index AS p ON p.pid = a.pid
+    WHERE a.pid <> pg_backend_pid() AND a.datname = current_database() AND (
+        p.index_relid = to_regclass($1)
+        OR EXISTS (
+            SELECT 1 FROM pg_locks AS l
+            WHERE l.pid = a.pid AND l.locktype = 'relation' AND l.granted
+              AND l.relation = to_regclass($1) AND l.mode = 'ShareUpdateExclusiveLock'))
+    ORDER BY a.pid
+"""
+# How often a wait for another backend's build looks again (seconds).
+_BUILDER_POLL = 0.2
 
 
-async def reruns_dirty(conn: Any, source: MigrationSource, state: VersionState) -> bool:
-    """Whether a dirty version is a concurrent index build that did not complete (its
-    index is missing or INVALID), which running the file again heals. Anything else
-    dirty stays for the operator (`force`)."""
-    if not state.dirty or state.version is None:
-        return False
-    migration = source.get(state.version)
-    if migration is None:
-        return False
-    index = analyze_cached(migration.up).concurrent_index
-    return index is not None and not await conn.fetchval(_INDEX_VALID, index)
+def regclass_text(index: str) -> str:
+    """``index`` ("name" or "schema.name", as the parser spells them) as to_regclass()
+    reads it: each part quoted, so that a quoted mixed-case name is found."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in index.split(".", 1))
 
 
-async def drop_if_invalid(conn: Any, file: MigrationFile, index: str) -> Statement | None:
-    """The statement that drops ``index`` if a failed earlier build left it INVALID."""
-    invalid = await conn.fetchval(_INVALID_INDEX, index)
-    if invalid is None:
+class IndexFacts(NamedTuple):
+    """What the catalog says of an index a migration file builds or drops."""
+
+    exists: bool
+    valid: bool = False
+    definition: str | None = None  # pg_get_indexdef()
+    # Whether it is the index the file's CREATE INDEX statement defines (None: no
+    # statement to compare with, or the index is missing).
+    matches: bool | None = None
+
+    def describe(self, index: str) -> str:
+        if not self.exists:
+            return f"index {index} does not exist"
+        if not self.valid:
+            return f"index {index} is INVALID"
+        if self.matches is False:
+            return (
+                f"index {index} is valid but is not the one the file builds (found: "
+                f"{self.definition})"
+            )
+        return f"index {index} is complete and valid"
+
+
+async def index_facts(conn: Any, index: str, statement: str | None = None) -> IndexFacts:
+    """The index's state; ``statement``: the CREATE INDEX it should match."""
+    row = await conn.fetchrow(_FACTS, regclass_text(index))
+    if row is None:
+        return IndexFacts(False)
+    matches = None if statement is None else same_definition(row["definition"], statement)
+    return IndexFacts(True, bool(row["valid"]), row["definition"], matches)
+
+
+def built_index(file: MigrationFile | None) -> tuple[str, str] | None:
+    """The index a CREATE INDEX CONCURRENTLY file builds, and its statement; None for any
+    other file (or one that cannot be read: it is refused when it is about to run)."""
+    parsed = _parsed(file)
+    if parsed is None or parsed.concurrent_index is None:
         return None
-    logger.warning(
-        "%s: index %s is INVALID (a failed earlier build): dropping it concurrently "
-        "to build it again",
-        file.location,
-        invalid,
+    return parsed.concurrent_index, parsed.statements[0].sql
+
+
+def dropped_index(file: MigrationFile | None) -> str | None:
+    """The index a file whose one statement is DROP INDEX CONCURRENTLY of one index drops
+    ("name" or "schema.name"); None for any other file."""
+    parsed = _parsed(file)
+    if parsed is None or not parsed.non_transactional or len(parsed.statements) != 1:
+        return None
+    from pglast import parser  # deferred, as statements.py does
+
+    try:
+        ((kind, node),) = json.loads(parser.parse_sql_json(parsed.statements[0].sql))["stmts"][0][
+            "stmt"
+        ].items()
+    except (parser.ParseError, KeyError, IndexError, ValueError):
+        return None
+    if kind != "DropStmt" or node.get("removeType") != "OBJECT_INDEX":
+        return None
+    objects = node.get("objects", [])
+    if not node.get("concurrent") or len(objects) != 1:
+        return None
+    parts = [item.get("String", {}).get("sval") for item in objects[0].get("List", {})["items"]]
+    return ".".join(parts) if parts and all(parts) else None
+
+
+def _parsed(file: MigrationFile | None) -> ParsedSQL | None:
+    if file is None:
+        return None
+    try:
+        return analyze_cached(file)
+    except SilentPulseDBError:
+        return None
+
+
+# --- is it the file's index? ------------------------------------------------------------
+
+
+def same_definition(found: str, statement: str) -> bool:
+    """Whether pg_get_indexdef()'s ``found`` defines the index the CREATE INDEX
+    ``statement`` of a file defines: both parsed by PostgreSQL's parser (pglast) and
+    compared node by node, after what only says how it is built (CONCURRENTLY, IF NOT
+    EXISTS), where the text is (locations), the schema when the file names none (the
+    index is found through the same search_path), casts (the server spells
+    ``'open'::text`` where a file writes ``'open'``) and how a constant is written
+    (``fillfactor='70'`` for ``fillfactor=70``). Anything else that differs (columns,
+    uniqueness, method, predicate, INCLUDE, opclass) is another index: a false "no"
+    leaves the decision to the operator, never the other way round."""
+    ours, theirs = _index_node(statement), _index_node(found)
+    if ours is None or theirs is None:
+        return False
+    if "schemaname" not in ours.get("relation", {}):
+        theirs.get("relation", {}).pop("schemaname", None)
+    return ours == theirs
+
+
+def _index_node(sql: str) -> dict[str, Any] | None:
+    from pglast import parser  # deferred, as statements.py does
+
+    try:
+        statements = json.loads(parser.parse_sql_json(sql))["stmts"]
+    except (parser.ParseError, ValueError):
+        return None
+    if len(statements) != 1 or "IndexStmt" not in statements[0]["stmt"]:
+        return None
+    node = _normal(statements[0]["stmt"]["IndexStmt"])
+    assert isinstance(node, dict)
+    for how in ("concurrent", "if_not_exists"):
+        node.pop(how, None)
+    relation = node.get("relation", {})
+    node["relation"] = {k: relation[k] for k in ("schemaname", "relname") if k in relation}
+    return node
+
+
+_CONSTANTS = ("ival", "sval", "fval", "boolval", "bsval")
+
+
+def _normal(node: Any) -> Any:
+    """``node`` without locations, casts, or the type a constant was written as."""
+    if isinstance(node, list):
+        return [_normal(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if set(node) == {"TypeCast"}:
+        return _normal(node["TypeCast"].get("arg"))
+    if len(node) == 1:
+        ((kind, inner),) = node.items()
+        if kind in ("Integer", "String", "Float", "Boolean", "A_Const") and isinstance(inner, dict):
+            return {"const": _constant(inner)}
+    return {k: _normal(v) for k, v in node.items() if k != "location"}
+
+
+def _constant(inner: dict[str, Any]) -> str:
+    for key in _CONSTANTS:
+        if key in inner:
+            value = inner[key]
+            if isinstance(value, dict):  # A_Const: {"ival": {"ival": 1}}
+                value = next(iter(value.values()), "")
+            return str(value).lower() if isinstance(value, bool) else str(value)
+    return "NULL" if inner.get("isnull") else ""
+
+
+# --- before and after a concurrent build or drop ---------------------------------------
+
+
+async def wait_for_builders(conn: Any, file: MigrationFile, index: str, timeout: float) -> None:
+    """Wait while another backend builds or drops ``index`` (a killed runner's build the
+    server went on with, a build by hand), at most ``timeout`` seconds; then
+    LockTimeoutError naming it. Logs whom it waits for, once."""
+    deadline = time.monotonic() + timeout
+    said: set[int] = set()
+    while True:
+        builders = await conn.fetch(_BUILDERS, regclass_text(index))
+        if not builders:
+            return
+        who = "; ".join(_builder(row) for row in builders)
+        if time.monotonic() >= deadline:
+            raise LockTimeoutError(
+                f"{file.location}: timed out after {timeout:.0f}s waiting for another "
+                f"backend to finish with index {index}: {who}. Nothing was changed; run "
+                f"again once it has finished (or end it: SELECT pg_cancel_backend(pid))."
+            )
+        if {row["pid"] for row in builders} - said:
+            said |= {row["pid"] for row in builders}
+            logger.warning(
+                "%s: index %s is being built or dropped by another backend (%s): waiting "
+                "for it to finish (at most %.0fs) before deciding what is left to do",
+                file.location,
+                index,
+                who,
+                timeout,
+            )
+        await asyncio.sleep(min(_BUILDER_POLL, max(deadline - time.monotonic(), 0.0)))
+
+
+def _builder(row: Any) -> str:
+    phase = f", {row['phase']}" if row["phase"] else ""
+    since = f", since {row['query_start']:%Y-%m-%d %H:%M:%S%z}" if row["query_start"] else ""
+    return (
+        f"pid {row['pid']}, application_name {row['application_name'] or '<none>'!r}"
+        f"{since}{phase}, query: {scrub(row['query'], 120)}"
     )
-    return Statement(f"DROP INDEX CONCURRENTLY IF EXISTS {invalid}", 0)
+
+
+async def before(
+    conn: Any, file: MigrationFile, parsed: ParsedSQL, *, wait: float
+) -> tuple[Statement, ...] | None:
+    """What to run before a concurrent build's or drop's own statement: nothing, or the
+    DROP of an INVALID index; None when the file's effect is already complete (its index
+    built, valid and as the file defines it; or, for a drop, gone): it is not run again."""
+    index = parsed.concurrent_index
+    dropped = None if index is not None else dropped_index(file)
+    if index is None and dropped is None:
+        return ()
+    await wait_for_builders(conn, file, index or str(dropped), wait)
+    if dropped is not None:
+        if not (await index_facts(conn, dropped)).exists:
+            logger.info(
+                "%s: index %s is already gone: nothing left to drop", file.location, dropped
+            )
+            return None
+        return ()
+    assert index is not None
+    facts = await index_facts(conn, index, parsed.statements[0].sql)
+    if facts.exists and facts.valid and facts.matches:
+        logger.warning(
+            "%s: index %s is already built, valid and as this file defines it (a build "
+            "that finished after its run stopped, or one made by hand): recording the "
+            "version without building it again",
+            file.location,
+            index,
+        )
+        return None
+    if facts.exists and not facts.valid:
+        logger.warning(
+            "%s: index %s is INVALID (a failed earlier build): dropping it concurrently "
+            "to build it again",
+            file.location,
+            index,
+        )
+        return (Statement(f"DROP INDEX CONCURRENTLY IF EXISTS {regclass_text(index)}", 0),)
+    return ()
 
 
 async def require_valid(conn: Any, file: MigrationFile, index: str, dirty: int) -> None:
     """MigrationFailedError unless ``index`` exists and is valid (the version stays
     ``dirty``)."""
-    valid = await conn.fetchval(_INDEX_VALID, index)
-    if valid:
+    facts = await index_facts(conn, index)
+    if facts.valid:
         return
-    state = "does not exist" if valid is None else "is INVALID"
+    state = "does not exist" if not facts.exists else "is INVALID"
     raise MigrationFailedError(
         f"migration failed: {file.location}: the statement succeeded but index {index} "
         f"{state} (IF NOT EXISTS met an INVALID index?). The database is left dirty at "
@@ -69,4 +303,30 @@ async def require_valid(conn: Any, file: MigrationFile, index: str, dirty: int) 
         f"and builds it anew.",
         file=file.location,
         dirty=True,
+    )
+
+
+async def refuse_force(conn: Any, source: MigrationSource, version: int) -> None:
+    """ForceRefusedError if ``version``'s up file builds an index concurrently and that
+    index is INVALID or missing: recording the version would record as applied an index
+    that is not there (a later migration that needs it, such as a foreign key on a unique
+    index, then fails on every run). A run heals it instead."""
+    migration = None if version == NIL_VERSION else source.get(version)
+    built = built_index(migration.up if migration is not None else None)
+    if built is None:
+        return
+    index, statement = built
+    facts = await index_facts(conn, index, statement)
+    if facts.valid:
+        return
+    assert migration is not None and migration.up is not None
+    below = source.previous_version(version)
+    raise ForceRefusedError(
+        f"not forcing version {version}: {migration.up.location} builds index {index} "
+        f"concurrently, and {facts.describe(index)}; recording version {version} would "
+        f"record it as applied. Run `{CLI} up` instead: it finishes or rebuilds the index "
+        f"and records version {version}. To leave version {version} out instead: "
+        f"DROP INDEX CONCURRENTLY IF EXISTS {regclass_text(index)}; then "
+        f"`{CLI} force {NIL_VERSION if below is None else below}`.",
+        version=version,
     )

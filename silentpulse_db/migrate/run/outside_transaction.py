@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from ...defaults import ENGINE_SESSION_SETTINGS
+from ...defaults import ENGINE_SESSION_SETTINGS, LOCK_TIMEOUT
 from ...postgres.connect import is_connection_lost, set_config_sql
 from ..files.directives import statement_limit
 from ..files.source import MigrationFile, MigrationSource
@@ -23,7 +23,7 @@ from ..files.statements import ParsedSQL, Statement
 from ..plan import NIL_VERSION, Step
 from ..version_table import CORE, HistoryRecord, VersionTable, set_version, write_version
 from .error_messages import failed, interrupted
-from .index_healing import drop_if_invalid, require_valid
+from .index_healing import before, require_valid
 
 logger = logging.getLogger("silentpulse_db.migrate")
 
@@ -37,24 +37,42 @@ Recorder = Callable[[Step, float], HistoryRecord]
 class OutsideTransaction:
     """Runs statements alone on the locked connection."""
 
-    def __init__(self, conn: Any, source: MigrationSource, table: VersionTable = CORE) -> None:
+    def __init__(
+        self,
+        conn: Any,
+        source: MigrationSource,
+        table: VersionTable = CORE,
+        *,
+        statement_timeout: float | None = None,
+        build_wait: float = LOCK_TIMEOUT,
+    ) -> None:
         self.conn = conn
         self.source = source
         self.table = table  # the set's version table
+        # The run's limit on each migration statement (the DSN's); a file's directive wins.
+        self.statement_timeout = statement_timeout
+        # How long to wait for another backend still building or dropping the index a
+        # file builds or drops (the run's lock wait).
+        self.build_wait = build_wait
+        self.step: Step | None = None  # the step running, for its failure's message
 
     async def run(self, step: Step, parsed: ParsedSQL, record: Recorder) -> None:
         """golang-migrate's protocol: dirty, the statement, clean (healing an index)."""
         dirty = NIL_VERSION if step.version_after is None else step.version_after
-        await set_version(self.conn, dirty, True, table=self.table)
+        self.step = step
         started = time.perf_counter()
+        # A concurrent build or drop: waits for a backend still at it; None when what the
+        # file does is already done (it is not run again), else what to run first.
+        first = await before(self.conn, step.file, parsed, wait=self.build_wait)
+        await set_version(self.conn, dirty, True, table=self.table)
         index = parsed.concurrent_index
-        if index is not None and (drop := await drop_if_invalid(self.conn, step.file, index)):
-            await self.execute_alone(step.file, drop, dirty)
-        limit = statement_limit(step.file.directives, local=False)
+        for statement in first or ():
+            await self.execute_alone(step.file, statement, dirty)
+        limit = statement_limit(step.file.directives, local=False, default=self.statement_timeout)
         if limit:
             await self.conn.execute(limit)
         try:
-            for statement in parsed.statements:
+            for statement in parsed.statements if first is not None else ():
                 await self.execute_alone(step.file, statement, dirty)
         finally:
             if limit and not self.conn.is_closed():  # back to the library's own value
@@ -78,13 +96,24 @@ class OutsideTransaction:
             await self.conn.execute(statement.sql)
         except asyncpg.PostgresError as exc:
             if is_connection_lost(exc):
-                raise interrupted(file, exc, dirty_version=dirty) from None
+                raise interrupted(
+                    file, exc, dirty_version=dirty, step=self.step, source=self.source
+                ) from None
             position = getattr(exc, "position", None)
             at = statement.offset + int(position) - 1 if position else None
             raise failed(
-                self.source, file, exc, offset=statement.offset, position=at, dirty_version=dirty
+                self.source,
+                file,
+                exc,
+                offset=statement.offset,
+                position=at,
+                dirty_version=dirty,
+                run_timeout=self.statement_timeout,
+                step=self.step,
             ) from None
         except Exception as exc:
             if is_connection_lost(exc):
-                raise interrupted(file, exc, dirty_version=dirty) from None
+                raise interrupted(
+                    file, exc, dirty_version=dirty, step=self.step, source=self.source
+                ) from None
             raise

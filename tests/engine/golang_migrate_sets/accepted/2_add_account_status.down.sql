@@ -1,0 +1,4 @@
+BEGIN;
+ALTER TABLE accounts DROP COLUMN status;
+DROP TYPE account_status;
+END;

@@ -1,0 +1,2 @@
+DROP PROCEDURE backfill(int);
+DROP TABLE backfill_log;

@@ -1,0 +1,1 @@
+CALL backfill(3);

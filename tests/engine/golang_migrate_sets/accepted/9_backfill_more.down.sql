@@ -1,0 +1,1 @@
+DELETE FROM backfill_log WHERE batch >= 100;
