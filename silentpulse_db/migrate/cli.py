@@ -44,9 +44,10 @@ PROG = "silentpulse-db"
 DEFAULT_CREATE_PATH = Path("silentpulse_db/migrations")
 
 
-def _common_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+def _common_options(parser: argparse.ArgumentParser, *, suppress: bool, locks: bool = True) -> None:
     # Accepted before and after the command; SUPPRESS keeps a subcommand from
-    # overwriting a value given before it.
+    # overwriting a value given before it. ``locks``: the migration lock's and the DDL's
+    # options, which a command that takes neither (drift) does not list.
     console.add_connection_options(parser, suppress=suppress)
 
     def default(value: object) -> Any:
@@ -65,6 +66,22 @@ def _common_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         help="the version table of this set of migrations (default schema_migrations, or the "
         "DSN's ?x-migrations-table=): a service's own set keeps its own",
     )
+    if locks:
+        _lock_options(parser, default)
+    parser.add_argument(
+        "--attempts",
+        type=_positive,
+        default=default(CLI_CONNECT_ATTEMPTS),
+        help=f"connection attempts, {CONNECT_WAIT:g} s apart, while the server starts "
+        f"(default {CLI_CONNECT_ATTEMPTS}: fail at once; a deploy job beside a starting "
+        f"database: {CONNECT_ATTEMPTS}, as run_migrations)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=default(False), help="log each step"
+    )
+
+
+def _lock_options(parser: argparse.ArgumentParser, default: Callable[[object], Any]) -> None:
     parser.add_argument(
         "--lock-timeout",
         metavar="SECONDS",
@@ -88,17 +105,6 @@ def _common_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         help=f"how long to retry a migration that timed out on a table lock "
         f"(default {DDL_RETRY_FOR:g})",
     )
-    parser.add_argument(
-        "--attempts",
-        type=_positive,
-        default=default(CLI_CONNECT_ATTEMPTS),
-        help=f"connection attempts, {CONNECT_WAIT:g} s apart, while the server starts "
-        f"(default {CLI_CONNECT_ATTEMPTS}: fail at once; a deploy job beside a starting "
-        f"database: {CONNECT_ATTEMPTS}, as run_migrations)",
-    )
-    parser.add_argument(
-        "-v", "--verbose", action="store_true", default=default(False), help="log each step"
-    )
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -116,7 +122,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             cmd = sub.add_parser(
                 name, help=help_text, description=help_text, formatter_class=console.HelpFormatter
             )
-            _common_options(cmd, suppress=True)
+            _common_options(cmd, suppress=True, locks=name not in _NO_LOCKS)
             arguments(cmd)
     return parser
 
@@ -261,6 +267,10 @@ def _drift_arguments(cmd: argparse.ArgumentParser) -> None:
 def _no_arguments(cmd: argparse.ArgumentParser) -> None:
     pass
 
+
+# Commands that take neither the migration lock nor a table lock for DDL: their help
+# lists no such option, and refuses one given after them.
+_NO_LOCKS = frozenset({"drift"})
 
 # Each command: its help line and what it takes besides the common options.
 _COMMAND_ARGUMENTS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {

@@ -531,17 +531,19 @@ async def drift(
     (months ahead, detached months, default privileges) are excused, each with its
     rule; a blanket grant on every table only to ``app_roles`` (the runbook's
     application role) or a role the database's default privileges name. A dirty
-    database raises DirtyDatabaseError: it is between two versions. ``sets``: each
-    service set the database records, (its files, its version table), built after
-    the packaged set in their ``requires`` order; one recorded and not given is a
-    ConfigurationError (its tables would read as drift).
+    database raises DirtyDatabaseError: it is between two versions. Every service set
+    the database records is built after the packaged set, in their ``requires``
+    order: from ``sets`` (its files, its version table) where given, else from the up
+    files the runner stored when it applied them (stored_files.py); one neither given
+    nor buildable from what is stored is a ConfigurationError naming it and --set
+    (its tables would read as drift).
     """
     dsn = _core_set(dsn, "drift")
     with typed_errors(dsn, "compare the live schema with the migration files"):
         if scratch_dsn is not None:
             validate_dsn(scratch_dsn, setting="the scratch DSN")
         from .drift.compare import compare  # the catalog wing loads on first use, as check's
-        from .drift.expected import built_catalog, live_catalog, recorded_sets, service_sets
+        from .drift.expected import all_service_sets, built_catalog, live_catalog
         from .version_table import check_table_name
 
         migrations = load_source(source)
@@ -565,7 +567,7 @@ async def drift(
                 )
             version = None if state is None else state.version
             # The scratch build takes the time; the live read goes on meanwhile.
-            others = service_sets(given, await recorded_sets(session.conn))
+            others = await all_service_sets(session.conn, given)
             built = asyncio.create_task(
                 built_catalog(dsn, scratch_dsn, migrations, version, others)
             )

@@ -249,6 +249,15 @@ async def apply_locked(
     if plan.steps:
         ups = [step.file for step in plan.steps if step.direction == "up"]
         await check_extensions(conn, migrations, ups)
+        from .stored_files import store_files  # when there is work, as Applier
+
+        # A service set's files, kept for drift before they run (stored_files.py).
+        await store_files(
+            conn,
+            session.table.name,
+            migrations,
+            [(s.migration.version, s.file) for s in plan.steps if s.direction == "up"],
+        )
     applier = Applier(
         conn,
         migrations,

@@ -28,6 +28,31 @@ _NOT_EXTENSION_MEMBER = (
     "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = {oid} AND d.deptype = 'e')"
 )
 
+
+def _storage(column: str) -> str:
+    return (
+        f"CASE {column} WHEN 'p' THEN 'plain' WHEN 'e' THEN 'external' WHEN 'm' THEN 'main' "
+        f"ELSE 'extended' END"
+    )
+
+
+# An owner's own privileges are not grants (the grant queries leave them aside), but an
+# owner can revoke them from itself (REVOKE ALL ON t FROM <owner>): the role that
+# migrates then fails on its own table. Appended to the owner: ' (revoked from itself:
+# DELETE, ...)', or nothing.
+REVOKED_FROM_ITSELF = " (revoked from itself: "
+_REVOKED_FROM_OWNER = f"""coalesce((
+    SELECT '{REVOKED_FROM_ITSELF}' || string_agg(d.privilege_type, ', '
+           ORDER BY d.privilege_type) || ')'
+    FROM aclexplode(acldefault(({{kind}})::"char", {{owner}})) AS d
+    WHERE {{acl}} IS NOT NULL AND d.grantee = {{owner}} AND NOT EXISTS (
+      SELECT 1 FROM aclexplode({{acl}}) AS g
+      WHERE g.grantee = {{owner}} AND g.privilege_type = d.privilege_type)), '')"""
+_RELATION_REVOKED = _REVOKED_FROM_OWNER.format(
+    acl="c.relacl", owner="c.relowner", kind="CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END"
+)
+_FUNCTION_REVOKED = _REVOKED_FROM_OWNER.format(acl="p.proacl", owner="p.proowner", kind="'f'")
+
 # Each: key, value (what is compared), table (the relation it belongs to, for the
 # partition rule), create and drop (a statement each, or NULL).
 DRIFT_QUERIES: dict[str, str] = {
@@ -84,6 +109,13 @@ DRIFT_QUERIES: dict[str, str] = {
                  (SELECT 'collate ' || quote_ident(co.collname) FROM pg_collation co
                   JOIN pg_type ty ON ty.oid = a.atttypid
                   WHERE co.oid = a.attcollation AND a.attcollation <> ty.typcollation),
+                 -- SET STORAGE (another TOAST strategy than its type's) and SET STATISTICS
+                 -- (another sample for the planner): with the type's own, for the fix
+                 -- (PostgreSQL 15 has no SET STORAGE DEFAULT).
+                 (SELECT 'storage ' || {_storage("a.attstorage")} || ' (its type '
+                         || {_storage("ty.typstorage")} || ')'
+                  FROM pg_type ty WHERE ty.oid = a.atttypid AND a.attstorage <> ty.typstorage),
+                 CASE WHEN a.attstattarget <> -1 THEN 'statistics ' || a.attstattarget END,
                  'comment ' || col_description(c.oid, a.attnum)) AS value,
                n.nspname || '.' || c.relname AS "table",
                CASE WHEN c.relkind IN ('r', 'p') THEN
@@ -210,7 +242,7 @@ DRIFT_QUERIES: dict[str, str] = {
     # (the role that owns the version table, the one that migrates).
     "owner": f"""
         SELECT 'relation ' || n.nspname || '.' || c.relname AS key,
-               pg_get_userbyid(c.relowner) AS value,
+               pg_get_userbyid(c.relowner) || {_RELATION_REVOKED} AS value,
                n.nspname || '.' || c.relname AS "table",
                NULL AS "create", NULL AS "drop"
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -220,7 +252,8 @@ DRIFT_QUERIES: dict[str, str] = {
         UNION ALL
         SELECT 'function ' || n.nspname || '.' || p.proname || '('
                  || pg_get_function_identity_arguments(p.oid) || ')',
-               pg_get_userbyid(p.proowner), NULL, NULL, NULL
+               pg_get_userbyid(p.proowner) || {_FUNCTION_REVOKED},
+               NULL, NULL, NULL
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         WHERE {_USER_SCHEMA} AND p.prokind IN ('f', 'p', 'w') AND p.proname <> '{GUARD_FUNCTION}'
           AND {_NOT_EXTENSION_MEMBER.format(oid="p.oid")}

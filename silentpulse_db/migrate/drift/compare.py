@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Literal, NamedTuple
 
 from ..._reports import DriftDifference, DriftExcuse, DriftReport
-from .catalog import Catalog, CatalogObject
+from .catalog import REVOKED_FROM_ITSELF, Catalog, CatalogObject
 from .fixes import changed_fix, missing_fix
 from .grants import (
     OWNER,
@@ -111,7 +111,9 @@ def _normalised(objects: Objects, owner: str | None) -> Objects:
         return objects
     result = dict(objects)
     result["owner"] = {
-        key: obj._replace(value=OWNER) if obj.value == owner else obj
+        key: obj._replace(value=OWNER + obj.value[len(owner) :])
+        if obj.value == owner or obj.value.startswith(owner + REVOKED_FROM_ITSELF)
+        else obj
         for key, obj in objects.get("owner", {}).items()
     }
     result["grant"] = {
@@ -156,7 +158,7 @@ def _walk(
             elif expected is not None and actual is not None and expected.value != actual.value:
                 change = "changed"
                 fix = (
-                    _owner_fix(shown, expected.value, context)
+                    _owner_fix(shown, expected.value, actual.value, context)
                     if kind == "owner"
                     else changed_fix(kind, shown, expected, actual, partitioned=partitioned)
                 )
@@ -193,9 +195,14 @@ def _detached(differences: list[DriftDifference], want: Split) -> list[DriftDiff
     return result
 
 
-def _owner_fix(key: str, expected: str, context: _Live) -> str | None:
+def _owner_fix(key: str, expected: str, actual: str, context: _Live) -> str | None:
     if expected != OWNER or context.owner is None:
         return None
+    if actual.startswith(OWNER + REVOKED_FROM_ITSELF):
+        # Its own privileges given back: ALL is what an owner holds by default.
+        what = "FUNCTION " if key.startswith("function ") else ""
+        target = key.removeprefix("function ").removeprefix("relation ")
+        return f"GRANT ALL ON {what}{target} TO {_quoted(context.owner)}"
     if key.startswith("function "):
         return f"ALTER FUNCTION {key.removeprefix('function ')} OWNER TO {context.owner}"
     relation = key.removeprefix("relation ")

@@ -19,6 +19,7 @@ from ..files.source import MigrationSource
 from ..plan import Up, make_plan
 from ..proofs.check import prerequisites_in, proof_database
 from ..run.applier import Applier
+from ..stored_files import stored_source
 from ..version_table import (
     HISTORY_TABLE,
     VERSION_TABLE,
@@ -90,32 +91,56 @@ _OTHER_SETS = f"""
 """
 
 
+async def all_service_sets(
+    conn: Any, given: Sequence[tuple[MigrationSource, str]]
+) -> list[ServiceSet]:
+    """Every service set the live database records, to build after the packaged one:
+    those given (their folders), and the others from the files the database stored
+    when it applied them (stored_files.py)."""
+    recorded = await recorded_sets(conn)
+    tables = {table for _source, table in given}
+    stored: dict[str, MigrationSource | str] = {}  # read only where needed
+    for table, state in recorded.items():
+        if table not in tables and not state.dirty:
+            stored[table] = await stored_source(conn, table, state.version)
+    return service_sets(given, recorded, stored)
+
+
 def service_sets(
-    given: Sequence[tuple[MigrationSource, str]], recorded: dict[str, VersionState]
+    given: Sequence[tuple[MigrationSource, str]],
+    recorded: dict[str, VersionState],
+    stored: dict[str, MigrationSource | str] | None = None,
 ) -> list[ServiceSet]:
     """The sets to build after the packaged one, each at its live version, a set after
-    those it requires. Every recorded set must be given: drift compares the whole
-    schema, and a set it does not build would read as tables to drop (its data)."""
+    those it requires. Every recorded set is built: given (its folder), or from the
+    files the database stored (``stored``: the source, or why there is none); drift
+    compares the whole schema, and a set it does not build would read as tables to drop
+    (its data)."""
+    stored = stored or {}
     tables = {table for _source, table in given}
+    chosen = []
     for table, state in recorded.items():
-        if table not in tables:
+        if state.dirty:
+            raise ConfigurationError(
+                f"{table} is dirty at version {state.version}: that set is between two "
+                f"versions; finish or force it first. Nothing was compared."
+            )
+        found = stored.get(table, "drift was not told its folder")
+        if table not in tables and isinstance(found, str):
             raise ConfigurationError(
                 f"the database also holds a service's own migration set, recorded in "
-                f"{table} (version {state.version}): drift compares the whole schema, so it "
-                f"builds every set and needs that one's files: --set DIR:{table} (Python: "
+                f"{table} (version {state.version}), and drift cannot build it from the "
+                f"files the database stored: {found}. Drift compares the whole schema, so it "
+                f"builds every set: give that one's files, --set DIR:{table} (Python: "
                 f"drift(..., sets=[(DIR, {table!r})])). Nothing was compared."
             )
-    chosen = []
+        if table not in tables and not isinstance(found, str):
+            chosen.append(ServiceSet(found, table, state.version))
     for source, table in given:
         if table not in recorded:
             raise ConfigurationError(
                 f"the set of {source.description} (version table {table}) is not recorded in "
                 f"the live database: there is nothing of it to compare. Nothing was compared."
-            )
-        if recorded[table].dirty:
-            raise ConfigurationError(
-                f"{table} is dirty at version {recorded[table].version}: that set is between "
-                f"two versions; finish or force it first. Nothing was compared."
             )
         chosen.append(ServiceSet(source, table, recorded[table].version))
     return _in_requires_order(chosen)

@@ -71,7 +71,7 @@ def changed_fix(
             expected.create or ""
         ):
             return f"REINDEX INDEX CONCURRENTLY {key}"
-        return None
+        return _index_options_fix(key, expected.value, actual.value)
     if kind == "constraint":
         if actual.value == expected.value + " NOT VALID":
             table, _, name = key.rpartition(".")
@@ -97,6 +97,26 @@ def changed_fix(
     if kind == "relation":
         return _attach_fix(key, expected, actual) or _rls_fix(key, expected.value, actual.value)
     return None
+
+
+# pg_get_indexdef's storage options: WITH (fillfactor='50', deduplicate_items='off')
+_INDEX_OPTIONS = re.compile(r" WITH \((?P<options>[^()]*)\)")
+
+
+def _index_options_fix(key: str, expected: str, actual: str) -> str | None:
+    """An index whose storage options alone changed (ALTER INDEX ... SET): RESET what
+    the live one has, SET what the files give. The options apply to pages written
+    from then on (REINDEX rewrites the others)."""
+    want, have = _INDEX_OPTIONS.search(expected), _INDEX_OPTIONS.search(actual)
+    if _INDEX_OPTIONS.sub("", expected) != _INDEX_OPTIONS.sub("", actual):
+        return None  # its definition changed too: drop and create
+    statements = []
+    if have:
+        names = ", ".join(o.split("=", 1)[0].strip() for o in have["options"].split(","))
+        statements.append(f"ALTER INDEX {key} RESET ({names})")
+    if want:
+        statements.append(f"ALTER INDEX {key} SET ({want['options']})")
+    return ";\n".join(statements) or None
 
 
 def _attach_fix(key: str, expected: CatalogObject, actual: CatalogObject) -> str | None:
@@ -149,6 +169,10 @@ def _column_fix(key: str, expected: str, actual: str, partitioned: bool) -> str 
     if want.get("collate") != have.get("collate") and want["type"] == have["type"]:
         collation = want.get("collate") or '"default"'
         steps.append(f"ALTER COLUMN {column} TYPE {want['type']} COLLATE {collation}")
+    if want.get("storage") != have.get("storage"):
+        steps.append(f"ALTER COLUMN {column} SET STORAGE {_storage(want, have)}")
+    if want.get("statistics") != have.get("statistics"):
+        steps.append(f"ALTER COLUMN {column} SET STATISTICS {want.get('statistics', '-1')}")
     if want.get("default") != have.get("default"):
         default = want.get("default")
         steps.append(
@@ -179,6 +203,14 @@ def _column_fix(key: str, expected: str, actual: str, partitioned: bool) -> str 
         f"{fix};\n"
         f"ALTER TABLE {table} DROP CONSTRAINT {check}"
     )
+
+
+def _storage(want: dict[str, str], have: dict[str, str]) -> str:
+    """The storage the files give: theirs, or else the type's own (read on the live
+    column: 'external (its type extended)')."""
+    if "storage" in want:
+        return want["storage"].split(" ", 1)[0].upper()
+    return have["storage"].rsplit(" ", 1)[1].rstrip(")").upper()
 
 
 _FLAGS = (
