@@ -262,12 +262,26 @@ def runner_identity() -> str:
     return _identity(os.getpid())
 
 
+# The history's id sequence put back above its rows when it has fallen behind them, which
+# a crash or failover can do to a database made with CREATE DATABASE ... TEMPLATE
+# (PostgreSQL 15 copies a template's sequences without WAL-logging their first values
+# in the copy): every history write would then fail on its primary key, run after run.
+_HISTORY_IDS_AHEAD = f"""
+SELECT setval(pg_get_serial_sequence('"{HISTORY_TABLE}"', 'id'), max(id))
+FROM "{HISTORY_TABLE}"
+HAVING max(id) > coalesce((
+    SELECT s.last_value FROM pg_sequences AS s
+    WHERE format('%I.%I', s.schemaname, s.sequencename)::regclass
+          = pg_get_serial_sequence('"{HISTORY_TABLE}"', 'id')::regclass), 0)
+"""
+
+
 async def ensure_tables(conn: Any, table: VersionTable = CORE) -> None:
-    """Create both tables if missing (or add the history's newer columns). Call with the
-    migration lock held."""
-    if await conn.fetchval(f"SELECT {_tables_current(table.name)}"):
-        return
-    await conn.execute(_create_tables(table.name))
+    """Create both tables if missing (or add the history's newer columns), and keep the
+    history's ids ahead of its rows. Call with the migration lock held."""
+    if not await conn.fetchval(f"SELECT {_tables_current(table.name)}"):
+        await conn.execute(_create_tables(table.name))
+    await conn.execute(_HISTORY_IDS_AHEAD)
 
 
 def qualified(table: str, schema: str | None) -> str:
