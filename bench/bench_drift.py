@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import os
 import statistics
 
 from silentpulse_db import apply_prerequisites, check, drift, run_migrations
@@ -85,6 +86,7 @@ async def main(admin: str) -> None:
     medians = {name: statistics.median(values) for name, values in samples.items()}
     ratio = paired_ratio(samples, "drift", "check")
     against_dump = paired_ratio(samples, "drift", "pg_dump diff")
+    load = os.getloadavg()[0]  # whether the machine was idle while it ran
     write_section(
         "drift",
         f"""## Drift against check and a pg_dump diff
@@ -95,9 +97,9 @@ reference build (a scratch database created, the files applied up to the live
 version, both databases dumped at once, the dumps diffed, the scratch dropped: the
 work drift does, without its excuses, fixes and report). All build the files' schema
 on a scratch database they create and drop. {ROUNDS} alternating rounds, medians (the
-ratios: of the rounds' own); {machine()}, shared with other work (not idle: the
-ratios carry over, the times do not). Reproduce: `.venv/bin/python
-bench/bench_drift.py`.
+ratios: of the rounds' own); {machine()}, 1-minute load average {load:.1f} at the end
+(on a shared machine the ratios carry over, the times less so). Reproduce:
+`.venv/bin/python bench/bench_drift.py`.
 
 | | median |
 |---|---|
