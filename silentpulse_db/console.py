@@ -152,23 +152,34 @@ def run(
         return asyncio.run(main())
     except SilentPulseDBError as exc:
         _print_error(label, exc, debug, (database, *other_dsns))
-        if isinstance(exc, AdministratorRequiredError):
-            # Not a failure to retry nor a usage error: a job waits for an administrator.
-            return EXIT_ADMINISTRATOR
-        return EXIT_USAGE if isinstance(exc, ConfigurationError) else failure_exit
+        return exit_code(exc, failure_exit)
     except KeyboardInterrupt:
         print(f"{label}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
+def exit_code(exc: SilentPulseDBError, failure_exit: int = EXIT_FAILURE) -> int:
+    """The exit code of an error: 3 when an administrator must act, 2 for a usage or
+    configuration error, else ``failure_exit``."""
+    if isinstance(exc, AdministratorRequiredError):
+        # Not a failure to retry nor a usage error: a job waits for an administrator.
+        return EXIT_ADMINISTRATOR
+    return EXIT_USAGE if isinstance(exc, ConfigurationError) else failure_exit
+
+
+def scrubbed(text: str, given: tuple[str | None, ...] = ()) -> str:
+    """``text`` without the password of any DSN the environment (SECRET_ENV_VARS) or the
+    command line (``given``) holds."""
+    dsns = [os.environ[name] for name in SECRET_ENV_VARS if os.environ.get(name)]
+    return redact(text, *dsns, *(dsn for dsn in given if dsn))
+
+
 def _print_error(
     label: str, exc: BaseException, debug: bool, given: tuple[str | None, ...]
 ) -> None:
-    dsns = [os.environ[name] for name in SECRET_ENV_VARS if os.environ.get(name)]
-    dsns += [dsn for dsn in given if dsn]
     if debug:
-        print(redact("".join(traceback.format_exception(exc)), *dsns), file=sys.stderr, end="")
-    print(f"{label}: error: {redact(str(exc), *dsns)}", file=sys.stderr)
+        print(scrubbed("".join(traceback.format_exception(exc)), given), file=sys.stderr, end="")
+    print(f"{label}: error: {scrubbed(str(exc), given)}", file=sys.stderr)
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace | int:

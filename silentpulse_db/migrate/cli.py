@@ -24,9 +24,8 @@ from ..defaults import (
     LOCK_TIMEOUT,
     PARTITIONS_AHEAD,
     SCRATCH_DSN_ENV,
-    SECRET_ENV_VARS,
 )
-from ..errors import AdministratorRequiredError, ConfigurationError, SilentPulseDBError
+from ..errors import ConfigurationError, SilentPulseDBError
 from . import commands
 from .files.scaffold import create_migration, naming_problem
 from .files.source import MigrationSource, load_source
@@ -357,10 +356,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         debug=args.debug,
         database=args.database,
         other_dsns=(getattr(args, "scratch_dsn", None),),
-        # drift's 1 means "drift found": a failure to compare is 2 (3 as for every command
-        # when an administrator must act first, e.g. grant CREATEDB for the scratch build).
-        failure_exit=console.EXIT_USAGE if args.command == "drift" else console.EXIT_FAILURE,
+        failure_exit=_failure_exit(args.command),
     )
+
+
+def _failure_exit(command: str) -> int:
+    """drift's 1 means "drift found": a failure to compare is 2 (3 as for every command
+    when an administrator must act first, e.g. grant CREATEDB for the scratch build)."""
+    return console.EXIT_USAGE if command == "drift" else console.EXIT_FAILURE
 
 
 async def _json_errors(args: argparse.Namespace, run: Awaitable[int]) -> int:
@@ -374,19 +377,11 @@ async def _json_errors(args: argparse.Namespace, run: Awaitable[int]) -> int:
             raise
         import json
 
-        from ..postgres.dsn import redact
-
-        secrets = [os.environ.get(name) for name in SECRET_ENV_VARS]
-        secrets += [args.database, getattr(args, "scratch_dsn", None)]
-        exit_code = (
-            console.EXIT_ADMINISTRATOR
-            if isinstance(exc, AdministratorRequiredError)
-            else console.EXIT_USAGE
-        )
+        given = (args.database, getattr(args, "scratch_dsn", None))
         error = {
             "type": type(exc).__name__,
-            "message": redact(str(exc), *(s for s in secrets if s)),
-            "exit": exit_code,
+            "message": console.scrubbed(str(exc), given),
+            "exit": console.exit_code(exc, _failure_exit(args.command)),
         }
         print(json.dumps({"error": error}, indent=2), file=sys.stdout)
         raise
