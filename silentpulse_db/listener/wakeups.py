@@ -9,7 +9,6 @@ are counted and logged at most once a minute (someone is sending them).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -17,6 +16,7 @@ from typing import Any
 
 from ..defaults import ENGINE_SESSION_SETTINGS
 from ..postgres.connect import connect
+from ..timeouts import event_set_within
 
 logger = logging.getLogger("silentpulse_db.listener")
 
@@ -78,8 +78,7 @@ class Link:
     async def wait(self, timeout: float) -> None:
         """Until a notification or ``timeout`` seconds; ConnectionLost if it ended."""
         self.check()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+        await event_set_within(self._wake, timeout)
         self._wake.clear()
         self.check()
 

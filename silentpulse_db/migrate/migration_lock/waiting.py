@@ -11,7 +11,6 @@ for holders that do not notify (golang-migrate).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -21,6 +20,7 @@ from typing import Any, TypeVar
 from ...defaults import LOCK_POLL_FIRST, LOCK_POLL_MAX
 from ...errors import LockHolder, LockTimeoutError
 from ...postgres.advisory import advisory_lock_holders
+from ...timeouts import event_set_within
 from .keys import LockKeys
 
 logger = logging.getLogger("silentpulse_db.migrate")
@@ -111,9 +111,7 @@ class MigrationLock:
     async def _pause(self, seconds: float) -> None:
         """Until the holder says it released the lock, or ``seconds`` (with jitter, so
         that many replicas do not poll in lock-step) as a fallback."""
-        # asyncio.TimeoutError: not yet the builtin one on Python 3.10.
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._released.wait(), seconds * random.uniform(0.5, 1.0))
+        await event_set_within(self._released, seconds * random.uniform(0.5, 1.0))
         self._released.clear()
 
     async def release(self, *, notify: bool = True) -> None:
