@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import shutil
+import tempfile
 from pathlib import Path
 
 import asyncpg
@@ -115,3 +117,29 @@ def test_a_server_left_by_a_killed_session_is_removed_by_the_next(
     with PostgresServer():
         assert not left.exists()
         assert not accepts()
+
+
+def test_the_server_lives_in_memory_where_it_can(
+    silentpulse_postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Its folder goes to /dev/shm where that has 1 GiB free (a database created there
+    costs a tenth of one on ext4), else to the temporary directory;
+    SILENTPULSE_TEST_DIR chooses, and the reaper looks in all three."""
+    from silentpulse_db.testing import server
+
+    if silentpulse_postgres.external:
+        pytest.skip("external server")
+    chosen = os.environ.get(server.ENV_DIR)
+    monkeypatch.delenv(server.ENV_DIR, raising=False)
+    roomy = server.MEMORY_DIR.is_dir() and (
+        os.access(server.MEMORY_DIR, os.W_OK)
+        and shutil.disk_usage(server.MEMORY_DIR).free >= server.MEMORY_FREE
+    )
+    expected = server.MEMORY_DIR if roomy else Path(tempfile.gettempdir())
+    assert server.server_parent() == expected
+    assert silentpulse_postgres.datadir.parent.parent == Path(chosen or expected)
+    monkeypatch.setattr(server, "MEMORY_FREE", 1 << 60)  # a container's small /dev/shm
+    assert server.server_parent() == Path(tempfile.gettempdir())
+    monkeypatch.setenv(server.ENV_DIR, str(tmp_path))
+    assert server.server_parent() == tmp_path
+    assert tmp_path in server._server_parents()
