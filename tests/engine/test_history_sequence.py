@@ -18,11 +18,14 @@ does not depend on the server's bug; the runner puts it back above them under th
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from silentpulse_db import run_migrations
+import pytest
 
-from helpers import execute, fetchval, version_rows, write_migrations
+from silentpulse_db import run_migrations, up
+
+from helpers import execute, fetchval, login_role, version_rows, write_migrations
 
 FILES = {
     1: ("add_t1", "CREATE TABLE t1 (id int);\n", "DROP TABLE t1;\n"),
@@ -51,3 +54,54 @@ async def test_a_history_sequence_behind_its_rows_does_not_stop_the_next_run(
 
     assert await version_rows(dsn) == [(3, False)]
     assert await fetchval(dsn, "SELECT to_regclass('t3') IS NOT NULL")
+
+
+BEHIND = "SELECT setval(pg_get_serial_sequence('schema_migrations_history', 'id'), 1)"
+AHEAD = (
+    "SELECT nextval(pg_get_serial_sequence('schema_migrations_history', 'id'))"
+    " > (SELECT max(id) FROM schema_migrations_history)"
+)
+
+
+@pytest.mark.parametrize("verb", ["run_migrations", "up"])
+async def test_a_start_with_nothing_to_apply_puts_it_back(
+    silentpulse_database: str, tmp_path: Path, verb: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A start with nothing pending takes no lock; with the history's ids behind its rows
+    it takes the lock and puts them back, so that drift after a crash and a rerun finds
+    the database whole (the fault campaign's last 6 trials, issue 28)."""
+    dsn = silentpulse_database
+    source = write_migrations(tmp_path / "set", {v: FILES[v] for v in (1, 2)})
+    await run_migrations(dsn, source=source)
+    await execute(dsn, BEHIND)
+
+    with caplog.at_level(logging.WARNING, logger="silentpulse_db"):
+        result = await {"run_migrations": run_migrations, "up": up}[verb](dsn, source=source)
+
+    assert not result.applied and result.version_after == 2
+    assert "id sequence was behind its rows" in caplog.text
+    assert await fetchval(dsn, AHEAD)
+    # Once put back, a start with nothing pending is one query again, and says nothing.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="silentpulse_db"):
+        await run_migrations(dsn, source=source)
+    assert "id sequence" not in caplog.text
+
+
+async def test_a_role_that_may_not_set_it_still_starts_with_nothing_to_apply(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
+    """The question is asked only for a role that may setval (UPDATE on the sequence):
+    a reader's start with nothing pending stays a read, and leaves the sequence to the
+    next run that can."""
+    dsn = silentpulse_database
+    source = write_migrations(tmp_path / "set", {v: FILES[v] for v in (1, 2)})
+    await run_migrations(dsn, source=source)
+    await execute(dsn, BEHIND)
+    grants = "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"
+    async with login_role(dsn, grants, prefix="reader") as (_, reader):
+        result = await run_migrations(reader, source=source, attempts=1)
+    assert not result.applied and result.version_after == 2
+    assert not await fetchval(dsn, AHEAD)  # still behind: nobody who may set it ran
+    await run_migrations(dsn, source=source)
+    assert await fetchval(dsn, AHEAD)
