@@ -193,3 +193,38 @@ async def test_a_month_made_by_the_jobs_role_gets_the_owners_grants(
             assert fix is not None
             await execute(dsn, fix)
         assert (await drift(dsn, attempts=1)).matches
+
+
+async def test_a_database_with_data_and_rotated_credentials_is_no_drift(
+    silentpulse_migrated_database: str,
+) -> None:
+    """Two of the six controls of issue 29: rows in every tenant table (the default
+    partitions included: a row dated outside any month) and the credentials moved to v2
+    then rotated to a new master key. Data is not schema: no drift, none excused for it."""
+    from credentials.data import NEW_KEY, OLD_KEY, SALT, populate
+    from schema.seed import seed_tenant
+
+    from silentpulse_db.credentials import migrate_credentials
+    from silentpulse_db.crypto import Keyring
+
+    dsn = silentpulse_migrated_database
+    old, new = Keyring(OLD_KEY, salt=SALT), Keyring(NEW_KEY, salt=SALT)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await populate(conn, old, tenants=3, per_table=5, versions=(1,))
+        before = await drift(dsn, attempts=1)
+        await migrate_credentials(dsn, keyring=old, mode="v2")
+        await migrate_credentials(dsn, keyring=new, old_keyring=old, mode="rotate")
+        # A row in every tenant table (its credentials not envelopes: after the rotation).
+        ids = await seed_tenant(conn, "control")
+        await conn.execute(
+            "INSERT INTO audit_logs (tenant_id, action, entity_type, created_at) "
+            "VALUES ($1, 'create', 'asset', now() + interval '20 years')",
+            ids["tenants"],
+        )
+    finally:
+        await conn.close()
+    after = await drift(dsn, attempts=1)
+    for report in (before, after):
+        assert report.matches, "\n".join(str(d) for d in report.differences)
+    assert [e.rule for e in after.excused] == [e.rule for e in before.excused]
