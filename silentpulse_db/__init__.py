@@ -71,7 +71,6 @@ if TYPE_CHECKING:
         up,
         version,
     )
-    from .migrate.dryrun.lock_levels import LockTaken
     from .migrate.dryrun.preview import (
         MigrationPlan,
         PlannedMigration,
@@ -80,6 +79,7 @@ if TYPE_CHECKING:
         plan_goto,
         plan_up,
     )
+    from .migrate.files.lock_levels import LockTaken
     from .migrate.files.source import Migration, MigrationFile, MigrationSource, load_source
     from .pool import create_pool
     from .results import (
@@ -127,7 +127,7 @@ _LAZY = {
     "MigrationFile": _SOURCE,
     "MigrationSource": _SOURCE,
     "load_source": _SOURCE,
-    "LockTaken": ".migrate.dryrun.lock_levels",
+    "LockTaken": ".migrate.files.lock_levels",
     "MigrationPlan": _PREVIEW,
     "PlannedMigration": _PREVIEW,
     "PlannedStatement": _PREVIEW,

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import TableLockHolder
 
-# pg_locks spells modes "AccessShareLock"; the docs (and dryrun/lock_levels.py) "ACCESS SHARE".
+# pg_locks spells modes "AccessShareLock"; the docs (and files/lock_levels.py) "ACCESS SHARE".
 _NAMES = {
     "AccessShareLock": "ACCESS SHARE",
     "RowShareLock": "ROW SHARE",

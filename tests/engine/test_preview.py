@@ -23,8 +23,8 @@ from silentpulse_db import (
     up,
 )
 from silentpulse_db.defaults import LARGE_TABLE_ROWS
-from silentpulse_db.migrate.dryrun.lock_levels import LockTaken
 from silentpulse_db.migrate.dryrun.preview import format_plan
+from silentpulse_db.migrate.files.lock_levels import LockTaken
 from silentpulse_db.migrate.files.source import load_source
 
 from helpers import (

@@ -109,6 +109,21 @@ def test_the_import_graph_has_no_cycles() -> None:
     assert cycle == []
 
 
+def test_run_imports_nothing_from_dryrun() -> None:
+    # The runner may not depend on the dry run: what both need (the lock a statement
+    # takes) lives in migrate/files/, beside the statement splitter.
+    dryrun = "silentpulse_db.migrate.dryrun"
+    offenders = sorted(
+        f"{module} -> {dep}"
+        for module, deps in _graph().items()
+        if module == "silentpulse_db.migrate.run"
+        or module.startswith("silentpulse_db.migrate.run.")
+        for dep in deps
+        if dep == dryrun or dep.startswith(dryrun + ".")
+    )
+    assert offenders == []
+
+
 def test_every_public_name_resolves() -> None:
     # The face loads most names lazily, from module paths written as strings.
     code = (
@@ -140,6 +155,39 @@ def test_no_two_names_in_a_folder_differ_by_a_plural() -> None:
         names = {p.stem for p in folder.iterdir() if p.suffix == ".py" or p.is_dir()}
         clashes += [f"{folder.name}/{n}" for n in names if n + "s" in names]
     assert clashes == []
+
+
+# Two modules of the same name make a traceback or a grep ambiguous ("which
+# catalog.py?"). These existed before the rule; each pair awaits a rename, and a new
+# module of one of these names still fails the test (the paths are listed, not names).
+SHARED_NAMES_TODAY = {
+    "catalog.py": {
+        "migrate/proofs/catalog.py",  # check's schema snapshot from pg_catalog, and the diff of two
+        "migrate/drift/catalog.py",  # drift's catalog reads: owners, grants, CREATE/DROP text
+    },
+    "cli.py": {
+        "migrate/cli.py",  # the silentpulse-db console script
+        "credentials/cli.py",  # the migrate-credentials console script
+    },
+    "partitions.py": {
+        "schema/partitions.py",  # the partition lifecycle: ensure_partitions, apply_retention
+        "migrate/drift/partitions.py",  # drift's comparison of monthly partitions
+    },
+}
+
+
+def test_no_two_modules_share_a_name() -> None:
+    by_name: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        if path.name not in {"__init__.py", "__main__.py"}:
+            by_name.setdefault(path.name, set()).add(path.relative_to(PACKAGE).as_posix())
+    shared = {name: paths for name, paths in by_name.items() if len(paths) > 1}
+    new = {
+        name: sorted(paths - SHARED_NAMES_TODAY.get(name, set()))
+        for name, paths in shared.items()
+        if not paths <= SHARED_NAMES_TODAY.get(name, set())
+    }
+    assert new == {}
 
 
 def test_no_function_or_class_is_longer_than_150_lines() -> None:

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from pglast import parser
 
-import silentpulse_db.migrate.dryrun.lock_levels as locks_module
+import silentpulse_db.migrate.files.lock_levels as locks_module
 from silentpulse_db.errors import InvalidArgumentError, SilentPulseDBError
-from silentpulse_db.migrate.dryrun.lock_levels import (
+from silentpulse_db.migrate.files.lock_levels import (
     MODES,
     LockTaken,
     blocks_reads,

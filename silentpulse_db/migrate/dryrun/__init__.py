@@ -1,3 +1,2 @@
-"""The dry run (``up --dry-run``): ``preview.py`` plans without changing anything;
-``lock_levels.py`` says, purely from the parsed statement, which table lock each
-statement takes and whether it rewrites or scans the table."""
+"""The dry run (``up --dry-run``): ``preview.py`` plans without changing anything; the
+lock each statement takes is read from its SQL by ``files/lock_levels.py``."""

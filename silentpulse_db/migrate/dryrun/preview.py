@@ -4,9 +4,10 @@ Nothing is changed in the database: the version tables are read only if they
 exist (never created), the migration lock is not taken (the plan answers even
 while another runner migrates), and every query runs in a READ ONLY
 transaction. Which files run is decided by the same pure :func:`make_plan` the
-real commands use; the locks each statement takes come from :mod:`.lock_levels`, and
-the row estimates (``pg_class.reltuples``) of the relations they name decide
-which ACCESS EXCLUSIVE locks deserve a warning.
+real commands use; the locks each statement takes come from ``files/lock_levels.py``
+(beside the statement splitter, since the runner reads them too), and the row
+estimates (``pg_class.reltuples``) of the relations they name decide which ACCESS
+EXCLUSIVE locks deserve a warning.
 
 The plan is the database's state at the time of asking: another runner may
 change it before the real command runs.
@@ -25,6 +26,7 @@ from ...errors import RequiredVersionError
 from ...postgres.connect import close_quietly, connect
 from ...postgres.translate import typed_errors
 from ...results import VersionState
+from ..files.lock_levels import ACCESS_EXCLUSIVE, LockTaken, blocks_writes, statement_locks
 from ..files.source import Direction, MigrationFile, SourceLike, load_source
 from ..files.statements import analyze_cached
 from ..plan import (
@@ -48,7 +50,6 @@ from ..version_table import (
     read_version,
     resolve_table,
 )
-from .lock_levels import ACCESS_EXCLUSIVE, LockTaken, blocks_writes, statement_locks
 
 SQL_HEAD = 60  # characters of a statement shown on its line
 

@@ -28,7 +28,7 @@ from tenacity import (
 from ...defaults import DDL_RETRY_FIRST, DDL_RETRY_MAX
 from ...errors import TableLockHolder
 from ...postgres.blockers import table_lock_holders
-from ..dryrun.lock_levels import statement_locks, strongest
+from ..files.lock_levels import statement_locks, strongest
 from ..files.source import MigrationFile
 from .error_messages import locked_out
 
