@@ -55,13 +55,7 @@ from .prerequisites import OPTIONAL_EXTENSIONS, extensions_in, run_prerequisites
 from .runbook import (
     DEFAULT_DDL,
     DDLLimits,
-    NothingLeft,
-    Outcome,
-    apply_locked,
-    apply_or_leave,
-    migration_result,
-    parse_ahead,
-    waiting_for_requirements,
+    run_request,
 )
 from .session import locked_session, open_session, read_only_state
 from .version_table import (
@@ -132,40 +126,23 @@ async def run_migrations(
     sets no ``-- silentpulse: statement_timeout``; the rest are taken out.
     """
     # Loaded on first use: spares the CLI, which imports this module, ~10 ms of jobs.
-    from ..schema.jobs import partitions_at_startup, partitions_due
+    from ..schema.jobs import PartitionsAtStartup
 
     dsn, table, statement_timeout = resolve(dsn, table)
     with typed_errors(dsn, "apply migrations"):
-        migrations = load_source(source)
-        request = Up(target=target, allow_ahead=not strict)
-        probe = None if partitions_ahead is None else partitions_due(partitions_ahead)
-        async with open_session(
-            dsn, attempts=attempts, wait=wait, partitions_probe=probe, with_state=True, table=table
-        ) as session:
-            nothing_left = NothingLeft(session, migrations, request, strict, probe)
-            # Nothing left to do? Answered without the lock: the usual restart, and the
-            # replicas that lost the race.
-            plan = await nothing_left() if session.tables_exist else None
-            if plan is not None:
-                outcome = Outcome(plan, partitions_due=nothing_left.partitions_due)
-            else:
-                # Lock, plan, apply; or leave once another replica has done it. A set that
-                # requires another's version waits for it within the attempts.
-                ddl = DDLLimits(ddl_lock_timeout, ddl_retry_for, statement_timeout)
-                outcome = await waiting_for_requirements(
-                    lambda: apply_or_leave(
-                        dsn, session, nothing_left, lock_timeout, ddl, partitions_ahead
-                    ),
-                    attempts,
-                    wait,
-                )
-            result = migration_result(outcome, session)
-            # The month's partitions and those ahead: cheap when none is due, never fatal.
-            if partitions_ahead is not None:
-                await partitions_at_startup(
-                    session.conn, dsn, partitions_ahead, due=outcome.partitions_due
-                )
-            return result
+        return await run_request(
+            dsn,
+            Up(target=target, allow_ahead=not strict),
+            load_source(source),
+            table=table,
+            attempts=attempts,
+            wait=wait,
+            lock_timeout=lock_timeout,
+            ddl=DDLLimits(ddl_lock_timeout, ddl_retry_for, statement_timeout),
+            strict=strict,
+            after=None if partitions_ahead is None else PartitionsAtStartup(partitions_ahead),
+            wait_for_required=True,
+        )
 
 
 async def up(
@@ -614,30 +591,19 @@ async def _run(
     strict: bool = False,
     table: str | None = None,
 ) -> MigrationResult:
-    """Plan ``request`` and apply it, holding the migration lock throughout."""
+    """An operator's verb through the engine: a required version not there is an error
+    at once (the operator runs the other set first), and no partition work after."""
     dsn, table, statement_timeout = resolve(dsn, table)
     ddl = ddl._replace(statement_timeout=statement_timeout)  # the DSN's x-statement-timeout
     with typed_errors(dsn, "change the migration version"):
-        migrations = load_source(source)
-        quick = isinstance(request, Up)  # nothing pending may be answered from the probe
-        async with open_session(
-            dsn, attempts=attempts, wait=wait, with_state=quick, table=table
-        ) as session:
-            if isinstance(request, Up) and session.state is not None:
-                # Nothing pending is final without the lock, as at start-up.
-                plan = await NothingLeft(session, migrations, request, strict)()
-                if plan is not None:
-                    return migration_result(Outcome(plan), session)
-            parsed = await parse_ahead(session, migrations, request, strict)
-            async with session.lock(lock_timeout):
-                plan, applied = await apply_locked(
-                    dsn,
-                    session,
-                    migrations,
-                    request,
-                    parsed,
-                    strict=strict,
-                    ddl=ddl,
-                    lock_timeout=lock_timeout,
-                )
-                return migration_result(Outcome(plan, applied), session)
+        return await run_request(
+            dsn,
+            request,
+            load_source(source),
+            table=table,
+            attempts=attempts,
+            wait=wait,
+            lock_timeout=lock_timeout,
+            ddl=ddl,
+            strict=strict,
+        )

@@ -1,4 +1,4 @@
-"""The runbook's steps that the verbs share, one call below commands.py.
+"""The engine: one run of a request, top to bottom (:func:`run_request`), and its steps.
 
 golang-migrate's ``migrate.go`` reads: lock, read the version, plan, run, unlock.
 Ours adds what lets many replicas start at once cheaply: a committed clean
@@ -6,7 +6,7 @@ version is final (transactional migrations commit with it), so "nothing left to
 do" is answered without the lock (:class:`NothingLeft`); a replica that has to
 wait asks that again each time it wakes, and leaves as soon as the answer is
 yes. The files likely to run are read before the lock (:func:`parse_ahead`); the
-plan that runs is made again under it (:func:`apply_locked`).
+plan that runs is made again under it.
 """
 
 from __future__ import annotations
@@ -14,16 +14,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol
 
-from ..defaults import DDL_LOCK_TIMEOUT, DDL_RETRY_FOR, LOCK_TIMEOUT
+from ..defaults import DDL_LOCK_TIMEOUT, DDL_RETRY_FOR
 from ..errors import MissingMigrationFileError, RequiredVersionError, SilentPulseDBError
 from ..postgres.translate import typed_errors
 from ..results import AppliedMigration, MigrationResult, VersionState
 from .files.source import MigrationSource
 from .files.statements import ParsedSQL
+from .migration_lock.waiting import MigrationLock
 from .plan import (
     Force,
     HistoryEntry,
@@ -36,7 +37,7 @@ from .plan import (
     version_label,
 )
 from .prerequisites import check_extensions
-from .session import Session, create_tables, read_only_state
+from .session import Session, create_tables, open_session, read_only_state
 from .version_table import (
     VERSION_TABLE,
     ensure_tables,
@@ -47,8 +48,6 @@ from .version_table import (
 )
 
 logger = logging.getLogger("silentpulse_db.migrate")
-
-T = TypeVar("T")
 
 # The version row and, per version, its latest history record (version_table.read_state).
 State = tuple[VersionState, dict[int, HistoryEntry]]
@@ -72,12 +71,23 @@ WAIT_WORTH_SAYING = 0.5
 
 
 class Outcome(NamedTuple):
-    """What a run did: the plan it followed, the migrations it applied, and whether
-    partitions are due as last read (None: not known, ask)."""
+    """What a run did: the plan it followed, the migrations it applied, and whether the
+    work after applying is due as last read (None: not known, ask)."""
 
     plan: Plan
     applied: Sequence[AppliedMigration] = ()
-    partitions_due: bool | None = None
+    due: bool | None = None
+
+
+class AfterApply(Protocol):
+    """Work a run does after applying: under the lock when it applied (the waiters find
+    it done), else when ``probe`` (a boolean SQL expression asked in the session's
+    first query and again by each waiter) says it is due. Start-up's: the partitions."""
+
+    @property
+    def probe(self) -> str: ...
+
+    async def __call__(self, conn: Any, dsn: str, *, due: bool | None) -> None: ...
 
 
 @dataclass
@@ -137,65 +147,166 @@ class NothingLeft:
         return state, history
 
 
-async def waiting_for_requirements(
-    attempt: Callable[[], Awaitable[T]], attempts: int, wait: float
-) -> T:
-    """``attempt()``, tried again while a migration requires another set's version not
-    reached yet (a service started before the API): waited for as for a database not
-    up yet, ``attempts`` times ``wait`` seconds apart."""
-    for number in range(1, attempts + 1):
-        try:
-            return await attempt()
-        except RequiredVersionError as exc:
-            if number >= attempts:
-                if attempts > 1:
-                    logger.error("gave up after %d attempts %.1fs apart: %s", attempts, wait, exc)
-                raise
-            logger.warning(
-                "%s; trying again in %.1fs (attempt %d of %d)", exc, wait, number, attempts
-            )
-            await asyncio.sleep(wait)
-    raise AssertionError("unreachable")  # pragma: no cover
+async def run_request(
+    dsn: str,
+    request: Request,
+    migrations: MigrationSource,
+    *,
+    table: str,
+    attempts: int,
+    wait: float,
+    lock_timeout: float,
+    ddl: DDLLimits = DEFAULT_DDL,
+    strict: bool = False,
+    after: AfterApply | None = None,
+    wait_for_required: bool = False,
+) -> MigrationResult:
+    """Run ``request`` as golang-migrate's Migrate.Up runs one:
+
+    1. connect (``attempts`` times ``wait`` seconds apart) and probe the database, its
+       version and history in one query;
+    2. an ``Up`` with nothing left to do is answered there, without the lock;
+    3. else read the files likely to run, wait for the lock (leaving as soon as another
+       replica has done the work), plan again under it, apply, and ``after``;
+    4. a file that requires another set's version not there yet: with
+       ``wait_for_required``, step 3 again, ``attempts`` times ``wait`` seconds apart (a
+       service started before the API); else RequiredVersionError at once.
+    """
+    probe = after.probe if after is not None else None
+    quick = isinstance(request, Up)  # nothing left is final without the lock
+    async with open_session(
+        dsn, attempts=attempts, wait=wait, partitions_probe=probe, with_state=quick, table=table
+    ) as session:
+        left = (
+            NothingLeft(session, migrations, request, strict, probe)
+            if isinstance(request, Up)
+            else None
+        )
+        plan = await left() if left is not None and session.tables_exist else None
+        if plan is not None:
+            assert left is not None
+            outcome = Outcome(plan, due=left.partitions_due)
+        else:
+            tries = attempts if wait_for_required else 1
+            for number in range(1, tries + 1):
+                try:
+                    outcome = await _locked(
+                        dsn, session, migrations, request, left, lock_timeout, ddl, strict, after
+                    )
+                    break
+                except RequiredVersionError as exc:
+                    if number >= tries:
+                        if tries > 1:
+                            logger.error(
+                                "gave up after %d attempts %.1fs apart: %s", tries, wait, exc
+                            )
+                        raise
+                    logger.warning(
+                        "%s; trying again in %.1fs (attempt %d of %d)", exc, wait, number, tries
+                    )
+                    await asyncio.sleep(wait)
+        result = migration_result(outcome, session)
+        if after is not None:  # cheap when it is not due (as last read), never fatal
+            await after(session.conn, dsn, due=outcome.due)
+        return result
 
 
-async def apply_or_leave(
+async def _locked(
     dsn: str,
     session: Session,
-    nothing_left: NothingLeft,
+    migrations: MigrationSource,
+    request: Request,
+    left: NothingLeft | None,
     lock_timeout: float,
     ddl: DDLLimits,
-    partitions_ahead: int | None,
+    strict: bool,
+    after: AfterApply | None,
 ) -> Outcome:
-    """Start-up's work under the migration lock: apply what is pending, then make sure of
-    the partitions before releasing the lock (the waiters find them made). A replica
-    that waits for the lock leaves as soon as ``nothing_left`` answers: another one has
-    done the work."""
-    # Loaded on first use: spares the CLI, which imports this module, ~10 ms of jobs.
-    from ..schema.jobs import partitions_at_startup
+    """Step 3 of :func:`run_request`: read ahead, lock (or leave: nothing left), plan, apply."""
+    from .run.applier import Applier  # loaded when there is work, as in parse_ahead
+    from .run.unfinished import read_unfinished
 
-    migrations, request, strict = nothing_left.migrations, nothing_left.request, nothing_left.strict
     parsed = await parse_ahead(session, migrations, request, strict)
     lock = session.lock(lock_timeout)
-    plan = await lock.acquire(unless=nothing_left)
+    plan = await lock_or_nothing_left(lock, left)
     if plan is not None:
-        return Outcome(plan, partitions_due=nothing_left.partitions_due)
+        assert left is not None
+        return Outcome(plan, due=left.partitions_due)
+    conn = session.conn
     try:
-        plan, applied = await apply_locked(
-            dsn,
-            session,
-            migrations,
-            request,
-            parsed,
-            strict=strict,
-            ddl=ddl,
-            lock_timeout=lock_timeout,
+        with typed_errors(dsn, create_tables(session.table)):  # or adds newer columns
+            await ensure_tables(conn, session.table)
+        state, history = await read_state(conn, session.table)
+        require_same_set(migrations, history, session.table.name)
+        # A dirty version is read against the catalog; a backend still building or
+        # dropping its index is waited for, at most lock_timeout, as the lock was.
+        unfinished = (
+            None  # force records what it is told (index_healing.refuse_force guards it)
+            if isinstance(request, Force)
+            else await read_unfinished(conn, migrations, state, session.table, wait=lock_timeout)
         )
-        if partitions_ahead is None:
+        plan = warned(
+            make_plan(
+                migrations, state, request, history=history, strict=strict, unfinished=unfinished
+            )
+        )
+        await require_versions(conn, plan)
+        if plan.steps:
+            await before_the_steps(conn, session, migrations, plan)
+        applier = Applier(
+            conn,
+            migrations,
+            ddl_lock_timeout=ddl.lock_timeout,
+            ddl_retry_for=ddl.retry_for,
+            statement_timeout=ddl.statement_timeout,
+            table=session.table,
+            build_wait=lock_timeout,
+        )
+        applied = await applier.apply(plan, parsed)
+        if after is None:
             return Outcome(plan, applied)
-        await partitions_at_startup(session.conn, dsn, partitions_ahead)
-        return Outcome(plan, applied, partitions_due=False)
+        await after(conn, dsn, due=None)  # before the release: the waiters find it done
+        return Outcome(plan, applied, due=False)
     finally:
         await lock.release()
+
+
+async def lock_or_nothing_left(lock: MigrationLock, left: NothingLeft | None) -> Plan | None:
+    """Take the migration lock and return None; or, while waiting, return the plan
+    ``left`` answers once nothing is left to do (another replica has done it). It is
+    asked before each try after the first, or the first waiter to try would take the
+    lock only to find nothing to do, and the others would queue behind it."""
+    try:
+        while not await lock.try_take():
+            await lock.pause()
+            if left is not None and (plan := await left()) is not None:
+                logger.info("stopped waiting for the migration lock: nothing left")
+                # A first key ours is released with a NOTIFY; still LISTENing: the session
+                # ends now (UNLISTEN would cost each of many replicas a round trip).
+                await lock.release()
+                return plan
+    except BaseException:
+        await lock.stop_waiting()
+        raise
+    await lock.stop_waiting()
+    return None
+
+
+async def before_the_steps(
+    conn: Any, session: Session, migrations: MigrationSource, plan: Plan
+) -> None:
+    """What a plan with steps checks and keeps first: the extensions its up files need,
+    and a service set's up files, stored for drift before they run (stored_files.py)."""
+    from .stored_files import store_files  # when there is work, as Applier
+
+    ups = [step.file for step in plan.steps if step.direction == "up"]
+    await check_extensions(conn, migrations, ups)
+    await store_files(
+        conn,
+        session.table.name,
+        migrations,
+        [(s.migration.version, s.file) for s in plan.steps if s.direction == "up"],
+    )
 
 
 async def parse_ahead(
@@ -217,62 +328,6 @@ async def parse_ahead(
     from .run.applier import parse_steps
 
     return parse_steps(candidate.steps)
-
-
-async def apply_locked(
-    dsn: str,
-    session: Session,
-    migrations: MigrationSource,
-    request: Request,
-    parsed: dict[str, ParsedSQL],
-    *,
-    strict: bool,
-    ddl: DDLLimits,
-    lock_timeout: float = LOCK_TIMEOUT,
-) -> tuple[Plan, list[AppliedMigration]]:
-    """With the migration lock held: the version tables made sure of, the plan made from
-    what they say now, and applied. A dirty version is read against the catalog
-    (run/unfinished.py); a backend still building or dropping its index is waited for,
-    at most ``lock_timeout`` seconds, as the lock was."""
-    from .run.applier import Applier  # as in parse_ahead
-    from .run.unfinished import read_unfinished
-
-    conn = session.conn
-    with typed_errors(dsn, create_tables(session.table)):  # or adds newer columns
-        await ensure_tables(conn, session.table)
-    state, history = await read_state(conn, session.table)
-    require_same_set(migrations, history, session.table.name)
-    unfinished = (
-        None  # force records what it is told (index_healing.refuse_force guards it)
-        if isinstance(request, Force)
-        else await read_unfinished(conn, migrations, state, session.table, wait=lock_timeout)
-    )
-    plan = warned(
-        make_plan(migrations, state, request, history=history, strict=strict, unfinished=unfinished)
-    )
-    await require_versions(conn, plan)
-    if plan.steps:
-        ups = [step.file for step in plan.steps if step.direction == "up"]
-        await check_extensions(conn, migrations, ups)
-        from .stored_files import store_files  # when there is work, as Applier
-
-        # A service set's files, kept for drift before they run (stored_files.py).
-        await store_files(
-            conn,
-            session.table.name,
-            migrations,
-            [(s.migration.version, s.file) for s in plan.steps if s.direction == "up"],
-        )
-    applier = Applier(
-        conn,
-        migrations,
-        ddl_lock_timeout=ddl.lock_timeout,
-        ddl_retry_for=ddl.retry_for,
-        statement_timeout=ddl.statement_timeout,
-        table=session.table,
-        build_wait=lock_timeout,
-    )
-    return plan, await applier.apply(plan, parsed)
 
 
 async def require_versions(conn: Any, plan: Plan) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..defaults import CONNECT_ATTEMPTS, CONNECT_WAIT, PARTITIONS_AHEAD, PARTITIONS_MAX_AHEAD
 from ..errors import SilentPulseDBError
@@ -83,29 +83,33 @@ async def enforce_retention(
             await close_quietly(conn)
 
 
-async def partitions_at_startup(
-    conn: Any, dsn: str, ahead: int, *, due: bool | None = None
-) -> PartitionReport | None:
-    """What run_migrations does after migrating: cheap when nothing is due, never fatal.
+class PartitionsAtStartup(NamedTuple):
+    """What run_migrations does after migrating (the engine's AfterApply): this month's
+    partitions and ``ahead`` more, cheap when nothing is due, never fatal."""
 
-    ``due``: what the session's first query already found (None: ask now).
+    ahead: int
 
-    A busy table, a missing privilege or any other failure is a warning: the
-    service starts, and the daily job (or the next start) tries again.
-    """
-    try:
-        if due is None:
-            due = await conn.fetchval(f"SELECT {partitions_due(ahead)}")
-        if not due:
-            return None
-        return await ensure_partitions(conn, ahead=ahead)
-    except Exception as exc:
-        typed = exc if isinstance(exc, SilentPulseDBError) else None
-        typed = typed or translate(exc, role=await _role(conn), doing="create partitions", dsn=dsn)
-        if typed is None:
-            raise
-        logger.warning("partitions not maintained at start-up: %s", typed)
-        return None
+    @property
+    def probe(self) -> str:
+        return partitions_due(self.ahead)
+
+    async def __call__(self, conn: Any, dsn: str, *, due: bool | None) -> None:
+        """``due``: what the session's query found (None: ask now). A busy table, a
+        missing privilege or any other failure is a warning: the service starts, and
+        the daily job (or the next start) tries again."""
+        try:
+            if due is None:
+                due = await conn.fetchval(f"SELECT {self.probe}")
+            if due:
+                await ensure_partitions(conn, ahead=self.ahead)
+        except Exception as exc:
+            typed = exc if isinstance(exc, SilentPulseDBError) else None
+            typed = typed or translate(
+                exc, role=await _role(conn), doing="create partitions", dsn=dsn
+            )
+            if typed is None:
+                raise
+            logger.warning("partitions not maintained at start-up: %s", typed)
 
 
 async def _role(conn: Any) -> str:

@@ -19,11 +19,12 @@ does not depend on the server's bug; the runner puts it back above them under th
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from silentpulse_db import run_migrations, up
+from silentpulse_db import MigrationResult, run_migrations, up
 
 from helpers import execute, fetchval, login_role, version_rows, write_migrations
 
@@ -76,7 +77,11 @@ async def test_a_start_with_nothing_to_apply_puts_it_back(
     await execute(dsn, BEHIND)
 
     with caplog.at_level(logging.WARNING, logger="silentpulse_db"):
-        result = await {"run_migrations": run_migrations, "up": up}[verb](dsn, source=source)
+        verbs: dict[str, Callable[..., Awaitable[MigrationResult]]] = {
+            "run_migrations": run_migrations,
+            "up": up,
+        }
+        result = await verbs[verb](dsn, source=source)
 
     assert not result.applied and result.version_after == 2
     assert "id sequence was behind its rows" in caplog.text

@@ -20,6 +20,7 @@ from helpers import (
     lock_keys,
     user_tables,
     version_rows,
+    wait_for,
     write_migrations,
 )
 
@@ -300,6 +301,7 @@ async def test_a_waiter_that_gives_up_holding_the_first_key_tells_the_others(
     first and waits for the second. When it stops waiting (nothing left to do), its
     release of the first key NOTIFYs, or replicas queued on that key sleep a poll."""
     from silentpulse_db.migrate.migration_lock import waiting
+    from silentpulse_db.migrate.runbook import lock_or_nothing_left
 
     _polls(monkeypatch, 0.05)
     dsn = silentpulse_database
@@ -312,15 +314,20 @@ async def test_a_waiter_that_gives_up_holding_the_first_key_tells_the_others(
         await listener.add_listener(channel, lambda *args: heard.append(args[2]))
         asked = 0
 
-        async def unless() -> str | None:
-            nonlocal asked
-            asked += 1
-            return "nothing left" if asked == 3 else None
+        class Left:  # the engine's NothingLeft: answers at its third asking
+            async def __call__(self) -> str | None:
+                nonlocal asked
+                asked += 1
+                return "nothing left" if asked == 3 else None
 
-        answer = await waiting.MigrationLock(waiter, keys, timeout=600).acquire(unless=unless)
+        lock = waiting.MigrationLock(waiter, keys, timeout=600)
+        answer: object = await lock_or_nothing_left(lock, Left())  # type: ignore[arg-type]
         assert answer == "nothing left"
-        await asyncio.sleep(0.2)  # the NOTIFY travels to the listener
-        assert heard == [channel]
+
+        async def told() -> bool:
+            return heard == [channel]
+
+        await wait_for(told)  # the NOTIFY travels to the listener
         # The first key is free again; the second is still the embedded runner's.
         assert await listener.fetchval("SELECT pg_try_advisory_lock($1)", keys.url_path)
     finally:

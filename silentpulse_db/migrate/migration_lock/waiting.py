@@ -14,8 +14,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from ...defaults import LOCK_POLL_FIRST, LOCK_POLL_MAX
 from ...errors import LockHolder, LockTimeoutError
@@ -25,16 +24,19 @@ from .keys import LockKeys
 
 logger = logging.getLogger("silentpulse_db.migrate")
 
-T = TypeVar("T")
-
 
 class MigrationLock:
     """Holds both golang-migrate keys on one session connection.
 
-    Use ``async with lock:`` to wait for it, or ``await lock.acquire(unless=...)``
-    to stop waiting as soon as ``unless`` has an answer (a replica whose work
-    another one has just done need not queue for nothing); then call
-    :meth:`release` when done.
+    ``async with lock:`` waits for it. The engine waits step by step instead, asking
+    between two tries whether another replica has done its work meanwhile::
+
+        while not await lock.try_take():
+            await lock.pause()          # LockTimeoutError past the timeout
+            ...                         # nothing left? lock.release(), leave
+        await lock.stop_waiting()
+
+    then :meth:`release` when done.
     """
 
     def __init__(self, conn: Any, keys: LockKeys, *, timeout: float, pooled: bool = False) -> None:
@@ -46,60 +48,57 @@ class MigrationLock:
         # One channel per lock (database and schema): NOTIFY reaches this database only.
         self._channel = f"silentpulse_migration_lock_{keys.url_path}"
         self._released = asyncio.Event()
+        self._deadline: float | None = None  # set once it has to wait
+        self._delay = LOCK_POLL_FIRST
 
     async def __aenter__(self) -> MigrationLock:
-        await self.acquire()
+        try:
+            while not await self.try_take():
+                await self.pause()
+        finally:
+            await self.stop_waiting()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.release()
 
-    async def acquire(self, *, unless: Callable[[], Awaitable[T | None]] | None = None) -> T | None:
-        """Take both keys and return None; or, if ``unless`` answers while we wait, its answer.
+    async def try_take(self) -> bool:
+        """Try the keys not held yet, in order; True once both are ours."""
+        for key in self._keys.ordered[len(self._held) :]:
+            if not await self._conn.fetchval("SELECT pg_try_advisory_lock($1::bigint)", key):
+                return False
+            self._held.append(key)
+        return True
 
-        ``unless`` is asked as soon as we wait (right after the LISTEN) and after each
-        pause, each time before the next try. If it answers while the first key is
-        already ours (the second one busy), that key is released with a NOTIFY. Waits
-        at most the timeout, then raises LockTimeoutError naming the holders.
-        """
-        deadline = time.monotonic() + self._timeout
-        delay = LOCK_POLL_FIRST
-        waited = False
-        try:
-            for key in self._keys.ordered:
-                while not await self._conn.fetchval("SELECT pg_try_advisory_lock($1::bigint)", key):
-                    if not waited:
-                        logger.info("waiting for the migration lock (key %d)", key)
-                        waited = True
-                        await self._conn.add_listener(self._channel, self._on_release)
-                        # A release between our try and our LISTEN told no one: look
-                        # again now rather than sleep a whole poll for it.
-                    else:
-                        if time.monotonic() >= deadline:
-                            holders = await lock_holders(self._conn, self._keys, self._pooled)
-                            await self.release()
-                            raise LockTimeoutError(
-                                _timeout_message(self._timeout, holders, self._pooled),
-                                holders=holders,
-                            )
-                        await self._pause(min(delay, max(deadline - time.monotonic(), 0)))
-                        delay = min(delay * 1.5, LOCK_POLL_MAX)
-                    # Ask before trying again, or the first waiter to try takes the lock
-                    # only to find nothing to do, and the others queue behind it.
-                    if unless is not None and (answer := await unless()) is not None:
-                        logger.info("stopped waiting for the migration lock: nothing left")
-                        await self.release()
-                        # Still LISTENing: the session ends now (UNLISTEN would cost
-                        # each of many replicas a round trip).
-                        return answer
-                self._held.append(key)
-        except BaseException:
-            await self._stop_listening(waited)
-            raise
-        await self._stop_listening(waited)
-        if waited:
+    async def pause(self) -> None:
+        """Before the next try. The first time: LISTEN for the holder's release and come
+        back at once (a release between our try and our LISTEN told no one). Then: until
+        a release is heard or the poll's delay passes; past the timeout, release what we
+        hold and raise LockTimeoutError naming the holders."""
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self._timeout
+            logger.info("waiting for the migration lock (key %d)", self._waiting_for())
+            await self._conn.add_listener(self._channel, self._on_release)
+            return
+        if time.monotonic() >= self._deadline:
+            holders = await lock_holders(self._conn, self._keys, self._pooled)
+            await self.release()
+            raise LockTimeoutError(
+                _timeout_message(self._timeout, holders, self._pooled), holders=holders
+            )
+        await self._pause(min(self._delay, max(self._deadline - time.monotonic(), 0)))
+        self._delay = min(self._delay * 1.5, LOCK_POLL_MAX)
+
+    async def stop_waiting(self) -> None:
+        """Done waiting (the lock taken, or given up): UNLISTEN if it listened."""
+        if self._deadline is None:
+            return
+        await self._stop_listening(True)
+        if len(self._held) == len(self._keys.ordered):
             logger.info("migration lock acquired")
-        return None
+
+    def _waiting_for(self) -> int:
+        return self._keys.ordered[len(self._held)]
 
     async def _stop_listening(self, waited: bool) -> None:
         if waited and not self._conn.is_closed():
