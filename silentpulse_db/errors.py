@@ -2,7 +2,51 @@
 
 Every error the library raises on purpose derives from :class:`SilentPulseDBError`.
 Messages name the file, line, setting or row at fault and never carry a
-password, key or plaintext.
+password, key or plaintext. Grouped by what the caller does about them, as
+httpx groups its own (``retryable``: the same call, unchanged, can succeed)::
+
+    SilentPulseDBError
+    ├── InvalidArgumentError (also ValueError)    a bug in the calling code
+    ├── ConfigurationError                        fix the setting it names
+    │   ├── PoolingModeError
+    │   ├── ScratchDatabaseError
+    │   ├── KeyConfigError (also CryptoError)
+    │   └── RowSecurityError (also CredentialMigrationError)
+    ├── DatabaseConnectionError                   retryable when transient
+    │   └── DatabaseUnavailableError              retryable: answer 503
+    │       └── CommitOutcomeUnknownError         not retryable: it may have committed
+    ├── PermissionDeniedError                     run the GRANT it gives
+    │   └── AdministratorRequiredError
+    ├── DatabaseError
+    ├── LockWaitError                             retryable: another session held a lock
+    │   ├── LockTimeoutError                      the migration lock
+    │   └── TableLockTimeoutError (also MigrationFailedError)   a table's lock
+    ├── MigrationStateError                       the version table's state refuses it
+    │   ├── DirtyDatabaseError
+    │   ├── ForceRefusedError
+    │   ├── DatabaseAheadError
+    │   ├── ChecksumMismatchError
+    │   ├── MigrationSetMismatchError
+    │   └── RequiredVersionError                  retryable: once the other set is applied
+    ├── MigrationSourceError                      fix the file it names
+    │   └── MissingMigrationFileError
+    ├── MigrationFailedError                      a file's SQL failed
+    │   ├── MigrationInterruptedError
+    │   └── TableLockTimeoutError
+    ├── VersionNotFoundError
+    ├── BaselineError
+    ├── ReversibilityError
+    ├── AlertGapError
+    ├── TestServerError
+    ├── CryptoError
+    │   ├── KeyConfigError
+    │   ├── UnknownKeyError
+    │   ├── TamperedValueError
+    │   └── MalformedEnvelopeError
+    └── CredentialMigrationError
+        └── RowSecurityError
+
+tests/unit/test_errors_tree.py holds this drawing against the classes.
 """
 
 from __future__ import annotations
@@ -155,10 +199,18 @@ class MissingMigrationFileError(MigrationSourceError):
         self.direction = direction
 
 
-# --- the database's migration state ------------------------------------------
+# --- waiting for a lock ------------------------------------------------------------
 
 
-class LockTimeoutError(SilentPulseDBError):
+class LockWaitError(SilentPulseDBError):
+    """A lock another session held was waited for as long as allowed: the migration
+    lock (:class:`LockTimeoutError`) or a table's (:class:`TableLockTimeoutError`).
+    Nothing was changed by the wait; the same call can succeed once the holder is done."""
+
+    retryable = True
+
+
+class LockTimeoutError(LockWaitError):
     """The migration lock stayed held by someone else for longer than lock_timeout."""
 
     def __init__(self, message: str, *, holders: Sequence[LockHolder] = ()) -> None:
@@ -234,7 +286,16 @@ def _hidden(role: str | None) -> str:
     )
 
 
-class DirtyDatabaseError(SilentPulseDBError):
+# --- the database's migration state ------------------------------------------
+
+
+class MigrationStateError(SilentPulseDBError):
+    """What the version table says refuses the request (dirty, ahead of the files,
+    another set's, a changed file, a required version missing): nothing ran, and an
+    operator decides what comes next."""
+
+
+class DirtyDatabaseError(MigrationStateError):
     """schema_migrations says a migration stopped partway (dirty = true)."""
 
     def __init__(self, message: str, *, version: int) -> None:
@@ -242,7 +303,7 @@ class DirtyDatabaseError(SilentPulseDBError):
         self.version = version
 
 
-class ForceRefusedError(SilentPulseDBError):
+class ForceRefusedError(MigrationStateError):
     """`force` refused to record a version the catalog contradicts: its up file builds an
     index concurrently and that index is INVALID or missing (a run heals it instead)."""
 
@@ -251,7 +312,7 @@ class ForceRefusedError(SilentPulseDBError):
         self.version = version
 
 
-class DatabaseAheadError(SilentPulseDBError):
+class DatabaseAheadError(MigrationStateError):
     """The database is at a version the migration files do not contain."""
 
     def __init__(self, message: str, *, database_version: int, latest_file_version: int | None):
@@ -260,7 +321,7 @@ class DatabaseAheadError(SilentPulseDBError):
         self.latest_file_version = latest_file_version
 
 
-class ChecksumMismatchError(SilentPulseDBError):
+class ChecksumMismatchError(MigrationStateError):
     """An applied migration file changed after it was applied (strict mode)."""
 
 
@@ -291,7 +352,7 @@ class MigrationInterruptedError(MigrationFailedError):
     """The connection was lost while a migration ran (terminated, reset, server gone)."""
 
 
-class TableLockTimeoutError(MigrationFailedError):
+class TableLockTimeoutError(MigrationFailedError, LockWaitError):
     """A migration kept waiting for a table lock past its retries; nothing of it was
     applied and the version is unchanged, clean. ``blockers`` lists who held the lock."""
 
@@ -302,7 +363,7 @@ class TableLockTimeoutError(MigrationFailedError):
         self.blockers = tuple(blockers)
 
 
-class MigrationSetMismatchError(SilentPulseDBError):
+class MigrationSetMismatchError(MigrationStateError):
     """The version table records migrations applied from other files (another set's):
     two sets of migrations share one version table. ``table`` names it."""
 
@@ -311,10 +372,13 @@ class MigrationSetMismatchError(SilentPulseDBError):
         self.table = table
 
 
-class RequiredVersionError(SilentPulseDBError):
+class RequiredVersionError(MigrationStateError):
     """A migration requires another set's version (``-- silentpulse: requires``) that the
     database has not reached. ``file``, ``table``, ``version``; ``found``: what that
-    table says, in words ("no such table", "no version", "version 12 (dirty)")."""
+    table says, in words ("no such table", "no version", "version 12 (dirty)"). Retryable:
+    the same call succeeds once that set is applied (run_migrations waits for it)."""
+
+    retryable = True
 
     def __init__(self, message: str, *, file: str, table: str, version: int, found: str) -> None:
         super().__init__(message)
