@@ -149,15 +149,12 @@ class Applier:
             )
             await outside.run(step, parsed, history_record)
         else:
-            await self._run_in_transaction(step, parsed, before)
+            for statement in parsed.statements:
+                if statement.writes is not None:
+                    await self.filtered_writes.warn(step.file, statement)
+            await self._transactional(step, parsed, before).run()
         took = time.perf_counter() - started
         return applied_migration(step, took, transactional=not parsed.non_transactional)
-
-    async def _run_in_transaction(self, step: Step, parsed: ParsedSQL, before: int | None) -> None:
-        for statement in parsed.statements:
-            if statement.writes is not None:
-                await self.filtered_writes.warn(step.file, statement)
-        await self._transactional(step, parsed, before).run()
 
     def _transactional(self, step: Step, parsed: ParsedSQL, before: int | None) -> TransactionalRun:
         timeout = step.file.directives.lock_timeout

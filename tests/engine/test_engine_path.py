@@ -1,0 +1,64 @@
+"""The path of one run_migrations, as issue 30 measures it: the library's frames between
+run_migrations and the connection's execute of a migration, and the package files the
+run enters. Ratchets: each may shrink, never grow (targets: 5 frames, 15 files)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import asyncpg
+import pytest
+
+import silentpulse_db
+from silentpulse_db import run_migrations
+
+from helpers import write_migrations
+
+PACKAGE = os.path.dirname(silentpulse_db.__file__)
+FRAMES_TODAY = 7  # from 11 before the one engine (run_request)
+FILES_TODAY = 24
+
+
+async def test_one_run_is_a_short_path(
+    silentpulse_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = {1: ("add_t1", "CREATE TABLE t1 (id int);\n", "DROP TABLE t1;\n")}
+    await run_migrations(silentpulse_database, source=write_migrations(tmp_path, files))
+    stacks: list[list[str]] = []
+    execute = asyncpg.Connection.execute
+
+    async def watched(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+        if "CREATE TABLE t2" in query:
+            stacks.append(
+                [
+                    f"{Path(f.filename).name}:{f.name}"
+                    for f in traceback.extract_stack()
+                    if f.filename.startswith(PACKAGE)
+                ]
+            )
+        return await execute(self, query, *args, **kwargs)
+
+    entered: set[str] = set()
+
+    def profile(frame: FrameType, event: str, _arg: object) -> None:
+        if event == "call" and frame.f_code.co_filename.startswith(PACKAGE):
+            entered.add(os.path.relpath(frame.f_code.co_filename, PACKAGE))
+
+    monkeypatch.setattr(asyncpg.Connection, "execute", watched)
+    files[2] = ("add_t2", "CREATE TABLE t2 (id int);\n", "DROP TABLE t2;\n")
+    source = write_migrations(tmp_path, files)
+    sys.setprofile(profile)
+    try:
+        result = await run_migrations(silentpulse_database, source=source, partitions_ahead=None)
+    finally:
+        sys.setprofile(None)
+    assert [a.version for a in result.applied] == [2]
+    (stack,) = stacks
+    assert stack[0] == "commands.py:run_migrations", stack
+    assert len(stack) <= FRAMES_TODAY, " -> ".join(stack)
+    assert len(entered) <= FILES_TODAY, sorted(entered)
