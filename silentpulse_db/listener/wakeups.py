@@ -21,7 +21,7 @@ from ..timeouts import event_set_within
 logger = logging.getLogger("silentpulse_db.listener")
 
 ALERT_CHANNEL = "silentpulse_alerts"
-NEEDS_A_SESSION = (
+LISTENER_NEEDS_A_SESSION = (
     "the listener LISTENs, which holds for a session; in this mode notifications reach "
     "whichever client has that server connection at the time, and most are lost"
 )
@@ -114,7 +114,7 @@ async def subscribe(dsn: str) -> Link:
         attempts=1,
         application_name="silentpulse-db listener",
         session_settings={**ENGINE_SESSION_SETTINGS, **KEEPALIVES},
-        need=NEEDS_A_SESSION,
+        need=LISTENER_NEEDS_A_SESSION,
     )
     link = Link(conn)
     try:

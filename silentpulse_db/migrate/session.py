@@ -71,7 +71,7 @@ class Session(NamedTuple):
 
 
 # What a migration session needs: one backend for the whole connection.
-NEEDS_A_SESSION = (
+MIGRATIONS_NEED_A_SESSION = (
     "migrations hold a session-level advisory lock (shared with golang-migrate) and "
     "run statements that must follow each other on one backend; in this mode the "
     "lock is taken on one server connection and stays held there after the run"
@@ -115,7 +115,9 @@ async def open_session(
             probe, state = await _probe(conn, probe_sql, table if with_state else None)
         except SHARED_BACKEND_ERRORS:
             probe = None  # another client's statement on this new backend: settle() says
-        pooled = await settle(conn, dsn, ENGINE_SESSION_SETTINGS, need=NEEDS_A_SESSION, row=probe)
+        pooled = await settle(
+            conn, dsn, ENGINE_SESSION_SETTINGS, need=MIGRATIONS_NEED_A_SESSION, row=probe
+        )
         if probe is None:  # a pooler that keeps a session, yet its backend was shared
             probe, state = await _probe(conn, probe_sql, table if with_state else None)
         keys = lock_keys_for(probe["db"], probe["schema"], table)

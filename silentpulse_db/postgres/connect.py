@@ -103,7 +103,7 @@ def describe(exc: BaseException, *dsns: str) -> str:
 
 # What the library's own work needs of a connection (docs/operations.md, 'Connection
 # poolers'), for PoolingModeError's message.
-NEEDS_A_SESSION = (
+LIBRARY_NEEDS_A_SESSION_BY_DEFAULT = (
     "the library's own work sets its limits on its session (behind this pooler a SET "
     "would stay on a server connection that then serves the application) and holds "
     "session state (locks, cursors, LISTEN)"
@@ -118,7 +118,7 @@ async def connect(
     application_name: str = APPLICATION_NAME,
     session_settings: Mapping[str, str] | None = ENGINE_SESSION_SETTINGS,
     statement_cache_size: int = 100,
-    need: str = NEEDS_A_SESSION,
+    need: str = LIBRARY_NEEDS_A_SESSION_BY_DEFAULT,
 ) -> Any:
     """Open an asyncpg connection, retrying transient failures ``attempts`` times ``wait`` s apart.
 

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from silentpulse_db import apply_prerequisites, down, load_source, run_migrations
-from silentpulse_db.migrate.proofs.catalog import snapshot
+from silentpulse_db.migrate.proofs.snapshot import snapshot
 
 from .seed import GLOBAL_TABLES, NOW, TENANT_TABLES, seed_tenant
 from helpers import execute, fetch, fetchval, version_rows

@@ -158,20 +158,12 @@ def test_no_two_names_in_a_folder_differ_by_a_plural() -> None:
 
 
 # Two modules of the same name make a traceback or a grep ambiguous ("which
-# catalog.py?"). These existed before the rule; each pair awaits a rename, and a new
-# module of one of these names still fails the test (the paths are listed, not names).
+# catalog.py?"). The one pair allowed: each package's command is its cli.py, and a
+# new module of that name still fails the test (the paths are listed, not names).
 SHARED_NAMES_TODAY = {
-    "catalog.py": {
-        "migrate/proofs/catalog.py",  # check's schema snapshot from pg_catalog, and the diff of two
-        "migrate/drift/catalog.py",  # drift's catalog reads: owners, grants, CREATE/DROP text
-    },
     "cli.py": {
         "migrate/cli.py",  # the silentpulse-db console script
         "credentials/cli.py",  # the migrate-credentials console script
-    },
-    "partitions.py": {
-        "schema/partitions.py",  # the partition lifecycle: ensure_partitions, apply_retention
-        "migrate/drift/partitions.py",  # drift's comparison of monthly partitions
     },
 }
 

@@ -4,7 +4,7 @@ Before comparing, what legitimately differs between two databases is set alike:
 - the role that migrates owns what it made: an owner equal to each database's
   migrating role reads ``<owner>``, and so does that role as a grantee;
 - the runbook's grants (grants.py) are expected where the runbook gives them;
-- monthly partitions: the jobs make and drop months (partitions.py); each month is
+- monthly partitions: the jobs make and drop months (months.py); each month is
   compared with a month the files built.
 Each excused difference is listed with the rule that excused it. Then one change is
 one difference: what belongs to a relation reported whole, and what a partition
@@ -19,7 +19,6 @@ from datetime import datetime
 from typing import Literal, NamedTuple
 
 from ..._reports import DriftDifference, DriftExcuse, DriftReport
-from .catalog import REVOKED_FROM_ITSELF, Catalog, CatalogObject
 from .fixes import changed_fix, missing_fix
 from .grants import (
     OWNER,
@@ -28,7 +27,7 @@ from .grants import (
     expect_default_grants,
     named_roles,
 )
-from .partitions import (
+from .months import (
     RULE_AHEAD,
     Split,
     as_template,
@@ -37,6 +36,7 @@ from .partitions import (
     month_fix,
     split,
 )
+from .objects import REVOKED_FROM_ITSELF, Catalog, CatalogObject
 
 Objects = dict[str, dict[str, CatalogObject]]
 

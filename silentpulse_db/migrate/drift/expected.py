@@ -27,7 +27,7 @@ from ..version_table import (
     ensure_tables,
     read_other_version,
 )
-from .catalog import Catalog, read_catalog
+from .objects import Catalog, read_catalog
 
 logger = logging.getLogger("silentpulse_db.migrate")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from .catalog import CatalogObject
+from .objects import CatalogObject
 
 _POLICY_HEAD = re.compile(r"^CREATE POLICY (?P<name>.+?) ON (?P<table>\S+) AS \w+ FOR \w+ ")
 

@@ -17,7 +17,7 @@ privileges name: any role holding SELECT on every table may set
 from __future__ import annotations
 
 from ..._reports import DriftDifference, DriftExcuse
-from .catalog import Catalog, CatalogObject
+from .objects import Catalog, CatalogObject
 
 OWNER = "<owner>"
 RULE_DEFAULT_PRIVILEGES = "granted by the default privileges (ALTER DEFAULT PRIVILEGES, runbook)"

@@ -25,7 +25,7 @@ from ..plan import Plan, Step, Up, make_plan
 from ..prerequisites import run_prerequisites
 from ..run.applier import Applier
 from ..version_table import CORE, VersionTable, ensure_tables
-from .catalog import Snapshot, snapshot
+from .snapshot import Snapshot, snapshot
 
 logger = logging.getLogger("silentpulse_db.migrate")
 

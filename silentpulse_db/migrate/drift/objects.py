@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ..proofs.catalog import QUERIES, SKIP_SCHEMAS
+from ..proofs.snapshot import QUERIES, SKIP_SCHEMAS
 from ..version_table import GUARD_FUNCTION, HISTORY_TABLE, VERSION_TABLE
 
 # The version table and its history (and the history's sequence, and what protects
