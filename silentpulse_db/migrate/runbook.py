@@ -106,19 +106,14 @@ class NothingLeft:
     partitions_due: bool | None = field(init=False)
     # The state the probe read, until the first call uses it.
     _unread: State | None = field(init=False, repr=False)
-    # The probe found the history's ids behind its rows: work for whoever holds the
-    # lock (ensure_tables), asked once (a waiter woken later trusts the holder).
-    _ids_behind: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.partitions_due = self.session.partitions_due
         self._unread = self.session.state
-        self._ids_behind = self.session.history_ids_behind
 
     async def __call__(self) -> Plan | None:
         read = await self._read_state()
-        ids_behind, self._ids_behind = self._ids_behind, False
-        if read is None or ids_behind:
+        if read is None:
             return None
         state, history = read
         require_same_set(self.migrations, history, self.session.table.name)

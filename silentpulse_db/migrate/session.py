@@ -19,7 +19,6 @@ from .migration_lock.waiting import MigrationLock
 from .plan import HistoryEntry
 from .version_table import (
     CORE,
-    HISTORY_IDS_BEHIND,
     HISTORY_TABLE,
     VERSION_TABLE,
     VersionTable,
@@ -63,8 +62,6 @@ class Session(NamedTuple):
     # Whether the version table exists, with or without our history beside it: a
     # database only golang-migrate has run has a version and no history.
     versioned: bool = False
-    # Whether the probe found the history's id sequence behind its rows (with_state).
-    history_ids_behind: bool = False
 
     def lock(self, timeout: float) -> MigrationLock:
         return MigrationLock(self.conn, self.keys, timeout=timeout, pooled=self.pooled)
@@ -132,7 +129,6 @@ async def open_session(
             connected=connected,
             pooled=pooled,
             versioned=probe["versioned"],
-            history_ids_behind=bool(probe.get("history_ids_behind")),
         )
     finally:
         await close_quietly(conn)
@@ -156,8 +152,8 @@ async def _probe(
     if with_state is not None:
         try:
             rows = await conn.fetch(
-                f"SELECT p.*, st.*, {HISTORY_IDS_BEHIND} AS history_ids_behind "
-                f"FROM ({probe_sql}) AS p CROSS JOIN ({state_and_history(with_state)}) AS st"
+                f"SELECT p.*, st.* FROM ({probe_sql}) AS p "
+                f"CROSS JOIN ({state_and_history(with_state)}) AS st"
             )
             return rows[0], state_from_rows(rows)
         except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):

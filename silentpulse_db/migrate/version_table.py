@@ -270,21 +270,12 @@ def runner_identity() -> str:
 # (PostgreSQL 15 copies a template's sequences without WAL-logging their first values
 # in the copy): every history write would then fail on its primary key, run after run.
 _HISTORY_IDS = f"pg_get_serial_sequence('\"{HISTORY_TABLE}\"', 'id')"
-# Its last value (0 before the first; NULL for a role that may not read it), asked
-# directly: through the pg_sequences view it cost each start-up 0.10 ms, this 0.03 ms.
+# Its last value (0 before the first; NULL for a role that may not read it: no setval).
 _HISTORY_LAST_ID = f"""CASE WHEN has_sequence_privilege({_HISTORY_IDS}, 'SELECT,USAGE')
     THEN coalesce(pg_sequence_last_value({_HISTORY_IDS}::regclass), 0) END"""
 _HISTORY_IDS_AHEAD = f"""
 SELECT setval({_HISTORY_IDS}, max(id)) FROM "{HISTORY_TABLE}" HAVING max(id) > ({_HISTORY_LAST_ID})
 """
-# The same question for a start with nothing to apply, which takes no lock: true sends it
-# under the lock, where ensure_tables answers it (a setval outside the lock could put
-# the sequence back under a row a runner is writing). Only for a role that may setval.
-HISTORY_IDS_BEHIND = f"""(
-    SELECT coalesce(max(id) > ({_HISTORY_LAST_ID}), false)
-           AND has_sequence_privilege({_HISTORY_IDS}, 'UPDATE')
-    FROM "{HISTORY_TABLE}"
-)"""
 
 
 async def ensure_tables(conn: Any, table: VersionTable = CORE) -> None:
