@@ -93,16 +93,13 @@ class MigrationLock:
         """Done waiting (the lock taken, or given up): UNLISTEN if it listened."""
         if self._deadline is None:
             return
-        await self._stop_listening(True)
+        if not self._conn.is_closed():
+            await self._conn.remove_listener(self._channel, self._on_release)
         if len(self._held) == len(self._keys.ordered):
             logger.info("migration lock acquired")
 
     def _waiting_for(self) -> int:
         return self._keys.ordered[len(self._held)]
-
-    async def _stop_listening(self, waited: bool) -> None:
-        if waited and not self._conn.is_closed():
-            await self._conn.remove_listener(self._channel, self._on_release)
 
     def _on_release(self, *_args: object) -> None:
         self._released.set()
