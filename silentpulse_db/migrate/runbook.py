@@ -95,20 +95,20 @@ class NothingLeft:
     """Is anything left to do for ``request``? Called, it returns the (empty) plan when
     nothing is, None when there is work. The first call uses the state the session's
     probe read; later ones (a waiter woken by the lock's holder) read it again, with the
-    ``partitions_probe`` expression in the same query."""
+    ``probe`` expression (the run's AfterApply) in the same query."""
 
     session: Session
     migrations: MigrationSource
     request: Up
     strict: bool
-    partitions_probe: str | None = None
-    # Whether partitions are due, as read with the last state.
-    partitions_due: bool | None = field(init=False)
+    probe: str | None = None
+    # Whether the work after applying is due, as read with the last state.
+    due: bool | None = field(init=False)
     # The state the probe read, until the first call uses it.
     _unread: State | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.partitions_due = self.session.partitions_due
+        self.due = self.session.after_due
         self._unread = self.session.state
 
     async def __call__(self) -> Plan | None:
@@ -135,10 +135,8 @@ class NothingLeft:
             # Asked rather than read: a read that fails would log an ERROR in the
             # server's log at every poll of every waiter.
             return None
-        # The partitions are asked again in the same query (the holder may have made them).
-        state, history, self.partitions_due = await read_state_and(
-            conn, self.partitions_probe, self.session.table
-        )
+        # Asked again in the same query (the holder may have done that work).
+        state, history, self.due = await read_state_and(conn, self.probe, self.session.table)
         return state, history
 
 
@@ -170,7 +168,7 @@ async def run_request(
     probe = after.probe if after is not None else None
     quick = isinstance(request, Up)  # nothing left is final without the lock
     async with open_session(
-        dsn, attempts=attempts, wait=wait, partitions_probe=probe, with_state=quick, table=table
+        dsn, attempts=attempts, wait=wait, after_probe=probe, with_state=quick, table=table
     ) as session:
         left = (
             NothingLeft(session, migrations, request, strict, probe)
@@ -180,7 +178,7 @@ async def run_request(
         plan = await left() if left is not None and session.tables_exist else None
         if plan is not None:
             assert left is not None
-            outcome = Outcome(plan, due=left.partitions_due)
+            outcome = Outcome(plan, due=left.due)
         else:
             tries = attempts if wait_for_required else 1
             for number in range(1, tries + 1):
@@ -226,7 +224,7 @@ async def _locked(
     plan = await lock_or_nothing_left(lock, left)
     if plan is not None:
         assert left is not None
-        return Outcome(plan, due=left.partitions_due)
+        return Outcome(plan, due=left.due)
     conn = session.conn
     try:
         with typed_errors(dsn, create_tables(session.table)):  # or adds newer columns

@@ -45,8 +45,8 @@ class Session(NamedTuple):
     conn: Any
     keys: LockKeys
     tables_exist: bool
-    # Whether the probe found partition work due (None: not asked).
-    partitions_due: bool | None = None
+    # Whether the probe found the work after applying due (None: not asked).
+    after_due: bool | None = None
     # The version and history, read together with the probe (``with_state``), if they exist.
     state: tuple[VersionState, dict[int, HistoryEntry]] | None = None
     # The set's version table, in current_schema() on connecting (a migration may move
@@ -81,7 +81,7 @@ async def open_session(
     *,
     attempts: int = CONNECT_ATTEMPTS,
     wait: float = CONNECT_WAIT,
-    partitions_probe: str | None = None,
+    after_probe: str | None = None,
     with_state: bool = False,
     table: str = VERSION_TABLE,
 ) -> AsyncIterator[Session]:
@@ -90,8 +90,8 @@ async def open_session(
     ``table``: the set's version table (its lock keys follow golang-migrate's formula
     for it).
 
-    ``partitions_probe``: a boolean SQL expression asked in the same query (the
-    start-up partition check), so that a no-op start-up pays no round trip for it.
+    ``after_probe``: a boolean SQL expression asked in the same query (the run's
+    AfterApply: start-up's partition check), so that a no-op start-up pays no round trip for it.
     ``with_state``: read the version and history in that query too (start-up: a
     migrated database is answered in one round trip); on a database without the
     tables that query fails once and the plain probe follows.
@@ -106,7 +106,7 @@ async def open_session(
             f"SELECT {on_own_backend(conn, ENGINE_SESSION_SETTINGS)}, "
             "current_schema() AS schema, current_database() AS db, "
             f"{tables_exist(table)} AS ready, {version_table_exists(table)} AS versioned, "
-            f"{partitions_probe or 'NULL::boolean'} AS partitions_due"
+            f"{after_probe or 'NULL::boolean'} AS after_due"
         )
         try:
             probe, state = await _probe(conn, probe_sql, table if with_state else None)
@@ -122,7 +122,7 @@ async def open_session(
             conn,
             keys,
             probe["ready"],
-            probe["partitions_due"],
+            probe["after_due"],
             state,
             VersionTable(table, probe["schema"]),
             connecting=connected - before,
