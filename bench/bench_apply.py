@@ -25,6 +25,7 @@ import asyncpg
 
 from silentpulse_db import run_migrations
 from silentpulse_db.migrate.files.statements import _PARSED
+from silentpulse_db.settings import DDLLimits
 
 from common import create_database, drop_database, machine, run, server_dsn, write_section
 
@@ -57,7 +58,9 @@ async def ours(dsn: str, source: Path, *, ddl_lock_timeout: float | None = 3.0) 
     # its first call would (the cache is for replicas started in one process).
     _PARSED.clear()
     started = time.perf_counter()
-    result = await run_migrations(dsn, source=source, ddl_lock_timeout=ddl_lock_timeout)
+    result = await run_migrations(
+        dsn, source=source, ddl=DDLLimits(table_lock_timeout=ddl_lock_timeout)
+    )
     elapsed = time.perf_counter() - started
     assert len(result.applied) == COUNT
     return elapsed

@@ -16,6 +16,7 @@ import statistics
 
 from silentpulse_db import apply_prerequisites, check, drift, run_migrations
 from silentpulse_db.migrate import commands
+from silentpulse_db.settings import ConnectRetry
 
 from common import (
     alternate,
@@ -50,7 +51,7 @@ async def _schema_dump(dsn: str) -> list[str]:
 async def dump_diff(admin: str, dsn: str) -> list[str]:
     """The reference build (a scratch database: prerequisites, then the files up to the
     live version, as drift builds it), both dumped at once, diffed, the scratch dropped."""
-    version = (await commands.version(dsn, attempts=1)).version
+    version = (await commands.version(dsn, connect=ConnectRetry(attempts=1))).version
     reference = await create_database(admin, "reference")
     try:
         await apply_prerequisites(reference)
@@ -71,7 +72,7 @@ async def main(admin: str) -> None:
             await check(dsn)
 
         async def drifting() -> None:
-            report = await drift(dsn, attempts=1)
+            report = await drift(dsn, connect=ConnectRetry(attempts=1))
             assert report.matches, [str(d) for d in report.differences]
 
         async def dumping() -> None:

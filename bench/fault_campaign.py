@@ -101,7 +101,9 @@ def child(argv: Sequence[str]) -> None:
     source = None if argv[0] == "-" else Path(argv[0])
     table = None if argv[1] == "-" else argv[1]
     asyncio.run(
-        run_migrations(os.environ["DATABASE_URL"], source=source, table=table, lock_timeout=120)
+        run_migrations(
+            os.environ["DATABASE_URL"], source=source, table=table, migration_lock_timeout=120
+        )
     )
 
 

@@ -56,6 +56,7 @@ from .results import (
     StatusReport,
     VersionState,
 )
+from .settings import ConnectRetry, DDLLimits
 
 if TYPE_CHECKING:
     from .credentials import migrate_credentials, verify_credentials
@@ -169,8 +170,10 @@ __all__ = [
     "ChecksumMismatchError",
     "CommitOutcomeUnknownError",
     "ConfigurationError",
+    "ConnectRetry",
     "CredentialMigrationError",
     "CryptoError",
+    "DDLLimits",
     "DatabaseAheadError",
     "DatabaseConnectionError",
     "DatabaseError",

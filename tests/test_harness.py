@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from silentpulse_db import run_migrations
+from silentpulse_db.settings import ConnectRetry
 from silentpulse_db.testing import PostgresServer
 
 from helpers import fetch, fetchval, simple_set, write_migrations
@@ -68,7 +69,9 @@ async def test_restart_on_the_same_port_while_a_runner_waits(tmp_path: Path) -> 
         server.pause()
         runner = asyncio.create_task(
             run_migrations(
-                dsn, source=write_migrations(tmp_path, simple_set(1)), attempts=60, wait=0.25
+                dsn,
+                source=write_migrations(tmp_path, simple_set(1)),
+                connect=ConnectRetry(attempts=60, wait=0.25),
             )
         )
         await asyncio.sleep(1.5)

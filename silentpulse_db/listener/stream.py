@@ -15,13 +15,13 @@ import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
-from ..defaults import CONNECT_ATTEMPTS, CONNECT_WAIT
 from ..errors import AlertGapError, DatabaseConnectionError
 from ..postgres.connect import describe, is_connection_lost, is_transient
 from ..postgres.dsn import connection_dsn, validate_dsn
 from ..postgres.translate import typed_errors
+from ..settings import CONNECTING, DEFAULT_CONNECT, ConnectRetry, settings
 from . import consumer as consumers
 from .events import AlertEvent
 from .log import Batch, read_after
@@ -67,10 +67,11 @@ class AlertListener:
         max_backoff: float = 30.0,
         health_check_interval: float = 10.0,
         standby_poll: float = 1.0,
-        attempts: int = CONNECT_ATTEMPTS,
-        wait: float = CONNECT_WAIT,
         on_gap: OnGap = "raise",
+        connect: ConnectRetry = DEFAULT_CONNECT,
+        **deprecated: Any,
     ) -> None:
+        retry = settings("AlertListener", deprecated, CONNECTING, connect=connect).connect
         dsn = connection_dsn(dsn)  # the DSN a service also gives golang-migrate: x- options out
         validate_dsn(dsn)
         self._dsn = dsn
@@ -78,7 +79,7 @@ class AlertListener:
         self._progress = Progress(self.consumer, since, catch_up_margin, on_gap)
         self._health_check_interval = health_check_interval
         self._standby_poll = standby_poll
-        self._attempts, self._wait = attempts, wait
+        self._attempts, self._wait = retry.attempts, retry.wait
         self._state: State = "starting"
         self._ready = asyncio.Event()
         self._iterator: AsyncGenerator[AlertEvent, None] | None = None

@@ -7,6 +7,7 @@ Exit codes, the DSN and the error format are those of silentpulse_db.console.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,6 +27,7 @@ from ..defaults import (
     SCRATCH_DSN_ENV,
 )
 from ..errors import ConfigurationError, SilentPulseDBError
+from ..settings import ConnectRetry, DDLLimits
 from . import commands
 from .files.scaffold import create_migration, naming_problem
 from .files.source import MigrationSource, load_source
@@ -71,9 +73,16 @@ def _common_options(parser: argparse.ArgumentParser, *, suppress: bool, locks: b
         "--attempts",
         type=_positive,
         default=default(CLI_CONNECT_ATTEMPTS),
-        help=f"connection attempts, {CONNECT_WAIT:g} s apart, while the server starts "
-        f"(default {CLI_CONNECT_ATTEMPTS}: fail at once; a deploy job beside a starting "
-        f"database: {CONNECT_ATTEMPTS}, as run_migrations)",
+        help=f"connection attempts while the server starts (default {CLI_CONNECT_ATTEMPTS}: "
+        f"fail at once; a deploy job beside a starting database: {CONNECT_ATTEMPTS}, as "
+        f"run_migrations)",
+    )
+    parser.add_argument(
+        "--wait",
+        metavar="SECONDS",
+        type=_seconds,
+        default=default(CONNECT_WAIT),
+        help=f"seconds between two connection attempts (default {CONNECT_WAIT:g})",
     )
     parser.add_argument(
         "-v", "--verbose", action="store_true", default=default(False), help="log each step"
@@ -81,20 +90,33 @@ def _common_options(parser: argparse.ArgumentParser, *, suppress: bool, locks: b
 
 
 def _lock_options(parser: argparse.ArgumentParser, default: Callable[[object], Any]) -> None:
+    # --lock-timeout is golang-migrate's name for the same wait: its operators keep it.
     parser.add_argument(
+        "--migration-lock-timeout",
         "--lock-timeout",
+        dest="migration_lock_timeout",
         metavar="SECONDS",
         type=_seconds,
         default=default(LOCK_TIMEOUT),
-        help=f"how long to wait for the migration lock (default {LOCK_TIMEOUT:g})",
+        help=f"how long to wait for the migration lock, held by another runner "
+        f"(default {LOCK_TIMEOUT:g}; --lock-timeout: golang-migrate's name for it)",
     )
     parser.add_argument(
-        "--ddl-lock-timeout",
+        "--table-lock-timeout",
+        dest="table_lock_timeout",
         metavar="SECONDS",
         type=_seconds,
         default=default(DDL_LOCK_TIMEOUT),
         help=f"how long each migration statement may wait for a table lock, holding up "
         f"the queries behind it (default {DDL_LOCK_TIMEOUT:g}; 0: no limit)",
+    )
+    parser.add_argument(  # the name before 0.2.0: it said "lock" twice
+        "--ddl-lock-timeout",
+        dest="table_lock_timeout",
+        metavar="SECONDS",
+        type=_deprecated_seconds("--ddl-lock-timeout", "--table-lock-timeout"),
+        default=default(DDL_LOCK_TIMEOUT),
+        help=argparse.SUPPRESS,
     )
     parser.add_argument(
         "--ddl-retry-for",
@@ -326,9 +348,19 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not value >= 0:  # also refuses nan
+    if not 0 <= value < math.inf:  # also refuses nan
         raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text}")
     return value
+
+
+def _deprecated_seconds(old: str, new: str) -> Callable[[str], float]:
+    """_seconds for an option's old name, with a warning that names the new one."""
+
+    def parse(text: str) -> float:
+        print(f"warning: {old} is deprecated and goes in 0.3.0: use {new}", file=sys.stderr)
+        return _seconds(text)
+
+    return parse
 
 
 _positive = _at_least(1)
@@ -426,17 +458,16 @@ _SECOND_SET_WARNING = (
 )
 
 
+def _connect(args: argparse.Namespace) -> ConnectRetry:
+    return ConnectRetry(args.attempts, args.wait)
+
+
 def _connection(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "source": _source(args),
-        "attempts": args.attempts,
-        "wait": CONNECT_WAIT,
-        "table": args.table,
-    }
+    return {"source": _source(args), "connect": _connect(args), "table": args.table}
 
 
 def _locked(args: argparse.Namespace) -> dict[str, Any]:
-    return {**_connection(args), "lock_timeout": args.lock_timeout}
+    return {**_connection(args), "migration_lock_timeout": args.migration_lock_timeout}
 
 
 def _core_only(args: argparse.Namespace) -> dict[str, Any]:
@@ -448,8 +479,7 @@ def _core_only(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _migrating(args: argparse.Namespace) -> dict[str, Any]:
-    ddl = {"ddl_lock_timeout": args.ddl_lock_timeout, "ddl_retry_for": args.ddl_retry_for}
-    return {**_locked(args), **ddl}
+    return {**_locked(args), "ddl": DDLLimits(args.table_lock_timeout, args.ddl_retry_for)}
 
 
 async def _up(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
@@ -488,9 +518,7 @@ async def _force(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _version(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
-    report = await commands.status(
-        dsn, attempts=args.attempts, wait=CONNECT_WAIT, files=False, table=args.table
-    )
+    report = await commands.status(dsn, connect=_connect(args), files=False, table=args.table)
     print(report.current, file=out)
     for line in _notes(report):
         print(line, file=sys.stderr)
@@ -560,7 +588,7 @@ async def _drift(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
         sets=sets,
         scratch_dsn=args.scratch_dsn,
         app_roles=args.app_roles or ("silentpulse_app",),
-        attempts=args.attempts,
+        connect=_connect(args),
     )
     print(drift_json(report) if args.json else format_drift(report), file=out)
     return console.EXIT_OK if report.matches else console.EXIT_FAILURE
@@ -589,7 +617,7 @@ async def _baseline(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
 async def _partitions(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
     from ..schema import jobs  # on first use: spares the other commands ~10 ms
 
-    report = await jobs.maintain_partitions(dsn, ahead=args.ahead, attempts=args.attempts)
+    report = await jobs.maintain_partitions(dsn, ahead=args.ahead, connect=_connect(args))
     for change in report.created:
         print(change, file=out)
     for name in report.secured:
@@ -605,7 +633,7 @@ async def _partitions(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
 async def _retention(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
     from ..schema import jobs  # as in _partitions
 
-    report = await jobs.enforce_retention(dsn, dry_run=args.dry_run, attempts=args.attempts)
+    report = await jobs.enforce_retention(dsn, dry_run=args.dry_run, connect=_connect(args))
     for action in report.actions:
         print(f"{'(dry run) ' if report.dry_run else ''}{action}", file=out)
     if not report.actions:

@@ -2,10 +2,12 @@
 
 Each verb takes a DSN and reads the migrations from ``source``: None for the
 set packaged in silentpulse_db, a ``pathlib.Path`` for a folder, a ``str`` for
-a package name, or a :class:`MigrationSource`. Connecting retries ``attempts``
-times ``wait`` seconds apart while the server starts; verbs that change the
-version wait at most ``lock_timeout`` seconds for the migration lock. Every
-duration is in seconds. Every error is a :class:`SilentPulseDBError`.
+a package name, or a :class:`MigrationSource`. Connecting retries as ``connect``
+(a :class:`~silentpulse_db.settings.ConnectRetry`) says while the server starts;
+verbs that change the version wait at most ``migration_lock_timeout`` seconds for
+the migration lock, and their statements wait for table locks as ``ddl`` (a
+:class:`~silentpulse_db.settings.DDLLimits`) says. Every duration is in seconds.
+Every error is a :class:`SilentPulseDBError`.
 
 The flow is one way: source -> plan (pure) -> apply -> result.
 """
@@ -17,16 +19,9 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from ..defaults import (
-    CONNECT_ATTEMPTS,
-    CONNECT_WAIT,
-    DDL_LOCK_TIMEOUT,
-    DDL_RETRY_FOR,
-    LOCK_TIMEOUT,
-    PARTITIONS_AHEAD,
-)
+from ..defaults import LOCK_TIMEOUT, PARTITIONS_AHEAD
 from ..errors import (
     BaselineError,
     ConfigurationError,
@@ -36,6 +31,17 @@ from ..errors import (
 from ..postgres.dsn import redact, validate_dsn
 from ..postgres.translate import typed_errors
 from ..results import MigrationResult, StatusReport, VersionState
+from ..settings import (
+    CONNECTING,
+    DEFAULT_CONNECT,
+    DEFAULT_DDL,
+    LOCKING,
+    MIGRATING,
+    ConnectRetry,
+    DDLLimits,
+    Settings,
+    settings,
+)
 from .files.source import MigrationSource, SourceLike, load_source
 from .migration_lock.waiting import lock_holders
 from .plan import (
@@ -52,11 +58,7 @@ from .plan import (
     version_label,
 )
 from .prerequisites import OPTIONAL_EXTENSIONS, extensions_in, run_prerequisites
-from .runbook import (
-    DEFAULT_DDL,
-    DDLLimits,
-    run_request,
-)
+from .runbook import run_request
 from .session import locked_session, open_session, read_only_state
 from .version_table import (
     VERSION_TABLE,
@@ -73,10 +75,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("silentpulse_db.migrate")
 
-# Each verb spells out its keyword parameters (source, attempts, wait,
-# lock_timeout) rather than taking an options object: the signature is the
-# documentation users read in help() and their editor. The values come from
-# defaults.py, once.
+# Each verb spells out its own keywords (source, target, table, ...): the signature is
+# the documentation users read in help() and their editor. What every verb shares comes
+# as the settings objects (settings.py), their defaults from defaults.py, once;
+# ``**deprecated`` takes the keywords they replaced, for one release.
 
 
 async def run_migrations(
@@ -86,12 +88,11 @@ async def run_migrations(
     target: int | None = None,
     strict: bool = False,
     partitions_ahead: int | None = PARTITIONS_AHEAD,
-    attempts: int = CONNECT_ATTEMPTS,
-    wait: float = CONNECT_WAIT,
-    lock_timeout: float = LOCK_TIMEOUT,
-    ddl_lock_timeout: float | None = DDL_LOCK_TIMEOUT,
-    ddl_retry_for: float = DDL_RETRY_FOR,
     table: str | None = None,
+    connect: ConnectRetry = DEFAULT_CONNECT,
+    migration_lock_timeout: float = LOCK_TIMEOUT,
+    ddl: DDLLimits = DEFAULT_DDL,
+    **deprecated: Any,
 ) -> MigrationResult:
     """Apply every pending migration (up to ``target``); call it before building the pool.
 
@@ -105,11 +106,13 @@ async def run_migrations(
     raises DatabaseAheadError. With ``strict`` a changed checksum of an applied
     file raises ChecksumMismatchError instead of a warning.
 
-    Each migration statement waits at most ``ddl_lock_timeout`` seconds for a
-    table lock (a file's ``-- silentpulse: lock_timeout=...`` overrides it; 0:
-    no limit; None: set nothing, the session's own setting applies);
-    a migration that times out is rolled back and retried with backoff for
-    ``ddl_retry_for`` seconds, then TableLockTimeoutError names who held the lock.
+    Connecting waits for a database still starting as ``connect`` says (30 attempts 2 s
+    apart by default); the migration lock is waited for ``migration_lock_timeout``
+    seconds at most. Each migration statement waits for a table lock as ``ddl`` says:
+    ``table_lock_timeout`` seconds (a file's ``-- silentpulse: lock_timeout=...``
+    overrides it; 0: no limit; None: the session's own setting); a migration that
+    times out is rolled back and retried with backoff for ``retry_for`` seconds, then
+    TableLockTimeoutError names who held the lock.
 
     Then, unless ``partitions_ahead`` is None, the monthly partitions for this
     month and that many ahead are made sure of (cheap when they exist; a busy
@@ -119,7 +122,7 @@ async def run_migrations(
     docs/migrations.md), or the DSN's ``?x-migrations-table=``; default
     schema_migrations. A file that requires another set's version (``-- silentpulse:
     requires schema_migrations >= 19``) waits for it as for a database not up yet:
-    ``attempts`` times ``wait`` seconds, then RequiredVersionError.
+    ``connect``'s attempts, as far apart, then RequiredVersionError.
 
     golang-migrate's other URL options in ``dsn`` (docs/reference.md, ``dsn``): its
     ``?x-statement-timeout=`` (milliseconds) limits each migration statement whose file
@@ -128,6 +131,14 @@ async def run_migrations(
     # Loaded on first use: spares the CLI, which imports this module, ~10 ms of jobs.
     from ..schema.jobs import PartitionsAtStartup
 
+    given = settings(
+        "run_migrations",
+        deprecated,
+        MIGRATING,
+        connect=connect,
+        ddl=ddl,
+        migration_lock_timeout=migration_lock_timeout,
+    )
     dsn, table, statement_timeout = resolve(dsn, table)
     with typed_errors(dsn, "apply migrations"):
         return await run_request(
@@ -135,10 +146,10 @@ async def run_migrations(
             Up(target=target, allow_ahead=not strict),
             load_source(source),
             table=table,
-            attempts=attempts,
-            wait=wait,
-            lock_timeout=lock_timeout,
-            ddl=DDLLimits(ddl_lock_timeout, ddl_retry_for, statement_timeout),
+            connect=given.connect,
+            migration_lock_timeout=given.migration_lock_timeout,
+            ddl=given.ddl,
+            statement_timeout=statement_timeout,
             strict=strict,
             after=None if partitions_ahead is None else PartitionsAtStartup(partitions_ahead),
             wait_for_required=True,
@@ -152,12 +163,11 @@ async def up(
     target: int | None = None,
     strict: bool = False,
     source: SourceLike = None,
-    attempts: int = CONNECT_ATTEMPTS,
-    wait: float = CONNECT_WAIT,
-    lock_timeout: float = LOCK_TIMEOUT,
-    ddl_lock_timeout: float | None = DDL_LOCK_TIMEOUT,
-    ddl_retry_for: float = DDL_RETRY_FOR,
     table: str | None = None,
+    connect: ConnectRetry = DEFAULT_CONNECT,
+    migration_lock_timeout: float = LOCK_TIMEOUT,
+    ddl: DDLLimits = DEFAULT_DDL,
+    **deprecated: Any,
 ) -> MigrationResult:
     """Apply the pending migrations: all, the next ``count``, or up to ``target``.
 
@@ -165,11 +175,15 @@ async def up(
     operator running older files). Changed checksums of applied files are
     warnings, or ChecksumMismatchError with ``strict``.
     """
-    ddl = DDLLimits(ddl_lock_timeout, ddl_retry_for)
-    request = Up(count, target)
-    return await _run(
-        dsn, request, source, attempts, wait, lock_timeout, ddl, strict=strict, table=table
+    given = settings(
+        "up",
+        deprecated,
+        MIGRATING,
+        connect=connect,
+        ddl=ddl,
+        migration_lock_timeout=migration_lock_timeout,
     )
+    return await _run(dsn, Up(count, target), source, given, strict=strict, table=table)
 
 
 async def down(
@@ -177,17 +191,23 @@ async def down(
     count: int | Literal["all"],
     *,
     source: SourceLike = None,
-    attempts: int = CONNECT_ATTEMPTS,
-    wait: float = CONNECT_WAIT,
-    lock_timeout: float = LOCK_TIMEOUT,
-    ddl_lock_timeout: float | None = DDL_LOCK_TIMEOUT,
-    ddl_retry_for: float = DDL_RETRY_FOR,
     table: str | None = None,
+    connect: ConnectRetry = DEFAULT_CONNECT,
+    migration_lock_timeout: float = LOCK_TIMEOUT,
+    ddl: DDLLimits = DEFAULT_DDL,
+    **deprecated: Any,
 ) -> MigrationResult:
     """Revert the last ``count`` applied migrations, or every one with ``"all"``."""
+    given = settings(
+        "down",
+        deprecated,
+        MIGRATING,
+        connect=connect,
+        ddl=ddl,
+        migration_lock_timeout=migration_lock_timeout,
+    )
     request = Down(None if count == "all" else count)
-    ddl = DDLLimits(ddl_lock_timeout, ddl_retry_for)
-    return await _run(dsn, request, source, attempts, wait, lock_timeout, ddl, table=table)
+    return await _run(dsn, request, source, given, table=table)
 
 
 async def goto(
@@ -195,16 +215,22 @@ async def goto(
     version: int,
     *,
     source: SourceLike = None,
-    attempts: int = CONNECT_ATTEMPTS,
-    wait: float = CONNECT_WAIT,
-    lock_timeout: float = LOCK_TIMEOUT,
-    ddl_lock_timeout: float | None = DDL_LOCK_TIMEOUT,
-    ddl_retry_for: float = DDL_RETRY_FOR,
     table: str | None = None,
+    connect: ConnectRetry = DEFAULT_CONNECT,
+    migration_lock_timeout: float = LOCK_TIMEOUT,
+    ddl: DDLLimits = DEFAULT_DDL,
+    **deprecated: Any,
 ) -> MigrationResult:
     """Migrate up or down to ``version``, which must have a migration file."""
-    ddl = DDLLimits(ddl_lock_timeout, ddl_retry_for)
-    return await _run(dsn, Goto(version), source, attempts, wait, lock_timeout, ddl, table=table)
+    given = settings(
+        "goto",
+        deprecated,
+        MIGRATING,
+        connect=connect,
+        ddl=ddl,
+        migration_lock_timeout=migration_lock_timeout,
+    )
+    return await _run(dsn, Goto(version), source, given, table=table)
 
 
 async def force(
@@ -213,32 +239,38 @@ async def force(
     *,
     allow_missing_file: bool = False,
     source: SourceLike = None,
-    attempts: int = CONNECT_ATTEMPTS,
-    wait: float = CONNECT_WAIT,
-    lock_timeout: float = LOCK_TIMEOUT,
     table: str | None = None,
+    connect: ConnectRetry = DEFAULT_CONNECT,
+    migration_lock_timeout: float = LOCK_TIMEOUT,
+    **deprecated: Any,
 ) -> MigrationResult:
     """Record ``version`` as clean without running anything (-1: no version).
 
     The recovery after a failed non-transactional migration left the version dirty.
     A version no file has is refused unless ``allow_missing_file``.
     """
+    given = settings(
+        "force", deprecated, LOCKING, connect=connect, migration_lock_timeout=migration_lock_timeout
+    )
     request = Force(version, allow_missing_file=allow_missing_file)
-    return await _run(dsn, request, source, attempts, wait, lock_timeout, table=table)
+    return await _run(dsn, request, source, given, table=table)
 
 
 async def version(
     dsn: str,
     *,
-    attempts: int = CONNECT_ATTEMPTS,
-    wait: float = CONNECT_WAIT,
     table: str | None = None,
+    connect: ConnectRetry = DEFAULT_CONNECT,
+    **deprecated: Any,
 ) -> VersionState:
     """The current version, read without the lock and without creating anything (from
     golang-migrate's table alone, where it has run without this engine)."""
+    connect = settings("version", deprecated, CONNECTING, connect=connect).connect
     dsn, table = resolve_table(dsn, table)
     with typed_errors(dsn, "read the migration version"):
-        async with open_session(dsn, attempts=attempts, wait=wait, table=table) as session:
+        async with open_session(
+            dsn, attempts=connect.attempts, wait=connect.wait, table=table
+        ) as session:
             return (await read_only_state(session))[0]
 
 
@@ -246,10 +278,10 @@ async def status(
     dsn: str,
     *,
     source: SourceLike = None,
-    attempts: int = CONNECT_ATTEMPTS,
-    wait: float = CONNECT_WAIT,
     files: bool = True,
     table: str | None = None,
+    connect: ConnectRetry = DEFAULT_CONNECT,
+    **deprecated: Any,
 ) -> StatusReport:
     """The current version and one row a migration file, without the lock or side effects.
 
@@ -257,10 +289,13 @@ async def status(
     `version` prints): no file is read and no audit runs, so a broken file or a slow
     catalog does not stand in the way of reading the version.
     """
+    connect = settings("status", deprecated, CONNECTING, connect=connect).connect
     dsn, table = resolve_table(dsn, table)
     with typed_errors(dsn, "read the migration status"):
         migrations = load_source(source) if files else None
-        async with open_session(dsn, attempts=attempts, wait=wait, table=table) as session:
+        async with open_session(
+            dsn, attempts=connect.attempts, wait=connect.wait, table=table
+        ) as session:
             conn = session.conn
             running = tuple(await lock_holders(conn, session.keys))
             if migrations is None:
@@ -294,9 +329,9 @@ async def apply_prerequisites(
     dsn: str,
     *,
     source: SourceLike = None,
-    attempts: int = CONNECT_ATTEMPTS,
-    wait: float = CONNECT_WAIT,
-    lock_timeout: float = LOCK_TIMEOUT,
+    connect: ConnectRetry = DEFAULT_CONNECT,
+    migration_lock_timeout: float = LOCK_TIMEOUT,
+    **deprecated: Any,
 ) -> PrerequisitesResult:
     """Run prerequisites.sql (the extensions) once, under the migration lock.
 
@@ -308,6 +343,13 @@ async def apply_prerequisites(
     have (Apache AGE), or that only an administrator may create, are reported in the
     result, not raised.
     """
+    given = settings(
+        "apply_prerequisites",
+        deprecated,
+        LOCKING,
+        connect=connect,
+        migration_lock_timeout=migration_lock_timeout,
+    )
     dsn = _core_set(dsn, "prerequisites")
     with typed_errors(dsn, "run prerequisites.sql"):
         migrations = load_source(source)
@@ -317,7 +359,11 @@ async def apply_prerequisites(
             )
         notices: list[str] = []
         async with locked_session(
-            dsn, attempts=attempts, wait=wait, lock_timeout=lock_timeout, ensure=False
+            dsn,
+            attempts=given.connect.attempts,
+            wait=given.connect.wait,
+            lock_timeout=given.migration_lock_timeout,
+            ensure=False,
         ) as session:
             conn = session.conn
             conn.add_log_listener(lambda _c, msg: notices.append(str(getattr(msg, "message", msg))))
@@ -377,9 +423,9 @@ async def baseline(
     source: SourceLike = None,
     verify: bool = True,
     scratch_dsn: str | None = None,
-    attempts: int = CONNECT_ATTEMPTS,
-    wait: float = CONNECT_WAIT,
-    lock_timeout: float = LOCK_TIMEOUT,
+    connect: ConnectRetry = DEFAULT_CONNECT,
+    migration_lock_timeout: float = LOCK_TIMEOUT,
+    **deprecated: Any,
 ) -> MigrationResult:
     """Adopt a database created before migrations: run baseline.sql (version 1, clean).
 
@@ -389,6 +435,14 @@ async def baseline(
     is created beside ``dsn``'s (CREATEDB), or is ``scratch_dsn``: an empty database
     the operator provides, as for :func:`check`.
     """
+    given = settings(
+        "baseline",
+        deprecated,
+        LOCKING,
+        connect=connect,
+        migration_lock_timeout=migration_lock_timeout,
+    )
+    attempts, wait = given.connect.attempts, given.connect.wait
     dsn = _core_set(dsn, "baseline")
     with typed_errors(dsn, "baseline the database"):
         migrations = load_source(source)
@@ -396,7 +450,7 @@ async def baseline(
             raise MigrationSourceError(
                 f"{migrations.description} has no baseline.sql", file=migrations.description
             )
-        current = await version(dsn, attempts=attempts, wait=wait)
+        current = await version(dsn, connect=given.connect)
         if current.version is not None or current.dirty:
             raise BaselineError(
                 f"the database is already versioned ({current}): baseline only adopts a "
@@ -411,7 +465,7 @@ async def baseline(
             if differences:
                 raise BaselineError(_baseline_refusal(migrations, differences))
         async with locked_session(
-            dsn, attempts=attempts, wait=wait, lock_timeout=lock_timeout
+            dsn, attempts=attempts, wait=wait, lock_timeout=given.migration_lock_timeout
         ) as session:
             conn = session.conn
             before = await read_version(conn)
@@ -491,8 +545,8 @@ async def drift(
     scratch_dsn: str | None = None,
     app_roles: Sequence[str] = ("silentpulse_app",),
     sets: Sequence[tuple[SourceLike, str]] = (),
-    attempts: int = CONNECT_ATTEMPTS,
-    wait: float = CONNECT_WAIT,
+    connect: ConnectRetry = DEFAULT_CONNECT,
+    **deprecated: Any,
 ) -> DriftReport:
     """Compare the live schema with what the migration files build at its version.
 
@@ -515,6 +569,7 @@ async def drift(
     nor buildable from what is stored is a ConfigurationError naming it and --set
     (its tables would read as drift).
     """
+    connect = settings("drift", deprecated, CONNECTING, connect=connect).connect
     dsn = _core_set(dsn, "drift")
     with typed_errors(dsn, "compare the live schema with the migration files"):
         if scratch_dsn is not None:
@@ -528,7 +583,7 @@ async def drift(
             (load_source(files), check_table_name(table, setting="a service set's version table"))
             for files, table in sets
         ]
-        async with open_session(dsn, attempts=attempts, wait=wait) as session:
+        async with open_session(dsn, attempts=connect.attempts, wait=connect.wait) as session:
             if not session.versioned:
                 raise ConfigurationError(
                     f"{redact(dsn, dsn)} has no {VERSION_TABLE}: it was never migrated, so "
@@ -583,10 +638,7 @@ async def _run(
     dsn: str,
     request: Request,
     source: SourceLike,
-    attempts: int,
-    wait: float,
-    lock_timeout: float,
-    ddl: DDLLimits = DEFAULT_DDL,
+    given: Settings,
     *,
     strict: bool = False,
     table: str | None = None,
@@ -594,16 +646,15 @@ async def _run(
     """An operator's verb through the engine: a required version not there is an error
     at once (the operator runs the other set first), and no partition work after."""
     dsn, table, statement_timeout = resolve(dsn, table)
-    ddl = ddl._replace(statement_timeout=statement_timeout)  # the DSN's x-statement-timeout
     with typed_errors(dsn, "change the migration version"):
         return await run_request(
             dsn,
             request,
             load_source(source),
             table=table,
-            attempts=attempts,
-            wait=wait,
-            lock_timeout=lock_timeout,
-            ddl=ddl,
+            connect=given.connect,
+            migration_lock_timeout=given.migration_lock_timeout,
+            ddl=given.ddl,
+            statement_timeout=statement_timeout,
             strict=strict,
         )

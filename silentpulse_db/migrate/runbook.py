@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from ..defaults import DDL_LOCK_TIMEOUT, DDL_RETRY_FOR
 from ..errors import MissingMigrationFileError, RequiredVersionError, SilentPulseDBError
 from ..postgres.translate import typed_errors
 from ..results import AppliedMigration, MigrationResult, VersionState
+from ..settings import DEFAULT_DDL, ConnectRetry, DDLLimits
 from .files.source import MigrationSource
 from .files.statements import ParsedSQL
 from .migration_lock.waiting import MigrationLock
@@ -53,18 +53,6 @@ logger = logging.getLogger("silentpulse_db.migrate")
 State = tuple[VersionState, dict[int, HistoryEntry]]
 
 
-class DDLLimits(NamedTuple):
-    """How long each migration statement may wait for a table lock (None: the session's
-    own setting), how long a migration that timed out is retried, and how long each
-    migration statement may run (the DSN's x-statement-timeout; None: no limit; a file's
-    ``-- silentpulse: statement_timeout`` wins for its file), in seconds."""
-
-    lock_timeout: float | None = DDL_LOCK_TIMEOUT
-    retry_for: float = DDL_RETRY_FOR
-    statement_timeout: float | None = None
-
-
-DEFAULT_DDL = DDLLimits()
 # A connect that took longer than this (the server starting, retries) is worth a word
 # in the "migrated ..." line; a usual connect takes milliseconds.
 WAIT_WORTH_SAYING = 0.5
@@ -146,10 +134,10 @@ async def run_request(
     migrations: MigrationSource,
     *,
     table: str,
-    attempts: int,
-    wait: float,
-    lock_timeout: float,
+    connect: ConnectRetry,
+    migration_lock_timeout: float,
     ddl: DDLLimits = DEFAULT_DDL,
+    statement_timeout: float | None = None,
     strict: bool = False,
     after: AfterApply | None = None,
     wait_for_required: bool = False,
@@ -162,9 +150,15 @@ async def run_request(
     3. else read the files likely to run, wait for the lock (leaving as soon as another
        replica has done the work), plan again under it, apply, and ``after``;
     4. a file that requires another set's version not there yet: with
-       ``wait_for_required``, step 3 again, ``attempts`` times ``wait`` seconds apart (a
-       service started before the API); else RequiredVersionError at once.
+       ``wait_for_required``, step 3 again, as many times and as far apart as
+       ``connect``'s attempts (a service started before the API); else
+       RequiredVersionError at once.
+
+    ``statement_timeout``: each migration statement's limit (the DSN's
+    x-statement-timeout; None: none; a file's ``-- silentpulse: statement_timeout`` wins
+    for its file), in seconds.
     """
+    attempts, wait = connect.attempts, connect.wait
     probe = after.probe if after is not None else None
     quick = isinstance(request, Up)  # nothing left is final without the lock
     async with open_session(
@@ -184,7 +178,16 @@ async def run_request(
             for number in range(1, tries + 1):
                 try:
                     outcome = await _locked(
-                        dsn, session, migrations, request, left, lock_timeout, ddl, strict, after
+                        dsn,
+                        session,
+                        migrations,
+                        request,
+                        left,
+                        migration_lock_timeout,
+                        ddl,
+                        statement_timeout,
+                        strict,
+                        after,
                     )
                     break
                 except RequiredVersionError as exc:
@@ -212,6 +215,7 @@ async def _locked(
     left: NothingLeft | None,
     lock_timeout: float,
     ddl: DDLLimits,
+    statement_timeout: float | None,
     strict: bool,
     after: AfterApply | None,
 ) -> Outcome:
@@ -249,9 +253,9 @@ async def _locked(
         applier = Applier(
             conn,
             migrations,
-            ddl_lock_timeout=ddl.lock_timeout,
+            ddl_lock_timeout=ddl.table_lock_timeout,
             ddl_retry_for=ddl.retry_for,
-            statement_timeout=ddl.statement_timeout,
+            statement_timeout=statement_timeout,
             table=session.table,
             build_wait=lock_timeout,
         )

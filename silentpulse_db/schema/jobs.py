@@ -10,11 +10,13 @@ import logging
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
-from ..defaults import CONNECT_ATTEMPTS, CONNECT_WAIT, PARTITIONS_AHEAD, PARTITIONS_MAX_AHEAD
+from ..defaults import PARTITIONS_AHEAD, PARTITIONS_MAX_AHEAD
 from ..errors import SilentPulseDBError
-from ..postgres.connect import close_quietly, connect
+from ..postgres.connect import close_quietly
+from ..postgres.connect import connect as connected
 from ..postgres.translate import translate, typed_errors
 from ..results import PartitionReport, RetentionReport
+from ..settings import CONNECTING, DEFAULT_CONNECT, ConnectRetry, settings
 from .partitions import PARTITIONED, add_months, ensure_partitions, month_of, months_ahead
 from .retention import apply_retention
 
@@ -45,9 +47,9 @@ async def maintain_partitions(
     *,
     ahead: int = PARTITIONS_AHEAD,
     now: datetime | None = None,
-    attempts: int = CONNECT_ATTEMPTS,
-    wait: float = CONNECT_WAIT,
     max_ahead: int = PARTITIONS_MAX_AHEAD,
+    connect: ConnectRetry = DEFAULT_CONNECT,
+    **deprecated: Any,
 ) -> PartitionReport:
     """The partition job: months ahead, every default partition emptied into its months,
     every partition guarded by row-level security. Run it daily (docs/operations.md).
@@ -55,9 +57,10 @@ async def maintain_partitions(
     No month after the next ``max_ahead`` is created (ConfigurationError if ``ahead``
     asks for one): rows dated past it, or where no partition can be, stay in the
     default partition and are reported in ``skipped``, by table and month."""
+    retry = settings("maintain_partitions", deprecated, CONNECTING, connect=connect).connect
     months_ahead(now, ahead, max_ahead)  # a wrong number fails before connecting
     with typed_errors(dsn, "maintain partitions"):
-        conn = await connect(dsn, attempts=attempts, wait=wait)
+        conn = await connected(dsn, attempts=retry.attempts, wait=retry.wait)
         try:
             return await ensure_partitions(
                 conn, ahead=ahead, now=now, stray_months=True, max_ahead=max_ahead
@@ -71,12 +74,13 @@ async def enforce_retention(
     *,
     dry_run: bool = False,
     now: datetime | None = None,
-    attempts: int = CONNECT_ATTEMPTS,
-    wait: float = CONNECT_WAIT,
+    connect: ConnectRetry = DEFAULT_CONNECT,
+    **deprecated: Any,
 ) -> RetentionReport:
     """The retention job: drop whole expired partitions; ``dry_run`` changes nothing."""
+    retry = settings("enforce_retention", deprecated, CONNECTING, connect=connect).connect
     with typed_errors(dsn, "apply retention"):
-        conn = await connect(dsn, attempts=attempts, wait=wait)
+        conn = await connected(dsn, attempts=retry.attempts, wait=retry.wait)
         try:
             return await apply_retention(conn, dry_run=dry_run, now=now)
         finally:

@@ -18,7 +18,7 @@ from silentpulse_db import run_migrations
 
 async def main() -> None:
     result = await run_migrations(
-        os.environ["DATABASE_URL"], source=Path(sys.argv[1]), lock_timeout=120
+        os.environ["DATABASE_URL"], source=Path(sys.argv[1]), migration_lock_timeout=120
     )
     print(json.dumps([a.version for a in result.applied]), flush=True)
 

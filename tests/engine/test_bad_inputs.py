@@ -17,6 +17,7 @@ from silentpulse_db import (
     SilentPulseDBError,
     run_migrations,
 )
+from silentpulse_db.settings import ConnectRetry
 
 from helpers import execute, simple_set, user_tables, version_rows, write_migrations
 
@@ -273,7 +274,9 @@ async def test_unknown_source(source: str, silentpulse_database: str) -> None:
 )
 async def test_malformed_dsn(dsn: str, mentions: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError) as info:
-        await run_migrations(dsn, source=write_migrations(tmp_path, simple_set(1)), attempts=1)
+        await run_migrations(
+            dsn, source=write_migrations(tmp_path, simple_set(1)), connect=ConnectRetry(attempts=1)
+        )
     assert mentions in str(info.value)
     assert "hunter2" not in str(info.value)
 
@@ -284,7 +287,9 @@ async def test_unknown_database_fails_at_once(
     dsn = silentpulse_database.rsplit("/", 1)[0] + "/no_such_database"
     with pytest.raises(DatabaseConnectionError, match="no_such_database"):
         await run_migrations(
-            dsn, source=write_migrations(tmp_path, simple_set(1)), attempts=30, wait=2.0
+            dsn,
+            source=write_migrations(tmp_path, simple_set(1)),
+            connect=ConnectRetry(attempts=30, wait=2.0),
         )
 
 

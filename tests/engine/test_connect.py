@@ -14,6 +14,7 @@ import pytest
 
 from silentpulse_db import DatabaseConnectionError, SilentPulseDBError, run_migrations
 from silentpulse_db.postgres.connect import is_transient
+from silentpulse_db.settings import ConnectRetry
 
 from helpers import simple_set, write_migrations
 
@@ -58,7 +59,9 @@ async def test_server_accepting_late_is_waited_for(
     assert target is not None
     source = write_migrations(tmp_path, simple_set(1))
     with caplog.at_level(logging.INFO, logger="silentpulse_db"):
-        runner = asyncio.create_task(run_migrations(late_dsn, source=source, attempts=30, wait=0.5))
+        runner = asyncio.create_task(
+            run_migrations(late_dsn, source=source, connect=ConnectRetry(attempts=30, wait=0.5))
+        )
         await asyncio.sleep(2.5)
         assert not runner.done()
         proxy = await start_proxy(port, target)
@@ -90,7 +93,9 @@ async def test_gives_up_after_the_attempts(
         pytest.raises(DatabaseConnectionError, match="after 3 attempts") as info,
     ):
         await run_migrations(
-            dsn, source=write_migrations(tmp_path, simple_set(1)), attempts=3, wait=0.2
+            dsn,
+            source=write_migrations(tmp_path, simple_set(1)),
+            connect=ConnectRetry(attempts=3, wait=0.2),
         )
     assert info.value.transient
     retries = [r for r in caplog.records if "not reachable yet" in r.getMessage()]
@@ -116,7 +121,9 @@ async def test_wrong_password_fails_at_once_and_never_shows_it(
         pytest.raises(DatabaseConnectionError) as info,
     ):
         await run_migrations(
-            bad, source=write_migrations(tmp_path, simple_set(1)), attempts=30, wait=2.0
+            bad,
+            source=write_migrations(tmp_path, simple_set(1)),
+            connect=ConnectRetry(attempts=30, wait=2.0),
         )
     # Not retried: no "not reachable yet" line, and the error is not the transient kind.
     assert "not reachable yet" not in caplog.text
@@ -136,7 +143,9 @@ async def test_retry_logs_never_show_the_password(
         pytest.raises(DatabaseConnectionError) as info,
     ):
         await run_migrations(
-            dsn, source=write_migrations(tmp_path, simple_set(1)), attempts=2, wait=0.1
+            dsn,
+            source=write_migrations(tmp_path, simple_set(1)),
+            connect=ConnectRetry(attempts=2, wait=0.1),
         )
     assert secret not in caplog.text and secret not in str(info.value)
     assert "***" in str(info.value)
@@ -187,7 +196,9 @@ async def test_settings_that_cannot_work_fail_at_once(
         caplog.at_level(logging.DEBUG, logger="silentpulse_db"),
         pytest.raises(SilentPulseDBError) as info,
     ):
-        await run_migrations(dsn, source=write_migrations(tmp_path, simple_set(1)), attempts=30)
+        await run_migrations(
+            dsn, source=write_migrations(tmp_path, simple_set(1)), connect=ConnectRetry(attempts=30)
+        )
     assert "not reachable yet" not in caplog.text  # tried once, not 30 times
     assert not getattr(info.value, "transient", False)
     assert reason in str(info.value)
@@ -203,6 +214,8 @@ async def test_a_missing_role_fails_at_once(
         caplog.at_level(logging.DEBUG, logger="silentpulse_db"),
         pytest.raises(DatabaseConnectionError) as info,
     ):
-        await run_migrations(dsn, source=write_migrations(tmp_path, simple_set(1)), attempts=30)
+        await run_migrations(
+            dsn, source=write_migrations(tmp_path, simple_set(1)), connect=ConnectRetry(attempts=30)
+        )
     assert "not reachable yet" not in caplog.text and not info.value.transient
     assert "no_such_role" in str(info.value)

@@ -102,7 +102,7 @@ async def test_waits_for_a_golang_migrate_holder_then_names_it(
         await holder.execute("SELECT pg_advisory_lock($1)", key)
         pid = holder.get_server_pid()
         with pytest.raises(LockTimeoutError) as info:
-            await run_migrations(silentpulse_database, source=source, lock_timeout=1.0)
+            await run_migrations(silentpulse_database, source=source, migration_lock_timeout=1.0)
         text = str(info.value)
         assert f"pid {pid}" in text and "'migrate-cli'" in text and str(key) in text
         assert [h.pid for h in info.value.holders] == [pid]
@@ -112,7 +112,7 @@ async def test_waits_for_a_golang_migrate_holder_then_names_it(
 
         # Once the peer lets go, a waiting runner proceeds.
         runner = asyncio.create_task(
-            run_migrations(silentpulse_database, source=source, lock_timeout=30)
+            run_migrations(silentpulse_database, source=source, migration_lock_timeout=30)
         )
         await asyncio.sleep(0.5)
         assert not runner.done()
@@ -132,7 +132,7 @@ async def test_waiting_runner_polls_and_never_blocks_in_pg_advisory_lock(
         key = (await lock_keys(holder)).url_path
         await holder.execute("SELECT pg_advisory_lock($1)", key)
         runner = asyncio.create_task(
-            run_migrations(silentpulse_database, source=source, lock_timeout=30)
+            run_migrations(silentpulse_database, source=source, migration_lock_timeout=30)
         )
         await asyncio.sleep(0.5)
         # A blocked pg_advisory_lock would show as a waiting advisory lock and

@@ -28,6 +28,7 @@ from silentpulse_db import (
 )
 from silentpulse_db.credentials import migrate_credentials, verify_credentials
 from silentpulse_db.crypto import Keyring
+from silentpulse_db.settings import ConnectRetry
 
 from .test_cli import cli
 from helpers import fetchval, simple_set, user_tables, version_rows, write_migrations
@@ -66,7 +67,7 @@ async def test_x_statement_timeout_cancels_a_migration_statement(
     source = sleeping_set(tmp_path)
     dsn = with_options(silentpulse_database, "x-statement-timeout=200")
     with pytest.raises(MigrationFailedError) as info:
-        await run_migrations(dsn, source=source, attempts=1)
+        await run_migrations(dsn, source=source, connect=ConnectRetry(attempts=1))
     text = str(info.value)
     assert info.value.sqlstate == "57014"
     assert "canceling statement due to statement timeout" in text
@@ -99,7 +100,7 @@ async def test_a_files_own_statement_timeout_wins_over_the_dsns(
     )
     dsn = with_options(silentpulse_database, "x-statement-timeout=50")
     with pytest.raises(MigrationFailedError) as info:
-        await up(dsn, source=source, attempts=1)
+        await up(dsn, source=source, connect=ConnectRetry(attempts=1))
     assert info.value.file is not None and info.value.file.endswith("000002_sleep_bounded.up.sql")
     assert "statement_timeout=100ms (set by the file itself" in str(info.value)
     assert await version_rows(silentpulse_database) == [(1, False)]
@@ -121,7 +122,9 @@ async def test_x_statement_timeout_applies_outside_a_transaction_too(
             ),
         },
     )
-    await run_migrations(silentpulse_database, source=source, target=1, attempts=1)
+    await run_migrations(
+        silentpulse_database, source=source, target=1, connect=ConnectRetry(attempts=1)
+    )
     holder = await asyncpg.connect(silentpulse_database)
     try:
         await holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM t1")
@@ -129,14 +132,14 @@ async def test_x_statement_timeout_applies_outside_a_transaction_too(
         with pytest.raises(MigrationFailedError) as info:
             # Only a safety net: without the limit the build would wait for the holder,
             # which waits for it.
-            await asyncio.wait_for(up(dsn, source=source, attempts=1), 300)
+            await asyncio.wait_for(up(dsn, source=source, connect=ConnectRetry(attempts=1)), 300)
     finally:
         await holder.close()
     assert info.value.sqlstate == "57014"
     assert "x-statement-timeout=300" in str(info.value)
     assert info.value.dirty
     # Nothing holds it back now: a plain rerun without the option heals and finishes.
-    await up(silentpulse_database, source=source, attempts=1)
+    await up(silentpulse_database, source=source, connect=ConnectRetry(attempts=1))
     assert await version_rows(silentpulse_database) == [(2, False)]
 
 
@@ -147,7 +150,7 @@ async def test_x_multi_statement_and_every_option_run(
     source = write_migrations(tmp_path, simple_set(3))
     dsn = with_options(silentpulse_database, EVERY_OPTION)
     assert (await plan_up(dsn, source=source)).version_after == 3
-    result = await run_migrations(dsn, source=source, attempts=1)
+    result = await run_migrations(dsn, source=source, connect=ConnectRetry(attempts=1))
     assert result.version_after == 3
     assert (await version(dsn)).version == 3
     assert [r.state for r in (await status(dsn, source=source)).rows] == ["applied"] * 3
@@ -160,8 +163,8 @@ async def test_unknown_options_are_ignored_with_one_warning(
     caplog.set_level(logging.WARNING, logger="silentpulse_db")
     source = write_migrations(tmp_path, simple_set(2))
     dsn = with_options(silentpulse_database, "x-engine-run-a=1&x-engine-run-b=on")
-    await run_migrations(dsn, source=source, target=1, attempts=1)
-    await up(dsn, source=source, attempts=1)
+    await run_migrations(dsn, source=source, target=1, connect=ConnectRetry(attempts=1))
+    await up(dsn, source=source, connect=ConnectRetry(attempts=1))
     await version(dsn)
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warned) == 1 and "x-engine-run-a, x-engine-run-b" in warned[0], warned
@@ -174,7 +177,7 @@ async def test_a_lock_table_is_refused_before_anything_runs(
     source = write_migrations(tmp_path, simple_set(1))
     dsn = with_options(silentpulse_database, "x-lock-strategy=table&x-lock-table=schema_lock")
     with pytest.raises(ConfigurationError, match="would not exclude each other"):
-        await run_migrations(dsn, source=source, attempts=1)
+        await run_migrations(dsn, source=source, connect=ConnectRetry(attempts=1))
     assert (
         await fetchval(
             silentpulse_database, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
@@ -195,7 +198,7 @@ async def test_every_connection_with_a_users_dsn_drops_them(
         assert await pool.fetchval("SELECT 1") == 1
     finally:
         await pool.close()
-    await maintain_partitions(dsn, attempts=1)
+    await maintain_partitions(dsn, connect=ConnectRetry(attempts=1))
     keyring = Keyring(bytes.fromhex("b2d4" * 16), salt=b"test-salt")
     report = await migrate_credentials(dsn, keyring=keyring, dry_run=True)
     assert not report.committed
@@ -228,6 +231,6 @@ async def test_the_dsn_golang_migrate_runs_with_runs_here(
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    result = await run_migrations(dsn, source=source, attempts=1)
+    result = await run_migrations(dsn, source=source, connect=ConnectRetry(attempts=1))
     assert [a.version for a in result.applied] == [3]
     assert await version_rows(silentpulse_database) == [(3, False)]

@@ -22,6 +22,7 @@ from silentpulse_db import (
     status,
     version,
 )
+from silentpulse_db.settings import ConnectRetry
 
 from .test_cli import cli
 from helpers import execute, fetch, simple_set, write_migrations
@@ -81,10 +82,10 @@ def run_golang_migrate(dsn: str, path: Path, *args: str) -> subprocess.Completed
 
 async def readers_see(dsn: str, source: Path, expected: VersionState) -> list[str]:
     """version and status (Python and CLI) read ``expected``; returns status's states."""
-    assert await version(dsn, attempts=1) == expected
-    report = await status(dsn, source=source, attempts=1)
+    assert await version(dsn, connect=ConnectRetry(attempts=1)) == expected
+    report = await status(dsn, source=source, connect=ConnectRetry(attempts=1))
     assert report.current == expected and report.versioned
-    assert (await status(dsn, files=False, attempts=1)).current == expected
+    assert (await status(dsn, files=False, connect=ConnectRetry(attempts=1))).current == expected
     shown = await asyncio.to_thread(cli, "version", dsn=dsn)
     assert (shown.returncode, shown.stdout.strip()) == (0, str(expected)), shown.stderr
     assert "no version table" not in shown.stderr
@@ -108,7 +109,7 @@ async def test_a_version_golang_migrate_wrote_by_hand_dirty_then_clean(
     states = await readers_see(dsn, source, VersionState(2, True))
     assert states == ["applied", "dirty", "pending"]
     with pytest.raises(DirtyDatabaseError, match="Dirty database version 2"):
-        await drift(dsn, source=source, attempts=1)
+        await drift(dsn, source=source, connect=ConnectRetry(attempts=1))
     refused = await asyncio.to_thread(cli, "drift", "--path", str(source), dsn=dsn)
     assert refused.returncode == 2 and "Dirty database version 2" in refused.stderr
 
@@ -118,7 +119,7 @@ async def test_a_version_golang_migrate_wrote_by_hand_dirty_then_clean(
         "applied",
         "pending",
     ]
-    report = await drift(dsn, source=source, attempts=1)
+    report = await drift(dsn, source=source, connect=ConnectRetry(attempts=1))
     assert report.version == 2 and report.matches, report.differences
     matched = await asyncio.to_thread(cli, "drift", "--path", str(source), dsn=dsn)
     assert matched.returncode == 0 and "no drift" in matched.stdout, matched.stderr
@@ -133,8 +134,8 @@ async def test_a_database_never_migrated_reads_none_and_stays_untouched(
     dsn = silentpulse_database
     source = write_migrations(tmp_path, simple_set(2))
     before = await catalog(dsn)
-    assert await version(dsn, attempts=1) == VersionState(None, False)
-    report = await status(dsn, source=source, attempts=1)
+    assert await version(dsn, connect=ConnectRetry(attempts=1)) == VersionState(None, False)
+    report = await status(dsn, source=source, connect=ConnectRetry(attempts=1))
     assert not report.versioned and [r.state for r in report.rows] == ["pending", "pending"]
     shown = await asyncio.to_thread(cli, "version", dsn=dsn)
     assert (shown.returncode, shown.stdout.strip()) == (0, "none")
@@ -153,20 +154,22 @@ async def test_the_packaged_set_migrated_by_golang_migrate_alone(
     """The real CLI applies the packaged set: every reader sees its version, drift finds
     the schema the files build, and nothing reading it creates our history."""
     dsn = silentpulse_database
-    await apply_prerequisites(dsn, attempts=1)  # extensions only: no version table
+    await apply_prerequisites(
+        dsn, connect=ConnectRetry(attempts=1)
+    )  # extensions only: no version table
     done = await asyncio.to_thread(run_golang_migrate, dsn, PACKAGED, "up")
     assert done.returncode == 0, done.stderr
     latest = load_source().latest
     before = await catalog(dsn)
     assert "relation schema_migrations_history rls=false" not in before
 
-    assert await version(dsn, attempts=1) == VersionState(latest, False)
-    report = await status(dsn, attempts=1)
+    assert await version(dsn, connect=ConnectRetry(attempts=1)) == VersionState(latest, False)
+    report = await status(dsn, connect=ConnectRetry(attempts=1))
     assert report.current == VersionState(latest, False)
     assert {(row.state, row.checksum) for row in report.rows} == {("applied", "unknown")}
     shown = await asyncio.to_thread(cli, "version", dsn=dsn)
     assert (shown.returncode, shown.stdout.strip()) == (0, str(latest)), shown.stderr
-    compared = await drift(dsn, attempts=1)
+    compared = await drift(dsn, connect=ConnectRetry(attempts=1))
     assert compared.version == latest and compared.matches, compared.differences
     matched = await asyncio.to_thread(cli, "drift", dsn=dsn)
     assert matched.returncode == 0 and "no drift" in matched.stdout, matched.stderr
@@ -188,7 +191,7 @@ async def test_a_dirty_version_left_by_golang_migrate(
     states = await readers_see(dsn, source, VersionState(3, True))
     assert states == ["applied", "applied", "dirty"]
     with pytest.raises(DirtyDatabaseError, match="Dirty database version 3"):
-        await drift(dsn, source=source, attempts=1)
+        await drift(dsn, source=source, connect=ConnectRetry(attempts=1))
     refused = await asyncio.to_thread(cli, "drift", "--path", str(source), dsn=dsn)
     assert refused.returncode == 2 and "Dirty database version 3" in refused.stderr
     assert await catalog(dsn) == before

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from silentpulse_db import MigrationResult, goto, run_migrations, up
+from silentpulse_db.settings import ConnectRetry
 
 from helpers import execute, fetchval, login_role, version_rows, write_migrations
 
@@ -105,6 +106,6 @@ async def test_a_role_that_may_not_set_it_is_not_stopped_by_it(
     await execute(dsn, BEHIND)
     grants = "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"
     async with login_role(dsn, grants, prefix="reader") as (_, reader):
-        result = await goto(reader, 2, source=source, attempts=1)
+        result = await goto(reader, 2, source=source, connect=ConnectRetry(attempts=1))
     assert not result.applied and result.version_after == 2
     assert not await fetchval(dsn, AHEAD)  # still behind: nobody who may set it ran

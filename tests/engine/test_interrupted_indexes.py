@@ -334,7 +334,7 @@ async def test_a_rerun_waits_for_a_backend_still_building_the_index(
         oid = await fetchval(dsn, INDEX_OID)
         with caplog.at_level(logging.WARNING, logger="silentpulse_db"):
             rerun = asyncio.ensure_future(
-                run_migrations(dsn, source=source, partitions_ahead=None, lock_timeout=60)
+                run_migrations(dsn, source=source, partitions_ahead=None, migration_lock_timeout=60)
             )
             await until(lambda: _logged(caplog, "is being built or dropped by another backend"))
             assert "'by-hand'" in caplog.text

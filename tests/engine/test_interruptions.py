@@ -79,7 +79,7 @@ async def test_sigkill_mid_migration_leaves_previous_version_clean(
 
     # The next run applies it (fast this time).
     write_migrations(tmp_path, with_slow_second(0))
-    result = await run_migrations(silentpulse_database, source=source, lock_timeout=30)
+    result = await run_migrations(silentpulse_database, source=source, migration_lock_timeout=30)
     assert [a.version for a in result.applied] == [2]
     assert await version_rows(silentpulse_database) == [(2, False)]
     assert [tuple(r) for r in await fetch(silentpulse_database, "SELECT id FROM slow")] == [(1,)]

@@ -42,6 +42,7 @@ from silentpulse_db import (
 from silentpulse_db.crypto import Keyring
 from silentpulse_db.postgres.databases import user_objects, with_database
 from silentpulse_db.schema.partitions import add_months, ensure_partitions, month_of
+from silentpulse_db.settings import ConnectRetry
 
 from helpers import execute, fetch, fetchval, login_role, version_rows
 
@@ -105,7 +106,7 @@ async def forced(dsn: str) -> dict[str, bool]:
 async def test_prerequisites_say_what_an_administrator_runs(silentpulse_database: str) -> None:
     async with login_role(silentpulse_database, OWNER, prefix="owner") as (role, dsn):
         with pytest.raises(AdministratorRequiredError) as info:
-            await apply_prerequisites(dsn, attempts=1)
+            await apply_prerequisites(dsn, connect=ConnectRetry(attempts=1))
         assert info.value.statements == EXTENSIONS
         assert info.value.role == role
 
@@ -164,10 +165,12 @@ async def test_migration_verbs_as_the_owner(owner: tuple[str, str]) -> None:
         assert done.returncode == 0, (args, done.stderr)
         assert await version_rows(dsn) == [(version, False)], args
     # The same through the Python API.
-    assert (await down(dsn, 3, attempts=1)).version_after == LATEST - 3
-    assert (await goto(dsn, LATEST - 1, attempts=1)).version_after == LATEST - 1
-    assert (await up(dsn, attempts=1)).version_after == LATEST
-    assert (await force(dsn, LATEST, attempts=1)).version_after == LATEST
+    assert (await down(dsn, 3, connect=ConnectRetry(attempts=1))).version_after == LATEST - 3
+    assert (
+        await goto(dsn, LATEST - 1, connect=ConnectRetry(attempts=1))
+    ).version_after == LATEST - 1
+    assert (await up(dsn, connect=ConnectRetry(attempts=1))).version_after == LATEST
+    assert (await force(dsn, LATEST, connect=ConnectRetry(attempts=1))).version_after == LATEST
     assert all((await forced(dsn)).values())
 
 
@@ -210,8 +213,11 @@ async def test_partitions_and_retention_as_the_owner(
         assert f"alerts_p{old:%Y_%m}" not in names
         assert f"alerts_p{add_months(old, 1):%Y_%m}" in names
         # The API, too: nothing left to do, nothing skipped.
-        assert (await maintain_partitions(dsn, attempts=1)).skipped == ()
-        assert all(not a.dropped for a in (await enforce_retention(dsn, attempts=1)).actions)
+        assert (await maintain_partitions(dsn, connect=ConnectRetry(attempts=1))).skipped == ()
+        assert all(
+            not a.dropped
+            for a in (await enforce_retention(dsn, connect=ConnectRetry(attempts=1))).actions
+        )
     finally:
         await admin.close()
     assert all((await forced(dsn)).values())
@@ -318,7 +324,7 @@ async def test_baseline_as_the_owner(migrated: tuple[str, str], scratch: str) ->
     assert await version_rows(dsn) == [(1, False)]
 
     await execute(dsn, "DROP TABLE schema_migrations, schema_migrations_history")
-    assert (await baseline(dsn, verify=False, attempts=1)).version_after == 1
+    assert (await baseline(dsn, verify=False, connect=ConnectRetry(attempts=1))).version_after == 1
     assert cli("up", dsn=dsn).returncode == 0
 
 

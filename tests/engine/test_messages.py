@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from silentpulse_db import MigrationFailedError, run_migrations
+from silentpulse_db.settings import DDLLimits
 
 from helpers import (
     fetchval,
@@ -127,7 +128,7 @@ async def test_a_waiting_replica_wakes_when_the_holder_releases(
         f"silentpulse_migration_lock_{keys.url_path}", lambda *args: heard.append(args[2])
     )
     try:
-        waiter = asyncio.create_task(run_migrations(dsn, source=source, lock_timeout=600))
+        waiter = asyncio.create_task(run_migrations(dsn, source=source, migration_lock_timeout=600))
         await asyncio.sleep(1.0)  # it is waiting, with its first poll two minutes away
         assert not waiter.done()
         await holder.close()  # a golang-migrate holder: no NOTIFY; the waiter keeps waiting
@@ -154,7 +155,9 @@ async def test_a_release_just_before_the_waiter_listens_is_not_missed(
     holder = await hold_migration_lock(dsn)
     _release_before_listen(monkeypatch, holder)
     try:
-        result = await asyncio.wait_for(run_migrations(dsn, source=source, lock_timeout=600), 30)
+        result = await asyncio.wait_for(
+            run_migrations(dsn, source=source, migration_lock_timeout=600), 30
+        )
         assert [a.version for a in result.applied] == [1]
         assert holder.is_closed()  # the race really happened
     finally:
@@ -178,7 +181,9 @@ async def test_a_release_just_before_the_waiter_listens_does_not_make_it_take_th
     # Another replica applies and releases in that moment: no one hears it.
     _release_before_listen(monkeypatch, holder, then=lambda: run_migrations(dsn, source=source))
     with caplog.at_level(logging.INFO, logger="silentpulse_db.migrate"):
-        result = await asyncio.wait_for(run_migrations(dsn, source=source, lock_timeout=600), 30)
+        result = await asyncio.wait_for(
+            run_migrations(dsn, source=source, migration_lock_timeout=600), 30
+        )
     logged = [r.getMessage() for r in caplog.records]
     assert result.applied == () and result.version_after == 1
     assert "migration lock acquired" not in logged
@@ -196,7 +201,7 @@ async def test_a_waiter_polls_a_database_without_tables_until_the_holder_lets_go
     source = write_migrations(tmp_path, ONE_TABLE)
     holder = await hold_migration_lock(dsn)  # no tables, no NOTIFY: only the polls
     try:
-        waiter = asyncio.create_task(run_migrations(dsn, source=source, lock_timeout=600))
+        waiter = asyncio.create_task(run_migrations(dsn, source=source, migration_lock_timeout=600))
         await asyncio.sleep(0.5)  # several polls, each finding no tables
         assert not waiter.done()
         await holder.close()
@@ -279,7 +284,9 @@ async def test_a_deadlock_with_the_application_is_retried(
         await app.execute("BEGIN; LOCK TABLE b IN ACCESS SHARE MODE;")
         with caplog.at_level(logging.WARNING, logger="silentpulse_db"):
             migrating = asyncio.create_task(
-                run_migrations(dsn, source=source, ddl_lock_timeout=30, ddl_retry_for=60)
+                run_migrations(
+                    dsn, source=source, ddl=DDLLimits(table_lock_timeout=30, retry_for=60)
+                )
             )
             await asyncio.sleep(0.2)  # the migration holds a, sleeps, then waits for b
             # The application now wants a: a deadlock, which the migration's backend

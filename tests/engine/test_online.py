@@ -25,6 +25,7 @@ from silentpulse_db import (
     up,
 )
 from silentpulse_db.migrate.dryrun.preview import format_plan
+from silentpulse_db.settings import DDLLimits
 
 from helpers import execute, fetch, fetchval, version_rows, write_migrations
 
@@ -59,7 +60,9 @@ async def test_ddl_never_stalls_queries_and_lands_once_the_blocker_ends(
     try:
         with caplog.at_level(logging.WARNING, logger="silentpulse_db"):
             migrating = asyncio.create_task(
-                run_migrations(dsn, source=source, ddl_lock_timeout=0.3, ddl_retry_for=120)
+                run_migrations(
+                    dsn, source=source, ddl=DDLLimits(table_lock_timeout=0.3, retry_for=120)
+                )
             )
             answered = 0
             while answered < 15 or "stayed out of reach" not in caplog.text:
@@ -90,7 +93,9 @@ async def test_retries_spent_fail_cleanly_naming_the_blocker(
     holder = await blocker(dsn)
     try:
         with pytest.raises(TableLockTimeoutError) as info:
-            await run_migrations(dsn, source=source, ddl_lock_timeout=0.1, ddl_retry_for=0.8)
+            await run_migrations(
+                dsn, source=source, ddl=DDLLimits(table_lock_timeout=0.1, retry_for=0.8)
+            )
     finally:
         await holder.close()
     error = info.value
@@ -122,12 +127,16 @@ async def test_a_file_sets_its_own_lock_timeout_and_statement_timeout_stays_off(
     holder = await blocker(dsn)
     try:
         with pytest.raises(TableLockTimeoutError, match="each waiting at most 0.05s"):
-            await run_migrations(dsn, source=source, ddl_lock_timeout=0.05, ddl_retry_for=0)
+            await run_migrations(
+                dsn, source=source, ddl=DDLLimits(table_lock_timeout=0.05, retry_for=0)
+            )
         # A file that sets lock_timeout itself (as 000004 and later do) is reported so.
         own = "SET LOCAL lock_timeout = '150ms';\nALTER TABLE t1 ADD COLUMN b int;\n"
         write_migrations(tmp_path, {3: ("add_b", own, ALTER[2])})
         with pytest.raises(TableLockTimeoutError, match=r"150ms \(set by the file itself\)"):
-            await run_migrations(dsn, source=source, ddl_lock_timeout=5, ddl_retry_for=0)
+            await run_migrations(
+                dsn, source=source, ddl=DDLLimits(table_lock_timeout=5, retry_for=0)
+            )
     finally:
         await holder.close()
 

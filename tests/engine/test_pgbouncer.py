@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from silentpulse_db import apply_prerequisites, load_source, run_migrations, version
+from silentpulse_db.settings import ConnectRetry
 from silentpulse_db.testing import PostgresServer
 
 from bouncer import needs_pgbouncer, running_bouncer
@@ -33,10 +34,12 @@ def bouncer(silentpulse_postgres: PostgresServer, silentpulse_database: str) -> 
 async def test_migrations_through_session_pooling(bouncer: str) -> None:
     """Every connection failed before it started: the library sent
     client_connection_check_interval as a startup parameter, which PgBouncer refuses."""
-    assert (await version(bouncer, attempts=1)).version is None
-    await apply_prerequisites(bouncer, attempts=1)
+    assert (await version(bouncer, connect=ConnectRetry(attempts=1))).version is None
+    await apply_prerequisites(bouncer, connect=ConnectRetry(attempts=1))
     # Five replicas at once, each through the bouncer: each version applied once.
-    results = await asyncio.gather(*(run_migrations(bouncer, attempts=1) for _ in range(5)))
+    results = await asyncio.gather(
+        *(run_migrations(bouncer, connect=ConnectRetry(attempts=1)) for _ in range(5))
+    )
     latest = load_source().latest
     assert {r.version_after for r in results} == {latest}
     assert sorted(len(r.applied) for r in results) == [0, 0, 0, 0, latest]
@@ -75,7 +78,7 @@ async def test_migrations_through_the_bouncer_as_an_owner_that_is_no_superuser(
         password = unquote(urlsplit(dsn).password or "")
         database = silentpulse_database.rsplit("/", 1)[1]
         with running_bouncer(silentpulse_postgres, database, role, password) as through:
-            result = await run_migrations(through, attempts=1)
+            result = await run_migrations(through, connect=ConnectRetry(attempts=1))
             assert result.version_after == load_source().latest
             assert (
                 await fetchval(
@@ -83,4 +86,4 @@ async def test_migrations_through_the_bouncer_as_an_owner_that_is_no_superuser(
                 )
                 is False
             )
-            assert (await run_migrations(through, attempts=1)).applied == ()
+            assert (await run_migrations(through, connect=ConnectRetry(attempts=1))).applied == ()

@@ -36,6 +36,7 @@ from silentpulse_db import (
 )
 from silentpulse_db.defaults import ENGINE_SESSION_SETTINGS
 from silentpulse_db.postgres.pooler import Pooling, pooling_of
+from silentpulse_db.settings import ConnectRetry
 from silentpulse_db.testing import PostgresServer
 
 from .test_cli import cli
@@ -105,7 +106,12 @@ async def test_five_replicas_through_a_session_pool_smaller_than_them(
     source = write_migrations(tmp_path, simple_set(3))
     for _mode, dsn in bouncing(silentpulse_postgres, silentpulse_database, "session", size=2):
         results = await asyncio.gather(
-            *(run_migrations(dsn, source=source, attempts=1, lock_timeout=60) for _ in range(5))
+            *(
+                run_migrations(
+                    dsn, source=source, connect=ConnectRetry(attempts=1), migration_lock_timeout=60
+                )
+                for _ in range(5)
+            )
         )
         assert sorted(len(r.applied) for r in results) == [0, 0, 0, 0, 3]
     assert await version_rows(silentpulse_database) == [(3, False)]
@@ -119,7 +125,8 @@ async def test_migrations_refuse_a_pooler_that_shares_server_connections(
     mode, dsn = sharing
     started = time.monotonic()
     outcomes = await asyncio.gather(
-        *(run_migrations(dsn, attempts=1) for _ in range(5)), return_exceptions=True
+        *(run_migrations(dsn, connect=ConnectRetry(attempts=1)) for _ in range(5)),
+        return_exceptions=True,
     )
     elapsed = time.monotonic() - started
     for outcome in outcomes:
@@ -132,7 +139,9 @@ async def test_migrations_refuse_a_pooler_that_shares_server_connections(
     assert await fetchval(silentpulse_database, ADVISORY_LOCKS) == 0
     assert await fetchval(silentpulse_database, "SELECT to_regclass('schema_migrations')") is None
     # The next run, direct, is not held up by anything left behind.
-    result = await run_migrations(silentpulse_database, attempts=1, lock_timeout=5)
+    result = await run_migrations(
+        silentpulse_database, connect=ConnectRetry(attempts=1), migration_lock_timeout=5
+    )
     assert result.applied
 
 
@@ -143,14 +152,14 @@ async def test_nothing_is_left_set_on_the_poolers_server_connections(
     transaction pooler, they stayed on a server connection that then served other
     clients (the application's, losing their own limits). One server connection, so the
     next client surely gets the one the library used."""
-    await run_migrations(silentpulse_database, attempts=1)
+    await run_migrations(silentpulse_database, connect=ConnectRetry(attempts=1))
     for _mode, dsn in bouncing(silentpulse_postgres, silentpulse_database, "transaction", size=1):
         with pytest.raises(PoolingModeError):
-            await run_migrations(dsn, attempts=1)
+            await run_migrations(dsn, connect=ConnectRetry(attempts=1))
         with pytest.raises(PoolingModeError):
-            await maintain_partitions(dsn, attempts=1)
+            await maintain_partitions(dsn, connect=ConnectRetry(attempts=1))
         with pytest.raises(PoolingModeError):
-            await enforce_retention(dsn, attempts=1, dry_run=True)
+            await enforce_retention(dsn, connect=ConnectRetry(attempts=1), dry_run=True)
         client = await asyncpg.connect(dsn, statement_cache_size=0)
         try:
             for name in ENGINE_SESSION_SETTINGS:
@@ -285,7 +294,9 @@ async def test_a_lock_holder_through_the_pooler_is_said_to_be(
         holder = await hold_migration_lock(dsn)
         try:
             with pytest.raises(LockTimeoutError) as info:
-                await run_migrations(dsn, source=source, attempts=1, lock_timeout=1)
+                await run_migrations(
+                    dsn, source=source, connect=ConnectRetry(attempts=1), migration_lock_timeout=1
+                )
         finally:
             await holder.close()
         assert "through the connection pooler at 127.0.0.1 this session uses" in str(info.value)

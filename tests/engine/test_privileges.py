@@ -23,6 +23,7 @@ from silentpulse_db import (
     up,
     version,
 )
+from silentpulse_db.settings import ConnectRetry, DDLLimits
 
 from helpers import (
     execute,
@@ -120,7 +121,7 @@ async def test_holders_hidden_from_the_role_say_what_shows_them(
         holder = await hold_migration_lock(silentpulse_database)  # another role's runner
         try:
             with pytest.raises(LockTimeoutError) as lock_info:
-                await force(dsn, 1, source=first, lock_timeout=0.3)
+                await force(dsn, 1, source=first, migration_lock_timeout=0.3)
         finally:
             await holder.close()
         text = str(lock_info.value)
@@ -134,7 +135,10 @@ async def test_holders_hidden_from_the_role_say_what_shows_them(
         try:
             with pytest.raises(TableLockTimeoutError) as table_info:
                 await run_migrations(
-                    dsn, source=more, ddl_lock_timeout=0.1, ddl_retry_for=0.3, partitions_ahead=None
+                    dsn,
+                    source=more,
+                    ddl=DDLLimits(table_lock_timeout=0.1, retry_for=0.3),
+                    partitions_ahead=None,
                 )
         finally:
             await blocker.close()
@@ -163,7 +167,7 @@ async def test_the_app_role_cannot_rewrite_the_bookkeeping_whatever_it_is_grante
             prefix="owner",
         ) as (owner, owner_dsn),
     ):
-        await run_migrations(owner_dsn, source=source, target=1, attempts=1)
+        await run_migrations(owner_dsn, source=source, target=1, connect=ConnectRetry(attempts=1))
         await execute(owner_dsn, f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {app}")
         conn = await asyncpg.connect(app_dsn)
         try:
@@ -182,7 +186,7 @@ async def test_the_app_role_cannot_rewrite_the_bookkeeping_whatever_it_is_grante
                     await conn.execute(statement)
         finally:
             await conn.close()
-        result = await run_migrations(owner_dsn, source=source, attempts=1)
+        result = await run_migrations(owner_dsn, source=source, connect=ConnectRetry(attempts=1))
         assert result.version_after == 2
         # golang-migrate's SetVersion, as the owner: TRUNCATE, then INSERT.
         await execute(

@@ -22,6 +22,7 @@ from silentpulse_db import (
     run_migrations,
     up,
 )
+from silentpulse_db.settings import ConnectRetry
 
 from helpers import execute, fetch, fetchval, hold_migration_lock, login_role, write_migrations
 
@@ -56,7 +57,7 @@ async def test_a_migration_longer_than_the_roles_statement_timeout(
             2: ("slower", "SELECT pg_sleep(1.5);\nSELECT pg_sleep(1.5);\n", "SELECT 1;\n"),
         },
     )
-    result = await run_migrations(limited_owner, source=source, attempts=1)
+    result = await run_migrations(limited_owner, source=source, connect=ConnectRetry(attempts=1))
     assert [a.version for a in result.applied] == [1, 2]
 
 
@@ -77,11 +78,13 @@ async def test_a_concurrent_index_build_waiting_longer_than_the_roles_limit(
             ),
         },
     )
-    await run_migrations(limited_owner, source=source, attempts=1, target=1)
+    await run_migrations(limited_owner, source=source, connect=ConnectRetry(attempts=1), target=1)
     older = await asyncpg.connect(silentpulse_database)
     try:
         await older.execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM pg_class")
-        build = asyncio.create_task(run_migrations(limited_owner, source=source, attempts=1))
+        build = asyncio.create_task(
+            run_migrations(limited_owner, source=source, connect=ConnectRetry(attempts=1))
+        )
         await asyncio.sleep(3)
         assert not build.done()
         await older.execute("COMMIT")
@@ -100,7 +103,12 @@ async def test_a_replica_waiting_for_the_lock_longer_than_the_roles_limits(
     holder = await hold_migration_lock(limited_owner)
     try:
         waiting = asyncio.create_task(
-            run_migrations(limited_owner, source=source, attempts=1, lock_timeout=60)
+            run_migrations(
+                limited_owner,
+                source=source,
+                connect=ConnectRetry(attempts=1),
+                migration_lock_timeout=60,
+            )
         )
         await asyncio.sleep(3)
         assert not waiting.done()
@@ -123,7 +131,7 @@ async def test_a_files_own_statement_timeout(limited_owner: str, tmp_path: Path)
         },
     )
     with pytest.raises(MigrationFailedError) as info:
-        await run_migrations(limited_owner, source=source, attempts=1)
+        await run_migrations(limited_owner, source=source, connect=ConnectRetry(attempts=1))
     text = str(info.value)
     assert "statement timeout" in text and "statement_timeout=500ms (set by the file itself" in text
 
@@ -144,7 +152,7 @@ async def test_a_files_own_limit_ends_with_the_file(limited_owner: str, tmp_path
             3: ("slow", "SELECT pg_sleep(3);\n", "SELECT 1;\n"),
         },
     )
-    result = await run_migrations(limited_owner, source=source, attempts=1)
+    result = await run_migrations(limited_owner, source=source, connect=ConnectRetry(attempts=1))
     assert [a.version for a in result.applied] == [1, 2, 3]
 
 

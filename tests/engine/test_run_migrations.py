@@ -191,12 +191,14 @@ async def test_up_to_date_database_is_answered_without_the_lock(
     await run_migrations(silentpulse_database, source=source)
     holder = await hold_migration_lock(silentpulse_database)
     try:
-        result = await run_migrations(silentpulse_database, source=source, lock_timeout=0.5)
+        result = await run_migrations(
+            silentpulse_database, source=source, migration_lock_timeout=0.5
+        )
         assert (result.version_after, result.applied) == (2, ())
         # With something pending it must queue for the lock.
         write_migrations(tmp_path, simple_set(3))
         with pytest.raises(LockTimeoutError):
-            await run_migrations(silentpulse_database, source=source, lock_timeout=0.5)
+            await run_migrations(silentpulse_database, source=source, migration_lock_timeout=0.5)
         assert await version_rows(silentpulse_database) == [(2, False)]
     finally:
         await holder.close()
@@ -242,7 +244,7 @@ async def test_files_are_read_before_waiting_for_the_lock(
     holder = await hold_migration_lock(silentpulse_database)
     try:
         with pytest.raises(MigrationSourceError, match=r"000002_add_bad.up.sql:3: this statement"):
-            await run_migrations(silentpulse_database, source=source, lock_timeout=2)
+            await run_migrations(silentpulse_database, source=source, migration_lock_timeout=2)
     finally:
         await holder.close()
     assert await version_rows(silentpulse_database) == [(1, False)]

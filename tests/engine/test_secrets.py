@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from silentpulse_db import SilentPulseDBError, run_migrations, status
+from silentpulse_db.settings import ConnectRetry
 from silentpulse_db.testing import PostgresServer
 
 from helpers import simple_set, write_migrations
@@ -50,8 +51,8 @@ async def test_library_errors_and_logs(
     dsn = template.format(host="127.0.0.1", port=closed_port())
     source = write_migrations(tmp_path, simple_set(1))
     for call in (
-        run_migrations(dsn, source=source, attempts=2, wait=0.01),
-        status(dsn, source=source, attempts=2, wait=0.01),
+        run_migrations(dsn, source=source, connect=ConnectRetry(attempts=2, wait=0.01)),
+        status(dsn, source=source, connect=ConnectRetry(attempts=2, wait=0.01)),
     ):
         with (
             caplog.at_level(logging.DEBUG, logger="silentpulse_db"),

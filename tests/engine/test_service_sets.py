@@ -28,6 +28,7 @@ from silentpulse_db import (
     version,
 )
 from silentpulse_db.migrate.migration_lock.keys import lock_keys_for
+from silentpulse_db.settings import ConnectRetry
 
 from .test_cli import cli as run_cli
 from helpers import fetch, fetchval, hold_migration_lock, write_migrations
@@ -75,7 +76,12 @@ async def test_the_worker_started_first_waits_for_the_core_schema(
     dsn = silentpulse_database
     await apply_prerequisites(dsn)
     worker = asyncio.create_task(
-        run_migrations(dsn, source=worker_set(tmp_path), table=WORKER, attempts=60, wait=0.2)
+        run_migrations(
+            dsn,
+            source=worker_set(tmp_path),
+            table=WORKER,
+            connect=ConnectRetry(attempts=60, wait=0.2),
+        )
     )
     with caplog.at_level(logging.WARNING, logger="silentpulse_db"):
         await asyncio.sleep(1.0)
@@ -127,7 +133,9 @@ async def test_a_required_version_not_reached_is_a_typed_error_in_the_end(
     dsn = silentpulse_database
     source = worker_set(tmp_path)
     with pytest.raises(RequiredVersionError) as info:
-        await run_migrations(dsn, source=source, table=WORKER, attempts=2, wait=0.1)
+        await run_migrations(
+            dsn, source=source, table=WORKER, connect=ConnectRetry(attempts=2, wait=0.1)
+        )
     error = info.value
     assert (error.table, error.version, error.found) == (
         "schema_migrations",
@@ -145,7 +153,7 @@ async def test_each_set_has_its_own_lock(silentpulse_database: str, tmp_path: Pa
     holder = await hold_migration_lock(dsn)  # the core's keys, held by another runner
     try:
         with pytest.raises(LockTimeoutError):
-            await run_migrations(dsn, lock_timeout=0.3)
+            await run_migrations(dsn, migration_lock_timeout=0.3)
     finally:
         await holder.close()
     await run_migrations(dsn)
@@ -155,7 +163,9 @@ async def test_each_set_has_its_own_lock(silentpulse_database: str, tmp_path: Pa
     held = await hold_keys(dsn, worker_keys.ordered)
     try:
         with pytest.raises(LockTimeoutError):
-            await run_migrations(dsn, source=worker_set(tmp_path), table=WORKER, lock_timeout=0.3)
+            await run_migrations(
+                dsn, source=worker_set(tmp_path), table=WORKER, migration_lock_timeout=0.3
+            )
         assert (await run_migrations(dsn)).applied == ()  # the core's lock is free
     finally:
         await held.close()
@@ -218,7 +228,7 @@ async def test_bad_version_tables_are_configuration_errors(
 ) -> None:
     dsn = silentpulse_database + (f"?x-migrations-table={dsn_table}" if dsn_table else "")
     with pytest.raises(ConfigurationError, match=match):
-        await run_migrations(dsn, table=table, attempts=1)
+        await run_migrations(dsn, table=table, connect=ConnectRetry(attempts=1))
 
 
 async def test_check_proves_a_service_set_on_the_core_it_requires(

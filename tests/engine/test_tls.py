@@ -27,6 +27,7 @@ from cryptography.x509.oid import NameOID
 
 from silentpulse_db import ConfigurationError, DatabaseConnectionError, SilentPulseDBError, version
 from silentpulse_db.postgres.connect import connect
+from silentpulse_db.settings import ConnectRetry
 from silentpulse_db.testing import PostgresServer
 from silentpulse_db.testing.server import ENV_DSN, run_sync
 
@@ -161,7 +162,7 @@ async def fails_at_once(dsn: str, caplog: pytest.LogCaptureFixture) -> SilentPul
         caplog.at_level(logging.DEBUG, logger="silentpulse_db"),
         pytest.raises(SilentPulseDBError) as info,
     ):
-        await version(dsn, attempts=3, wait=WAIT)
+        await version(dsn, connect=ConnectRetry(attempts=3, wait=WAIT))
     assert RETRIED not in caplog.text
     assert time.monotonic() - started < WAIT
     assert not getattr(info.value, "transient", False)
@@ -191,7 +192,7 @@ async def test_require_encrypts(tls_server: TLSServer) -> None:
         assert await conn.fetchval("SELECT current_user") == "tls_app"
     finally:
         await conn.close()
-    assert (await version(dsn, attempts=1)).version is None
+    assert (await version(dsn, connect=ConnectRetry(attempts=1))).version is None
 
 
 def test_require_through_the_cli(tls_server: TLSServer) -> None:
@@ -203,7 +204,7 @@ def test_require_through_the_cli(tls_server: TLSServer) -> None:
 async def test_verify_ca_with_the_servers_certificate_works(tls_server: TLSServer) -> None:
     # The control of the failures below: this root does verify the server's certificate.
     dsn = with_query(tls_server.dsn, sslmode="verify-ca", sslrootcert=str(tls_server.rootcert))
-    assert (await version(dsn, attempts=1)).version is None
+    assert (await version(dsn, connect=ConnectRetry(attempts=1))).version is None
     assert cli("version", "--attempts", "1", dsn=dsn).returncode == 0
 
 

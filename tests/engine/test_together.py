@@ -20,6 +20,7 @@ from silentpulse_db import (
     run_migrations,
     status,
 )
+from silentpulse_db.settings import DDLLimits
 
 from helpers import (
     fetch,
@@ -172,8 +173,7 @@ async def test_a_lock_conflict_mid_message_is_retried_and_the_rest_lands(
                     dsn,
                     source=source,
                     partitions_ahead=None,
-                    ddl_lock_timeout=0.1,
-                    ddl_retry_for=60,
+                    ddl=DDLLimits(table_lock_timeout=0.1, retry_for=60),
                 )
             )
             # 2 committed before 3 met the lock; 3 waits for its retry.
@@ -198,7 +198,10 @@ async def test_retries_spent_mid_message_leave_the_version_of_those_before(
     try:
         with pytest.raises(TableLockTimeoutError) as info:
             await run_migrations(
-                dsn, source=source, partitions_ahead=None, ddl_lock_timeout=0.1, ddl_retry_for=0.5
+                dsn,
+                source=source,
+                partitions_ahead=None,
+                ddl=DDLLimits(table_lock_timeout=0.1, retry_for=0.5),
             )
     finally:
         await holder.close()

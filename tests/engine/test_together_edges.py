@@ -16,6 +16,7 @@ import pytest
 
 from silentpulse_db import MigrationFailedError, TableLockTimeoutError, run_migrations
 from silentpulse_db.migrate.run import locate
+from silentpulse_db.settings import DDLLimits
 
 from helpers import (
     fetch,
@@ -126,8 +127,7 @@ async def test_a_lock_conflict_in_a_group_is_retried_after_a_pause_and_a_warning
                         dsn,
                         source=source,
                         partitions_ahead=None,
-                        ddl_lock_timeout=0.5,
-                        ddl_retry_for=30,
+                        ddl=DDLLimits(table_lock_timeout=0.5, retry_for=30),
                     )
                 )
                 deadline = time.monotonic() + 20
@@ -166,8 +166,7 @@ async def test_a_lock_conflict_in_a_group_reports_every_attempt_it_made(
                     dsn,
                     source=source,
                     partitions_ahead=None,
-                    ddl_lock_timeout=0.8,
-                    ddl_retry_for=0,
+                    ddl=DDLLimits(table_lock_timeout=0.8, retry_for=0),
                 )
     finally:
         await holder.close()

@@ -24,6 +24,7 @@ import pytest
 
 from silentpulse_db import (
     AlertGapError,
+    ConnectRetry,
     apply_prerequisites,
     create_pool,
     enforce_retention,
@@ -350,7 +351,7 @@ async def test_a_first_deploy_waits_for_the_migration(
     dsn = silentpulse_database
     await apply_prerequisites(dsn)
     with caplog.at_level(logging.WARNING, logger="silentpulse_db.listener"):
-        options = {"consumer": "notifications", "wait": 0.05, "attempts": 100_000}
+        options = {"consumer": "notifications", "connect": ConnectRetry(100_000, 0.05)}
         async with running(dsn, ready=False, **options) as (
             listener,
             events,

@@ -22,6 +22,7 @@ from silentpulse_db import (
     listen_alerts,
     run_migrations,
 )
+from silentpulse_db.settings import ConnectRetry
 
 from .listening import (
     LISTENER_GRANTS,
@@ -276,7 +277,9 @@ async def test_settings_that_cannot_work_raise_on_the_first_connection(
     await apply_prerequisites(silentpulse_database)
     await run_migrations(silentpulse_database, target=21)
     with pytest.raises(RequiredVersionError, match="000022") as info:
-        await anext(listen_alerts(silentpulse_database, consumer="svc", attempts=1))
+        await anext(
+            listen_alerts(silentpulse_database, consumer="svc", connect=ConnectRetry(attempts=1))
+        )
     assert (info.value.table, info.value.version) == ("schema_migrations", 22)
 
 

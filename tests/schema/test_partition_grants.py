@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from silentpulse_db import apply_prerequisites, maintain_partitions, run_migrations
+from silentpulse_db.settings import ConnectRetry
 
 from .listening import new_alert
 from .seed import seed_tenant
@@ -47,14 +48,14 @@ async def test_a_month_the_jobs_role_makes_opens_to_the_app_role_one_tenant_at_a
             dsn, f"ALTER ROLE {{role}} BYPASSRLS; GRANT {owner} TO {{role}};", prefix="jobs"
         ) as (_jobs, jobs_dsn),
     ):
-        await run_migrations(owner_dsn, attempts=1)
+        await run_migrations(owner_dsn, connect=ConnectRetry(attempts=1))
         # The runbook's blanket grant, run again as operators do.
         await execute(
             owner_dsn,
             f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {app}",
         )
         later = datetime.now(timezone.utc).replace(day=15) + timedelta(days=800)
-        await maintain_partitions(jobs_dsn, now=later, ahead=0, attempts=1)
+        await maintain_partitions(jobs_dsn, now=later, ahead=0, connect=ConnectRetry(attempts=1))
         month = f"alerts_p{later:%Y_%m}"
 
         conn = await asyncpg.connect(dsn)

@@ -21,11 +21,13 @@ from typing import Any, Literal
 
 from pglast import parser
 
-from ...defaults import CONNECT_ATTEMPTS, CONNECT_WAIT, LARGE_TABLE_ROWS
+from ...defaults import LARGE_TABLE_ROWS
 from ...errors import RequiredVersionError
-from ...postgres.connect import close_quietly, connect
+from ...postgres.connect import close_quietly
+from ...postgres.connect import connect as connected
 from ...postgres.translate import typed_errors
 from ...results import VersionState
+from ...settings import CONNECTING, DEFAULT_CONNECT, ConnectRetry, settings
 from ..files.lock_levels import ACCESS_EXCLUSIVE, LockTaken, blocks_writes, statement_locks
 from ..files.source import Direction, MigrationFile, SourceLike, load_source
 from ..files.statements import analyze_cached
@@ -100,12 +102,13 @@ async def plan_up(
     *,
     target: int | None = None,
     source: SourceLike = None,
-    attempts: int = CONNECT_ATTEMPTS,
-    wait: float = CONNECT_WAIT,
     table: str | None = None,
+    connect: ConnectRetry = DEFAULT_CONNECT,
+    **deprecated: Any,
 ) -> MigrationPlan:
     """What ``up`` would apply (all pending, the next ``count``, or up to ``target``)."""
-    return await _preview(dsn, Up(count, target), source, attempts, wait, table)
+    retry = settings("plan_up", deprecated, CONNECTING, connect=connect).connect
+    return await _preview(dsn, Up(count, target), source, retry, table)
 
 
 async def plan_down(
@@ -113,13 +116,14 @@ async def plan_down(
     count: int | Literal["all"],
     *,
     source: SourceLike = None,
-    attempts: int = CONNECT_ATTEMPTS,
-    wait: float = CONNECT_WAIT,
     table: str | None = None,
+    connect: ConnectRetry = DEFAULT_CONNECT,
+    **deprecated: Any,
 ) -> MigrationPlan:
     """What ``down`` would revert: the last ``count`` migrations, or every one with ``"all"``."""
     request = Down(None if count == "all" else count)
-    return await _preview(dsn, request, source, attempts, wait, table)
+    retry = settings("plan_down", deprecated, CONNECTING, connect=connect).connect
+    return await _preview(dsn, request, source, retry, table)
 
 
 async def plan_goto(
@@ -127,12 +131,13 @@ async def plan_goto(
     version: int,
     *,
     source: SourceLike = None,
-    attempts: int = CONNECT_ATTEMPTS,
-    wait: float = CONNECT_WAIT,
     table: str | None = None,
+    connect: ConnectRetry = DEFAULT_CONNECT,
+    **deprecated: Any,
 ) -> MigrationPlan:
     """What ``goto version`` would run, up or down."""
-    return await _preview(dsn, Goto(version), source, attempts, wait, table)
+    retry = settings("plan_goto", deprecated, CONNECTING, connect=connect).connect
+    return await _preview(dsn, Goto(version), source, retry, table)
 
 
 # --- reading the database -----------------------------------------------------------
@@ -142,15 +147,14 @@ async def _preview(
     dsn: str,
     request: Request,
     source: SourceLike,
-    attempts: int,
-    wait: float,
+    retry: ConnectRetry,
     table_name: str | None,
 ) -> MigrationPlan:
     dsn, name = resolve_table(dsn, table_name)
     table = VersionTable(name)
     with typed_errors(dsn, "plan the migrations (dry run)"):
         migrations = load_source(source)
-        conn = await connect(dsn, attempts=attempts, wait=wait)
+        conn = await connected(dsn, attempts=retry.attempts, wait=retry.wait)
         try:
             # READ ONLY: a dry run cannot change anything, whatever a bug would try.
             async with conn.transaction(readonly=True):

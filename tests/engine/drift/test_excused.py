@@ -17,6 +17,7 @@ from silentpulse_db import (
     maintain_partitions,
     run_migrations,
 )
+from silentpulse_db.settings import ConnectRetry
 
 from ..test_cli import cli
 from .hand_changes import MONTH
@@ -28,15 +29,17 @@ async def test_the_lifecycle_jobs_are_no_drift(silentpulse_migrated_database: st
     retention are excused, each by its rule; a month changed by hand is not."""
     dsn = silentpulse_migrated_database
     later = datetime.now(timezone.utc) + timedelta(days=400)
-    await maintain_partitions(dsn, now=later, attempts=1)
-    await enforce_retention(dsn, attempts=1)  # today: nothing of today's months goes
-    report = await drift(dsn, attempts=1)
+    await maintain_partitions(dsn, now=later, connect=ConnectRetry(attempts=1))
+    await enforce_retention(
+        dsn, connect=ConnectRetry(attempts=1)
+    )  # today: nothing of today's months goes
+    report = await drift(dsn, connect=ConnectRetry(attempts=1))
     assert report.matches, "\n".join(str(d) for d in report.differences)
     rules = {e.rule for e in report.excused}
     assert any("partition job" in rule for rule in rules), rules
     ahead = f"alerts_p{later:%Y_%m}"
     await execute(dsn, f"DROP POLICY tenant_isolation_alerts ON {ahead}")
-    report = await drift(dsn, attempts=1)
+    report = await drift(dsn, connect=ConnectRetry(attempts=1))
     assert ("policy", f"public.{ahead}.tenant_isolation_alerts", "missing") in {
         (d.kind, d.key, d.change) for d in report.differences
     }
@@ -49,7 +52,9 @@ async def test_the_runbooks_grants_are_no_drift(
     TABLES the test harness runs, as docs/operations.md does for an existing database)
     are excused, each by its rule; one table granted more is drift."""
     app = _role_of(silentpulse_app_database)  # the fixture granted it on this database
-    report = await drift(silentpulse_migrated_database, app_roles=(app,), attempts=1)
+    report = await drift(
+        silentpulse_migrated_database, app_roles=(app,), connect=ConnectRetry(attempts=1)
+    )
     assert report.matches, "\n".join(str(d) for d in report.differences)
     assert any("blanket grant" in e.rule for e in report.excused)
     done = await asyncio.to_thread(
@@ -91,7 +96,7 @@ async def test_a_blanket_grant_to_a_role_the_runbook_does_not_name_is_drift(
         finally:
             await conn.close()
         assert stolen is not None and stolen["password_hash"] == "secret-hash"
-        report = await drift(dsn, app_roles=(app,), attempts=1)
+        report = await drift(dsn, app_roles=(app,), connect=ConnectRetry(attempts=1))
         found: dict[tuple[str, str, str], str | None] = {
             (d.kind, d.key, d.change): d.fix for d in report.differences
         }
@@ -122,12 +127,12 @@ async def test_the_default_privileges_are_no_drift(silentpulse_database: str) ->
             prefix="owner",
         ) as (_owner, owner_dsn),
     ):
-        await run_migrations(owner_dsn, attempts=1)
-        report = await drift(dsn, attempts=1)
+        await run_migrations(owner_dsn, connect=ConnectRetry(attempts=1))
+        report = await drift(dsn, connect=ConnectRetry(attempts=1))
         assert report.matches, "\n".join(str(d) for d in report.differences)
         assert any("default privileges" in e.rule for e in report.excused)
         await execute(owner_dsn, f"REVOKE DELETE ON tenants FROM {app}")
-        report = await drift(dsn, attempts=1)
+        report = await drift(dsn, connect=ConnectRetry(attempts=1))
         assert [(d.kind, d.key, d.change, d.fix) for d in report.differences] == [
             (
                 "grant",
@@ -161,10 +166,10 @@ async def test_a_month_made_by_the_jobs_role_gets_the_owners_grants(
             dsn, f"ALTER ROLE {{role}} BYPASSRLS; GRANT {owner} TO {{role}};", prefix="jobs"
         ) as (_jobs, jobs_dsn),
     ):
-        await run_migrations(owner_dsn, target=22, attempts=1)
+        await run_migrations(owner_dsn, target=22, connect=ConnectRetry(attempts=1))
         before = datetime.now(timezone.utc) + timedelta(days=400)
-        await maintain_partitions(jobs_dsn, now=before, ahead=0, attempts=1)
-        report = await drift(dsn, attempts=1)
+        await maintain_partitions(jobs_dsn, now=before, ahead=0, connect=ConnectRetry(attempts=1))
+        report = await drift(dsn, connect=ConnectRetry(attempts=1))
         old = f"public.alerts_p{before:%Y_%m}"
         assert (
             "grant",
@@ -173,9 +178,9 @@ async def test_a_month_made_by_the_jobs_role_gets_the_owners_grants(
             f"GRANT SELECT ON {old} TO {app}",
         ) in {(d.kind, d.key, d.change, d.fix) for d in report.differences}
 
-        await run_migrations(owner_dsn, attempts=1)
+        await run_migrations(owner_dsn, connect=ConnectRetry(attempts=1))
         later = datetime.now(timezone.utc) + timedelta(days=800)
-        await maintain_partitions(jobs_dsn, now=later, ahead=0, attempts=1)
+        await maintain_partitions(jobs_dsn, now=later, ahead=0, connect=ConnectRetry(attempts=1))
         acl = (
             "SELECT array_agg(item::text ORDER BY item::text) FROM pg_class, "
             "unnest(relacl) AS item WHERE oid = to_regclass($1)"
@@ -185,14 +190,14 @@ async def test_a_month_made_by_the_jobs_role_gets_the_owners_grants(
         assert by_jobs == by_owner and f"{app}=arwd/{owner}" in by_owner, (by_jobs, by_owner)
         count = f"SELECT count(*) FROM alerts_p{later:%Y_%m}"
         assert await fetchval(app_dsn, count) == 0  # read directly, not "permission denied"
-        report = await drift(dsn, attempts=1)
+        report = await drift(dsn, connect=ConnectRetry(attempts=1))
         left = {(d.kind, d.key) for d in report.differences}
         month = f"_p{before:%Y_%m} to {app}: "
         assert left and all(kind == "grant" and month in key for kind, key in left), left
         for fix in (d.fix for d in report.differences):
             assert fix is not None
             await execute(dsn, fix)
-        assert (await drift(dsn, attempts=1)).matches
+        assert (await drift(dsn, connect=ConnectRetry(attempts=1))).matches
 
 
 async def test_a_database_with_data_and_rotated_credentials_is_no_drift(
@@ -212,7 +217,7 @@ async def test_a_database_with_data_and_rotated_credentials_is_no_drift(
     conn = await asyncpg.connect(dsn)
     try:
         await populate(conn, old, tenants=3, per_table=5, versions=(1,))
-        before = await drift(dsn, attempts=1)
+        before = await drift(dsn, connect=ConnectRetry(attempts=1))
         await migrate_credentials(dsn, keyring=old, mode="v2")
         await migrate_credentials(dsn, keyring=new, old_keyring=old, mode="rotate")
         # A row in every tenant table (its credentials not envelopes: after the rotation).
@@ -224,7 +229,7 @@ async def test_a_database_with_data_and_rotated_credentials_is_no_drift(
         )
     finally:
         await conn.close()
-    after = await drift(dsn, attempts=1)
+    after = await drift(dsn, connect=ConnectRetry(attempts=1))
     for report in (before, after):
         assert report.matches, "\n".join(str(d) for d in report.differences)
     assert [e.rule for e in after.excused] == [e.rule for e in before.excused]

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from silentpulse_db import drift
+from silentpulse_db.settings import ConnectRetry
 
 from ..test_cli import cli
 from .hand_changes import HAND_CHANGES, MONTH
@@ -22,14 +23,14 @@ async def test_a_month_detached_by_hand_is_attached_again(
     dsn = silentpulse_migrated_database
     await execute(dsn, next(sql for story, sql, _ in HAND_CHANGES if "detached" in story))
     for expected in ("partition", "relation"):
-        report = await drift(dsn, attempts=1)
+        report = await drift(dsn, connect=ConnectRetry(attempts=1))
         assert [(d.kind, d.key) for d in report.differences] == [
             (expected, f"public.alerts_p{MONTH}")
         ], [str(d) for d in report.differences]
         fix = report.differences[0].fix
         assert fix is not None
         await execute(dsn, fix)
-    assert (await drift(dsn, attempts=1)).matches
+    assert (await drift(dsn, connect=ConnectRetry(attempts=1))).matches
 
 
 async def test_a_detached_default_partition_is_drift_and_attached_again(
@@ -40,7 +41,7 @@ async def test_a_detached_default_partition_is_drift_and_attached_again(
     fix attaches it again."""
     dsn = silentpulse_migrated_database
     await execute(dsn, "ALTER TABLE audit_logs DETACH PARTITION audit_logs_default")
-    report = await drift(dsn, attempts=1)
+    report = await drift(dsn, connect=ConnectRetry(attempts=1))
     assert [(d.kind, d.key, d.change) for d in report.differences] == [
         ("relation", "public.audit_logs_default", "changed")
     ], [str(d) for d in report.differences]
@@ -49,7 +50,7 @@ async def test_a_detached_default_partition_is_drift_and_attached_again(
     done = await asyncio.to_thread(cli, "drift", dsn=dsn)
     assert done.returncode == 1 and "audit_logs_default" in done.stdout, done.stdout
     await execute(dsn, fix)
-    assert (await drift(dsn, attempts=1)).matches
+    assert (await drift(dsn, connect=ConnectRetry(attempts=1))).matches
 
 
 async def test_a_restarted_history_sequence_is_drift_and_set_back(
@@ -61,18 +62,20 @@ async def test_a_restarted_history_sequence_is_drift_and_set_back(
     no drift is left; and the next migration, run without it, puts it back itself."""
     dsn = silentpulse_migrated_database
     await execute(dsn, "ALTER SEQUENCE schema_migrations_history_id_seq RESTART")
-    report = await drift(dsn, attempts=1)
+    report = await drift(dsn, connect=ConnectRetry(attempts=1))
     assert [(d.kind, d.key, d.change) for d in report.differences] == [
         ("sequence", "public.schema_migrations_history_id_seq", "changed")
     ], [str(d) for d in report.differences]
     fix = report.differences[0].fix
     assert fix is not None and "setval" in fix and "max(id)" in fix
     await execute(dsn, fix)
-    assert (await drift(dsn, attempts=1)).matches
+    assert (await drift(dsn, connect=ConnectRetry(attempts=1))).matches
     await execute(dsn, "ALTER SEQUENCE schema_migrations_history_id_seq RESTART")
     done = await asyncio.to_thread(cli, "down", "1", dsn=dsn)
     assert done.returncode == 0, done.stderr
-    after = await drift(dsn, attempts=1)  # at the version below, the sequence put back
+    after = await drift(
+        dsn, connect=ConnectRetry(attempts=1)
+    )  # at the version below, the sequence put back
     assert after.matches, [str(d) for d in after.differences]
 
 
@@ -89,7 +92,7 @@ async def test_fixes_that_scan_under_a_strong_lock_say_so_and_give_the_not_valid
         "ALTER TABLE users DROP CONSTRAINT users_role_check; "
         "ALTER TABLE users DROP CONSTRAINT users_tenant_id_fkey",
     )
-    report = await drift(dsn, attempts=1)
+    report = await drift(dsn, connect=ConnectRetry(attempts=1))
     fixes = {d.key: d.fix or "" for d in report.differences}
     assert set(fixes) == {
         "public.tenants.name",
@@ -104,7 +107,7 @@ async def test_fixes_that_scan_under_a_strong_lock_say_so_and_give_the_not_valid
     assert "SHARE ROW EXCLUSIVE" in fixes["public.users.users_tenant_id_fkey"]
     for fix in fixes.values():
         await execute(dsn, fix)
-    assert (await drift(dsn, attempts=1)).matches
+    assert (await drift(dsn, connect=ConnectRetry(attempts=1))).matches
 
 
 async def test_every_fix_that_exists_is_printed_one_change_one_difference(
@@ -120,7 +123,7 @@ async def test_every_fix_that_exists_is_printed_one_change_one_difference(
         "CREATE SCHEMA hand_made; CREATE EXTENSION IF NOT EXISTS citext; "
         f"DROP TABLE audit_logs_p{MONTH}",
     )
-    report = await drift(dsn, attempts=1)
+    report = await drift(dsn, connect=ConnectRetry(attempts=1))
     found = {(d.kind, d.key, d.change): d.fix for d in report.differences}
     assert found == {
         ("column", "public.alerts.severity", "changed"): (
@@ -136,7 +139,7 @@ async def test_every_fix_that_exists_is_printed_one_change_one_difference(
     for fix in found.values():
         assert fix is not None
         await execute(dsn, fix)
-    assert (await drift(dsn, attempts=1)).matches
+    assert (await drift(dsn, connect=ConnectRetry(attempts=1))).matches
 
 
 # Issue 29, 4: what drift did not compare. (the SQL, the kind and key named, its change)
@@ -181,13 +184,13 @@ async def test_what_drift_did_not_compare_is_named_and_fixed(
     async with login_role(dsn, prefix="other") as (role, _role_dsn):
         for sql, (kind, key, change) in NOT_COMPARED_BEFORE:
             await execute(dsn, sql.format(role=role))
-            report = await drift(dsn, attempts=1)
+            report = await drift(dsn, connect=ConnectRetry(attempts=1))
             found = [(d.kind, d.key, d.change) for d in report.differences]
             assert found == [(kind, key.format(role=role), change)], (sql, found)
             fix = report.differences[0].fix
             assert fix is not None, sql
             await execute(dsn, fix)
-            assert (await drift(dsn, attempts=1)).matches, sql
+            assert (await drift(dsn, connect=ConnectRetry(attempts=1))).matches, sql
 
 
 # What the last stop's review listed as not compared, or compared without a fix:
@@ -240,7 +243,7 @@ async def test_what_the_last_stop_left_is_named_and_fixed(
     not again on each month), with the statement that takes it back."""
     dsn = silentpulse_migrated_database
     await execute(dsn, sql)
-    report = await drift(dsn, attempts=1)
+    report = await drift(dsn, connect=ConnectRetry(attempts=1))
     found = [(d.kind, d.key, d.change) for d in report.differences]
     if "password_hash" in sql:  # two columns changed: two differences
         assert found == [named, ("column", "public.users.password_hash", "changed")], found
@@ -250,5 +253,5 @@ async def test_what_the_last_stop_left_is_named_and_fixed(
         assert difference.fix is not None, str(difference)
         await execute(dsn, difference.fix)
     assert says in report.differences[0].fix, report.differences[0].fix  # type: ignore[operator]
-    left = await drift(dsn, attempts=1)
+    left = await drift(dsn, connect=ConnectRetry(attempts=1))
     assert left.matches, [str(d) for d in left.differences]

@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 
 from silentpulse_db import drift
+from silentpulse_db.settings import ConnectRetry
 
 from ..test_cli import cli
 from .hand_changes import HAND_CHANGES
@@ -16,7 +17,7 @@ from helpers import execute
 
 
 async def test_a_migrated_database_has_no_drift(silentpulse_migrated_database: str) -> None:
-    report = await drift(silentpulse_migrated_database, attempts=1)
+    report = await drift(silentpulse_migrated_database, connect=ConnectRetry(attempts=1))
     assert report.matches, "\n".join(str(d) for d in report.differences)
     assert report.version is not None and report.objects > 500
     done = await asyncio.to_thread(cli, "drift", dsn=silentpulse_migrated_database)
@@ -29,7 +30,7 @@ async def test_each_hand_change_is_named(
     silentpulse_migrated_database: str, story: str, sql: str, named: tuple[str, str, str]
 ) -> None:
     await execute(silentpulse_migrated_database, sql)
-    report = await drift(silentpulse_migrated_database, attempts=1)
+    report = await drift(silentpulse_migrated_database, connect=ConnectRetry(attempts=1))
     found = {(d.kind, d.key, d.change) for d in report.differences}
     kind, key, change = named
     assert any(f[0] == kind and f[1].endswith(key) and f[2] == change for f in found), (
@@ -49,7 +50,7 @@ async def test_the_fix_brings_the_database_back(silentpulse_migrated_database: s
     for story, sql, _named in HAND_CHANGES:
         if "detached" not in story:  # its own test: attached again, it has fixes of its own
             await execute(dsn, sql)
-    report = await drift(dsn, attempts=1)
+    report = await drift(dsn, connect=ConnectRetry(attempts=1))
     fixes = [d.fix for d in report.differences if d.fix]
     assert len(fixes) >= 14, [str(d) for d in report.differences]
     assert not any("TO PUBLIC" in fix and "GRANT" in fix for fix in fixes)
@@ -59,7 +60,7 @@ async def test_the_fix_brings_the_database_back(silentpulse_migrated_database: s
             await conn.execute(fix)
     finally:
         await conn.close()
-    left = await drift(dsn, attempts=1)
+    left = await drift(dsn, connect=ConnectRetry(attempts=1))
     unfixed = {(d.kind, d.key) for d in left.differences}
     # What had no statement of its own is left.
     assert unfixed <= {(d.kind, d.key) for d in report.differences if not d.fix}, unfixed

@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 
 from silentpulse_db import DirtyDatabaseError, DriftReport, drift
+from silentpulse_db.settings import ConnectRetry
 
 from ..test_cli import cli
 from helpers import execute, fetchval, login_role, wait_for
@@ -78,7 +79,13 @@ def test_drift_lists_and_takes_no_lock_option() -> None:
         check=True,
     ).stdout
     assert "--scratch-dsn" in shown and "--attempts" in shown
-    for option in ("--lock-timeout", "--ddl-lock-timeout", "--ddl-retry-for"):
+    for option in (
+        "--migration-lock-timeout",
+        "--lock-timeout",
+        "--table-lock-timeout",
+        "--ddl-lock-timeout",
+        "--ddl-retry-for",
+    ):
         assert option not in shown, shown
         refused = subprocess.run(
             [sys.executable, "-m", "silentpulse_db", "drift", option, "5"],
@@ -97,7 +104,9 @@ def test_drift_lists_and_takes_no_lock_option() -> None:
         timeout=60,
         check=True,
     ).stdout
-    assert "--lock-timeout" in up and "--ddl-retry-for" in up
+    for option in ("--migration-lock-timeout", "--lock-timeout", "--table-lock-timeout"):
+        assert option in up
+    assert "--ddl-retry-for" in up and "--ddl-lock-timeout" not in up  # the old name: hidden
 
 
 async def test_read_only_role_with_a_scratch_database(
@@ -224,7 +233,7 @@ async def test_a_relation_held_exclusively_is_an_error_not_a_wait(
 async def test_a_dirty_database_is_an_error(silentpulse_migrated_database: str) -> None:
     await execute(silentpulse_migrated_database, "UPDATE schema_migrations SET dirty = true")
     with pytest.raises(DirtyDatabaseError):
-        await drift(silentpulse_migrated_database, attempts=1)
+        await drift(silentpulse_migrated_database, connect=ConnectRetry(attempts=1))
     done = await asyncio.to_thread(cli, "drift", dsn=silentpulse_migrated_database)
     assert done.returncode == 2, done.stderr
     assert "dirty" in done.stderr.lower()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from silentpulse_db import ConfigurationError, apply_prerequisites, drift, run_migrations
+from silentpulse_db.settings import ConnectRetry
 
 from ..test_cli import cli
 from helpers import execute, fetchval, login_role, write_migrations
@@ -27,19 +28,19 @@ async def test_a_service_set_is_built_not_dropped(
 
     dsn = silentpulse_migrated_database
     worker = worker_set(tmp_path / "worker")
-    await run_migrations(dsn, source=worker, table=WORKER, attempts=1)
-    report = await drift(dsn, attempts=1)
+    await run_migrations(dsn, source=worker, table=WORKER, connect=ConnectRetry(attempts=1))
+    report = await drift(dsn, connect=ConnectRetry(attempts=1))
     assert report.matches, [str(d) for d in report.differences]
     plain = await asyncio.to_thread(cli, "drift", dsn=dsn)
     assert plain.returncode == 0 and "no drift" in plain.stdout, plain.stdout + plain.stderr
-    report = await drift(dsn, sets=[(worker, WORKER)], attempts=1)
+    report = await drift(dsn, sets=[(worker, WORKER)], connect=ConnectRetry(attempts=1))
     assert report.matches, [str(d) for d in report.differences]
     for args in (["--path", str(worker), "--table", WORKER], ["--set", f"{worker}:{WORKER}"]):
         done = await asyncio.to_thread(cli, "drift", *args, dsn=dsn)
         assert done.returncode == 0 and "no drift" in done.stdout, done.stdout + done.stderr
     await execute(dsn, "DROP POLICY tenant_isolation_worker_jobs ON worker_jobs")
     for given in ([], [(worker, WORKER)]):
-        report = await drift(dsn, sets=given, attempts=1)
+        report = await drift(dsn, sets=given, connect=ConnectRetry(attempts=1))
         assert [(d.kind, d.key, d.change) for d in report.differences] == [
             ("policy", "public.worker_jobs.tenant_isolation_worker_jobs", "missing")
         ]
@@ -72,19 +73,23 @@ async def test_every_recorded_set_is_built_in_requires_order(
             ),
         },
     )
-    await run_migrations(dsn, source=worker, table=WORKER, attempts=1)
-    await run_migrations(dsn, source=billing, table="billing_schema_migrations", attempts=1)
+    await run_migrations(dsn, source=worker, table=WORKER, connect=ConnectRetry(attempts=1))
+    await run_migrations(
+        dsn, source=billing, table="billing_schema_migrations", connect=ConnectRetry(attempts=1)
+    )
     # Reverted, its file changed, applied again: the file that ran last is the one built.
     await asyncio.to_thread(
         cli, "down", "1", "--path", str(billing), "--table", "billing_schema_migrations", dsn=dsn
     )
     changed = billing / "000002_add_billing_total.up.sql"
     changed.write_text("ALTER TABLE billing_runs ADD COLUMN total numeric(12, 2);\n")
-    await run_migrations(dsn, source=billing, table="billing_schema_migrations", attempts=1)
-    report = await drift(dsn, attempts=1)
+    await run_migrations(
+        dsn, source=billing, table="billing_schema_migrations", connect=ConnectRetry(attempts=1)
+    )
+    report = await drift(dsn, connect=ConnectRetry(attempts=1))
     assert report.matches, [str(d) for d in report.differences]
     await execute(dsn, "ALTER TABLE billing_runs ALTER COLUMN total TYPE numeric")
-    report = await drift(dsn, attempts=1)
+    report = await drift(dsn, connect=ConnectRetry(attempts=1))
     assert [(d.kind, d.key) for d in report.differences] == [
         ("column", "public.billing_runs.total")
     ], [str(d) for d in report.differences]
@@ -111,8 +116,8 @@ async def test_a_sets_prerequisites_are_stored_and_built(
     )
     (worker / "prerequisites.sql").write_text("CREATE EXTENSION IF NOT EXISTS citext;\n")
     await apply_prerequisites(dsn, source=worker)
-    await run_migrations(dsn, source=worker, table=WORKER, attempts=1)
-    report = await drift(dsn, attempts=1)
+    await run_migrations(dsn, source=worker, table=WORKER, connect=ConnectRetry(attempts=1))
+    report = await drift(dsn, connect=ConnectRetry(attempts=1))
     assert report.matches, [str(d) for d in report.differences]
 
 
@@ -125,15 +130,15 @@ async def test_a_set_whose_files_the_database_did_not_store_needs_its_folder(
 
     dsn = silentpulse_migrated_database
     worker = worker_set(tmp_path / "worker")
-    await run_migrations(dsn, source=worker, table=WORKER, attempts=1)
+    await run_migrations(dsn, source=worker, table=WORKER, connect=ConnectRetry(attempts=1))
     await execute(dsn, "DELETE FROM schema_migrations_history_files")
     with pytest.raises(ConfigurationError, match=f"--set DIR:{WORKER}") as refused:
-        await drift(dsn, attempts=1)
+        await drift(dsn, connect=ConnectRetry(attempts=1))
     assert "not stored" in str(refused.value)
     plain = await asyncio.to_thread(cli, "drift", dsn=dsn)
     assert plain.returncode == 2 and WORKER in plain.stderr, plain.stderr
     assert "DROP" not in plain.stdout + plain.stderr
-    assert (await drift(dsn, sets=[(worker, WORKER)], attempts=1)).matches
+    assert (await drift(dsn, sets=[(worker, WORKER)], connect=ConnectRetry(attempts=1))).matches
 
 
 @pytest.mark.skipif(
@@ -161,11 +166,11 @@ async def test_a_set_golang_migrate_began_needs_its_folder(
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    await run_migrations(dsn, source=worker, table=WORKER, attempts=1)
+    await run_migrations(dsn, source=worker, table=WORKER, connect=ConnectRetry(attempts=1))
     with pytest.raises(ConfigurationError, match=f"--set DIR:{WORKER}") as refused:
-        await drift(dsn, attempts=1)
+        await drift(dsn, connect=ConnectRetry(attempts=1))
     assert "below 2" in str(refused.value) and "golang-migrate" in str(refused.value)
-    assert (await drift(dsn, sets=[(worker, WORKER)], attempts=1)).matches
+    assert (await drift(dsn, sets=[(worker, WORKER)], connect=ConnectRetry(attempts=1))).matches
 
 
 async def test_a_role_that_may_not_store_the_files_still_migrates(
@@ -178,7 +183,9 @@ async def test_a_role_that_may_not_store_the_files_still_migrates(
 
     dsn = silentpulse_migrated_database
     worker = worker_set(tmp_path / "worker")
-    await run_migrations(dsn, source=worker, table=WORKER, target=1, attempts=1)
+    await run_migrations(
+        dsn, source=worker, table=WORKER, target=1, connect=ConnectRetry(attempts=1)
+    )
     setup = (
         "GRANT USAGE, CREATE ON SCHEMA public TO {role}; "
         "GRANT SELECT ON schema_migrations TO {role}; "
@@ -188,12 +195,16 @@ async def test_a_role_that_may_not_store_the_files_still_migrates(
     async with login_role(dsn, setup, prefix="worker") as (_role, role_dsn):
         with caplog.at_level(logging.WARNING, logger="silentpulse_db"):
             result = await run_migrations(
-                role_dsn, source=worker, table=WORKER, partitions_ahead=None, attempts=1
+                role_dsn,
+                source=worker,
+                table=WORKER,
+                partitions_ahead=None,
+                connect=ConnectRetry(attempts=1),
             )
         assert result.version_after == 2
         assert any("not stored for drift" in r.getMessage() for r in caplog.records)
         with pytest.raises(ConfigurationError, match=f"--set DIR:{WORKER}") as refused:
-            await drift(dsn, attempts=1)
+            await drift(dsn, connect=ConnectRetry(attempts=1))
         assert "version 2 is not stored" in str(refused.value)
         await execute(dsn, "ALTER TABLE schema_migrations_history OWNER TO CURRENT_USER")
 
@@ -210,7 +221,7 @@ async def test_the_stored_files_belong_to_the_historys_owner(
     async with login_role(dsn, prefix="owner") as (role, _role_dsn):
         await execute(dsn, f"ALTER TABLE schema_migrations_history OWNER TO {role}")
         worker = worker_set(tmp_path / "worker")
-        await run_migrations(dsn, source=worker, table=WORKER, attempts=1)
+        await run_migrations(dsn, source=worker, table=WORKER, connect=ConnectRetry(attempts=1))
         owner = "SELECT relowner::regrole::text FROM pg_class WHERE relname = $1"
         assert await fetchval(dsn, owner, "schema_migrations_history_files") == role
         await execute(
@@ -235,7 +246,7 @@ async def test_the_stored_files_are_readable_by_their_owner_only(
         "AS $$ SELECT 'hunter2-secret' $$;\n"
     )
     (worker / "000003_create_worker_key.down.sql").write_text("DROP FUNCTION worker_api_key();\n")
-    await run_migrations(dsn, source=worker, table=WORKER, attempts=1)
+    await run_migrations(dsn, source=worker, table=WORKER, connect=ConnectRetry(attempts=1))
     assert await fetchval(dsn, "SELECT count(*) FROM schema_migrations_history_files") == 3
     grants = "GRANT USAGE ON SCHEMA public TO {role}; GRANT SELECT ON ALL TABLES IN SCHEMA "
     grants += "public TO {role};"
@@ -243,9 +254,12 @@ async def test_the_stored_files_are_readable_by_their_owner_only(
         stored = "SELECT count(*) FROM schema_migrations_history_files"
         assert await fetchval(reader, stored) == 0
         with pytest.raises(ConfigurationError, match=f"--set DIR:{WORKER}"):
-            await drift(reader, scratch_dsn=silentpulse_database, attempts=1)
+            await drift(reader, scratch_dsn=silentpulse_database, connect=ConnectRetry(attempts=1))
         report = await drift(
-            reader, scratch_dsn=silentpulse_database, sets=[(worker, WORKER)], attempts=1
+            reader,
+            scratch_dsn=silentpulse_database,
+            sets=[(worker, WORKER)],
+            connect=ConnectRetry(attempts=1),
         )
         # the reader's own blanket grant aside (a role the runbook does not name)
         assert all(d.kind == "grant" for d in report.differences), report.differences
@@ -256,14 +270,17 @@ async def test_the_stored_files_are_readable_by_their_owner_only(
     )
     async with login_role(dsn, grants, prefix="reader") as (_role, reader):
         with pytest.raises(ConfigurationError, match=f"--set DIR:{WORKER}") as refused:
-            await drift(reader, scratch_dsn=silentpulse_database, attempts=1)
+            await drift(reader, scratch_dsn=silentpulse_database, connect=ConnectRetry(attempts=1))
         assert "may not read" in str(refused.value)
         report = await drift(
-            reader, scratch_dsn=silentpulse_database, sets=[(worker, WORKER)], attempts=1
+            reader,
+            scratch_dsn=silentpulse_database,
+            sets=[(worker, WORKER)],
+            connect=ConnectRetry(attempts=1),
         )
         # Its SELECT on the set's version table reads as drift (a service's version table
         # is compared as its tables are; schema_migrations is not): left as it is.
         assert [(d.kind, d.key.split(" to ")[0]) for d in report.differences] == [
             ("grant", f"public.{WORKER}")
         ], [str(d) for d in report.differences]
-    assert (await drift(dsn, attempts=1)).matches
+    assert (await drift(dsn, connect=ConnectRetry(attempts=1))).matches

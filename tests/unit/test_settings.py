@@ -1,0 +1,151 @@
+"""The settings objects every verb takes, and the keywords they replaced (one release of
+DeprecationWarning). No server: each verb is pointed at a port nobody listens on, so it
+fails at its first connection attempt, after the settings are read."""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import silentpulse_db
+from silentpulse_db import (
+    ConnectRetry,
+    DatabaseConnectionError,
+    DDLLimits,
+    InvalidArgumentError,
+)
+from silentpulse_db.schema import jobs
+from silentpulse_db.settings import settings
+
+from helpers import simple_set, write_migrations
+
+NOBODY = "postgresql://someone@127.0.0.1:1/db"
+
+BAD = [
+    (lambda: ConnectRetry(attempts=0), "ConnectRetry(attempts=0)"),
+    (lambda: ConnectRetry(attempts=2.5), "ConnectRetry(attempts=2.5)"),  # type: ignore[arg-type]
+    (lambda: ConnectRetry(attempts=True), "ConnectRetry(attempts=True)"),
+    (lambda: ConnectRetry(wait=-1), "ConnectRetry(wait=-1)"),
+    (lambda: ConnectRetry(wait=math.nan), "ConnectRetry(wait=nan)"),
+    (lambda: ConnectRetry(wait="2"), "ConnectRetry(wait='2')"),  # type: ignore[arg-type]
+    (lambda: DDLLimits(table_lock_timeout=-0.5), "DDLLimits(table_lock_timeout=-0.5)"),
+    (lambda: DDLLimits(table_lock_timeout=math.inf), "DDLLimits(table_lock_timeout=inf)"),
+    (lambda: DDLLimits(retry_for=None), "DDLLimits(retry_for=None)"),  # type: ignore[arg-type]
+]
+
+
+@pytest.mark.parametrize(("make", "named"), BAD, ids=[named for _, named in BAD])
+def test_a_bad_setting_is_refused_naming_it(make: Callable[[], object], named: str) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        make()
+    assert str(info.value).startswith(named)
+
+
+def test_the_defaults_are_the_documented_ones() -> None:
+    assert ConnectRetry() == ConnectRetry(attempts=30, wait=2.0)
+    assert DDLLimits() == DDLLimits(table_lock_timeout=3.0, retry_for=60.0)
+    assert DDLLimits(table_lock_timeout=None).table_lock_timeout is None  # the session's own
+
+
+def test_the_old_keywords_fold_into_the_objects() -> None:
+    with pytest.warns(DeprecationWarning):
+        given = settings(
+            "up",
+            {"attempts": 4, "lock_timeout": 9.0, "ddl_retry_for": 1.0},
+            ("attempts", "wait", "lock_timeout", "ddl_lock_timeout", "ddl_retry_for"),
+            connect=ConnectRetry(wait=0.5),
+            ddl=DDLLimits(table_lock_timeout=7.0),
+        )
+    assert given.connect == ConnectRetry(attempts=4, wait=0.5)
+    assert given.migration_lock_timeout == 9.0
+    assert given.ddl == DDLLimits(table_lock_timeout=7.0, retry_for=1.0)
+
+
+def _verbs(source: Path) -> dict[str, Callable[..., Awaitable[Any]]]:
+    return {
+        "run_migrations": lambda **kw: silentpulse_db.run_migrations(NOBODY, source=source, **kw),
+        "up": lambda **kw: silentpulse_db.up(NOBODY, source=source, **kw),
+        "down": lambda **kw: silentpulse_db.down(NOBODY, 1, source=source, **kw),
+        "goto": lambda **kw: silentpulse_db.goto(NOBODY, 1, source=source, **kw),
+        "force": lambda **kw: silentpulse_db.force(NOBODY, 1, source=source, **kw),
+        "version": lambda **kw: silentpulse_db.version(NOBODY, **kw),
+        "status": lambda **kw: silentpulse_db.status(NOBODY, source=source, **kw),
+        "drift": lambda **kw: silentpulse_db.drift(NOBODY, source=source, **kw),
+        "plan_up": lambda **kw: silentpulse_db.plan_up(NOBODY, source=source, **kw),
+        "maintain_partitions": lambda **kw: jobs.maintain_partitions(NOBODY, **kw),
+        "enforce_retention": lambda **kw: jobs.enforce_retention(NOBODY, **kw),
+    }
+
+
+VERBS = [
+    "run_migrations",
+    "up",
+    "down",
+    "goto",
+    "force",
+    "version",
+    "status",
+    "drift",
+    "plan_up",
+    "maintain_partitions",
+    "enforce_retention",
+]
+
+
+@pytest.mark.parametrize("verb", VERBS)
+async def test_every_verb_takes_connect_and_still_its_old_attempts(
+    verb: str, tmp_path: Path
+) -> None:
+    call = _verbs(write_migrations(tmp_path, simple_set(1)))[verb]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the new name warns of nothing
+        with pytest.raises(DatabaseConnectionError, match="after 2 attempts"):
+            await call(connect=ConnectRetry(attempts=2, wait=0))
+    with (
+        pytest.warns(DeprecationWarning) as warned,
+        pytest.raises(DatabaseConnectionError, match="after 3 attempts"),
+    ):
+        await call(attempts=3, wait=0)
+    texts = [str(w.message) for w in warned]
+    assert f"{verb}(attempts=...) is deprecated and goes in 0.3.0" in texts[0], texts
+    assert "use connect=ConnectRetry(attempts=...)" in texts[0]
+    # Pointed at the line that passed it, as a user's test run shows it.
+    assert {Path(w.filename).name for w in warned} == {Path(__file__).name}
+
+
+async def test_the_old_lock_names_warn_and_a_keyword_never_taken_is_a_type_error(
+    tmp_path: Path,
+) -> None:
+    source = write_migrations(tmp_path, simple_set(1))
+    one = ConnectRetry(attempts=1)
+    for old, new in [
+        ("lock_timeout", "migration_lock_timeout=..."),
+        ("ddl_lock_timeout", "ddl=DDLLimits(table_lock_timeout=...)"),
+        ("ddl_retry_for", "ddl=DDLLimits(retry_for=...)"),
+    ]:
+        with (
+            pytest.warns(DeprecationWarning, match=rf"use {re.escape(new)}"),
+            pytest.raises(DatabaseConnectionError),
+        ):
+            old_keyword: dict[str, Any] = {old: 5.0}
+            await silentpulse_db.up(NOBODY, source=source, connect=one, **old_keyword)
+    with pytest.raises(TypeError, match="version\\(\\) got an unexpected keyword argument"):
+        await silentpulse_db.version(NOBODY, lock_timeout=5.0)
+    with pytest.raises(TypeError, match="'lock_timout'"):
+        await silentpulse_db.up(NOBODY, source=source, lock_timout=5.0)
+    with pytest.raises(InvalidArgumentError, match="migration_lock_timeout=-1"):
+        await silentpulse_db.up(NOBODY, source=source, migration_lock_timeout=-1)
+
+
+async def test_the_alert_listener_takes_connect_too() -> None:
+    with pytest.warns(DeprecationWarning, match=r"AlertListener\(wait=\.\.\.\)"):
+        listener = silentpulse_db.AlertListener(NOBODY, wait=0.1)
+    assert (listener._attempts, listener._wait) == (30, 0.1)
+    listener = silentpulse_db.AlertListener(NOBODY, connect=ConnectRetry(attempts=2, wait=0))
+    assert (listener._attempts, listener._wait) == (2, 0)
