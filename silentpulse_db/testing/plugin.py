@@ -20,6 +20,12 @@ Fixtures, for this project's tests and the services' own:
 - ``silentpulse_alert_listener``: ``async with silentpulse_alert_listener() as alerts``
   starts ``listen_alerts`` on that database, entered once it is ready;
   ``await alerts.wait_for(alert_id)`` (:mod:`.alerts`).
+- ``silentpulse_citus`` (session): a :class:`~.citus.CitusCluster`, a coordinator and two
+  workers with Citus preloaded, started on first use; the tests that ask for it are
+  skipped, with the reason, where Citus is not installed.
+- ``silentpulse_citus_database``: DSN (on the coordinator, as the superuser) of a fresh
+  database across that cluster: the extension on every node, the coordinator and the
+  workers in its metadata. Dropped on every node after the test.
 
 Nothing starts unless a test asks for one of these.
 """
@@ -41,6 +47,7 @@ import pytest
 from ..errors import ConfigurationError
 from ..postgres.databases import execute_sql
 from .alerts import ListeningAlerts, listening
+from .citus import CitusCluster, citus_missing
 from .server import PostgresServer, create_database, drop_database, run_sync
 
 TEMPLATE_PREFIX = "silentpulse_template"
@@ -204,3 +211,22 @@ def silentpulse_alert_listener(
     A plain fixture returning an async context manager: it runs in the test's own event
     loop, whatever async plugin runs the test."""
     return partial(listening, silentpulse_jobs_database)
+
+
+@pytest.fixture(scope="session")
+def silentpulse_citus() -> Iterator[CitusCluster]:
+    reason = citus_missing()
+    if reason:
+        pytest.skip(reason)
+    with CitusCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def silentpulse_citus_database(silentpulse_citus: CitusCluster) -> Iterator[str]:
+    name = _unique("citus")
+    dsn = silentpulse_citus.create_database(name)
+    try:
+        yield dsn
+    finally:
+        silentpulse_citus.drop_database(name)

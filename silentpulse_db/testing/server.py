@@ -22,12 +22,12 @@ import socket
 import subprocess
 import tempfile
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
-from ..errors import ConfigurationError, TestServerError
+from ..errors import ConfigurationError, InvalidArgumentError, TestServerError
 from ..postgres import databases
 
 logger = logging.getLogger("silentpulse_db.testing")
@@ -124,8 +124,21 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
 class PostgresServer:
     """A PostgreSQL server for the length of a test session (or a ``with`` block)."""
 
-    def __init__(self, *, dsn: str | None = None, bindir: Path | None = None) -> None:
-        self._external = dsn if dsn is not None else os.environ.get(ENV_DSN) or None
+    def __init__(
+        self,
+        *,
+        dsn: str | None = None,
+        bindir: Path | None = None,
+        settings: Mapping[str, str] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        """``settings``: postgresql.conf lines beyond the harness's own; ``environ``: variables
+        for the server's processes. Either makes it a throwaway server whatever
+        SILENTPULSE_TEST_DSN says: an external server's configuration is not the harness's
+        to choose (and ``dsn`` with either is an error)."""
+        self._external = _external(dsn, own_configuration=bool(settings or environ))
+        self._settings = dict(settings or {})
+        self._environ = dict(environ or {})
         self._bindir = bindir
         self._dir: Path | None = None
         self.port = 0
@@ -231,27 +244,14 @@ class PostgresServer:
             shutil.chown(self._dir, user=_RUN_AS)
             shutil.chown(pwfile, user=_RUN_AS)
         try:
-            self._run(
-                str(self.bindir / "initdb"),
-                "-D",
-                str(self.datadir),
-                "-U",
-                self.user,
-                "--pwfile",
-                str(pwfile),
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-            )
+            self._run(*_initdb(self.bindir, self.datadir, self.user, pwfile))
         finally:
             pwfile.unlink(missing_ok=True)
-        conf = "\n".join(f"{k} = '{v}'" for k, v in {**_SETTINGS, "port": str(self.port)}.items())
-        conf += f"\nunix_socket_directories = '{self._dir}'\n"
+        settings = {**_SETTINGS, **self._settings, "port": str(self.port)}
+        settings["unix_socket_directories"] = str(self._dir)
+        conf = "".join(f"{k} = '{_quoted(v)}'\n" for k, v in settings.items())
         with (self.datadir / "postgresql.conf").open("a") as handle:
-            handle.write(conf)
+            handle.write("\n" + conf)
 
     def _pg_ctl(self, *args: str) -> None:
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), *args)
@@ -259,8 +259,9 @@ class PostgresServer:
     def _run(self, *command: str) -> None:
         argv = ["runuser", "-u", _RUN_AS, "--", *command] if self._as_root() else list(command)
         # cwd: the postgres user may not be allowed into the caller's directory.
+        env = {**os.environ, **self._environ} if self._environ else None
         done = subprocess.run(
-            argv, capture_output=True, text=True, check=False, timeout=120, cwd=self._dir
+            argv, capture_output=True, text=True, check=False, timeout=120, cwd=self._dir, env=env
         )
         if done.returncode != 0:
             log = ""
@@ -270,6 +271,34 @@ class PostgresServer:
                 f"{Path(command[0]).name} failed (exit {done.returncode}): "
                 f"{done.stderr.strip()[-2000:]}\n{log}"
             )
+
+
+def _external(dsn: str | None, *, own_configuration: bool) -> str | None:
+    """The existing server to use: ``dsn``, else $SILENTPULSE_TEST_DSN; None for a
+    throwaway one, always when the caller sets the server's own configuration."""
+    if not own_configuration:
+        return dsn if dsn is not None else os.environ.get(ENV_DSN) or None
+    if dsn is not None:
+        raise InvalidArgumentError(
+            "settings and environ are for a throwaway server: pass no dsn with them"
+        )
+    return None
+
+
+def _initdb(bindir: Path, datadir: Path, user: str, pwfile: Path) -> list[str]:
+    """initdb's command: scram over TCP (tests exercise real authentication), trust on
+    the server's own socket, no fsync (a server that lives as long as a test session)."""
+    return [
+        str(bindir / "initdb"),
+        *("-D", str(datadir), "-U", user, "--pwfile", str(pwfile)),
+        *("--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C"),
+        "--no-sync",
+    ]
+
+
+def _quoted(value: str) -> str:
+    """``value`` inside a postgresql.conf single-quoted string."""
+    return value.replace("\\", "\\\\").replace("'", "''")
 
 
 def reap_stale_servers(as_root: bool) -> list[Path]:
