@@ -21,7 +21,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from silentpulse_db import apply_prerequisites, run_migrations
+from silentpulse_db import run_migrations
+from silentpulse_db.migrate import apply_prerequisites
 
 from common import (
     alternate,

@@ -14,8 +14,8 @@ import difflib
 import os
 import statistics
 
-from silentpulse_db import apply_prerequisites, check, drift, run_migrations
-from silentpulse_db.migrate import commands
+from silentpulse_db import run_migrations
+from silentpulse_db.migrate import apply_prerequisites, check, commands, drift
 from silentpulse_db.settings import ConnectRetry
 
 from common import (

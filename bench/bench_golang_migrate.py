@@ -30,8 +30,9 @@ from urllib.parse import urlsplit
 import asyncpg
 from bench_apply import COUNT, generate
 
-from silentpulse_db import apply_prerequisites, run_migrations
+from silentpulse_db import run_migrations
 from silentpulse_db._version import __version__
+from silentpulse_db.migrate import apply_prerequisites
 
 from common import (
     RESULTS,

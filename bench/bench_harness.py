@@ -68,7 +68,8 @@ def _measure(parent: Path) -> dict[str, float]:
     started = time.perf_counter()
     with PostgresServer() as server:
         times = {"start": time.perf_counter() - started}
-        from silentpulse_db import apply_prerequisites, run_migrations
+        from silentpulse_db import run_migrations
+        from silentpulse_db.migrate import apply_prerequisites
 
         started = time.perf_counter()
         template = f"{TEMPLATE_PREFIX}_bench"

@@ -27,7 +27,8 @@ from datetime import datetime
 import asyncpg
 from bench_notify import describe_server, seed
 
-from silentpulse_db import apply_prerequisites, listen_alerts, run_migrations
+from silentpulse_db import listen_alerts, run_migrations
+from silentpulse_db.migrate import apply_prerequisites
 
 from common import (
     alternate_samples,

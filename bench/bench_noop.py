@@ -10,7 +10,8 @@ import statistics
 
 import asyncpg
 
-from silentpulse_db import apply_prerequisites, run_migrations
+from silentpulse_db import run_migrations
+from silentpulse_db.migrate import apply_prerequisites
 
 from common import (
     alternate,

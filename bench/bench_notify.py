@@ -23,7 +23,8 @@ from typing import Any
 
 import asyncpg
 
-from silentpulse_db import apply_prerequisites, run_migrations
+from silentpulse_db import run_migrations
+from silentpulse_db.migrate import apply_prerequisites
 
 from common import (
     create_database,

@@ -13,7 +13,8 @@ import time
 
 import asyncpg
 
-from silentpulse_db import apply_prerequisites, run_migrations
+from silentpulse_db import run_migrations
+from silentpulse_db.migrate import apply_prerequisites
 
 from common import create_database, drop_database, machine, run, server_dsn, write_section
 

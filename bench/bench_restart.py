@@ -29,13 +29,8 @@ from urllib.parse import quote, urlsplit
 
 import asyncpg
 
-from silentpulse_db import (
-    SilentPulseDBError,
-    apply_prerequisites,
-    create_pool,
-    run_migrations,
-    tenant_transaction,
-)
+from silentpulse_db import SilentPulseDBError, create_pool, run_migrations, tenant_transaction
+from silentpulse_db.migrate import apply_prerequisites
 from silentpulse_db.testing.plugin import APP_GRANTS
 from silentpulse_db.testing.server import PostgresServer, free_port
 

@@ -23,10 +23,11 @@ import uuid
 
 import asyncpg
 
-from silentpulse_db import apply_prerequisites, run_migrations
+from silentpulse_db import run_migrations
 from silentpulse_db.credentials.columns import COLUMNS
 from silentpulse_db.credentials.rotation import DEFAULT_BATCH, WRITER_SETTINGS, update_sql
 from silentpulse_db.crypto import Keyring
+from silentpulse_db.migrate import apply_prerequisites
 
 from common import create_database, drop_database, machine, server_dsn, write_section
 

@@ -35,7 +35,8 @@ from typing import Any
 import asyncpg
 from bench_notify import seed
 
-from silentpulse_db import apply_prerequisites, run_migrations
+from silentpulse_db import run_migrations
+from silentpulse_db.migrate import apply_prerequisites
 from silentpulse_db.postgres import databases
 
 from common import machine, run, server_dsn, write_section

@@ -50,8 +50,9 @@ from pathlib import Path
 
 import asyncpg
 
-from silentpulse_db import apply_prerequisites, load_source, run_migrations
+from silentpulse_db import run_migrations
 from silentpulse_db.crypto import Keyring
+from silentpulse_db.migrate import apply_prerequisites, load_source
 from silentpulse_db.testing.server import PostgresServer
 
 from common import ROOT, machine, write_section

@@ -5,6 +5,7 @@ Services call :func:`run_migrations` from their start-up hook; operators use the
 """
 
 import importlib
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
@@ -59,31 +60,32 @@ from .results import (
 from .settings import ConnectRetry, DDLLimits
 
 if TYPE_CHECKING:
-    from .credentials import migrate_credentials, verify_credentials
+    # The "X as X" imports: deprecated here (see _MOVED), typed for code that still uses them.
+    from .credentials import migrate_credentials as migrate_credentials
+    from .credentials import verify_credentials as verify_credentials
     from .listener import ALERT_CHANNEL, AlertEvent, AlertListener, listen_alerts
-    from .migrate.commands import (
-        apply_prerequisites,
-        baseline,
-        check,
-        down,
-        drift,
-        force,
-        goto,
-        run_migrations,
-        status,
-        up,
-        version,
-    )
-    from .migrate.dryrun.preview import (
-        MigrationPlan,
-        PlannedMigration,
-        PlannedStatement,
-        plan_down,
-        plan_goto,
-        plan_up,
-    )
-    from .migrate.files.lock_levels import LockTaken
-    from .migrate.files.source import Migration, MigrationFile, MigrationSource, load_source
+    from .migrate import LockTaken as LockTaken
+    from .migrate import Migration as Migration
+    from .migrate import MigrationFile as MigrationFile
+    from .migrate import MigrationPlan as MigrationPlan
+    from .migrate import MigrationSource as MigrationSource
+    from .migrate import PlannedMigration as PlannedMigration
+    from .migrate import PlannedStatement as PlannedStatement
+    from .migrate import apply_prerequisites as apply_prerequisites
+    from .migrate import baseline as baseline
+    from .migrate import check as check
+    from .migrate import down as down
+    from .migrate import drift as drift
+    from .migrate import force as force
+    from .migrate import goto as goto
+    from .migrate import load_source as load_source
+    from .migrate import plan_down as plan_down
+    from .migrate import plan_goto as plan_goto
+    from .migrate import plan_up as plan_up
+    from .migrate import status as status
+    from .migrate import up as up
+    from .migrate import version as version
+    from .migrate.commands import run_migrations
     from .pool import create_pool
     from .results import (
         CheckReport,
@@ -104,8 +106,6 @@ if TYPE_CHECKING:
 # The engine (asyncpg, tenacity, ...) loads on first use: importing the package for
 # its types or its crypto costs ~70 ms less (bench/bench_startup_tricks.py).
 _COMMANDS = ".migrate.commands"
-_SOURCE = ".migrate.files.source"
-_PREVIEW = ".migrate.dryrun.preview"
 _LAZY = {
     **dict.fromkeys(REPORT_NAMES, ".results"),  # the jobs' reports: results.py loads them
     "ALERT_CHANNEL": ".listener",
@@ -115,30 +115,7 @@ _LAZY = {
     "create_pool": ".pool",
     "tenant_transaction": ".tenants",
     "set_tenant": ".tenants",
-    "apply_prerequisites": _COMMANDS,
-    "baseline": _COMMANDS,
-    "check": _COMMANDS,
-    "down": _COMMANDS,
-    "drift": _COMMANDS,
-    "force": _COMMANDS,
-    "goto": _COMMANDS,
     "run_migrations": _COMMANDS,
-    "status": _COMMANDS,
-    "up": _COMMANDS,
-    "version": _COMMANDS,
-    "Migration": _SOURCE,
-    "MigrationFile": _SOURCE,
-    "MigrationSource": _SOURCE,
-    "load_source": _SOURCE,
-    "LockTaken": ".migrate.files.lock_levels",
-    "MigrationPlan": _PREVIEW,
-    "PlannedMigration": _PREVIEW,
-    "PlannedStatement": _PREVIEW,
-    "plan_down": _PREVIEW,
-    "plan_goto": _PREVIEW,
-    "plan_up": _PREVIEW,
-    "migrate_credentials": ".credentials",
-    "verify_credentials": ".credentials",
     "enforce_retention": ".schema.jobs",
     "maintain_partitions": ".schema.jobs",
 }
@@ -149,7 +126,51 @@ def __dir__() -> list[str]:
     return sorted({*__all__, "__doc__", "__file__", "__name__", "__path__", "__version__"})
 
 
+# The operator verbs and their types live in silentpulse_db.migrate (as alembic keeps its
+# commands in alembic.command), the credential verbs in silentpulse_db.credentials; the
+# top level keeps what a service imports. Their old names here work until 0.3.0.
+_MOVED = {
+    **dict.fromkeys(
+        (
+            "apply_prerequisites",
+            "baseline",
+            "check",
+            "down",
+            "drift",
+            "force",
+            "goto",
+            "status",
+            "up",
+            "version",
+            "plan_down",
+            "plan_goto",
+            "plan_up",
+            "MigrationPlan",
+            "PlannedMigration",
+            "PlannedStatement",
+            "LockTaken",
+            "Migration",
+            "MigrationFile",
+            "MigrationSource",
+            "load_source",
+        ),
+        "silentpulse_db.migrate",
+    ),
+    "migrate_credentials": "silentpulse_db.credentials",
+    "verify_credentials": "silentpulse_db.credentials",
+}
+
+
 def __getattr__(name: str) -> Any:
+    home = _MOVED.get(name)
+    if home is not None:
+        warnings.warn(
+            f"silentpulse_db.{name} is deprecated and goes in 0.3.0: "
+            f"use {home}.{name} (from {home} import {name})",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(home), name)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'silentpulse_db' has no attribute {name!r}")
@@ -186,18 +207,13 @@ __all__ = [
     "InvalidArgumentError",
     "KeyConfigError",
     "LockHolder",
-    "LockTaken",
     "LockTimeoutError",
     "LockWaitError",
     "MalformedEnvelopeError",
-    "Migration",
     "MigrationFailedError",
-    "MigrationFile",
     "MigrationInterruptedError",
-    "MigrationPlan",
     "MigrationResult",
     "MigrationSetMismatchError",
-    "MigrationSource",
     "MigrationSourceError",
     "MigrationStateError",
     "MissingMigrationFileError",
@@ -205,8 +221,6 @@ __all__ = [
     "PartitionCoverage",
     "PartitionReport",
     "PermissionDeniedError",
-    "PlannedMigration",
-    "PlannedStatement",
     "PoolingModeError",
     "PrerequisitesResult",
     "RequiredVersionError",
@@ -226,27 +240,11 @@ __all__ = [
     "VersionNotFoundError",
     "VersionState",
     "__version__",
-    "apply_prerequisites",
-    "baseline",
-    "check",
     "create_pool",
-    "down",
-    "drift",
     "enforce_retention",
-    "force",
-    "goto",
     "listen_alerts",
-    "load_source",
     "maintain_partitions",
-    "migrate_credentials",
-    "plan_down",
-    "plan_goto",
-    "plan_up",
     "run_migrations",
     "set_tenant",
-    "status",
     "tenant_transaction",
-    "up",
-    "verify_credentials",
-    "version",
 ]

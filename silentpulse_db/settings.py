@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 from .defaults import (
@@ -54,8 +53,12 @@ def _seconds(owner: str, name: str, value: object, *, none: bool = False) -> Non
         )
 
 
-@dataclass(frozen=True)
-class ConnectRetry:
+# NamedTuples, not frozen dataclasses: every process that imports the package creates
+# both classes, and a dataclass costs ~1 ms to create where a NamedTuple costs 0.07.
+# Their values are checked where a verb takes them (settings()).
+
+
+class ConnectRetry(NamedTuple):
     """How a call waits for a database that is still starting: ``attempts`` connection
     attempts, ``wait`` seconds apart (tenacity). The defaults wait a minute, for a
     service started beside its database; the CLI makes one attempt unless told."""
@@ -63,16 +66,8 @@ class ConnectRetry:
     attempts: int = CONNECT_ATTEMPTS
     wait: float = CONNECT_WAIT
 
-    def __post_init__(self) -> None:
-        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
-            raise InvalidArgumentError(f"ConnectRetry(attempts={self.attempts!r}): a whole number")
-        if self.attempts < 1:
-            raise InvalidArgumentError(f"ConnectRetry(attempts={self.attempts}): 1 or more")
-        _seconds("ConnectRetry", "wait", self.wait)
 
-
-@dataclass(frozen=True)
-class DDLLimits:
+class DDLLimits(NamedTuple):
     """How a migration treats the queries on the tables it changes.
 
     ``table_lock_timeout``: seconds each migration statement may wait for a table lock,
@@ -85,9 +80,22 @@ class DDLLimits:
     table_lock_timeout: float | None = DDL_LOCK_TIMEOUT
     retry_for: float = DDL_RETRY_FOR
 
-    def __post_init__(self) -> None:
-        _seconds("DDLLimits", "table_lock_timeout", self.table_lock_timeout, none=True)
-        _seconds("DDLLimits", "retry_for", self.retry_for)
+
+def checked_connect(connect: ConnectRetry) -> ConnectRetry:
+    """``connect``, or InvalidArgumentError naming the value it does not take."""
+    attempts = connect.attempts
+    if isinstance(attempts, bool) or not isinstance(attempts, int):
+        raise InvalidArgumentError(f"ConnectRetry(attempts={attempts!r}): a whole number")
+    if attempts < 1:
+        raise InvalidArgumentError(f"ConnectRetry(attempts={attempts}): 1 or more")
+    _seconds("ConnectRetry", "wait", connect.wait)
+    return connect
+
+
+def checked_ddl(ddl: DDLLimits) -> DDLLimits:
+    _seconds("DDLLimits", "table_lock_timeout", ddl.table_lock_timeout, none=True)
+    _seconds("DDLLimits", "retry_for", ddl.retry_for)
+    return ddl
 
 
 DEFAULT_CONNECT = ConnectRetry()
@@ -124,9 +132,10 @@ def settings(
     migration_lock_timeout: float = LOCK_TIMEOUT,
     ddl: DDLLimits = DEFAULT_DDL,
 ) -> Settings:
-    """``verb``'s settings, with the deprecated keywords in ``old`` (a ``**kwargs``)
-    folded in, each with a DeprecationWarning pointing at the caller's line. A keyword
-    the verb never had is the TypeError Python gives for any other."""
+    """``verb``'s settings, checked, with the deprecated keywords in ``old`` (a
+    ``**kwargs``) folded in, each with a DeprecationWarning pointing at the caller's
+    line. A keyword the verb never had is the TypeError Python gives for any other; a
+    value a setting does not take, an InvalidArgumentError naming it."""
     for name in old:
         if name not in accepted:
             raise TypeError(f"{verb}() got an unexpected keyword argument {name!r}")
@@ -136,17 +145,12 @@ def settings(
             stacklevel=3,  # the caller of the verb
         )
     if "attempts" in old or "wait" in old:
-        connect = replace(
-            connect,
-            attempts=old.get("attempts", connect.attempts),
-            wait=old.get("wait", connect.wait),
-        )
+        connect = ConnectRetry(old.get("attempts", connect.attempts), old.get("wait", connect.wait))
     if "ddl_lock_timeout" in old or "ddl_retry_for" in old:
-        ddl = replace(
-            ddl,
-            table_lock_timeout=old.get("ddl_lock_timeout", ddl.table_lock_timeout),
-            retry_for=old.get("ddl_retry_for", ddl.retry_for),
+        ddl = DDLLimits(
+            old.get("ddl_lock_timeout", ddl.table_lock_timeout),
+            old.get("ddl_retry_for", ddl.retry_for),
         )
     migration_lock_timeout = old.get("lock_timeout", migration_lock_timeout)
     _seconds(verb, "migration_lock_timeout", migration_lock_timeout)
-    return Settings(connect, migration_lock_timeout, ddl)
+    return Settings(checked_connect(connect), migration_lock_timeout, checked_ddl(ddl))

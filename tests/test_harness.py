@@ -52,7 +52,7 @@ async def test_fresh_database_is_empty_and_new(silentpulse_database: str, round_
 
 async def test_migrated_database_is_a_copy_per_test(silentpulse_migrated_database: str) -> None:
     version = await fetchval(silentpulse_migrated_database, "SELECT version FROM schema_migrations")
-    from silentpulse_db import load_source
+    from silentpulse_db.migrate import load_source
 
     assert version == load_source().latest
     await fetch(silentpulse_migrated_database, "CREATE TABLE only_here (id int)")

@@ -194,7 +194,8 @@ def render(outcomes: list[Outcome]) -> str:
 
 
 async def _migrate(dsn: str, target: int | None) -> None:
-    from silentpulse_db import apply_prerequisites, run_migrations
+    from silentpulse_db import run_migrations
+    from silentpulse_db.migrate import apply_prerequisites
 
     await apply_prerequisites(dsn)
     await run_migrations(dsn, target=target)

@@ -187,7 +187,8 @@ def _section(table: Any, columns: list[Any], constraints: list[Any], policies: l
 
 
 async def _generate() -> str:
-    from silentpulse_db import apply_prerequisites, run_migrations
+    from silentpulse_db import run_migrations
+    from silentpulse_db.migrate import apply_prerequisites
     from silentpulse_db.testing.server import PostgresServer, create_database
 
     with PostgresServer() as server:

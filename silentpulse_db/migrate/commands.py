@@ -574,8 +574,8 @@ async def drift(
     with typed_errors(dsn, "compare the live schema with the migration files"):
         if scratch_dsn is not None:
             validate_dsn(scratch_dsn, setting="the scratch DSN")
-        from .drift.compare import compare  # the catalog wing loads on first use, as check's
-        from .drift.expected import all_service_sets, built_catalog, live_catalog
+        from .schema_diff.compare import compare  # the catalog wing loads on first use, as check's
+        from .schema_diff.expected import all_service_sets, built_catalog, live_catalog
         from .version_table import check_table_name
 
         migrations = load_source(source)

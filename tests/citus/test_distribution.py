@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from silentpulse_db import apply_prerequisites, load_source, run_migrations
+from silentpulse_db import run_migrations
+from silentpulse_db.migrate import apply_prerequisites, load_source
 
 from helpers import fetch, fetchval
 

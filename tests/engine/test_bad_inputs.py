@@ -295,7 +295,8 @@ async def test_unknown_database_fails_at_once(
 
 async def test_goto_unknown_version(silentpulse_database: str, tmp_path: Path) -> None:
     source = write_migrations(tmp_path, simple_set(2))
-    from silentpulse_db import VersionNotFoundError, goto
+    from silentpulse_db import VersionNotFoundError
+    from silentpulse_db.migrate import goto
 
     with pytest.raises(VersionNotFoundError, match="version 7"):
         await goto(silentpulse_database, 7, source=source)

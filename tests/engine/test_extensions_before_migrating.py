@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from silentpulse_db import AdministratorRequiredError, apply_prerequisites, run_migrations
+from silentpulse_db import AdministratorRequiredError, run_migrations
+from silentpulse_db.migrate import apply_prerequisites
 
 from helpers import execute, user_tables, version_rows, write_migrations
 

@@ -18,7 +18,8 @@ import httpx
 from fastapi import FastAPI
 from schema.seed import seed_tenant
 
-from silentpulse_db import apply_prerequisites, run_migrations
+from silentpulse_db import run_migrations
+from silentpulse_db.migrate import apply_prerequisites
 
 from helpers import execute, simple_set, write_migrations
 

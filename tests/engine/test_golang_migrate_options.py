@@ -20,14 +20,11 @@ from silentpulse_db import (
     MigrationFailedError,
     create_pool,
     maintain_partitions,
-    plan_up,
     run_migrations,
-    status,
-    up,
-    version,
 )
 from silentpulse_db.credentials import migrate_credentials, verify_credentials
 from silentpulse_db.crypto import Keyring
+from silentpulse_db.migrate import plan_up, status, up, version
 from silentpulse_db.settings import ConnectRetry
 
 from .test_cli import cli

@@ -13,15 +13,8 @@ from pathlib import Path
 import pytest
 
 import silentpulse_db
-from silentpulse_db import (
-    DirtyDatabaseError,
-    VersionState,
-    apply_prerequisites,
-    drift,
-    load_source,
-    status,
-    version,
-)
+from silentpulse_db import DirtyDatabaseError, VersionState
+from silentpulse_db.migrate import apply_prerequisites, drift, load_source, status, version
 from silentpulse_db.settings import ConnectRetry
 
 from .test_cli import cli

@@ -26,15 +26,9 @@ from silentpulse_db import (
     MigrationFailedError,
     MigrationSourceError,
     MissingMigrationFileError,
-    check,
-    down,
-    force,
-    goto,
-    load_source,
     run_migrations,
-    status,
-    up,
 )
+from silentpulse_db.migrate import check, down, force, goto, load_source, status, up
 from silentpulse_db.migrate.files.scaffold import UP_TEMPLATE
 from silentpulse_db.postgres.databases import create_database, drop_database
 from silentpulse_db.testing.server import PostgresServer

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from silentpulse_db import MigrationResult, goto, run_migrations, up
+from silentpulse_db import MigrationResult, run_migrations
+from silentpulse_db.migrate import goto, up
 from silentpulse_db.settings import ConnectRetry
 
 from helpers import execute, fetchval, login_role, version_rows, write_migrations

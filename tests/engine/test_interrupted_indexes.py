@@ -30,13 +30,8 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from silentpulse_db import (
-    ForceRefusedError,
-    MigrationInterruptedError,
-    down,
-    force,
-    run_migrations,
-)
+from silentpulse_db import ForceRefusedError, MigrationInterruptedError, run_migrations
+from silentpulse_db.migrate import down, force
 
 from helpers import execute, fetch, fetchval, version_rows, wait_for, write_migrations
 

@@ -26,20 +26,21 @@ from engine.test_cli import cli
 from silentpulse_db import (
     AdministratorRequiredError,
     ScratchDatabaseError,
+    enforce_retention,
+    maintain_partitions,
+)
+from silentpulse_db.credentials import migrate_credentials, verify_credentials
+from silentpulse_db.crypto import Keyring
+from silentpulse_db.migrate import (
     apply_prerequisites,
     baseline,
     check,
     down,
-    enforce_retention,
     force,
     goto,
     load_source,
-    maintain_partitions,
-    migrate_credentials,
     up,
-    verify_credentials,
 )
-from silentpulse_db.crypto import Keyring
 from silentpulse_db.postgres.databases import user_objects, with_database
 from silentpulse_db.schema.partitions import add_months, ensure_partitions, month_of
 from silentpulse_db.settings import ConnectRetry

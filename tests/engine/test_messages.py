@@ -215,7 +215,7 @@ async def test_a_waiter_polls_a_database_without_tables_until_the_holder_lets_go
 async def test_an_error_in_prerequisites_names_its_line(
     silentpulse_database: str, tmp_path: Path
 ) -> None:
-    from silentpulse_db import apply_prerequisites
+    from silentpulse_db.migrate import apply_prerequisites
 
     source = write_migrations(tmp_path, {1: ("t", "CREATE TABLE t (id int);\n", "DROP TABLE t;\n")})
     (tmp_path / "prerequisites.sql").write_text("-- extensions\nSELECT 1;\nSELECT nope;\n")

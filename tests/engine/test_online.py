@@ -17,13 +17,9 @@ from silentpulse_db import (
     MigrationFailedError,
     ReversibilityError,
     TableLockTimeoutError,
-    check,
-    force,
-    plan_up,
     run_migrations,
-    status,
-    up,
 )
+from silentpulse_db.migrate import check, force, plan_up, status, up
 from silentpulse_db.migrate.dryrun.preview import format_plan
 from silentpulse_db.settings import DDLLimits
 

@@ -12,7 +12,8 @@ from urllib.parse import unquote, urlsplit
 import asyncpg
 import pytest
 
-from silentpulse_db import apply_prerequisites, load_source, run_migrations, version
+from silentpulse_db import run_migrations
+from silentpulse_db.migrate import apply_prerequisites, load_source, version
 from silentpulse_db.settings import ConnectRetry
 from silentpulse_db.testing import PostgresServer
 

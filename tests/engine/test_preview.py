@@ -11,18 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from silentpulse_db import (
+from silentpulse_db import VersionState
+from silentpulse_db.defaults import LARGE_TABLE_ROWS
+from silentpulse_db.migrate import (
     MigrationPlan,
     PlannedMigration,
     PlannedStatement,
-    VersionState,
     down,
     plan_down,
     plan_goto,
     plan_up,
     up,
 )
-from silentpulse_db.defaults import LARGE_TABLE_ROWS
 from silentpulse_db.migrate.dryrun.preview import format_plan
 from silentpulse_db.migrate.files.lock_levels import LockTaken
 from silentpulse_db.migrate.files.source import load_source

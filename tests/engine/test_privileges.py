@@ -16,13 +16,9 @@ from silentpulse_db import (
     PermissionDeniedError,
     SilentPulseDBError,
     TableLockTimeoutError,
-    check,
-    force,
     run_migrations,
-    status,
-    up,
-    version,
 )
+from silentpulse_db.migrate import check, force, status, up, version
 from silentpulse_db.settings import ConnectRetry, DDLLimits
 
 from helpers import (

@@ -14,14 +14,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from silentpulse_db import (
-    MigrationFailedError,
-    apply_prerequisites,
-    down,
-    force,
-    run_migrations,
-    up,
-)
+from silentpulse_db import MigrationFailedError, run_migrations
+from silentpulse_db.migrate import apply_prerequisites, down, force, up
 from silentpulse_db.settings import ConnectRetry
 
 from helpers import execute, fetch, fetchval, hold_migration_lock, login_role, write_migrations

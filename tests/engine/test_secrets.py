@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from silentpulse_db import SilentPulseDBError, run_migrations, status
+from silentpulse_db import SilentPulseDBError, run_migrations
+from silentpulse_db.migrate import status
 from silentpulse_db.settings import ConnectRetry
 from silentpulse_db.testing import PostgresServer
 

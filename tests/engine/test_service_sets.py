@@ -18,12 +18,14 @@ from silentpulse_db import (
     LockTimeoutError,
     MigrationSetMismatchError,
     RequiredVersionError,
+    run_migrations,
+)
+from silentpulse_db.migrate import (
     apply_prerequisites,
     check,
     down,
     load_source,
     plan_up,
-    run_migrations,
     status,
     version,
 )

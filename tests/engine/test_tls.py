@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from silentpulse_db import ConfigurationError, DatabaseConnectionError, SilentPulseDBError, version
+from silentpulse_db import ConfigurationError, DatabaseConnectionError, SilentPulseDBError
+from silentpulse_db.migrate import version
 from silentpulse_db.postgres.connect import connect
 from silentpulse_db.settings import ConnectRetry
 from silentpulse_db.testing import PostgresServer

@@ -18,8 +18,8 @@ from silentpulse_db import (
     MigrationInterruptedError,
     TableLockTimeoutError,
     run_migrations,
-    status,
 )
+from silentpulse_db.migrate import status
 from silentpulse_db.settings import DDLLimits
 
 from helpers import (
@@ -286,7 +286,7 @@ async def _waiting_pid(dsn: str) -> int | None:
 
 
 async def test_down_travels_together_too(silentpulse_database: str, tmp_path: Path) -> None:
-    from silentpulse_db import down
+    from silentpulse_db.migrate import down
 
     dsn = silentpulse_database
     source = write_migrations(tmp_path, simple_set(8))

@@ -35,7 +35,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from silentpulse_db import apply_prerequisites, run_migrations
+from silentpulse_db import run_migrations
+from silentpulse_db.migrate import apply_prerequisites
 
 from .seed import seed_tenant
 from helpers import version_rows, wait_for

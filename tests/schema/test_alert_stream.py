@@ -25,15 +25,13 @@ import pytest
 from silentpulse_db import (
     AlertGapError,
     ConnectRetry,
-    apply_prerequisites,
     create_pool,
     enforce_retention,
-    goto,
     listen_alerts,
     run_migrations,
     tenant_transaction,
-    up,
 )
+from silentpulse_db.migrate import apply_prerequisites, goto, up
 from silentpulse_db.testing.alerts import HANG, ListeningAlerts
 
 from .listening import (

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from silentpulse_db import MigrationSourceError, ReversibilityError, check
+from silentpulse_db import MigrationSourceError, ReversibilityError
+from silentpulse_db.migrate import check
 from silentpulse_db.migrate.files.scaffold import create_migration
 
 from helpers import simple_set, write_migrations
@@ -157,7 +158,7 @@ def test_every_later_transactional_migration_sets_a_lock_timeout() -> None:
     transactional file starts with SET LOCAL lock_timeout. A file that is one
     CREATE/DROP INDEX CONCURRENTLY cannot (it runs outside a transaction).
     """
-    from silentpulse_db import load_source
+    from silentpulse_db.migrate import load_source
     from silentpulse_db.migrate.files.statements import analyze
 
     missing = []

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from silentpulse_db import BaselineError, apply_prerequisites, baseline, load_source, run_migrations
+from silentpulse_db import BaselineError, run_migrations
+from silentpulse_db.migrate import apply_prerequisites, baseline, load_source
 
 from helpers import execute, fetch, version_rows
 

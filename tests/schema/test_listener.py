@@ -18,10 +18,10 @@ from silentpulse_db import (
     DatabaseConnectionError,
     RequiredVersionError,
     RowSecurityError,
-    apply_prerequisites,
     listen_alerts,
     run_migrations,
 )
+from silentpulse_db.migrate import apply_prerequisites
 from silentpulse_db.settings import ConnectRetry
 
 from .listening import (

@@ -10,7 +10,8 @@ from datetime import datetime, timedelta, timezone
 import asyncpg
 import pytest
 
-from silentpulse_db import apply_prerequisites, maintain_partitions, run_migrations
+from silentpulse_db import maintain_partitions, run_migrations
+from silentpulse_db.migrate import apply_prerequisites
 from silentpulse_db.settings import ConnectRetry
 
 from .listening import new_alert

@@ -22,14 +22,13 @@ from silentpulse_db import (
     ConfigurationError,
     PermissionDeniedError,
     ReversibilityError,
-    check,
     enforce_retention,
     maintain_partitions,
     run_migrations,
-    status,
     tenant_transaction,
 )
 from silentpulse_db.defaults import PARTITIONS_MAX_AHEAD
+from silentpulse_db.migrate import check, status
 from silentpulse_db.schema.partitions import add_months, ensure_partitions, month_of
 from silentpulse_db.schema.tenancy import rls_gaps
 

@@ -20,12 +20,12 @@ from silentpulse_db import (
     DatabaseConnectionError,
     InvalidArgumentError,
     SilentPulseDBError,
-    apply_prerequisites,
     create_pool,
     run_migrations,
     tenant_transaction,
 )
 from silentpulse_db.errors import CommitOutcomeUnknownError, DatabaseUnavailableError
+from silentpulse_db.migrate import apply_prerequisites
 from silentpulse_db.testing import PostgresServer
 from silentpulse_db.testing.plugin import APP_GRANTS
 from silentpulse_db.testing.server import run_sync

@@ -13,7 +13,8 @@ from urllib.parse import quote, urlsplit
 import asyncpg
 import pytest
 
-from silentpulse_db import apply_prerequisites, down, load_source, run_migrations
+from silentpulse_db import run_migrations
+from silentpulse_db.migrate import apply_prerequisites, down, load_source
 from silentpulse_db.migrate.proofs.snapshot import snapshot
 
 from .seed import GLOBAL_TABLES, NOW, TENANT_TABLES, seed_tenant

@@ -13,7 +13,8 @@ import asyncpg
 import pytest
 
 from schema.seed import seed_tenant
-from silentpulse_db import apply_prerequisites, run_migrations
+from silentpulse_db import run_migrations
+from silentpulse_db.migrate import apply_prerequisites
 
 from helpers import login_role
 

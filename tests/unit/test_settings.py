@@ -19,32 +19,40 @@ from silentpulse_db import (
     DatabaseConnectionError,
     DDLLimits,
     InvalidArgumentError,
+    migrate,
 )
 from silentpulse_db.schema import jobs
-from silentpulse_db.settings import settings
+from silentpulse_db.settings import MIGRATING, settings
 
 from helpers import simple_set, write_migrations
 
 NOBODY = "postgresql://someone@127.0.0.1:1/db"
 
-BAD = [
-    (lambda: ConnectRetry(attempts=0), "ConnectRetry(attempts=0)"),
-    (lambda: ConnectRetry(attempts=2.5), "ConnectRetry(attempts=2.5)"),  # type: ignore[arg-type]
-    (lambda: ConnectRetry(attempts=True), "ConnectRetry(attempts=True)"),
-    (lambda: ConnectRetry(wait=-1), "ConnectRetry(wait=-1)"),
-    (lambda: ConnectRetry(wait=math.nan), "ConnectRetry(wait=nan)"),
-    (lambda: ConnectRetry(wait="2"), "ConnectRetry(wait='2')"),  # type: ignore[arg-type]
-    (lambda: DDLLimits(table_lock_timeout=-0.5), "DDLLimits(table_lock_timeout=-0.5)"),
-    (lambda: DDLLimits(table_lock_timeout=math.inf), "DDLLimits(table_lock_timeout=inf)"),
-    (lambda: DDLLimits(retry_for=None), "DDLLimits(retry_for=None)"),  # type: ignore[arg-type]
+BAD: list[tuple[dict[str, Any], str]] = [
+    ({"connect": ConnectRetry(attempts=0)}, "ConnectRetry(attempts=0)"),
+    ({"connect": ConnectRetry(attempts=2.5)}, "ConnectRetry(attempts=2.5)"),  # type: ignore[arg-type]
+    ({"connect": ConnectRetry(attempts=True)}, "ConnectRetry(attempts=True)"),
+    ({"connect": ConnectRetry(wait=-1)}, "ConnectRetry(wait=-1)"),
+    ({"connect": ConnectRetry(wait=math.nan)}, "ConnectRetry(wait=nan)"),
+    ({"connect": ConnectRetry(wait="2")}, "ConnectRetry(wait='2')"),  # type: ignore[arg-type]
+    ({"ddl": DDLLimits(table_lock_timeout=-0.5)}, "DDLLimits(table_lock_timeout=-0.5)"),
+    ({"ddl": DDLLimits(table_lock_timeout=math.inf)}, "DDLLimits(table_lock_timeout=inf)"),
+    ({"ddl": DDLLimits(retry_for=None)}, "DDLLimits(retry_for=None)"),  # type: ignore[arg-type]
+    ({"migration_lock_timeout": -1}, "up(migration_lock_timeout=-1)"),
 ]
 
 
-@pytest.mark.parametrize(("make", "named"), BAD, ids=[named for _, named in BAD])
-def test_a_bad_setting_is_refused_naming_it(make: Callable[[], object], named: str) -> None:
+@pytest.mark.parametrize(("given", "named"), BAD, ids=[named for _, named in BAD])
+def test_a_bad_setting_is_refused_naming_it(given: dict[str, Any], named: str) -> None:
     with pytest.raises(InvalidArgumentError) as info:
-        make()
+        settings("up", {}, MIGRATING, **given)
     assert str(info.value).startswith(named)
+
+
+async def test_a_verb_refuses_a_bad_setting_before_connecting(tmp_path: Path) -> None:
+    source = write_migrations(tmp_path, simple_set(1))
+    with pytest.raises(InvalidArgumentError, match=r"ConnectRetry\(attempts=0\)"):
+        await migrate.status(NOBODY, source=source, connect=ConnectRetry(attempts=0))
 
 
 def test_the_defaults_are_the_documented_ones() -> None:
@@ -70,14 +78,14 @@ def test_the_old_keywords_fold_into_the_objects() -> None:
 def _verbs(source: Path) -> dict[str, Callable[..., Awaitable[Any]]]:
     return {
         "run_migrations": lambda **kw: silentpulse_db.run_migrations(NOBODY, source=source, **kw),
-        "up": lambda **kw: silentpulse_db.up(NOBODY, source=source, **kw),
-        "down": lambda **kw: silentpulse_db.down(NOBODY, 1, source=source, **kw),
-        "goto": lambda **kw: silentpulse_db.goto(NOBODY, 1, source=source, **kw),
-        "force": lambda **kw: silentpulse_db.force(NOBODY, 1, source=source, **kw),
-        "version": lambda **kw: silentpulse_db.version(NOBODY, **kw),
-        "status": lambda **kw: silentpulse_db.status(NOBODY, source=source, **kw),
-        "drift": lambda **kw: silentpulse_db.drift(NOBODY, source=source, **kw),
-        "plan_up": lambda **kw: silentpulse_db.plan_up(NOBODY, source=source, **kw),
+        "up": lambda **kw: migrate.up(NOBODY, source=source, **kw),
+        "down": lambda **kw: migrate.down(NOBODY, 1, source=source, **kw),
+        "goto": lambda **kw: migrate.goto(NOBODY, 1, source=source, **kw),
+        "force": lambda **kw: migrate.force(NOBODY, 1, source=source, **kw),
+        "version": lambda **kw: migrate.version(NOBODY, **kw),
+        "status": lambda **kw: migrate.status(NOBODY, source=source, **kw),
+        "drift": lambda **kw: migrate.drift(NOBODY, source=source, **kw),
+        "plan_up": lambda **kw: migrate.plan_up(NOBODY, source=source, **kw),
         "maintain_partitions": lambda **kw: jobs.maintain_partitions(NOBODY, **kw),
         "enforce_retention": lambda **kw: jobs.enforce_retention(NOBODY, **kw),
     }
@@ -134,13 +142,13 @@ async def test_the_old_lock_names_warn_and_a_keyword_never_taken_is_a_type_error
             pytest.raises(DatabaseConnectionError),
         ):
             old_keyword: dict[str, Any] = {old: 5.0}
-            await silentpulse_db.up(NOBODY, source=source, connect=one, **old_keyword)
+            await migrate.up(NOBODY, source=source, connect=one, **old_keyword)
     with pytest.raises(TypeError, match="version\\(\\) got an unexpected keyword argument"):
-        await silentpulse_db.version(NOBODY, lock_timeout=5.0)
+        await migrate.version(NOBODY, lock_timeout=5.0)
     with pytest.raises(TypeError, match="'lock_timout'"):
-        await silentpulse_db.up(NOBODY, source=source, lock_timout=5.0)
+        await migrate.up(NOBODY, source=source, lock_timout=5.0)
     with pytest.raises(InvalidArgumentError, match="migration_lock_timeout=-1"):
-        await silentpulse_db.up(NOBODY, source=source, migration_lock_timeout=-1)
+        await migrate.up(NOBODY, source=source, migration_lock_timeout=-1)
 
 
 async def test_the_alert_listener_takes_connect_too() -> None:

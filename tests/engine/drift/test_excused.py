@@ -10,13 +10,8 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from silentpulse_db import (
-    apply_prerequisites,
-    drift,
-    enforce_retention,
-    maintain_partitions,
-    run_migrations,
-)
+from silentpulse_db import enforce_retention, maintain_partitions, run_migrations
+from silentpulse_db.migrate import apply_prerequisites, drift
 from silentpulse_db.settings import ConnectRetry
 
 from ..test_cli import cli

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from silentpulse_db import drift
+from silentpulse_db.migrate import drift
 from silentpulse_db.settings import ConnectRetry
 
 from ..test_cli import cli

@@ -8,7 +8,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from silentpulse_db import drift
+from silentpulse_db.migrate import drift
 from silentpulse_db.settings import ConnectRetry
 
 from ..test_cli import cli

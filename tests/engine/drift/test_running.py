@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from silentpulse_db import DirtyDatabaseError, DriftReport, drift
+from silentpulse_db import DirtyDatabaseError, DriftReport
+from silentpulse_db.migrate import drift
 from silentpulse_db.settings import ConnectRetry
 
 from ..test_cli import cli

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from silentpulse_db import ConfigurationError, apply_prerequisites, drift, run_migrations
+from silentpulse_db import ConfigurationError, run_migrations
+from silentpulse_db.migrate import apply_prerequisites, drift
 from silentpulse_db.settings import ConnectRetry
 
 from ..test_cli import cli
