@@ -141,7 +141,12 @@ def main() -> None:
             "silentpulse_db.migrate.commands",
         ),
         ("crypto, credentials", "`__init__.py`", CLI_UP, "silentpulse_db.credentials"),
-        ("the jobs' reports", "`results.py`", CLI_UP, "silentpulse_db._reports"),
+        (
+            "the proofs' and jobs' results",
+            "`results/__init__.py`",
+            CLI_UP,
+            "silentpulse_db.results.proofs, silentpulse_db.results.schema_jobs",
+        ),
         ("the schema jobs", "`commands.py`, `runbook.py`", CLI_UP, "silentpulse_db.schema.jobs"),
         (
             "the runner (tenacity, pglast)",

@@ -50,13 +50,7 @@ from .errors import (
     UnknownKeyError,
     VersionNotFoundError,
 )
-from .results import (
-    REPORT_NAMES,
-    AppliedMigration,
-    MigrationResult,
-    StatusReport,
-    VersionState,
-)
+from .results import HOMES as RESULT_HOMES
 from .settings import ConnectRetry, DDLLimits
 
 if TYPE_CHECKING:
@@ -88,17 +82,21 @@ if TYPE_CHECKING:
     from .migrate.commands import run_migrations
     from .pool import create_pool
     from .results import (
+        AppliedMigration,
         CheckReport,
         DriftDifference,
         DriftExcuse,
         DriftReport,
+        MigrationResult,
         PartitionChange,
         PartitionCoverage,
         PartitionReport,
         PrerequisitesResult,
         RetentionAction,
         RetentionReport,
+        StatusReport,
         StatusRow,
+        VersionState,
     )
     from .schema.jobs import enforce_retention, maintain_partitions
     from .tenants import set_tenant, tenant_transaction
@@ -107,7 +105,7 @@ if TYPE_CHECKING:
 # its types or its crypto costs ~70 ms less (bench/bench_startup_tricks.py).
 _COMMANDS = ".migrate.commands"
 _LAZY = {
-    **dict.fromkeys(REPORT_NAMES, ".results"),  # the jobs' reports: results.py loads them
+    **dict.fromkeys(RESULT_HOMES, ".results"),  # each loads its room of results/ in turn
     "ALERT_CHANNEL": ".listener",
     "AlertEvent": ".listener",
     "AlertListener": ".listener",

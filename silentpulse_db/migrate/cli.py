@@ -35,7 +35,8 @@ from .plan import version_label
 from .version_table import VERSION_TABLE
 
 if TYPE_CHECKING:
-    from ..results import DriftReport, MigrationResult, StatusReport
+    from ..results.migrations import MigrationResult, StatusReport
+    from ..results.proofs import DriftReport
 
 # commands, preview, scaffold and schema.jobs are imported by the handlers that use
 # them: the CLI starts without loading what its command does not need.

@@ -30,7 +30,12 @@ from ..errors import (
 )
 from ..postgres.dsn import redact, validate_dsn
 from ..postgres.translate import typed_errors
-from ..results import MigrationResult, StatusReport, VersionState
+from ..results.migrations import (
+    MigrationResult,
+    PrerequisitesResult,
+    StatusReport,
+    VersionState,
+)
 from ..settings import (
     CONNECTING,
     DEFAULT_CONNECT,
@@ -71,7 +76,7 @@ from .version_table import (
 )
 
 if TYPE_CHECKING:
-    from ..results import CheckReport, DriftReport, PrerequisitesResult
+    from ..results.proofs import CheckReport, DriftReport
 
 logger = logging.getLogger("silentpulse_db.migrate")
 
@@ -376,8 +381,6 @@ async def apply_prerequisites(
                 "WHERE n NOT IN (SELECT name FROM pg_available_extensions) ORDER BY n",
                 list(OPTIONAL_EXTENSIONS),
             )
-        from ..results import PrerequisitesResult  # loads on first use: see results.py
-
         result = PrerequisitesResult(
             installed=tuple(r["extname"] for r in installed),
             unavailable_optional=tuple(r["n"] for r in missing),

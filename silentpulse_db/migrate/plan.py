@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 from ..errors import (
     ChecksumMismatchError,
@@ -27,11 +27,8 @@ from ..errors import (
     MissingMigrationFileError,
     VersionNotFoundError,
 )
-from ..results import VersionState
+from ..results.migrations import StatusRow, VersionState
 from .files.source import Direction, Migration, MigrationFile, MigrationSource
-
-if TYPE_CHECKING:
-    from ..results import StatusRow
 
 CLI = "silentpulse-db"
 NIL_VERSION = -1  # golang-migrate's NilVersion: "no version", written only as (-1, dirty)
@@ -508,7 +505,6 @@ def status_rows(
     source: MigrationSource, state: VersionState, history: Mapping[int, HistoryEntry]
 ) -> tuple[StatusRow, ...]:
     """One row a version: applied, pending or dirty; when, how long, checksum state."""
-    from ..results import StatusRow  # loads on first use: see results.py
 
     current = NIL_VERSION if state.version is None else state.version
     rows: list[StatusRow] = []

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, Protocol
 
 from ..errors import MissingMigrationFileError, RequiredVersionError, SilentPulseDBError
 from ..postgres.translate import typed_errors
-from ..results import AppliedMigration, MigrationResult, VersionState
+from ..results.migrations import AppliedMigration, MigrationResult, VersionState
 from ..settings import DEFAULT_DDL, ConnectRetry, DDLLimits
 from .files.source import MigrationSource
 from .files.statements import ParsedSQL

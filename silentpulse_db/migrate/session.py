@@ -13,7 +13,7 @@ from ..defaults import CONNECT_ATTEMPTS, CONNECT_WAIT, ENGINE_SESSION_SETTINGS
 from ..postgres.connect import close_quietly, connect, on_own_backend, settle
 from ..postgres.pooler import SHARED_BACKEND_ERRORS
 from ..postgres.translate import typed_errors
-from ..results import VersionState
+from ..results.migrations import VersionState
 from .migration_lock.keys import LockKeys, lock_keys_for
 from .migration_lock.waiting import MigrationLock
 from .plan import HistoryEntry

@@ -33,7 +33,7 @@ from ..postgres.dsn import (
     split_options,
     warn_unknown,
 )
-from ..results import VersionState
+from ..results.migrations import VersionState
 from .plan import NIL_VERSION, HistoryEntry
 
 logger = logging.getLogger("silentpulse_db.migrate")

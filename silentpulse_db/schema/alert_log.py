@@ -21,7 +21,7 @@ from typing import Any
 
 from ..defaults import ALERT_LOG_KEEP, ALERT_LOG_MAX_AGE
 from ..errors import PermissionDeniedError
-from ..results import RetentionAction
+from ..results.schema_jobs import RetentionAction
 from .tenancy import rls_filters, seeing_every_row
 
 TABLES = ("alert_changes", "alert_listener_positions", "alert_changes_pruned")

@@ -15,7 +15,7 @@ from ..errors import SilentPulseDBError
 from ..postgres.connect import close_quietly
 from ..postgres.connect import connect as connected
 from ..postgres.translate import translate, typed_errors
-from ..results import PartitionReport, RetentionReport
+from ..results.schema_jobs import PartitionReport, RetentionReport
 from ..settings import CONNECTING, DEFAULT_CONNECT, ConnectRetry, settings
 from .partitions import PARTITIONED, add_months, ensure_partitions, month_of, months_ahead
 from .retention import apply_retention

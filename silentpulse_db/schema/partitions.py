@@ -31,11 +31,7 @@ import asyncpg
 from ..defaults import PARTITION_LOCK_TIMEOUT, PARTITIONS_AHEAD, PARTITIONS_MAX_AHEAD
 from ..errors import ConfigurationError, PermissionDeniedError
 from ..postgres.translate import permission_denied
-from ..results import (
-    PartitionChange,
-    PartitionCoverage,
-    PartitionReport,
-)
+from ..results.schema_jobs import PartitionChange, PartitionCoverage, PartitionReport
 from .tenancy import rls_filters, seeing_every_row
 
 logger = logging.getLogger("silentpulse_db.partitions")

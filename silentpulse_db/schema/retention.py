@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 
 from ..defaults import PARTITION_LOCK_TIMEOUT
-from ..results import RetentionAction, RetentionReport
+from ..results.schema_jobs import RetentionAction, RetentionReport
 from .alert_log import prune_alert_log
 from .partitions import (
     RETENTION,

@@ -26,7 +26,8 @@ def test_the_cli_starts_without_what_up_does_not_need() -> None:
     # Each of these cost the `silentpulse-db up` start-up milliseconds (docs/benchmarks.md).
     code = (
         "import sys, silentpulse_db.migrate.cli, silentpulse_db.migrate.commands\n"
-        "unneeded = {'tenacity', 'pglast', 'cryptography', 'silentpulse_db._reports',\n"
+        "unneeded = {'tenacity', 'pglast', 'cryptography', 'silentpulse_db.results.proofs',\n"
+        "            'silentpulse_db.results.schema_jobs',\n"
         "            'silentpulse_db.schema.jobs', 'silentpulse_db.migrate.run.applier',\n"
         "            'silentpulse_db.credentials', 'silentpulse_db.crypto'}\n"
         "loaded = unneeded & set(sys.modules)\n"

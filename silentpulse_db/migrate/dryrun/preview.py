@@ -26,7 +26,7 @@ from ...errors import RequiredVersionError
 from ...postgres.connect import close_quietly
 from ...postgres.connect import connect as connected
 from ...postgres.translate import typed_errors
-from ...results import VersionState
+from ...results.migrations import VersionState
 from ...settings import CONNECTING, DEFAULT_CONNECT, ConnectRetry, settings
 from ..files.lock_levels import ACCESS_EXCLUSIVE, LockTaken, blocks_writes, statement_locks
 from ..files.source import Direction, MigrationFile, SourceLike, load_source

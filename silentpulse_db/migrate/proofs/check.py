@@ -18,7 +18,8 @@ from ...defaults import CONNECT_ATTEMPTS, CONNECT_WAIT
 from ...errors import MigrationFailedError, MissingMigrationFileError, ReversibilityError
 from ...postgres.connect import close_quietly, connect
 from ...postgres.databases import provided_scratch, scratch_database
-from ...results import CheckReport, VersionState
+from ...results.migrations import VersionState
+from ...results.proofs import CheckReport
 from ..files.scaffold import LEGACY_MAX_VERSION, naming_problem
 from ..files.source import Direction, Migration, MigrationSource, load_source
 from ..plan import Plan, Step, Up, make_plan

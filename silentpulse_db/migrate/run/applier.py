@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...defaults import DDL_LOCK_TIMEOUT, DDL_RETRY_FOR, LOCK_TIMEOUT
-from ...results import AppliedMigration
+from ...results.migrations import AppliedMigration
 from ..files.source import MigrationFile, MigrationSource
 from ..files.statements import ParsedSQL, Statement, analyze_cached
 from ..plan import NIL_VERSION, Plan, Step, version_label

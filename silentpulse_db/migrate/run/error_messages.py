@@ -12,7 +12,7 @@ from ...errors import (
     TableLockTimeoutError,
 )
 from ...postgres.connect import describe
-from ...results import VersionState
+from ...results.migrations import VersionState
 from ..files.directives import duration_text
 from ..files.source import MigrationFile, MigrationSource
 from ..files.statements import analyze_cached, caret, line_and_column, line_text

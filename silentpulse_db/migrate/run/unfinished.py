@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
-from ...results import VersionState
+from ...results.migrations import VersionState
 from ..files.source import Direction, Migration, MigrationSource
 from ..plan import NIL_VERSION, Unfinished
 from ..version_table import HISTORY_TABLE, VersionTable

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Literal, NamedTuple
 
-from ..._reports import DriftDifference, DriftExcuse, DriftReport
+from ...results.proofs import DriftDifference, DriftExcuse, DriftReport
 from .fixes import changed_fix, missing_fix
 from .grants import (
     OWNER,

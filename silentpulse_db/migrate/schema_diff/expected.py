@@ -14,7 +14,7 @@ import asyncpg
 from ...errors import ConfigurationError, ScratchDatabaseError
 from ...postgres.connect import close_quietly, connect
 from ...postgres.databases import empty_database
-from ...results import VersionState
+from ...results.migrations import VersionState
 from ..files.source import MigrationSource
 from ..plan import Up, make_plan
 from ..proofs.check import prerequisites_in, proof_database

@@ -16,7 +16,7 @@ privileges name: any role holding SELECT on every table may set
 
 from __future__ import annotations
 
-from ..._reports import DriftDifference, DriftExcuse
+from ...results.proofs import DriftDifference, DriftExcuse
 from .objects import Catalog, CatalogObject
 
 OWNER = "<owner>"

@@ -1,33 +1,17 @@
-"""What the public functions return. Durations are seconds (float) everywhere.
-
-The reports of the operator jobs (prerequisites, check, partitions, retention)
-and the status rows are defined in _reports.py and load on first use: their
-dataclasses would cost every start-up ~4.5 ms (bench/bench_startup_tricks.py),
-and starting up or migrating never returns one. Import them from here or from
-silentpulse_db.
-"""
+"""What the migration verbs return: run_migrations, up, down, goto, force, baseline
+(MigrationResult), version (VersionState), status (StatusReport, StatusRow) and
+apply_prerequisites (PrerequisitesResult). Durations are seconds (float)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
 
-from .errors import LockHolder
+from ..errors import LockHolder
 
 if TYPE_CHECKING:
-    from ._reports import (
-        CheckReport,
-        DriftDifference,
-        DriftExcuse,
-        DriftReport,
-        PartitionChange,
-        PartitionCoverage,
-        PartitionReport,
-        PrerequisitesResult,
-        RetentionAction,
-        RetentionReport,
-        StatusRow,
-    )
+    from .schema_jobs import PartitionCoverage
 
 
 @dataclass(frozen=True)
@@ -85,48 +69,26 @@ class StatusReport:
     invalid_indexes: tuple[str, ...] = ()
 
 
-# Defined in _reports.py, loaded on first use (silentpulse_db's face reuses this set).
-REPORT_NAMES = frozenset(
-    {
-        "CheckReport",
-        "DriftDifference",
-        "DriftExcuse",
-        "DriftReport",
-        "PartitionChange",
-        "PartitionCoverage",
-        "PartitionReport",
-        "PrerequisitesResult",
-        "RetentionAction",
-        "RetentionReport",
-        "StatusRow",
-    }
-)
+@dataclass(frozen=True)
+class StatusRow:
+    """One version in `status`: applied or pending, when, how long, checksum state."""
+
+    version: int
+    name: str
+    state: Literal["applied", "pending", "dirty", "applied (no file)"]
+    applied_at: datetime | None = None
+    duration: float | None = None  # seconds
+    checksum: Literal["ok", "changed", "unknown", "-"] = "-"
+    breaking: bool = False  # its up file says `-- silentpulse: breaking`
+    # What its files are: "no down file", "no up file", "empty up", "empty down" (a file
+    # of comments only runs nothing, as in golang-migrate).
+    notes: tuple[str, ...] = ()
 
 
-def __getattr__(name: str) -> Any:
-    if name not in REPORT_NAMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from . import _reports
+@dataclass(frozen=True)
+class PrerequisitesResult:
+    """What prerequisites.sql did: notices from the server and unavailable optional extensions."""
 
-    value = getattr(_reports, name)
-    globals()[name] = value
-    return value
-
-
-__all__ = [
-    "AppliedMigration",
-    "CheckReport",
-    "DriftDifference",
-    "DriftExcuse",
-    "DriftReport",
-    "MigrationResult",
-    "PartitionChange",
-    "PartitionCoverage",
-    "PartitionReport",
-    "PrerequisitesResult",
-    "RetentionAction",
-    "RetentionReport",
-    "StatusReport",
-    "StatusRow",
-    "VersionState",
-]
+    installed: tuple[str, ...]
+    unavailable_optional: tuple[str, ...]
+    notices: tuple[str, ...]
