@@ -65,15 +65,7 @@ from .plan import (
 from .prerequisites import OPTIONAL_EXTENSIONS, extensions_in, run_prerequisites
 from .runbook import run_request
 from .session import locked_session, open_session, read_only_state
-from .version_table import (
-    VERSION_TABLE,
-    HistoryRecord,
-    VersionTable,
-    read_version,
-    resolve,
-    resolve_table,
-    write_version,
-)
+from .version_table import VERSION_TABLE, HistoryRecord, VersionTable, resolve, resolve_table
 
 if TYPE_CHECKING:
     from ..results.proofs import CheckReport, DriftReport
@@ -470,8 +462,8 @@ async def baseline(
         async with locked_session(
             dsn, attempts=attempts, wait=wait, lock_timeout=given.migration_lock_timeout
         ) as session:
-            conn = session.conn
-            before = await read_version(conn)
+            conn, store = session.conn, session.store
+            before = await store.version()
             if before.version is not None or before.dirty:
                 raise BaselineError(
                     f"database already has a migration version ({before}); baseline only adopts an "
@@ -480,12 +472,11 @@ async def baseline(
             from .run.applier import Applier  # as in runbook.parse_ahead
 
             await Applier(conn, migrations).run_file(migrations.baseline)
-            after = await read_version(conn)
+            after = await store.version()
             if after.version is not None:
                 first = migrations.get(after.version)
                 # Keep baseline.sql's row; add the history entry beside it.
-                await write_version(
-                    conn,
+                await store.write(
                     after.version,
                     after.dirty,
                     HistoryRecord(
@@ -594,7 +585,7 @@ async def drift(
                     f"`{CLI} up` (or `{CLI} baseline` for a database made before migrations)."
                 )
             # golang-migrate's table alone is enough: drift needs no history.
-            state = await read_version(session.conn)
+            state = await session.store.version()
             if state.dirty:
                 raise DirtyDatabaseError(
                     dirty_message(migrations, state),

@@ -27,7 +27,6 @@ from .files.statements import ParsedSQL
 from .migration_lock.waiting import MigrationLock
 from .plan import (
     Force,
-    HistoryEntry,
     Plan,
     Request,
     Up,
@@ -38,20 +37,9 @@ from .plan import (
 )
 from .prerequisites import check_extensions
 from .session import Session, create_tables, open_session, read_only_state
-from .version_table import (
-    VERSION_TABLE,
-    ensure_tables,
-    read_other_version,
-    read_state,
-    read_state_and,
-    tables_exist,
-)
+from .version_table import VERSION_TABLE, State, VersionStore, VersionTable
 
 logger = logging.getLogger("silentpulse_db.migrate")
-
-# The version row and, per version, its latest history record (version_table.read_state).
-State = tuple[VersionState, dict[int, HistoryEntry]]
-
 
 # A connect that took longer than this (the server starting, retries) is worth a word
 # in the "migrated ..." line; a usual connect takes milliseconds.
@@ -94,10 +82,13 @@ class NothingLeft:
     due: bool | None = field(init=False)
     # The state the probe read, until the first call uses it.
     _unread: State | None = field(init=False, repr=False)
+    # The version tables, read as the probe found them (and as each look finds them).
+    _store: VersionStore = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.due = self.session.after_due
         self._unread = self.session.state
+        self._store = self.session.store
 
     async def __call__(self) -> Plan | None:
         read = await self._read_state()
@@ -116,16 +107,18 @@ class NothingLeft:
         if self._unread is not None:
             read, self._unread = self._unread, None
             return read
-        conn = self.session.conn
-        if not self.session.tables_exist and not await conn.fetchval(
-            f"SELECT {tables_exist(self.session.table.name)}"
-        ):
+        store = self._store
+        if not store.found.migrated and not (await store.look()).migrated:
             # Asked rather than read: a read that fails would log an ERROR in the
             # server's log at every poll of every waiter.
             return None
+        if self.probe is None:
+            self.due = None
+            return await store.state()
         # Asked again in the same query (the holder may have done that work).
-        state, history, self.due = await read_state_and(conn, self.probe, self.session.table)
-        return state, history
+        state, row = await store.state_beside(f"SELECT {self.probe} AS due")
+        self.due = row["due"]
+        return state
 
 
 async def run_request(
@@ -231,16 +224,17 @@ async def _locked(
         return Outcome(plan, due=left.due)
     conn = session.conn
     try:
+        store = session.store
         with typed_errors(dsn, create_tables(session.table)):  # or adds newer columns
-            await ensure_tables(conn, session.table)
-        state, history = await read_state(conn, session.table)
+            await store.ensure()
+        state, history = await store.state()
         require_same_set(migrations, history, session.table.name)
         # A dirty version is read against the catalog; a backend still building or
         # dropping its index is waited for, at most lock_timeout, as the lock was.
         unfinished = (
             None  # force records what it is told (index_healing.refuse_force guards it)
             if isinstance(request, Force)
-            else await read_unfinished(conn, migrations, state, session.table, wait=lock_timeout)
+            else await read_unfinished(conn, migrations, state, store, wait=lock_timeout)
         )
         plan = warned(
             make_plan(
@@ -336,7 +330,7 @@ async def require_versions(conn: Any, plan: Plan) -> None:
             continue
         for table, version in step.file.directives.requires:
             if table not in found:
-                found[table] = await read_other_version(conn, table)
+                found[table] = await VersionStore(conn, VersionTable(table)).version_if_there()
             state = found[table]
             if state is not None and not state.dirty and (state.version or 0) >= version:
                 continue

@@ -10,25 +10,22 @@ from typing import Any, NamedTuple
 import asyncpg
 
 from ..defaults import CONNECT_ATTEMPTS, CONNECT_WAIT, ENGINE_SESSION_SETTINGS
-from ..postgres.connect import close_quietly, connect, on_own_backend, settle
-from ..postgres.pooler import SHARED_BACKEND_ERRORS
+from ..postgres.connect import close_quietly, connect_settled
+from ..postgres.pooler import Pooling
 from ..postgres.translate import typed_errors
-from ..results.migrations import VersionState
 from .migration_lock.keys import LockKeys, lock_keys_for
 from .migration_lock.waiting import MigrationLock
-from .plan import HistoryEntry
 from .version_table import (
     CORE,
     HISTORY_TABLE,
+    THIS_RELEASE,
     VERSION_TABLE,
+    Found,
+    State,
+    VersionStore,
     VersionTable,
-    ensure_tables,
-    read_state,
-    read_version,
-    state_and_history,
-    state_from_rows,
-    tables_exist,
-    version_table_exists,
+    found_columns,
+    found_in,
 )
 
 
@@ -38,30 +35,45 @@ def create_tables(table: VersionTable) -> str:
 
 
 class Session(NamedTuple):
-    """A connection, the migration lock's keys, and whether the version tables exist."""
+    """A connection, the migration lock's keys, and what of the version tables exists."""
 
     # A NamedTuple, not a dataclass: cheaper to create at start-up (plan.py says why).
 
     conn: Any
     keys: LockKeys
-    tables_exist: bool
+    # The version table, the history, and the history's layout, as the probe found them.
+    found: Found
     # Whether the probe found the work after applying due (None: not asked).
     after_due: bool | None = None
-    # The version and history, read together with the probe (``with_state``), if they exist.
-    state: tuple[VersionState, dict[int, HistoryEntry]] | None = None
+    # The version and history, read together with the probe (``with_state``), if they
+    # exist in this release's layout.
+    state: State | None = None
     # The set's version table, in current_schema() on connecting (a migration may move
     # the session's search_path; the runner's version writes stay there).
     table: VersionTable = CORE
-    # Seconds spent connecting, the waits for a server that was not up yet included, and
-    # when the connection was made (time.perf_counter()).
+    # Seconds spent connecting (the waits for a server that was not up yet, settling the
+    # session and the probe included), and when that was done (time.perf_counter()).
     connecting: float = 0.0
     connected: float = 0.0
     # Through a connection pooler in session mode: lock holders' pids and addresses
     # are the pooler's server connections.
     pooled: bool = False
-    # Whether the version table exists, with or without our history beside it: a
-    # database only golang-migrate has run has a version and no history.
-    versioned: bool = False
+
+    @property
+    def tables_exist(self) -> bool:
+        """Both tables exist: this engine has run here."""
+        return self.found.migrated
+
+    @property
+    def versioned(self) -> bool:
+        """The version table exists, with or without our history beside it: a database
+        only golang-migrate has run has a version and no history."""
+        return self.found.versioned
+
+    @property
+    def store(self) -> VersionStore:
+        """The set's version table and history on this connection, read as found."""
+        return VersionStore(self.conn, self.table, self.found)
 
     def lock(self, timeout: float) -> MigrationLock:
         return MigrationLock(self.conn, self.keys, timeout=timeout, pooled=self.pooled)
@@ -94,71 +106,70 @@ async def open_session(
     AfterApply: start-up's partition check), so that a no-op start-up pays no round trip for it.
     ``with_state``: read the version and history in that query too (start-up: a
     migrated database is answered in one round trip); on a database without the
-    tables that query fails once and the plain probe follows.
+    tables, or with an older release's history, that query fails once and the plain
+    probe follows.
     """
-    before = time.perf_counter()
-    conn = await connect(dsn, attempts=attempts, wait=wait, session_settings=None)
-    connected = time.perf_counter()
-    try:
+    state: State | None = None
+
+    async def probe(conn: Any, settling: str) -> Any:
+        """The session's first query: connect_settled's items (the library's own session
+        settings, in this round trip rather than one more: docs/operations.md,
+        'Role-level limits') and the probe's."""
+        nonlocal state
         probe_sql = (
-            # The library's own session settings, in this round trip rather than one
-            # more (connect() would): docs/operations.md, 'Role-level limits'.
-            f"SELECT {on_own_backend(conn, ENGINE_SESSION_SETTINGS)}, "
-            "current_schema() AS schema, current_database() AS db, "
-            f"{tables_exist(table)} AS ready, {version_table_exists(table)} AS versioned, "
+            f"SELECT {settling}, current_schema() AS schema, current_database() AS db, "
             f"{after_probe or 'NULL::boolean'} AS after_due"
         )
-        try:
-            probe, state = await _probe(conn, probe_sql, table if with_state else None)
-        except SHARED_BACKEND_ERRORS:
-            probe = None  # another client's statement on this new backend: settle() says
-        pooled = await settle(
-            conn, dsn, ENGINE_SESSION_SETTINGS, need=MIGRATIONS_NEED_A_SESSION, row=probe
-        )
-        if probe is None:  # a pooler that keeps a session, yet its backend was shared
-            probe, state = await _probe(conn, probe_sql, table if with_state else None)
-        keys = lock_keys_for(probe["db"], probe["schema"], table)
+        row, state = await _probe(conn, probe_sql, table, with_state)
+        return row
+
+    before = time.perf_counter()
+    conn, pooling, row = await connect_settled(
+        dsn,
+        ENGINE_SESSION_SETTINGS,
+        need=MIGRATIONS_NEED_A_SESSION,
+        attempts=attempts,
+        wait=wait,
+        first=probe,
+    )
+    connected = time.perf_counter()
+    try:
         yield Session(
             conn,
-            keys,
-            probe["ready"],
-            probe["after_due"],
+            lock_keys_for(row["db"], row["schema"], table),
+            found_in(row),
+            row["after_due"],
             state,
-            VersionTable(table, probe["schema"]),
+            VersionTable(table, row["schema"]),
             connecting=connected - before,
             connected=connected,
-            pooled=pooled,
-            versioned=probe["versioned"],
+            pooled=pooling is not Pooling.DIRECT,
         )
     finally:
         await close_quietly(conn)
 
 
-async def read_only_state(session: Session) -> tuple[VersionState, dict[int, HistoryEntry]]:
-    """The version and history for a reader (version, status, drift), creating nothing:
-    golang-migrate's version table alone is enough (no history: every row unknown)."""
-    if session.tables_exist:
-        return await read_state(session.conn, session.table)
-    if session.versioned:
-        return await read_version(session.conn, session.table), {}
-    return VersionState(None, False), {}
+async def read_only_state(session: Session) -> State:
+    """The version and history for a reader (version, status, drift), creating nothing
+    (VersionStore.state)."""
+    return await session.store.state()
 
 
 async def _probe(
-    conn: Any, probe_sql: str, with_state: str | None
-) -> tuple[Any, tuple[VersionState, dict[int, HistoryEntry]] | None]:
-    """The probe's row, and the version and history of table ``with_state`` if asked
-    and there."""
-    if with_state is not None:
+    conn: Any, probe_sql: str, table: str, with_state: bool
+) -> tuple[Any, State | None]:
+    """The probe's row (with what of ``table`` and the history is there), and their
+    version and history if ``with_state`` and there in this release's layout."""
+    if with_state:
         try:
-            rows = await conn.fetch(
-                f"SELECT p.*, st.* FROM ({probe_sql}) AS p "
-                f"CROSS JOIN ({state_and_history(with_state)}) AS st"
+            columns = found_columns(table, layout=False)  # a state read proves the layout
+            state, row = await VersionStore(conn, VersionTable(table)).state_beside(
+                f"{probe_sql}, {columns}"
             )
-            return rows[0], state_from_rows(rows)
+            return row, state
         except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
-            pass  # never migrated (or history from before the breaking mark)
-    return await conn.fetchrow(probe_sql), None
+            pass  # never migrated, or an older release's history (the lock's ensure says)
+    return await conn.fetchrow(f"{probe_sql}, {found_columns(table)}"), None
 
 
 @contextlib.asynccontextmanager
@@ -178,5 +189,6 @@ async def locked_session(
     ):
         if ensure:
             with typed_errors(dsn, create_tables(session.table)):
-                await ensure_tables(session.conn, session.table)
+                await session.store.ensure()
+            session = session._replace(found=THIS_RELEASE)
         yield session

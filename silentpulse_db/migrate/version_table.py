@@ -3,13 +3,16 @@
 ``schema_migrations`` holds at most one row ``(version, dirty)``; no row means
 no version. golang-migrate writes a version with ``TRUNCATE`` then ``INSERT``;
 we leave exactly the same rows with one DELETE + upsert statement (see
-:func:`write_version`). The table is never altered; what golang-migrate has no
+:meth:`VersionStore.write`). The table is never altered; what golang-migrate has no
 room for (checksums, durations, who ran what) goes into
 ``schema_migrations_history``.
 
 A service's own set of migrations keeps its version in a table of its own (as
 golang-migrate's ``x-migrations-table`` does): a :class:`VersionTable` names it.
 The history is shared: each row records the version table it belongs to.
+
+The engine reads and writes both through :class:`VersionStore`, as golang-migrate's
+engine goes through its ``database.Driver``; the SQL on them is all here.
 """
 
 from __future__ import annotations
@@ -21,8 +24,6 @@ import os
 import re
 import socket
 from typing import Any, NamedTuple
-
-import asyncpg
 
 from .._version import __version__
 from ..errors import ConfigurationError
@@ -148,6 +149,59 @@ class VersionTable(NamedTuple):
 
 CORE = VersionTable()
 
+
+def qualified(table: str, schema: str | None) -> str:
+    """``"schema"."table"``, or ``"table"`` (the search_path's) for no schema."""
+    name = '"' + table.replace('"', '""') + '"'
+    return '"' + schema.replace('"', '""') + '".' + name if schema else name
+
+
+class HistoryRecord(NamedTuple):
+    """A row to add to schema_migrations_history."""
+
+    version: int
+    name: str
+    direction: str
+    checksum: str | None = None
+    duration: float | None = None  # seconds (stored as duration_ms)
+    breaking: bool = False
+
+
+class State(NamedTuple):
+    """The version row and, per version, its latest 'up' or 'baseline' history record."""
+
+    version: VersionState
+    history: dict[int, HistoryEntry]
+
+
+class Recorded(NamedTuple):
+    """A history row as the engine reads it back: what it recorded, in how long (s)."""
+
+    version: int
+    direction: str
+    duration: float | None
+
+
+class Found(NamedTuple):
+    """What of the bookkeeping a database holds: golang-migrate's version table, our
+    history, and whether the history has every column this release reads (not so for a
+    table an older release created, until :meth:`VersionStore.ensure`)."""
+
+    versioned: bool = True
+    history: bool = True
+    current: bool = True
+
+    @property
+    def migrated(self) -> bool:
+        """Both tables: this engine has run here."""
+        return self.versioned and self.history
+
+
+# Both tables, as ensure() leaves them.
+THIS_RELEASE = Found()
+
+# --- the tables, and ensure() ----------------------------------------------------------
+
 _CREATE_HISTORY_TABLE = f"""
 CREATE TABLE IF NOT EXISTS "{HISTORY_TABLE}" (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -160,33 +214,29 @@ CREATE TABLE IF NOT EXISTS "{HISTORY_TABLE}" (
     applied_by  text NOT NULL,
     breaking    boolean NOT NULL DEFAULT false
 )"""
-# Tables created before the breaking mark, and before sets of their own (constant
-# defaults: no table rewrite; the rows before belong to schema_migrations).
-_ADD_NEWER_COLUMNS = (
-    f'ALTER TABLE "{HISTORY_TABLE}" '
-    "ADD COLUMN IF NOT EXISTS breaking boolean NOT NULL DEFAULT false, "
-    f"ADD COLUMN IF NOT EXISTS migrations_table text NOT NULL DEFAULT '{VERSION_TABLE}'"
+# Columns the history gained after its first release: their type, and what the rows from
+# before stand for in them (no breaking mark; every row schema_migrations'). ensure()
+# adds them once (constant defaults: no table rewrite); until then _history() reads an
+# older table with the same values.
+_ADDED_SINCE = {
+    "breaking": ("boolean", "false"),
+    "migrations_table": ("text", f"'{VERSION_TABLE}'"),
+}
+_ADD_NEWER_COLUMNS = f'ALTER TABLE "{HISTORY_TABLE}" ' + ", ".join(
+    f"ADD COLUMN IF NOT EXISTS {column} {kind} NOT NULL DEFAULT {before}"
+    for column, (kind, before) in _ADDED_SINCE.items()
+)
+# SQL: the history has them all.
+_HISTORY_CURRENT = (
+    f"(SELECT count(*) = {len(_ADDED_SINCE)} FROM pg_attribute "
+    f"WHERE attrelid = to_regclass('\"{HISTORY_TABLE}\"') "
+    f"AND attname IN ({', '.join(repr(c) for c in _ADDED_SINCE)}) AND NOT attisdropped)"
 )
 _COMMENT_HISTORY_TABLE = (
     f'COMMENT ON TABLE "{HISTORY_TABLE}" IS '
     "'silentpulse-db: one row per migration applied, reverted or forced, naming its "
     "version table; schema_migrations stays golang-migrate''s own'"
 )
-
-
-@functools.cache
-def version_table_exists(name: str = VERSION_TABLE) -> str:
-    """SQL: the version table ``name`` exists (the history may not: golang-migrate's)."""
-    return f"to_regclass('\"{name}\"') IS NOT NULL"
-
-
-@functools.cache
-def tables_exist(name: str = VERSION_TABLE) -> str:
-    """SQL: the version table ``name`` and the history both exist."""
-    return (
-        f"to_regclass('\"{name}\"') IS NOT NULL AND to_regclass('\"{HISTORY_TABLE}\"') IS NOT NULL"
-    )
-
 
 # Whatever a default privilege or a blanket GRANT gives an application role on the
 # bookkeeping, it may read it and change nothing: row-level security (not forced: the
@@ -229,11 +279,7 @@ def _tables_current(name: str) -> str:
         f"(SELECT relrowsecurity FROM pg_class WHERE oid = to_regclass('\"{t}\"'))"
         for t in (name, HISTORY_TABLE)
     )
-    return (
-        f"to_regclass('\"{name}\"') IS NOT NULL AND (SELECT count(*) = 2 FROM pg_attribute "
-        f"WHERE attrelid = to_regclass('\"{HISTORY_TABLE}\"') "
-        f"AND attname IN ('breaking', 'migrations_table') AND NOT attisdropped) AND {protected}"
-    )
+    return f"to_regclass('\"{name}\"') IS NOT NULL AND {_HISTORY_CURRENT} AND {protected}"
 
 
 @functools.cache
@@ -251,20 +297,6 @@ def _create_tables(name: str) -> str:
     )
 
 
-@functools.cache
-def _identity(pid: int) -> str:
-    """Who ran a migration: OS user, host and pid, and this library's version."""
-    try:
-        user = getpass.getuser()
-    except Exception:  # no passwd entry in some containers
-        user = str(os.getuid())
-    return f"{user}@{socket.gethostname()} pid {pid} (silentpulse-db {__version__})"
-
-
-def runner_identity() -> str:
-    return _identity(os.getpid())
-
-
 # The history's id sequence put back above its rows when it has fallen behind them, which
 # a crash or failover can do to a database made with CREATE DATABASE ... TEMPLATE
 # (PostgreSQL 15 copies a template's sequences without WAL-logging their first values
@@ -276,54 +308,102 @@ _HISTORY_LAST_ID = f"""CASE WHEN has_sequence_privilege({_HISTORY_IDS}, 'SELECT,
 _HISTORY_IDS_AHEAD = f"""
 SELECT setval({_HISTORY_IDS}, max(id)) FROM "{HISTORY_TABLE}" HAVING max(id) > ({_HISTORY_LAST_ID})
 """
+_IDS_PUT_BACK = (
+    "%s's id sequence was behind its rows (a crash or failover of a database made from a "
+    "template can leave it so): set to %d, its highest id"
+)
+
+# --- reading ---------------------------------------------------------------------------
 
 
-async def ensure_tables(conn: Any, table: VersionTable = CORE) -> None:
-    """Create both tables if missing (or add the history's newer columns), and keep the
-    history's ids ahead of its rows. Call with the migration lock held."""
-    if not await conn.fetchval(f"SELECT {_tables_current(table.name)}"):
-        await conn.execute(_create_tables(table.name))
-    put_back = await conn.fetchval(_HISTORY_IDS_AHEAD)
-    if put_back is not None:
-        logger.warning(
-            "%s's id sequence was behind its rows (a crash or failover of a database made "
-            "from a template can leave it so): set to %d, its highest id",
-            HISTORY_TABLE,
-            put_back,
-        )
+@functools.cache
+def found_columns(name: str = VERSION_TABLE, *, layout: bool = True) -> str:
+    """Select-list items for a caller's own query (the session's probe) saying what
+    :meth:`VersionStore.look` says: ``versioned``, ``history`` and, with ``layout``,
+    ``current`` (without: a query that also reads the state proves it)."""
+    items = (
+        f"to_regclass('\"{name}\"') IS NOT NULL AS versioned, "
+        f"to_regclass('\"{HISTORY_TABLE}\"') IS NOT NULL AS history"
+    )
+    return f"{items}, {_HISTORY_CURRENT} AS current" if layout else items
 
 
-def qualified(table: str, schema: str | None) -> str:
-    """``"schema"."table"``, or ``"table"`` (the search_path's) for no schema."""
-    name = '"' + table.replace('"', '""') + '"'
-    return '"' + schema.replace('"', '""') + '".' + name if schema else name
+def found_in(row: Any) -> Found:
+    """What a row with :func:`found_columns`' items says."""
+    current = row.get("current")
+    return Found(row["versioned"], row["history"], True if current is None else current)
 
 
-async def read_version(conn: Any, table: VersionTable = CORE) -> VersionState:
-    row = await conn.fetchrow(f"SELECT version, dirty FROM {table.qualified()} LIMIT 1")
-    if row is None:
-        return VersionState(None, False)
-    version = row["version"]
-    return VersionState(None if version == NIL_VERSION else version, row["dirty"])
+_READ_COLUMNS = "id, version, name, direction, checksum, applied_at, duration_ms, applied_by"
 
 
-async def read_other_version(conn: Any, name: str) -> VersionState | None:
-    """Another set's version (``-- silentpulse: requires``); None: no such table."""
-    if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f'"{name}"'):
-        return None
-    return await read_version(conn, VersionTable(name))
+@functools.cache
+def _history(table: VersionTable, current: bool) -> str:
+    """The history, aliased ``h``, with this release's columns.
+
+    An older release's table lacks the newer ones until ensure() adds them, under the
+    migration lock. What reads without that lock reads it as it is, and must not write
+    to it: the verbs that only read (version, status, drift, the dry run, run as roles
+    that may not write), and a start-up with nothing to do (it takes no lock). For them,
+    and only until ensure() has run, this view: each newer column read from the row as
+    jsonb, which holds it once it exists (another runner may add it meanwhile), else the
+    value the rows before it stand for (_ADDED_SINCE). The one fallback over layouts.
+    """
+    name = table.qualified(HISTORY_TABLE)
+    if current:
+        return f"{name} AS h"
+    newer = ", ".join(
+        f"coalesce((to_jsonb(h) ->> '{column}')::{kind}, {before}) AS {column}"
+        for column, (kind, before) in _ADDED_SINCE.items()
+    )
+    return f"(SELECT {_READ_COLUMNS}, {newer} FROM {name} AS h) AS h"
 
 
-class HistoryRecord(NamedTuple):
-    """A row to add to schema_migrations_history."""
+@functools.cache
+def _state_sql(table: VersionTable, current: bool) -> str:
+    """The version row and every 'up'/'baseline' history row of ``table``, in one round
+    trip; the latest per version is picked in Python (no sort on the server: a cold
+    backend plans and runs this in about half the time)."""
+    return f"""
+    SELECT s.version AS current_version, s.dirty AS current_dirty, h.*
+    FROM (SELECT 1) AS one
+    LEFT JOIN (SELECT version, dirty FROM {table.qualified()} LIMIT 1) AS s ON true
+    LEFT JOIN (
+        SELECT {_READ_COLUMNS}, breaking FROM {_history(table, current)}
+        WHERE direction IN ('up', 'baseline') AND migrations_table = '{table.name}'
+    ) AS h ON true
+"""
 
-    version: int
-    name: str
-    direction: str
-    checksum: str | None = None
-    duration: float | None = None  # seconds (stored as duration_ms)
-    breaking: bool = False
 
+def _state_from(rows: Any) -> State:
+    """The State in the rows of _state_sql (or a query joining it)."""
+    version, dirty = rows[0]["current_version"], rows[0]["current_dirty"]
+    if version is None:
+        state = VersionState(None, False)
+    else:
+        state = VersionState(None if version == NIL_VERSION else version, dirty)
+    newest: dict[int, Any] = {}
+    for row in rows:
+        seen = newest.get(row["version"])
+        if row["version"] is not None and (seen is None or row["id"] > seen["id"]):
+            newest[row["version"]] = row
+    return State(state, {number: _entry(row) for number, row in sorted(newest.items())})
+
+
+def _entry(row: Any) -> HistoryEntry:
+    return HistoryEntry(
+        version=row["version"],
+        name=row["name"],
+        direction=row["direction"],
+        checksum=row["checksum"],
+        applied_at=row["applied_at"],
+        duration=None if row["duration_ms"] is None else row["duration_ms"] / 1000,
+        applied_by=row["applied_by"],
+        breaking=bool(row["breaking"]),
+    )
+
+
+# --- writing ---------------------------------------------------------------------------
 
 # golang-migrate's SetVersion is TRUNCATE + INSERT. We leave the same rows with
 # DELETE + upsert in one statement: no ACCESS EXCLUSIVE lock (a `migrate
@@ -365,7 +445,32 @@ def _writes(name: str) -> _Writes:
     )
 
 
-def pin_schema(schema: str | None) -> str:
+def _set_version(
+    name: str, version: int | None, dirty: bool, history: HistoryRecord | None
+) -> tuple[str, tuple[Any, ...]]:
+    """VersionStore.write()'s statement and its arguments."""
+    keep = version is not None or dirty
+    row = (NIL_VERSION if version is None else version, dirty) if keep else (None, None)
+    writes = _writes(name)
+    if history is None:
+        return (writes.set_version, row) if keep else (writes.clear_version, ())
+    duration = None if history.duration is None else round(history.duration * 1000, 3)
+    return (
+        writes.set_version_and_history if keep else writes.clear_version_and_history,
+        (
+            *row,
+            history.version,
+            history.name,
+            history.direction,
+            history.checksum,
+            duration,
+            _runner_identity(),
+            history.breaking,
+        ),
+    )
+
+
+def _pin_schema(schema: str | None) -> str:
     """``SET LOCAL search_path`` to the schema the version tables belong to: a migration
     may have moved the session's search_path (golang-migrate qualifies the table with
     the schema it read on connecting, for the same reason). Empty for None."""
@@ -374,54 +479,10 @@ def pin_schema(schema: str | None) -> str:
     return 'SET LOCAL search_path TO "' + schema.replace('"', '""') + '";'
 
 
-async def write_version(
-    conn: Any,
-    version: int | None,
-    dirty: bool,
-    history: HistoryRecord | None = None,
-    *,
-    table: VersionTable = CORE,
-) -> None:
-    """golang-migrate's SetVersion (and our history row), inside the caller's transaction.
-
-    A row for any real version; ``(-1, true)`` for a failed down of the first
-    migration; no row for a clean "no version". ``table.schema``: see pin_schema.
-    """
-    if table.schema:
-        await conn.execute(pin_schema(table.schema))
-    keep = version is not None or dirty
-    row = (NIL_VERSION if version is None else version, dirty) if keep else (None, None)
-    writes = _writes(table.name)
-    if history is None:
-        if keep:
-            await conn.execute(writes.set_version, *row)
-        else:
-            await conn.execute(writes.clear_version)
-        return
-    await conn.execute(
-        writes.set_version_and_history if keep else writes.clear_version_and_history,
-        *row,
-        history.version,
-        history.name,
-        history.direction,
-        history.checksum,
-        None if history.duration is None else round(history.duration * 1000, 3),
-        runner_identity(),
-        history.breaking,
-    )
-
-
-def version_sql(version: int | None, history: HistoryRecord, table: VersionTable = CORE) -> str:
-    """write_version(version, clean, history) as literal SQL, for the message that also
-    carries the migration and its COMMIT. The duration is measured by the server:
-    from the transaction's start (BEGIN, in the first message) to this statement."""
-    stored = None if version is None else str(version)
-    return _record(table.name, stored, *_literals(history), started="now()") + ";"
-
-
-# The same write, prepared once per run for migrations sent several to a message
-# (run/sent_together.py): parsing and planning it again for each of them cost about as much
-# as the small DDL they record. The server re-plans it if a migration alters the tables.
+# The version write sent in a migration's own message, prepared once per run for
+# migrations sent several to a message (run/sent_together.py): parsing and planning it
+# again for each of them cost about as much as the small DDL they record. The server
+# re-plans it if a migration alters the tables.
 RECORD_STATEMENT = "silentpulse_record_version"
 
 
@@ -434,31 +495,14 @@ def _shared_start(name: str) -> str:
     )
 
 
-def prepare_record_sql(table: VersionTable = CORE) -> str:
-    """PREPARE of the version + history write, in a transaction pinned to the schema as
-    each EXECUTE is (a different search_path would make every EXECUTE re-parse it)."""
-    body = _record(
-        table.name, "$1", "$2", "$3", "$4", "$5", "$6", "$7", started=_shared_start(table.name)
-    )
-    return (
-        f"BEGIN;{pin_schema(table.schema)}PREPARE {RECORD_STATEMENT} "
-        f"(bigint, bigint, text, text, text, text, boolean) AS {body};COMMIT;"
-    )
-
-
-def record_sql(version: int, history: HistoryRecord) -> str:
-    """version_sql() for a real version, as an EXECUTE of prepare_record_sql()."""
-    return f"EXECUTE {RECORD_STATEMENT}({', '.join((str(version), *_literals(history)))});"
-
-
 def _literals(history: HistoryRecord) -> tuple[str, ...]:
     """The history row's values as SQL literals, in _record()'s order."""
     return (
         str(history.version),
-        quote_literal(history.name),
-        quote_literal(history.direction),
-        "NULL" if history.checksum is None else quote_literal(history.checksum),
-        quote_literal(runner_identity()),
+        _quote_literal(history.name),
+        _quote_literal(history.direction),
+        "NULL" if history.checksum is None else _quote_literal(history.checksum),
+        _quote_literal(_runner_identity()),
         "true" if history.breaking else "false",
     )
 
@@ -490,133 +534,175 @@ def _record(
     )
 
 
-async def recent_durations(conn: Any, count: int, table: VersionTable) -> list[float | None]:
-    """The durations (seconds) of ``table``'s last ``count`` history rows, oldest first."""
-    rows = await conn.fetch(
-        f"SELECT duration_ms FROM {table.qualified(HISTORY_TABLE)} "
-        "WHERE migrations_table = $2 ORDER BY id DESC LIMIT $1",
-        count,
-        table.name,
-    )
-    return [None if r[0] is None else r[0] / 1000 for r in reversed(rows)]
-
-
-async def set_version(
-    conn: Any, version: int | None, dirty: bool, *, table: VersionTable = CORE
-) -> None:
-    """SetVersion in a transaction of its own."""
-    async with conn.transaction():
-        await write_version(conn, version, dirty, table=table)
-
-
-# Every 'up'/'baseline' row of a version table; the latest per version is picked in
-# Python (no sort on the server: a cold backend plans and runs this in about half the
-# time). Older history tables lack the breaking mark, or the version table's name
-# (their rows are schema_migrations'): read-only paths read them as they are.
-_HISTORY_ROWS = f"""
-    SELECT id, version, name, direction, checksum, applied_at, duration_ms, applied_by, {{breaking}}
-    FROM "{HISTORY_TABLE}" WHERE direction IN ('up', 'baseline') {{which}}
-"""
-
-
 @functools.cache
-def state_and_history(name: str = VERSION_TABLE, generation: int = 0) -> str:
-    """The version row and the history in one round trip: what start-up needs.
-    ``generation``: 0 for a current history table, 1 before sets of their own, 2
-    before the breaking mark too."""
-    if generation == 0:
-        which = f"AND migrations_table = '{name}'"
-    else:  # every row is schema_migrations'
-        which = "" if name == VERSION_TABLE else "AND false"
-    if generation == 2:
-        history = _HISTORY_ROWS.format(breaking="false AS breaking", which=which)
-    else:
-        history = _HISTORY_ROWS.format(breaking="breaking", which=which)
-    return f"""
-    SELECT s.version AS current_version, s.dirty AS current_dirty, h.*
-    FROM (SELECT 1) AS one
-    LEFT JOIN (SELECT version, dirty FROM "{name}" LIMIT 1) AS s ON true
-    LEFT JOIN ({history}) AS h ON true
-"""
+def _identity(pid: int) -> str:
+    """Who ran a migration: OS user, host and pid, and this library's version."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()} pid {pid} (silentpulse-db {__version__})"
 
 
-async def read_state(
-    conn: Any, table: VersionTable = CORE
-) -> tuple[VersionState, dict[int, HistoryEntry]]:
-    """The version row and, per version, its latest 'up' or 'baseline' history record
-    (tables must exist)."""
-    return state_from_rows(await _fetch_either(conn, table.name, lambda query: query))
+def _runner_identity() -> str:
+    return _identity(os.getpid())
 
 
-async def read_state_and(
-    conn: Any, expression: str | None, table: VersionTable = CORE
-) -> tuple[VersionState, dict[int, HistoryEntry], bool | None]:
-    """read_state(), and a boolean SQL ``expression`` asked in the same round trip
-    (None: nothing asked)."""
-    if expression is None:
-        return (*await read_state(conn, table), None)
-
-    def asking(query: str) -> str:
-        extra = f"(SELECT {expression} AS extra) AS x"
-        return f"SELECT st.*, x.extra FROM ({query}) AS st CROSS JOIN {extra}"
-
-    rows = await _fetch_either(conn, table.name, asking)
-    state, history = state_from_rows(rows)
-    return state, history, rows[0]["extra"]
-
-
-async def _fetch_either(conn: Any, name: str, wrap: Any) -> Any:
-    """The state query, or an older generation's on an older history table. Inside a
-    transaction (the dry run's) each try runs in a savepoint, so that its failure does
-    not abort the transaction."""
-    for generation in (0, 1, 2):
-        query = wrap(state_and_history(name, generation))
-        try:
-            if conn.is_in_transaction():
-                async with conn.transaction():
-                    return await conn.fetch(query)
-            return await conn.fetch(query)
-        except asyncpg.UndefinedColumnError:
-            if generation == 2:
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def state_from_rows(rows: Any) -> tuple[VersionState, dict[int, HistoryEntry]]:
-    """read_state's answer from the rows of STATE_AND_HISTORY (or a query joining it)."""
-    version, dirty = rows[0]["current_version"], rows[0]["current_dirty"]
-    if version is None:
-        state = VersionState(None, False)
-    else:
-        state = VersionState(None if version == NIL_VERSION else version, dirty)
-    return state, _latest(r for r in rows if r["version"] is not None)
-
-
-def _latest(rows: Any) -> dict[int, HistoryEntry]:
-    newest: dict[int, Any] = {}
-    for row in rows:
-        seen = newest.get(row["version"])
-        if seen is None or row["id"] > seen["id"]:
-            newest[row["version"]] = row
-    return {version: _entry(row) for version, row in sorted(newest.items())}
-
-
-def _entry(row: Any) -> HistoryEntry:
-    return HistoryEntry(
-        version=row["version"],
-        name=row["name"],
-        direction=row["direction"],
-        checksum=row["checksum"],
-        applied_at=row["applied_at"],
-        duration=None if row["duration_ms"] is None else row["duration_ms"] / 1000,
-        applied_by=row["applied_by"],
-        breaking=bool(row["breaking"]),
-    )
-
-
-def quote_literal(text: str) -> str:
+def _quote_literal(text: str) -> str:
     """A SQL string literal that does not depend on standard_conforming_strings."""
     tag = "q"
     while f"${tag}$" in text:
         tag += "q"
     return f"${tag}${text}${tag}$"
+
+
+# --- the store -------------------------------------------------------------------------
+
+
+class VersionStore:
+    """A set's version table and the history beside it, on one connection: the part of
+    golang-migrate's ``database.Driver`` that keeps the version (``Version``,
+    ``SetVersion``, ``ensureVersionTable``). Its ``Lock``/``Unlock`` are
+    migration_lock/, its ``Run`` is run/. All of this engine's SQL on the two tables
+    is in this module.
+
+    - :meth:`ensure`: create both tables, or bring an older release's history to this
+      layout (once), under the migration lock;
+    - :meth:`look`: what of them is there, for a reader that may not create anything;
+    - :meth:`version` (golang-migrate's Version), :meth:`version_if_there`,
+      :meth:`state` (and the history), :meth:`state_beside`, :meth:`recent`,
+      :meth:`recorded_sets`: read;
+    - :meth:`write`: SetVersion, in a transaction of its own; :meth:`record_sql` and
+      :meth:`prepare_sql`: the same write as SQL, for a migration's own transaction.
+
+    ``found``: what the store reads, as :meth:`look` (or the session's probe) found it;
+    by default both tables in this release's layout (after :meth:`ensure`).
+    """
+
+    __slots__ = ("conn", "found", "table")
+
+    def __init__(self, conn: Any, table: VersionTable = CORE, found: Found = THIS_RELEASE):
+        self.conn = conn
+        self.table = table
+        self.found = found
+
+    async def ensure(self) -> None:
+        """Create both tables if missing, or add the history's newer columns (and the
+        protection) to an older release's; keep the history's ids ahead of its rows.
+        Call with the migration lock held."""
+        name = self.table.name
+        if not await self.conn.fetchval(f"SELECT {_tables_current(name)}"):
+            await self.conn.execute(_create_tables(name))
+        self.found = THIS_RELEASE
+        put_back = await self.conn.fetchval(_HISTORY_IDS_AHEAD)
+        if put_back is not None:
+            logger.warning(_IDS_PUT_BACK, HISTORY_TABLE, put_back)
+
+    async def look(self) -> Found:
+        """What of the two tables the database holds, and in which layout; the store
+        reads them so from then on."""
+        row = await self.conn.fetchrow(f"SELECT {found_columns(self.table.name)}")
+        self.found = found_in(row)
+        return self.found
+
+    async def version(self) -> VersionState:
+        """golang-migrate's Version() (its table must exist)."""
+        row = await self.conn.fetchrow(
+            f"SELECT version, dirty FROM {self.table.qualified()} LIMIT 1"
+        )
+        if row is None:
+            return VersionState(None, False)
+        version = row["version"]
+        return VersionState(None if version == NIL_VERSION else version, row["dirty"])
+
+    async def version_if_there(self) -> VersionState | None:
+        """version(), or None where the table is not there (another set's, not migrated
+        yet; a name the database gave is a parameter, never inlined)."""
+        there = await self.conn.fetchval(
+            "SELECT to_regclass($1) IS NOT NULL", self.table.qualified()
+        )
+        return await self.version() if there else None
+
+    async def state(self) -> State:
+        """The version and history of whatever is there, creating nothing: golang-migrate's
+        table alone is enough (no history: every row unknown), none is no version."""
+        if not self.found.versioned:
+            return State(VersionState(None, False), {})
+        if not self.found.history:
+            return State(await self.version(), {})
+        return _state_from(await self.conn.fetch(_state_sql(self.table, self.found.current)))
+
+    async def state_beside(self, select: str) -> tuple[State, Any]:
+        """The state (both tables must exist) and the one row of ``select``, in one round
+        trip: a start-up's probe; a waiter's question whether the work after applying is due."""
+        rows = await self.conn.fetch(
+            f"SELECT b.*, st.* FROM ({select}) AS b "
+            f"CROSS JOIN ({_state_sql(self.table, self.found.current)}) AS st"
+        )
+        return _state_from(rows), rows[0]
+
+    async def recent(self, count: int) -> list[Recorded]:
+        """The table's last ``count`` history rows, newest first (none: no history)."""
+        if not self.found.history:
+            return []
+        rows = await self.conn.fetch(
+            f"SELECT version, direction, duration_ms "
+            f"FROM {_history(self.table, self.found.current)} "
+            "WHERE migrations_table = $2 ORDER BY id DESC LIMIT $1",
+            count,
+            self.table.name,
+        )
+        return [Recorded(r[0], r[1], None if r[2] is None else r[2] / 1000) for r in rows]
+
+    async def recorded_sets(self) -> dict[str, VersionState]:
+        """Every other set the history names whose version table is there, and its
+        version (a database only golang-migrate migrated names none)."""
+        if not (await self.look()).history:
+            return {}
+        names = await self.conn.fetch(
+            f"SELECT DISTINCT migrations_table FROM {_history(self.table, self.found.current)} "
+            "WHERE migrations_table <> $1 ORDER BY 1",
+            self.table.name,
+        )
+        found: dict[str, VersionState] = {}
+        for (name,) in names:
+            other = VersionStore(self.conn, VersionTable(name, self.table.schema))
+            if (version := await other.version_if_there()) is not None:
+                found[name] = version
+        return found
+
+    async def write(
+        self, version: int | None, dirty: bool, history: HistoryRecord | None = None
+    ) -> None:
+        """golang-migrate's SetVersion (and our history row) in a transaction of its own:
+        a row for any real version; ``(-1, true)`` for a failed down of the first
+        migration; no row for a clean "no version"."""
+        statement, args = _set_version(self.table.name, version, dirty, history)
+        async with self.conn.transaction():
+            if self.table.schema:
+                await self.conn.execute(_pin_schema(self.table.schema))
+            await self.conn.execute(statement, *args)
+
+    def record_sql(
+        self, version: int | None, history: HistoryRecord, *, prepared: bool = False
+    ) -> str:
+        """write(version, clean, history) as SQL, for the message that also carries the
+        migration and its COMMIT. The duration is measured by the server: from the
+        transaction's start (BEGIN, in the first message) to this statement.
+        ``prepared``: as an EXECUTE of :meth:`prepare_sql`'s statement (a real version)."""
+        pin = _pin_schema(self.table.schema)
+        if prepared and version is not None:
+            args = ", ".join((str(version), *_literals(history)))
+            return f"{pin}EXECUTE {RECORD_STATEMENT}({args});"
+        stored = None if version is None else str(version)
+        return pin + _record(self.table.name, stored, *_literals(history), started="now()") + ";"
+
+    def prepare_sql(self) -> str:
+        """PREPARE of the version + history write, in a transaction pinned to the schema as
+        each EXECUTE is (a different search_path would make every EXECUTE re-parse it)."""
+        name = self.table.name
+        body = _record(name, "$1", "$2", "$3", "$4", "$5", "$6", "$7", started=_shared_start(name))
+        return (
+            f"BEGIN;{_pin_schema(self.table.schema)}PREPARE {RECORD_STATEMENT} "
+            f"(bigint, bigint, text, text, text, text, boolean) AS {body};COMMIT;"
+        )

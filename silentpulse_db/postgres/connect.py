@@ -15,7 +15,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -28,14 +28,7 @@ from ..defaults import (
 )
 from ..errors import ConfigurationError, DatabaseConnectionError, SilentPulseDBError
 from .dsn import connection_dsn, redact, validate_dsn
-from .pooler import (
-    SHARED_BACKEND_ERRORS,
-    behind_a_pooler,
-    pooling_error,
-    pooling_mode,
-    refuse_without_session,
-    shared,
-)
+from .pooler import SHARED_BACKEND_ERRORS, Pooling, pooling_error, pooling_mode
 from .tls import certificate_failure, missing_tls_file, tls_setting
 
 logger = logging.getLogger("silentpulse_db.postgres")
@@ -109,6 +102,20 @@ LIBRARY_NEEDS_A_SESSION_BY_DEFAULT = (
     "session state (locks, cursors, LISTEN)"
 )
 
+# A caller's own question in the session's first query: called with the connection and
+# the select-list items settling needs (:func:`_on_own_backend`), it returns the row of
+# one query that selects them too.
+FirstQuery = Callable[[Any, str], Awaitable[Any]]
+
+
+class Settled(NamedTuple):
+    """A connection, its session settled; what is in front of PostgreSQL (None: not
+    asked); the row of the caller's first query, if it gave one."""
+
+    conn: Any
+    pooling: Pooling | None
+    row: Any = None
+
 
 async def connect(
     dsn: str,
@@ -129,29 +136,96 @@ async def connect(
     defaults.ENGINE_SESSION_SETTINGS, whatever the role or database sets): PgBouncer
     refuses settings sent at start-up, application_name aside. Behind a pooler that
     keeps no session they are not set: PoolingModeError says ``need``, what needs
-    the session (:func:`settle`). None: set nothing, check nothing (a caller that
-    does both in a query of its own). ``statement_cache_size``: asyncpg's.
-    golang-migrate's ``x-`` options are taken out of ``dsn`` (dsn.connection_dsn).
+    the session (:func:`connect_settled`). None: set nothing, check nothing.
+    ``statement_cache_size``: asyncpg's. golang-migrate's ``x-`` options are taken
+    out of ``dsn`` (dsn.connection_dsn).
+    """
+    settled = await connect_settled(
+        dsn,
+        session_settings,
+        need=need,
+        attempts=attempts,
+        wait=wait,
+        application_name=application_name,
+        statement_cache_size=statement_cache_size,
+    )
+    return settled.conn
+
+
+async def connect_settled(
+    dsn: str,
+    settings: Mapping[str, str] | None,
+    *,
+    need: str,
+    attempts: int = CONNECT_ATTEMPTS,
+    wait: float = CONNECT_WAIT,
+    application_name: str = APPLICATION_NAME,
+    statement_cache_size: int = 100,
+    first: FirstQuery | None = None,
+) -> Settled:
+    """Connect, settle the session, and learn what is in front of PostgreSQL, in one pass:
+
+    1. connect, retrying transient failures ``attempts`` times ``wait`` s apart;
+    2. one query: the backend's pid, ``settings`` set if that backend is the one the
+       connection started with, and the caller's own question (``first``) beside them;
+    3. the pid is the start-up key: a direct connection, settled. Else a pooler (PgBouncer
+       answers with a key of its own), whose mode pooler.pooling_mode tells: one that
+       keeps no session is PoolingModeError saying ``need``; one that does gets
+       ``settings`` now.
+
+    ``settings`` None: steps 2 and 3 are skipped (nothing set, nothing checked).
     """
     dsn = connection_dsn(dsn)
     validate_dsn(dsn)
     if attempts < 1:
         raise ConfigurationError(f"attempts must be at least 1, got {attempts}")
+    conn = await _open(dsn, attempts, wait, application_name, statement_cache_size)
+    if not settings:
+        return Settled(conn, None)
+    try:
+        own = _on_own_backend(conn, settings)
+        row = None if first is None else await _unless_shared(first(conn, own))
+        # Without the caller's row (none asked, or its query met another client's statement
+        # on a server connection a pooler gave us): the items alone. None again: shared.
+        asked = row if row is not None else await _unless_shared(conn.fetchrow(f"SELECT {own}"))
+        pid = None if asked is None else asked["backend_pid"]
+        if pid is not None and pid == conn.get_server_pid():
+            pooling = Pooling.DIRECT  # the start-up key is the backend's own: settled above
+        else:  # a pooler's key: which mode (one probe connection, opened here)
+            opener = partial(_open, dsn, 1, wait, APPLICATION_NAME, 0)
+            pooling = await pooling_mode(conn, opener, pid=pid)
+            if not pooling.keeps_session:
+                raise pooling_error(pooling, dsn, need=need)
+            await conn.execute(set_config_sql(settings))
+        if first is not None and row is None:  # a session kept, yet its backend was shared
+            row = await first(conn, own)
+    except BaseException:
+        conn.terminate()
+        raise
+    return Settled(conn, pooling, row)
+
+
+async def _open(
+    dsn: str, attempts: int, wait: float, application_name: str, statement_cache_size: int
+) -> Any:
+    """An asyncpg connection to ``dsn`` (validated), retrying transient failures; the
+    probe connections of the pooling check are opened here too (one attempt, asyncpg's
+    statement cache off: its named statements collide on shared server connections)."""
     settings = {"application_name": application_name}
+    attempt = 1
     try:
         # A plain loop, not tenacity: importing it would cost every start-up (the CLI's
         # included) ~5 ms for a retry that rarely happens (bench/bench_startup_tricks.py).
-        for attempt in range(1, attempts + 1):
+        while True:
             try:
-                conn = await asyncpg.connect(
+                return await asyncpg.connect(
                     dsn,
                     timeout=CONNECT_TIMEOUT,
                     server_settings=settings,
                     statement_cache_size=statement_cache_size,
                 )
-                break
             except Exception as exc:
-                if attempt == attempts or not is_transient(exc) or missing_tls_file(exc, dsn):
+                if attempt >= attempts or not is_transient(exc) or missing_tls_file(exc, dsn):
                     raise
                 logger.warning(
                     "database not reachable yet (attempt %d of %d): %s; retrying in %.1fs",
@@ -161,17 +235,20 @@ async def connect(
                     wait,
                 )
             await asyncio.sleep(wait)
+            attempt += 1
     except BaseException as exc:
         if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
             raise
         raise connect_error(exc, dsn, attempts=attempts) from None
-    if session_settings:
-        try:
-            await settle(conn, dsn, session_settings, need=need)
-        except BaseException:
-            conn.terminate()
-            raise
-    return conn
+
+
+async def _unless_shared(query: Awaitable[Any]) -> Any:
+    """``query``'s row; None where it met another client's statement on a server
+    connection a pooler gave this new connection (asyncpg's named statements collide)."""
+    try:
+        return await query
+    except SHARED_BACKEND_ERRORS:
+        return None
 
 
 def set_config_sql(settings: Mapping[str, str]) -> str:
@@ -184,7 +261,7 @@ def _set_config_calls(settings: Mapping[str, str]) -> str:
     return ", ".join(f"set_config('{name}', '{value}', false)" for name, value in settings.items())
 
 
-def on_own_backend(conn: Any, settings: Mapping[str, str]) -> str:
+def _on_own_backend(conn: Any, settings: Mapping[str, str]) -> str:
     """Select-list items: the backend's pid (``backend_pid``), and ``settings`` set only
     if that backend is the one ``conn`` started with (no pooler in between).
 
@@ -196,35 +273,6 @@ def on_own_backend(conn: Any, settings: Mapping[str, str]) -> str:
         f"{int(conn.get_server_pid())} THEN concat({_set_config_calls(settings)}) END "
         f"AS settings"
     )
-
-
-async def settle(
-    conn: Any, dsn: str, settings: Mapping[str, str], *, need: str, row: Any = None
-) -> bool:
-    """``settings`` on ``conn``'s session; whether a (session) pooler is in between.
-
-    ``row``: the caller's query's result with :func:`on_own_backend`'s items, if it
-    asked them already (one round trip for a direct connection, the usual case).
-    Behind a pooler, the settings are applied once :func:`pooler.pooling_mode` says it
-    keeps a session, else PoolingModeError says ``need``.
-    """
-    if row is None:
-        try:
-            row = await conn.fetchrow(f"SELECT {on_own_backend(conn, settings)}")
-        except SHARED_BACKEND_ERRORS:  # another client's statement on this new backend
-            raise pooling_error(await shared(checking_connections(dsn)), dsn, need=need) from None
-    if not behind_a_pooler(conn, row["backend_pid"]):
-        return False
-    mode = await pooling_mode(conn, row["backend_pid"], checking_connections(dsn))
-    refuse_without_session(mode, dsn, need=need)
-    await conn.execute(set_config_sql(settings))
-    return True
-
-
-def checking_connections(dsn: str) -> Callable[[], Awaitable[Any]]:
-    """What :func:`pooler.pooling_mode` probes with: one attempt, no statement cache
-    (its named statements collide on shared server connections), nothing set."""
-    return partial(connect, dsn, attempts=1, session_settings=None, statement_cache_size=0)
 
 
 def connect_error(exc: BaseException, dsn: str, *, attempts: int = 1) -> SilentPulseDBError:

@@ -9,11 +9,12 @@ client has gone.
 
 Two checks, the cheap one first:
 
-- :func:`behind_a_pooler`: PostgreSQL tells a client its backend pid at start-up
-  (BackendKeyData, asyncpg's ``get_server_pid()``); PgBouncer answers with a random
-  key of its own. If ``pg_backend_pid()`` differs, something sits in between. A
-  direct connection pays nothing more: the caller reads the pid in a query it
-  makes anyway.
+- PostgreSQL tells a client its backend pid at start-up (BackendKeyData, asyncpg's
+  ``get_server_pid()``); PgBouncer answers with a random key of its own. If
+  ``pg_backend_pid()`` differs, something sits in between. The caller compares them
+  with the pid read in a query it makes anyway (connect.py: the session's first;
+  :func:`pooling_of` for an application pool's connection): a direct connection pays
+  nothing more.
 - :func:`pooling_mode`, only behind a pooler: one more connection (``probe``,
   without asyncpg's statement cache). Does it ever get the caller's backend, and
   does the caller keep its backend while the probe holds a transaction open? In
@@ -66,17 +67,15 @@ class Pooling(enum.Enum):
         return self in (Pooling.DIRECT, Pooling.SESSION)
 
 
-def behind_a_pooler(conn: Any, backend_pid: int) -> bool:
-    """Whether ``conn``'s start-up key came from someone other than its backend
-    (``backend_pid``: what ``pg_backend_pid()`` answered on ``conn``)."""
-    return bool(conn.get_server_pid() != backend_pid)
-
-
 async def pooling_mode(
-    conn: Any, pid: int, open_connection: Callable[[], Awaitable[Any]]
+    conn: Any, open_connection: Callable[[], Awaitable[Any]], *, pid: int | None
 ) -> Pooling:
-    """How ``conn`` (behind a pooler: its backend ``pid`` is not its start-up key's)
-    reaches PostgreSQL, with one probe connection from ``open_connection``."""
+    """The mode of the pooler ``conn`` reaches PostgreSQL through (its start-up key is
+    not its backend's pid, ``pid``; None: its first statement met another client's, on a
+    server connection the pooler shares), told with one probe connection from
+    ``open_connection``."""
+    if pid is None:
+        return await _shared(open_connection)
     probe = await open_connection()
     try:
         try:
@@ -167,18 +166,18 @@ def _refused_a_transaction(exc: BaseException) -> bool:
 
 
 async def pooling_of(conn: Any, open_connection: Callable[[], Awaitable[Any]]) -> Pooling:
-    """How ``conn`` reaches PostgreSQL: DIRECT at the cost of one query, else
-    :func:`pooling_mode`."""
+    """How ``conn``, a connection of the caller's (an application pool's), reaches
+    PostgreSQL: DIRECT at the cost of one query, else :func:`pooling_mode`."""
     try:
         pid = await conn.fetchval(_PID)
     except SHARED_BACKEND_ERRORS:  # another client's statement on this new backend
-        return await shared(open_connection)
-    if not behind_a_pooler(conn, pid):
+        pid = None
+    if pid is not None and pid == conn.get_server_pid():  # the backend's own key
         return Pooling.DIRECT
-    return await pooling_mode(conn, pid, open_connection)
+    return await pooling_mode(conn, open_connection, pid=pid)
 
 
-async def shared(open_connection: Callable[[], Awaitable[Any]]) -> Pooling:
+async def _shared(open_connection: Callable[[], Awaitable[Any]]) -> Pooling:
     """The mode of a pooler known to share server connections (TRANSACTION, or
     STATEMENT if it refuses transactions)."""
     probe = await open_connection()
@@ -186,17 +185,6 @@ async def shared(open_connection: Callable[[], Awaitable[Any]]) -> Pooling:
         return await _shares_what(probe)
     finally:
         probe.terminate()
-
-
-def refuse_without_session(mode: Pooling, dsn: str, *, need: str) -> Pooling:
-    """``mode``, or PoolingModeError if it does not keep a session.
-
-    ``need``: what needs the session, for the message ("migrations hold a
-    session-level advisory lock ...").
-    """
-    if mode.keeps_session:
-        return mode
-    raise pooling_error(mode, dsn, need=need)
 
 
 def pooling_error(mode: Pooling, dsn: str, *, need: str) -> PoolingModeError:

@@ -13,7 +13,7 @@ unique constraint "schema_migrations_history_pkey"`` on every rerun.
 
 The test puts the sequence behind its rows with setval (what the crash leaves), so it
 does not depend on the server's bug; the runner puts it back above them under the lock
-(version_table.ensure_tables), and the run goes on.
+(version_table.VersionStore.ensure), and the run goes on.
 """
 
 from __future__ import annotations

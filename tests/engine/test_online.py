@@ -19,11 +19,11 @@ from silentpulse_db import (
     TableLockTimeoutError,
     run_migrations,
 )
-from silentpulse_db.migrate import check, force, plan_up, status, up
+from silentpulse_db.migrate import check, force, plan_up, status, up, version
 from silentpulse_db.migrate.dryrun.preview import format_plan
 from silentpulse_db.settings import DDLLimits
 
-from helpers import execute, fetch, fetchval, version_rows, write_migrations
+from helpers import execute, fetch, fetchval, login_role, version_rows, write_migrations
 
 TABLE = ("add_t1", "CREATE TABLE t1 (id int, v int);\n", "DROP TABLE t1;\n")
 ALTER = ("add_b", "ALTER TABLE t1 ADD COLUMN b int;\n", "ALTER TABLE t1 DROP COLUMN b;\n")
@@ -270,3 +270,44 @@ async def test_a_history_table_from_before_the_mark_is_upgraded(
         dsn, "SELECT version, breaking FROM schema_migrations_history ORDER BY id"
     )
     assert [(r["version"], r["breaking"]) for r in marks] == [(1, False), (2, True)]
+
+
+_NEWER_COLUMNS = (
+    "SELECT count(*) FROM pg_attribute WHERE attrelid = 'schema_migrations_history'::regclass "
+    "AND attname IN ('breaking', 'migrations_table') AND NOT attisdropped"
+)
+
+
+async def test_an_older_history_is_read_as_it_is_and_upgraded_once_under_the_lock(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
+    """A history an older release created (no breaking mark, no version table's name):
+    the verbs that only read read it as it is, as a role that may not write; a start with
+    nothing to do reads it too and writes nothing; the first run that takes the lock
+    brings it to this layout (VersionStore.ensure), its rows schema_migrations'."""
+    dsn = silentpulse_database
+    source = write_migrations(tmp_path, {1: TABLE})
+    await run_migrations(dsn, source=source)
+    await execute(
+        dsn,
+        "ALTER TABLE schema_migrations_history DROP COLUMN breaking, DROP COLUMN migrations_table",
+    )
+    grant = "GRANT SELECT ON schema_migrations, schema_migrations_history TO {role}"
+    async with login_role(dsn, grant) as (_role, reader):
+        assert (await version(reader)).version == 1
+        rows = (await status(reader, source=source)).rows
+        assert [(r.version, r.state, r.checksum) for r in rows] == [(1, "applied", "ok")]
+        assert (await plan_up(reader, source=source)).migrations == ()
+    assert (await run_migrations(dsn, source=source)).applied == ()
+    assert await fetchval(dsn, _NEWER_COLUMNS) == 0  # nothing to do: nothing written
+    write_migrations(tmp_path, {1: TABLE, 2: ALTER})
+    assert [a.version for a in (await run_migrations(dsn, source=source)).applied] == [2]
+    assert await fetchval(dsn, _NEWER_COLUMNS) == 2
+    marks: Any = await fetch(
+        dsn,
+        "SELECT version, breaking, migrations_table FROM schema_migrations_history ORDER BY id",
+    )
+    assert [tuple(r) for r in marks] == [
+        (1, False, "schema_migrations"),
+        (2, False, "schema_migrations"),
+    ]

@@ -34,7 +34,6 @@ from ..files.statements import analyze_cached
 from ..plan import (
     Down,
     Goto,
-    HistoryEntry,
     Plan,
     Request,
     Step,
@@ -45,13 +44,7 @@ from ..plan import (
 )
 from ..run.unfinished import read_unfinished
 from ..runbook import require_versions
-from ..version_table import (
-    HISTORY_TABLE,
-    VersionTable,
-    read_state,
-    read_version,
-    resolve_table,
-)
+from ..version_table import VersionStore, VersionTable, resolve_table
 
 SQL_HEAD = 60  # characters of a statement shown on its line
 
@@ -158,11 +151,14 @@ async def _preview(
         try:
             # READ ONLY: a dry run cannot change anything, whatever a bug would try.
             async with conn.transaction(readonly=True):
-                state, history = await _read_state(conn, table)
+                # Whatever of the version tables is there, as it is: nothing is created.
+                store = VersionStore(conn, table)
+                await store.look()
+                state, history = await store.state()
                 require_same_set(migrations, history, table.name)
                 # As the run decides it: a dirty, unfinished concurrent index build or
                 # drop runs again (read as it is now: a dry run waits for nobody).
-                unfinished = await read_unfinished(conn, migrations, state, table, wait=0)
+                unfinished = await read_unfinished(conn, migrations, state, store, wait=0)
                 plan = make_plan(migrations, state, request, history=history, unfinished=unfinished)
                 unmet = await _unmet_requirements(conn, plan)
                 files = [_parse(step.file) for step in plan.steps]
@@ -181,23 +177,6 @@ async def _preview(
             warnings=(*plan.warnings, *unmet),
             version_after=plan.version_after,
         )
-
-
-async def _read_state(
-    conn: Any, table: VersionTable
-) -> tuple[VersionState, Mapping[int, HistoryEntry]]:
-    """The version and history if the tables exist; "no version" (nothing created) if not."""
-    row = await conn.fetchrow(
-        "SELECT to_regclass($1) IS NOT NULL AS version_table, "
-        "to_regclass($2) IS NOT NULL AS history_table",
-        f'"{table.name}"',
-        HISTORY_TABLE,
-    )
-    if row["version_table"] and row["history_table"]:
-        return await read_state(conn, table)
-    if row["version_table"]:  # a database golang-migrate alone has run
-        return await read_version(conn, table), {}
-    return VersionState(None, False), {}
 
 
 async def _unmet_requirements(conn: Any, plan: Plan) -> tuple[str, ...]:

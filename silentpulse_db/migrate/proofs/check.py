@@ -25,7 +25,7 @@ from ..files.source import Direction, Migration, MigrationSource, load_source
 from ..plan import Plan, Step, Up, make_plan
 from ..prerequisites import run_prerequisites
 from ..run.applier import Applier
-from ..version_table import CORE, VersionTable, ensure_tables
+from ..version_table import CORE, VersionStore, VersionTable
 from .snapshot import Snapshot, snapshot
 
 logger = logging.getLogger("silentpulse_db.migrate")
@@ -155,7 +155,7 @@ async def _required_core(conn: Any, source: MigrationSource, table: VersionTable
     core = load_source()
     applier = Applier(conn, core)
     await prerequisites_in(conn, core, "check")
-    await ensure_tables(conn)
+    await VersionStore(conn).ensure()
     await applier.apply(make_plan(core, VersionState(None, False), Up(target=max(needed))))
 
 
@@ -168,7 +168,7 @@ async def _prove(
 ) -> None:
     applier = Applier(conn, source, table=table)
     await prerequisites_in(conn, source, "check")
-    await ensure_tables(conn, table)
+    await VersionStore(conn, table).ensure()
     for migration in source.migrations:
         stem = f"{migration.version:06d}_{migration.name}"
         before = await snapshot(conn)
@@ -224,7 +224,7 @@ async def baseline_differences(
     async with proof_database(dsn, scratch_dsn, "baseline") as scratch:
         applier = Applier(scratch, source)
         await prerequisites_in(scratch, source, "baseline")
-        await ensure_tables(scratch)
+        await VersionStore(scratch).ensure()
         await _one(applier, first, "up")
         expected = await snapshot(scratch)
     conn = await connect(dsn, attempts=attempts, wait=wait)

@@ -24,7 +24,7 @@ from ...results.migrations import AppliedMigration
 from ..files.source import MigrationFile, MigrationSource
 from ..files.statements import ParsedSQL, Statement, analyze_cached
 from ..plan import NIL_VERSION, Plan, Step, version_label
-from ..version_table import CORE, HistoryRecord, VersionTable, write_version
+from ..version_table import CORE, HistoryRecord, VersionStore, VersionTable
 from .filtered_writes import FilteredWrites
 from .in_transaction import TransactionalRun
 from .index_healing import refuse_force
@@ -58,7 +58,7 @@ class Applier:
         # file sets one; None: none.
         self.statement_timeout = statement_timeout
         # The set's version table; its schema None: current_schema() when a plan starts.
-        self.table = table
+        self.store = VersionStore(conn, table)
         self.filtered_writes = FilteredWrites(conn)
 
     async def apply(
@@ -66,7 +66,7 @@ class Applier:
     ) -> list[AppliedMigration]:
         """Run every step of ``plan`` in order (or record its forced version)."""
         if plan.force is not None:
-            await force_version(self.conn, self.source, self.table, plan.force)
+            await force_version(self.store, self.source, plan.force)
             return []
         # Read every file of the plan before running any: a file that cannot
         # run (a COMMIT halfway, `create`'s template unfilled) stops the plan with
@@ -76,12 +76,12 @@ class Applier:
         for step, sql in zip(plan.steps, statements, strict=True):
             if not sql.statements:  # at debug: a set may hold dozens, as golang-migrate's do
                 logger.debug("%s holds no statement: a migration that runs nothing", step.file)
-        if self.table.schema is None and plan.steps:
+        if self.store.table.schema is None and plan.steps:
             schema = await self.conn.fetchval("SELECT current_schema()")
-            self.table = self.table._replace(schema=schema)
+            self.store = VersionStore(self.conn, self.store.table._replace(schema=schema))
         notices = _Notices()
         self.conn.add_log_listener(notices)
-        together = Together(self.conn, self.table)
+        together = Together(self.store)
         # A SQL_ASCII database counts error positions in bytes (sent_together.py).
         byte_positions = self.conn.get_settings().server_encoding == "SQL_ASCII"
         try:
@@ -143,7 +143,7 @@ class Applier:
             outside = OutsideTransaction(
                 self.conn,
                 self.source,
-                self.table,
+                self.store,
                 statement_timeout=self.statement_timeout,
                 build_wait=self.build_wait,
             )
@@ -167,27 +167,20 @@ class Applier:
             retry_for=self.ddl_retry_for,
             record=history_record(step),
             stays_at=f"version {version_label(before)}",
-            table=self.table,
+            store=self.store,
             statement_timeout=self.statement_timeout,
         )
 
 
-async def force_version(
-    conn: Any, source: MigrationSource, table: VersionTable, version: int
-) -> None:
+async def force_version(store: VersionStore, source: MigrationSource, version: int) -> None:
     """Record ``version`` clean without running anything (NIL_VERSION: no version),
     unless the catalog contradicts it (index_healing.refuse_force)."""
     recorded = None if version == NIL_VERSION else version
-    await refuse_force(conn, source, version)
+    await refuse_force(store.conn, source, version)
     migration = source.get(version)
-    async with conn.transaction():
-        await write_version(
-            conn,
-            recorded,
-            False,
-            HistoryRecord(version, migration.name if migration else "-", "force"),
-            table=table,
-        )
+    await store.write(
+        recorded, False, HistoryRecord(version, migration.name if migration else "-", "force")
+    )
     logger.info("forced version %s", version_label(recorded))
 
 

@@ -22,14 +22,7 @@ from ..files.directives import statement_limit
 from ..files.source import MigrationSource
 from ..files.statements import ParsedSQL
 from ..plan import Step, version_label
-from ..version_table import (
-    CORE,
-    HistoryRecord,
-    VersionTable,
-    pin_schema,
-    record_sql,
-    version_sql,
-)
+from ..version_table import HistoryRecord, VersionStore
 from .chunks import Message, messages
 from .error_messages import failed, interrupted
 from .locate import locate
@@ -52,7 +45,7 @@ class TransactionalRun:
         retry_for: float,
         record: HistoryRecord,
         stays_at: str,
-        table: VersionTable = CORE,
+        store: VersionStore,
         statement_timeout: float | None = None,
     ) -> None:
         self.conn = conn
@@ -64,7 +57,7 @@ class TransactionalRun:
         self.statement_timeout = statement_timeout
         self.record = record
         self.stays_at = stays_at
-        self.table = table  # the set's version table
+        self.store = store  # the set's version table, written in the step's transaction
         # How long a statement may wait for a lock, in words, for logs and errors.
         if parsed.own_lock_timeout is not None:
             wait = f"{parsed.own_lock_timeout} (set by the file itself)"
@@ -114,13 +107,10 @@ class TransactionalRun:
 
     def _messages(self, *, prepared: bool = False) -> list[Message]:
         """The attempt's messages; ``prepared``: the version write as an EXECUTE of the
-        statement prepare_record_sql() made (for a real version)."""
+        statement VersionStore.prepare_sql() made (for a real version)."""
         step = self.step
-        if prepared and step.version_after is not None:
-            write = record_sql(step.version_after, self.record)
-        else:
-            write = version_sql(step.version_after, self.record, self.table)
-        commit = pin_schema(self.table.schema) + write + "\nCOMMIT;"
+        write = self.store.record_sql(step.version_after, self.record, prepared=prepared)
+        commit = write + "\nCOMMIT;"
         sql = self.parsed.text(step.file.sql)  # the file's own BEGIN / COMMIT blanked
         return messages(sql, self.parsed.statements, begin=self._begin(), commit=commit)
 

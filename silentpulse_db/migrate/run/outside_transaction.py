@@ -21,7 +21,7 @@ from ..files.directives import statement_limit
 from ..files.source import MigrationFile, MigrationSource
 from ..files.statements import ParsedSQL, Statement
 from ..plan import NIL_VERSION, Step
-from ..version_table import CORE, HistoryRecord, VersionTable, set_version, write_version
+from ..version_table import HistoryRecord, VersionStore
 from .error_messages import failed, interrupted
 from .index_healing import before, require_valid
 
@@ -41,14 +41,15 @@ class OutsideTransaction:
         self,
         conn: Any,
         source: MigrationSource,
-        table: VersionTable = CORE,
+        store: VersionStore | None = None,
         *,
         statement_timeout: float | None = None,
         build_wait: float = LOCK_TIMEOUT,
     ) -> None:
         self.conn = conn
         self.source = source
-        self.table = table  # the set's version table
+        # The set's version table (the core's for a special file, which writes none).
+        self.store = store or VersionStore(conn)
         # The run's limit on each migration statement (the DSN's); a file's directive wins.
         self.statement_timeout = statement_timeout
         # How long to wait for another backend still building or dropping the index a
@@ -64,7 +65,7 @@ class OutsideTransaction:
         # A concurrent build or drop: waits for a backend still at it; None when what the
         # file does is already done (it is not run again), else what to run first.
         first = await before(self.conn, step.file, parsed, wait=self.build_wait)
-        await set_version(self.conn, dirty, True, table=self.table)
+        await self.store.write(dirty, True)
         index = parsed.concurrent_index
         for statement in first or ():
             await self.execute_alone(step.file, statement, dirty)
@@ -80,10 +81,7 @@ class OutsideTransaction:
         if index is not None:
             await require_valid(self.conn, step.file, index, dirty)
         duration = time.perf_counter() - started
-        async with self.conn.transaction():
-            await write_version(
-                self.conn, step.version_after, False, record(step, duration), table=self.table
-            )
+        await self.store.write(step.version_after, False, record(step, duration))
 
     async def execute_alone(
         self, file: MigrationFile, statement: Statement, dirty: int | None

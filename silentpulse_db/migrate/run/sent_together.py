@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import asyncpg
 
@@ -31,13 +30,7 @@ from ...errors import DatabaseError
 from ...postgres.connect import is_connection_lost
 from ..files.statements import ParsedSQL
 from ..plan import Step, version_label
-from ..version_table import (
-    RECORD_STATEMENT,
-    VersionTable,
-    prepare_record_sql,
-    read_version,
-    recent_durations,
-)
+from ..version_table import RECORD_STATEMENT, VersionStore
 from .chunks import CHUNK_STATEMENTS, Message
 from .error_messages import interrupted_together
 from .in_transaction import TransactionalRun
@@ -80,9 +73,9 @@ class Together:
     """Sends groups of TransactionalRun over one locked connection, the version write
     prepared on the session by the first (it lives as long as the session)."""
 
-    def __init__(self, conn: Any, table: VersionTable) -> None:
-        self.conn = conn
-        self.table = table
+    def __init__(self, store: VersionStore) -> None:
+        self.conn = store.conn
+        self.store = store
         self.prepared = False
 
     async def apply(
@@ -104,7 +97,7 @@ class Together:
         return len(runs)
 
     async def _prepare(self) -> None:
-        prepare = prepare_record_sql(self.table)
+        prepare = self.store.prepare_sql()
         try:
             await self.conn.execute(prepare)
         except asyncpg.DuplicatePreparedStatementError:  # an earlier run on this session
@@ -117,7 +110,7 @@ class Together:
         (the server's clock); returns their sum."""
         if end <= first:
             return 0.0
-        durations = await recent_durations(self.conn, end - first, self.table)
+        durations = [row.duration for row in reversed(await self.store.recent(end - first))]
         for index in range(first, end):
             # Each run committed with its row; a missing one would be a bug, not a reason
             # to run a migration again.
@@ -165,14 +158,14 @@ class Together:
 
     async def _committed(self, runs: Sequence[TransactionalRun], before: int | None) -> int:
         """How many of ``runs`` committed: the version row says (each commits with it)."""
-        version = (await read_version(self.conn, self.table)).version
+        version = (await self.store.version()).version
         steps = [run.step for run in runs]
         versions = [step.version_after for step in steps]
         if version in versions:
             return versions.index(version) + 1
         if version != before:
             raise DatabaseError(
-                f"{self.table.name} says version {version} after {label(steps)} failed, "
+                f"{self.store.table.name} says version {version} after {label(steps)} failed, "
                 f"which none of them records: another session changed it while this one "
                 f"held the migration lock"
             )

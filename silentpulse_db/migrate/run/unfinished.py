@@ -22,12 +22,10 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import asyncpg
-
 from ...results.migrations import VersionState
 from ..files.source import Direction, Migration, MigrationSource
 from ..plan import NIL_VERSION, Unfinished
-from ..version_table import HISTORY_TABLE, VersionTable
+from ..version_table import VersionStore
 from .index_healing import IndexFacts, built_index, dropped_index, index_facts, wait_for_builders
 
 
@@ -52,7 +50,7 @@ class _Side(NamedTuple):
 
 
 async def read_unfinished(
-    conn: Any, source: MigrationSource, state: VersionState, table: VersionTable, *, wait: float
+    conn: Any, source: MigrationSource, state: VersionState, store: VersionStore, *, wait: float
 ) -> Unfinished | None:
     """What the dirty ``state`` stands for, and which file a rerun may run again; None
     when it is clean, or at a version without a file. ``wait``: how long to wait for a
@@ -66,7 +64,7 @@ async def read_unfinished(
     above = next((m for m in source.migrations if version is None or m.version > version), None)
     mine = None if own is None else await _side(conn, own, wait)
     next_up = None if above is None else await _side(conn, above, wait)
-    moved = await _direction(conn, source, table, version, above)
+    moved = await _direction(source, store, version, above)
     # 1. The index of the version above is there: its down stopped partway.
     if next_up is not None and next_up.name is not None and next_up.facts.exists and moved != "up":
         stray = next_up.builds and next_up.facts.matches is False and next_up.facts.valid
@@ -141,16 +139,12 @@ def _both(mine: _Side | None, above: _Side) -> str:
 
 
 async def _direction(
-    conn: Any,
-    source: MigrationSource,
-    table: VersionTable,
-    version: int | None,
-    above: Migration | None,
+    source: MigrationSource, store: VersionStore, version: int | None, above: Migration | None
 ) -> Direction | None:
     """ "up" when this engine last recorded the version below the dirty one (the move was
     its up), "down" when it last recorded the version above (the move was that one's
     down), None when the history does not tell (golang-migrate keeps none)."""
-    reached = await _last_recorded(conn, source, table)
+    reached = await _last_recorded(source, store)
     if reached is None:
         return None
     (where,) = reached
@@ -161,28 +155,14 @@ async def _direction(
     return None
 
 
-_LAST = (
-    "SELECT version, direction FROM {history} WHERE migrations_table = $1 ORDER BY id DESC LIMIT 1"
-)
-
-
-async def _last_recorded(
-    conn: Any, source: MigrationSource, table: VersionTable
-) -> tuple[int | None] | None:
-    """The version this engine last recorded clean for ``table`` (in a 1-tuple: None is
-    "no version"), from the newest history row; None when unknown."""
-    query = _LAST.format(history=table.qualified(HISTORY_TABLE))
-    try:
-        if conn.is_in_transaction():  # the dry run's: a failure must not abort it
-            async with conn.transaction():
-                row = await conn.fetchrow(query, table.name)
-        else:
-            row = await conn.fetchrow(query, table.name)
-    except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
-        return None  # no history, or one from before sets of their own
-    if row is None:
-        return None
-    version, direction = row["version"], row["direction"]
+async def _last_recorded(source: MigrationSource, store: VersionStore) -> tuple[int | None] | None:
+    """The version this engine last recorded clean for the store's table (in a 1-tuple:
+    None is "no version"), from the newest history row; None when unknown."""
+    newest = await store.recent(1)
+    if not newest:
+        return None  # no history (golang-migrate's alone), or none of this set's
+    row = newest[0]
+    version, direction = row.version, row.direction
     if direction == "down":
         return (source.previous_version(version),) if source.get(version) else None
     return (None if version == NIL_VERSION else version,)

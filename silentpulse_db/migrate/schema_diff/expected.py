@@ -20,13 +20,7 @@ from ..plan import Up, make_plan
 from ..proofs.check import prerequisites_in, proof_database
 from ..run.applier import Applier
 from ..stored_files import stored_source
-from ..version_table import (
-    HISTORY_TABLE,
-    VERSION_TABLE,
-    VersionTable,
-    ensure_tables,
-    read_other_version,
-)
+from ..version_table import HISTORY_TABLE, VersionStore, VersionTable
 from .objects import Catalog, read_catalog
 
 logger = logging.getLogger("silentpulse_db.migrate")
@@ -68,36 +62,13 @@ class ServiceSet(NamedTuple):
     version: int | None
 
 
-async def recorded_sets(conn: Any) -> dict[str, VersionState]:
-    """Every set besides the packaged one that the live database records (a version table
-    named in the history, and there): table -> its version."""
-    if not await conn.fetchval(_HISTORY_NAMES_SETS):
-        return {}  # no history (only golang-migrate migrated it), or one before sets
-    found: dict[str, VersionState] = {}
-    for row in await conn.fetch(_OTHER_SETS):
-        state = await read_other_version(conn, row["name"])
-        if state is not None:
-            found[row["name"]] = state
-    return found
-
-
-_HISTORY_NAMES_SETS = f"""
-    SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('"{HISTORY_TABLE}"')
-                   AND attname = 'migrations_table' AND NOT attisdropped)
-"""
-_OTHER_SETS = f"""
-    SELECT DISTINCT migrations_table AS name FROM "{HISTORY_TABLE}"
-    WHERE migrations_table <> '{VERSION_TABLE}' ORDER BY 1
-"""
-
-
 async def all_service_sets(
     conn: Any, given: Sequence[tuple[MigrationSource, str]]
 ) -> list[ServiceSet]:
     """Every service set the live database records, to build after the packaged one:
     those given (their folders), and the others from the files the database stored
     when it applied them (stored_files.py)."""
-    recorded = await recorded_sets(conn)
+    recorded = await VersionStore(conn).recorded_sets()
     tables = {table for _source, table in given}
     stored: dict[str, MigrationSource | str] = {}  # read only where needed
     for table, state in recorded.items():
@@ -188,14 +159,14 @@ async def built_catalog(
             await scratch.execute(f"CREATE TABLE public.{MARK} AS SELECT extname FROM pg_extension")
         await scratch.execute(UTC)
         await prerequisites_in(scratch, source, "drift")
-        await ensure_tables(scratch)
+        await VersionStore(scratch).ensure()
         if version is not None:
             plan = make_plan(source, VersionState(None, False), Up(target=version))
             await Applier(scratch, source).apply(plan)
         for one in sets:
             table = VersionTable(one.table)
             await prerequisites_in(scratch, one.source, "drift")
-            await ensure_tables(scratch, table)
+            await VersionStore(scratch, table).ensure()
             if one.version is not None:
                 plan = make_plan(one.source, VersionState(None, False), Up(target=one.version))
                 await Applier(scratch, one.source, table=table).apply(plan)
