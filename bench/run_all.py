@@ -23,6 +23,7 @@ SCRIPTS = [
     "bench_drift.py",
     "bench_upgrade_alert_log.py",
     "bench_restart.py",
+    "bench_tenant_scope.py",
 ]
 
 if __name__ == "__main__":
