@@ -46,7 +46,7 @@ httpx groups its own (``retryable``: the same call, unchanged, can succeed)::
     └── CredentialMigrationError
         └── RowSecurityError
 
-tests/unit/test_errors_tree.py holds this drawing against the classes.
+tests/test_errors_tree.py holds this drawing against the classes.
 """
 
 from __future__ import annotations

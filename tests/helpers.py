@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -146,3 +150,38 @@ async def pending_after_t1(
     source = write_migrations(directory, simple_set(1))
     await run_migrations(dsn, source=source, partitions_ahead=None)
     return write_migrations(directory, {**simple_set(count), **replaced})
+
+
+def cli(
+    *args: str, dsn: str | None = None, env_var: str = "DATABASE_URL"
+) -> subprocess.CompletedProcess[str]:
+    """``silentpulse-db *args`` as a real process, the DSN in ``env_var`` (none given: none
+    of the DSN variables set)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "POSTGRES_DSN")}
+    if dsn is not None:
+        env[env_var] = dsn
+    return subprocess.run(
+        [sys.executable, "-m", "silentpulse_db", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def sleeping_backend(dsn: str) -> int | None:
+    """The pid of the library's backend running a pg_sleep in ``dsn``'s database, if any."""
+    pid: int | None = await fetchval(
+        dsn,
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'silentpulse-db' "
+        "AND query LIKE '%pg_sleep%' AND state = 'active' AND datname = current_database()",
+    )
+    return pid

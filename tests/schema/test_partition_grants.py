@@ -9,12 +9,12 @@ from datetime import datetime, timedelta, timezone
 
 import asyncpg
 import pytest
+from listener.listening import new_alert
 
 from silentpulse_db import maintain_partitions, run_migrations
 from silentpulse_db.migrate import apply_prerequisites
 from silentpulse_db.settings import ConnectRetry
 
-from .listening import new_alert
 from .seed import seed_tenant
 from helpers import execute, login_role
 

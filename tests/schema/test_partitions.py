@@ -15,7 +15,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from engine.test_cli import cli
 
 from schema.seed import seed_tenant
 from silentpulse_db import (
@@ -32,7 +31,7 @@ from silentpulse_db.migrate import check, status
 from silentpulse_db.schema.partitions import add_months, ensure_partitions, month_of
 from silentpulse_db.schema.tenancy import rls_gaps
 
-from helpers import execute, fetchval, login_role
+from helpers import cli, execute, fetchval, login_role
 
 PARTITIONED = ("alerts", "audit_logs", "asset_observations")
 BLANKET_GRANT = (

@@ -1,5 +1,5 @@
 """What a failure to connect becomes (connect_error), for the TLS cases a test server
-cannot easily produce; tests/engine/test_tls.py has the real ones."""
+cannot easily produce; tests/postgres/test_tls.py has the real ones."""
 
 from __future__ import annotations
 

@@ -9,24 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_connect import free_port
-from helpers import execute, simple_set, version_rows, write_migrations
-
-
-def cli(
-    *args: str, dsn: str | None = None, env_var: str = "DATABASE_URL"
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "POSTGRES_DSN")}
-    if dsn is not None:
-        env[env_var] = dsn
-    return subprocess.run(
-        [sys.executable, "-m", "silentpulse_db", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+from helpers import cli, execute, free_port, simple_set, version_rows, write_migrations
 
 
 @pytest.fixture

@@ -10,9 +10,8 @@ import pytest
 from silentpulse_db.migrate import drift
 from silentpulse_db.settings import ConnectRetry
 
-from ..test_cli import cli
 from .hand_changes import HAND_CHANGES, MONTH
-from helpers import execute, login_role
+from helpers import cli, execute, login_role
 
 
 async def test_a_month_detached_by_hand_is_attached_again(

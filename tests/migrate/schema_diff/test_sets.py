@@ -15,8 +15,7 @@ from silentpulse_db import ConfigurationError, run_migrations
 from silentpulse_db.migrate import apply_prerequisites, drift
 from silentpulse_db.settings import ConnectRetry
 
-from ..test_cli import cli
-from helpers import execute, fetchval, login_role, write_migrations
+from helpers import cli, execute, fetchval, login_role, write_migrations
 
 
 async def test_a_service_set_is_built_not_dropped(

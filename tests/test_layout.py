@@ -204,3 +204,19 @@ def test_dir_of_the_package_lists_what_users_import() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+# Tests that run across the package on a tier of their own, not one module's.
+TEST_TIERS = {"citus"}
+
+
+def test_the_tests_folders_mirror_the_package() -> None:
+    """A test of silentpulse_db/x/y.py is found under tests/x/; a folder of tests that is
+    not a folder of the package is a tier (a Citus cluster) named in TEST_TIERS."""
+    tests = Path(__file__).parent
+    strays = []
+    for folder in sorted({path.parent for path in tests.rglob("test_*.py")}):
+        where = folder.relative_to(tests)
+        if where.parts and where.parts[0] not in TEST_TIERS and not (PACKAGE / where).is_dir():
+            strays.append(where.as_posix())
+    assert strays == [], "tests/<folder> with no silentpulse_db/<folder>: " + ", ".join(strays)

@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from schema.seed import seed_tenant
 
 from silentpulse_db import (
     ConfigurationError,
@@ -33,7 +34,6 @@ from .listening import (
     new_alert,
     settled,
 )
-from .seed import seed_tenant
 from helpers import execute, fetchval, login_role, wait_for
 
 

@@ -2,7 +2,7 @@
 golang-migrate works here unchanged. x-statement-timeout limits each migration
 statement (a file's own directive wins), x-multi-statement runs, every connection the
 library makes drops them, x-lock-strategy=table is refused before anything runs.
-The table of DSNs, good and bad, is tests/unit/test_dsn_options.py."""
+The table of DSNs, good and bad, is tests/postgres/test_dsn_options.py."""
 
 from __future__ import annotations
 
@@ -27,8 +27,7 @@ from silentpulse_db.crypto import Keyring
 from silentpulse_db.migrate import plan_up, status, up, version
 from silentpulse_db.settings import ConnectRetry
 
-from .test_cli import cli
-from helpers import fetchval, simple_set, user_tables, version_rows, write_migrations
+from helpers import cli, fetchval, simple_set, user_tables, version_rows, write_migrations
 
 # Whatever golang-migrate's postgres and pgx drivers take, together: none reaches the server.
 EVERY_OPTION = (

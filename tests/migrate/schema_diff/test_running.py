@@ -19,8 +19,7 @@ from silentpulse_db import DirtyDatabaseError, DriftReport
 from silentpulse_db.migrate import drift
 from silentpulse_db.settings import ConnectRetry
 
-from ..test_cli import cli
-from helpers import execute, fetchval, login_role, wait_for
+from helpers import cli, execute, fetchval, login_role, wait_for
 
 
 def _cli_with(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

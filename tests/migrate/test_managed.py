@@ -22,7 +22,6 @@ from credentials.test_migrate_credentials import cli_env, run_cli
 from schema.seed import seed_tenant
 from schema.test_partitions import add_alert
 
-from engine.test_cli import cli
 from silentpulse_db import (
     AdministratorRequiredError,
     ScratchDatabaseError,
@@ -45,7 +44,7 @@ from silentpulse_db.postgres.databases import user_objects, with_database
 from silentpulse_db.schema.partitions import add_months, ensure_partitions, month_of
 from silentpulse_db.settings import ConnectRetry
 
-from helpers import execute, fetch, fetchval, login_role, version_rows
+from helpers import cli, execute, fetch, fetchval, login_role, version_rows
 
 # The owner role of a managed server: the attributes spelt out, though they are
 # CREATE ROLE's defaults, so that the test says what it is about; and the limits such a

@@ -32,8 +32,7 @@ from silentpulse_db.settings import ConnectRetry
 from silentpulse_db.testing import PostgresServer
 from silentpulse_db.testing.server import ENV_DSN, run_sync
 
-from .test_cli import cli
-from helpers import execute, fetchval, login_role
+from helpers import cli, execute, fetchval, login_role
 
 CERT_HOST = "db.example"  # the only name the server's certificate holds: not 127.0.0.1
 RETRIED = "not reachable yet"  # what connect() logs before each retry

@@ -20,7 +20,7 @@ from silentpulse_db.migrate.files.lock_levels import (
     strongest,
 )
 
-MIGRATIONS = Path(__file__).resolve().parents[2] / "silentpulse_db" / "migrations"
+MIGRATIONS = Path(__file__).resolve().parents[3] / "silentpulse_db" / "migrations"
 
 AEL = "ACCESS EXCLUSIVE"
 SUE = "SHARE UPDATE EXCLUSIVE"

@@ -14,9 +14,8 @@ from silentpulse_db import enforce_retention, maintain_partitions, run_migration
 from silentpulse_db.migrate import apply_prerequisites, drift
 from silentpulse_db.settings import ConnectRetry
 
-from ..test_cli import cli
 from .hand_changes import MONTH
-from helpers import execute, fetchval, login_role
+from helpers import cli, execute, fetchval, login_role
 
 
 async def test_the_lifecycle_jobs_are_no_drift(silentpulse_migrated_database: str) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from schema.seed import seed_tenant
 
 from silentpulse_db import (
     ConfigurationError,
@@ -20,7 +21,6 @@ from silentpulse_db import (
     tenant_transaction,
 )
 
-from .seed import seed_tenant
 from helpers import login_role
 
 APP_GRANTS = (

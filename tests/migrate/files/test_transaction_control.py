@@ -1,6 +1,6 @@
 """A file's own transaction control, read without a server (issue 28, item 1): what is
 dropped and what the runner's BEGIN becomes; which one-statement files run outside a
-transaction. The refusals, with their lines, are in tests/engine/test_golang_migrate_sets.py."""
+transaction. The refusals, with their lines, are in tests/migrate/test_golang_migrate_sets.py."""
 
 from __future__ import annotations
 

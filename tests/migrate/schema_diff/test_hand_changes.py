@@ -11,9 +11,8 @@ import pytest
 from silentpulse_db.migrate import drift
 from silentpulse_db.settings import ConnectRetry
 
-from ..test_cli import cli
 from .hand_changes import HAND_CHANGES
-from helpers import execute
+from helpers import cli, execute
 
 
 async def test_a_migrated_database_has_no_drift(silentpulse_migrated_database: str) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from schema.seed import seed_tenant
 
 from silentpulse_db import (
     AlertGapError,
@@ -42,7 +43,6 @@ from .listening import (
     running,
     settled,
 )
-from .seed import seed_tenant
 from helpers import execute, fetchval, login_role, wait_for
 
 FORGED = (

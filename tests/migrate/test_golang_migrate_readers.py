@@ -17,8 +17,7 @@ from silentpulse_db import DirtyDatabaseError, VersionState
 from silentpulse_db.migrate import apply_prerequisites, drift, load_source, status, version
 from silentpulse_db.settings import ConnectRetry
 
-from .test_cli import cli
-from helpers import execute, fetch, simple_set, write_migrations
+from helpers import cli, execute, fetch, simple_set, write_migrations
 
 PACKAGED = Path(silentpulse_db.__file__).parent / "migrations"
 GOLANG_MIGRATE = shutil.which("migrate") or str(Path.home() / "go/bin/migrate")

@@ -32,7 +32,7 @@ from silentpulse_db.migrate import (
 from silentpulse_db.migrate.migration_lock.keys import lock_keys_for
 from silentpulse_db.settings import ConnectRetry
 
-from .test_cli import cli as run_cli
+from helpers import cli as run_cli
 from helpers import fetch, fetchval, hold_migration_lock, write_migrations
 
 WORKER = "worker_schema_migrations"

@@ -16,13 +16,7 @@ from silentpulse_db import DatabaseConnectionError, SilentPulseDBError, run_migr
 from silentpulse_db.postgres.connect import is_transient
 from silentpulse_db.settings import ConnectRetry
 
-from helpers import simple_set, write_migrations
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from helpers import free_port, simple_set, write_migrations
 
 
 async def start_proxy(listen_port: int, target_port: int) -> asyncio.Server:

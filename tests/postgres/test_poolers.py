@@ -21,7 +21,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from schema.listening import collecting, delivered, new_alert
+from listener.listening import collecting, delivered, new_alert
 from schema.seed import seed_tenant
 
 from silentpulse_db import (
@@ -39,13 +39,13 @@ from silentpulse_db.postgres.pooler import Pooling, pooling_of
 from silentpulse_db.settings import ConnectRetry
 from silentpulse_db.testing import PostgresServer
 
-from .test_cli import cli
-from .test_interruptions import sleeping_backend
 from bouncer import needs_pgbouncer, running_bouncer
 from helpers import (
+    cli,
     fetchval,
     hold_migration_lock,
     simple_set,
+    sleeping_backend,
     version_rows,
     wait_for,
     write_migrations,
@@ -53,7 +53,7 @@ from helpers import (
 
 pytestmark = needs_pgbouncer
 
-RUNNER = Path(__file__).with_name("runner_process.py")
+RUNNER = Path(__file__).parents[1] / "migrate" / "runner_process.py"
 ADVISORY_LOCKS = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
 
 

@@ -17,6 +17,7 @@ from helpers import (
     fetch,
     fetchval,
     simple_set,
+    sleeping_backend,
     user_tables,
     version_rows,
     wait_for,
@@ -46,15 +47,6 @@ async def start_runner(dsn: str, source: Path, output: int | None) -> asyncio.su
         stdout=output,
         stderr=output,
     )
-
-
-async def sleeping_backend(dsn: str) -> int | None:
-    pid: int | None = await fetchval(
-        dsn,
-        "SELECT pid FROM pg_stat_activity WHERE application_name = 'silentpulse-db' "
-        "AND query LIKE '%pg_sleep%' AND state = 'active' AND datname = current_database()",
-    )
-    return pid
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from urllib.parse import quote, urlsplit
 
 import asyncpg
 import pytest
+from schema.seed import seed_tenant
 
 from silentpulse_db import (
     DatabaseConnectionError,
@@ -30,7 +31,6 @@ from silentpulse_db.testing import PostgresServer
 from silentpulse_db.testing.plugin import APP_GRANTS
 from silentpulse_db.testing.server import run_sync
 
-from .seed import seed_tenant
 from helpers import login_role, wait_for
 
 # Generous: a bound on waiting for a condition, not a measure of anything.
