@@ -252,6 +252,7 @@ async def _locked(
             statement_timeout=statement_timeout,
             table=session.table,
             build_wait=lock_timeout,
+            one_by_one=session.citus,  # Citus refuses a statement sent with others
         )
         applied = await applier.apply(plan, parsed)
         if after is None:

@@ -58,6 +58,9 @@ class Session(NamedTuple):
     # Through a connection pooler in session mode: lock holders' pids and addresses
     # are the pooler's server connections.
     pooled: bool = False
+    # The citus extension is installed (a Citus coordinator): the runner sends a
+    # migration's statements one by one (run/in_transaction.py says why).
+    citus: bool = False
 
     @property
     def tables_exist(self) -> bool:
@@ -78,6 +81,10 @@ class Session(NamedTuple):
     def lock(self, timeout: float) -> MigrationLock:
         return MigrationLock(self.conn, self.keys, timeout=timeout, pooled=self.pooled)
 
+
+# Asked in the probe (an index lookup in the query start-up makes anyway) rather than
+# when there is work: plain PostgreSQL pays no round trip for it.
+_CITUS = "EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus')"
 
 # What a migration session needs: one backend for the whole connection.
 MIGRATIONS_NEED_A_SESSION = (
@@ -118,7 +125,7 @@ async def open_session(
         nonlocal state
         probe_sql = (
             f"SELECT {settling}, current_schema() AS schema, current_database() AS db, "
-            f"{after_probe or 'NULL::boolean'} AS after_due"
+            f"{after_probe or 'NULL::boolean'} AS after_due, {_CITUS} AS citus"
         )
         row, state = await _probe(conn, probe_sql, table, with_state)
         return row
@@ -144,6 +151,7 @@ async def open_session(
             connecting=connected - before,
             connected=connected,
             pooled=pooling is not Pooling.DIRECT,
+            citus=row["citus"],
         )
     finally:
         await close_quietly(conn)

@@ -47,8 +47,12 @@ class Applier:
         statement_timeout: float | None = None,
         table: VersionTable = CORE,
         build_wait: float = LOCK_TIMEOUT,
+        one_by_one: bool = False,
     ) -> None:
         self.conn = conn
+        # Each statement of a transactional migration a message of its own, and no
+        # migrations sent together: the citus extension is installed (in_transaction.py).
+        self.one_by_one = one_by_one
         # How long a concurrent build or drop waits for another backend still at it.
         self.build_wait = build_wait
         self.source = source
@@ -89,7 +93,11 @@ class Applier:
             steps, before = plan.steps, plan.state.version  # what a failure leaves
             while len(applied) < len(steps):
                 start = len(applied)
-                size = group_size(steps, statements, start, byte_positions=byte_positions)
+                size = (
+                    1
+                    if self.one_by_one
+                    else group_size(steps, statements, start, byte_positions=byte_positions)
+                )
                 group = steps[start : start + size]
                 notices.running = label(group) if size > 1 else group[0].file.location
                 if size == 1:
@@ -169,6 +177,7 @@ class Applier:
             stays_at=f"version {version_label(before)}",
             store=self.store,
             statement_timeout=self.statement_timeout,
+            one_by_one=self.one_by_one,
         )
 
 

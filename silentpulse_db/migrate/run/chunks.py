@@ -10,6 +10,10 @@ the file's statements in chunks, with its own statements wrapped around them:
 A small file travels as ONE message. Chunks are slices of the file cut at
 statement boundaries, so a server error position maps back to the file by
 subtracting the chunk's start and the prefix's length. Pure: no I/O.
+
+On a Citus coordinator each statement travels alone instead (:func:`one_by_one`):
+Citus forwards a statement's whole message to its workers, which refuse a message of
+several statements (citusdata/citus#6608).
 """
 
 from __future__ import annotations
@@ -59,4 +63,19 @@ def messages(
         # A newline first: the file may end in a `--` comment or without its ';'.
         suffix = f"\n;\n{commit}" if last else ""
         out.append(Message(prefix + sql[start:end] + suffix, len(prefix), start, end, group))
+    return out
+
+
+def one_by_one(
+    statements: tuple[Statement, ...], *, begin: str, commit: str, end: int
+) -> list[Message]:
+    """The messages that run ``statements`` each alone, between ``begin`` and ``commit``
+    in messages of their own (the runner's, on local tables); ``end``: the file's
+    length. A statement's message is its own text, so a server position maps back as
+    in a chunk."""
+    out = [Message(begin, len(begin), 0, 0, ())]
+    for statement in statements:
+        stop = statement.offset + len(statement.sql)
+        out.append(Message(statement.sql, 0, statement.offset, stop, (statement,)))
+    out.append(Message(commit, len(commit), end, end, ()))
     return out

@@ -18,6 +18,15 @@ from ..files.source import MigrationFile, MigrationSource
 from ..files.statements import analyze_cached, caret, line_and_column, line_text
 from ..plan import CLI, NIL_VERSION, Step, Unfinished, dirty_message, version_label
 from .index_healing import dropped_index, regclass_text
+from .locate import refused_together
+
+# What a Citus refusal of a message of several statements means, and the way out.
+CITUS_REFUSED_TOGETHER = (
+    "Citus refused this statement for the message it travelled in, not for itself: it "
+    "forwards a statement's whole message to its workers, which refuse a message of "
+    "several statements (citusdata/citus#6608). A run that finds the citus extension "
+    "installed when it starts sends each statement alone: run again."
+)
 
 
 def failed(
@@ -44,6 +53,7 @@ def failed(
     step that ran outside a transaction, for a message true to its direction."""
     sqlstate = getattr(exc, "sqlstate", None)
     message = getattr(exc, "message", None) or str(exc)
+    citus = refused_together(exc)
     line: int | None = None
     column: int | None = None
     if position is not None:
@@ -57,12 +67,15 @@ def failed(
         first, _ = line_and_column(file.sql, _first_code(file.sql, span[0]) + 1)
         last, _ = line_and_column(file.sql, _first_code(file.sql, span[1]) + 1)
         commit = ", or at COMMIT" if span[2] else ""
-        why = (
-            "it did not recur when the statements were replayed one by one: it came "
-            "from another session's work at the time"
-            if replayed
-            else "the error has no position, and the migration ran too long to replay it"
-        )
+        if citus:
+            why = "Citus refused their message; replayed, each ran"
+        elif replayed:
+            why = (
+                "it did not recur when the statements were replayed one by one: it came "
+                "from another session's work at the time"
+            )
+        else:
+            why = "the error has no position, and the migration ran too long to replay it"
         where = f" in one of the statements of lines {first}-{last}{commit} ({why})"
     else:
         where = " at COMMIT (a deferred constraint or trigger)"
@@ -76,6 +89,9 @@ def failed(
     ]
     if sqlstate == "57014" and "statement timeout" in message:
         details.append(_whose_limit(file, run_timeout))
+    if citus:
+        where += ", refused by Citus"
+        details.append(CITUS_REFUSED_TOGETHER)
     if dirty_version is not None:
         outcome = left_dirty(source, file, dirty_version, step, sqlstate=sqlstate)
     else:

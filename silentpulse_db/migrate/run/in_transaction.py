@@ -6,6 +6,12 @@ lock_timeout`` and its version row, history row and ``COMMIT``. A failed attempt
 is rolled back; a lost table-lock conflict is retried (lock_retries.py), any
 other failure names the statement that failed (locate.py) in a typed error
 (error_messages.py).
+
+Where the citus extension is installed (the session's probe says), each statement
+is a message of its own, still in the one transaction (chunks.one_by_one): Citus
+forwards a DDL statement's whole message to its workers, and they refuse a message
+of several (citusdata/citus#6608). A statement then costs a round trip; plain
+PostgreSQL keeps its one message.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from ..files.source import MigrationSource
 from ..files.statements import ParsedSQL
 from ..plan import Step, version_label
 from ..version_table import HistoryRecord, VersionStore
-from .chunks import Message, messages
+from .chunks import Message, messages, one_by_one
 from .error_messages import failed, interrupted
 from .locate import locate
 from .lock_retries import LockConflict, LockRetries, lock_conflict
@@ -47,8 +53,10 @@ class TransactionalRun:
         stays_at: str,
         store: VersionStore,
         statement_timeout: float | None = None,
+        one_by_one: bool = False,
     ) -> None:
         self.conn = conn
+        self.one_by_one = one_by_one  # each statement a message (Citus)
         self.source = source
         self.step = step
         self.parsed = parsed
@@ -112,6 +120,10 @@ class TransactionalRun:
         write = self.store.record_sql(step.version_after, self.record, prepared=prepared)
         commit = write + "\nCOMMIT;"
         sql = self.parsed.text(step.file.sql)  # the file's own BEGIN / COMMIT blanked
+        if self.one_by_one:
+            return one_by_one(
+                self.parsed.statements, begin=self._begin(), commit=commit, end=len(sql)
+            )
         return messages(sql, self.parsed.statements, begin=self._begin(), commit=commit)
 
     async def _once(self) -> None:
