@@ -47,10 +47,13 @@ class Message:
 
 
 def messages(
-    sql: str, statements: tuple[Statement, ...], *, begin: str, commit: str
+    sql: str, statements: tuple[Statement, ...], *, begin: str, commit: str, alone: bool = False
 ) -> list[Message]:
     """The messages that run ``sql`` (split into ``statements``) between ``begin`` and
-    ``commit`` (each a string of complete statements ending in ';')."""
+    ``commit`` (each a string of complete statements ending in ';'); ``alone``: each
+    statement in a message of its own (:func:`one_by_one`)."""
+    if alone:
+        return one_by_one(statements, begin=begin, commit=commit, end=len(sql))
     groups = [
         statements[i : i + CHUNK_STATEMENTS] for i in range(0, len(statements), CHUNK_STATEMENTS)
     ] or [()]

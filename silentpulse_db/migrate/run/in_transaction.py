@@ -29,7 +29,7 @@ from ..files.source import MigrationSource
 from ..files.statements import ParsedSQL
 from ..plan import Step, version_label
 from ..version_table import HistoryRecord, VersionStore
-from .chunks import Message, messages, one_by_one
+from .chunks import Message, messages
 from .error_messages import failed, interrupted
 from .locate import locate
 from .lock_retries import LockConflict, LockRetries, lock_conflict
@@ -120,11 +120,9 @@ class TransactionalRun:
         write = self.store.record_sql(step.version_after, self.record, prepared=prepared)
         commit = write + "\nCOMMIT;"
         sql = self.parsed.text(step.file.sql)  # the file's own BEGIN / COMMIT blanked
-        if self.one_by_one:
-            return one_by_one(
-                self.parsed.statements, begin=self._begin(), commit=commit, end=len(sql)
-            )
-        return messages(sql, self.parsed.statements, begin=self._begin(), commit=commit)
+        return messages(
+            sql, self.parsed.statements, begin=self._begin(), commit=commit, alone=self.one_by_one
+        )
 
     async def _once(self) -> None:
         """One attempt: the messages in order; any failure rolls back and raises."""
