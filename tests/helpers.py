@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit
 
 import asyncpg
 
-from silentpulse_db.migrate.migration_lock.keys import LockKeys, lock_keys_for
+from silentpulse_db.migrate.migration_lock import LockKeys, lock_keys_for
 
 
 def write_migrations(directory: Path, migrations: Mapping[int, tuple[str, str, str]]) -> Path:

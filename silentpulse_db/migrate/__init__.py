@@ -16,7 +16,7 @@ locked connection) -> :mod:`silentpulse_db.results`. ``commands.py`` holds the
 public verbs, each a short wrapper, with the engine one call down in ``runbook.py``;
 ``cli.py`` is a thin shell over them. Beside them: ``session.py`` (one connection:
 probe, state, lock), ``version_table.py`` (golang-migrate's table and our history),
-``migration_lock/`` (golang-migrate's advisory lock), ``dryrun/`` (the dry run and
+``migration_lock.py`` (golang-migrate's advisory lock), ``dryrun/`` (the dry run and
 each statement's lock level) and ``proofs/`` (``check``'s and ``baseline``'s proofs
 on a scratch database).
 """

@@ -48,7 +48,7 @@ from ..settings import (
     settings,
 )
 from .files.source import MigrationSource, SourceLike, load_source
-from .migration_lock.waiting import lock_holders
+from .migration_lock import lock_holders
 from .plan import (
     CLI,
     NIL_VERSION,

@@ -24,7 +24,7 @@ from ..results.migrations import AppliedMigration, MigrationResult, VersionState
 from ..settings import DEFAULT_DDL, ConnectRetry, DDLLimits
 from .files.source import MigrationSource
 from .files.statements import ParsedSQL
-from .migration_lock.waiting import MigrationLock
+from .migration_lock import MigrationLock
 from .plan import (
     Force,
     Plan,
@@ -214,7 +214,6 @@ async def _locked(
 ) -> Outcome:
     """Step 3 of :func:`run_request`: read ahead, lock (or leave: nothing left), plan, apply."""
     from .run.applier import Applier  # loaded when there is work, as in parse_ahead
-    from .run.unfinished import read_unfinished
 
     parsed = await parse_ahead(session, migrations, request, strict)
     lock = session.lock(lock_timeout)
@@ -230,12 +229,13 @@ async def _locked(
         state, history = await store.state()
         require_same_set(migrations, history, session.table.name)
         # A dirty version is read against the catalog; a backend still building or
-        # dropping its index is waited for, at most lock_timeout, as the lock was.
-        unfinished = (
-            None  # force records what it is told (index_healing.refuse_force guards it)
-            if isinstance(request, Force)
-            else await read_unfinished(conn, migrations, state, store, wait=lock_timeout)
-        )
+        # dropping its index is waited for, at most lock_timeout, as the lock was. Force
+        # records what it is told (index_healing.refuse_force guards it).
+        unfinished = None
+        if state.dirty and not isinstance(request, Force):
+            from .run.unfinished import read_unfinished  # a dirty version is rare
+
+            unfinished = await read_unfinished(conn, migrations, state, store, wait=lock_timeout)
         plan = warned(
             make_plan(
                 migrations, state, request, history=history, strict=strict, unfinished=unfinished
@@ -289,10 +289,12 @@ async def before_the_steps(
 ) -> None:
     """What a plan with steps checks and keeps first: the extensions its up files need,
     and a service set's up files, stored for drift before they run (stored_files.py)."""
-    from .stored_files import store_files  # when there is work, as Applier
-
     ups = [step.file for step in plan.steps if step.direction == "up"]
     await check_extensions(conn, migrations, ups)
+    if session.table.name == VERSION_TABLE:
+        return  # the packaged set's files are in the package drift runs from
+    from .stored_files import store_files  # a service set's, when there is work
+
     await store_files(
         conn,
         session.table.name,

@@ -13,8 +13,7 @@ from ..defaults import CONNECT_ATTEMPTS, CONNECT_WAIT, ENGINE_SESSION_SETTINGS
 from ..postgres.connect import close_quietly, connect_settled
 from ..postgres.pooler import Pooling
 from ..postgres.translate import typed_errors
-from .migration_lock.keys import LockKeys, lock_keys_for
-from .migration_lock.waiting import MigrationLock
+from .migration_lock import LockKeys, MigrationLock, lock_keys_for
 from .version_table import (
     CORE,
     HISTORY_TABLE,

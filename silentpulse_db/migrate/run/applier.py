@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...defaults import DDL_LOCK_TIMEOUT, DDL_RETRY_FOR, LOCK_TIMEOUT
 from ...results.migrations import AppliedMigration
@@ -25,11 +25,13 @@ from ..files.source import MigrationFile, MigrationSource
 from ..files.statements import ParsedSQL, Statement, analyze_cached
 from ..plan import NIL_VERSION, Plan, Step, version_label
 from ..version_table import CORE, HistoryRecord, VersionStore, VersionTable
-from .filtered_writes import FilteredWrites
 from .in_transaction import TransactionalRun
 from .index_healing import refuse_force
 from .outside_transaction import OutsideTransaction
 from .sent_together import Together, group_size, label
+
+if TYPE_CHECKING:
+    from .filtered_writes import FilteredWrites
 
 logger = logging.getLogger("silentpulse_db.migrate")
 
@@ -63,7 +65,7 @@ class Applier:
         self.statement_timeout = statement_timeout
         # The set's version table; its schema None: current_schema() when a plan starts.
         self.store = VersionStore(conn, table)
-        self.filtered_writes = FilteredWrites(conn)
+        self.filtered_writes: FilteredWrites | None = None  # made for the first file that writes
 
     async def apply(
         self, plan: Plan, parsed: Mapping[str, ParsedSQL] | None = None
@@ -100,8 +102,16 @@ class Applier:
                 )
                 group = steps[start : start + size]
                 notices.running = label(group) if size > 1 else group[0].file.location
-                if size == 1:
-                    applied.append(await self._apply_step(group[0], statements[start], before))
+                if size == 1:  # on its own: in its transaction, or outside any
+                    step, sql, started = group[0], statements[start], time.perf_counter()
+                    if sql.non_transactional:
+                        await self._outside(step, sql)
+                    else:
+                        await self._warn_filtered_writes(step, sql)
+                        await self._transactional(step, sql, before).run()
+                    took = time.perf_counter() - started
+                    transactional = not sql.non_transactional
+                    applied.append(applied_migration(step, took, transactional=transactional))
                 else:
                     parsed_group = statements[start : start + size]
                     await self._apply_together(together, group, parsed_group, before, applied)
@@ -136,33 +146,28 @@ class Applier:
             file, Statement(file.sql, 0), None
         )
 
-    async def _apply_step(
-        self, step: Step, parsed: ParsedSQL, before: int | None
-    ) -> AppliedMigration:
-        started = time.perf_counter()
-        if parsed.non_transactional:
-            # At debug: a fresh database runs ten such files (000006-000015), and the same
-            # line ten times at every first start told an operator nothing new.
-            logger.debug(
-                "%s runs outside a transaction (%s): golang-migrate's dirty protocol applies",
-                step.file.location,
-                "; ".join(parsed.non_transactional),
-            )
-            outside = OutsideTransaction(
-                self.conn,
-                self.source,
-                self.store,
-                statement_timeout=self.statement_timeout,
-                build_wait=self.build_wait,
-            )
-            await outside.run(step, parsed, history_record)
-        else:
-            for statement in parsed.statements:
-                if statement.writes is not None:
-                    await self.filtered_writes.warn(step.file, statement)
-            await self._transactional(step, parsed, before).run()
-        took = time.perf_counter() - started
-        return applied_migration(step, took, transactional=not parsed.non_transactional)
+    async def _outside(self, step: Step, parsed: ParsedSQL) -> None:
+        """Run a file that cannot run in a transaction (outside_transaction.py)."""
+        outside = OutsideTransaction(
+            self.conn,
+            self.source,
+            self.store,
+            statement_timeout=self.statement_timeout,
+            build_wait=self.build_wait,
+        )
+        await outside.run(step, parsed, history_record)
+
+    async def _warn_filtered_writes(self, step: Step, parsed: ParsedSQL) -> None:
+        """Warn of each write that row-level security would filter (filtered_writes.py)."""
+        writes = [statement for statement in parsed.statements if statement.writes is not None]
+        if not writes:
+            return
+        if self.filtered_writes is None:
+            from .filtered_writes import FilteredWrites  # only a file that writes rows
+
+            self.filtered_writes = FilteredWrites(self.conn)
+        for statement in writes:
+            await self.filtered_writes.warn(step.file, statement)
 
     def _transactional(self, step: Step, parsed: ParsedSQL, before: int | None) -> TransactionalRun:
         timeout = step.file.directives.lock_timeout

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -66,27 +67,42 @@ class TransactionalRun:
         self.record = record
         self.stays_at = stays_at
         self.store = store  # the set's version table, written in the step's transaction
-        # How long a statement may wait for a lock, in words, for logs and errors.
-        if parsed.own_lock_timeout is not None:
-            wait = f"{parsed.own_lock_timeout} (set by the file itself)"
-        elif lock_timeout is None:
-            wait = "the session's lock_timeout"
-        else:
-            wait = f"{lock_timeout:g}s"
-        self.retries = LockRetries(step.file, retry_for=retry_for, wait=wait, stays_at=stays_at)
+        self.retry_for = retry_for
 
-    async def run(self, *, lost: LockConflict | None = None, since: float | None = None) -> None:
-        """Run the step, retrying it while a table lock stays out of reach. ``lost``: a
-        first attempt already made (in a shared message) lost a conflict, ``since`` then
-        (monotonic): the pause, the warning and the count go on from it."""
+    async def run(
+        self, *, lost: LockConflict | None = None, since: float | None = None, retry: bool = True
+    ) -> None:
+        """Run the step: an attempt sends its messages in order (a failure rolls back and
+        raises what it means); one that lost a table lock is retried (lock_retries.py),
+        each retry an attempt with ``retry=False``. ``lost``: a first attempt made in a
+        shared message lost a conflict at ``since`` (monotonic)."""
         started = time.monotonic() if since is None else since
         if lost is None:
-            try:  # the usual case, without the retry machinery (~70 us a migration)
-                await self._once()
+            batch = self._messages()
+            progress = _Progress(self.step.file.location, len(self.parsed.statements))
+            try:
+                for index, message in enumerate(batch):
+                    try:
+                        await self.conn.execute(message.text)
+                    except BaseException as exc:
+                        last = index == len(batch) - 1
+                        took = time.monotonic() - progress.started
+                        await self._after_failure(batch, index, exc, last=last, took=took)
+                        raise  # _after_failure raises; this keeps the type checker informed
+                    progress.step(len(message.statements))
                 return
             except LockConflict as conflict:
+                if not retry:
+                    raise  # an attempt the retries made: they pause and try again
                 lost = conflict
-        await self.retries.retry(self._once, lost, started)
+        await self._retries().retry(partial(self.run, retry=False), lost, started)
+
+    def _retries(self) -> LockRetries:
+        """The retries of a step that lost a table lock (made then: most never do)."""
+        wait = lock_wait_words(self.parsed, self.lock_timeout)
+        return LockRetries(
+            self.step.file, retry_for=self.retry_for, wait=wait, stays_at=self.stays_at
+        )
 
     def message(self) -> Message:
         """The whole attempt as one message, to send together with others' (the version
@@ -95,10 +111,9 @@ class TransactionalRun:
         return only
 
     async def handle_failure(self, sent: Message, exc: BaseException, took: float) -> None:
-        """What run() does after its attempt fails, for an attempt made in a shared
-        message: ``sent`` is this step's part of it (rolled back), ``took`` the attempt's
-        seconds. Raises what ``exc`` means, or retries a lost lock conflict, as its
-        attempt 1, and returns once a retry applied the step."""
+        """run()'s failure path for an attempt made in a shared message (``sent``, this
+        step's part, rolled back; ``took`` seconds): raises what ``exc`` means, or
+        retries a lost lock conflict as its attempt 1 until a retry applies the step."""
         try:
             await self._after_failure([sent], 0, exc, last=True, took=took)
         except LockConflict as conflict:
@@ -123,20 +138,6 @@ class TransactionalRun:
         return messages(
             sql, self.parsed.statements, begin=self._begin(), commit=commit, alone=self.one_by_one
         )
-
-    async def _once(self) -> None:
-        """One attempt: the messages in order; any failure rolls back and raises."""
-        batch = self._messages()
-        progress = _Progress(self.step.file.location, len(self.parsed.statements))
-        for index, message in enumerate(batch):
-            try:
-                await self.conn.execute(message.text)
-            except BaseException as exc:
-                last = index == len(batch) - 1
-                took = time.monotonic() - progress.started
-                await self._after_failure(batch, index, exc, last=last, took=took)
-                raise  # _after_failure raises; this keeps the type checker informed
-            progress.step(len(message.statements))
 
     async def _after_failure(
         self, batch: list[Message], index: int, exc: BaseException, *, last: bool, took: float
@@ -187,6 +188,15 @@ class TransactionalRun:
             stays_at=self.stays_at,
             run_timeout=self.statement_timeout,
         )
+
+
+def lock_wait_words(parsed: ParsedSQL, lock_timeout: float | None) -> str:
+    """How long a statement may wait for a lock, in words, for logs and errors."""
+    if parsed.own_lock_timeout is not None:
+        return f"{parsed.own_lock_timeout} (set by the file itself)"
+    if lock_timeout is None:
+        return "the session's lock_timeout"
+    return f"{lock_timeout:g}s"
 
 
 class _Progress:

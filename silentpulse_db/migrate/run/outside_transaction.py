@@ -59,6 +59,13 @@ class OutsideTransaction:
 
     async def run(self, step: Step, parsed: ParsedSQL, record: Recorder) -> None:
         """golang-migrate's protocol: dirty, the statement, clean (healing an index)."""
+        # At debug: a fresh database runs ten such files (000006-000015), and the same
+        # line ten times at every first start told an operator nothing new.
+        logger.debug(
+            "%s runs outside a transaction (%s): golang-migrate's dirty protocol applies",
+            step.file.location,
+            "; ".join(parsed.non_transactional),
+        )
         dirty = NIL_VERSION if step.version_after is None else step.version_after
         self.step = step
         started = time.perf_counter()

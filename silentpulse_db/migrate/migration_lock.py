@@ -1,11 +1,17 @@
-"""Waiting for the migration lock: both keys (keys.py), taken by polling.
+"""The migration lock, shared with golang-migrate: its keys, and waiting for them.
+
+The keys are golang-migrate's, for the database and schema: it locks
+``crc32(schema \\0 table \\0 database_name) * 1486364155 mod 2**32`` with
+``pg_advisory_lock``. Its CLI uses the URL path (``/db``) as the database name and an
+embedded driver uses ``CURRENT_DATABASE()`` (``db``), so we take both keys, always the
+URL-path key first, and no golang-migrate peer of either kind can run beside us.
 
 We wait with ``pg_try_advisory_lock`` in a loop rather than a blocking
-``pg_advisory_lock``: a backend blocked on the lock holds a snapshot, and
-that would make the lock holder's ``CREATE INDEX CONCURRENTLY`` wait for it.
-A waiter LISTENs on a channel that our holders NOTIFY when they release the
-lock, so it tries again at once instead of at its next poll; the poll stays,
-for holders that do not notify (golang-migrate).
+``pg_advisory_lock``: a backend blocked on the lock holds a snapshot, and that would
+make the lock holder's ``CREATE INDEX CONCURRENTLY`` wait for it. A waiter LISTENs on a
+channel that our holders NOTIFY when they release the lock, so it tries again at once
+instead of at its next poll; the poll stays, for holders that do not notify
+(golang-migrate).
 """
 
 from __future__ import annotations
@@ -14,13 +20,42 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any
+import zlib
+from typing import Any, NamedTuple
 
-from ...defaults import LOCK_POLL_FIRST, LOCK_POLL_MAX
-from ...errors import LockHolder, LockTimeoutError
-from ...postgres.advisory import advisory_lock_holders
-from ...timeouts import event_set_within
-from .keys import LockKeys
+from ..defaults import LOCK_POLL_FIRST, LOCK_POLL_MAX
+from ..errors import LockHolder, LockTimeoutError
+from ..postgres.advisory import advisory_lock_holders
+from ..timeouts import event_set_within
+from .version_table import VERSION_TABLE
+
+ADVISORY_LOCK_SALT = 1486364155
+
+
+def golang_migrate_lock_key(database_name: str, schema: str, table: str = VERSION_TABLE) -> int:
+    """The key golang-migrate's GenerateAdvisoryLockId computes."""
+    joined = "\x00".join((schema, table, database_name)).encode()
+    return (zlib.crc32(joined) * ADVISORY_LOCK_SALT) % 2**32
+
+
+class LockKeys(NamedTuple):
+    url_path: int  # the CLI's key: database name with its leading slash
+    current_database: int  # an embedded driver's key: CURRENT_DATABASE()
+
+    @property
+    def ordered(self) -> tuple[int, ...]:
+        # Same order everywhere, so two of our runners never deadlock.
+        return tuple(dict.fromkeys((self.url_path, self.current_database)))
+
+
+def lock_keys_for(database: str, schema: str, table: str = VERSION_TABLE) -> LockKeys:
+    """Both golang-migrate keys for ``database`` (its name without a slash), ``schema``
+    and the version ``table``."""
+    return LockKeys(
+        url_path=golang_migrate_lock_key("/" + database, schema, table),
+        current_database=golang_migrate_lock_key(database, schema, table),
+    )
+
 
 logger = logging.getLogger("silentpulse_db.migrate")
 
