@@ -22,7 +22,9 @@ SCRIPTS = [
     "bench_startup_tricks.py",
     "bench_drift.py",
     "bench_upgrade_alert_log.py",
+    "bench_tenant_keys.py",
     "bench_restart.py",
+    "bench_tenant_scope.py",
 ]
 
 if __name__ == "__main__":
