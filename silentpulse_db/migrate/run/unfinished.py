@@ -26,7 +26,14 @@ from ...results.migrations import VersionState
 from ..files.source import Direction, Migration, MigrationSource
 from ..plan import NIL_VERSION, Unfinished
 from ..version_table import VersionStore
-from .index_healing import IndexFacts, built_index, dropped_index, index_facts, wait_for_builders
+from .index_healing import (
+    IndexFacts,
+    build_facts,
+    built_index,
+    dropped_index,
+    index_facts,
+    wait_for_builders,
+)
 
 
 class _Side(NamedTuple):
@@ -125,7 +132,10 @@ async def _side(conn: Any, migration: Migration, wait: float) -> _Side:
     file = migration.up if built is not None else migration.down
     if wait > 0 and file is not None:
         await wait_for_builders(conn, file, index, wait)
-    facts = await index_facts(conn, index, built[1] if built is not None else None)
+    if built is not None and file is not None:
+        facts = await build_facts(conn, file, index, built[1])
+    else:
+        facts = await index_facts(conn, index)
     return _Side(migration, index, built is not None, dropped is not None, facts)
 
 
