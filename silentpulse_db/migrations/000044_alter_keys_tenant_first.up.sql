@@ -1,7 +1,7 @@
 -- 000044_alter_keys_tenant_first: every primary and unique key of a plain table that
 -- holds tenant rows leads with tenant_id, as Citus requires of a table distributed by it
 -- (issue 31; docs/tenancy.md, "Keys that lead with tenant_id"). The partitioned tables
--- follow in 000045-000046.
+-- follow in 000045-000048.
 --
 -- Each key takes over a unique index built CONCURRENTLY beforehand: (tenant_id, id) of
 -- 000006-000015 (which the tenant-safe foreign keys of 000017 reference, and keep

@@ -1,5 +1,5 @@
 """Issue 31, item 1: the nullable references that ON DELETE SET NULL (column) nulled are
-NO ACTION from 000047 (Citus refuses SET NULL on a key that holds the distribution
+NO ACTION from 000049 (Citus refuses SET NULL on a key that holds the distribution
 column), and the deletes keep their meaning: silentpulse_release_references() nulls
 them first, as the application's role inside tenant_transaction and in the documented
 purge as the jobs role; the row goes, the rows that named it stay, with NULL."""
@@ -20,7 +20,7 @@ from silentpulse_db import tenant_transaction
 from .seed import seed_tenant
 
 DOCS = Path(__file__).parents[2] / "docs" / "tenancy.md"
-# What ON DELETE SET NULL (column) nulled until 000047: (table, column, target).
+# What ON DELETE SET NULL (column) nulled until 000049: (table, column, target).
 RELEASED = [
     ("anomaly_events", "acknowledged_by", "users"),
     ("audit_tasks", "created_by", "users"),

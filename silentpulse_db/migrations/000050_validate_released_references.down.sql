@@ -1,5 +1,5 @@
--- 000048_validate_released_references: reverses 000048_validate_released_references.up.sql
--- exactly: the keys of 000047 NOT VALID again (dropped and added NOT VALID: catalog work,
+-- 000050_validate_released_references: reverses 000050_validate_released_references.up.sql
+-- exactly: the keys of 000049 NOT VALID again (dropped and added NOT VALID: catalog work,
 -- SHARE ROW EXCLUSIVE on both tables for an instant).
 SET LOCAL lock_timeout = '3s';
 

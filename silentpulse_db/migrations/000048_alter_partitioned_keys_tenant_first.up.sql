@@ -1,16 +1,18 @@
--- 000046_alter_partitioned_keys_tenant_first: the primary keys of alerts,
+-- 000048_alter_partitioned_keys_tenant_first: the primary keys of alerts,
 -- asset_observations and audit_logs lead with tenant_id: (tenant_id, id, <month column>)
 -- in place of (id, <month column>), on the parent and on every partition (issue 31;
 -- docs/tenancy.md, "Keys that lead with tenant_id").
 --
--- Catalog work only. Each partition's key takes over the index 000045 built
--- (ADD CONSTRAINT ... PRIMARY KEY USING INDEX: renamed to the key's name, which stays
+-- Catalog work only. Each partition's key takes over the index 000045-000047 built
+-- concurrently (ADD CONSTRAINT ... PRIMARY KEY USING INDEX: renamed to the key's name, which stays
 -- <partition>_pkey), and then the parent's: PostgreSQL attaches to a partitioned table's
 -- new key the partition index that matches it *and backs a constraint of the partition*,
 -- instead of building one. A plain unique index of the partition is not taken: adding the
 -- parent's key with no constraint on the partitions builds a new index on each, under this
--- lock (tests/schema/test_tenant_keys.py holds both facts with the catalog). A partition
--- made after 000045 (the partition job between the two) gets its index built here.
+-- lock (tests/schema/test_tenant_keys.py holds both facts with the catalog); and one
+-- attached to another index (as a concurrent build on a partitioned table leaves them
+-- without "partitions only") is never taken. A partition made after 000045-000047 (the
+-- partition job's next month, empty) gets its index built here, under this lock.
 -- Partitions made later inherit the key from the parent (CREATE TABLE ... PARTITION OF,
 -- and ATTACH PARTITION for a month moved out of the default partition).
 --

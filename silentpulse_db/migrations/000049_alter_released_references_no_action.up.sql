@@ -1,4 +1,4 @@
--- 000047_alter_released_references_no_action: the nullable references that
+-- 000049_alter_released_references_no_action: the nullable references that
 -- `ON DELETE SET NULL (column)` nulled are NO ACTION now, and the deletes that relied on
 -- it null them first, with silentpulse_release_references().
 --
@@ -17,7 +17,7 @@
 --
 -- Online: each key is dropped and added again NOT VALID (new rows are checked at once;
 -- SHARE ROW EXCLUSIVE on both tables for an instant, under the file's lock_timeout);
--- 000048 validates them (SHARE UPDATE EXCLUSIVE: reads and writes go on).
+-- 000050 validates them (SHARE UPDATE EXCLUSIVE: reads and writes go on).
 -- Breaking: an older service that deletes a user (or a snapshot) that such a row names,
 -- counting on SET NULL, gets 23503.
 -- silentpulse: breaking
@@ -57,7 +57,7 @@ DECLARE
     changed bigint;
     released bigint := 0;
 BEGIN
-    -- What ON DELETE SET NULL (column) did until 000047: keep this list in step with the
+    -- What ON DELETE SET NULL (column) did until 000049: keep this list in step with the
     -- nullable references to a table whose rows are deleted.
     FOR ref IN
         SELECT r.tbl, r.col FROM (VALUES
@@ -86,7 +86,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION silentpulse_release_references(regclass, uuid, uuid[])
-    IS 'Nulls the nullable references to rows of users or availability_snapshots about to be deleted (ON DELETE SET NULL until 000047); returns the rows changed';
+    IS 'Nulls the nullable references to rows of users or availability_snapshots about to be deleted (ON DELETE SET NULL until 000049); returns the rows changed';
 -- Pinned: a function must not resolve names through the caller's search_path
 -- (pg_catalog, not listed, is searched first; pg_temp last).
 DO $$

@@ -1,8 +1,8 @@
--- 000046_alter_partitioned_keys_tenant_first: reverses
--- 000046_alter_partitioned_keys_tenant_first.up.sql exactly: the primary keys
+-- 000048_alter_partitioned_keys_tenant_first: reverses
+-- 000048_alter_partitioned_keys_tenant_first.up.sql exactly: the primary keys
 -- (id, <month column>) come back on the parents and their partitions (named
 -- <partition>_pkey, as PostgreSQL names them), and each partition's
--- <partition>_tenant_key of 000045 stands beside its key again.
+-- <partition>_tenant_key of 000045-000047 stands beside its key again.
 --
 -- Not online: both are built again, in this transaction, under ACCESS EXCLUSIVE on the
 -- three tables and their partitions (no reads or writes meanwhile). Revert on a quiet

@@ -1,4 +1,4 @@
--- 000048_validate_released_references: validate the keys 000047 added NOT VALID.
+-- 000050_validate_released_references: validate the keys 000049 added NOT VALID.
 --
 -- VALIDATE CONSTRAINT scans the table under SHARE UPDATE EXCLUSIVE: reads and writes go
 -- on. As in 000018, a key whose table holds rows linking across tenants is not a failed

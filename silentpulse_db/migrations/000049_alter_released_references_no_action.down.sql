@@ -1,5 +1,5 @@
--- 000047_alter_released_references_no_action: reverses
--- 000047_alter_released_references_no_action.up.sql exactly: the keys are
+-- 000049_alter_released_references_no_action: reverses
+-- 000049_alter_released_references_no_action.up.sql exactly: the keys are
 -- ON DELETE SET NULL (column) again, validated as 000018 left them (NOT VALID where rows
 -- link across tenants), and silentpulse_release_references() goes.
 --
