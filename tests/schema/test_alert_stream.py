@@ -536,6 +536,35 @@ async def test_a_carried_over_consumer_tells_two_tenants_alerts_of_one_id_apart(
         await admin.close()
 
 
+async def test_a_change_to_two_tenants_alerts_of_one_id_is_logged_once_each(
+    silentpulse_migrated_database: str, silentpulse_app_database: str
+) -> None:
+    """Tenant B, as the application's role, creates an alert with the id of one of tenant
+    A's; a job's statement (as the owner, past row-level security) then resolves both.
+    The trigger pairs each changed row with its own old row, by (tenant_id, id) (000051):
+    one log row each, where pairing by id alone logged each change twice."""
+    admin = await asyncpg.connect(silentpulse_migrated_database)
+    app = await asyncpg.connect(silentpulse_app_database)
+    try:
+        a = await seed_tenant(admin, "tenant-a")
+        b = await seed_tenant(admin, "tenant-b")
+        twin = await new_alert(admin, a)
+        async with tenant_transaction(app, b["tenants"]):
+            await new_alert(app, b, id=twin)
+        await admin.execute("UPDATE alerts SET status = 'resolved' WHERE id = $1", twin)
+        logged = await admin.fetch(
+            "SELECT tenant_id, status FROM alert_changes "
+            "WHERE alert_id = $1 AND operation = 'UPDATE' ORDER BY seq",
+            twin,
+        )
+        assert sorted((r["tenant_id"], r["status"]) for r in logged) == sorted(
+            [(a["tenants"], "resolved"), (b["tenants"], "resolved")]
+        )
+    finally:
+        await app.close()
+        await admin.close()
+
+
 # --- one active process per consumer name, as real processes --------------------------
 
 PROCESS = Path(__file__).with_name("listener_process.py")
