@@ -1,5 +1,5 @@
 """Issue 31, item 1: every key of a table that holds tenant rows leads with tenant_id
-(000024-000050), on parents and partitions alike, on a database populated in several
+(000024-000058), on parents and partitions alike, on a database populated in several
 tenants and months; PostgreSQL takes the indexes built beforehand instead of building
 them again; down then up is exact; another tenant's row is no duplicate any more."""
 
