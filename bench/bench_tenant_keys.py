@@ -1,21 +1,20 @@
-"""Keys that lead with tenant_id (000024-000048, issue 31) applied to a loaded database
+"""Keys that lead with tenant_id (000024-000058, issue 31) applied to a loaded database
 while the application writes: how long it takes, and what the writers feel.
 
 A database at 000023 with 4 tenants: 40,000 rows in each of alerts, audit_logs and
 asset_observations over five months (this month, the next two, and two in the default
 partition), 100,000 more alerts in this month's partition, and 20,000 in each of
-asset_observation_hourly and anomaly_events: 260,000 rows. 2 writers loop, each on its own connection, every statement timed: INSERT an
-alert, an audit entry and an observation (this month's partitions, which 000045 indexes
-one at a time and 000046 re-keys), UPDATE a flow pulse (a table 000044 re-keys). After
-BEFORE seconds of load `up` applies 000024-000048. A statement counts *during* the
+asset_observation_hourly and anomaly_events: 260,000 rows. 2 writers loop, each on its
+own connection, every statement timed: INSERT an alert, an audit entry and an
+observation (this month's partitions, which 000045-000047 index concurrently, partition
+by partition, and 000048 re-keys), UPDATE a flow pulse (a table 000044 re-keys). After
+BEFORE seconds of load `up` applies 000024-000058. A statement counts *during* the
 migration if it overlapped the call, in the *baseline* if it ran entirely within the
 same length of time right before it.
 
-Variants, one run each after the plain rounds:
-- a long transaction: a REPEATABLE READ snapshot open for HOLD seconds when the
-  migration starts (each concurrent build waits for it; the writers should not);
-- prebuilt: the partitions' indexes built CONCURRENTLY first, as docs/tenancy.md
-  ("Large partitions") says, under the same load; 000045 then builds nothing.
+A variant, one run after the plain rounds: a long transaction, a REPEATABLE READ
+snapshot open for HOLD seconds when the migration starts (each concurrent build waits
+for it; the writers should not).
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ from bench_upgrade_alert_log import Op, describe_server, ms, p99, worst
 from silentpulse_db.migrate import apply_prerequisites, up
 from silentpulse_db.postgres import databases
 
-from common import ROOT, machine, run, server_dsn, write_section
+from common import machine, run, server_dsn, write_section
 
 TENANTS = 4
 PER_TABLE = 40_000  # rows of each partitioned table
@@ -71,7 +70,6 @@ class Run:
     started: float = 0.0
     returned: float = 0.0
     files: dict[int, float] = field(default_factory=dict)
-    prebuild: float = 0.0
     ops: list[Op] = field(default_factory=list)
 
     @property
@@ -194,13 +192,6 @@ async def writer(dsn: str, t: Tenant, ops: list[Op], stop: asyncio.Event) -> Non
         await conn.close()
 
 
-def prebuild_statements() -> str:
-    text = (ROOT / "docs" / "tenancy.md").read_text()
-    section = text[text.index("### Large partitions") :]
-    block = section.split("```sql\n", 1)[1].split("```", 1)[0]
-    return block.replace("\\gexec", "").strip()
-
-
 async def upgrade_under_load(admin: str, template: str, variant: str) -> Run:
     name = databases.unique_name("bench_keys")
     dsn = await databases.create_database(admin, name, template=template)
@@ -224,12 +215,6 @@ async def upgrade_under_load(admin: str, template: str, variant: str) -> Run:
             ]
             try:
                 await asyncio.sleep(BEFORE)
-                if variant == "prebuilt":
-                    started = time.perf_counter()
-                    for (statement,) in await conn.fetch(prebuild_statements()):
-                        await conn.execute(statement)
-                    result.prebuild = time.perf_counter() - started
-                    await asyncio.sleep(BEFORE)
                 commit = None
                 if variant == "long transaction":
                     await holder.execute(
@@ -276,16 +261,25 @@ def table(run_: Run) -> str:
 
 def files(run_: Run) -> str:
     cic = sum(d for v, d in run_.files.items() if v <= 43)
+    parts = [
+        f"000024-000043 (20 concurrent builds) {ms(cic)}",
+        f"000044 (plain keys) {ms(run_.files.get(44, float('nan')))}",
+        f"000045-000047 (each partition's index, concurrently) {ms(partition_builds(run_))}",
+    ]
     named = {
-        44: "000044 (plain keys)",
-        45: "000045 (partition indexes)",
-        46: "000046 (partitioned keys)",
-        47: "000047 (references)",
-        48: "000048 (validate)",
+        48: "000048 (partitioned keys)",
+        49: "000049 (references)",
+        50: "000050 (validate)",
+        51: "000051 (alert log trigger)",
     }
-    parts = [f"000024-000043 (20 concurrent builds) {ms(cic)}"]
     parts += [f"{label} {ms(run_.files.get(v, float('nan')))}" for v, label in named.items()]
+    dropped = sum(run_.files.get(v, float("nan")) for v in range(52, 59))
+    parts.append(f"000052-000058 (7 indexes dropped concurrently) {ms(dropped)}")
     return ", ".join(parts)
+
+
+def partition_builds(run_: Run) -> float:
+    return sum(run_.files.get(v, float("nan")) for v in (45, 46, 47))
 
 
 def summary(run_: Run) -> str:
@@ -305,15 +299,14 @@ async def main(admin: str) -> None:
     try:
         plain = [await upgrade_under_load(admin, template, "plain") for _ in range(ROUNDS)]
         held = await upgrade_under_load(admin, template, "long transaction")
-        prebuilt = await upgrade_under_load(admin, template, "prebuilt")
     finally:
         await databases.drop_database(admin, template)
     median = statistics.median(r.duration for r in plain)
     partition_rows = 3 * PER_TABLE + HOT
-    build = statistics.median(r.files[45] for r in plain)
+    build = statistics.median(partition_builds(r) for r in plain)
     write_section(
         "tenant_keys",
-        f"""## Keys that lead with tenant_id (000024-000048) under load
+        f"""## Keys that lead with tenant_id (000024-000058) under load
 
 A database at 000023 with {TENANTS} tenants: {PER_TABLE:,} rows in each of alerts,
 audit_logs and asset_observations over five months (this month's partition, two ahead,
@@ -322,15 +315,15 @@ partition (the one the writers write to) and {PLAIN:,} in each of
 asset_observation_hourly and anomaly_events ({3 * PER_TABLE + HOT + 2 * PLAIN:,} rows).
 {WRITERS} writers loop, each on its own connection, every statement timed (INSERT an
 alert, an audit entry, an observation: this month's partitions; UPDATE a flow pulse);
-after {BEFORE:.0f} s of load `up` applies 000024-000048. A statement counts *during* the
+after {BEFORE:.0f} s of load `up` applies 000024-000058. A statement counts *during* the
 migration if it overlapped the call, in the *baseline* if it ran entirely within the
 same length of time right before it. {server}; {machine()}.
 Reproduce: `python bench/bench_tenant_keys.py`.
 
-**Plain** ({ROUNDS} runs, each on a fresh copy): `up` {ms(median)} (median). 000045 built
-the {partition_rows:,} partition rows' indexes in {ms(build)} (median; about
-{ms(build / partition_rows * 100_000)} per 100,000 rows, each partition in a transaction
-of its own, writes to it waiting for its build).
+**Plain** ({ROUNDS} runs, each on a fresh copy): `up` {ms(median)} (median). 000045-000047
+built the {partition_rows:,} partition rows' indexes in {ms(build)} (median; about
+{ms(build / partition_rows * 100_000)} per 100,000 rows), each partition's CONCURRENTLY:
+writes to it go on.
 
 """
         + "\n\n".join(f"- run {n + 1}: {summary(r)}" for n, r in enumerate(plain))
@@ -342,12 +335,6 @@ of its own, writes to it waiting for its build).
 `up`: every concurrent build waits for it): {summary(held)}.
 
 {table(held)}
-
-**Prebuilt** (docs/tenancy.md, "Large partitions": the partitions' indexes built
-CONCURRENTLY under the same load first, in {ms(prebuilt.prebuild)}; 000045 builds
-nothing): {summary(prebuilt)}.
-
-{table(prebuilt)}
 """,
     )
 
