@@ -22,6 +22,7 @@ SCRIPTS = [
     "bench_startup_tricks.py",
     "bench_drift.py",
     "bench_upgrade_alert_log.py",
+    "bench_tenant_keys.py",
     "bench_restart.py",
     "bench_tenant_scope.py",
 ]

@@ -292,7 +292,7 @@ async def _scan(
 
 
 def _arguments(column: CredentialColumn, batch: Batch) -> list[Any]:
-    args: list[Any] = [batch.ids, batch.xmins, batch.values]
+    args: list[Any] = [batch.ids, batch.tenants, batch.xmins, batch.values]
     return [*args, batch.versions] if column.version_column else args
 
 
@@ -306,15 +306,20 @@ def _check_update(name: str, status: str, expected: int) -> None:
 
 
 def update_sql(column: CredentialColumn) -> str:
-    """One UPDATE per batch. ``t.xmin = v.xmin`` skips a row that changed since the
-    cursor read it, so a concurrent writer's value is never overwritten."""
+    """One UPDATE per batch, each row found by its key, (tenant_id, id): an id is unique
+    within its tenant only (000044), and by id alone a row of another tenant with the
+    same id would take this one's value (its own then lost, sealed for another tenant),
+    and no index would serve the lookup. ``t.xmin = v.xmin`` skips a row that changed
+    since the cursor read it, so a concurrent writer's value is never overwritten."""
     extra = f", {column.version_column} = v.version" if column.version_column else ""
-    arrays = "$1::uuid[], $2::xid[], $3::bytea[]" + (", $4::int[]" if column.version_column else "")
-    names = "id, xmin, value" + (", version" if column.version_column else "")
+    arrays = "$1::uuid[], $2::uuid[], $3::xid[], $4::bytea[]" + (
+        ", $5::int[]" if column.version_column else ""
+    )
+    names = "id, tenant_id, xmin, value" + (", version" if column.version_column else "")
     return (
         f"UPDATE {column.table} AS t SET {column.column} = v.value{extra} "
         f"FROM unnest({arrays}) AS v({names}) "
-        f"WHERE t.{column.id_column} = v.id AND t.xmin = v.xmin"
+        f"WHERE t.tenant_id = v.tenant_id AND t.{column.id_column} = v.id AND t.xmin = v.xmin"
     )
 
 

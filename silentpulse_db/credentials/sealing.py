@@ -36,6 +36,9 @@ class Batch:
     """The rows of one fetch that change, as parallel lists for ``UPDATE ... FROM unnest``."""
 
     ids: list[Any] = field(default_factory=list)
+    # Each row's tenant: an id is unique within its tenant only (000044), and another
+    # tenant may hold a row of the same id.
+    tenants: list[Any] = field(default_factory=list)
     xmins: list[int] = field(default_factory=list)
     values: list[bytes] = field(default_factory=list)
     versions: list[int] = field(default_factory=list)
@@ -135,7 +138,8 @@ class Sealer:
         :meth:`_one`, which decides and words it exactly as before.
         """
         out = Batch()
-        ids, xmins, values, versions = out.ids, out.xmins, out.values, out.versions
+        ids, tenant_ids, xmins = out.ids, out.tenants, out.xmins
+        values, versions = out.values, out.versions
         nonces = os.urandom(NONCE_LEN * len(rows))  # one syscall per batch, 12 bytes each
         has_version = column.version_column is not None
         rotate = self.mode == "rotate"
@@ -190,6 +194,7 @@ class Sealer:
                             self._failed(row, column, stats, kid)
             if sealed is not None:
                 ids.append(row[_ID])
+                tenant_ids.append(row[_TENANT])
                 xmins.append(row[_XMIN])
                 values.append(sealed[0])
                 versions.append(sealed[1])

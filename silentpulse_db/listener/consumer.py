@@ -141,15 +141,18 @@ async def save(conn: Any, name: str, position: Position, recorded_at: datetime |
 
 # Alerts changed before the log existed, which a carried-over position has not had:
 # their latest state, as the listener before 000022 caught up (with their operation
-# from created_at, migration 000020).
+# from created_at, migration 000020). An alert is (tenant_id, id): an id is unique
+# within its tenant only (000044), and another tenant's alert of the same id in the
+# log says nothing of this one.
 _BEFORE_THE_LOG = """
     SELECT a.id, a.tenant_id, a.status, a.started_at, a.status_changed_at, a.created_at
     FROM alerts a
     WHERE a.status_changed_at >= $1
       AND NOT EXISTS (SELECT 1 FROM alert_changes c
-                      WHERE c.alert_id = a.id AND c.status = a.status
+                      WHERE c.tenant_id = a.tenant_id AND c.alert_id = a.id
+                        AND c.status = a.status
                         AND c.changed_at = a.status_changed_at)
-    ORDER BY a.status_changed_at, a.id
+    ORDER BY a.status_changed_at, a.tenant_id, a.id
 """
 
 

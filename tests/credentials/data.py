@@ -90,9 +90,12 @@ async def populate(
 
 
 async def read_value(conn: Any, cell: Cell) -> bytes:
+    """The cell's value, found by its key: an id is unique within its tenant only."""
     id_column = "tenant_id" if cell.table == "ai_configs" else "id"
     value: bytes = await conn.fetchval(
-        f"SELECT {cell.column} FROM {cell.table} WHERE {id_column} = $1", cell.row_id
+        f"SELECT {cell.column} FROM {cell.table} WHERE tenant_id = $1 AND {id_column} = $2",
+        cell.tenant_id,
+        cell.row_id,
     )
     return value
 
@@ -101,7 +104,9 @@ async def checksum(conn: Any) -> str:
     """A digest of every byte of the three tables."""
     digest = hashlib.sha256()
     for column in COLUMNS:
-        rows = await conn.fetch(f"SELECT * FROM {column.table} ORDER BY {column.id_column}")
+        rows = await conn.fetch(
+            f"SELECT * FROM {column.table} ORDER BY tenant_id, {column.id_column}"
+        )
         digest.update(repr([tuple(r) for r in rows]).encode())
     return digest.hexdigest()
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from silentpulse_db import CredentialMigrationError, UnknownKeyError
+from silentpulse_db import CredentialMigrationError, UnknownKeyError, tenant_transaction
 from silentpulse_db.credentials import migrate_credentials
 from silentpulse_db.credentials.rotation import LOCK_KEY
 from silentpulse_db.crypto import Keyring, peek
@@ -24,6 +24,7 @@ from helpers import fetchval, wait_for
 
 OLD = Keyring(OLD_KEY, salt=SALT)
 NEW = Keyring(NEW_KEY, salt=SALT)
+THIRD_KEY = bytes.fromhex("c3e5" * 16)
 
 
 async def values(conn: Any, cells: list[Cell]) -> list[bytes]:
@@ -68,6 +69,49 @@ async def test_rotate_keeps_each_values_version(
         silentpulse_migrated_database, keyring=NEW, old_keyring=OLD, mode="rotate"
     )
     assert again.rewritten == 0
+
+
+async def test_two_tenants_rows_of_one_id_keep_their_own_values(
+    silentpulse_migrated_database: str, silentpulse_app_database: str, conn: Any
+) -> None:
+    """An id is unique within its tenant only (000044): tenant B, as the application's
+    role, gives its integration point the id of one of tenant A's. Two rotations later
+    (after the first, every row rewritten shares one xmin, the guard that told them
+    apart) each row still holds its own tenant's value: rows are written back by
+    (tenant_id, id), never by id alone."""
+    cells = await populate(conn, OLD, tenants=2, per_table=3)
+    twin = next(c for c in cells if c.table == "integration_points")
+    other = next(c.tenant_id for c in cells if c.tenant_id != twin.tenant_id)
+    secret = b'{"password": "tenant B\'s own"}'
+    sealed = OLD.encrypt(
+        secret,
+        version=1,
+        tenant_id=other,
+        table="integration_points",
+        column="connection_config",
+        row_id=twin.row_id,
+    )
+    app = await asyncpg.connect(silentpulse_app_database)
+    try:
+        async with tenant_transaction(app, other):
+            await app.execute(
+                "INSERT INTO integration_points (id, tenant_id, name, type, connection_config) "
+                "VALUES ($1, $2, 'twin', 'kafka', $3)",
+                twin.row_id,
+                other,
+                sealed,
+            )
+    finally:
+        await app.close()
+    cells.append(Cell("integration_points", "connection_config", twin.row_id, other, secret))
+    dsn = silentpulse_migrated_database
+    await migrate_credentials(dsn, keyring=NEW, old_keyring=OLD, mode="rotate")
+    third = Keyring(THIRD_KEY, salt=SALT)
+    report = await migrate_credentials(dsn, keyring=third, old_keyring=NEW, mode="rotate")
+    assert report.committed and report.rewritten == len(cells)
+    after = await values(conn, cells)
+    assert {peek(v)[1] for v in after} == {third.kid}
+    assert open_all(Keyring(THIRD_KEY, salt=SALT), cells, after) == [c.plaintext for c in cells]
 
 
 async def test_wrong_old_key_dry_run_reports_every_row_and_real_run_changes_nothing(

@@ -32,6 +32,7 @@ from silentpulse_db import (
     run_migrations,
     tenant_transaction,
 )
+from silentpulse_db.listener.consumer import Carried, before_the_log
 from silentpulse_db.migrate import apply_prerequisites, goto, up
 from silentpulse_db.testing.alerts import HANG, ListeningAlerts
 
@@ -493,6 +494,75 @@ async def test_an_old_position_is_carried_over_without_a_loss_or_a_flood(
         assert again == []
     finally:
         await conn.close()
+
+
+async def test_a_carried_over_consumer_tells_two_tenants_alerts_of_one_id_apart(
+    silentpulse_migrated_database: str, silentpulse_app_database: str
+) -> None:
+    """An id is unique within its tenant only (000044): tenant B, as the application's
+    role, creates an alert with the id of one of tenant A's. B's change from before the
+    log (its log row gone, as for an alert changed before 000022) is caught up by a
+    consumer carried over from then, though A's alert of that id has a log row with the
+    same status and time: the log is looked up by (tenant_id, alert_id). (The time is set
+    by the owner: the alerts trigger stamps each change with the clock.)"""
+    admin = await asyncpg.connect(silentpulse_migrated_database)
+    app = await asyncpg.connect(silentpulse_app_database)
+    try:
+        a = await seed_tenant(admin, "tenant-a")
+        b = await seed_tenant(admin, "tenant-b")
+        twin = await new_alert(admin, a)
+        at = await admin.fetchval(
+            "SELECT status_changed_at FROM alerts WHERE tenant_id = $1 AND id = $2",
+            a["tenants"],
+            twin,
+        )
+        async with tenant_transaction(app, b["tenants"]):
+            await new_alert(app, b, id=twin)
+        await admin.execute(
+            "DELETE FROM alert_changes WHERE tenant_id = $1 AND alert_id = $2", b["tenants"], twin
+        )
+        await admin.execute(
+            "UPDATE alerts SET status_changed_at = $3 WHERE tenant_id = $1 AND id = $2",
+            b["tenants"],
+            twin,
+            at,
+        )
+        events = await before_the_log(admin, Carried(at, frozenset()))
+        assert [(e.tenant_id, e.alert_id, e.status, e.changed_at) for e in events] == [
+            (b["tenants"], twin, "open", at)
+        ]
+    finally:
+        await app.close()
+        await admin.close()
+
+
+async def test_a_change_to_two_tenants_alerts_of_one_id_is_logged_once_each(
+    silentpulse_migrated_database: str, silentpulse_app_database: str
+) -> None:
+    """Tenant B, as the application's role, creates an alert with the id of one of tenant
+    A's; a job's statement (as the owner, past row-level security) then resolves both.
+    The trigger pairs each changed row with its own old row, by (tenant_id, id) (000051):
+    one log row each, where pairing by id alone logged each change twice."""
+    admin = await asyncpg.connect(silentpulse_migrated_database)
+    app = await asyncpg.connect(silentpulse_app_database)
+    try:
+        a = await seed_tenant(admin, "tenant-a")
+        b = await seed_tenant(admin, "tenant-b")
+        twin = await new_alert(admin, a)
+        async with tenant_transaction(app, b["tenants"]):
+            await new_alert(app, b, id=twin)
+        await admin.execute("UPDATE alerts SET status = 'resolved' WHERE id = $1", twin)
+        logged = await admin.fetch(
+            "SELECT tenant_id, status FROM alert_changes "
+            "WHERE alert_id = $1 AND operation = 'UPDATE' ORDER BY seq",
+            twin,
+        )
+        assert sorted((r["tenant_id"], r["status"]) for r in logged) == sorted(
+            [(a["tenants"], "resolved"), (b["tenants"], "resolved")]
+        )
+    finally:
+        await app.close()
+        await admin.close()
 
 
 # --- one active process per consumer name, as real processes --------------------------

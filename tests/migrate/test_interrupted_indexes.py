@@ -511,3 +511,59 @@ async def test_an_interrupted_transactional_down_stays_at_its_version_clean(
     assert "Run again" in text and "dirty" not in text
     assert await version_rows(dsn) == [(2, False)]
     assert await fetchval(dsn, "SELECT to_regclass('t2') IS NOT NULL")
+
+
+# --- a redundant index dropped concurrently (its down builds it again) ------------------
+
+DROPPED = (
+    "drop_index_t1_v",
+    "DROP INDEX CONCURRENTLY IF EXISTS t1_v_key;\n",
+    "CREATE UNIQUE INDEX CONCURRENTLY t1_v_key ON t1 (v);\n",
+)
+
+
+async def test_an_interrupted_drop_up_or_build_down_is_finished_by_the_same_command(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
+    """A migration whose up drops an index concurrently (000052-000058), whose down builds
+    it again: stopped partway either way, the same command run again finishes it."""
+    dsn = silentpulse_database
+    source = write_migrations(tmp_path, {1: TABLE, 2: INDEX, 3: DROPPED})
+    await run_migrations(dsn, source=source, target=2, partitions_ahead=None)
+    await execute(dsn, "INSERT INTO t1 SELECT g, g FROM generate_series(1, 200) AS g")
+
+    reader = await reading(dsn)
+    try:
+        task = asyncio.ensure_future(run_migrations(dsn, source=source, partitions_ahead=None))
+        pid = await until(lambda: dropping(dsn))
+        assert await fetchval(dsn, "SELECT pg_terminate_backend($1)", pid)
+        with pytest.raises(MigrationInterruptedError) as info:
+            await asyncio.wait_for(task, timeout=60)
+    finally:
+        await reader.close()
+    assert "the concurrent drop of index t1_v_key may not have completed" in str(info.value)
+    assert "run `silentpulse-db up` again" in str(info.value)
+    assert await version_rows(dsn) == [(3, True)]
+    again = await cli(dsn, "up", "--path", str(source))
+    assert again.returncode == 0, again.stderr
+    assert "version 3's concurrent drop of index t1_v_key stopped partway" in again.stderr
+    assert await version_rows(dsn) == [(3, False)]
+    assert await fetchval(dsn, INDEX_OID) is None
+
+    writer = await holding_writes(dsn)
+    try:
+        task = asyncio.ensure_future(down(dsn, 1, source=source))
+        pid = await until(lambda: building(dsn))
+        assert await fetchval(dsn, "SELECT pg_terminate_backend($1)", pid)
+        with pytest.raises(MigrationInterruptedError) as info:
+            await asyncio.wait_for(task, timeout=60)
+    finally:
+        await writer.close()
+    assert "run the same down again, `silentpulse-db down 1`" in str(info.value)
+    assert await version_rows(dsn) == [(2, True)]
+    assert await fetchval(dsn, VALID) is False
+    again = await cli(dsn, "down", "1", "--path", str(source))
+    assert again.returncode == 0, again.stderr
+    assert await version_rows(dsn) == [(2, False)]
+    assert await fetchval(dsn, VALID) is True
+    assert (await history(dsn))[-1] == (3, "down")

@@ -42,6 +42,7 @@ from ..plan import (
     require_same_set,
     version_label,
 )
+from ..run.partitioned_index import PlannedBuild, plan_build
 from ..run.unfinished import read_unfinished
 from ..runbook import require_versions
 from ..version_table import VersionStore, VersionTable, resolve_table
@@ -57,6 +58,9 @@ class PlannedStatement:
     sql_head: str  # its first ~60 characters, whitespace folded onto one line
     locks: tuple[LockTaken, ...]
     warnings: tuple[str, ...] = ()
+    # What the engine runs in its place, in order (a CREATE INDEX CONCURRENTLY on a
+    # partitioned table: run/partitioned_index.py); empty when it runs as written.
+    steps: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -162,13 +166,14 @@ async def _preview(
                 plan = make_plan(migrations, state, request, history=history, unfinished=unfinished)
                 unmet = await _unmet_requirements(conn, plan)
                 files = [_parse(step.file) for step in plan.steps]
-                relations = await _relations(
-                    conn, {lock.relation for parsed in files for lock in parsed.all_locks}
-                )
+                builds = await _partitioned_builds(conn, plan.steps)
+                locked = {lock.relation for parsed in files for lock in parsed.all_locks}
+                locked |= {lock.relation for b in builds.values() for lock in b.locks}
+                relations = await _relations(conn, locked)
         finally:
             await close_quietly(conn)
         planned = tuple(
-            _planned_migration(step, parsed, relations)
+            _planned_migration(step, parsed, relations, builds.get(step.file.location))
             for step, parsed in zip(plan.steps, files, strict=True)
         )
         return MigrationPlan(
@@ -177,6 +182,21 @@ async def _preview(
             warnings=(*plan.warnings, *unmet),
             version_after=plan.version_after,
         )
+
+
+async def _partitioned_builds(conn: Any, steps: Iterable[Step]) -> dict[str, PlannedBuild]:
+    """The files that build an index concurrently on a partitioned table, by location:
+    what the engine runs in their place, read from the database as it is now (a table an
+    earlier file of the plan creates is not there yet: its file shows as written)."""
+    builds = {}
+    for step in steps:
+        parsed = analyze_cached(step.file)
+        if parsed.concurrent_index is None:
+            continue
+        build = await plan_build(conn, step.file, parsed)
+        if build is not None:
+            builds[step.file.location] = build
+    return builds
 
 
 async def _unmet_requirements(conn: Any, plan: Plan) -> tuple[str, ...]:
@@ -308,9 +328,22 @@ def _warnings(line: int, locks: tuple[LockTaken, ...], relations: _Relations) ->
     return tuple(found)
 
 
-def _planned_migration(step: Step, parsed: _ParsedFile, relations: _Relations) -> PlannedMigration:
+def _planned_migration(
+    step: Step, parsed: _ParsedFile, relations: _Relations, build: PlannedBuild | None = None
+) -> PlannedMigration:
     statements = []
     for line, sql, locks in parsed.statements:
+        if build is not None:  # the file's one statement, run in steps
+            statements.append(
+                PlannedStatement(
+                    line,
+                    _head(sql),
+                    build.locks,
+                    _warnings(line, build.locks, relations),
+                    build.steps,
+                )
+            )
+            continue
         if locks is None:
             statements.append(
                 PlannedStatement(
@@ -373,6 +406,9 @@ def format_plan(plan: MigrationPlan) -> str:
                     + (f" ({'; '.join(extra)})" if extra else "")
                 )
             lines += [f"      WARNING: {w}" for w in statement.warnings]
+            if statement.steps:
+                lines.append(f"      runs as: {statement.steps[0]}")
+                lines += [f"        {s}" for s in statement.steps[1:]]
     lines.append("")
     lines.append(f"version after: {version_label(plan.version_after)}")
     warned = len(plan.statement_warnings)

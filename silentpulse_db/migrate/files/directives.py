@@ -6,7 +6,9 @@ table lock), ``-- silentpulse: statement_timeout=30min`` (how long each statemen
 may run: the library runs its own with no limit, whatever the role sets) and
 ``-- silentpulse: requires schema_migrations >= 19`` (a service's own set waits
 for the core schema), ``-- silentpulse: requires extension pgcrypto`` (refused before
-anything runs where it is not installed). A directive after the first
+anything runs where it is not installed), ``-- silentpulse: partitions only`` (a
+concurrent index on a partitioned table built on its partitions alone, none attached:
+run/partitioned_index.py). A directive after the first
 statement, or one not known, is a MigrationSourceError naming the file and line.
 """
 
@@ -31,6 +33,9 @@ class Directives(NamedTuple):
     limit (defaults.ENGINE_SESSION_SETTINGS).
     ``extensions``: the extensions the file uses (``requires extension <name>``): a run
     that would apply it where one is not installed is refused before anything runs.
+    ``partitions_only``: the file's CREATE INDEX CONCURRENTLY on a partitioned table builds
+    an index on each leaf partition and none on the parent, none attached (for a later
+    migration's keys: run/partitioned_index.py).
     """
 
     breaking: bool = False
@@ -38,6 +43,7 @@ class Directives(NamedTuple):
     requires: tuple[tuple[str, int], ...] = ()
     statement_timeout: float | None = None
     extensions: tuple[str, ...] = ()
+    partitions_only: bool = False
 
 
 _NO_DIRECTIVES = Directives()
@@ -53,7 +59,7 @@ _EXPECTED = (
     "expected '-- silentpulse: breaking', '-- silentpulse: lock_timeout=<N>s|ms|min', "
     "'-- silentpulse: statement_timeout=<N>s|ms|min' or "
     "'-- silentpulse: requires <version table> >= <version>' or "
-    "'-- silentpulse: requires extension <name>'"
+    "'-- silentpulse: requires extension <name>' or '-- silentpulse: partitions only'"
 )
 
 
@@ -65,7 +71,7 @@ def parse_directives(sql: str, location: str) -> Directives:
         # The usual file, even one that names silentpulse_* functions: one scan in C
         # instead of a match per line (~1 ms for the packaged files at each start).
         return _NO_DIRECTIVES
-    breaking, requires, extensions = False, [], []
+    breaking, partitions_only, requires, extensions = False, False, [], []
     timeouts: dict[str, float] = {}
     in_header = True
     for number, raw in enumerate(sql.splitlines(), start=1):
@@ -88,6 +94,8 @@ def parse_directives(sql: str, location: str) -> Directives:
             extensions.append(extension.group(1).lower())
         elif name.lower() == "breaking" and not value:
             breaking = True
+        elif " ".join(name.lower().split()) == "partitions only" and not value:
+            partitions_only = True
         elif name.lower() in _TIMEOUTS and (duration := _DURATION.match(value.lower())):
             timeout = float(duration.group(1)) * _UNITS[duration.group(2)]
             if timeout > _MAX_TIMEOUT:
@@ -107,6 +115,7 @@ def parse_directives(sql: str, location: str) -> Directives:
         tuple(requires),
         timeouts.get("statement_timeout"),
         tuple(extensions),
+        partitions_only,
     )
 
 

@@ -326,6 +326,13 @@ def analyze_cached(file: MigrationFile) -> ParsedSQL:
                 f"the migration's SQL, or delete the pair",
                 file=file.location,
             )
+        if file.directives.partitions_only and found.concurrent_index is None:
+            raise MigrationSourceError(
+                f"{file.location}: '-- silentpulse: partitions only' says how to build a "
+                f"CREATE INDEX CONCURRENTLY on a partitioned table, and this file's one "
+                f"statement is not one: remove the directive",
+                file=file.location,
+            )
         _PARSED[key] = found
         if len(_PARSED) > _PARSED_MAX:
             _PARSED.popitem(last=False)

@@ -154,6 +154,8 @@ class Applier:
             self.store,
             statement_timeout=self.statement_timeout,
             build_wait=self.build_wait,
+            ddl_lock_timeout=self.ddl_lock_timeout,
+            ddl_retry_for=self.ddl_retry_for,
         )
         await outside.run(step, parsed, history_record)
 

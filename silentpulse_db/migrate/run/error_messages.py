@@ -239,12 +239,43 @@ def left_dirty(
             f"index anew and records version {step.migration.version}. Do not `force` "
             f"{at}: an INVALID index would stay behind."
         )
+    turned = _turned_index(file, direction, dirty_version, step, lost=lost)
+    if turned is not None:
+        return turned
     state = VersionState(None if dirty_version == NIL_VERSION else dirty_version, True)
     unfinished = None if step is None else Unfinished(step.migration, step.direction)
     ran = " (the statements ran one by one)" if lost else ""
     if source is None:
         return f"The database is left dirty at version {at}{ran}: see `{CLI} status`."
     return f"The database is left dirty{ran}: " + dirty_message(source, state, unfinished)
+
+
+def _turned_index(
+    file: MigrationFile, direction: str, dirty_version: int, step: Step | None, *, lost: bool
+) -> str | None:
+    """The way out for a migration that drops an index concurrently and whose down builds
+    it again (run/unfinished.py, 3b): the same file run again."""
+    if step is None:
+        return None
+    at, version = version_label(dirty_version), step.migration.version
+    how = "may not have completed;" if lost else "did not complete; fix the cause, then"
+    if direction == "up" and (dropped := dropped_index(file)) is not None:
+        return (
+            f"The database is left dirty at version {at}: the concurrent drop of index "
+            f"{dropped} {how} run `{CLI} up` again (or restart the service): the drop runs "
+            f"again (nothing to do if the index is gone) and version {at} is recorded. Do "
+            f"not `force` {at}: an INVALID index would stay behind."
+        )
+    built = analyze_cached(file).concurrent_index if direction == "down" else None
+    if built is None:
+        return None
+    return (
+        f"The database is left dirty at version {at}, on its way down from version "
+        f"{version}: the concurrent build of index {built} {how} run the same down again, "
+        f"`{CLI} down 1`: the build is waited for, kept once complete or built anew, and "
+        f"version {at} is recorded. `{CLI} up` instead drops it again and records version "
+        f"{version}. Do not `force` {at}: an INVALID index would stay behind."
+    )
 
 
 def interrupted_together(

@@ -15,6 +15,11 @@ index INVALID. Before such a file runs (:func:`before`):
 - an INVALID index is dropped (concurrently) and built anew;
 - a drop whose index is gone is complete.
 
+A build on a partitioned table (run/partitioned_index.py) leaves its parent's index
+INVALID until the last partition's is attached: work in progress, resumed, never
+dropped. With ``-- silentpulse: partitions only`` there is no parent's index: the
+leaves' indexes say how far it got (:func:`partitions_facts`).
+
 After a build the index must be valid (:func:`require_valid`). `force` refuses to record
 a version whose own concurrent index is INVALID or missing (:func:`refuse_force`).
 run/unfinished.py reads a dirty version with these facts.
@@ -23,6 +28,7 @@ run/unfinished.py reads a dirty version with these facts.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -37,8 +43,10 @@ from ..plan import CLI, NIL_VERSION, version_label
 logger = logging.getLogger("silentpulse_db.migrate")
 
 _FACTS = """
-    SELECT i.indisvalid AS valid, pg_get_indexdef(i.indexrelid) AS definition
-    FROM pg_index AS i WHERE i.indexrelid = to_regclass($1)
+    SELECT i.indisvalid AS valid, pg_get_indexdef(i.indexrelid) AS definition,
+           c.relkind = 'I' AS partitioned
+    FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid
+    WHERE i.indexrelid = to_regclass($1)
 """
 # Who is building or dropping the index: CREATE INDEX CONCURRENTLY reports its progress
 # (naming the index from its first transaction on); DROP INDEX and REINDEX CONCURRENTLY
@@ -76,10 +84,14 @@ class IndexFacts(NamedTuple):
     # Whether it is the index the file's CREATE INDEX statement defines (None: no
     # statement to compare with, or the index is missing).
     matches: bool | None = None
+    # A partitioned table's index: INVALID until each partition has its own attached.
+    partitioned: bool = False
 
     def describe(self, index: str) -> str:
         if not self.exists:
             return f"index {index} does not exist"
+        if not self.valid and self.partitioned:
+            return f"index {index} is INVALID (partitions left to index)"
         if not self.valid:
             return f"index {index} is INVALID"
         if self.matches is False:
@@ -96,7 +108,7 @@ async def index_facts(conn: Any, index: str, statement: str | None = None) -> In
     if row is None:
         return IndexFacts(False)
     matches = None if statement is None else same_definition(row["definition"], statement)
-    return IndexFacts(True, bool(row["valid"]), row["definition"], matches)
+    return IndexFacts(True, bool(row["valid"]), row["definition"], matches, row["partitioned"])
 
 
 def built_index(file: MigrationFile | None) -> tuple[str, str] | None:
@@ -159,6 +171,92 @@ def same_definition(found: str, statement: str) -> bool:
     if "schemaname" not in ours.get("relation", {}):
         theirs.get("relation", {}).pop("schemaname", None)
     return ours == theirs
+
+
+def same_shape(found: str, statement: str) -> bool:
+    """Whether ``found`` (a partition's index) is the index ``statement`` defines but for
+    its name and its table: what each partition of a partitioned build must hold."""
+    ours, theirs = _index_node(statement), _index_node(found)
+    if ours is None or theirs is None:
+        return False
+    for node in (ours, theirs):
+        node.pop("idxname", None)
+        node.pop("relation", None)
+    return ours == theirs
+
+
+def index_table(statement: str) -> tuple[str | None, str] | None:
+    """The schema (None: not named) and table a CREATE INDEX ``statement`` names."""
+    from pglast import parser  # deferred, as statements.py does
+
+    try:
+        (item,) = json.loads(parser.parse_sql_json(statement))["stmts"]
+        relation = item["stmt"]["IndexStmt"]["relation"]
+    except (parser.ParseError, KeyError, ValueError):
+        return None
+    return relation.get("schemaname"), str(relation["relname"])
+
+
+def leaf_index_name(leaf: str, index: str, table: str) -> str:
+    """The index a partitioned build gives partition ``leaf``: ``<leaf>_<suffix>``, the
+    suffix being ``index`` less ``<table>_`` where it starts so (alerts_tenant_key on
+    alerts: alerts_p2026_12_tenant_key), else all of it. A name past PostgreSQL's 63
+    bytes keeps the suffix, after as much of the leaf's name as fits and 8 hex digits of
+    md5(leaf), so that two long partition names never meet in one (000048 and
+    docs/tenancy.md spell the same rule in SQL)."""
+    prefix = table + "_"
+    suffix = index[len(prefix) :] if index.startswith(prefix) and index != prefix else index
+    name = f"{leaf}_{suffix}"
+    if len(name.encode()) <= _NAME_BYTES:
+        return name
+    digest = hashlib.md5(leaf.encode(), usedforsecurity=False).hexdigest()[:8]
+    room = _NAME_BYTES - len(f"_{digest}_{suffix}".encode())
+    if room < 1:  # the suffix alone leaves no room: a digest of the whole name
+        whole = hashlib.md5(name.encode(), usedforsecurity=False).hexdigest()[:8]
+        return f"{_bytes_of(name, _NAME_BYTES - 9)}_{whole}"
+    return f"{_bytes_of(leaf, room)}_{digest}_{suffix}"
+
+
+_NAME_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
+
+
+def _bytes_of(text: str, size: int) -> str:
+    """As much of ``text`` as fits in ``size`` bytes of UTF-8, no character split."""
+    return text.encode()[:size].decode(errors="ignore")
+
+
+_LEAVES = """
+    SELECT n.nspname AS schema, c.relname AS name
+    FROM pg_partition_tree(to_regclass($1)) AS t
+    JOIN pg_class AS c ON c.oid = t.relid
+    JOIN pg_namespace AS n ON n.oid = c.relnamespace
+    WHERE t.isleaf AND c.relkind = 'r'
+    ORDER BY 1, 2
+"""
+_LEAF_INDEXES = """
+    SELECT l.ord, i.indisvalid AS valid, pg_get_indexdef(i.indexrelid) AS definition
+    FROM unnest($1::text[]) WITH ORDINALITY AS l (name, ord)
+    JOIN pg_index AS i ON i.indexrelid = to_regclass(l.name)
+"""
+
+
+async def partitions_facts(conn: Any, index: str, statement: str) -> IndexFacts:
+    """What the partitions of a ``-- silentpulse: partitions only`` build hold: ``exists``
+    when any has its index, ``valid`` when every one has it, valid and as ``statement``
+    defines it (``matches`` False when one is another index)."""
+    target = index_table(statement)
+    if target is None:
+        return IndexFacts(False)
+    schema, table = target
+    leaves = await conn.fetch(_LEAVES, regclass_text(f"{schema}.{table}" if schema else table))
+    names = [
+        regclass_text(f"{leaf['schema']}.{leaf_index_name(leaf['name'], index, table)}")
+        for leaf in leaves
+    ]
+    found = await conn.fetch(_LEAF_INDEXES, names)
+    matches = all(same_shape(row["definition"], statement) for row in found)
+    valid = len(found) == len(leaves) and all(row["valid"] for row in found) and matches
+    return IndexFacts(bool(found), valid, None, matches if found else None)
 
 
 def _index_node(sql: str) -> dict[str, Any] | None:
@@ -268,16 +366,23 @@ async def before(
             return None
         return ()
     assert index is not None
-    facts = await index_facts(conn, index, parsed.statements[0].sql)
-    if facts.exists and facts.valid and facts.matches:
+    facts = await build_facts(conn, file, index, parsed.statements[0].sql)
+    if facts.exists and facts.valid and facts.matches is not False:
         logger.warning(
             "%s: index %s is already built, valid and as this file defines it (a build "
             "that finished after its run stopped, or one made by hand): recording the "
             "version without building it again",
             file.location,
-            index,
+            index if not file.directives.partitions_only else f"{index} of every partition",
         )
         return None
+    if file.directives.partitions_only or (facts.exists and facts.partitioned):
+        # Work in progress, not a failure: the build goes on from the partitions done.
+        if facts.exists:
+            logger.warning(
+                "%s: %s: going on with the partitions left", file.location, facts.describe(index)
+            )
+        return ()
     if facts.exists and not facts.valid:
         logger.warning(
             "%s: index %s is INVALID (a failed earlier build): dropping it concurrently "
@@ -289,10 +394,21 @@ async def before(
     return ()
 
 
+async def build_facts(
+    conn: Any, file: MigrationFile, index: str, statement: str | None
+) -> IndexFacts:
+    """What the catalog holds of the index ``file`` builds concurrently: the index, or,
+    for a ``-- silentpulse: partitions only`` build, each partition's."""
+    if file.directives.partitions_only and statement is not None:
+        return await partitions_facts(conn, index, statement)
+    return await index_facts(conn, index, statement)
+
+
 async def require_valid(conn: Any, file: MigrationFile, index: str, dirty: int) -> None:
     """MigrationFailedError unless ``index`` exists and is valid (the version stays
     ``dirty``)."""
-    facts = await index_facts(conn, index)
+    built = built_index(file)
+    facts = await build_facts(conn, file, index, built[1] if built else None)
     if facts.valid:
         return
     state = "does not exist" if not facts.exists else "is INVALID"
@@ -316,10 +432,10 @@ async def refuse_force(conn: Any, source: MigrationSource, version: int) -> None
     if built is None:
         return
     index, statement = built
-    facts = await index_facts(conn, index, statement)
+    assert migration is not None and migration.up is not None
+    facts = await build_facts(conn, migration.up, index, statement)
     if facts.valid:
         return
-    assert migration is not None and migration.up is not None
     below = source.previous_version(version)
     raise ForceRefusedError(
         f"not forcing version {version}: {migration.up.location} builds index {index} "

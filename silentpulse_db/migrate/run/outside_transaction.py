@@ -3,7 +3,8 @@
 A file holding CREATE INDEX CONCURRENTLY, VACUUM, ... holds only that statement
 (statements.py refuses more) and follows golang-migrate's protocol: version
 marked dirty, the statement, version marked clean. A concurrent index build is
-healed and checked by index_healing.py.
+healed and checked by index_healing.py; one on a partitioned table, which PostgreSQL
+refuses, runs partition by partition (partitioned_index.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 
 import asyncpg
 
-from ...defaults import ENGINE_SESSION_SETTINGS, LOCK_TIMEOUT
+from ...defaults import DDL_LOCK_TIMEOUT, DDL_RETRY_FOR, ENGINE_SESSION_SETTINGS, LOCK_TIMEOUT
+from ...errors import MigrationFailedError
 from ...postgres.connect import is_connection_lost, set_config_sql
 from ..files.directives import statement_limit
 from ..files.source import MigrationFile, MigrationSource
@@ -24,6 +26,7 @@ from ..plan import NIL_VERSION, Step
 from ..version_table import HistoryRecord, VersionStore
 from .error_messages import failed, interrupted
 from .index_healing import before, require_valid
+from .partitioned_index import PartitionedBuild, partitioned_target
 
 logger = logging.getLogger("silentpulse_db.migrate")
 
@@ -45,6 +48,8 @@ class OutsideTransaction:
         *,
         statement_timeout: float | None = None,
         build_wait: float = LOCK_TIMEOUT,
+        ddl_lock_timeout: float | None = DDL_LOCK_TIMEOUT,
+        ddl_retry_for: float = DDL_RETRY_FOR,
     ) -> None:
         self.conn = conn
         self.source = source
@@ -55,6 +60,10 @@ class OutsideTransaction:
         # How long to wait for another backend still building or dropping the index a
         # file builds or drops (the run's lock wait).
         self.build_wait = build_wait
+        # A partitioned build's steps that block writes (partitioned_index.py): how long
+        # each waits for its lock, and for how long they are tried again.
+        self.ddl_lock_timeout = ddl_lock_timeout
+        self.ddl_retry_for = ddl_retry_for
         self.step: Step | None = None  # the step running, for its failure's message
 
     async def run(self, step: Step, parsed: ParsedSQL, record: Recorder) -> None:
@@ -71,6 +80,14 @@ class OutsideTransaction:
         started = time.perf_counter()
         # A concurrent build or drop: waits for a backend still at it; None when what the
         # file does is already done (it is not run again), else what to run first.
+        partitioned = await partitioned_target(self.conn, parsed)
+        if partitioned is None and step.file.directives.partitions_only:
+            raise MigrationFailedError(
+                f"migration failed: {step.file.location}: '-- silentpulse: partitions only' "
+                f"and {parsed.concurrent_index}'s table is not a partitioned table. Nothing "
+                f"was run; remove the directive.",
+                file=step.file.location,
+            )
         first = await before(self.conn, step.file, parsed, wait=self.build_wait)
         await self.store.write(dirty, True)
         index = parsed.concurrent_index
@@ -80,8 +97,11 @@ class OutsideTransaction:
         if limit:
             await self.conn.execute(limit)
         try:
-            for statement in parsed.statements if first is not None else ():
-                await self.execute_alone(step.file, statement, dirty)
+            if partitioned is not None and first is not None:
+                await PartitionedBuild(self, partitioned, parsed.statements[0], dirty).run()
+            else:
+                for statement in parsed.statements if first is not None else ():
+                    await self.execute_alone(step.file, statement, dirty)
         finally:
             if limit and not self.conn.is_closed():  # back to the library's own value
                 await self.conn.execute(set_config_sql(_ENGINE_LIMIT))

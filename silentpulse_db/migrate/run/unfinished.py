@@ -5,6 +5,8 @@ the down file of the version above V (a down writes the version below it dirty).
 the files are concurrent index builds or drops, the catalog tells which, and how far it
 got; the history (the version this engine last recorded clean) tells the rest:
 
+0. a migration whose up drops an index concurrently and whose down builds it again
+   stopped on its way the history says: either of its files runs again;
 1. the index of the version above V is there (INVALID, or still valid): that version's
    down stopped partway (unless the history says the move was V's up);
 2. V's own index is missing or INVALID: V's build did not complete;
@@ -26,7 +28,14 @@ from ...results.migrations import VersionState
 from ..files.source import Direction, Migration, MigrationSource
 from ..plan import NIL_VERSION, Unfinished
 from ..version_table import VersionStore
-from .index_healing import IndexFacts, built_index, dropped_index, index_facts, wait_for_builders
+from .index_healing import (
+    IndexFacts,
+    build_facts,
+    built_index,
+    dropped_index,
+    index_facts,
+    wait_for_builders,
+)
 
 
 class _Side(NamedTuple):
@@ -65,6 +74,21 @@ async def read_unfinished(
     mine = None if own is None else await _side(conn, own, wait)
     next_up = None if above is None else await _side(conn, above, wait)
     moved = await _direction(source, store, version, above)
+    # 0. A migration that drops an index concurrently and whose down builds it again (a
+    # redundant index gone): either file, run again, finishes its move whatever state it
+    # stopped in (index_healing.before), so the history's direction is enough, and says
+    # which migration it was where another's file names the same index.
+    turned = own if moved == "up" else above if moved == "down" else None
+    if turned is not None and dropped_index(turned.up) and built_index(turned.down):
+        what = "drop" if moved == "up" else "build (its down)"
+        return Unfinished(
+            turned,
+            moved,
+            reruns_up=True,
+            reruns_down=True,
+            seen=f"version {turned.version}'s concurrent {what} of index "
+            f"{dropped_index(turned.up)} stopped partway",
+        )
     # 1. The index of the version above is there: its down stopped partway.
     if next_up is not None and next_up.name is not None and next_up.facts.exists and moved != "up":
         stray = next_up.builds and next_up.facts.matches is False and next_up.facts.valid
@@ -125,7 +149,10 @@ async def _side(conn: Any, migration: Migration, wait: float) -> _Side:
     file = migration.up if built is not None else migration.down
     if wait > 0 and file is not None:
         await wait_for_builders(conn, file, index, wait)
-    facts = await index_facts(conn, index, built[1] if built is not None else None)
+    if built is not None and file is not None:
+        facts = await build_facts(conn, file, index, built[1])
+    else:
+        facts = await index_facts(conn, index)
     return _Side(migration, index, built is not None, dropped is not None, facts)
 
 

@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY IF EXISTS audit_tasks_tenant_id_id_key;

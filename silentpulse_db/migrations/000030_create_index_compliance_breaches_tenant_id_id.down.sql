@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY IF EXISTS compliance_breaches_tenant_id_id_key;

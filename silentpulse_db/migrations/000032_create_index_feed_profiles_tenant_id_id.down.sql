@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY IF EXISTS feed_profiles_tenant_id_id_key;

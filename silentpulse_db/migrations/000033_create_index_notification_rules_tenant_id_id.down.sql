@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY IF EXISTS notification_rules_tenant_id_id_key;

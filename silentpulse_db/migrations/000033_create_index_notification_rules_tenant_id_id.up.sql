@@ -1,0 +1,8 @@
+-- 000033_create_index_notification_rules_tenant_id_id: UNIQUE (tenant_id, id) on notification_rules, its primary key from 000044 on
+-- (keys that lead with tenant_id: a table distributed by tenant_id on Citus may have no
+-- other; docs/tenancy.md). Built CONCURRENTLY (writes go on), alone in its file as that
+-- requires; a superset of the primary key (id), so no row can fail it. No IF NOT EXISTS
+-- on purpose: after a failed build a rerun must not accept the INVALID index it left
+-- (docs/migrations.md, "A failed concurrent index").
+-- squawk-ignore prefer-robust-stmts
+CREATE UNIQUE INDEX CONCURRENTLY notification_rules_tenant_id_id_key ON notification_rules (tenant_id, id);

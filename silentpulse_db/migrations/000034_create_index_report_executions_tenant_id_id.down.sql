@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY IF EXISTS report_executions_tenant_id_id_key;

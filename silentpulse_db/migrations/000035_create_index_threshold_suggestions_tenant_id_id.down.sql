@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY IF EXISTS threshold_suggestions_tenant_id_id_key;

@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY IF EXISTS asset_observation_daily_tenant_key;

@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY IF EXISTS asset_observation_hourly_tenant_key;

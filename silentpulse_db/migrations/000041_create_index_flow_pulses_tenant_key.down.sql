@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY IF EXISTS flow_pulses_tenant_key;

@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY IF EXISTS alert_changes_tenant_key;

@@ -1,0 +1,21 @@
+-- 000047_create_index_audit_logs_tenant_key: on each partition of audit_logs (the default one
+-- included), the unique index (tenant_id, id, created_at) that 000048 makes its primary key,
+-- as <partition>_tenant_key (issue 31; docs/tenancy.md, "Keys that lead with tenant_id").
+--
+-- Built CONCURRENTLY, partition by partition: reads and writes go on. PostgreSQL builds
+-- no index on a partitioned table concurrently; the runner builds one on each partition
+-- it finds when it runs, and on any made meanwhile (docs/migrations.md, "A concurrent
+-- index on a partitioned table"). Partitions only: no index on the parent and none
+-- attached, so that 000048 can make each the key of its partition, then the parent's key
+-- take them as they are (PostgreSQL takes a partition's index for the parent's key only
+-- if no other index holds it). A partition made after this one (the partition job's
+-- next month) gets its index from 000048.
+--
+-- After a failure or a kill the version is dirty: `silentpulse-db up` goes on from the
+-- partitions done, an INVALID index (a failed build) dropped and built anew; an index an
+-- operator built beforehand under that name, valid and as defined here, is kept.
+-- golang-migrate cannot run this file: PostgreSQL refuses the statement (docs/migrations.md,
+-- "The same steps with golang-migrate").
+-- silentpulse: partitions only
+-- squawk-ignore prefer-robust-stmts
+CREATE UNIQUE INDEX CONCURRENTLY audit_logs_tenant_key ON audit_logs (tenant_id, id, created_at);
