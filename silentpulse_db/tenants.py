@@ -4,9 +4,26 @@ security reads (migration 000004's policies), for asyncpg connections and pools.
 :func:`tenant_transaction` begins a transaction with the tenant set;
 :func:`set_tenant` sets it for the rest of a transaction already open (the worker that
 claims a job, then writes its tenant's alert, in one transaction). Either way the
-setting ends with the transaction (``set_config(..., true)``): a pooled connection
-carries no tenant into the next request. SQLAlchemy's AsyncSession gets the same two
-in :mod:`silentpulse_db.sqlalchemy`.
+setting ends with the transaction (``SET LOCAL``): a pooled connection carries no
+tenant into the next request. SQLAlchemy's AsyncSession gets the same two in
+:mod:`silentpulse_db.sqlalchemy`.
+
+On Citus the setting must reach the workers, where the shards' policies read it.
+Citus forwards ``SET LOCAL`` commands to the workers a transaction involves (and to
+those it involves later, with each remote ``BEGIN``) when
+``citus.propagate_set_commands`` is ``'local'``; ``set_config()`` is a function call
+and never reaches them (every insert refused, every read empty). So the tenant is set
+by :func:`scope_sql`'s one message: ``SET LOCAL citus.propagate_set_commands =
+'local'; SET LOCAL app.current_tenant = '<uuid>'``, right after ``BEGIN``.
+
+The library sets ``citus.propagate_set_commands`` itself, per transaction, rather
+than leaving it to a database default that ``distribute`` (or the operator) would set:
+it works for any role on any database, with no step to forget, and a forgotten step
+would fail closed but silently (empty reads) where nothing can tell the application
+why. It costs nothing: it rides in the same message as the tenant, one round trip as
+``set_config()`` was. It is ``LOCAL`` too, so the application's other ``SET LOCAL``
+commands in the block (``statement_timeout``) reach the workers as well, and nothing
+outlives the transaction. On plain PostgreSQL it sets a placeholder no one reads.
 
 A database that cannot serve (refused, restarting, full, a pooler that cannot log in to
 it, a connection gone mid-transaction) is a :class:`DatabaseUnavailableError` out of
@@ -29,8 +46,28 @@ from .postgres.connect import connect_error, is_transient
 from .postgres.translate import connection_closed, is_unavailable, unavailable_error
 
 TENANT_SETTING = "app.current_tenant"
-# Transaction-local: it ends with the transaction, committed or rolled back.
-SET_TENANT = f"SELECT set_config('{TENANT_SETTING}', $1, true)"
+# Citus forwards a SET LOCAL to the workers only while this is 'local' (module docstring).
+PROPAGATE_SET = "SET LOCAL citus.propagate_set_commands = 'local'"
+
+
+def scope_sql(tenant: uuid.UUID) -> str:
+    """The one message that sets ``tenant`` for the rest of the open transaction, on a
+    Citus cluster's workers too; transaction-local: it ends with the transaction,
+    committed or rolled back.
+
+    ``SET`` takes no bind parameter, so the tenant is a literal. It is safe as one: a
+    ``uuid.UUID`` prints as 36 hex digits and hyphens (tenant_uuid has validated what
+    the caller gave), and it is quoted as a literal all the same (quotes doubled, no
+    backslash in it for standard_conforming_strings to read), so that nothing but a
+    string constant can ever reach the statement. Sent as a simple query (no
+    arguments), both statements go in one round trip. Citus forwards the whole message
+    text to the workers, so it must hold these two ``SET LOCAL`` and nothing else; the
+    order matters: the tenant's is forwarded only once propagation is on.
+    """
+    if not isinstance(tenant, uuid.UUID):  # the literal's safety rests on it
+        raise InvalidArgumentError(f"scope_sql takes a uuid.UUID, got {type(tenant).__name__}")
+    literal = "'" + str(tenant).replace("'", "''") + "'"
+    return f"{PROPAGATE_SET}; SET LOCAL {TENANT_SETTING} = {literal}"
 
 
 @contextlib.asynccontextmanager
@@ -41,10 +78,10 @@ async def tenant_transaction(
 
     ``conn``: an asyncpg connection, or a pool (a connection is acquired for the
     transaction and released after); yields the connection. ``app.current_tenant`` is
-    set for this transaction only (``set_config(..., true)``): once it commits or
-    rolls back the connection carries no tenant, so a pooled connection cannot leak
-    one tenant's setting into the next request. ``transaction_options`` go to
-    ``conn.transaction()`` (isolation, readonly, deferrable).
+    set for this transaction only (``SET LOCAL``, on Citus's workers too): once it
+    commits or rolls back the connection carries no tenant, so a pooled connection
+    cannot leak one tenant's setting into the next request. ``transaction_options`` go
+    to ``conn.transaction()`` (isolation, readonly, deferrable).
 
     Refused with InvalidArgumentError, before anything runs: a ``tenant_id`` that is
     not a UUID, a connection already in a transaction (the tenant would outlive this
@@ -82,7 +119,7 @@ async def set_tenant(conn: Any, tenant_id: uuid.UUID | str) -> None:
             "set_tenant sets the tenant for the rest of an open transaction, and this "
             "connection is in none: use tenant_transaction, or open one first"
         )
-    await conn.execute(SET_TENANT, str(tenant))
+    await conn.execute(scope_sql(tenant))
 
 
 @contextlib.asynccontextmanager
@@ -141,7 +178,7 @@ async def _scoped(conn: Any, tenant: uuid.UUID, options: dict[str, Any]) -> Asyn
         _drop(conn)
         raise unavailable_error(exc, doing="begin the tenant's transaction") from None
     try:
-        await conn.execute(SET_TENANT, str(tenant))
+        await conn.execute(scope_sql(tenant))
         yield
     except BaseException as exc:
         await _roll_back(conn, transaction)

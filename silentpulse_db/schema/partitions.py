@@ -86,9 +86,13 @@ _TABLES = rf"""
       AND pt.partnatts = 1 AND a.atttypid = 'timestamptz'::regtype
     ORDER BY c.relname, lo NULLS FIRST
 """
-_CAN_CREATE = (
-    "SELECT to_regprocedure('silentpulse_create_monthly_partition(regclass,date)') IS NOT NULL"
-)
+# Can this database make months (000005), and is it a Citus one (its tables may be
+# distributed)? One question either way.
+_PREFLIGHT = """
+    SELECT to_regprocedure('silentpulse_create_monthly_partition(regclass,date)') IS NOT NULL
+             AS can_create,
+           EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') AS citus
+"""
 _CREATE = "SELECT silentpulse_create_monthly_partition($1::regclass, $2::date)"
 _SECURE = "SELECT silentpulse_secure_partition($1::regclass)"
 # The months of the rows in a default partition ({key}, {default}), each with its rows
@@ -204,8 +208,10 @@ async def ensure_partitions(
     seconds is skipped and reported.
     """
     months = months_ahead(now, ahead, max_ahead)
-    if not await conn.fetchval(_CAN_CREATE):
+    preflight = await conn.fetchrow(_PREFLIGHT)
+    if not preflight["can_create"]:
         return PartitionReport(skipped=("migration 000005 (partition lifecycle) is not applied",))
+    citus = bool(preflight["citus"])
     created: list[PartitionChange] = []
     secured: list[str] = []
     skipped: list[str] = []
@@ -227,6 +233,7 @@ async def ensure_partitions(
                 table.parent,
                 month,
                 lift=lift if month in stray else [],
+                citus=citus,
             )
             if moved is not None:
                 change = PartitionChange(table.name, partition_name(table.name, month), int(moved))
@@ -235,7 +242,8 @@ async def ensure_partitions(
         for partition in table.partitions:
             if not table.rls or partition.secured:
                 continue
-            if await _guarded(conn, lock_timeout, skipped, _SECURE, partition.name) is not None:
+            done = await _guarded(conn, lock_timeout, skipped, _SECURE, partition.name, citus=citus)
+            if done is not None:
                 logger.warning("%s had no RLS: secured like %s", partition.name, table.name)
                 secured.append(partition.name)
     return PartitionReport(tuple(created), tuple(secured), tuple(skipped))
@@ -353,6 +361,24 @@ async def _lifted_for_moves(conn: Any, table: PartitionedTable) -> list[str]:
     return [r["name"] for r in rows]
 
 
+def _local_settings(lock_timeout: float, *, citus: bool) -> str:
+    """What each change's transaction sets first, in one message.
+
+    On Citus, the months of a distributed table that references a reference table (as
+    every tenant table references ``tenants``) must be made over one connection per
+    worker: the creation function's CREATE, row move and ATTACH in one transaction
+    otherwise fail ("cannot modify table ... because there was a parallel operation on a
+    distributed table"); a month is made once, and can afford one connection per worker
+    where a parallel query would open one per shard. Set in the job's own transaction, for
+    any role, with no migration and no database default (which would make every other
+    transaction sequential as well); plain PostgreSQL gets the one statement it always did.
+    """
+    timeout = f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'"
+    if not citus:
+        return timeout
+    return f"{timeout}; SET LOCAL citus.multi_shard_modify_mode = 'sequential'"
+
+
 async def _guarded(
     conn: Any,
     lock_timeout: float,
@@ -360,15 +386,17 @@ async def _guarded(
     query: str,
     *args: Any,
     lift: Sequence[str] = (),
+    citus: bool = False,
 ) -> Any:
     """Run ``query`` in a transaction under lock_timeout; on a lock wait, note it and go on.
 
     ``lift``: tables whose FORCE ROW LEVEL SECURITY is lifted for this transaction only
     and put back before it commits (no other session ever sees them without it).
+    ``citus``: the database has the extension (:func:`_local_settings`).
     """
     try:
         async with conn.transaction():
-            await conn.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'")
+            await conn.execute(_local_settings(lock_timeout, citus=citus))
             for name in lift:
                 await conn.execute(f"ALTER TABLE {name} NO FORCE ROW LEVEL SECURITY")
             result = await conn.fetchval(query, *args)

@@ -4,6 +4,7 @@ application role under row-level security (issue 27, 2)."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import asyncpg
 import pytest
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from silentpulse_db import InvalidArgumentError, set_tenant, tenant_transaction
 from silentpulse_db import sqlalchemy as scoped
+from silentpulse_db.tenants import scope_sql
 
 from helpers import execute
 
@@ -97,5 +99,45 @@ async def test_sqlalchemy_async_session_sees_one_tenant_and_leaks_none(
             async with scoped.tenant_transaction(session, alpha):
                 names = (await session.execute(text("SELECT external_id FROM assets"))).scalars()
                 assert list(names) == ["a1"]
+    finally:
+        await engine.dispose()
+
+
+def test_the_scope_is_one_message_of_two_set_local_with_the_tenant_quoted() -> None:
+    tenant = uuid.UUID("6f1c3a52-0d4e-4b8a-9c77-2f6b1e0a9d31")
+    assert scope_sql(tenant) == (
+        "SET LOCAL citus.propagate_set_commands = 'local'; "
+        "SET LOCAL app.current_tenant = '6f1c3a52-0d4e-4b8a-9c77-2f6b1e0a9d31'"
+    )
+    text_given: Any = "6f1c3a52-0d4e-4b8a-9c77-2f6b1e0a9d31'; DROP TABLE tenants; --"
+    with pytest.raises(InvalidArgumentError, match=r"uuid\.UUID"):
+        scope_sql(text_given)  # only a uuid.UUID: its text is what makes the literal safe
+
+
+async def test_sqlalchemy_scope_begins_without_the_adapters_own_begin_and_refuses_autocommit(
+    silentpulse_migrated_database: str,
+    silentpulse_app_database: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where SQLAlchemy's asyncpg adapter lacks its (internal) _start_transaction, a
+    statement of no consequence begins the transaction; an AUTOCOMMIT engine, where a
+    SET LOCAL would last no statement, is refused."""
+    alpha, _ = await two_tenants(silentpulse_migrated_database)
+    url = silentpulse_app_database.replace("postgresql://", "postgresql+asyncpg://", 1)
+    engine = create_async_engine(url, pool_size=1, max_overflow=0)
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(scoped, "_ADAPTER_BEGIN", "_not_in_this_version")
+            async with AsyncSession(engine) as session, scoped.tenant_transaction(session, alpha):
+                handles = await session.scalars(text("SELECT handle FROM tenants"))
+                assert list(handles) == ["alpha"]
+        async with AsyncSession(autocommit) as session:
+            with pytest.raises(InvalidArgumentError, match="AUTOCOMMIT"):
+                async with scoped.tenant_transaction(session, alpha):
+                    pass
+        # The pooled connection, unharmed, carries no tenant.
+        async with AsyncSession(engine) as session, session.begin():
+            assert await session.scalar(text("SELECT count(*) FROM tenants")) == 0
     finally:
         await engine.dispose()

@@ -5,7 +5,12 @@ Before comparing, what legitimately differs between two databases is set alike:
   migrating role reads ``<owner>``, and so does that role as a grantee;
 - the runbook's grants (grants.py) are expected where the runbook gives them;
 - monthly partitions: the jobs make and drop months (months.py); each month is
-  compared with a month the files built.
+  compared with a month the files built;
+- Citus on a coordinator: its extensions are the operator's (the scratch database has
+  none), and what they made (schemas, views in public, functions, sequences, their
+  grants) is left out as every extension's own objects are when the catalog is read
+  (objects.py), by pg_depend, not by name. Distributed tables are the coordinator's
+  ordinary tables to compare; their shards are hidden from the catalog by Citus.
 Each excused difference is listed with the rule that excused it. Then one change is
 one difference: what belongs to a relation reported whole, and what a partition
 inherits from a change reported on its table, are left out.
@@ -40,6 +45,14 @@ from .objects import REVOKED_FROM_ITSELF, Catalog, CatalogObject
 
 Objects = dict[str, dict[str, CatalogObject]]
 
+# CREATE EXTENSION citus makes citus_columnar too, with no dependency between the two to
+# find it by: these names are the one list. Excused where citus is there.
+CITUS_EXTENSIONS = ("citus", "citus_columnar")
+RULE_CITUS = (
+    "Citus, installed by the operator on a Citus coordinator (not by the migration files); "
+    "its own objects are not compared"
+)
+
 
 class _Live(NamedTuple):
     """What a fix needs of the live database: its migrating role, and each object's
@@ -69,6 +82,7 @@ def compare(
             # The history's sequence, where the live database has no history: only
             # golang-migrate migrated it (the runner adds the history at its next run).
             del rest_want["sequence"][key]
+    _excuse_citus(rest_want, rest_have, excused)
     blanket = expect_blanket_grants(rest_want, rest_have, excused, named_roles(live, app_roles))
     defaults, differences = expect_default_grants(rest_want, rest_have, live, excused)
     differences += _schema_create(live)
@@ -87,6 +101,19 @@ def compare(
         objects=count,
         checked_at=checked_at,
     )
+
+
+def _excuse_citus(want: Objects, have: Objects, excused: list[DriftExcuse]) -> None:
+    """Expect Citus's extensions where the live database has citus."""
+    extensions = have.get("extension", {})
+    if "citus" not in extensions:
+        return
+    expected = dict(want.get("extension", {}))  # want's own: the catalog stays as read
+    for name in CITUS_EXTENSIONS:
+        if name in extensions and name not in expected:
+            expected[name] = extensions[name]
+            excused.append(DriftExcuse("extension", name, RULE_CITUS))
+    want["extension"] = expected
 
 
 def _order(difference: DriftDifference) -> tuple[str, str]:

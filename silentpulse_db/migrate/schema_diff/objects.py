@@ -24,9 +24,18 @@ _BOOKKEEPING = (
     f"NOT IN ('{VERSION_TABLE}', '{HISTORY_TABLE}') AND c.relname NOT LIKE '{HISTORY_TABLE}%'"
 )
 _USER_SCHEMA = f"n.nspname NOT IN {SKIP_SCHEMAS} AND n.nspname NOT LIKE 'pg_temp%'"
-_NOT_EXTENSION_MEMBER = (
-    "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = {oid} AND d.deptype = 'e')"
-)
+
+
+def _not_member(oid: str, catalog: str = "pg_class") -> str:
+    """No extension's own object (pg_depend 'e': made by its script, dropped with it):
+    an extension's tables, views, sequences, functions, schemas, and so their grants,
+    policies and triggers, are the extension's to keep, listed as the extension alone.
+    Citus puts views in public and schemas of its own, granted to PUBLIC: not drift,
+    and no REVOKE to propose on them."""
+    return (
+        f"NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = '{catalog}'::regclass "
+        f"AND d.objid = {oid} AND d.deptype = 'e')"
+    )
 
 
 def _storage(column: str) -> str:
@@ -97,7 +106,7 @@ DRIFT_QUERIES: dict[str, str] = {
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND {_USER_SCHEMA}
           AND c.relname {_BOOKKEEPING}
-          AND {_NOT_EXTENSION_MEMBER.format(oid="c.oid")}
+          AND {_not_member("c.oid")}
     """,
     "column": f"""
         SELECT n.nspname || '.' || c.relname || '.' || a.attname AS key,
@@ -132,7 +141,7 @@ DRIFT_QUERIES: dict[str, str] = {
         LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
         WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
           AND {_USER_SCHEMA} AND c.relname {_BOOKKEEPING}
-          AND {_NOT_EXTENSION_MEMBER.format(oid="c.oid")}
+          AND {_not_member("c.oid")}
     """,
     "constraint": f"""
         SELECT n.nspname || '.' || c.relname || '.' || con.conname AS key,
@@ -146,7 +155,7 @@ DRIFT_QUERIES: dict[str, str] = {
         JOIN pg_class c ON c.oid = con.conrelid
         JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE {_USER_SCHEMA} AND c.relname {_BOOKKEEPING}
-          AND {_NOT_EXTENSION_MEMBER.format(oid="c.oid")}
+          AND {_not_member("c.oid")}
     """,
     "index": f"""
         SELECT n.nspname || '.' || ic.relname AS key,
@@ -176,7 +185,7 @@ DRIFT_QUERIES: dict[str, str] = {
         CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM pg_inherits h
                                            WHERE h.inhrelid = i.indexrelid) AS attached) AS a
         WHERE {_USER_SCHEMA} AND c.relname {_BOOKKEEPING}
-          AND {_NOT_EXTENSION_MEMBER.format(oid="c.oid")}
+          AND {_not_member("c.oid")}
           AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid
                           AND k.contype IN ('p', 'u', 'x'))
     """,
@@ -200,7 +209,7 @@ DRIFT_QUERIES: dict[str, str] = {
         JOIN pg_namespace n ON n.oid = c.relnamespace
         JOIN pg_policies pol ON pol.schemaname = n.nspname AND pol.tablename = c.relname
                              AND pol.policyname = p.polname
-        WHERE {_USER_SCHEMA} AND c.relname {_BOOKKEEPING}
+        WHERE {_USER_SCHEMA} AND c.relname {_BOOKKEEPING} AND {_not_member("c.oid")}
     """,
     "trigger": f"""
         SELECT n.nspname || '.' || c.relname || '.' || t.tgname AS key,
@@ -212,6 +221,7 @@ DRIFT_QUERIES: dict[str, str] = {
         JOIN pg_class c ON c.oid = t.tgrelid
         JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE NOT t.tgisinternal AND {_USER_SCHEMA} AND c.relname {_BOOKKEEPING}
+          AND {_not_member("c.oid")}
     """,
     "function": f"""
         SELECT n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid)
@@ -223,7 +233,7 @@ DRIFT_QUERIES: dict[str, str] = {
                  pg_get_function_identity_arguments(p.oid)) AS "drop"
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         WHERE {_USER_SCHEMA} AND p.prokind IN ('f', 'p', 'w') AND p.proname <> '{GUARD_FUNCTION}'
-          AND {_NOT_EXTENSION_MEMBER.format(oid="p.oid")}
+          AND {_not_member("p.oid", "pg_proc")}
     """,
     # pg_sequence, not pg_sequences: that one reads each sequence's last value, which
     # waits for a session altering it.
@@ -236,7 +246,7 @@ DRIFT_QUERIES: dict[str, str] = {
         FROM pg_sequence s
         JOIN pg_class c ON c.oid = s.seqrelid
         JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE {_USER_SCHEMA} AND c.relname {_BOOKKEEPING}
+        WHERE {_USER_SCHEMA} AND c.relname {_BOOKKEEPING} AND {_not_member("c.oid")}
     """,
     # Who owns each relation and function: normalised by the comparison to "the owner"
     # (the role that owns the version table, the one that migrates).
@@ -248,7 +258,7 @@ DRIFT_QUERIES: dict[str, str] = {
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND {_USER_SCHEMA}
           AND c.relname {_BOOKKEEPING}
-          AND {_NOT_EXTENSION_MEMBER.format(oid="c.oid")}
+          AND {_not_member("c.oid")}
         UNION ALL
         SELECT 'function ' || n.nspname || '.' || p.proname || '('
                  || pg_get_function_identity_arguments(p.oid) || ')',
@@ -256,7 +266,7 @@ DRIFT_QUERIES: dict[str, str] = {
                NULL, NULL, NULL
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         WHERE {_USER_SCHEMA} AND p.prokind IN ('f', 'p', 'w') AND p.proname <> '{GUARD_FUNCTION}'
-          AND {_NOT_EXTENSION_MEMBER.format(oid="p.oid")}
+          AND {_not_member("p.oid", "pg_proc")}
     """,
     # EXECUTE on each function (PUBLIC's by default), the owner's own aside.
     "function grant": f"""
@@ -276,7 +286,7 @@ DRIFT_QUERIES: dict[str, str] = {
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         CROSS JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) AS a
         WHERE {_USER_SCHEMA} AND p.prokind IN ('f', 'p', 'w') AND p.proname <> '{GUARD_FUNCTION}'
-          AND {_NOT_EXTENSION_MEMBER.format(oid="p.oid")} AND a.grantee <> p.proowner
+          AND {_not_member("p.oid", "pg_proc")} AND a.grantee <> p.proowner
     """,
     # Column-level grants: the runbook gives none.
     "column grant": f"""
@@ -296,7 +306,7 @@ DRIFT_QUERIES: dict[str, str] = {
         JOIN pg_namespace n ON n.oid = c.relnamespace
         CROSS JOIN LATERAL aclexplode(att.attacl) AS a
         WHERE att.attnum > 0 AND NOT att.attisdropped AND {_USER_SCHEMA}
-          AND c.relname {_BOOKKEEPING} AND a.grantee <> c.relowner
+          AND c.relname {_BOOKKEEPING} AND a.grantee <> c.relowner AND {_not_member("c.oid")}
     """,
     # One row per (relation, grantee, privilege); the owner's own privileges aside.
     "grant": f"""
@@ -315,8 +325,21 @@ DRIFT_QUERIES: dict[str, str] = {
         JOIN pg_namespace n ON n.oid = c.relnamespace
         CROSS JOIN LATERAL aclexplode(c.relacl) AS a
         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND {_USER_SCHEMA}
-          AND c.relname {_BOOKKEEPING} AND a.grantee <> c.relowner
+          AND c.relname {_BOOKKEEPING} AND a.grantee <> c.relowner AND {_not_member("c.oid")}
     """,
+}
+
+# Schemas, extensions and types as the proofs read them (snapshot.py); the schemas an
+# extension made aside (Citus's citus, citus_internal, columnar, ...).
+_NAMED = {
+    "schema": f"""
+        SELECT n.nspname AS key, coalesce(obj_description(n.oid, 'pg_namespace'), '') AS value
+        FROM pg_namespace n
+        WHERE n.nspname NOT IN {SKIP_SCHEMAS} AND n.nspname NOT LIKE 'pg_temp%'
+          AND n.nspname NOT LIKE 'pg_toast_temp%' AND {_not_member("n.oid", "pg_namespace")}
+    """,
+    "extension": QUERIES["extension"],
+    "type": QUERIES["type"],
 }
 
 # Default privileges (ALTER DEFAULT PRIVILEGES, a runbook step): what a relation the
@@ -355,6 +378,7 @@ SCHEMA_CREATE = f"""
     FROM pg_namespace n CROSS JOIN LATERAL aclexplode(n.nspacl) AS a
     WHERE n.nspname NOT IN {SKIP_SCHEMAS} AND n.nspname NOT LIKE 'pg\\_%'
       AND a.privilege_type = 'CREATE' AND a.grantee <> n.nspowner
+      AND {_not_member("n.oid", "pg_namespace")}
 """
 
 # The role that migrates: the version table's owner.
@@ -401,10 +425,10 @@ async def read_catalog(conn: Any) -> Catalog:
             )
             for r in await conn.fetch(query)
         }
-    for kind in ("schema", "extension", "type"):  # as the proofs read them
+    for kind, query in _NAMED.items():
         objects[kind] = {
             r["key"]: CatalogObject(r["value"] or "", None, *_statements(kind, r["key"]))
-            for r in await conn.fetch(QUERIES[kind])
+            for r in await conn.fetch(query)
         }
     objects["sequence"].update(await _history_sequence(conn))
     owner = await conn.fetchval(MIGRATING_ROLE)
