@@ -36,7 +36,7 @@ from silentpulse_db.results.placement import COORDINATOR, DISTRIBUTED, REFERENCE
 from silentpulse_db.schema.distribution import TENANT_FIRST_VERSION
 from silentpulse_db.testing.citus import CitusCluster
 
-from helpers import fetch, fetchval, login_role, wait_for
+from helpers import execute, fetch, fetchval, login_role, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 # What the packaged schema's catalog makes of each table (distribute reads it, not a list).
@@ -237,6 +237,19 @@ async def test_the_dry_run_changes_nothing_and_distribute_places_every_table_onc
     placed = await placements(dsn)
     assert all(placed[c.partition]["method"] == "h" for c in months.created)
     assert (await distribute(dsn)).steps == ()
+
+    # A tenant table added later (the next release's, a service's): with its key to
+    # tenants, a reference table, Citus makes it a Citus local table; distribute places it.
+    await execute(
+        dsn,
+        "CREATE TABLE notes (tenant_id uuid NOT NULL REFERENCES tenants ON DELETE CASCADE, "
+        "id uuid NOT NULL, body text, PRIMARY KEY (tenant_id, id))",
+    )
+    later = await distribute(dsn)
+    assert [(s.action, s.table) for s in later.steps] == [("distribute", "notes")]
+    placed = await placements(dsn)
+    assert placed["notes"]["colocation"] == placed["assets"]["colocation"]
+    await assert_placed_as_planned(dsn)
 
 
 async def distribute_waits_on(dsn: str, table: str) -> bool:
