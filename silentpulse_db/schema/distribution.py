@@ -46,7 +46,7 @@ from ..errors import (
     SchemaVersionError,
 )
 from ..postgres.blockers import table_lock_holders
-from ..postgres.translate import is_unavailable
+from ..postgres.translate import connection_closed
 from ..results.migrations import VersionState
 from ..results.placement import (
     COORDINATOR,
@@ -597,10 +597,11 @@ async def distribute_on(
         shard_count=shard_count,
         server_shards=server_shards,
     )
-    _check_owner(await conn.fetchval("SELECT current_user"), tables, plan.steps)
+    role = await conn.fetchval("SELECT current_user")
+    _check_owner(role, tables, plan.steps)
     steps = plan.steps
     if not dry_run:
-        steps = await _run_steps(conn, plan.steps, {t.name: t for t in tables}, limits)
+        steps = await _run_steps(conn, plan.steps, {t.name: t for t in tables}, limits, role)
     return DistributionReport(
         dry_run=dry_run,
         version=version,
@@ -632,12 +633,16 @@ def _check_owner(role: str, tables: Sequence[Table], steps: Sequence[Distributio
 
 
 async def _run_steps(
-    conn: Any, steps: Sequence[DistributionStep], tables: Mapping[str, Table], limits: Limits
+    conn: Any,
+    steps: Sequence[DistributionStep],
+    tables: Mapping[str, Table],
+    limits: Limits,
+    role: str,
 ) -> tuple[DistributionStep, ...]:
     done: list[DistributionStep] = []
     for number, step in enumerate(steps, 1):
         logger.info("step %d/%d: %s %s", number, len(steps), step.action, step.table)
-        duration = await _run_step(conn, step, tables[step.table], limits, done)
+        duration = await _run_step(conn, step, tables[step.table], limits, (role, done))
         done.append(dataclasses.replace(step, duration=duration))
     return tuple(done)
 
@@ -647,11 +652,13 @@ async def _run_step(
     step: DistributionStep,
     table: Table,
     limits: Limits,
-    done: Sequence[DistributionStep],
+    context: tuple[str, Sequence[DistributionStep]],
 ) -> float:
     """One step in a transaction of its own, each statement a message of its own (Citus
     refuses some DDL sent together, citusdata/citus#6608); a table lock waited for past
-    ``limits.lock_timeout`` rolls it back, and it is tried again with backoff."""
+    ``limits.lock_timeout`` rolls it back, and it is tried again with backoff.
+    ``context``: the role running it, and the steps done before it (for the errors)."""
+    role, done = context
     started = time.monotonic()
     pause = 0.2
     while True:
@@ -673,20 +680,38 @@ async def _run_step(
             await asyncio.sleep(pause)
             pause = min(pause * 2, 5.0)
         except asyncpg.PostgresError as exc:
-            if isinstance(exc, asyncpg.InsufficientPrivilegeError) or is_unavailable(exc, conn):
+            # A lost connection is ours only if ours is closed: Citus reports a node it
+            # could not reach with a connection SQLSTATE (08...) on a live session.
+            if isinstance(exc, asyncpg.InsufficientPrivilegeError) or connection_closed(conn):
                 raise  # typed_errors: the privilege it needs, or the lost connection
-            raise _refused(step, done, exc) from None
+            raise _refused(step, done, exc, role) from None
+
+
+# Citus's words when the coordinator cannot open a connection to a worker, and the fix
+# when it is the role's login there (the nodes' own logins are the cluster's to set up).
+REMOTE_LOGIN = "connection to the remote node"
+REMOTE_LOGIN_FIX = (
+    "The coordinator logs in to the workers as the role that runs distribute: give that "
+    "role a way in on every node (its password in pg_dist_authinfo: INSERT INTO "
+    "pg_dist_authinfo (nodeid, rolename, authinfo) VALUES (0, '{role}', "
+    "'password=...'), or the nodes' .pgpass, or a certificate: docs/scaling.md)"
+)
 
 
 def _refused(
-    step: DistributionStep, done: Sequence[DistributionStep], exc: asyncpg.PostgresError
+    step: DistributionStep,
+    done: Sequence[DistributionStep],
+    exc: asyncpg.PostgresError,
+    role: str,
 ) -> DistributionError:
-    said = [getattr(exc, "message", None) or str(exc)]
+    said = [str(getattr(exc, "message", None) or exc).rstrip(". ")]
     for part in ("detail", "hint"):
         if text := getattr(exc, part, None):
-            said.append(f"{part.upper()}: {text}")
+            said.append(f"{part.upper()}: {str(text).rstrip('. ')}")
+    if REMOTE_LOGIN in said[0]:
+        said.append(REMOTE_LOGIN_FIX.format(role=role))
     return DistributionError(
-        f"Citus refused to {step.action} {step.table}: {' '.join(said)}. "
+        f"Citus refused to {step.action} {step.table}: {'; '.join(said)}. "
         f"{_progress(done)} Fix what it names, then run distribute again: it goes on "
         f"from there.",
         table=step.table,
