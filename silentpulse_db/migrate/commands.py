@@ -65,7 +65,6 @@ from .plan import (
 from .prerequisites import OPTIONAL_EXTENSIONS, extensions_in, run_prerequisites
 from .runbook import run_request
 from .session import locked_session, open_session, read_only_state
-from .stored_files import FILES_TABLE
 from .version_table import (
     HISTORY_TABLE,
     VERSION_TABLE,
@@ -659,7 +658,9 @@ async def distribute(
         migration_lock_timeout=migration_lock_timeout,
     )
     dsn = _core_set(dsn, "distribute")
-    from ..schema.distribution import Limits, distribute_on  # on first use, as drift's
+    # On first use, as drift's: the CLI's other commands do not load them.
+    from ..schema.distribution import Limits, distribute_on
+    from .stored_files import FILES_TABLE
 
     limits = Limits(given.ddl.table_lock_timeout, given.ddl.retry_for)
     retry = given.connect

@@ -2,12 +2,12 @@
 
 What goes where is read from the catalog, not from a list:
 
-- **reference tables** (a copy on every node): every table without ``tenant_id`` but
-  the bookkeeping kept on the coordinator (``tenants``, and the lookups shared by every
-  tenant: ``mitre_techniques``, ``connector_defs``); and every tenant table with a
-  unique key that does not include ``tenant_id`` (``users``, ``api_keys``: keys unique
-  across the platform on purpose, docs/tenancy.md), which a distributed table cannot
-  have;
+- **reference tables** (a copy on every node): every table without ``tenant_id``
+  (``tenants``, and the lookups shared by every tenant: ``mitre_techniques``,
+  ``connector_defs``) but the bookkeeping kept on the coordinator; and every tenant
+  table with a unique key that does not include ``tenant_id`` (``users``, ``api_keys``:
+  keys unique across the platform on purpose, docs/tenancy.md), which a distributed
+  table cannot have;
 - **distributed tables**: every other table with ``tenant_id``, by it, all in one
   colocation group: one tenant's rows of every table on one shard, so that its joins
   and its foreign keys stay on one node;
