@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo roundtrip lint typecheck bench migration clean data-model
+.PHONY: venv test demo citus-demo roundtrip lint typecheck bench migration clean data-model
 
 venv: $(STAMP)
 
@@ -23,6 +23,13 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python tools/demo.py
+
+# The schema distributed by tenant on a throwaway Citus cluster (docs/scaling.md):
+# migrate, distribute, a short workload of 4 tenants, the shard and node each tenant's
+# rows live on. Skips with the reason where Citus is not installed;
+# CITUS_DEMO_DATABASE_URL=<a coordinator's database> runs it there (it changes it).
+citus-demo: $(STAMP)
+	$(BIN)/python tools/citus_demo.py
 
 # up -> down --all -> up and `check` on the packaged migrations (CI runs it).
 roundtrip: $(STAMP)

@@ -25,6 +25,7 @@ SCRIPTS = [
     "bench_tenant_keys.py",
     "bench_restart.py",
     "bench_tenant_scope.py",
+    "bench_citus_routing.py",
 ]
 
 if __name__ == "__main__":

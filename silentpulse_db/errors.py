@@ -9,6 +9,7 @@ httpx groups its own (``retryable``: the same call, unchanged, can succeed)::
     ├── InvalidArgumentError (also ValueError)    a bug in the calling code
     ├── ConfigurationError                        fix the setting it names
     │   ├── PoolingModeError
+    │   ├── CitusRequiredError                    distribute: not a Citus coordinator
     │   ├── ScratchDatabaseError
     │   ├── KeyConfigError (also CryptoError)
     │   └── RowSecurityError (also CredentialMigrationError)
@@ -18,6 +19,7 @@ httpx groups its own (``retryable``: the same call, unchanged, can succeed)::
     ├── PermissionDeniedError                     run the GRANT it gives
     │   └── AdministratorRequiredError
     ├── DatabaseError
+    │   └── DistributionError                     distribute: Citus refused a step
     ├── LockWaitError                             retryable: another session held a lock
     │   ├── LockTimeoutError                      the migration lock
     │   └── TableLockTimeoutError (also MigrationFailedError)   a table's lock
@@ -27,7 +29,8 @@ httpx groups its own (``retryable``: the same call, unchanged, can succeed)::
     │   ├── DatabaseAheadError
     │   ├── ChecksumMismatchError
     │   ├── MigrationSetMismatchError
-    │   └── RequiredVersionError                  retryable: once the other set is applied
+    │   ├── RequiredVersionError                  retryable: once the other set is applied
+    │   └── SchemaVersionError                    migrate first (distribute's version)
     ├── MigrationSourceError                      fix the file it names
     │   └── MissingMigrationFileError
     ├── MigrationFailedError                      a file's SQL failed
@@ -174,6 +177,45 @@ class DatabaseError(SilentPulseDBError):
     def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
         super().__init__(message)
         self.sqlstate = sqlstate
+
+
+# --- distributing the schema on Citus ------------------------------------------------
+
+
+class CitusRequiredError(ConfigurationError):
+    """``distribute`` was pointed at a database that is not a Citus coordinator that can
+    hold shards: plain PostgreSQL, a database without the citus extension, a Citus
+    worker, or a coordinator with no node to place shards on. ``found`` says which, in
+    words. Nothing was changed."""
+
+    def __init__(self, message: str, *, found: str) -> None:
+        super().__init__(message)
+        self.found = found
+
+
+class DistributionError(DatabaseError):
+    """Citus refused a step of ``distribute`` (``table``, ``step``: what it was doing), or
+    the database holds a placement that distribute does not make (a tenant table
+    distributed by another column, in another colocation group, a reference table
+    where a distributed one is planned). Each step commits alone: ``done`` lists the
+    steps this run completed before it, which stay done; fix what the message names and
+    run distribute again, which goes on from there. A table lock waited for past the
+    retries (``sqlstate`` 55P03) is ``retryable``."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        table: str,
+        step: str,
+        sqlstate: str | None = None,
+        done: Sequence[str] = (),
+    ) -> None:
+        super().__init__(message, sqlstate=sqlstate)
+        self.table = table
+        self.step = step
+        self.done = tuple(done)
+        self.retryable = sqlstate == "55P03"
 
 
 # --- migration files ---------------------------------------------------------
@@ -385,6 +427,17 @@ class RequiredVersionError(MigrationStateError):
         self.file = file
         self.table = table
         self.version = version
+        self.found = found
+
+
+class SchemaVersionError(MigrationStateError):
+    """The database's schema is older than an operation needs: ``required``, the version
+    it needs; ``found``, the database's (None: never migrated). ``distribute`` needs the
+    keys that lead with tenant_id. Run ``silentpulse-db up`` first; nothing was changed."""
+
+    def __init__(self, message: str, *, required: int, found: int | None) -> None:
+        super().__init__(message)
+        self.required = required
         self.found = found
 
 

@@ -36,6 +36,7 @@ from .version_table import VERSION_TABLE
 
 if TYPE_CHECKING:
     from ..results.migrations import MigrationResult, StatusReport
+    from ..results.placement import DistributionReport
     from ..results.proofs import DriftReport
 
 # commands, preview, scaffold and schema.jobs are imported by the handlers that use
@@ -286,6 +287,22 @@ def _drift_arguments(cmd: argparse.ArgumentParser) -> None:
     _scratch_option(cmd, "drift")
 
 
+def _distribute_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print where each table goes and the steps, statements and settings it would "
+        "run; change nothing (no lock taken)",
+    )
+    cmd.add_argument(
+        "--shard-count",
+        type=_positive,
+        metavar="N",
+        help="shards of the distributed tables, fixed by the first one distributed "
+        "(default: the server's citus.shard_count, 32 unless set)",
+    )
+
+
 def _no_arguments(cmd: argparse.ArgumentParser) -> None:
     pass
 
@@ -324,6 +341,11 @@ _COMMAND_ARGUMENTS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Non
     "retention": (
         "drop expired partitions (alerts, audit logs, observations)",
         _retention_arguments,
+    ),
+    "distribute": (
+        "on a Citus coordinator: reference tables, tenant tables distributed by tenant_id "
+        "and colocated (docs/scaling.md); --dry-run: the plan",
+        _distribute_arguments,
     ),
 }
 
@@ -642,6 +664,21 @@ async def _retention(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
     return console.EXIT_OK
 
 
+async def _distribute(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    if args.table not in (None, VERSION_TABLE):
+        raise console.UsageError("distribute belongs to the packaged set: no --table")
+    report = await commands.distribute(
+        dsn,
+        dry_run=args.dry_run,
+        shard_count=args.shard_count,
+        connect=_connect(args),
+        migration_lock_timeout=args.migration_lock_timeout,
+        ddl=DDLLimits(args.table_lock_timeout, args.ddl_retry_for),
+    )
+    print(format_distribution(report), file=out)
+    return console.EXIT_OK
+
+
 _COMMANDS: dict[str, Callable[[str, argparse.Namespace, TextIO], Awaitable[int]]] = {
     "up": _up,
     "down": _down,
@@ -655,6 +692,7 @@ _COMMANDS: dict[str, Callable[[str, argparse.Namespace, TextIO], Awaitable[int]]
     "baseline": _baseline,
     "partitions": _partitions,
     "retention": _retention,
+    "distribute": _distribute,
 }
 
 
@@ -736,6 +774,34 @@ def format_drift(report: DriftReport) -> str:
             rules[excuse.rule] = rules.get(excuse.rule, 0) + 1
         lines.append("excused (not drift):")
         lines += [f"  {count} x {rule}" for rule, count in rules.items()]
+    return "\n".join(lines)
+
+
+def format_distribution(report: DistributionReport) -> str:
+    """Where each table goes, then the steps (a dry run: with their statements) and the
+    settings they use; or that there was nothing to do."""
+    head = "distribute (dry run: nothing changed)" if report.dry_run else "distribute"
+    lines = [
+        f"{head}: schema version {report.version}; {report.nodes} node(s) take shards; "
+        f"{report.shard_count} shards a distributed table"
+    ]
+    lines.append("placement:")
+    lines += [f"  {placement}" for placement in report.tables]
+    if not report.steps:
+        lines.append("nothing to do: every table is placed as planned, and no local copy is left")
+        return "\n".join(lines)
+    if report.settings:
+        lines.append("settings (SET LOCAL in the steps that need them; nothing persists):")
+        lines += [f"  {setting}" for setting in report.settings]
+    planned = "would run" if report.dry_run else "done"
+    lines.append(f"steps ({planned}; each a transaction of its own):")
+    for number, step in enumerate(report.steps, 1):
+        lines.append(f"  {number}. {step}")
+        if report.dry_run:
+            lines += [f"       {statement};" for statement in step.statements]
+    if not report.dry_run:
+        total = sum(step.duration or 0.0 for step in report.steps)
+        lines.append(f"distributed: {len(report.steps)} step(s) in {total:.1f} s")
     return "\n".join(lines)
 
 

@@ -65,9 +65,17 @@ from .plan import (
 from .prerequisites import OPTIONAL_EXTENSIONS, extensions_in, run_prerequisites
 from .runbook import run_request
 from .session import locked_session, open_session, read_only_state
-from .version_table import VERSION_TABLE, HistoryRecord, VersionTable, resolve, resolve_table
+from .version_table import (
+    HISTORY_TABLE,
+    VERSION_TABLE,
+    HistoryRecord,
+    VersionTable,
+    resolve,
+    resolve_table,
+)
 
 if TYPE_CHECKING:
+    from ..results.placement import DistributionReport
     from ..results.proofs import CheckReport, DriftReport
 
 logger = logging.getLogger("silentpulse_db.migrate")
@@ -612,6 +620,83 @@ async def drift(
             checked_at=datetime.now(timezone.utc),
             app_roles=tuple(app_roles),
         )
+
+
+async def distribute(
+    dsn: str,
+    *,
+    dry_run: bool = False,
+    shard_count: int | None = None,
+    connect: ConnectRetry = DEFAULT_CONNECT,
+    migration_lock_timeout: float = LOCK_TIMEOUT,
+    ddl: DDLLimits = DEFAULT_DDL,
+) -> DistributionReport:
+    """Distribute the migrated schema by tenant on a Citus coordinator (docs/scaling.md).
+
+    Reference tables first (``tenants``, the lookups without tenant_id, and ``users``
+    and ``api_keys`` while their unique keys are platform-wide), then every other tenant
+    table distributed by tenant_id, colocated, each after the tables it references;
+    then the coordinator's copy of the rows moved to the shards is freed. The version
+    tables and the alert listener's bookkeeping stay on the coordinator. Each step is a
+    transaction of its own, under the migration lock; a second run finds nothing to do,
+    and a run cut short is finished by the next. ``shard_count``: the distributed
+    tables' shards (default: the server's ``citus.shard_count``), fixed by the first.
+
+    ``dry_run``: the plan, with each step's statements and settings; nothing changed,
+    no lock taken. Refused before any change: a database that is not a Citus
+    coordinator (CitusRequiredError), one not migrated to the tenant-first keys
+    (SchemaVersionError, DirtyDatabaseError), a role that does not own the tables
+    (PermissionDeniedError). A step waits for a table lock as ``ddl`` says (then
+    retried); Citus refusing a step is a DistributionError naming it.
+    """
+    given = settings(
+        "distribute",
+        {},
+        (),
+        connect=connect,
+        ddl=ddl,
+        migration_lock_timeout=migration_lock_timeout,
+    )
+    dsn = _core_set(dsn, "distribute")
+    # On first use, as drift's: the CLI's other commands do not load them.
+    from ..schema.distribution import Limits, distribute_on
+    from .stored_files import FILES_TABLE
+
+    limits = Limits(given.ddl.table_lock_timeout, given.ddl.retry_for)
+    retry = given.connect
+    with typed_errors(dsn, "distribute the schema on Citus"):
+        session_of = (
+            open_session(dsn, attempts=retry.attempts, wait=retry.wait)
+            if dry_run
+            else locked_session(
+                dsn,
+                attempts=retry.attempts,
+                wait=retry.wait,
+                lock_timeout=given.migration_lock_timeout,
+                ensure=False,
+            )
+        )
+        async with session_of as session:
+            store = session.store
+            state = await store.version() if session.versioned else None
+            keep = {name: VERSION_KEPT for name in await store.recorded_sets()}
+            keep |= {name: VERSION_KEPT for name in (VERSION_TABLE, HISTORY_TABLE, FILES_TABLE)}
+            return await distribute_on(
+                session.conn,
+                state,
+                schema=session.table.schema or "public",
+                keep=keep,
+                where=redact(dsn, dsn),
+                dry_run=dry_run,
+                shard_count=shard_count,
+                limits=limits,
+            )
+
+
+VERSION_KEPT = (
+    "the migration runner's bookkeeping (version, history, stored files), read and "
+    "written under the migration lock on the coordinator alone"
+)
 
 
 # --- shared by the verbs ------------------------------------------------------------

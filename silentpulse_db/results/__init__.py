@@ -3,7 +3,8 @@
 - :mod:`.migrations`: the migration verbs (run_migrations, up, down, goto, force,
   baseline, version, status, apply_prerequisites);
 - :mod:`.proofs`: check and drift;
-- :mod:`.schema_jobs`: the partition and retention jobs.
+- :mod:`.schema_jobs`: the partition and retention jobs;
+- :mod:`.placement`: distribute, where each table's rows live on a Citus cluster.
 
 Import any of them from here (or the package face). Each room loads when one of its
 names is first used: a start-up never returns a proof's or a job's report, and their
@@ -24,6 +25,12 @@ if TYPE_CHECKING:
         StatusReport,
         StatusRow,
         VersionState,
+    )
+    from .placement import (
+        DistributionReport,
+        DistributionSetting,
+        DistributionStep,
+        TablePlacement,
     )
     from .proofs import CheckReport, DriftDifference, DriftExcuse, DriftReport
     from .schema_jobs import (
@@ -58,6 +65,10 @@ HOMES = {
         ),
         ".schema_jobs",
     ),
+    **dict.fromkeys(
+        ("DistributionReport", "DistributionSetting", "DistributionStep", "TablePlacement"),
+        ".placement",
+    ),
 }
 
 
@@ -73,6 +84,9 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AppliedMigration",
     "CheckReport",
+    "DistributionReport",
+    "DistributionSetting",
+    "DistributionStep",
     "DriftDifference",
     "DriftExcuse",
     "DriftReport",
@@ -85,5 +99,6 @@ __all__ = [
     "RetentionReport",
     "StatusReport",
     "StatusRow",
+    "TablePlacement",
     "VersionState",
 ]

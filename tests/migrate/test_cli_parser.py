@@ -25,6 +25,8 @@ ARGVS = [
     ["force", "1", "--allow-missing"],
     ["partitions", "--ahead", "2"],
     ["retention", "--dry-run"],
+    ["distribute", "--dry-run", "--shard-count", "64", "--table-lock-timeout", "0"],
+    ["distribute", "--shard-count", "0"],
     ["create", "add_tags_table"],
     ["bogus"],
     ["u"],
