@@ -168,8 +168,11 @@ class NodeReader:
         self._split_reported = False
 
     async def prepare(self, conn: Any) -> None:
-        """Once per connection: one connection (one snapshot) per node in reads."""
+        """Once per connection: one connection (one snapshot) per node in reads, and every
+        node's horizon, for the rows a move left on another node: known before the first
+        read, they are judged there, and come in their time's order with the rest."""
         await conn.execute(SESSION)
+        await self.ask_every_node(conn)
 
     async def ask_every_node(self, conn: Any, *, every: bool = False) -> dict[int, int]:
         """Each node's horizon now (``run_command_on_all_nodes``). A node that does not

@@ -1,16 +1,10 @@
 -- 000049_alter_alert_log_for_citus: reverses 000049_alter_alert_log_for_citus.up.sql:
--- 000022's trigger function and INSERT policy, no silentpulse_node_group(), no log_nodes.
+-- 000022's trigger function, no silentpulse_node_group(), no log_nodes.
 -- Run it only before the log is distributed: a shard's statement would be refused again.
 SET LOCAL lock_timeout = '3s';
 
 ALTER TABLE alert_changes_pruned DROP COLUMN log_nodes;
 ALTER TABLE alert_listener_positions DROP COLUMN log_nodes;
-
-DROP POLICY alert_changes_written_by_owner ON alert_changes;
--- An uncorrelated subquery: evaluated once per statement, not per row.
-CREATE POLICY alert_changes_written_by_owner ON alert_changes FOR INSERT
-    WITH CHECK ((SELECT pg_has_role(c.relowner, 'USAGE') FROM pg_class c
-                 WHERE c.oid = 'alert_changes'::regclass));
 
 DROP FUNCTION silentpulse_node_group();
 

@@ -14,8 +14,6 @@
 -- they are. The listener reads each node's changes in that node's order, below that
 -- node's horizon.
 --
--- The INSERT policy loses its subquery (Citus refuses a policy with one on a distributed
--- table): it is for the table's owner by name, which admits its members as before.
 -- silentpulse_node_group() says which node group runs it (0 on plain PostgreSQL and on
 -- the coordinator), for the listener's reads. Named consumers (alert_listener_positions)
 -- and retention's mark (alert_changes_pruned) gain log_nodes: their positions on the
@@ -148,11 +146,6 @@ BEGIN
                    current_schema());
     EXECUTE format('ALTER FUNCTION silentpulse_node_group() SET search_path = %I, pg_temp',
                    current_schema());
-    -- The owner by name (and its members, as pg_has_role(relowner, 'USAGE') admitted):
-    -- the same rows pass, with no subquery for Citus to refuse.
-    EXECUTE 'DROP POLICY alert_changes_written_by_owner ON alert_changes';
-    EXECUTE format('CREATE POLICY alert_changes_written_by_owner ON alert_changes FOR INSERT TO %I WITH CHECK (true)',
-                   (SELECT pg_get_userbyid(c.relowner) FROM pg_class c WHERE c.oid = 'alert_changes'::regclass));
 END
 $$;
 

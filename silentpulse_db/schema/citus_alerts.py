@@ -20,15 +20,19 @@ What it does, each step only where it is not done yet:
 4. builds ``alert_changes_node_xid_seq_idx`` on ``((seq >> 48), xid, seq)`` (each node's
    order, which the listener reads) and drops ``alert_changes_xid_seq_idx`` (one order for
    all nodes' xids means nothing once they are several), both CONCURRENTLY;
-5. distributes ``alert_changes`` by ``tenant_id``, colocated with ``alerts`` (or with
+5. gives ``alert_changes``' INSERT policy (only its owner writes the log) the owner by
+   name, in place of 000022's subquery on ``pg_class``: Citus refuses a policy with a
+   subquery on a distributed table. The same roles pass (the owner and its members); it
+   no longer follows an ``ALTER TABLE ... OWNER TO`` by itself (run this again after one);
+6. distributes ``alert_changes`` by ``tenant_id``, colocated with ``alerts`` (or with
    ``colocate_with`` while ``alerts`` is not distributed yet): first, so that a write to a
    shard of ``alerts`` always finds the shard of the log beside it;
-6. distributes ``alerts`` by ``tenant_id`` beside it, in one transaction with its log
+7. distributes ``alerts`` by ``tenant_id`` beside it, in one transaction with its log
    triggers disabled and enabled again: Citus copies the rows already there into the
    shards with COPY, which would fire the shards' triggers and log every existing alert
    a second time. Writers wait on the table's lock meanwhile, as they do for any
    ``create_distributed_table``; no write goes unlogged;
-7. checks that each worker draws the log's identity from its group's range (``seq >> 48``
+8. checks that each worker draws the log's identity from its group's range (``seq >> 48``
    names the node a row's xid belongs to) and that both tables are colocated.
 
 ``alert_listener_positions`` and ``alert_changes_pruned`` (:data:`COORDINATOR_TABLES`)
@@ -56,6 +60,10 @@ ALERT_TABLES = ("alert_changes", "alerts")  # distributed by tenant_id, in this 
 _STATE = """
     SELECT
         EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') AS citus,
+        (SELECT p.polroles = ARRAY[c.relowner]
+         FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
+         WHERE p.polrelid = to_regclass('alert_changes')
+           AND p.polname = 'alert_changes_written_by_owner') AS owner_policy,
         to_regprocedure('silentpulse_node_group()') IS NOT NULL AS prepared,
         (SELECT x.indisvalid FROM pg_index x WHERE x.indexrelid = to_regclass($1)) AS node_index,
         to_regclass($2) IS NOT NULL AS plain_index
@@ -91,6 +99,20 @@ _DISTRIBUTE_ALERTS = (
     + _TOGGLE.format("ENABLE")
     + "COMMIT;"
 )
+# Who may write the log, as 000022's policy says it (pg_has_role(owner, 'USAGE'): the owner
+# and its members), with no subquery: a policy TO a role admits its members.
+_OWNER_POLICY = """
+DO $$
+BEGIN
+    DROP POLICY alert_changes_written_by_owner ON alert_changes;
+    EXECUTE format(
+        'CREATE POLICY alert_changes_written_by_owner ON alert_changes FOR INSERT TO %I '
+        'WITH CHECK (true)',
+        (SELECT pg_get_userbyid(c.relowner) FROM pg_class c
+         WHERE c.oid = 'alert_changes'::regclass));
+END
+$$
+"""
 _FUNCTION_EVERYWHERE = """
     SELECT count(*) FROM pg_catalog.pg_dist_object
     WHERE classid = 'pg_proc'::regclass AND objid = 'silentpulse_node_group()'::regprocedure
@@ -177,6 +199,14 @@ def _plan(
             (
                 f"drop {PLAIN_INDEX} (one xid order across nodes means nothing), CONCURRENTLY",
                 f"DROP INDEX CONCURRENTLY {PLAIN_INDEX}",
+            )
+        )
+    if not state["owner_policy"]:
+        steps.append(
+            (
+                "alert_changes_written_by_owner: for the owner by name, not by a subquery "
+                "(Citus refuses one in a distributed table's policy)",
+                _OWNER_POLICY,
             )
         )
     if "alert_changes" not in distributed:

@@ -36,7 +36,7 @@ from helpers import fetch, fetchval, wait_for
 
 # alerts' foreign keys reach these (each after those it references): distributed first.
 REFERENCED = ["assets", "asset_groups", "integration_points", "flows", "flow_pulses"]
-FAST = {"initial_backoff": 0.1, "max_backoff": 0.5, "poll_interval": 0.2}
+FAST: dict[str, Any] = {"initial_backoff": 0.1, "max_backoff": 0.5, "poll_interval": 0.2}
 
 
 async def distribute_alerts(dsn: str) -> list[str]:
@@ -314,6 +314,41 @@ async def test_a_late_commit_on_one_worker_holds_that_worker_only(citus_alerts: 
         assert ours == [late, after]
     finally:
         await holder.close()
+        await conn.close()
+
+
+async def test_a_tenant_moved_to_the_other_worker_loses_nothing(citus_alerts: str) -> None:
+    """The rebalancer moves a tenant's shards, log included, to the other worker while
+    its consumer is stopped: the changes from before (worker 1's transactions, read on
+    worker 2) and after (worker 2's) arrive once each, the older first."""
+    conn = await asyncpg.connect(citus_alerts)
+    name = f"moved-{uuid.uuid4().hex[:6]}"
+    try:
+        one, _ = await tenants_on_each_worker(conn, 1)
+        async with consuming(citus_alerts, consumer=name):
+            pass
+        before = await new_alerts(conn, one, 3)
+        moved = await conn.fetchrow(
+            "SELECT s.shardid, src.nodename AS src_host, src.nodeport AS src_port, "
+            "dst.nodename AS dst_host, dst.nodeport AS dst_port "
+            "FROM (SELECT get_shard_id_for_distribution_column('alert_changes', $1::uuid) "
+            "AS shardid) s JOIN pg_dist_placement p USING (shardid) "
+            "JOIN pg_dist_node src ON src.groupid = p.groupid "
+            "JOIN pg_dist_node dst ON dst.groupid = 2",
+            one.id,
+        )
+        await conn.execute(
+            "SELECT citus_move_shard_placement($1, $2, $3, $4, $5, "
+            "shard_transfer_mode => 'block_writes')",
+            *moved.values(),
+        )
+        after = await new_alerts(conn, one, 2)
+        async with consuming(citus_alerts, consumer=name) as events:
+            await arrived(events, {(a, "open") for a in before + after})
+        ours = changes(events, [one])
+        assert [e.alert_id for e in ours] == before + after
+        assert [origin(int(e.id.split(".")[1])) for e in ours] == [1, 1, 1, 2, 2]
+    finally:
         await conn.close()
 
 
