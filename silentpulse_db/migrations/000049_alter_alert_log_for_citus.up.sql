@@ -29,8 +29,6 @@ DECLARE
     first_at timestamptz;
     last_at timestamptz;
     alerts jsonb;
-    shard bigint;
-    logical regclass;
     log_shard text;
 BEGIN
     -- As the owner: only for alerts and its partitions, not for a table of the
@@ -39,28 +37,24 @@ BEGIN
        AND NOT EXISTS (SELECT 1 FROM pg_inherits i
                        WHERE i.inhrelid = TG_RELID AND i.inhparent = 'alerts'::regclass) THEN
         -- On a Citus node: a shard of alerts or of one of its months (its name ends with
-        -- its shard id), in alerts' schema, with the shard of alert_changes that holds the
-        -- same tenants placed on this node. The catalog queries are planned only here.
+        -- its shard id), in alerts' schema, and the shard of alert_changes for the same
+        -- tenants (the same hash range) placed on this node. One query: each statement run
+        -- on a shard pays Citus's hooks. The catalog is read only here.
         IF to_regclass('pg_catalog.pg_dist_shard') IS NOT NULL THEN
-            SELECT s.shardid, s.logicalrelid INTO shard, logical
+            SELECT shard_name('alert_changes'::regclass, l.shardid) INTO log_shard
             FROM pg_class c
             JOIN pg_catalog.pg_dist_shard s
               ON s.shardid = substring(c.relname FROM '_([0-9]{1,18})$')::bigint
+            JOIN pg_catalog.pg_dist_shard l
+              ON l.logicalrelid = 'alert_changes'::regclass AND l.shardminvalue = s.shardminvalue
+            JOIN pg_catalog.pg_dist_placement p ON p.shardid = l.shardid
             WHERE c.oid = TG_RELID
-              AND c.relnamespace = (SELECT a.relnamespace FROM pg_class a WHERE a.oid = 'alerts'::regclass);
-            IF logical IS NOT NULL
-               AND to_regclass(shard_name(logical, shard)) = TG_RELID
-               AND (logical = 'alerts'::regclass
-                    OR EXISTS (SELECT 1 FROM pg_inherits i
-                               WHERE i.inhrelid = logical AND i.inhparent = 'alerts'::regclass)) THEN
-                SELECT shard_name('alert_changes'::regclass, l.shardid) INTO log_shard
-                FROM pg_catalog.pg_dist_shard a
-                JOIN pg_catalog.pg_dist_shard l
-                  ON l.logicalrelid = 'alert_changes'::regclass AND l.shardminvalue = a.shardminvalue
-                JOIN pg_catalog.pg_dist_placement p ON p.shardid = l.shardid
-                WHERE a.shardid = shard
-                  AND p.groupid = (SELECT g.groupid FROM pg_catalog.pg_dist_local_group g);
-            END IF;
+              AND c.relnamespace = (SELECT a.relnamespace FROM pg_class a WHERE a.oid = 'alerts'::regclass)
+              AND to_regclass(shard_name(s.logicalrelid, s.shardid)) = TG_RELID
+              AND (s.logicalrelid = 'alerts'::regclass
+                   OR EXISTS (SELECT 1 FROM pg_inherits i
+                              WHERE i.inhrelid = s.logicalrelid AND i.inhparent = 'alerts'::regclass))
+              AND p.groupid = (SELECT g.groupid FROM pg_catalog.pg_dist_local_group g);
         END IF;
         IF log_shard IS NULL THEN
             RAISE EXCEPTION 'silentpulse_alert_notify_statement() logs changes of alerts only, not of %', TG_RELID::regclass
