@@ -157,7 +157,7 @@ class Progress:
         if mark is None:
             return
         if mark.position > self.position:
-            self._gap(str(self.position), str(mark.position), mark.at)
+            gap(self.consumer, self._on_gap, str(self.position), str(mark.position), mark.at)
             self.position = mark.position
         if self.nodes is None:
             return
@@ -165,24 +165,25 @@ class Progress:
             after = self.nodes.after(group)
             if after is not None and deleted > after:
                 where = f"node group {group}: "
-                self._gap(where + str(after), where + str(deleted), mark.at)
+                gap(self.consumer, self._on_gap, where + str(after), where + str(deleted), mark.at)
                 self.nodes.set(group, deleted)
 
-    def _gap(self, position: str, pruned_to: str, at: datetime) -> None:
-        who = f"consumer {self.consumer!r}" if self.consumer else "the alert listener"
-        message = (
-            f"{who} is at alert change {position}, and retention deleted changes up to "
-            f"{pruned_to} (at {at:%Y-%m-%d %H:%M:%S %Z}): the changes in between are "
-            f"lost to it"
+
+def gap(consumer: str | None, on_gap: OnGap, position: str, pruned_to: str, at: datetime) -> None:
+    """Retention deleted changes past ``position``: AlertGapError, or logged (on_gap="skip")."""
+    who = f"consumer {consumer!r}" if consumer else "the alert listener"
+    message = (
+        f"{who} is at alert change {position}, and retention deleted changes up to "
+        f"{pruned_to} (at {at:%Y-%m-%d %H:%M:%S %Z}): the changes in between are lost to it"
+    )
+    if on_gap == "raise":
+        raise AlertGapError(
+            message + "; start it with on_gap='skip' to go on from the oldest change kept",
+            consumer=consumer,
+            position=position,
+            pruned_to=pruned_to,
         )
-        if self._on_gap == "raise":
-            raise AlertGapError(
-                message + "; start it with on_gap='skip' to go on from the oldest change kept",
-                consumer=self.consumer,
-                position=position,
-                pruned_to=pruned_to,
-            )
-        logger.error("%s; going on from the oldest change kept (on_gap='skip')", message)
+    logger.error("%s; going on from the oldest change kept (on_gap='skip')", message)
 
 
 def _ahead(stored: Nodes, mine: Nodes | None) -> Nodes:

@@ -80,7 +80,7 @@ class AlertListener:
         self.consumer = consumers.checked_name(consumer) if consumer is not None else None
         self._progress = Progress(self.consumer, since, catch_up_margin, on_gap)
         self._health_check_interval = health_check_interval
-        self._poll_interval = poll_interval
+        self._poll = poll_interval
         self._standby_poll = standby_poll
         self._attempts, self._wait = retry.attempts, retry.wait
         self._state: State = "starting"
@@ -179,18 +179,9 @@ class AlertListener:
             if batch.held_back is None:
                 held.clear()
                 source = "notify"  # caught up: what comes next, a wake-up brought
-                await link.wait(self._idle_wait())
+                await link.wait(idle_wait(progress, self._poll, self._health_check_interval))
             else:
                 await link.wait(held.next_poll(batch))
-
-    def _idle_wait(self) -> float:
-        """Caught up: until a notification, or the health check's timeout. On Citus no
-        trigger notifies (the workers' NOTIFY would reach no one and fail a two-node
-        commit): the log is read every ``poll_interval`` seconds, and a NOTIFY on the
-        coordinator's channel still wakes it at once."""
-        if self._progress.distributed:
-            return min(self._poll_interval, self._health_check_interval)
-        return self._health_check_interval
 
     async def _close(self, link: Link | None) -> None:
         """Write what was delivered (the caller had it), then drop the connection."""
@@ -262,6 +253,14 @@ class HeldBack:
             )
         poll, self.poll = self.poll, min(self.poll * 2, HELD_POLL_MAX)
         return poll
+
+
+def idle_wait(progress: Progress, poll: float, health_check: float) -> float:
+    """Caught up: until a notification, or the health check's timeout. On Citus no
+    trigger notifies (the workers' NOTIFY would reach no one and fail a two-node commit):
+    the log is read every ``poll`` seconds, and a NOTIFY on the coordinator's channel
+    still wakes it at once."""
+    return min(poll, health_check) if progress.distributed else health_check
 
 
 def _worth_retrying(exc: BaseException) -> bool:

@@ -17,12 +17,14 @@ LEVEL SECURITY inside the deleting transaction and puts it back before the commi
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from ..defaults import ALERT_LOG_KEEP, ALERT_LOG_MAX_AGE
 from ..errors import PermissionDeniedError
 from ..listener.nodes import citus_present, log_distributed
 from ..results.schema_jobs import RetentionAction
+from .alert_log_nodes import prune_by_node
 from .tenancy import rls_filters, seeing_every_row
 
 TABLES = ("alert_changes", "alert_listener_positions", "alert_changes_pruned")
@@ -70,9 +72,8 @@ async def prune_alert_log(
     lifted = await _lifted_as_owner(conn)
     args = (now - keep, now - max_age)
     if await citus_present(conn) and await log_distributed(conn):
-        from .alert_log_nodes import prune_by_node  # Citus only
-
-        passed, expired = await prune_by_node(conn, dry_run, lifted, lock_timeout, *args)
+        owner = partial(lift, conn, lock_timeout) if lifted else None
+        passed, expired = await prune_by_node(conn, dry_run, *args, owner, TABLES)
         return action(passed, expired, keep, max_age)
     if dry_run and lifted:
         async with seeing_every_row(conn, TABLES, lock_timeout):

@@ -14,12 +14,12 @@ group is kept in ``alert_changes_pruned`` (0's in ``xid``/``seq``, the others' i
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from ..listener.events import START, Position
 from ..listener.nodes import Nodes
-from .alert_log import TABLES, lift
 
 _CONSUMERS = "SELECT log_xid, log_seq, log_nodes FROM alert_listener_positions"
 _TOP = """
@@ -77,20 +77,22 @@ def doomed(bounds: dict[int, Bound], args: list[Any]) -> str:
 async def prune_by_node(
     conn: Any,
     dry_run: bool,
-    lifted: bool,
-    lock_timeout: float,
     keep_before: datetime,
     expire_before: datetime,
+    lift: Callable[[], Awaitable[None]] | None,
+    tables: Sequence[str],
 ) -> tuple[int, int]:
     """Delete (``dry_run``: count) what no consumer needs on any node group; returns the
-    changes concerned and how many of them had expired."""
+    changes concerned and how many of them had expired. ``lift``: for the tables' owner,
+    lifts FORCE ROW LEVEL SECURITY on ``tables`` in the transaction (put back before it
+    commits)."""
     transaction = conn.transaction()
     await transaction.start()
     try:
         # DDL (lifting FORCE) and DML on the distributed log: one connection per node.
         await conn.execute("SET LOCAL citus.multi_shard_modify_mode = 'sequential'")
-        if lifted:
-            await lift(conn, lock_timeout)
+        if lift is not None:
+            await lift()
         top = int(await conn.fetchval(_TOP))
         args: list[Any] = [keep_before, expire_before]
         where = doomed(passed_by_all(list(await conn.fetch(_CONSUMERS)), top), args)
@@ -101,8 +103,8 @@ async def prune_by_node(
         )
         if not dry_run and row["passed"]:
             await _delete(conn, where, args)
-        if lifted:
-            for table in TABLES:
+        if lift is not None:
+            for table in tables:
                 await conn.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
     except BaseException:
         await transaction.rollback()

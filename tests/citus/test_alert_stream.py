@@ -25,6 +25,7 @@ from silentpulse_db import (
     listen_alerts,
     run_migrations,
 )
+from silentpulse_db.listener.events import START, Position
 from silentpulse_db.listener.nodes import origin
 from silentpulse_db.migrate import apply_prerequisites
 from silentpulse_db.schema.citus_alerts import prepare_alert_stream_for_citus
@@ -464,6 +465,48 @@ async def test_retention_prunes_each_node_behind_its_consumers(
             later = await new_alerts(conn, tenants[0])
             await arrived(slow, {(later[0], "open")})
         assert [e.alert_id for e in slow] == later and gone != later
+    finally:
+        await conn.close()
+
+
+async def test_since_starts_each_node_at_its_first_change_recorded_then(
+    citus_alerts: str,
+) -> None:
+    conn = await asyncpg.connect(citus_alerts)
+    try:
+        tenants = await tenants_on_each_worker(conn, 1)
+        before = [a for t in tenants for a in await new_alerts(conn, t)]
+        since = await conn.fetchval("SELECT now()")
+        after = [a for t in tenants for a in await new_alerts(conn, t)]
+        async with consuming(citus_alerts, since=since) as events:
+            await arrived(events, {(a, "open") for a in after})
+        ours = {e.alert_id for e in changes(events, tenants)}
+        assert ours == set(after) and not ours & set(before)
+    finally:
+        await conn.close()
+
+
+async def test_a_consumers_positions_never_move_back_on_any_node(citus_alerts: str) -> None:
+    """Written by a process that lost its lock without noticing: refused, node by node."""
+    from silentpulse_db.listener import consumer as consumers
+    from silentpulse_db.listener.nodes import Nodes
+
+    conn = await asyncpg.connect(citus_alerts)
+    name = f"back-{uuid.uuid4().hex[:6]}"
+    g1 = 1 << 48
+    try:
+        ahead = Nodes({1: Position(50, g1 + 5), 2: None}, top=2)
+        await consumers.create(conn, name, Position(10, 1), ahead)
+        behind = Nodes({1: Position(40, g1 + 2), 2: None}, top=2)
+        await consumers.save(conn, name, Position(10, 1), None, behind)
+        stored = await consumers.load(conn, name, timedelta(0), distributed=True)
+        assert stored is not None and stored.nodes is not None
+        assert stored.nodes.at == ahead.at
+        further = Nodes({1: Position(60, g1 + 7), 2: None, 3: START}, top=3)
+        await consumers.save(conn, name, Position(10, 1), None, further)
+        stored = await consumers.load(conn, name, timedelta(0), distributed=True)
+        assert stored is not None and stored.nodes is not None
+        assert (stored.nodes.at, stored.nodes.top) == (further.at, 3)
     finally:
         await conn.close()
 
