@@ -44,8 +44,9 @@ class Progress:
         self.unsaved = 0  # events handed out since the position was last written
         self._recorded_at: datetime | None = None
         self._carried: consumers.Carried | None = None
-        # (origin, xid) of the transactions "from now" skips
-        self._committed_before: frozenset[tuple[int, int]] = frozenset()
+        # The transactions "from now" skips: xids (plain), (origin, xid) on Citus.
+        self._committed_before: frozenset[int] = frozenset()
+        self._committed_on_nodes: frozenset[tuple[int, int]] = frozenset()
 
     @property
     def distributed(self) -> bool:
@@ -95,17 +96,18 @@ class Progress:
         await self._reader.prepare(conn)
         if self.nodes is None and self.position is not None:
             self.nodes = Nodes()
+            self._committed_on_nodes = frozenset((0, xid) for xid in self._committed_before)
 
     async def _start(self, conn: Any) -> None:
         if self._reader is not None:
             reader, since = self._reader, self._since
             start = await (reader.from_time(conn, since) if since else reader.from_now(conn))
             self.position, self.nodes = start.position, start.nodes
-            self._committed_before = start.committed
+            self._committed_on_nodes = start.committed
             return
         plain = await (from_now(conn) if self._since is None else from_time(conn, self._since))
         self.position = plain.position
-        self._committed_before = frozenset((0, xid) for xid in plain.committed)
+        self._committed_before = plain.committed
 
     async def read(self, conn: Any, limit: int, source: Source) -> Batch | NodeBatch:
         """The next changes after the position."""
@@ -120,13 +122,18 @@ class Progress:
     def hand_out(self, position: Position, event: AlertEvent) -> bool:
         """Move past ``event``; whether the caller gets it (not if a carried-over
         position says it was delivered before the log)."""
-        group = origin(position.seq)
-        if self.nodes is not None and group != 0:
-            self.nodes.move(position)
-        else:
+        if self.nodes is None:
             self.position = position
-        if (group, position.xid) in self._committed_before:
-            return False  # committed before the start, above the horizon then
+            if position.xid in self._committed_before:
+                return False  # committed before the start, above the horizon then
+        else:
+            group = origin(position.seq)
+            if group:
+                self.nodes.move(position)
+            else:
+                self.position = position
+            if (group, position.xid) in self._committed_on_nodes:
+                return False
         if self._carried is not None and self._carried.had(event):
             return False
         self.unsaved += 1
