@@ -9,6 +9,10 @@ and no payload decides anything (any role may send one). A named consumer keeps
 its position in ``alert_listener_positions``, delivers from one process at a time
 (the others stand by), and resumes after the last change it delivered.
 
+On Citus, once the log is distributed beside ``alerts``, each node's changes are read
+in that node's order below that node's horizon, and the log is polled (no trigger
+notifies on a worker): :mod:`.nodes`, and docs/notifications.md "On Citus".
+
 The notifications service is cross-tenant: connect as the jobs role, which bypasses
 row-level security. docs/notifications.md says what is promised and what is not.
 """

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..errors import ConfigurationError
 from .events import AlertEvent, Position
+from .nodes import Nodes
 from .wakeups import Link
 
 logger = logging.getLogger("silentpulse_db.listener")
@@ -41,6 +42,13 @@ _CREATE = """
     INSERT INTO alert_listener_positions (consumer, since, changed_at, log_xid, log_seq)
     VALUES ($1, now(), now(), $2, $3)
 """
+# On Citus, once the log is distributed (migration 000059's column): the positions on the
+# other node groups too.
+_LOAD_NODES = _LOAD.replace("SELECT log_xid,", "SELECT log_nodes, log_xid,")
+_CREATE_NODES = """
+    INSERT INTO alert_listener_positions (consumer, since, changed_at, log_xid, log_seq, log_nodes)
+    VALUES ($1, now(), now(), $2, $3, $4::jsonb)
+"""
 # changed_at keeps meaning something to a listener of an older library version (a
 # rollback): the server's time of the last change delivered. The position never
 # moves back, even from a process that lost the lock without noticing yet.
@@ -50,6 +58,22 @@ _SAVE = """
         delivered = '[]'::jsonb, updated_at = now()
     WHERE consumer = $1
       AND (log_xid IS NULL OR (log_xid, log_seq) <= ($2::xid8, $3::bigint))
+"""
+# The same on every node group: none moves back. A group the row knows and the new
+# positions do not (or say none of, or put before it) keeps the row as it is.
+_SAVE_NODES = """
+    UPDATE alert_listener_positions p
+    SET log_xid = $2, log_seq = $3, log_nodes = $5::jsonb, changed_at = coalesce($4, changed_at),
+        delivered = '[]'::jsonb, updated_at = now()
+    WHERE consumer = $1
+      AND (log_xid IS NULL OR (log_xid, log_seq) <= ($2::xid8, $3::bigint))
+      AND NOT EXISTS (
+          SELECT 1 FROM jsonb_each(coalesce(p.log_nodes -> 'at', '{}'::jsonb)) AS old (node, pos)
+          WHERE jsonb_typeof(old.pos) = 'array'
+            AND (jsonb_typeof($5::jsonb -> 'at' -> old.node) IS DISTINCT FROM 'array'
+                 OR ((old.pos ->> 0)::xid8, (old.pos ->> 1)::bigint)
+                    > (($5::jsonb -> 'at' -> old.node ->> 0)::xid8,
+                       ($5::jsonb -> 'at' -> old.node ->> 1)::bigint)))
 """
 
 
@@ -116,14 +140,16 @@ class Stored:
 
     position: Position | None
     carried: Carried | None
+    nodes: Nodes | None = None  # on the other node groups, once the log is distributed
 
 
-async def load(conn: Any, name: str, margin: timedelta) -> Stored | None:
-    row = await conn.fetchrow(_LOAD, name, margin)
+async def load(conn: Any, name: str, margin: timedelta, distributed: bool = False) -> Stored | None:
+    row = await conn.fetchrow(_LOAD_NODES if distributed else _LOAD, name, margin)
     if row is None:
         return None
+    nodes = Nodes.from_json(row["log_nodes"]) if distributed else None
     if row["log_xid"] is not None:
-        return Stored(Position(row["log_xid"], row["log_seq"]), None)
+        return Stored(Position(row["log_xid"], row["log_seq"]), None, nodes)
     delivered = frozenset(
         (uuid.UUID(alert), status, datetime.fromisoformat(at))
         for alert, status, at in json.loads(row["delivered"])
@@ -131,19 +157,33 @@ async def load(conn: Any, name: str, margin: timedelta) -> Stored | None:
     return Stored(None, Carried(row["threshold"], delivered))
 
 
-async def create(conn: Any, name: str, position: Position) -> None:
-    await conn.execute(_CREATE, name, position.xid, position.seq)
+async def create(conn: Any, name: str, position: Position, nodes: Nodes | None = None) -> None:
+    if nodes is None:
+        await conn.execute(_CREATE, name, position.xid, position.seq)
+    else:
+        await conn.execute(_CREATE_NODES, name, position.xid, position.seq, nodes.to_json())
 
 
-async def save(conn: Any, name: str, position: Position, recorded_at: datetime | None) -> None:
-    await conn.execute(_SAVE, name, position.xid, position.seq, recorded_at)
+async def save(
+    conn: Any,
+    name: str,
+    position: Position,
+    recorded_at: datetime | None,
+    nodes: Nodes | None = None,
+) -> None:
+    if nodes is None:
+        await conn.execute(_SAVE, name, position.xid, position.seq, recorded_at)
+    else:
+        await conn.execute(
+            _SAVE_NODES, name, position.xid, position.seq, recorded_at, nodes.to_json()
+        )
 
 
 # Alerts changed before the log existed, which a carried-over position has not had:
 # their latest state, as the listener before 000022 caught up (with their operation
 # from created_at, migration 000020). An alert is (tenant_id, id): an id is unique
 # within its tenant only (000044), and another tenant's alert of the same id in the
-# log says nothing of this one.
+# log says nothing of this one. Matched on it, Citus runs the anti-join on each shard.
 _BEFORE_THE_LOG = """
     SELECT a.id, a.tenant_id, a.status, a.started_at, a.status_changed_at, a.created_at
     FROM alerts a

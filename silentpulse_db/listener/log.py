@@ -10,7 +10,8 @@ read again once that transaction ends, which no notification announces.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +45,8 @@ _NOW = """
 """
 _SINCE = "SELECT xid FROM alert_changes WHERE recorded_at >= $1 ORDER BY xid, seq LIMIT 1"
 _PRUNED = "SELECT xid, seq, pruned_at FROM alert_changes_pruned"
+# Migration 000059's column: retention's marks on the other node groups, on Citus.
+_PRUNED_NODES = "SELECT xid, seq, pruned_at, log_nodes FROM alert_changes_pruned"
 
 
 @dataclass(frozen=True)
@@ -90,14 +93,22 @@ async def from_time(conn: Any, since: datetime) -> Start:
 
 @dataclass(frozen=True)
 class Pruned:
-    """Retention's mark: the highest position it deleted, and when."""
+    """Retention's mark: the highest position it deleted (on node group 0; on the others,
+    ``nodes``, once the log is distributed), and when."""
 
     position: Position
     at: datetime
+    nodes: dict[int, Position] = field(default_factory=dict)
 
 
-async def pruned(conn: Any) -> Pruned | None:
-    row = await conn.fetchrow(_PRUNED)
+async def pruned(conn: Any, distributed: bool = False) -> Pruned | None:
+    row = await conn.fetchrow(_PRUNED_NODES if distributed else _PRUNED)
     if row is None:
         return None
-    return Pruned(Position(row["xid"], row["seq"]), row["pruned_at"])
+    nodes = {}
+    if distributed and row["log_nodes"] is not None:
+        nodes = {
+            int(group): Position(int(xid), int(seq))
+            for group, (xid, seq) in json.loads(row["log_nodes"]).items()
+        }
+    return Pruned(Position(row["xid"], row["seq"]), row["pruned_at"], nodes)

@@ -1,5 +1,11 @@
 """Where delivery stands: the position in the log, and what of it a named consumer has
-written. An event counts as delivered once it is handed to the caller."""
+written. An event counts as delivered once it is handed to the caller.
+
+On plain PostgreSQL (and on Citus before the log is distributed) the position is one
+``(xid, seq)``. Once ``alert_changes`` is distributed it is one per node group of origin
+(listener/nodes.py): ``position`` stays origin 0's (the coordinator's: the changes
+written before the log was distributed), ``nodes`` holds the others.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,9 @@ from typing import Any, Literal
 
 from ..errors import AlertGapError
 from . import consumer as consumers
-from .events import START, AlertEvent, Position
-from .log import from_now, from_time, pruned
+from .events import START, AlertEvent, Position, Source
+from .log import Batch, from_now, from_time, pruned, read_after
+from .nodes import NodeBatch, NodeReader, Nodes, citus_present, log_distributed, origin
 
 logger = logging.getLogger("silentpulse_db.listener")
 
@@ -29,77 +36,171 @@ class Progress:
         self._margin = margin
         self._on_gap = on_gap
         self.position: Position | None = None
+        self.nodes: Nodes | None = None  # on Citus, once the log is distributed
+        self._reader: NodeReader | None = None
+        self._citus = False  # the extension is there: the log may be distributed later
         self._saved: Position | None = None
+        self._saved_nodes: str | None = None  # the nodes' positions last written
         self.unsaved = 0  # events handed out since the position was last written
         self._recorded_at: datetime | None = None
         self._carried: consumers.Carried | None = None
-        self._committed_before: frozenset[int] = frozenset()  # xids "from now" skips
+        # The transactions "from now" skips: xids (plain), (origin, xid) on Citus.
+        self._committed_before: frozenset[int] = frozenset()
+        self._committed_on_nodes: frozenset[tuple[int, int]] = frozenset()
+
+    @property
+    def distributed(self) -> bool:
+        """The log is distributed by Citus: no notification wakes the reader (it polls)."""
+        return self._reader is not None
 
     async def resume(self, conn: Any) -> list[AlertEvent]:
         """Where to read from: a named consumer's stored position (carried over from one
         by time, once), else this process's, else ``since`` or now. Returns the changes
         from before the log that a carried-over position has not had."""
+        self._citus = await citus_present(conn)
+        self._reader = None
+        if self._citus and await log_distributed(conn):
+            await self._distribute(conn)
         if self.consumer is None:
-            self.position = self.position or await self._start(conn)
+            if self.position is None:
+                await self._start(conn)
             return []
-        stored = await consumers.load(conn, self.consumer, self._margin)
+        stored = await consumers.load(conn, self.consumer, self._margin, self.distributed)
         if stored is None:
-            self.position = self.position or await self._start(conn)
+            if self.position is None:
+                await self._start(conn)
+            assert self.position is not None
             # Were it killed before it wrote a position past them, its next start would
             # deliver the changes committed just before this one: older, never twice.
-            await consumers.create(conn, self.consumer, self.position)
-            self._saved = self.position
+            await consumers.create(conn, self.consumer, self.position, self.nodes)
+            self._mark_saved()
         elif stored.position is not None:
             # Ahead of what is stored: delivered by this process, not written yet.
             self.position = max(stored.position, self.position or stored.position)
+            if self.distributed:
+                self.nodes = _ahead(stored.nodes or Nodes(), self.nodes)
             self._saved = stored.position
+            self._saved_nodes = stored.nodes.to_json() if stored.nodes is not None else None
         elif stored.carried is not None:
             self.position, self._carried = START, stored.carried
+            if self.distributed:
+                self.nodes = Nodes()
             return await consumers.before_the_log(conn, stored.carried)
         return []
 
-    async def _start(self, conn: Any) -> Position:
-        start = await (from_now(conn) if self._since is None else from_time(conn, self._since))
-        self._committed_before = start.committed
-        return start.position
+    async def _distribute(self, conn: Any) -> None:
+        """Read the distributed log from now on: the positions on the other node groups
+        start empty, every group from its first change (none wrote before the log was
+        distributed: the changes written until then are origin 0's)."""
+        self._reader = NodeReader()
+        await self._reader.prepare(conn)
+        if self.nodes is None and self.position is not None:
+            self.nodes = Nodes()
+            self._committed_on_nodes = frozenset((0, xid) for xid in self._committed_before)
+
+    async def _start(self, conn: Any) -> None:
+        if self._reader is not None:
+            reader, since = self._reader, self._since
+            start = await (reader.from_time(conn, since) if since else reader.from_now(conn))
+            self.position, self.nodes = start.position, start.nodes
+            self._committed_on_nodes = start.committed
+            return
+        plain = await (from_now(conn) if self._since is None else from_time(conn, self._since))
+        self.position = plain.position
+        self._committed_before = plain.committed
+
+    async def read(self, conn: Any, limit: int, source: Source) -> Batch | NodeBatch:
+        """The next changes after the position."""
+        assert self.position is not None
+        if self._reader is None and self._citus and await log_distributed(conn):
+            await self._distribute(conn)  # distributed while this listener ran
+        if self._reader is not None:
+            assert self.nodes is not None
+            return await self._reader.read_after(conn, self.position, self.nodes, limit, source)
+        return await read_after(conn, self.position, limit, source)
 
     def hand_out(self, position: Position, event: AlertEvent) -> bool:
         """Move past ``event``; whether the caller gets it (not if a carried-over
         position says it was delivered before the log)."""
-        self.position = position
-        if position.xid in self._committed_before:
-            return False  # committed before the start, above the horizon then
+        if self.nodes is None:
+            self.position = position
+            if position.xid in self._committed_before:
+                return False  # committed before the start, above the horizon then
+        else:
+            group = origin(position.seq)
+            if group:
+                self.nodes.move(position)
+            else:
+                self.position = position
+            if (group, position.xid) in self._committed_on_nodes:
+                return False
         if self._carried is not None and self._carried.had(event):
             return False
         self.unsaved += 1
         self._recorded_at = event.recorded_at
         return True
 
+    def _moved(self) -> bool:
+        nodes_moved = self.nodes is not None and self.nodes.to_json() != self._saved_nodes
+        return self.position != self._saved or nodes_moved
+
+    def _mark_saved(self) -> None:
+        self._saved = self.position
+        self._saved_nodes = self.nodes.to_json() if self.nodes is not None else None
+
     async def save(self, conn: Any) -> None:
         """Write a named consumer's position, when it moved."""
-        if self.consumer is None or self.position is None or self.position == self._saved:
+        if self.consumer is None or self.position is None or not self._moved():
             return
-        await consumers.save(conn, self.consumer, self.position, self._recorded_at)
-        self._saved, self.unsaved, self._carried = self.position, 0, None
+        nodes = self.nodes if self.distributed else None
+        await consumers.save(conn, self.consumer, self.position, self._recorded_at, nodes)
+        self._mark_saved()
+        self.unsaved, self._carried = 0, None
 
     async def check_gap(self, conn: Any) -> None:
         """Retention deleted changes past the position: say so, never skip them silently."""
         assert self.position is not None
-        mark = await pruned(conn)
-        if mark is None or mark.position <= self.position:
+        mark = await pruned(conn, self.distributed)
+        if mark is None:
             return
-        who = f"consumer {self.consumer!r}" if self.consumer else "the alert listener"
-        message = (
-            f"{who} is at alert change {self.position}, and retention deleted changes up to "
-            f"{mark.position} (at {mark.at:%Y-%m-%d %H:%M:%S %Z}): the changes in between are "
-            f"lost to it"
+        if mark.position > self.position:
+            gap(self.consumer, self._on_gap, str(self.position), str(mark.position), mark.at)
+            self.position = mark.position
+        if self.nodes is None:
+            return
+        for group, deleted in sorted(mark.nodes.items()):
+            after = self.nodes.after(group)
+            if after is not None and deleted > after:
+                where = f"node group {group}: "
+                gap(self.consumer, self._on_gap, where + str(after), where + str(deleted), mark.at)
+                self.nodes.set(group, deleted)
+
+
+def gap(consumer: str | None, on_gap: OnGap, position: str, pruned_to: str, at: datetime) -> None:
+    """Retention deleted changes past ``position``: AlertGapError, or logged (on_gap="skip")."""
+    who = f"consumer {consumer!r}" if consumer else "the alert listener"
+    message = (
+        f"{who} is at alert change {position}, and retention deleted changes up to "
+        f"{pruned_to} (at {at:%Y-%m-%d %H:%M:%S %Z}): the changes in between are lost to it"
+    )
+    if on_gap == "raise":
+        raise AlertGapError(
+            message + "; start it with on_gap='skip' to go on from the oldest change kept",
+            consumer=consumer,
+            position=position,
+            pruned_to=pruned_to,
         )
-        if self._on_gap == "raise":
-            raise AlertGapError(
-                message + "; start it with on_gap='skip' to go on from the oldest change kept",
-                consumer=self.consumer,
-                position=str(self.position),
-                pruned_to=str(mark.position),
-            )
-        logger.error("%s; going on from the oldest change kept (on_gap='skip')", message)
-        self.position = mark.position
+    logger.error("%s; going on from the oldest change kept (on_gap='skip')", message)
+
+
+def _ahead(stored: Nodes, mine: Nodes | None) -> Nodes:
+    """The further of two positions on each node group (this process's may be ahead of
+    what its consumer's row says: delivered, not written yet). Both agree on the groups
+    that are None (gone when the consumer started): its row was written from the same."""
+    if mine is None:
+        return stored
+    merged = Nodes(top=max(stored.top, mine.top))
+    for group in sorted(set(stored.at) | set(mine.at)):
+        a, b = stored.after(group), mine.after(group)
+        merged.at[group] = None if a is None or b is None else max(a, b)
+    return merged

@@ -24,7 +24,8 @@ from ..postgres.translate import typed_errors
 from ..settings import CONNECTING, DEFAULT_CONNECT, ConnectRetry, settings
 from . import consumer as consumers
 from .events import AlertEvent
-from .log import Batch, read_after
+from .log import Batch
+from .nodes import NodeBatch
 from .progress import OnGap, Progress
 from .startup import require_every_row, wait_for_the_log
 from .wakeups import Link, subscribe
@@ -66,6 +67,7 @@ class AlertListener:
         initial_backoff: float = 0.2,
         max_backoff: float = 30.0,
         health_check_interval: float = 10.0,
+        poll_interval: float = 0.5,
         standby_poll: float = 1.0,
         on_gap: OnGap = "raise",
         connect: ConnectRetry = DEFAULT_CONNECT,
@@ -78,6 +80,7 @@ class AlertListener:
         self.consumer = consumers.checked_name(consumer) if consumer is not None else None
         self._progress = Progress(self.consumer, since, catch_up_margin, on_gap)
         self._health_check_interval = health_check_interval
+        self._poll = poll_interval
         self._standby_poll = standby_poll
         self._attempts, self._wait = retry.attempts, retry.wait
         self._state: State = "starting"
@@ -159,7 +162,7 @@ class AlertListener:
         while True:
             await progress.check_gap(link.conn)
             assert progress.position is not None
-            batch = await read_after(link.conn, progress.position, BATCH, source)
+            batch = await progress.read(link.conn, BATCH, source)
             # A round succeeded: failures count again from zero, and it is listening.
             self._retrying.succeeded()
             self._state = "active"
@@ -176,7 +179,7 @@ class AlertListener:
             if batch.held_back is None:
                 held.clear()
                 source = "notify"  # caught up: what comes next, a wake-up brought
-                await link.wait(self._health_check_interval)
+                await link.wait(idle_wait(progress, self._poll, self._health_check_interval))
             else:
                 await link.wait(held.next_poll(batch))
 
@@ -234,7 +237,7 @@ class HeldBack:
     def clear(self) -> None:
         self.since, self.poll = None, HELD_POLL_FIRST
 
-    def next_poll(self, batch: Batch) -> float:
+    def next_poll(self, batch: Batch | NodeBatch) -> float:
         now = time.monotonic()
         self.since = self.since or now
         if now - self.since >= HELD_WARNING and now - self._reported >= 60:
@@ -242,13 +245,22 @@ class HeldBack:
             logger.warning(
                 "alert changes committed %.0f s ago wait for an older transaction that is "
                 "still open (delivery follows transaction order); find it with SELECT pid, "
-                "xact_start, query FROM pg_stat_activity WHERE backend_xid IS NOT NULL ORDER "
+                "xact_start, query FROM %s WHERE backend_xid IS NOT NULL ORDER "
                 "BY xact_start LIMIT 1 (change %s)",
                 now - self.since,
+                "citus_stat_activity" if isinstance(batch, NodeBatch) else "pg_stat_activity",
                 batch.held_back,
             )
         poll, self.poll = self.poll, min(self.poll * 2, HELD_POLL_MAX)
         return poll
+
+
+def idle_wait(progress: Progress, poll: float, health_check: float) -> float:
+    """Caught up: until a notification, or the health check's timeout. On Citus no
+    trigger notifies (the workers' NOTIFY would reach no one and fail a two-node commit):
+    the log is read every ``poll`` seconds, and a NOTIFY on the coordinator's channel
+    still wakes it at once."""
+    return min(poll, health_check) if progress.distributed else health_check
 
 
 def _worth_retrying(exc: BaseException) -> bool:

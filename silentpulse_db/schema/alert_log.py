@@ -17,11 +17,14 @@ LEVEL SECURITY inside the deleting transaction and puts it back before the commi
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from ..defaults import ALERT_LOG_KEEP, ALERT_LOG_MAX_AGE
 from ..errors import PermissionDeniedError
+from ..listener.nodes import citus_present, log_distributed
 from ..results.schema_jobs import RetentionAction
+from .alert_log_nodes import prune_by_node
 from .tenancy import rls_filters, seeing_every_row
 
 TABLES = ("alert_changes", "alert_listener_positions", "alert_changes_pruned")
@@ -68,6 +71,10 @@ async def prune_alert_log(
         return None
     lifted = await _lifted_as_owner(conn)
     args = (now - keep, now - max_age)
+    if await citus_present(conn) and await log_distributed(conn):
+        owner = partial(lift, conn, lock_timeout) if lifted else None
+        passed, expired = await prune_by_node(conn, dry_run, *args, owner, TABLES)
+        return action(passed, expired, keep, max_age)
     if dry_run and lifted:
         async with seeing_every_row(conn, TABLES, lock_timeout):
             row = await conn.fetchrow(_COUNT, *args)
@@ -76,15 +83,15 @@ async def prune_alert_log(
     else:
         async with conn.transaction():
             if lifted:
-                await _lift(conn, lock_timeout)
+                await lift(conn, lock_timeout)
             row = await conn.fetchrow(_PRUNE, *args)
             if lifted:
                 for table in TABLES:
                     await conn.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
-    return _action(row["passed"], row["expired"], keep, max_age)
+    return action(row["passed"], row["expired"], keep, max_age)
 
 
-def _action(deleted: int, expired: int, keep: timedelta, max_age: timedelta) -> RetentionAction:
+def action(deleted: int, expired: int, keep: timedelta, max_age: timedelta) -> RetentionAction:
     """Read as "drop 120 change(s) of alert_changes: 100 every named consumer has passed
     (older than 1 day), 20 older than 30 days"."""
     reason = (
@@ -121,7 +128,7 @@ async def _lifted_as_owner(conn: Any) -> bool:
     return False
 
 
-async def _lift(conn: Any, lock_timeout: float) -> None:
+async def lift(conn: Any, lock_timeout: float) -> None:
     await conn.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'")
     for table in TABLES:
         await conn.execute(f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY")

@@ -21,8 +21,9 @@ transaction of its own: a run killed mid-way leaves the steps before it done, an
 next run, which reads the catalog again, goes on from there; one with nothing left to
 do does nothing.
 
-The alert stream's two tables (``alerts`` and its log ``alert_changes``) distribute as
-:func:`alert_stream_statements` says, until the stream's own design on Citus replaces it.
+The alert stream's two tables (``alerts`` and its log ``alert_changes``) are placed by
+:func:`~silentpulse_db.schema.citus_alerts.prepare_alert_stream_for_citus`, one step
+after the other tenant tables.
 """
 
 from __future__ import annotations
@@ -57,12 +58,13 @@ from ..results.placement import (
     DistributionStep,
     TablePlacement,
 )
+from .citus_alerts import prepare_alert_stream_for_citus
 
 logger = logging.getLogger("silentpulse_db.distribute")
 
 # The migration after which every key of a tenant table leads with tenant_id and no
 # foreign key nulls the distribution column (000044-000048, docs/tenancy.md).
-TENANT_FIRST_VERSION = 48
+TENANT_FIRST_VERSION = 59  # 000044-000050 the keys, 000059 the alert log on Citus
 COLUMN = "tenant_id"
 TENANTS = "tenants"
 
@@ -229,8 +231,9 @@ def check_version(state: VersionState | None, where: str) -> int:
         raise SchemaVersionError(
             f"{where} {at}: distribute needs version {TENANT_FIRST_VERSION} or later, "
             f"where every key of a tenant table leads with tenant_id and no foreign key "
-            f"nulls it (000044-{TENANT_FIRST_VERSION:06d}, docs/tenancy.md), as Citus "
-            f"requires of a table distributed by tenant_id. Run `silentpulse-db up` first.",
+            f"nulls it (000044-000050, docs/tenancy.md), as Citus requires of a table "
+            f"distributed by tenant_id, and the alert log is written beside each shard "
+            f"(000059). Run `silentpulse-db up` first.",
             required=TENANT_FIRST_VERSION,
             found=found,
         )
@@ -372,14 +375,13 @@ def _colocation(tables: Sequence[Table]) -> Table | None:
 def build_plan(
     tables: Sequence[Table],
     keep: Mapping[str, str],
-    stream: Mapping[str, tuple[str, ...]],
     *,
     shard_count: int | None,
     server_shards: int,
 ) -> Plan:
     """What goes where (every table), and the steps still to do, in order. ``keep``: the
-    tables kept on the coordinator, with why; ``stream``: the statements each alert
-    stream table's step runs before Citus places it (:func:`alert_stream_statements`)."""
+    tables kept on the coordinator, with why. alerts and alert_changes are one step, after
+    the other distributed tables (:data:`STREAM`)."""
     by_name = {t.name: t for t in tables}
     refs = {t.name: t.refs for t in tables}
     placements: dict[str, tuple[str, str, bool]] = {}
@@ -415,20 +417,21 @@ def build_plan(
         if not placed:
             steps.append(_reference_step(by_name[name], why))
             _add(settings, LOCAL_REFERENCE_KEYS)
+    stream = [n for n in distributed if n in ALERT_STREAM and not placements[n][2]]
     for name in distributed:
-        if placements[name][2]:
+        if placements[name][2] or name in ALERT_STREAM:
             continue
         table = by_name[name]
-        prefix: tuple[str, ...] = ()
-        if name in stream:
-            prefix = (*stream[name], _set_local(UNSAFE_TRIGGERS))
-            _add(settings, UNSAFE_TRIGGERS)
         if anchor is None:
             anchor = name
             _add(settings, shard_count_setting(shards, shard_count is not None))
-            steps.append(_distribute_step(table, prefix, shards=shards))
+            steps.append(_distribute_step(table, (), shards=shards))
         else:
-            steps.append(_distribute_step(table, prefix, colocate_with=by_name[anchor]))
+            steps.append(_distribute_step(table, (), colocate_with=by_name[anchor]))
+    if stream:
+        # Its own statements are prepare_alert_stream_for_citus's (distribute_on).
+        steps.append(DistributionStep(ALERTS, STREAM, (), STREAM_WHY))
+        _add(settings, UNSAFE_TRIGGERS)
     placed_somewhere = [*ordered(REFERENCE), *distributed]
     for name in reversed(placed_somewhere):
         if by_name[name].local_bytes > 0:
@@ -485,8 +488,6 @@ def _distribute_step(
     else:
         where = f"colocate_with => {_literal(colocate_with.qualified)}"
         why = f"by {COLUMN}, colocated with {colocate_with.name}"
-    if prefix:
-        why += "; " + ALERT_STREAM_WHY
     call = f"SELECT create_distributed_table({_literal(table.qualified)}, '{COLUMN}', {where})"
     return DistributionStep(table.name, DISTRIBUTE, (*prefix, call), why)
 
@@ -506,55 +507,20 @@ def _free_step(table: Table) -> DistributionStep:
     )
 
 
-# --- the alert stream, until its design on Citus lands ------------------------------
-#
-# This is the one part to swap for prepare_alert_stream_for_citus (issue 31, 3: the
-# alert stream delivers every change on Citus). Until then, distributing alerts and
-# alert_changes sets aside what Citus cannot run on their shards:
-# - the statement triggers of alerts (and of each of its partitions) that write the
-#   change log and NOTIFY (silentpulse_alert_notify_statement): on a shard they refuse
-#   to run (they log changes of "alerts" only, and a shard is alerts_102xxx), and a
-#   NOTIFY on a worker fails the commit of any transaction across nodes;
-# - alert_changes' INSERT policy for the table's owner (alert_changes_written_by_owner):
-#   Citus refuses a policy with a subquery on a distributed table. Without it, forced
-#   row-level security admits no insert but a superuser's or a BYPASSRLS role's.
-# The row trigger alerts_status_stamp and alert_changes' TRUNCATE guard stay (and run on
-# the shards: UNSAFE_TRIGGERS). So on Citus, until then, nothing writes the change log
-# and listen_alerts delivers nothing; drift reports the triggers and the policy missing.
+# --- the alert stream ----------------------------------------------------------------
+# alerts and its log alert_changes are placed by prepare_alert_stream_for_citus
+# (citus_alerts.py; docs/notifications.md, "On Citus"): the log beside each shard of
+# alerts, written there by the shards' trigger, and the index and policy that needs. One
+# step, after every other distributed table (it colocates with them), run outside a
+# transaction (it builds an index CONCURRENTLY).
 ALERTS = "alerts"
 ALERT_LOG = "alert_changes"
 ALERT_STREAM = (ALERTS, ALERT_LOG)
-ALERT_STREAM_WHY = (
-    "the alert stream's triggers and the log's owner policy set aside, which Citus cannot "
-    "run on shards: listen_alerts delivers nothing on Citus until the stream's own design "
-    "(issue 31) lands"
+STREAM = "prepare the alert stream"
+STREAM_WHY = (
+    "by tenant_id, colocated, with the change log beside each shard of alerts "
+    "(prepare_alert_stream_for_citus; docs/notifications.md, 'On Citus')"
 )
-_STREAM_PARTS = """
-SELECT format('DROP TRIGGER %I ON %I.%I', t.tgname, c.relnamespace::regnamespace, c.relname)
-       AS statement
-  FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
- WHERE t.tgrelid IN (SELECT relid FROM pg_partition_tree(to_regclass($1)))
-   AND t.tgfoid = to_regprocedure('silentpulse_alert_notify_statement()')
-   AND NOT t.tgisinternal
-UNION ALL
-SELECT format('DROP POLICY %I ON %I.%I', p.polname, c.relnamespace::regnamespace, c.relname)
-  FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
- WHERE p.polrelid = to_regclass($2) AND p.polname = 'alert_changes_written_by_owner'
-ORDER BY 1
-"""
-
-
-async def alert_stream_statements(conn: Any, schema: str) -> dict[str, tuple[str, ...]]:
-    """For alerts and alert_changes, the statements their distribution runs first."""
-    found: dict[str, tuple[str, ...]] = {name: () for name in ALERT_STREAM}
-    if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{schema}.{ALERTS}"):
-        return {}
-    rows = await conn.fetch(_STREAM_PARTS, f"{schema}.{ALERTS}", f"{schema}.{ALERT_LOG}")
-    for row in rows:
-        statement = row["statement"]
-        table = ALERT_LOG if statement.startswith("DROP POLICY") else ALERTS
-        found[table] = (*found[table], statement)
-    return found
 
 
 # --- running it ---------------------------------------------------------------------
@@ -589,19 +555,24 @@ async def distribute_on(
     nodes, server_shards = await coordinator_nodes(conn, where)
     version = check_version(state, where)
     tables = await read_tables(conn, schema)
-    stream = await alert_stream_statements(conn, schema)
     plan = build_plan(
         tables,
         {**keep, **ALERT_BOOKKEEPING},
-        stream,
         shard_count=shard_count,
         server_shards=server_shards,
     )
     role = await conn.fetchval("SELECT current_user")
     _check_owner(role, tables, plan.steps)
-    steps = plan.steps
+    by_name = {t.name: t for t in tables}
+    anchor = None if plan.anchor is None else by_name[plan.anchor].qualified
+    steps: tuple[DistributionStep, ...] = ()
+    for step in plan.steps:
+        if step.action == STREAM:  # its statements: what prepare_alert_stream_for_citus runs
+            shown = tuple(await prepare_stream(conn, anchor, True))
+            step = dataclasses.replace(step, statements=shown)
+        steps += (step,)
     if not dry_run:
-        steps = await _run_steps(conn, plan.steps, {t.name: t for t in tables}, limits, role)
+        steps = await _run_steps(conn, steps, by_name, limits, (role, anchor))
     return DistributionReport(
         dry_run=dry_run,
         version=version,
@@ -632,16 +603,31 @@ def _check_owner(role: str, tables: Sequence[Table], steps: Sequence[Distributio
         )
 
 
+async def prepare_stream(conn: Any, anchor: str | None, dry_run: bool) -> list[str]:
+    """The alert stream's step: prepare_alert_stream_for_citus, colocated with ``anchor``
+    (the tenant tables' first, qualified); its steps, in words."""
+    colocate_with = "default" if anchor is None else anchor
+    return await prepare_alert_stream_for_citus(conn, colocate_with=colocate_with, dry_run=dry_run)
+
+
 async def _run_steps(
     conn: Any,
     steps: Sequence[DistributionStep],
     tables: Mapping[str, Table],
     limits: Limits,
-    role: str,
+    who: tuple[str, str | None],
 ) -> tuple[DistributionStep, ...]:
+    """Run ``steps`` in order; ``who``: the role running them, and the anchor of the
+    colocation (qualified) the alert stream joins."""
+    role, anchor = who
     done: list[DistributionStep] = []
     for number, step in enumerate(steps, 1):
         logger.info("step %d/%d: %s %s", number, len(steps), step.action, step.table)
+        if step.action == STREAM:  # outside a transaction: its index is built CONCURRENTLY
+            started = time.monotonic()
+            await prepare_stream(conn, anchor, False)
+            done.append(dataclasses.replace(step, duration=time.monotonic() - started))
+            continue
         duration = await _run_step(conn, step, tables[step.table], limits, (role, done))
         done.append(dataclasses.replace(step, duration=duration))
     return tuple(done)

@@ -376,7 +376,13 @@ def _local_settings(lock_timeout: float, *, citus: bool) -> str:
     timeout = f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'"
     if not citus:
         return timeout
-    return f"{timeout}; SET LOCAL citus.multi_shard_modify_mode = 'sequential'"
+    # Sequential: a month's ATTACH failed after a parallel operation on a distributed
+    # table. Unsafe triggers: alerts' log triggers run on its shards (citus_alerts.py),
+    # and Citus refuses a new month of a table with triggers without it.
+    return (
+        f"{timeout}; SET LOCAL citus.multi_shard_modify_mode = 'sequential'; "
+        "SET LOCAL citus.enable_unsafe_triggers = on"
+    )
 
 
 async def _guarded(

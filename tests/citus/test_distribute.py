@@ -397,3 +397,29 @@ async def test_a_non_superuser_owner_distributes_once_it_can_log_in_to_the_worke
             assert (await distribute(owner)).steps == ()
         finally:
             await execute(dsn, f"DELETE FROM pg_dist_authinfo WHERE rolename = '{role}'")
+
+
+async def test_after_distribute_the_alert_stream_delivers_what_the_workers_commit(
+    silentpulse_citus_database: str,
+) -> None:
+    """distribute places alerts and its log with prepare_alert_stream_for_citus: a
+    tenant's alerts, written on its worker after distribute, reach a listener on the
+    coordinator (no NOTIFY from a worker: the listener polls), and a tenant written
+    across both workers in one transaction commits."""
+    from silentpulse_db.testing.alerts import listening
+
+    dsn = silentpulse_citus_database
+    await migrate(dsn)
+    await seed(dsn, ("before",))
+    await distribute(dsn)
+    async with listening(dsn, poll_interval=0.2, initial_backoff=0.1) as alerts:
+        tenants = await seed(dsn, ("alpha", "beta"))  # one transaction each
+        rows = await fetch(
+            dsn,
+            "SELECT id, tenant_id FROM alerts WHERE tenant_id = ANY($1::uuid[])",
+            list(tenants.values()),
+        )
+        assert len(rows) == 2 * 5
+        for row in rows:
+            await alerts.wait_for(row["id"])
+    assert {e.alert_id for e in alerts.events} == {row["id"] for row in rows}

@@ -33,7 +33,6 @@ from silentpulse_db.schema.distribution import (
 )
 
 KEEP = {"schema_migrations": "the runner's"}
-STREAM = {"alerts": ("DROP TRIGGER alerts_notify_insert ON public.alerts",), "alert_changes": ()}
 
 
 def table(name: str, *refs: str, tenant: bool = True, **state: Any) -> Table:
@@ -70,7 +69,7 @@ def schema(**changed: dict[str, Any]) -> list[Table]:
 
 
 def plan(tables: list[Table], shard_count: int | None = None) -> Any:
-    return build_plan(tables, KEEP, STREAM, shard_count=shard_count, server_shards=32)
+    return build_plan(tables, KEEP, shard_count=shard_count, server_shards=32)
 
 
 def test_what_goes_where_and_in_which_order() -> None:
@@ -94,27 +93,22 @@ def test_what_goes_where_and_in_which_order() -> None:
         ("reference", "lookups"),
         ("reference", "tenants"),
         ("reference", "users"),
-        ("distribute", "alert_changes"),
         ("distribute", "assets"),
-        ("distribute", "alerts"),
         ("distribute", "notes"),
+        # alerts and its log in one step, colocated with the others (citus_alerts.py)
+        ("prepare the alert stream", "alerts"),
         # the coordinator's copies, referencing tables before the ones they reference
         ("free local copy", "assets"),
         ("free local copy", "tenants"),
     ]
     first, *rest = [s for s in planned.steps if s.action == "distribute"]
     assert first.statements[-1].endswith("shard_count => 32, colocate_with => 'none')")
-    assert all(s.statements[-1].endswith("colocate_with => 'public.alert_changes')") for s in rest)
-    alerts = next(s for s in planned.steps if s.table == "alerts")
-    assert alerts.statements[:2] == (
-        "DROP TRIGGER alerts_notify_insert ON public.alerts",
-        "SET LOCAL citus.enable_unsafe_triggers = on",
-    )
-    assert planned.anchor == "alert_changes" and planned.shard_count == 32
+    assert all(s.statements[-1].endswith("colocate_with => 'public.assets')") for s in rest)
+    assert planned.anchor == "assets" and planned.shard_count == 32
     assert [s.name for s in planned.settings] == [
         "citus.enable_local_reference_table_foreign_keys",
-        "citus.enable_unsafe_triggers",
         "shard_count",
+        "citus.enable_unsafe_triggers",
     ]
 
 
@@ -129,12 +123,11 @@ def test_a_half_done_placement_goes_on_where_it_stopped() -> None:
     )
     planned = plan(tables)
     assert [(s.action, s.table) for s in planned.steps] == [
-        ("distribute", "alert_changes"),
-        ("distribute", "alerts"),
         ("distribute", "notes"),
+        ("prepare the alert stream", "alerts"),
     ]
     assert planned.anchor == "assets" and planned.shard_count == 16
-    assert all("colocate_with => 'public.assets'" in s.statements[-1] for s in planned.steps)
+    assert "colocate_with => 'public.assets'" in planned.steps[0].statements[-1]
     with pytest.raises(ConfigurationError, match="have 16 shards"):
         plan(tables, shard_count=32)
 
