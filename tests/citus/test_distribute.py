@@ -7,25 +7,21 @@ PostgreSQL, a worker, an old schema and a role that does not own the tables refu
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import os
-import signal
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 
 from silentpulse_db import (
     CitusRequiredError,
-    DistributionError,
-    PermissionDeniedError,
     SchemaVersionError,
     maintain_partitions,
     run_migrations,
@@ -37,7 +33,7 @@ from silentpulse_db.results.placement import COORDINATOR, DISTRIBUTED, REFERENCE
 from silentpulse_db.schema.distribution import TENANT_FIRST_VERSION
 from silentpulse_db.testing.citus import CitusCluster
 
-from helpers import execute, fetch, fetchval, login_role, wait_for
+from helpers import execute, fetch, fetchval
 
 ROOT = Path(__file__).resolve().parents[2]
 # What the packaged schema's catalog makes of each table (distribute reads it, not a list).
@@ -253,64 +249,6 @@ async def test_the_dry_run_changes_nothing_and_distribute_places_every_table_onc
     await assert_placed_as_planned(dsn)
 
 
-async def distribute_waits_on(dsn: str, table: str) -> bool:
-    """A session waits for a lock on ``table`` (distribute, behind the test's writer)."""
-    return bool(
-        await fetchval(
-            dsn,
-            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted AND relation = $1::regclass)",
-            table,
-        )
-    )
-
-
-async def test_a_run_killed_mid_way_is_finished_by_the_next(
-    silentpulse_citus_database: str,
-) -> None:
-    dsn = silentpulse_citus_database
-    await migrate(dsn)
-    await seed(dsn, ("alpha",))
-    plan = await distribute(dsn, dry_run=True)
-    planned = [s.table for s in plan.steps if s.action != "free local copy"]
-    middle = "asset_profiles"
-    assert 5 < planned.index(middle) < len(planned) - 5
-    # An application's open write on a table in the middle: distribute queues behind it
-    # (no table lock timeout), with the steps before it done.
-    writer = await asyncpg.connect(dsn)
-    await writer.execute(f"BEGIN; LOCK TABLE {middle} IN ROW EXCLUSIVE MODE")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "silentpulse_db", "distribute", "--table-lock-timeout", "0"],
-        env={**os.environ, "DATABASE_URL": dsn},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        await wait_for(lambda: distribute_waits_on(dsn, middle), timeout=240)
-        proc.send_signal(signal.SIGKILL)
-        await asyncio.to_thread(proc.wait)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        await writer.execute("ROLLBACK")
-        await writer.close()
-    assert proc.returncode == -signal.SIGKILL
-
-    placed = await placements(dsn)
-    done = planned[: planned.index(middle)]
-    assert all(placed[t]["method"] is not None for t in done), done
-    assert placed[middle]["method"] is None  # its step was rolled back with the process
-
-    # The killed run's session (and its migration lock) goes once the server notices.
-    report = await distribute(dsn)
-    rest = [s.table for s in report.steps if s.action != "free local copy"]
-    assert rest == planned[planned.index(middle) :]
-    assert report.steps[0].table == middle
-    await assert_placed_as_planned(dsn)
-    assert await local_bytes(dsn) == 0
-    assert (await distribute(dsn)).steps == ()
-
-
 async def test_plain_postgresql_and_a_worker_are_refused(
     silentpulse_migrated_database: str,
     silentpulse_citus: CitusCluster,
@@ -350,53 +288,6 @@ async def test_a_schema_before_the_tenant_first_keys_is_refused(
     assert (e.value.required, e.value.found) == (TENANT_FIRST_VERSION, 23)
     assert "silentpulse-db up" in str(e.value)
     assert await fetchval(dsn, "SELECT count(*) FROM pg_dist_partition") == 0
-
-
-async def test_a_role_that_does_not_own_the_tables_is_refused(
-    silentpulse_citus_database: str,
-) -> None:
-    dsn = silentpulse_citus_database
-    await migrate(dsn)
-    grants = "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};"
-    async with login_role(dsn, grants, prefix="citus_operator") as (role, role_dsn):
-        with pytest.raises(PermissionDeniedError, match="owns the tables") as e:
-            await distribute(role_dsn)
-        assert (e.value.role, e.value.privilege) == (role, "ownership")
-    assert await fetchval(dsn, "SELECT count(*) FROM pg_dist_partition") == 0
-
-
-async def test_a_non_superuser_owner_distributes_once_it_can_log_in_to_the_workers(
-    silentpulse_citus_database: str,
-) -> None:
-    """The role that migrates (no superuser) distributes: Citus places a table as its
-    owner, and the coordinator logs in to the workers as that role. Without a way in,
-    the error says what to give it."""
-    dsn = silentpulse_citus_database
-    await apply_prerequisites(dsn)  # the extensions: the superuser's
-    grants = "GRANT CREATE, USAGE ON SCHEMA public TO {role};"
-    async with login_role(dsn, grants, prefix="citus_owner") as (role, owner):
-        password = unquote(urlsplit(owner).password or "")
-        authinfo = (
-            f"INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo) "
-            f"VALUES (0, '{role}', 'password={password}')"
-        )
-        await execute(dsn, authinfo)
-        try:
-            await run_migrations(owner)
-            await execute(dsn, f"DELETE FROM pg_dist_authinfo WHERE rolename = '{role}'")
-            with pytest.raises(DistributionError, match="pg_dist_authinfo") as caught:
-                await distribute(owner)
-            assert (caught.value.step, caught.value.done) == ("reference", ())
-            assert f"VALUES (0, '{role}', 'password=...')" in str(caught.value)
-            assert await fetchval(dsn, "SELECT count(*) FROM pg_dist_partition") == 0
-
-            await execute(dsn, authinfo)
-            report = await distribute(owner)
-            assert report.changed
-            await assert_placed_as_planned(dsn)
-            assert (await distribute(owner)).steps == ()
-        finally:
-            await execute(dsn, f"DELETE FROM pg_dist_authinfo WHERE rolename = '{role}'")
 
 
 async def test_after_distribute_the_alert_stream_delivers_what_the_workers_commit(

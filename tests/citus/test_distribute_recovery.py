@@ -1,0 +1,75 @@
+"""distribute cut short: a run killed mid-way (SIGKILL while a step waits behind a
+writer) is finished by the next."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+
+import asyncpg
+
+from silentpulse_db.migrate import distribute
+
+from .test_distribute import assert_placed_as_planned, local_bytes, migrate, placements, seed
+from helpers import fetchval, wait_for
+
+
+async def distribute_waits_on(dsn: str, table: str) -> bool:
+    """A session waits for a lock on ``table`` (distribute, behind the test's writer)."""
+    return bool(
+        await fetchval(
+            dsn,
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted AND relation = $1::regclass)",
+            table,
+        )
+    )
+
+
+async def test_a_run_killed_mid_way_is_finished_by_the_next(
+    silentpulse_citus_database: str,
+) -> None:
+    dsn = silentpulse_citus_database
+    await migrate(dsn)
+    await seed(dsn, ("alpha",))
+    plan = await distribute(dsn, dry_run=True)
+    planned = [s.table for s in plan.steps if s.action != "free local copy"]
+    middle = "asset_profiles"
+    assert 5 < planned.index(middle) < len(planned) - 5
+    # An application's open write on a table in the middle: distribute queues behind it
+    # (no table lock timeout), with the steps before it done.
+    writer = await asyncpg.connect(dsn)
+    await writer.execute(f"BEGIN; LOCK TABLE {middle} IN ROW EXCLUSIVE MODE")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "silentpulse_db", "distribute", "--table-lock-timeout", "0"],
+        env={**os.environ, "DATABASE_URL": dsn},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        await wait_for(lambda: distribute_waits_on(dsn, middle), timeout=240)
+        proc.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(proc.wait)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        await writer.execute("ROLLBACK")
+        await writer.close()
+    assert proc.returncode == -signal.SIGKILL
+
+    placed = await placements(dsn)
+    done = planned[: planned.index(middle)]
+    assert all(placed[t]["method"] is not None for t in done), done
+    assert placed[middle]["method"] is None  # its step was rolled back with the process
+
+    # The killed run's session (and its migration lock) goes once the server notices.
+    report = await distribute(dsn)
+    rest = [s.table for s in report.steps if s.action != "free local copy"]
+    assert rest == planned[planned.index(middle) :]
+    assert report.steps[0].table == middle
+    await assert_placed_as_planned(dsn)
+    assert await local_bytes(dsn) == 0
+    assert (await distribute(dsn)).steps == ()
