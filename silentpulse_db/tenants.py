@@ -43,6 +43,7 @@ import asyncpg
 
 from .errors import InvalidArgumentError, SilentPulseDBError
 from .postgres.connect import connect_error, is_transient
+from .postgres.literals import quote_literal
 from .postgres.translate import connection_closed, is_unavailable, unavailable_error
 
 TENANT_SETTING = "app.current_tenant"
@@ -66,8 +67,7 @@ def scope_sql(tenant: uuid.UUID) -> str:
     """
     if not isinstance(tenant, uuid.UUID):  # the literal's safety rests on it
         raise InvalidArgumentError(f"scope_sql takes a uuid.UUID, got {type(tenant).__name__}")
-    literal = "'" + str(tenant).replace("'", "''") + "'"
-    return f"{PROPAGATE_SET}; SET LOCAL {TENANT_SETTING} = {literal}"
+    return f"{PROPAGATE_SET}; SET LOCAL {TENANT_SETTING} = {quote_literal(str(tenant))}"
 
 
 @contextlib.asynccontextmanager

@@ -47,6 +47,7 @@ from typing import Any
 
 from ..errors import ConfigurationError, RequiredVersionError
 from ..migrate.version_table import VERSION_TABLE
+from ..postgres.literals import quote_literal
 
 LOG_VERSION = 59  # the migration that readies the log for Citus
 NODE_INDEX = "alert_changes_node_xid_seq_idx"
@@ -215,7 +216,7 @@ def _plan(
             (
                 f"distribute alert_changes by tenant_id, colocated with {anchor}",
                 "SELECT create_distributed_table('alert_changes', 'tenant_id', "
-                f"colocate_with => '{_literal(anchor)}')",
+                f"colocate_with => {quote_literal(anchor)})",
             )
         )
     if "alerts" not in distributed:
@@ -248,7 +249,3 @@ async def _check(conn: Any) -> None:
             "Run SELECT update_distributed_table_colocation('alert_changes', "
             "colocate_with => 'alerts')"
         )
-
-
-def _literal(name: str) -> str:
-    return name.replace("'", "''")

@@ -47,6 +47,7 @@ from ..errors import (
     SchemaVersionError,
 )
 from ..postgres.blockers import table_lock_holders
+from ..postgres.literals import quote_literal
 from ..postgres.translate import connection_closed
 from ..results.migrations import VersionState
 from ..results.placement import (
@@ -280,10 +281,6 @@ def referenced_first(refs: Mapping[str, Sequence[str]], names: Sequence[str]) ->
     return order
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 class Plan(NamedTuple):
     tables: tuple[TablePlacement, ...]
     steps: tuple[DistributionStep, ...]
@@ -326,7 +323,7 @@ def placement_of(
 
 def _misplaced(table: Table, planned: str, why: str) -> DistributionError:
     """A placement distribute does not make, and how to undo it first."""
-    undo = f"SELECT undistribute_table({_literal(table.qualified)})"
+    undo = f"SELECT undistribute_table({quote_literal(table.qualified)})"
     return DistributionError(
         f"{table.name} is {table.citus}, and distribute makes it a {planned} table ({why}): "
         f"undo it first ({undo}), then distribute again. Nothing was changed.",
@@ -365,7 +362,7 @@ def _colocation(tables: Sequence[Table]) -> Table | None:
             f"the tenant tables already distributed are in {len(groups)} colocation groups "
             f"({listed}): one tenant's rows would not share a node. Colocate them first "
             f"(SELECT alter_distributed_table('<table>', colocate_with => "
-            f"{_literal(first.qualified)})), then distribute again. Nothing was changed.",
+            f"{quote_literal(first.qualified)})), then distribute again. Nothing was changed.",
             table=first.name,
             step="plan",
         )
@@ -404,7 +401,7 @@ def build_plan(
             raise ConfigurationError(
                 f"shard_count {shard_count} asked, but the tenant tables already distributed "
                 f"have {anchor_table.shards} shards: change theirs first (SELECT "
-                f"alter_distributed_table({_literal(anchor_table.qualified)}, shard_count => "
+                f"alter_distributed_table({quote_literal(anchor_table.qualified)}, shard_count => "
                 f"{shard_count}, cascade_to_colocated => true)), or leave the count out"
             )
         shards = anchor_table.shards
@@ -467,7 +464,7 @@ def _reference_step(table: Table, why: str) -> DistributionStep:
         MAKE_REFERENCE,
         (
             _set_local(LOCAL_REFERENCE_KEYS),
-            f"SELECT create_reference_table({_literal(table.qualified)})",
+            f"SELECT create_reference_table({quote_literal(table.qualified)})",
         ),
         why,
     )
@@ -486,14 +483,14 @@ def _distribute_step(
         where = f"shard_count => {shards}, colocate_with => 'none'"
         why = f"by {COLUMN}, {shards} shards: the first, the others colocate with it"
     else:
-        where = f"colocate_with => {_literal(colocate_with.qualified)}"
+        where = f"colocate_with => {quote_literal(colocate_with.qualified)}"
         why = f"by {COLUMN}, colocated with {colocate_with.name}"
-    call = f"SELECT create_distributed_table({_literal(table.qualified)}, '{COLUMN}', {where})"
+    call = f"SELECT create_distributed_table({quote_literal(table.qualified)}, '{COLUMN}', {where})"
     return DistributionStep(table.name, DISTRIBUTE, (*prefix, call), why)
 
 
 def _free_step(table: Table) -> DistributionStep:
-    name = _literal(table.qualified)
+    name = quote_literal(table.qualified)
     return DistributionStep(
         table.name,
         FREE,

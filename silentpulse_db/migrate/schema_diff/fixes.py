@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from ...postgres.literals import quote_literal
 from .objects import CatalogObject
 
 _POLICY_HEAD = re.compile(r"^CREATE POLICY (?P<name>.+?) ON (?P<table>\S+) AS \w+ FOR \w+ ")
@@ -183,7 +184,7 @@ def _column_fix(key: str, expected: str, actual: str, partitioned: bool) -> str 
     comment = None
     if want.get("comment") != have.get("comment"):
         text = want.get("comment")
-        quoted = "NULL" if text is None else "'" + text.replace("'", "''") + "'"
+        quoted = "NULL" if text is None else quote_literal(text)
         comment = f"COMMENT ON COLUMN {table}.{column} IS {quoted}"
     if not steps:
         return comment
@@ -252,7 +253,7 @@ def _rls_fix(key: str, expected: str, actual: str) -> str | None:
         what = "TABLE" if want & {"kind r", "kind p"} else None
         if what is None:
             return None
-        text = "NULL" if comment is None else "'" + comment.replace("'", "''") + "'"
+        text = "NULL" if comment is None else quote_literal(comment)
         statements.append(f"COMMENT ON {what} {key} IS {text}")
     known = ("unlogged", "options ", "replica identity ", "comment ")
     others = {
