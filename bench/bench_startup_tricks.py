@@ -28,7 +28,8 @@ from typing import NamedTuple
 from common import machine, write_section
 
 ROUNDS = 9
-CLI_UP = "silentpulse_db.migrate.cli, silentpulse_db.migrate.commands"
+# What `silentpulse-db up` imports: the CLI's words and the module that runs up.
+CLI_UP = "silentpulse_db.migrate.cli, silentpulse_db.migrate.cli.migrating"
 
 
 def import_cost(before: str, module: str) -> float:
@@ -92,10 +93,10 @@ def parser_costs() -> tuple[float, float, float, float]:
     import shutil
 
     from silentpulse_db import console
-    from silentpulse_db.migrate import cli
+    from silentpulse_db.migrate.cli import parser as cli
 
     def one_command() -> None:
-        cli._command_named(["up"])
+        cli.command_named(["up"])
         cli.build_parser("up")
 
     full = best_ms(cli.build_parser)
@@ -156,7 +157,7 @@ def main() -> None:
         ),
         ("pglast alone", "`files/statements.py`", CLI_UP, "pglast.parser"),
         ("tenacity (connect's retry: a plain loop)", "`postgres/connect.py`", CLI_UP, "tenacity"),
-        ("the dry run", "`cli.py`", CLI_UP, "silentpulse_db.migrate.dryrun.preview"),
+        ("the dry run", "`cli/planning.py`", CLI_UP, "silentpulse_db.migrate.dryrun.preview"),
         (
             "status's audits",
             "`commands.py` (status)",
@@ -180,10 +181,9 @@ def main() -> None:
             "silentpulse_db.schema.retention",
         ),
         (
-            "the verbs, for `create` and `--help` only (went)",
-            "`cli.py`",
-            "silentpulse_db.console, silentpulse_db.migrate.plan, "
-            "silentpulse_db.migrate.files.scaffold",
+            "the verbs and the driver, for `create` (its own module)",
+            "`cli/creating.py`",
+            "silentpulse_db.migrate.cli, silentpulse_db.migrate.cli.creating",
             "silentpulse_db.migrate.commands",
         ),
         ("zlib, not binascii, for crc32 (went)", "`migration_lock/keys.py`", "asyncpg", "zlib"),
@@ -198,7 +198,7 @@ def main() -> None:
     compiled = regex_cost()
     rows += [
         f"| a frozen dataclass / a NamedTuple / a slotted class, each | records | class creation | {frozen:.3f} / {named:.3f} / {slotted:.3f} |",
-        f"| the full parser / one command's (and its router) | `cli.py` | build | {full:.2f} / {one:.2f} |",
+        f"| the full parser / one command's (and its router) | `cli/parser.py` | build | {full:.2f} / {one:.2f} |",
         f"| the full parser with argparse's own formatter | `console.py` | build | {default:.2f} (one `get_terminal_size`: {size:.3f}) |",
         f"| the DSN redaction patterns, compiled at first use (went) | `postgres/dsn.py` | compile | {compiled:.3f} |",
     ]

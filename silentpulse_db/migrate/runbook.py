@@ -3,7 +3,7 @@
 golang-migrate's ``migrate.go`` reads: lock, read the version, plan, run, unlock.
 Ours adds what lets many replicas start at once cheaply: a committed clean
 version is final (transactional migrations commit with it), so "nothing left to
-do" is answered without the lock (:class:`NothingLeft`); a replica that has to
+do" is answered without the lock (:class:`NoChangeCheck`); a replica that has to
 wait asks that again each time it wakes, and leaves as soon as the answer is
 yes. The files likely to run are read before the lock (:func:`parse_ahead`); the
 plan that runs is made again under it.
@@ -15,7 +15,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from ..errors import MissingMigrationFileError, RequiredVersionError, SilentPulseDBError
@@ -66,31 +65,34 @@ class AfterApply(Protocol):
     async def __call__(self, conn: Any, dsn: str, *, due: bool | None) -> None: ...
 
 
-@dataclass
-class NothingLeft:
-    """Is anything left to do for ``request``? Called, it returns the (empty) plan when
-    nothing is, None when there is work. The first call uses the state the session's
-    probe read; later ones (a waiter woken by the lock's holder) read it again, with the
-    ``probe`` expression (the run's AfterApply) in the same query."""
+class NoChangeCheck:
+    """Is there no change to make for ``request`` (golang-migrate's ErrNoChange)?
+    :meth:`ask` returns the (empty) plan when there is none, None when there is work.
+    The first ask uses the state the session's probe read; later ones (a waiter woken by
+    the lock's holder) read it again, with the ``probe`` expression (the run's
+    AfterApply) in the same query."""
 
-    session: Session
-    migrations: MigrationSource
-    request: Up
-    strict: bool
-    probe: str | None = None
-    # Whether the work after applying is due, as read with the last state.
-    due: bool | None = field(init=False)
-    # The state the probe read, until the first call uses it.
-    _unread: State | None = field(init=False, repr=False)
-    # The version tables, read as the probe found them (and as each look finds them).
-    _store: VersionStore = field(init=False, repr=False)
+    def __init__(
+        self,
+        session: Session,
+        migrations: MigrationSource,
+        request: Up,
+        strict: bool,
+        probe: str | None = None,
+    ) -> None:
+        self.session = session
+        self.migrations = migrations
+        self.request = request
+        self.strict = strict
+        self.probe = probe
+        # Whether the work after applying is due, as read with the last state.
+        self.due = session.after_due
+        # The state the probe read, until the first ask uses it.
+        self._unread = session.state
+        # The version tables, read as the probe found them (and as each look finds them).
+        self._store = session.store
 
-    def __post_init__(self) -> None:
-        self.due = self.session.after_due
-        self._unread = self.session.state
-        self._store = self.session.store
-
-    async def __call__(self) -> Plan | None:
+    async def ask(self) -> Plan | None:
         read = await self._read_state()
         if read is None:
             return None
@@ -157,15 +159,15 @@ async def run_request(
     async with open_session(
         dsn, attempts=attempts, wait=wait, after_probe=probe, with_state=quick, table=table
     ) as session:
-        left = (
-            NothingLeft(session, migrations, request, strict, probe)
+        check = (
+            NoChangeCheck(session, migrations, request, strict, probe)
             if isinstance(request, Up)
             else None
         )
-        plan = await left() if left is not None and session.tables_exist else None
+        plan = await check.ask() if check is not None and session.tables_exist else None
         if plan is not None:
-            assert left is not None
-            outcome = Outcome(plan, due=left.due)
+            assert check is not None
+            outcome = Outcome(plan, due=check.due)
         else:
             tries = attempts if wait_for_required else 1
             for number in range(1, tries + 1):
@@ -175,7 +177,7 @@ async def run_request(
                         session,
                         migrations,
                         request,
-                        left,
+                        check,
                         migration_lock_timeout,
                         ddl,
                         statement_timeout,
@@ -205,22 +207,22 @@ async def _locked(
     session: Session,
     migrations: MigrationSource,
     request: Request,
-    left: NothingLeft | None,
+    check: NoChangeCheck | None,
     lock_timeout: float,
     ddl: DDLLimits,
     statement_timeout: float | None,
     strict: bool,
     after: AfterApply | None,
 ) -> Outcome:
-    """Step 3 of :func:`run_request`: read ahead, lock (or leave: nothing left), plan, apply."""
+    """Step 3 of :func:`run_request`: read ahead, lock (or leave: no change), plan, apply."""
     from .run.applier import Applier  # loaded when there is work, as in parse_ahead
 
     parsed = await parse_ahead(session, migrations, request, strict)
     lock = session.lock(lock_timeout)
-    plan = await lock_or_nothing_left(lock, left)
+    plan = await lock_unless_no_change(lock, check)
     if plan is not None:
-        assert left is not None
-        return Outcome(plan, due=left.due)
+        assert check is not None
+        return Outcome(plan, due=check.due)
     conn = session.conn
     try:
         store = session.store
@@ -263,15 +265,15 @@ async def _locked(
         await lock.release()
 
 
-async def lock_or_nothing_left(lock: MigrationLock, left: NothingLeft | None) -> Plan | None:
+async def lock_unless_no_change(lock: MigrationLock, check: NoChangeCheck | None) -> Plan | None:
     """Take the migration lock and return None; or, while waiting, return the plan
-    ``left`` answers once nothing is left to do (another replica has done it). It is
-    asked before each try after the first, or the first waiter to try would take the
-    lock only to find nothing to do, and the others would queue behind it."""
+    ``check`` answers once there is no change left to make (another replica has made
+    it). It is asked before each try after the first, or the first waiter to try would
+    take the lock only to find nothing to do, and the others would queue behind it."""
     try:
         while not await lock.try_take():
             await lock.pause()
-            if left is not None and (plan := await left()) is not None:
+            if check is not None and (plan := await check.ask()) is not None:
                 logger.info("stopped waiting for the migration lock: nothing left")
                 # A first key ours is released with a NOTIFY; still LISTENing: the session
                 # ends now (UNLISTEN would cost each of many replicas a round trip).

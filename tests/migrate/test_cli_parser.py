@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from silentpulse_db.migrate.cli import _command_named, build_parser
+from silentpulse_db.migrate.cli.parser import build_parser, command_named
 
 ARGVS = [
     [],
@@ -60,7 +60,7 @@ def test_the_command_parser_reads_argv_as_the_full_parser(
     argv: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("COLUMNS", "100")
-    assert _parse(_command_named(argv), argv) == _parse(None, argv)
+    assert _parse(command_named(argv), argv) == _parse(None, argv)
 
 
 @pytest.mark.parametrize(
@@ -78,4 +78,4 @@ def test_the_command_parser_reads_argv_as_the_full_parser(
     ],
 )
 def test_which_command_argv_names(argv: list[str], command: str | None) -> None:
-    assert _command_named(argv) == command
+    assert command_named(argv) == command

@@ -308,7 +308,7 @@ async def test_a_waiter_that_gives_up_holding_the_first_key_tells_the_others(
     first and waits for the second. When it stops waiting (nothing left to do), its
     release of the first key NOTIFYs, or replicas queued on that key sleep a poll."""
     from silentpulse_db.migrate import migration_lock as waiting
-    from silentpulse_db.migrate.runbook import lock_or_nothing_left
+    from silentpulse_db.migrate.runbook import lock_unless_no_change
 
     _polls(monkeypatch, 0.05)
     dsn = silentpulse_database
@@ -321,14 +321,14 @@ async def test_a_waiter_that_gives_up_holding_the_first_key_tells_the_others(
         await listener.add_listener(channel, lambda *args: heard.append(args[2]))
         asked = 0
 
-        class Left:  # the engine's NothingLeft: answers at its third asking
-            async def __call__(self) -> str | None:
+        class Check:  # the engine's NoChangeCheck: answers at its third asking
+            async def ask(self) -> str | None:
                 nonlocal asked
                 asked += 1
                 return "nothing left" if asked == 3 else None
 
         lock = waiting.MigrationLock(waiter, keys, timeout=600)
-        answer: object = await lock_or_nothing_left(lock, Left())  # type: ignore[arg-type]
+        answer: object = await lock_unless_no_change(lock, Check())  # type: ignore[arg-type]
         assert answer == "nothing left"
 
         async def told() -> bool:

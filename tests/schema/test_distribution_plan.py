@@ -15,7 +15,7 @@ from silentpulse_db.errors import (
     DistributionError,
     SchemaVersionError,
 )
-from silentpulse_db.migrate.cli import format_distribution
+from silentpulse_db.migrate.cli.distributing import format_distribution
 from silentpulse_db.results.migrations import VersionState
 from silentpulse_db.results.placement import (
     COORDINATOR,

@@ -241,7 +241,7 @@ async def test_a_dirty_database_is_an_error(silentpulse_migrated_database: str) 
 
 def test_the_report_reads_by_object(silentpulse_migrated_database: str) -> None:
     del silentpulse_migrated_database
-    from silentpulse_db.migrate.cli import drift_json, format_drift
+    from silentpulse_db.migrate.cli.proving import drift_json, format_drift
     from silentpulse_db.results import DriftDifference, DriftExcuse
 
     report = DriftReport(
