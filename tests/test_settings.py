@@ -55,6 +55,17 @@ async def test_a_verb_refuses_a_bad_setting_before_connecting(tmp_path: Path) ->
         await migrate.status(NOBODY, source=source, connect=ConnectRetry(attempts=0))
 
 
+@pytest.mark.parametrize("ahead", [-1, 25, 10**9, 2.5, True, "3"])
+async def test_run_migrations_refuses_partitions_ahead_it_cannot_make_before_connecting(
+    tmp_path: Path, ahead: Any
+) -> None:
+    # 10**9 was a bare ValueError ("year 83335360 is out of range"); 25 a warning at
+    # every start, with no month ever made.
+    source = write_migrations(tmp_path, simple_set(1))
+    with pytest.raises(InvalidArgumentError, match=r"run_migrations\(partitions_ahead="):
+        await silentpulse_db.run_migrations(NOBODY, source=source, partitions_ahead=ahead)
+
+
 def test_the_defaults_are_the_documented_ones() -> None:
     assert ConnectRetry() == ConnectRetry(attempts=30, wait=2.0)
     assert DDLLimits() == DDLLimits(table_lock_timeout=3.0, retry_for=60.0)

@@ -134,8 +134,9 @@ async def run_migrations(
     sets no ``-- silentpulse: statement_timeout``; the rest are taken out.
     """
     # Loaded on first use: spares the CLI, which imports this module, ~10 ms of jobs.
-    from ..schema.jobs import PartitionsAtStartup
+    from ..schema.jobs import partitions_at_startup
 
+    after = None if partitions_ahead is None else partitions_at_startup(partitions_ahead)
     given = settings(
         "run_migrations",
         deprecated,
@@ -156,7 +157,7 @@ async def run_migrations(
             ddl=given.ddl,
             statement_timeout=statement_timeout,
             strict=strict,
-            after=None if partitions_ahead is None else PartitionsAtStartup(partitions_ahead),
+            after=after,
             wait_for_required=True,
         )
 

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 from ..defaults import PARTITIONS_AHEAD, PARTITIONS_MAX_AHEAD
-from ..errors import SilentPulseDBError
+from ..errors import InvalidArgumentError, SilentPulseDBError
 from ..postgres.connect import close_quietly
 from ..postgres.connect import connect as connected
 from ..postgres.translate import translate, typed_errors
@@ -114,6 +114,23 @@ class PartitionsAtStartup(NamedTuple):
             if typed is None:
                 raise
             logger.warning("partitions not maintained at start-up: %s", typed)
+
+
+def partitions_at_startup(ahead: int) -> PartitionsAtStartup:
+    """run_migrations' ``partitions_ahead``, checked before connecting: a number the job
+    would refuse (over PARTITIONS_MAX_AHEAD) or cannot make (past year 9999) would
+    otherwise be a warning at every start, with no month ever made."""
+    if (
+        isinstance(ahead, bool)
+        or not isinstance(ahead, int)
+        or not 0 <= ahead <= PARTITIONS_MAX_AHEAD
+    ):
+        raise InvalidArgumentError(
+            f"run_migrations(partitions_ahead={ahead!r}): a whole number of months from 0 "
+            f"to {PARTITIONS_MAX_AHEAD} (PARTITIONS_MAX_AHEAD), or None for no partition "
+            "work at start-up"
+        )
+    return PartitionsAtStartup(ahead)
 
 
 async def _role(conn: Any) -> str:
