@@ -150,6 +150,39 @@ async def test_a_files_own_limit_ends_with_the_file(limited_owner: str, tmp_path
     assert [a.version for a in result.applied] == [1, 2, 3]
 
 
+async def test_a_files_session_set_ends_with_the_file(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
+    """A file that SETs the session's statement_timeout (not LOCAL) keeps it to itself:
+    the files after it, in a transaction or not, run with the library's (none). It
+    leaked before: the next file failed, and its error blamed its own SQL."""
+    source = write_migrations(
+        tmp_path,
+        {
+            # The file's own limit covers the rest of its transaction (the runner's
+            # version write too): 1 s, which neither the write nor COMMIT come near.
+            1: (
+                "a_limit",
+                "CREATE TABLE things (id int);\nINSERT INTO things VALUES (1);\n"
+                "CREATE FUNCTION slow_id(i int) RETURNS int LANGUAGE plpgsql IMMUTABLE\n"
+                "AS $$ BEGIN PERFORM pg_sleep(1.5); RETURN i; END $$;\n"
+                "SET statement_timeout = '1s';\n",
+                "DROP TABLE things;\nDROP FUNCTION slow_id(int);\n",
+            ),
+            2: ("slow", "SELECT pg_sleep(1.5);\n", "SELECT 1;\n"),
+            3: ("limit_again", "SET statement_timeout = '1s';\n", "SELECT 1;\n"),
+            4: (
+                "slow_outside",  # the build calls slow_id on the row: 1.5 s at least
+                "CREATE INDEX CONCURRENTLY things_slow ON things (slow_id(id));\n",
+                "DROP INDEX CONCURRENTLY things_slow;\n",
+            ),
+        },
+    )
+    result = await run_migrations(silentpulse_database, source=source, partitions_ahead=None)
+    assert [a.version for a in result.applied] == [1, 2, 3, 4]
+    assert [a.transactional for a in result.applied] == [True, True, True, False]
+
+
 # Every write of the version, as the writing session sees synchronous_commit.
 _NOTE_COMMITS = """
 CREATE TABLE schema_migrations (version bigint not null primary key, dirty boolean not null);

@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncpg
 
-from ...defaults import PROGRESS_EVERY
+from ...defaults import ENGINE_SESSION_SETTINGS, PROGRESS_EVERY
 from ...postgres.connect import is_connection_lost, rollback
 from ..files.directives import statement_limit
 from ..files.source import MigrationSource
@@ -34,6 +34,9 @@ from .chunks import Message, messages
 from .error_messages import failed, interrupted
 from .locate import locate
 from .lock_retries import LockConflict, LockRetries, lock_conflict
+
+# The library's own statement_timeout (none), for a file that sets no other.
+_NO_LIMIT = f" SET LOCAL statement_timeout = '{ENGINE_SESSION_SETTINGS['statement_timeout']}';"
 
 logger = logging.getLogger("silentpulse_db.migrate")
 
@@ -126,7 +129,10 @@ class TransactionalRun:
         directives, run_limit = self.step.file.directives, self.statement_timeout
         # parsed.begin: "BEGIN;", or with the options of the file's own BEGIN, which is dropped.
         begin = self.parsed.begin
-        return f"{begin}{limit}{statement_limit(directives, local=True, default=run_limit)}"
+        # A file before this one may have SET the session's statement_timeout: each file
+        # runs with its own, the run's, or the library's (none), never a neighbour's.
+        statement = statement_limit(directives, local=True, default=run_limit) or _NO_LIMIT
+        return f"{begin}{limit}{statement}"
 
     def _messages(self, *, prepared: bool = False) -> list[Message]:
         """The attempt's messages; ``prepared``: the version write as an EXECUTE of the

@@ -94,8 +94,9 @@ class OutsideTransaction:
         for statement in first or ():
             await self.execute_alone(step.file, statement, dirty)
         limit = statement_limit(step.file.directives, local=False, default=self.statement_timeout)
-        if limit:
-            await self.conn.execute(limit)
+        # A file before this one may have SET the session's statement_timeout: this one
+        # runs with its own, the run's, or the library's (none), never a neighbour's.
+        await self.conn.execute(limit or set_config_sql(_ENGINE_LIMIT))
         try:
             if partitioned is not None and first is not None:
                 await PartitionedBuild(self, partitioned, parsed.statements[0], dirty).run()
