@@ -28,7 +28,8 @@ from ..version_table import CORE, HistoryRecord, VersionStore, VersionTable
 from .in_transaction import TransactionalRun
 from .index_healing import refuse_force
 from .outside_transaction import OutsideTransaction
-from .sent_together import Together, group_size, label
+from .packing import group_size
+from .sent_together import Together, label
 
 if TYPE_CHECKING:
     from .filtered_writes import FilteredWrites
@@ -66,6 +67,7 @@ class Applier:
         # The set's version table; its schema None: current_schema() when a plan starts.
         self.store = VersionStore(conn, table)
         self.filtered_writes: FilteredWrites | None = None  # made for the first file that writes
+        self.together: Together | None = None  # made for the first group sent together
 
     async def apply(
         self, plan: Plan, parsed: Mapping[str, ParsedSQL] | None = None
@@ -87,8 +89,7 @@ class Applier:
             self.store = VersionStore(self.conn, self.store.table._replace(schema=schema))
         notices = _Notices()
         self.conn.add_log_listener(notices)
-        together = Together(self.store)
-        # A SQL_ASCII database counts error positions in bytes (sent_together.py).
+        # A SQL_ASCII database counts error positions in bytes (packing.group_size).
         byte_positions = self.conn.get_settings().server_encoding == "SQL_ASCII"
         try:
             applied: list[AppliedMigration] = []
@@ -114,7 +115,7 @@ class Applier:
                     applied.append(applied_migration(step, took, transactional=transactional))
                 else:
                     parsed_group = statements[start : start + size]
-                    await self._apply_together(together, group, parsed_group, before, applied)
+                    await self._apply_together(group, parsed_group, before, applied)
                 before = steps[len(applied) - 1].version_after
             return applied
         finally:
@@ -122,7 +123,6 @@ class Applier:
 
     async def _apply_together(
         self,
-        together: Together,
         steps: Sequence[Step],
         parsed: Sequence[ParsedSQL],
         before: int | None,
@@ -138,7 +138,8 @@ class Applier:
         def committed(index: int, took: float) -> None:
             applied.append(applied_migration(steps[index], took, transactional=True))
 
-        await together.apply(runs, before, committed)
+        self.together = self.together or Together(self.store)
+        await self.together.apply(runs, before, committed)
 
     async def run_file(self, file: MigrationFile) -> None:
         """Run a whole special file (prerequisites, baseline) as one simple query."""

@@ -1,14 +1,14 @@
 """One transactional migration: its messages, sent in one transaction with its version.
 
 The file's statements travel in one simple-query message (a few for a long
-file, see chunks.py) between the runner's ``BEGIN; SET LOCAL
+file, see packing.py) between the runner's ``BEGIN; SET LOCAL
 lock_timeout`` and its version row, history row and ``COMMIT``. A failed attempt
 is rolled back; a lost table-lock conflict is retried (lock_retries.py), any
 other failure names the statement that failed (locate.py) in a typed error
 (error_messages.py).
 
 Where the citus extension is installed (the session's probe says), each statement
-is a message of its own, still in the one transaction (chunks.one_by_one): Citus
+is a message of its own, still in the one transaction (packing.one_by_one): Citus
 forwards a DDL statement's whole message to its workers, and they refuse a message
 of several (citusdata/citus#6608). A statement then costs a round trip; plain
 PostgreSQL keeps its one message.
@@ -30,10 +30,10 @@ from ..files.source import MigrationSource
 from ..files.statements import ParsedSQL
 from ..plan import Step, version_label
 from ..version_table import HistoryRecord, VersionStore
-from .chunks import Message, messages
 from .error_messages import failed, interrupted
 from .locate import locate
 from .lock_retries import LockConflict, LockRetries, lock_conflict
+from .packing import Message, messages
 
 # The library's own statement_timeout (none), for a file that sets no other.
 _NO_LIMIT = f" SET LOCAL statement_timeout = '{ENGINE_SESSION_SETTINGS['statement_timeout']}';"

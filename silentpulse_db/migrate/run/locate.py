@@ -1,7 +1,7 @@
 """Which statement of a transactional migration failed, to name its line.
 
 The server's error position, when there is one, falls in one of the attempt's
-messages and maps back to the file (chunks.py). An error without a
+messages and maps back to the file (packing.py). An error without a
 position is located by replaying the migration statement by statement in a
 transaction that is rolled back, unless the attempt ran too long to replay.
 
@@ -22,7 +22,7 @@ import asyncpg
 
 from ...postgres.connect import rollback
 from ..files.statements import Statement
-from .chunks import Message
+from .packing import Message
 
 # An error without a position is located by replaying the migration when the
 # failed attempt took at most this long (seconds).

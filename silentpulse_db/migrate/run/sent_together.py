@@ -1,8 +1,9 @@
-"""Small schema migrations sent several to a message.
+"""Small schema migrations sent several to a message: the sending, and a failure among them.
 
 A round trip and the runner's bookkeeping cost about as much as a small DDL
 statement, so consecutive migrations that hold only schema statements travel in
-ONE simple-query message, each still in its own transaction with its version:
+ONE simple-query message, each still in its own transaction with its version
+(which ones: packing.group_size):
 
     BEGIN; SET LOCAL ...; <file 1>; EXECUTE silentpulse_record_version(...); COMMIT;
     BEGIN; SET LOCAL ...; <file 2>; EXECUTE silentpulse_record_version(...); COMMIT;
@@ -11,16 +12,10 @@ The version write is a statement prepared once per run. When a migration fails,
 the server skips the rest of the message: the ones before it have committed, the
 version row says how far it got, and the failed one is reported, or retried for
 a lock conflict, as if it had been sent alone (TransactionalRun.handle_failure).
-
-Sent alone: files that run queries or code (their RAISE output names them, and
-they may be long), files that need several messages, non-transactional files.
-In a SQL_ASCII database, whose error positions count bytes, a file with other
-characters ends its group: it would shift the positions of the files after it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
@@ -28,40 +23,14 @@ import asyncpg
 
 from ...errors import DatabaseError
 from ...postgres.connect import is_connection_lost
-from ..files.statements import ParsedSQL
 from ..plan import Step, version_label
 from ..version_table import RECORD_STATEMENT, VersionStore
-from .chunks import CHUNK_STATEMENTS, Message
 from .error_messages import interrupted_together
 from .in_transaction import TransactionalRun
-
-# At most this many migrations, and CHUNK_STATEMENTS of their statements, a message:
-# the log reports each group as it commits, and a failure redoes little.
-GROUP_MIGRATIONS = 50
+from .packing import Message, joined
 
 # Called with a run's index in its group and its duration, once it has committed.
 Applied = Callable[[int, float], None]
-
-
-def group_size(
-    steps: Sequence[Step], parsed: Sequence[ParsedSQL], start: int, *, byte_positions: bool
-) -> int:
-    """How many steps from ``start`` travel together (1: the step is sent alone).
-    ``byte_positions``: the server counts error positions in bytes (SQL_ASCII)."""
-    count = statements = 0
-    for step, sql in zip(steps[start:], parsed[start:], strict=False):
-        statements += len(sql.statements)
-        if (
-            not sql.schema_only
-            or statements > CHUNK_STATEMENTS
-            or count == GROUP_MIGRATIONS
-            or step.version_after is None  # "no version": not the prepared write
-        ):
-            break
-        count += 1
-        if byte_positions and not (step.file.sql.isascii() and step.migration.name.isascii()):
-            break
-    return max(count, 1)
 
 
 def label(steps: Sequence[Step]) -> str:
@@ -87,7 +56,7 @@ class Together:
         conflict a retry overcame, a lost prepared write), those up to it."""
         if not self.prepared:
             await self._prepare()
-        text, segments = _join([run.message() for run in runs])
+        text, segments = joined([run.message() for run in runs])
         started = time.monotonic()
         try:
             await self.conn.execute(text)
@@ -176,16 +145,3 @@ def _lost_write(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.InvalidSQLStatementNameError) and RECORD_STATEMENT in str(
         getattr(exc, "message", "")
     )
-
-
-def _join(parts: Sequence[Message]) -> tuple[str, list[Message]]:
-    """One message of ``parts``; each part's prefix shifted to where it starts in it, so
-    that a server error position maps back to its file."""
-    texts: list[str] = []
-    segments: list[Message] = []
-    at = 0
-    for part in parts:
-        segments.append(dataclasses.replace(part, prefix_len=part.prefix_len + at))
-        texts.append(part.text)
-        at += len(part.text) + 1  # the newline joining them
-    return "\n".join(texts), segments

@@ -1,7 +1,8 @@
-"""A transactional migration as a few simple-query messages instead of one per statement.
+"""How a run's statements are packed into simple-query messages. Pure: no I/O.
 
 A round trip costs about as much as a small DDL statement, so the runner sends
-the file's statements in chunks, with its own statements wrapped around them:
+few messages. A transactional migration travels in chunks, with the runner's own
+statements wrapped around them (:func:`messages`):
 
     BEGIN; SET LOCAL lock_timeout = ...; <chunk 1>      (first message)
     <chunk 2> ...                                        (one per CHUNK_STATEMENTS)
@@ -9,7 +10,16 @@ the file's statements in chunks, with its own statements wrapped around them:
 
 A small file travels as ONE message. Chunks are slices of the file cut at
 statement boundaries, so a server error position maps back to the file by
-subtracting the chunk's start and the prefix's length. Pure: no I/O.
+subtracting the chunk's start and the prefix's length (:meth:`Message.file_offset`).
+
+Consecutive small migrations that hold only schema statements travel several to
+ONE message, each still in its own transaction with its version
+(:func:`group_size` says how many, :func:`joined` makes the message; the sending,
+and a failure among them: sent_together.py). Sent alone: files that run queries
+or code (their RAISE output names them, and they may be long), files that need
+several messages, non-transactional files. In a SQL_ASCII database, whose error
+positions count bytes, a file with other characters ends its group: it would
+shift the positions of the files after it.
 
 On a Citus coordinator each statement travels alone instead (:func:`one_by_one`):
 Citus forwards a statement's whole message to its workers, which refuse a message of
@@ -18,13 +28,19 @@ several statements (citusdata/citus#6608).
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..files.statements import Statement
+from ..files.statements import ParsedSQL, Statement
+from ..plan import Step
 
 # Statements per message: progress is logged between messages, and a message of
 # a huge file stays a few hundred kB.
 CHUNK_STATEMENTS = 100
+# At most this many migrations, and CHUNK_STATEMENTS of their statements, a message:
+# the log reports each group as it commits, and a failure redoes little.
+GROUP_MIGRATIONS = 50
 
 
 @dataclass(frozen=True)
@@ -82,3 +98,38 @@ def one_by_one(
         out.append(Message(statement.sql, 0, statement.offset, stop, (statement,)))
     out.append(Message(commit, len(commit), end, end, ()))
     return out
+
+
+def group_size(
+    steps: Sequence[Step], parsed: Sequence[ParsedSQL], start: int, *, byte_positions: bool
+) -> int:
+    """How many steps from ``start`` travel together (1: the step is sent alone).
+    ``byte_positions``: the server counts error positions in bytes (SQL_ASCII)."""
+    count = statements = 0
+    for step, sql in zip(steps[start:], parsed[start:], strict=False):
+        statements += len(sql.statements)
+        if (
+            not sql.schema_only
+            or statements > CHUNK_STATEMENTS
+            or count == GROUP_MIGRATIONS
+            or step.version_after is None  # "no version": not the prepared write
+        ):
+            break
+        count += 1
+        if byte_positions and not (step.file.sql.isascii() and step.migration.name.isascii()):
+            break
+    return max(count, 1)
+
+
+def joined(parts: Sequence[Message]) -> tuple[str, list[Message]]:
+    """One message of ``parts`` (each a whole migration's), and each part with its
+    prefix shifted to where it starts in it, so that a server error position maps back
+    to its file."""
+    texts: list[str] = []
+    segments: list[Message] = []
+    at = 0
+    for part in parts:
+        segments.append(dataclasses.replace(part, prefix_len=part.prefix_len + at))
+        texts.append(part.text)
+        at += len(part.text) + 1  # the newline joining them
+    return "\n".join(texts), segments

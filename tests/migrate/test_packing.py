@@ -1,4 +1,5 @@
-"""Which migrations share a message (together.group_size): pure, no server."""
+"""What travels in each message (migrate/run/packing.py): a file cut into messages, and
+which migrations share one (group_size). Pure, no server."""
 
 from __future__ import annotations
 
@@ -9,9 +10,44 @@ import pytest
 from silentpulse_db.migrate.files.source import load_source
 from silentpulse_db.migrate.files.statements import ParsedSQL, analyze
 from silentpulse_db.migrate.plan import Down, Up, make_plan
-from silentpulse_db.migrate.run.chunks import CHUNK_STATEMENTS
-from silentpulse_db.migrate.run.sent_together import GROUP_MIGRATIONS, group_size
+from silentpulse_db.migrate.run.packing import (
+    CHUNK_STATEMENTS,
+    GROUP_MIGRATIONS,
+    group_size,
+    messages,
+    one_by_one,
+)
 from silentpulse_db.results import VersionState
+
+SQL = (
+    "SET LOCAL lock_timeout = '3s';\n"
+    "-- the index\n"
+    "CREATE INDEX things_kind ON things (tenant_id, kind_id);\n"
+    "ALTER TABLE things ALTER COLUMN n SET DEFAULT 1; -- last"
+)
+BEGIN, COMMIT = "BEGIN; SET LOCAL lock_timeout = '1000ms';", "UPDATE v SET x = 1;\nCOMMIT;"
+
+
+def test_a_small_file_is_one_message_with_the_runners_statements() -> None:
+    parsed = analyze(SQL, "m.up.sql")
+    (only,) = messages(SQL, parsed.statements, begin=BEGIN, commit=COMMIT)
+    assert only.text.startswith(BEGIN) and only.text.endswith(COMMIT)
+    assert SQL in only.text
+
+
+def test_one_by_one_sends_each_statement_alone_between_the_runners_own() -> None:
+    """As on a Citus coordinator: no statement of the file shares its message."""
+    parsed = analyze(SQL, "m.up.sql")
+    sent = one_by_one(parsed.statements, begin=BEGIN, commit=COMMIT, end=len(SQL))
+    assert [m.text for m in sent] == [BEGIN, *(s.sql for s in parsed.statements), COMMIT]
+    assert [len(m.statements) for m in sent] == [0, 1, 1, 1, 0]
+    # A server position in a statement's message maps back to the file; none in the
+    # runner's own messages does.
+    create = sent[2]
+    at = create.text.index("kind_id")
+    assert create.file_offset(at + 1) == SQL.index("kind_id")
+    assert sent[0].file_offset(1) is None and sent[-1].file_offset(1) is None
+
 
 CREATE = "CREATE TABLE t{v} (id int);\n"
 
