@@ -123,7 +123,9 @@ class Step(NamedTuple):
 
 
 class Plan(NamedTuple):
-    """What applying a request does, decided before anything runs."""
+    """What applying a request does, decided before anything runs: the engine's own.
+    The dry run shows it to users as a :class:`~silentpulse_db.migrate.MigrationPlan`
+    (each file's statements and the table locks they take, built from this)."""
 
     state: VersionState
     steps: tuple[Step, ...] = ()

@@ -281,7 +281,9 @@ def referenced_first(refs: Mapping[str, Sequence[str]], names: Sequence[str]) ->
     return order
 
 
-class Plan(NamedTuple):
+class DistributionPlan(NamedTuple):
+    """What distribute will do: where each table goes, the steps, their settings."""
+
     tables: tuple[TablePlacement, ...]
     steps: tuple[DistributionStep, ...]
     settings: tuple[DistributionSetting, ...]
@@ -375,7 +377,7 @@ def build_plan(
     *,
     shard_count: int | None,
     server_shards: int,
-) -> Plan:
+) -> DistributionPlan:
     """What goes where (every table), and the steps still to do, in order. ``keep``: the
     tables kept on the coordinator, with why. alerts and alert_changes are one step, after
     the other distributed tables (:data:`STREAM`)."""
@@ -446,7 +448,7 @@ def build_plan(
     order = {kind: i for i, kind in enumerate((REFERENCE, DISTRIBUTED, COORDINATOR))}
     rank = {n: i for i, n in enumerate(placed_somewhere)}
     shown.sort(key=lambda p: (order[p.placement], rank.get(p.table, 0), p.table))
-    return Plan(tuple(shown), tuple(steps), tuple(settings), anchor, shards)
+    return DistributionPlan(tuple(shown), tuple(steps), tuple(settings), anchor, shards)
 
 
 def _add(settings: list[DistributionSetting], setting: DistributionSetting) -> None:

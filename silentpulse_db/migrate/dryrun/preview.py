@@ -81,7 +81,8 @@ class PlannedMigration:
 
 @dataclass(frozen=True)
 class MigrationPlan:
-    """What a command would do, computed without changing anything."""
+    """What a command would do, computed without changing anything: the engine's
+    ``plan.Plan`` for it, each file read statement by statement with its table locks."""
 
     current: VersionState
     migrations: tuple[PlannedMigration, ...]
