@@ -126,13 +126,10 @@ class TransactionalRun:
         timeout = self.lock_timeout
         # None: the session's own lock_timeout (the library's: wait forever).
         limit = "" if timeout is None else f" SET LOCAL lock_timeout = '{round(timeout * 1000)}ms';"
-        directives, run_limit = self.step.file.directives, self.statement_timeout
+        # Its own, the run's or the library's: never a statement_timeout an earlier file SET.
+        own = statement_limit(self.step.file.directives, local=True, default=self.statement_timeout)
         # parsed.begin: "BEGIN;", or with the options of the file's own BEGIN, which is dropped.
-        begin = self.parsed.begin
-        # A file before this one may have SET the session's statement_timeout: each file
-        # runs with its own, the run's, or the library's (none), never a neighbour's.
-        statement = statement_limit(directives, local=True, default=run_limit) or _NO_LIMIT
-        return f"{begin}{limit}{statement}"
+        return f"{self.parsed.begin}{limit}{own or _NO_LIMIT}"
 
     def _messages(self, *, prepared: bool = False) -> list[Message]:
         """The attempt's messages; ``prepared``: the version write as an EXECUTE of the
