@@ -17,8 +17,8 @@ async def _up(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _down(args: argparse.Namespace, out: TextIO) -> int:
-    dsn = console.database(args.database)
-    return _report(await down(dsn, down_count(args), **migrating(args)), out)
+    count = down_count(args)  # the words first, as every usage error
+    return _report(await down(console.database(args.database), count, **migrating(args)), out)
 
 
 async def _goto(args: argparse.Namespace, out: TextIO) -> int:

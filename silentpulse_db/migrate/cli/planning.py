@@ -20,8 +20,8 @@ async def _plan_up(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _plan_down(args: argparse.Namespace, out: TextIO) -> int:
-    dsn = console.database(args.database)
-    plan = await plan_down(dsn, down_count(args), **connection(args))
+    count = down_count(args)  # the words first, as every usage error
+    plan = await plan_down(console.database(args.database), count, **connection(args))
     print(format_plan(plan), file=out)
     return console.EXIT_OK
 
