@@ -236,3 +236,21 @@ def test_create_in_a_folder_that_is_not_there_names_it(tmp_path: Path) -> None:
     r = cli("create", "--path", str(tmp_path / "nope"), "add_tags")
     assert r.returncode == 2, r.stderr
     assert f"{tmp_path / 'nope'} is not a directory: check --path" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize(
+    ("words", "said"),
+    [
+        (("down",), "refusing to revert everything implicitly: give N (down 1) or --all"),
+        (("down", "--dry-run"), "refusing to revert everything implicitly"),
+        (("down", "1", "--all"), "give either N or --all, not both"),
+        (("distribute", "--table", "x"), "distribute belongs to the packaged set: no --table"),
+        (("prerequisites", "--table", "x"), "prerequisites belongs to the packaged set"),
+        (("baseline", "--table", "x"), "baseline belongs to the packaged set"),
+    ],
+)
+def test_wrong_words_are_said_before_a_missing_database(words: tuple[str, ...], said: str) -> None:
+    """A usage error is the first thing said, with or without a DSN (exit 2)."""
+    done = cli(*words)
+    assert done.returncode == 2, done.stderr
+    assert said in done.stderr and "no database" not in done.stderr

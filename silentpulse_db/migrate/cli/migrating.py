@@ -33,15 +33,16 @@ async def _force(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _baseline(args: argparse.Namespace, out: TextIO) -> int:
+    options = core_only(args)  # the words first, as every usage error
     dsn = console.database(args.database)
-    options = core_only(args)
     result = await baseline(dsn, verify=args.verify, scratch_dsn=args.scratch_dsn, **options)
     print(f"baselined at version {version_label(result.version_after)}", file=out)
     return console.EXIT_OK
 
 
 async def _prerequisites(args: argparse.Namespace, out: TextIO) -> int:
-    result = await apply_prerequisites(console.database(args.database), **core_only(args))
+    options = core_only(args)  # the words first, as every usage error
+    result = await apply_prerequisites(console.database(args.database), **options)
     print(f"extensions installed: {', '.join(result.installed) or 'none'}", file=out)
     for notice in result.notices:
         # An absent optional extension gets its own line below: not said twice.
