@@ -189,6 +189,7 @@ _COLUMN = Query(
         FROM pg_attribute a
         JOIN pg_class c ON c.oid = a.attrelid
         JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_type ty ON ty.oid = a.atttypid
         LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
         WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
           AND {_USER_SCHEMA} AND {_NOT_BOOKKEEPING} AND {_not_member("c.oid")}
@@ -200,14 +201,13 @@ _COLUMN = Query(
                  CASE WHEN a.attidentity <> '' THEN 'identity ' || a.attidentity::text END,
                  CASE WHEN a.attgenerated <> '' THEN 'generated' END,
                  (SELECT 'collate ' || quote_ident(co.collname) FROM pg_collation co
-                  JOIN pg_type ty ON ty.oid = a.atttypid
                   WHERE co.oid = a.attcollation AND a.attcollation <> ty.typcollation),
                  -- SET STORAGE (another TOAST strategy than its type's) and SET STATISTICS
                  -- (another sample for the planner): with the type's own, for the fix
                  -- (PostgreSQL 15 has no SET STORAGE DEFAULT).
-                 (SELECT 'storage ' || {_storage("a.attstorage")} || ' (its type '
-                         || {_storage("ty.typstorage")} || ')'
-                  FROM pg_type ty WHERE ty.oid = a.atttypid AND a.attstorage <> ty.typstorage),
+                 CASE WHEN a.attstorage <> ty.typstorage
+                      THEN 'storage ' || {_storage("a.attstorage")} || ' (its type '
+                           || {_storage("ty.typstorage")} || ')' END,
                  CASE WHEN a.attstattarget <> -1 THEN 'statistics ' || a.attstattarget END,
                  'comment ' || col_description(c.oid, a.attnum))""",
     table="n.nspname || '.' || c.relname",
