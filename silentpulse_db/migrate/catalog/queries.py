@@ -97,8 +97,10 @@ class Query(NamedTuple):
     drop: str = "NULL"
 
     def select(self, statements: bool) -> str:
-        more = (self.table, self.parent, self.create, self.drop) if statements else ("NULL",) * 4
-        table, parent, create, drop = more
+        """Its SQL; without ``statements``, NULL for the columns drift alone reads."""
+        table, parent, create, drop = (
+            (self.table, self.parent, self.create, self.drop) if statements else ("NULL",) * 4
+        )
         return (
             f"SELECT {self.key} AS key, {self.value} AS value, {self.bound} AS bound,\n"
             f'  {table} AS "table", {parent} AS parent, {create} AS "create", {drop} AS "drop"\n'
@@ -106,10 +108,11 @@ class Query(NamedTuple):
         )
 
 
-_RELATIONS = """
+_RELATIONS = f"""
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND {user} AND {own} AND {member}
-""".format(user=_USER_SCHEMA, own=_NOT_BOOKKEEPING, member=_not_member("c.oid"))
+    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND {_USER_SCHEMA} AND {_NOT_BOOKKEEPING}
+      AND {_not_member("c.oid")}
+"""
 _FUNCTIONS = f"""
     FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
     WHERE {_USER_FUNCTION} AND {_not_member("p.oid", "pg_proc")}
