@@ -172,6 +172,21 @@ def test_run_imports_nothing_from_dryrun() -> None:
     assert offenders == []
 
 
+def test_the_catalog_reader_imports_neither_of_its_readers() -> None:
+    # check (proofs/) and drift (schema_diff/) read the catalog through migrate/catalog/:
+    # the reader knows neither, so a kind added there serves both.
+    readers = ("silentpulse_db.migrate.proofs", "silentpulse_db.migrate.schema_diff")
+    offenders = sorted(
+        f"{module} -> {dep}"
+        for module, deps in _graph().items()
+        if module == "silentpulse_db.migrate.catalog"
+        or module.startswith("silentpulse_db.migrate.catalog.")
+        for dep in deps
+        if any(dep == reader or dep.startswith(reader + ".") for reader in readers)
+    )
+    assert offenders == []
+
+
 def test_every_public_name_resolves() -> None:
     # The face loads most names lazily, from module paths written as strings.
     code = (

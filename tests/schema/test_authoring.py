@@ -131,6 +131,36 @@ async def test_check_catches_a_down_dropping_a_column_up_did_not_add(
     assert "column public.t1.legacy: missing" in text
 
 
+async def test_check_catches_a_down_that_leaves_settings_and_a_comment(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
+    """check reads a table and a column as drift does (migrate/catalog/): a down that
+    leaves storage options, the replica identity or a statistics target behind does not
+    restore the schema; nor one that leaves a function's comment."""
+    migrations = simple_set(1)
+    migrations[4] = (
+        "add_f",
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';\n",
+        "DROP FUNCTION f();\n",
+    )
+    migrations[5] = (
+        "alter_t1_settings",
+        "ALTER TABLE t1 SET (fillfactor = 70), REPLICA IDENTITY FULL,\n"
+        "  ALTER COLUMN id SET STATISTICS 500;\nCOMMENT ON FUNCTION f() IS 'one';\n",
+        "SELECT 1;\n",
+    )
+    with pytest.raises(ReversibilityError) as info:
+        await check(silentpulse_database, source=write_migrations(tmp_path, migrations))
+    text = str(info.value)
+    assert "000005_alter_t1_settings: down does not restore the schema before up" in text
+    assert "000004" not in text and "up after down" not in text, text
+    relation = next(line for line in text.splitlines() if "relation public.t1:" in line)
+    assert "options fillfactor=70 | replica identity f" in relation, relation
+    column = next(line for line in text.splitlines() if "column public.t1.id:" in line)
+    assert "statistics 500" in column, column
+    assert "function comment public.f(): unexpected (now: one)" in text, text
+
+
 async def test_check_reports_naming_rules(silentpulse_database: str, tmp_path: Path) -> None:
     migrations = simple_set(1)
     migrations[4] = ("tags", "CREATE TABLE tags ();", "DROP TABLE tags;")

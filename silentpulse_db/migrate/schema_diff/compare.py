@@ -9,7 +9,7 @@ Before comparing, what legitimately differs between two databases is set alike:
 - Citus on a coordinator: its extensions are the operator's (the scratch database has
   none), and what they made (schemas, views in public, functions, sequences, their
   grants) is left out as every extension's own objects are when the catalog is read
-  (objects.py), by pg_depend, not by name. Distributed tables are the coordinator's
+  (catalog/), by pg_depend, not by name. Distributed tables are the coordinator's
   ordinary tables to compare; their shards are hidden from the catalog by Citus.
 Each excused difference is listed with the rule that excused it. Then one change is
 one difference: what belongs to a relation reported whole, and what a partition
@@ -24,6 +24,8 @@ from datetime import datetime
 from typing import Literal, NamedTuple
 
 from ...results.proofs import DriftDifference, DriftExcuse, DriftReport
+from ..catalog.queries import REVOKED_FROM_ITSELF
+from ..catalog.reader import Catalog, CatalogObject
 from .fixes import changed_fix, missing_fix
 from .grants import (
     OWNER,
@@ -41,7 +43,6 @@ from .months import (
     month_fix,
     split,
 )
-from .objects import REVOKED_FROM_ITSELF, Catalog, CatalogObject
 
 Objects = dict[str, dict[str, CatalogObject]]
 

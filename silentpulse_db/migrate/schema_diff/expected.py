@@ -15,15 +15,35 @@ from ...errors import ConfigurationError, ScratchDatabaseError
 from ...postgres.connect import close_quietly, connect
 from ...postgres.databases import empty_database
 from ...results.migrations import VersionState
+from ..catalog.reader import Catalog, read_catalog
 from ..files.source import MigrationSource
 from ..plan import Up, make_plan
 from ..proofs.check import prerequisites_in, proof_database
 from ..run.applier import Applier
 from ..stored_files import stored_source
 from ..version_table import HISTORY_TABLE, VersionStore, VersionTable
-from .objects import Catalog, read_catalog
 
 logger = logging.getLogger("silentpulse_db.migrate")
+
+# The kinds of object drift compares (catalog/queries.py): every one but a function's
+# comment, which its fix (CREATE OR REPLACE FUNCTION) would leave as it is.
+COMPARED = (
+    "relation",
+    "column",
+    "constraint",
+    "index",
+    "policy",
+    "trigger",
+    "function",
+    "sequence",
+    "owner",
+    "function grant",
+    "column grant",
+    "grant",
+    "schema",
+    "extension",
+    "type",
+)
 
 # Partition bounds read in one time zone, whatever each database's default.
 UTC = "SELECT set_config('TimeZone', 'UTC', false)"
@@ -37,7 +57,7 @@ async def live_catalog(conn: Any) -> Catalog:
     """The live database's catalog (reads only; UTC; waits at most LIVE_LOCK_TIMEOUT for
     a relation another session holds exclusively)."""
     await conn.execute(f"{UTC}, set_config('lock_timeout', '{LIVE_LOCK_TIMEOUT}', false)")
-    return await read_catalog(conn)
+    return await read_catalog(conn, COMPARED)
 
 
 # A drift cut mid-build (killed, the host restarted) cannot empty the operator's scratch
@@ -170,7 +190,7 @@ async def built_catalog(
             if one.version is not None:
                 plan = make_plan(one.source, VersionState(None, False), Up(target=one.version))
                 await Applier(scratch, one.source, table=table).apply(plan)
-        return await read_catalog(scratch)
+        return await read_catalog(scratch, COMPARED)
 
 
 @contextlib.asynccontextmanager

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from ...postgres.literals import quote_literal
-from .objects import CatalogObject
+from ..catalog.reader import CatalogObject
 
 _POLICY_HEAD = re.compile(r"^CREATE POLICY (?P<name>.+?) ON (?P<table>\S+) AS \w+ FOR \w+ ")
 

@@ -17,7 +17,7 @@ privileges name: any role holding SELECT on every table may set
 from __future__ import annotations
 
 from ...results.proofs import DriftDifference, DriftExcuse
-from .objects import Catalog, CatalogObject
+from ..catalog.reader import Catalog, CatalogObject
 
 OWNER = "<owner>"
 RULE_DEFAULT_PRIVILEGES = "granted by the default privileges (ALTER DEFAULT PRIVILEGES, runbook)"

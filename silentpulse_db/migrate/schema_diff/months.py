@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from .objects import Catalog, CatalogObject
+from ..catalog.reader import Catalog, CatalogObject
 
 _MONTH = re.compile(r"^(?P<table>.+)_p(?P<year>\d{4})_(?P<month>\d{2})$")
 _FROM = re.compile(r"FROM \('(\d{4})-(\d{2})-01 00:00:00(\+00)?'\) TO \('(\d{4})-(\d{2})-01 ")

@@ -1,0 +1,1 @@
+"""The one catalog reader `check` and `drift` share (migrate/catalog/)."""
