@@ -111,9 +111,9 @@ async def writer_alone(dsn: str) -> float:
             cursor = await reader.cursor(column.select_sql())
             while batch := await cursor.fetch(DEFAULT_BATCH):
                 started = time.perf_counter()
-                status = await writer.execute(
-                    sql, [r[0] for r in batch], [r[2] for r in batch], [r[3] for r in batch]
-                )
+                # The job's arguments (credentials.rotation._arguments): ids, tenants,
+                # xmins, values, in select_sql()'s order.
+                status = await writer.execute(sql, *([r[i] for r in batch] for i in range(4)))
                 elapsed += time.perf_counter() - started
                 assert status == f"UPDATE {len(batch)}", status  # every row written
         await writer.execute("VACUUM integration_points")

@@ -289,7 +289,9 @@ async def upgrade_under_load(admin: str, template: str, variant: str) -> Run:
 
                     commit = asyncio.create_task(commit_later())
                 result.started = time.perf_counter()
-                migrated = await run_migrations(dsn)
+                # 000022 alone: the packaged set goes on past it (the tenant-first keys
+                # rebuild every table's keys), which is not what this bench measures.
+                migrated = await run_migrations(dsn, target=22)
                 result.returned = time.perf_counter()
                 result.file_seconds = migrated.applied[0].duration
                 await asyncio.sleep(AFTER)
