@@ -79,7 +79,13 @@ def paired_ratio(samples: dict[str, list[float]], name: str, baseline: str) -> f
 
 
 def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}"
+    """The machine, and how busy it was as the figures were written (a shared machine's
+    load moves wall times more than most changes do)."""
+    load = os.getloadavg()[0]
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
+        f"load average {load:.1f}"
+    )
 
 
 def write_section(name: str, markdown: str) -> None:
