@@ -174,10 +174,9 @@ async def assert_placed_as_planned(dsn: str) -> None:
 
 
 async def test_the_dry_run_changes_nothing_and_distribute_places_every_table_once(
-    silentpulse_citus_database: str,
+    silentpulse_citus_migrated_database: str,
 ) -> None:
-    dsn = silentpulse_citus_database
-    await migrate(dsn)
+    dsn = silentpulse_citus_migrated_database
     await seed(dsn, ("alpha", "bravo"))  # rows to copy: the coordinator's own copy freed after
     rows = await counts(dsn)
     before = await snapshot(dsn)
@@ -291,7 +290,7 @@ async def test_a_schema_before_the_tenant_first_keys_is_refused(
 
 
 async def test_after_distribute_the_alert_stream_delivers_what_the_workers_commit(
-    silentpulse_citus_database: str,
+    silentpulse_citus_migrated_database: str,
 ) -> None:
     """distribute places alerts and its log with prepare_alert_stream_for_citus: a
     tenant's alerts, written on its worker after distribute, reach a listener on the
@@ -299,8 +298,7 @@ async def test_after_distribute_the_alert_stream_delivers_what_the_workers_commi
     across both workers in one transaction commits."""
     from silentpulse_db.testing.alerts import listening
 
-    dsn = silentpulse_citus_database
-    await migrate(dsn)
+    dsn = silentpulse_citus_migrated_database
     await seed(dsn, ("before",))
     await distribute(dsn)
     async with listening(dsn, poll_interval=0.2, initial_backoff=0.1) as alerts:

@@ -13,7 +13,7 @@ import asyncpg
 
 from silentpulse_db.migrate import distribute
 
-from .test_distribute import assert_placed_as_planned, local_bytes, migrate, placements, seed
+from .test_distribute import assert_placed_as_planned, local_bytes, placements, seed
 from helpers import fetchval, wait_for
 
 
@@ -29,10 +29,9 @@ async def distribute_waits_on(dsn: str, table: str) -> bool:
 
 
 async def test_a_run_killed_mid_way_is_finished_by_the_next(
-    silentpulse_citus_database: str,
+    silentpulse_citus_migrated_database: str,
 ) -> None:
-    dsn = silentpulse_citus_database
-    await migrate(dsn)
+    dsn = silentpulse_citus_migrated_database
     await seed(dsn, ("alpha",))
     plan = await distribute(dsn, dry_run=True)
     planned = [s.table for s in plan.steps if s.action != "free local copy"]

@@ -14,15 +14,14 @@ from silentpulse_db import (
 )
 from silentpulse_db.migrate import apply_prerequisites, distribute
 
-from .test_distribute import assert_placed_as_planned, migrate
+from .test_distribute import assert_placed_as_planned
 from helpers import execute, fetchval, login_role
 
 
 async def test_a_role_that_does_not_own_the_tables_is_refused(
-    silentpulse_citus_database: str,
+    silentpulse_citus_migrated_database: str,
 ) -> None:
-    dsn = silentpulse_citus_database
-    await migrate(dsn)
+    dsn = silentpulse_citus_migrated_database
     grants = "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};"
     async with login_role(dsn, grants, prefix="citus_operator") as (role, role_dsn):
         with pytest.raises(PermissionDeniedError, match="owns the tables") as e:
