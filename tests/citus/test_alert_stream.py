@@ -27,7 +27,7 @@ from silentpulse_db.testing.alerts import HANG, listening
 from silentpulse_db.testing.citus import CitusCluster
 from silentpulse_db.testing.server import run_sync
 
-from helpers import fetch, fetchval, wait_for
+from helpers import CITUS_SHARDS, fetch, fetchval, wait_for
 
 # alerts' foreign keys reach these (each after those it references): distributed first.
 REFERENCED = ["assets", "asset_groups", "integration_points", "flows", "flow_pulses"]
@@ -41,6 +41,7 @@ async def distribute_alerts(dsn: str) -> list[str]:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("SET citus.enable_local_reference_table_foreign_keys = off")
+        await conn.execute(f"SET citus.shard_count = {CITUS_SHARDS}")
         await conn.execute("SELECT create_reference_table('tenants')")
         for table in REFERENCED:
             await conn.execute(

@@ -28,7 +28,7 @@ from .test_alert_stream import (
     tenants_on_each_worker,
     utc_now,
 )
-from helpers import fetch, fetchval
+from helpers import CITUS_SHARDS, fetch, fetchval
 
 
 async def test_a_listener_goes_on_across_the_distribution(
@@ -76,6 +76,7 @@ async def distribute_alerts_only(dsn: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("SET citus.enable_local_reference_table_foreign_keys = off")
+        await conn.execute(f"SET citus.shard_count = {CITUS_SHARDS}")
         await conn.execute("SET citus.multi_shard_modify_mode = 'sequential'")
         await conn.execute("SELECT create_reference_table('tenants')")
         for table in REFERENCED:

@@ -15,7 +15,7 @@ from silentpulse_db import (
 from silentpulse_db.migrate import apply_prerequisites, distribute
 
 from .test_distribute import assert_placed_as_planned
-from helpers import execute, fetchval, login_role
+from helpers import CITUS_SHARDS, execute, fetchval, login_role
 
 
 async def test_a_role_that_does_not_own_the_tables_is_refused(
@@ -50,14 +50,14 @@ async def test_a_non_superuser_owner_distributes_once_it_can_log_in_to_the_worke
             await run_migrations(owner)
             await execute(dsn, f"DELETE FROM pg_dist_authinfo WHERE rolename = '{role}'")
             with pytest.raises(DistributionError, match="pg_dist_authinfo") as caught:
-                await distribute(owner)
+                await distribute(owner, shard_count=CITUS_SHARDS)
             assert (caught.value.step, caught.value.done) == ("reference", ())
             assert f"VALUES (0, '{role}', 'password=...')" in str(caught.value)
             assert await fetchval(dsn, "SELECT count(*) FROM pg_dist_partition") == 0
 
             await execute(dsn, authinfo)
-            report = await distribute(owner)
-            assert report.changed
+            report = await distribute(owner, shard_count=CITUS_SHARDS)
+            assert report.changed and report.shard_count == CITUS_SHARDS
             await assert_placed_as_planned(dsn)
             assert (await distribute(owner)).steps == ()
         finally:
