@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 # Four workers on two cores: the suite mostly waits on PostgreSQL (pytest used 79 s of
-# CPU in a 312 s serial run); each worker starts its own throwaway server. TEST_WORKERS=0
-# runs in one process.
+# CPU in a 312 s serial run); each worker starts its own throwaway server, and the first
+# that needs Citus starts the run's one cluster for all of them (docs/testing.md).
+# TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 4
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)

@@ -15,29 +15,44 @@ node's port and password; scram stays on everywhere. The superuser has one passw
 every node, the coordinator's: ``citus_add_node`` copies the coordinator's roles to the
 node it adds, passwords included.
 
+A database made once can be copied across the cluster (:meth:`CitusCluster.make_template`,
+:meth:`CitusCluster.copy_database`, :mod:`.citus_databases`). One process of a test run
+can start the cluster for the others (``owner``, :meth:`CitusCluster.describe`,
+:meth:`CitusCluster.attach`; :mod:`.shared`).
+
 Citus is not in Debian's archive: ``../shared/citus/build.sh`` builds 12.1.12 into
 PostgreSQL 15 (.ci/run does when it is missing); :func:`citus_missing` says why tests skip.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigurationError, TestServerError
-from ..postgres.databases import create_database as _create
-from ..postgres.databases import drop_database as _drop
 from ..postgres.databases import execute_sql
-from .server import _RUN_AS, DIR_PREFIX, OWNER_FILE, PostgresServer, find_bindir, run_sync
+from . import citus_databases as databases
+from .citus_databases import HOST
+from .server import (
+    _RUN_AS,
+    DIR_PREFIX,
+    OWNER_FILE,
+    AttachedServer,
+    PostgresServer,
+    as_root,
+    find_bindir,
+    remove_server_folder,
+    run_sync,
+)
 from .server import server_parent as _server_parent
 
-HOST = "127.0.0.1"
 WORKERS = 2
 CITUS_LIBRARY = "citus.so"
 BUILD_HINT = "build it with ../shared/citus/build.sh (as root: it installs its build tools)"
@@ -48,6 +63,10 @@ CITUS_SETTINGS = {
     "citus.node_conninfo": "sslmode=disable",
     # A node's connections to itself: its listen address, not "localhost" (which may be ::1).
     "citus.local_hostname": HOST,
+    # Citus runs a maintenance daemon (a background worker) for each database that has
+    # the extension; a run's workers share the nodes, several test databases at once,
+    # beyond the default 8 that parallel queries draw on too.
+    "max_worker_processes": "32",
 }
 
 
@@ -84,12 +103,40 @@ def citus_missing(bindir: Path | None = None) -> str | None:
 class CitusCluster:
     """A coordinator and ``workers`` workers, started together (or in a ``with`` block)."""
 
-    def __init__(self, *, workers: int = WORKERS, bindir: Path | None = None) -> None:
+    def __init__(
+        self, *, workers: int = WORKERS, bindir: Path | None = None, owner: int | None = None
+    ) -> None:
+        """``owner``: the process the nodes belong to (default: this one), as
+        :class:`PostgresServer` takes it."""
         self._bindir = bindir
         self._folder: Path | None = None
         self.coordinator: PostgresServer | None = None
         self.workers: list[PostgresServer] = []
         self._count = workers
+        self._owner = owner
+
+    @classmethod
+    def attach(cls, described: Mapping[str, Any], *, bindir: Path | None = None) -> CitusCluster:
+        """A handle on the running cluster :meth:`describe` described, in another process of
+        the test run: its nodes are :class:`AttachedServer`'s, stop() leaves them."""
+        cluster = cls(workers=len(described["nodes"]) - 1, bindir=bindir)
+        nodes: list[PostgresServer] = [
+            AttachedServer(Path(n["folder"]), n["port"], n["password"], bindir=bindir)
+            for n in described["nodes"]
+        ]
+        cluster.coordinator, *cluster.workers = nodes
+        return cluster
+
+    def describe(self) -> dict[str, Any]:
+        """What another process needs to use the running cluster, and its owner to stop it
+        (:meth:`attach`, :func:`remove_described`): JSON, the superuser's password in it."""
+        return {
+            "folder": str(self._folder) if self._folder else None,
+            "nodes": [
+                {"folder": str(n.datadir.parent), "port": n.port, "password": n.password}
+                for n in self.nodes
+            ],
+        }
 
     def __enter__(self) -> CitusCluster:
         self.start()
@@ -114,7 +161,9 @@ class CitusCluster:
         passfile = self._folder / "pgpass"
         environ = {"PGPASSFILE": str(passfile)}
         nodes = [
-            PostgresServer(bindir=self._bindir, settings=CITUS_SETTINGS, environ=environ)
+            PostgresServer(
+                bindir=self._bindir, settings=CITUS_SETTINGS, environ=environ, owner=self._owner
+            )
             for _ in range(1 + self._count)
         ]
         self.coordinator, *self.workers = nodes
@@ -130,7 +179,7 @@ class CitusCluster:
         # the ports and the password are only known then.
         passfile.write_text("".join(_passfile_line(node) for node in nodes))
         passfile.chmod(0o600)  # libpq ignores a password file others may read
-        if _as_root():
+        if as_root():
             shutil.chown(passfile, user=_RUN_AS)
 
     async def _share_password(self) -> None:
@@ -156,8 +205,8 @@ class CitusCluster:
         # Named like a server's folder, with its owner's pid: reap_stale_servers deletes it
         # when a killed session leaves it behind.
         folder = Path(tempfile.mkdtemp(prefix=DIR_PREFIX + "citus-", dir=_server_parent()))
-        (folder / OWNER_FILE).write_text(f"{os.getpid()}\n")
-        if _as_root():  # the servers' processes read the password file inside
+        (folder / OWNER_FILE).write_text(f"{self._owner or os.getpid()}\n")
+        if as_root():  # the servers' processes read the password file inside
             shutil.chown(folder, user=_RUN_AS)
         return folder
 
@@ -173,38 +222,31 @@ class CitusCluster:
     def create_database(self, name: str) -> str:
         """Database ``name`` across the cluster, the workers added; returns the coordinator's
         DSN of it. The cluster is left as it was when a step fails."""
-        return run_sync(self._create_database(name))
+        self._running()
+        return run_sync(databases.create_across(self.nodes, name))
 
     def drop_database(self, name: str) -> None:
-        run_sync(self._drop_database(name))
+        run_sync(databases.drop_across(self.nodes, name))
 
-    async def _create_database(self, name: str) -> str:
-        coordinator = self._running()
-        try:
-            # Citus needs the database and its extension on every node before it adds one.
-            await asyncio.gather(*(_create(node.dsn, name) for node in self.nodes))
-            await asyncio.gather(
-                *(
-                    execute_sql(node.admin_dsn(name), "CREATE EXTENSION citus")
-                    for node in self.nodes
-                )
-            )
-            dsn = coordinator.admin_dsn(name)
-            # The coordinator in the metadata (group 0): reference tables get a placement
-            # on it, so that its local tables may reference them.
-            await execute_sql(
-                dsn, f"SELECT citus_set_coordinator_host('{HOST}', {coordinator.port})"
-            )
-            for worker in self.workers:  # one at a time: each syncs the metadata to the others
-                await execute_sql(dsn, f"SELECT citus_add_node('{HOST}', {worker.port})")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await self._drop_database(name)
-            raise
-        return dsn
+    def make_template(self, name: str) -> None:
+        """Make database ``name`` a template for :meth:`copy_database`: no one may connect
+        to it any more (:func:`.citus_databases.make_template`)."""
+        run_sync(databases.make_template(self.nodes, name))
 
-    async def _drop_database(self, name: str) -> None:
-        await asyncio.gather(*(_drop(node.dsn, name) for node in self.nodes))
+    def copy_database(self, template: str, name: str) -> str:
+        """Database ``name`` across the cluster, a copy of ``template`` on each node (made by
+        :meth:`make_template`): shards, metadata and all. Returns the coordinator's DSN."""
+        self._running()
+        return run_sync(databases.copy_across(self.nodes, template, name))
+
+
+def remove_described(described: Mapping[str, Any]) -> None:
+    """Stop the nodes of a cluster :meth:`CitusCluster.describe` described, and delete
+    their folders and the cluster's: what its owner does at the end of a test run."""
+    for node in described["nodes"]:
+        remove_server_folder(Path(node["folder"]), as_root())
+    if described.get("folder"):
+        shutil.rmtree(described["folder"], ignore_errors=True)
 
 
 def _passfile_line(node: PostgresServer) -> str:
@@ -216,7 +258,3 @@ def _passfile_line(node: PostgresServer) -> str:
 
 def _pgpass_escaped(field: str) -> str:
     return field.replace("\\", "\\\\").replace(":", "\\:")
-
-
-def _as_root() -> bool:
-    return hasattr(os, "geteuid") and os.geteuid() == 0

@@ -21,11 +21,19 @@ Fixtures, for this project's tests and the services' own:
   starts ``listen_alerts`` on that database, entered once it is ready;
   ``await alerts.wait_for(alert_id)`` (:mod:`.alerts`).
 - ``silentpulse_citus`` (session): a :class:`~.citus.CitusCluster`, a coordinator and two
-  workers with Citus preloaded, started on first use; the tests that ask for it are
-  skipped, with the reason, where Citus is not installed.
+  workers with Citus preloaded, started on first use, one for the whole run: under
+  pytest-xdist the first worker that needs it starts it and the others use it (through
+  a folder the main process gives them, :mod:`.shared`), and the main process stops it
+  at the end. The tests that ask for it are skipped, with the reason, where Citus is not
+  installed.
 - ``silentpulse_citus_database``: DSN (on the coordinator, as the superuser) of a fresh
   database across that cluster: the extension on every node, the coordinator and the
   workers in its metadata. Dropped on every node after the test.
+- ``silentpulse_citus_migrated_database``: the same with the prerequisites and the
+  migrations ``silentpulse_migrated_database`` has; ``silentpulse_citus_distributed_database``:
+  that schema distributed by ``distribute``. Each is a copy, on every node, of a template
+  database made once per run (``silentpulse_citus_migrated_template``,
+  ``silentpulse_citus_distributed_template``: their names, for a module's own copy).
 
 Nothing starts unless a test asks for one of these.
 """
@@ -39,7 +47,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from functools import partial
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
 import pytest
@@ -49,6 +57,7 @@ from ..postgres.databases import execute_sql
 from .alerts import ListeningAlerts, listening
 from .citus import CitusCluster, citus_missing
 from .server import PostgresServer, create_database, drop_database, run_sync
+from .shared import RunCluster, run_folder
 
 TEMPLATE_PREFIX = "silentpulse_template"
 
@@ -213,20 +222,129 @@ def silentpulse_alert_listener(
     return partial(listening, silentpulse_jobs_database)
 
 
+# What pytest-xdist's main process gives each worker: the folder through which the run's
+# workers share one Citus cluster, and the process that owns it (the main one).
+RUN_FOLDER = "silentpulse_run_folder"
+RUN_OWNER = "silentpulse_run_owner"
+_RUN = pytest.StashKey[RunCluster]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist's main process, for each worker it starts: the run's shared folder
+    (made at the first worker; nothing goes in it unless a test needs Citus)."""
+    config: pytest.Config = node.config
+    run = config.stash.get(_RUN, None)
+    if run is None:
+        run = config.stash[_RUN] = RunCluster(run_folder(os.getpid()), os.getpid())
+    node.workerinput[RUN_FOLDER] = str(run.folder)
+    node.workerinput[RUN_OWNER] = run.owner
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The main process, once every worker is done: stop the run's cluster."""
+    run = config.stash.get(_RUN, None)
+    if run is not None:
+        run.remove()
+
+
 @pytest.fixture(scope="session")
-def silentpulse_citus() -> Iterator[CitusCluster]:
+def _silentpulse_citus_run(request: pytest.FixtureRequest) -> Iterator[RunCluster]:
+    """The run's cluster and templates: the main process's folder under pytest-xdist, else
+    this session's own, removed at its end."""
     reason = citus_missing()
     if reason:
         pytest.skip(reason)
-    with CitusCluster() as cluster:
-        yield cluster
+    given = getattr(request.config, "workerinput", {})
+    if RUN_FOLDER in given:
+        yield RunCluster(Path(given[RUN_FOLDER]), int(given[RUN_OWNER]))
+        return
+    run = RunCluster(run_folder(os.getpid()), os.getpid())
+    try:
+        yield run
+    finally:
+        run.remove()
 
 
-@pytest.fixture
-def silentpulse_citus_database(silentpulse_citus: CitusCluster) -> Iterator[str]:
-    name = _unique("citus")
-    dsn = silentpulse_citus.create_database(name)
+@pytest.fixture(scope="session")
+def silentpulse_citus(_silentpulse_citus_run: RunCluster) -> CitusCluster:
+    return _silentpulse_citus_run.cluster()
+
+
+def _create(cluster: CitusCluster, name: str) -> None:
+    cluster.create_database(name)
+
+
+def _citus_template(run: RunCluster) -> str:
+    """A database across the cluster as silentpulse_citus_database gives it: the
+    extension on every node, the nodes in its metadata."""
+    return run.template("empty", _create)
+
+
+@pytest.fixture(scope="session")
+def silentpulse_citus_migrated_template(
+    _silentpulse_citus_run: RunCluster, request: pytest.FixtureRequest
+) -> str:
+    """Name of a template database across the cluster with the migrations
+    silentpulse_migrated_template applies, made once per run."""
+    from ..migrate.commands import apply_prerequisites, run_migrations
+
+    services = service_sets(request.config)
+    empty = _citus_template(_silentpulse_citus_run)
+
+    def build(cluster: CitusCluster, name: str) -> None:
+        dsn = cluster.copy_database(empty, name)
+
+        async def migrate() -> None:
+            await apply_prerequisites(dsn)
+            await run_migrations(dsn)
+            for folder, table in services:
+                await run_migrations(dsn, source=folder, table=table, attempts=1)
+
+        run_sync(migrate())
+
+    return _silentpulse_citus_run.template("migrated", build)
+
+
+@pytest.fixture(scope="session")
+def silentpulse_citus_distributed_template(
+    _silentpulse_citus_run: RunCluster, silentpulse_citus_migrated_template: str
+) -> str:
+    """Name of a template database across the cluster: the migrated one, distributed by
+    ``distribute`` (Citus's default shard count), made once per run."""
+    from ..migrate.commands import distribute
+
+    def build(cluster: CitusCluster, name: str) -> None:
+        run_sync(distribute(cluster.copy_database(silentpulse_citus_migrated_template, name)))
+
+    return _silentpulse_citus_run.template("distributed", build)
+
+
+def _copy(cluster: CitusCluster, template: str, prefix: str) -> Iterator[str]:
+    name = _unique(prefix)
+    dsn = cluster.copy_database(template, name)
     try:
         yield dsn
     finally:
-        silentpulse_citus.drop_database(name)
+        cluster.drop_database(name)
+
+
+@pytest.fixture
+def silentpulse_citus_database(
+    silentpulse_citus: CitusCluster, _silentpulse_citus_run: RunCluster
+) -> Iterator[str]:
+    yield from _copy(silentpulse_citus, _citus_template(_silentpulse_citus_run), "citus")
+
+
+@pytest.fixture
+def silentpulse_citus_migrated_database(
+    silentpulse_citus: CitusCluster, silentpulse_citus_migrated_template: str
+) -> Iterator[str]:
+    yield from _copy(silentpulse_citus, silentpulse_citus_migrated_template, "citus_migrated")
+
+
+@pytest.fixture
+def silentpulse_citus_distributed_database(
+    silentpulse_citus: CitusCluster, silentpulse_citus_distributed_template: str
+) -> Iterator[str]:
+    yield from _copy(silentpulse_citus, silentpulse_citus_distributed_template, "citus_distributed")

@@ -131,19 +131,22 @@ class PostgresServer:
         bindir: Path | None = None,
         settings: Mapping[str, str] | None = None,
         environ: Mapping[str, str] | None = None,
+        owner: int | None = None,
     ) -> None:
         """``settings``: postgresql.conf lines beyond the harness's own; ``environ``: variables
         for the server's processes. Either makes it a throwaway server whatever
         SILENTPULSE_TEST_DSN says: an external server's configuration is not the harness's
-        to choose (and ``dsn`` with either is an error)."""
+        to choose (and ``dsn`` with either is an error). ``owner``: the process whose end
+        stops it (default: this one, at exit; else that one, or the next session)."""
         self._external = _external(dsn, own_configuration=bool(settings or environ))
+        self._owner = owner
         self._settings = dict(settings or {})
         self._environ = dict(environ or {})
         self._bindir = bindir
         self._dir: Path | None = None
         self.port = 0
         self.password = ""
-        self.user = _RUN_AS if self._as_root() else getpass.getuser()
+        self.user = _RUN_AS if as_root() else getpass.getuser()
         self._running = False
         if self._external:
             parts = urlsplit(self._external)
@@ -184,7 +187,8 @@ class PostgresServer:
             self._init()
         self._pg_ctl("start", "-w", "-t", "60", "-l", str(self._dir_path() / "server.log"))
         self._running = True
-        atexit.register(self.stop)
+        if self._owner in (None, os.getpid()):
+            atexit.register(self.stop)
         logger.info("throwaway PostgreSQL running on port %d (%s)", self.port, self._dir)
 
     def stop(self, *, remove: bool = True) -> None:
@@ -226,20 +230,16 @@ class PostgresServer:
         assert self._dir is not None
         return self._dir
 
-    @staticmethod
-    def _as_root() -> bool:
-        return hasattr(os, "geteuid") and os.geteuid() == 0
-
     def _init(self) -> None:
-        reap_stale_servers(self._as_root())
+        reap_stale_servers(as_root())
         self._dir = Path(tempfile.mkdtemp(prefix=DIR_PREFIX, dir=server_parent()))
-        # Who started it: a later session stops the server if this process is gone.
-        (self._dir / OWNER_FILE).write_text(f"{os.getpid()}\n")
+        # Whose it is: a later session stops the server if that process is gone.
+        (self._dir / OWNER_FILE).write_text(f"{self._owner or os.getpid()}\n")
         self.port = free_port()
         self.password = secrets.token_urlsafe(18)
         pwfile = self._dir / "pwfile"
         pwfile.write_text(self.password + "\n")
-        if self._as_root():
+        if as_root():
             # The postgres user must own the directory (and read the pwfile).
             shutil.chown(self._dir, user=_RUN_AS)
             shutil.chown(pwfile, user=_RUN_AS)
@@ -257,7 +257,7 @@ class PostgresServer:
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), *args)
 
     def _run(self, *command: str) -> None:
-        argv = ["runuser", "-u", _RUN_AS, "--", *command] if self._as_root() else list(command)
+        argv = ["runuser", "-u", _RUN_AS, "--", *command] if as_root() else list(command)
         # cwd: the postgres user may not be allowed into the caller's directory.
         env = {**os.environ, **self._environ} if self._environ else None
         done = subprocess.run(
@@ -271,6 +271,31 @@ class PostgresServer:
                 f"{Path(command[0]).name} failed (exit {done.returncode}): "
                 f"{done.stderr.strip()[-2000:]}\n{log}"
             )
+
+
+class AttachedServer(PostgresServer):
+    """A handle on a running throwaway server that another process started (its folder,
+    port and superuser password): it connects as the starter's does; start() and stop()
+    leave the server to the process that owns it."""
+
+    def __init__(
+        self, folder: Path, port: int, password: str, *, bindir: Path | None = None
+    ) -> None:
+        super().__init__(bindir=bindir)
+        self._external = None  # a throwaway server, whatever SILENTPULSE_TEST_DSN says
+        self._dir, self.port, self.password = folder, port, password
+        self._running = True
+
+    def start(self) -> None:
+        pass
+
+    def stop(self, *, remove: bool = True) -> None:
+        pass
+
+
+def as_root() -> bool:
+    """Is this process root (the servers then run as the ``postgres`` user)?"""
+    return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 def _external(dsn: str | None, *, own_configuration: bool) -> str | None:
@@ -313,17 +338,23 @@ def reap_stale_servers(as_root: bool) -> list[Path]:
             continue
         if _alive(owner):
             continue
-        data = folder / "data"
-        if (data / "postmaster.pid").exists():
-            pg_ctl = str(find_bindir() / "pg_ctl")
-            argv = [pg_ctl, "-D", str(data), "stop", "-m", "immediate", "-w", "-t", "30"]
-            if as_root:
-                argv = ["runuser", "-u", _RUN_AS, "--", *argv]
-            subprocess.run(argv, capture_output=True, check=False, timeout=60, cwd=folder)
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_server_folder(folder, as_root, mode="immediate")
         logger.info("removed the throwaway PostgreSQL left by process %d (%s)", owner, folder)
         reaped.append(folder)
     return reaped
+
+
+def remove_server_folder(folder: Path, as_postgres: bool, *, mode: str = "fast") -> None:
+    """Stop the throwaway server of ``folder``, if one runs there (as the ``postgres`` user
+    when ``as_postgres``), and delete the folder."""
+    data = folder / "data"
+    if (data / "postmaster.pid").exists():
+        pg_ctl = str(find_bindir() / "pg_ctl")
+        argv = [pg_ctl, "-D", str(data), "stop", "-m", mode, "-w", "-t", "30"]
+        if as_postgres:
+            argv = ["runuser", "-u", _RUN_AS, "--", *argv]
+        subprocess.run(argv, capture_output=True, check=False, timeout=60, cwd=folder)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:

@@ -3,8 +3,9 @@ alerts and alert_changes distributed by tenant_id, writers on both workers at on
 transaction across both workers, a named consumer delivering every change once in each
 node's order, and resuming after a restart.
 
-One migrated, distributed database for the module (migrating and distributing takes a
-while); each test uses tenants and consumer names of its own."""
+One migrated, distributed database for the module (a copy of the run's migrated
+template, distributing takes a while); each test uses tenants and consumer names of its
+own."""
 
 from __future__ import annotations
 
@@ -18,19 +19,15 @@ from typing import Any
 import asyncpg
 import pytest
 
-from silentpulse_db import (
-    AlertEvent,
-    run_migrations,
-)
+from silentpulse_db import AlertEvent
 from silentpulse_db.listener.events import START, Position
 from silentpulse_db.listener.nodes import origin
-from silentpulse_db.migrate import apply_prerequisites
 from silentpulse_db.schema.citus_alerts import prepare_alert_stream_for_citus
 from silentpulse_db.testing.alerts import HANG, listening
 from silentpulse_db.testing.citus import CitusCluster
 from silentpulse_db.testing.server import run_sync
 
-from helpers import fetch, fetchval, wait_for
+from helpers import CITUS_SHARDS, fetch, fetchval, wait_for
 
 # alerts' foreign keys reach these (each after those it references): distributed first.
 REFERENCED = ["assets", "asset_groups", "integration_points", "flows", "flow_pulses"]
@@ -38,13 +35,13 @@ FAST: dict[str, Any] = {"initial_backoff": 0.1, "max_backoff": 0.5, "poll_interv
 
 
 async def distribute_alerts(dsn: str) -> list[str]:
-    """Migrate, then distribute what the alert stream needs as `distribute` would: tenants
-    a reference table, alerts' referenced tables, the stream (prepare first), alerts."""
-    await apply_prerequisites(dsn)
-    await run_migrations(dsn)
+    """On a migrated database, distribute what the alert stream needs as `distribute`
+    would: tenants a reference table, alerts' referenced tables, the stream (prepare
+    first), alerts."""
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("SET citus.enable_local_reference_table_foreign_keys = off")
+        await conn.execute(f"SET citus.shard_count = {CITUS_SHARDS}")
         await conn.execute("SELECT create_reference_table('tenants')")
         for table in REFERENCED:
             await conn.execute(
@@ -60,9 +57,11 @@ async def distribute_alerts(dsn: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def citus_alerts(silentpulse_citus: CitusCluster) -> Iterator[str]:
+def citus_alerts(
+    silentpulse_citus: CitusCluster, silentpulse_citus_migrated_template: str
+) -> Iterator[str]:
     name = f"alerts_{uuid.uuid4().hex[:10]}"
-    dsn = silentpulse_citus.create_database(name)
+    dsn = silentpulse_citus.copy_database(silentpulse_citus_migrated_template, name)
     try:
         run_sync(distribute_alerts(dsn))
         yield dsn

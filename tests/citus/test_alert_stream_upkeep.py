@@ -10,14 +10,8 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from silentpulse_db import (
-    AlertGapError,
-    enforce_retention,
-    listen_alerts,
-    run_migrations,
-)
+from silentpulse_db import AlertGapError, enforce_retention, listen_alerts
 from silentpulse_db.listener.nodes import origin
-from silentpulse_db.migrate import apply_prerequisites
 from silentpulse_db.schema.citus_alerts import prepare_alert_stream_for_citus
 from silentpulse_db.testing.alerts import HANG
 
@@ -34,18 +28,16 @@ from .test_alert_stream import (
     tenants_on_each_worker,
     utc_now,
 )
-from helpers import fetch, fetchval
+from helpers import CITUS_SHARDS, fetch, fetchval
 
 
 async def test_a_listener_goes_on_across_the_distribution(
-    silentpulse_citus_database: str,
+    silentpulse_citus_migrated_database: str,
 ) -> None:
     """A consumer following the log on the coordinator, and one stopped, while alerts and
     the log are distributed: the changes from before (now on the workers, in the
     coordinator's order) and after (in each worker's) arrive once each, to both."""
-    dsn = silentpulse_citus_database
-    await apply_prerequisites(dsn)
-    await run_migrations(dsn)
+    dsn = silentpulse_citus_migrated_database
     conn = await asyncpg.connect(dsn)
     try:
         tenant = Tenant(uuid.uuid4(), 0)
@@ -84,6 +76,7 @@ async def distribute_alerts_only(dsn: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("SET citus.enable_local_reference_table_foreign_keys = off")
+        await conn.execute(f"SET citus.shard_count = {CITUS_SHARDS}")
         await conn.execute("SET citus.multi_shard_modify_mode = 'sequential'")
         await conn.execute("SELECT create_reference_table('tenants')")
         for table in REFERENCED:
@@ -96,12 +89,12 @@ async def distribute_alerts_only(dsn: str) -> None:
 
 
 async def test_retention_prunes_each_node_behind_its_consumers(
-    silentpulse_citus_database: str,
+    silentpulse_citus_migrated_database: str,
 ) -> None:
     """What every consumer has passed on a node goes after a day; what one has not, stays
     (on that node), and arrives once it runs; a month on, all goes, and the consumer
     behind hears of the gap."""
-    dsn = silentpulse_citus_database
+    dsn = silentpulse_citus_migrated_database
     await distribute_alerts(dsn)
     conn = await asyncpg.connect(dsn)
     try:

@@ -1,5 +1,6 @@
 """The harness's Citus cluster: a coordinator and two workers that log in to one another,
-a fresh database across it per test, and a clear reason to skip where Citus is missing."""
+a fresh database across it per test (a copy, on every node, of a template made once per
+run), and a clear reason to skip where Citus is missing."""
 
 from __future__ import annotations
 
@@ -69,6 +70,49 @@ async def test_each_test_gets_a_database_of_its_own(
     await execute(
         silentpulse_citus_database,
         "CREATE TABLE mine (tenant_id int); SELECT create_distributed_table('mine', 'tenant_id')",
+    )
+
+
+async def test_a_copy_is_a_database_of_its_own_to_citus_on_every_node(
+    silentpulse_citus: CitusCluster, silentpulse_citus_database: str
+) -> None:
+    """Citus lists the database it was created in among its distributed objects, by oid:
+    in a copy, the copy's own, so that what Citus sends the workers for a database made
+    afresh (ALTER DATABASE) it sends for a copy too."""
+    name = urlsplit(silentpulse_citus_database).path.lstrip("/")
+    own = (
+        "SELECT count(*) FROM pg_dist_object WHERE classid = 'pg_database'::regclass "
+        "AND objid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
+    for node in silentpulse_citus.nodes:
+        assert await fetchval(node.admin_dsn(name), own) == 1, node.port
+    await execute(silentpulse_citus_database, f'ALTER DATABASE "{name}" CONNECTION LIMIT 77')
+    for node in silentpulse_citus.nodes:
+        limit = "SELECT datconnlimit FROM pg_database WHERE datname = $1"
+        assert await fetchval(node.dsn, limit, name) == 77, node.port
+
+
+@pytest.mark.parametrize("round_", [1, 2])
+async def test_the_distributed_database_is_a_copy_per_test(
+    silentpulse_citus: CitusCluster, silentpulse_citus_distributed_database: str, round_: int
+) -> None:
+    """The migrated schema distributed, its shards on both workers; what one test writes,
+    on the coordinator's metadata and the workers' shards alike, the next does not see."""
+    dsn = silentpulse_citus_distributed_database
+    # Each round writes both: the other round finding neither proves it got a new copy.
+    assert await fetchval(dsn, "SELECT count(*) FROM tenants") == 0
+    assert await fetchval(dsn, "SELECT to_regclass('mine') IS NULL")
+    placed = await fetch(
+        dsn,
+        "SELECT DISTINCT nodeport FROM citus_shards WHERE citus_table_type = 'distributed'",
+    )
+    assert sorted(r["nodeport"] for r in placed) == sorted(
+        w.port for w in silentpulse_citus.workers
+    )
+    await execute(
+        dsn,
+        "INSERT INTO tenants (id, name, handle) VALUES (gen_random_uuid(), 'mine', 'mine'); "
+        "CREATE TABLE mine (tenant_id uuid); SELECT create_distributed_table('mine', 'tenant_id')",
     )
 
 

@@ -33,7 +33,7 @@ from silentpulse_db.results.placement import COORDINATOR, DISTRIBUTED, REFERENCE
 from silentpulse_db.schema.distribution import TENANT_FIRST_VERSION
 from silentpulse_db.testing.citus import CitusCluster
 
-from helpers import execute, fetch, fetchval
+from helpers import CITUS_SHARDS, execute, fetch, fetchval
 
 ROOT = Path(__file__).resolve().parents[2]
 # What the packaged schema's catalog makes of each table (distribute reads it, not a list).
@@ -46,6 +46,8 @@ ON_THE_COORDINATOR = {
     "alert_changes_pruned",
 }
 PARTITIONED = {"alerts", "audit_logs", "asset_observations"}
+# The dry run's test distributes to Citus's default shard count (32: its plan says so),
+# the others to helpers.CITUS_SHARDS.
 
 
 def load_demo() -> ModuleType:
@@ -174,10 +176,9 @@ async def assert_placed_as_planned(dsn: str) -> None:
 
 
 async def test_the_dry_run_changes_nothing_and_distribute_places_every_table_once(
-    silentpulse_citus_database: str,
+    silentpulse_citus_migrated_database: str,
 ) -> None:
-    dsn = silentpulse_citus_database
-    await migrate(dsn)
+    dsn = silentpulse_citus_migrated_database
     await seed(dsn, ("alpha", "bravo"))  # rows to copy: the coordinator's own copy freed after
     rows = await counts(dsn)
     before = await snapshot(dsn)
@@ -291,7 +292,7 @@ async def test_a_schema_before_the_tenant_first_keys_is_refused(
 
 
 async def test_after_distribute_the_alert_stream_delivers_what_the_workers_commit(
-    silentpulse_citus_database: str,
+    silentpulse_citus_migrated_database: str,
 ) -> None:
     """distribute places alerts and its log with prepare_alert_stream_for_citus: a
     tenant's alerts, written on its worker after distribute, reach a listener on the
@@ -299,10 +300,9 @@ async def test_after_distribute_the_alert_stream_delivers_what_the_workers_commi
     across both workers in one transaction commits."""
     from silentpulse_db.testing.alerts import listening
 
-    dsn = silentpulse_citus_database
-    await migrate(dsn)
+    dsn = silentpulse_citus_migrated_database
     await seed(dsn, ("before",))
-    await distribute(dsn)
+    await distribute(dsn, shard_count=CITUS_SHARDS)
     async with listening(dsn, poll_interval=0.2, initial_backoff=0.1) as alerts:
         tenants = await seed(dsn, ("alpha", "beta"))  # one transaction each
         rows = await fetch(

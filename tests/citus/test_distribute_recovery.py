@@ -13,8 +13,8 @@ import asyncpg
 
 from silentpulse_db.migrate import distribute
 
-from .test_distribute import assert_placed_as_planned, local_bytes, migrate, placements, seed
-from helpers import fetchval, wait_for
+from .test_distribute import assert_placed_as_planned, local_bytes, placements, seed
+from helpers import CITUS_SHARDS, fetchval, wait_for
 
 
 async def distribute_waits_on(dsn: str, table: str) -> bool:
@@ -29,12 +29,11 @@ async def distribute_waits_on(dsn: str, table: str) -> bool:
 
 
 async def test_a_run_killed_mid_way_is_finished_by_the_next(
-    silentpulse_citus_database: str,
+    silentpulse_citus_migrated_database: str,
 ) -> None:
-    dsn = silentpulse_citus_database
-    await migrate(dsn)
+    dsn = silentpulse_citus_migrated_database
     await seed(dsn, ("alpha",))
-    plan = await distribute(dsn, dry_run=True)
+    plan = await distribute(dsn, dry_run=True, shard_count=CITUS_SHARDS)
     planned = [s.table for s in plan.steps if s.action != "free local copy"]
     middle = "asset_profiles"
     assert 5 < planned.index(middle) < len(planned) - 5
@@ -42,8 +41,9 @@ async def test_a_run_killed_mid_way_is_finished_by_the_next(
     # (no table lock timeout), with the steps before it done.
     writer = await asyncpg.connect(dsn)
     await writer.execute(f"BEGIN; LOCK TABLE {middle} IN ROW EXCLUSIVE MODE")
+    command = ["distribute", "--table-lock-timeout", "0", "--shard-count", str(CITUS_SHARDS)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "silentpulse_db", "distribute", "--table-lock-timeout", "0"],
+        [sys.executable, "-m", "silentpulse_db", *command],
         env={**os.environ, "DATABASE_URL": dsn},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -66,7 +66,8 @@ async def test_a_run_killed_mid_way_is_finished_by_the_next(
     assert placed[middle]["method"] is None  # its step was rolled back with the process
 
     # The killed run's session (and its migration lock) goes once the server notices.
-    report = await distribute(dsn)
+    report = await distribute(dsn)  # the count the first tables got
+    assert report.shard_count == CITUS_SHARDS
     rest = [s.table for s in report.steps if s.action != "free local copy"]
     assert rest == planned[planned.index(middle) :]
     assert report.steps[0].table == middle

@@ -14,15 +14,14 @@ from silentpulse_db import (
 )
 from silentpulse_db.migrate import apply_prerequisites, distribute
 
-from .test_distribute import assert_placed_as_planned, migrate
-from helpers import execute, fetchval, login_role
+from .test_distribute import assert_placed_as_planned
+from helpers import CITUS_SHARDS, execute, fetchval, login_role
 
 
 async def test_a_role_that_does_not_own_the_tables_is_refused(
-    silentpulse_citus_database: str,
+    silentpulse_citus_migrated_database: str,
 ) -> None:
-    dsn = silentpulse_citus_database
-    await migrate(dsn)
+    dsn = silentpulse_citus_migrated_database
     grants = "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};"
     async with login_role(dsn, grants, prefix="citus_operator") as (role, role_dsn):
         with pytest.raises(PermissionDeniedError, match="owns the tables") as e:
@@ -51,14 +50,14 @@ async def test_a_non_superuser_owner_distributes_once_it_can_log_in_to_the_worke
             await run_migrations(owner)
             await execute(dsn, f"DELETE FROM pg_dist_authinfo WHERE rolename = '{role}'")
             with pytest.raises(DistributionError, match="pg_dist_authinfo") as caught:
-                await distribute(owner)
+                await distribute(owner, shard_count=CITUS_SHARDS)
             assert (caught.value.step, caught.value.done) == ("reference", ())
             assert f"VALUES (0, '{role}', 'password=...')" in str(caught.value)
             assert await fetchval(dsn, "SELECT count(*) FROM pg_dist_partition") == 0
 
             await execute(dsn, authinfo)
-            report = await distribute(owner)
-            assert report.changed
+            report = await distribute(owner, shard_count=CITUS_SHARDS)
+            assert report.changed and report.shard_count == CITUS_SHARDS
             await assert_placed_as_planned(dsn)
             assert (await distribute(owner)).steps == ()
         finally:

@@ -17,11 +17,12 @@ from silentpulse_db import MigrationFailedError, run_migrations
 from silentpulse_db.migrate import apply_prerequisites, down, goto, up
 from silentpulse_db.migrate import session as migrate_session
 
-from helpers import execute, fetch, fetchval, version_rows, write_migrations
+from helpers import CITUS_SHARDS, execute, fetch, fetchval, version_rows, write_migrations
 
 # A tenant table (a reference table), two tables distributed by tenant_id and colocated,
 # and a global lookup table (a reference table), as docs/scaling.md distributes them.
-DISTRIBUTED = """
+DISTRIBUTED = f"""
+SET citus.shard_count = {CITUS_SHARDS};
 CREATE TABLE tenants (id bigint PRIMARY KEY, name text NOT NULL);
 CREATE TABLE kinds (id int PRIMARY KEY, label text NOT NULL);
 CREATE TABLE things (
@@ -259,7 +260,8 @@ async def test_later_migrations_reach_every_shard_and_their_downs_undo_them(
 # keys: its key led by tenant_id, its keys to tables left local dropped, and the settings
 # distributing it needs (its triggers; one connection per node for the partition jobs and
 # for 000022's down, which replaces a function after touching alerts).
-ALERTS_DISTRIBUTED = """
+ALERTS_DISTRIBUTED = f"""
+SET citus.shard_count = {CITUS_SHARDS};
 SET citus.enable_local_reference_table_foreign_keys = off;
 SELECT create_reference_table('tenants');
 DO $$

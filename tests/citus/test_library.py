@@ -34,7 +34,7 @@ from silentpulse_db.migrate import apply_prerequisites
 from silentpulse_db.schema.jobs import PartitionsAtStartup
 from silentpulse_db.schema.partitions import add_months, month_of, partition_name
 
-from helpers import execute, fetch, fetchval, login_role
+from helpers import CITUS_SHARDS, execute, fetch, fetchval, login_role
 
 # The schema as released (000023): the later migrations are not needed here.
 RELEASED = 23
@@ -43,7 +43,9 @@ POLICY = (
     "USING (tenant_id = NULLIF(current_setting('app.current_tenant', true), '')::uuid) "
     "WITH CHECK (tenant_id = NULLIF(current_setting('app.current_tenant', true), '')::uuid)"
 )
+SET_SHARDS = f"SET citus.shard_count = {CITUS_SHARDS}"
 NOTES = (
+    SET_SHARDS,
     "CREATE TABLE notes (tenant_id uuid NOT NULL, id bigint NOT NULL, body text, "
     "PRIMARY KEY (tenant_id, id))",
     "ALTER TABLE notes ENABLE ROW LEVEL SECURITY",
@@ -54,6 +56,7 @@ NOTES = (
 # A partitioned table as the packaged ones are (a default partition, row-level security,
 # a key to a reference table), distributed.
 READINGS = (
+    SET_SHARDS,
     "CREATE TABLE accounts (id uuid PRIMARY KEY)",
     "SELECT create_reference_table('accounts')",
     "CREATE TABLE readings (tenant_id uuid NOT NULL REFERENCES accounts, id bigint NOT NULL, "
