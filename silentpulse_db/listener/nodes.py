@@ -223,6 +223,7 @@ class NodeReader:
             )
         streams: dict[int, list[tuple[Position, AlertEvent]]] = {}
         held: dict[int, str] = {}
+        brought = _brought_along(rows)
         for row in rows:
             xid, node = int(row["xid"]), row["node"]
             group = origin(int(row["seq"]))
@@ -230,6 +231,11 @@ class NodeReader:
                 continue
             if node in split:
                 held[group] = f"node group {node} read in several snapshots"
+                continue
+            if node == group and row["tenant_id"] in brought:
+                # Written after its tenant's shard moved here: after every change the
+                # shard brought along, which go first (in this read or a later one).
+                held[group] = f"tenant {row['tenant_id']}: changes a shard move brought along"
                 continue
             if node == group:
                 bound = min(snapshots[node])
@@ -292,6 +298,13 @@ class NodeReader:
         return NodeStart(position, nodes, frozenset(committed))
 
 
+def _brought_along(rows: list[Any]) -> set[Any]:
+    """Tenants with a change read on a node not its origin's: a shard move (or the
+    distribution, for origin 0) brought it along, so it is older than every change the
+    tenant's new node wrote for it (the move blocks the shard's writes while it copies)."""
+    return {row["tenant_id"] for row in rows if row["node"] != origin(int(row["seq"]))}
+
+
 def _order(event: AlertEvent) -> tuple[datetime, str]:
     recorded = event.recorded_at
     assert recorded is not None  # every row of the log has one
@@ -300,7 +313,9 @@ def _order(event: AlertEvent) -> tuple[datetime, str]:
 
 def _read_query(position: Position, nodes: Nodes, limit: int) -> tuple[str, list[Any]]:
     """Rows after each origin's position (none of a group that is None; all of a group
-    above ``top``), in origin then (xid, seq) order; each with its node and horizon."""
+    above ``top``): those a shard move brought along first (so that a full read holds
+    all of them before any the tenants' new nodes wrote), then in origin then (xid,
+    seq) order; each with its node and horizon."""
     arms, args = [], []
     for group, after in [(0, position), *sorted(nodes.at.items())]:
         if after is None:
@@ -313,7 +328,8 @@ def _read_query(position: Position, nodes: Nodes, limit: int) -> tuple[str, list
     sql = (
         f"SELECT {_COLUMNS}, pg_snapshot_xmin(pg_current_snapshot()) AS horizon, "
         f"silentpulse_node_group() AS node FROM alert_changes c WHERE {' OR '.join(arms)} "
-        f"ORDER BY {_ORIGIN}, c.xid, c.seq LIMIT ${len(args)}"
+        f"ORDER BY silentpulse_node_group() = {_ORIGIN}, {_ORIGIN}, c.xid, c.seq "
+        f"LIMIT ${len(args)}"
     )
     return sql, args
 

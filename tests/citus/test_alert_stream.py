@@ -139,6 +139,24 @@ def changes(events: list[AlertEvent], tenants: list[Tenant]) -> list[AlertEvent]
     return [e for e in events if e.tenant_id in ours]
 
 
+@contextlib.asynccontextmanager
+async def moved_to_worker_2(conn: asyncpg.Connection, tenant: Tenant) -> AsyncIterator[None]:
+    """The tenant's shards (alert_changes' and all colocated with it) moved from worker 1
+    to worker 2 as the rebalancer would, and back afterwards: the module's other tests
+    find tenants on both workers still."""
+    move = (
+        "SELECT citus_move_shard_placement(get_shard_id_for_distribution_column("
+        "'alert_changes', $1::uuid), src.nodename, src.nodeport, dst.nodename, dst.nodeport, "
+        "shard_transfer_mode => 'block_writes') "
+        "FROM pg_dist_node src, pg_dist_node dst WHERE src.groupid = $2 AND dst.groupid = $3"
+    )
+    await conn.execute(move, tenant.id, 1, 2)
+    try:
+        yield
+    finally:
+        await conn.execute(move, tenant.id, 2, 1)
+
+
 def assert_each_nodes_order(events: list[AlertEvent]) -> None:
     """Per node of origin, (xid, seq) never goes back: that node's transaction order."""
     last: dict[int, tuple[int, int]] = {}
@@ -325,27 +343,49 @@ async def test_a_tenant_moved_to_the_other_worker_loses_nothing(citus_alerts: st
         async with consuming(citus_alerts, consumer=name):
             pass
         before = await new_alerts(conn, one, 3)
-        moved = await conn.fetchrow(
-            "SELECT s.shardid, src.nodename AS src_host, src.nodeport AS src_port, "
-            "dst.nodename AS dst_host, dst.nodeport AS dst_port "
-            "FROM (SELECT get_shard_id_for_distribution_column('alert_changes', $1::uuid) "
-            "AS shardid) s JOIN pg_dist_placement p USING (shardid) "
-            "JOIN pg_dist_node src ON src.groupid = p.groupid "
-            "JOIN pg_dist_node dst ON dst.groupid = 2",
-            one.id,
-        )
-        await conn.execute(
-            "SELECT citus_move_shard_placement($1, $2, $3, $4, $5, "
-            "shard_transfer_mode => 'block_writes')",
-            *moved.values(),
-        )
-        after = await new_alerts(conn, one, 2)
-        async with consuming(citus_alerts, consumer=name) as events:
-            await arrived(events, {(a, "open") for a in before + after})
+        async with moved_to_worker_2(conn, one):
+            after = await new_alerts(conn, one, 2)
+            async with consuming(citus_alerts, consumer=name) as events:
+                await arrived(events, {(a, "open") for a in before + after})
         ours = changes(events, [one])
         assert [e.alert_id for e in ours] == before + after
         assert [origin(int(e.id.split(".")[1])) for e in ours] == [1, 1, 1, 2, 2]
     finally:
+        await conn.close()
+
+
+async def test_a_moved_tenants_new_changes_wait_for_those_its_shard_brought(
+    citus_alerts: str,
+) -> None:
+    """The moved changes wait for an older transaction of their origin (worker 1) while
+    the tenant's new node (worker 2) has settled its own: the tenant's order still holds,
+    and worker 2's changes before the tenant's first new one are not held."""
+    conn = await asyncpg.connect(citus_alerts)
+    name = f"brought-{uuid.uuid4().hex[:6]}"
+    one_host, one_port = await conn.fetchrow(
+        "SELECT nodename, nodeport FROM pg_dist_node WHERE groupid = 1"
+    )
+    blocker = await asyncpg.connect(citus_alerts, host=one_host, port=one_port)
+    try:
+        one, two = await tenants_on_each_worker(conn, 1)
+        async with consuming(citus_alerts, consumer=name):
+            pass
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.fetchval("SELECT pg_current_xact_id()")  # worker 1's horizon stays here
+        before = await new_alerts(conn, one, 3)
+        async with moved_to_worker_2(conn, one):
+            [earlier] = await new_alerts(conn, two)  # worker 2's, before the tenant's new ones
+            after = await new_alerts(conn, one, 2)
+            async with consuming(citus_alerts, consumer=name) as events:
+                # The read that delivers `earlier` saw `after` too, settled on worker 2.
+                await arrived(events, {(earlier, "open")})
+                assert not {e.alert_id for e in events} & set(before + after)
+                await tx.commit()
+                await arrived(events, {(a, "open") for a in before + after})
+        assert [e.alert_id for e in changes(events, [one])] == before + after
+    finally:
+        await blocker.close()
         await conn.close()
 
 

@@ -38,7 +38,10 @@ def test_the_read_asks_each_origin_after_its_own_position() -> None:
     assert "((c.seq >> 48) = 1 AND (c.xid, c.seq) > ($3::xid8, $4::bigint))" in sql
     assert "(c.seq >> 48) = 2" not in sql  # none of group 2
     assert "(c.seq >> 48) > 2" in sql  # groups added since: all
-    assert sql.endswith("ORDER BY (c.seq >> 48), c.xid, c.seq LIMIT $5")
+    # what a shard move brought along first, then each origin in its order
+    assert sql.endswith(
+        "ORDER BY silentpulse_node_group() = (c.seq >> 48), (c.seq >> 48), c.xid, c.seq LIMIT $5"
+    )
     assert args == [99, 7, 10, G1 + 3, 500]
 
 
@@ -92,6 +95,27 @@ def test_a_moved_row_waits_for_its_nodes_horizon_and_asks_for_it() -> None:
     reader.live = {0, 2}  # node 1 removed: it writes nothing more
     reader.horizons.pop(1)
     assert len(reader._settle(moved, coordinator=1, limit=100, source="notify").changes) == 1
+
+
+def test_a_moved_tenants_rows_on_its_new_node_wait_for_those_its_shard_brought() -> None:
+    reader = NodeReader()
+    reader.live = {0, 1, 2}
+    reader.horizons[1] = 40  # node 1's transaction 40 is still open
+    brought = row(50, G1 + 1, node=2, horizon=900, at=1)  # written on node 1 before the move
+    other = row(60, G2 + 1, node=2, horizon=900, at=2)  # another tenant's, on node 2
+    new = row(70, G2 + 2, node=2, horizon=900, at=3)  # the moved tenant's, after the move
+    later = row(80, G2 + 3, node=2, horizon=900, at=4)
+    new["tenant_id"] = brought["tenant_id"]
+    batch = reader._settle([brought, other, new, later], coordinator=1, limit=100, source="notify")
+    assert [p for p, _ in batch.changes] == [Position(60, G2 + 1)]
+    assert batch.held_back == "transaction 50 of node group 1"
+    reader.horizons[1] = 51  # ended: the brought row goes, the tenant's new ones at the next read
+    batch = reader._settle([brought, new, later], coordinator=1, limit=100, source="notify")
+    assert [p for p, _ in batch.changes] == [Position(50, G1 + 1)]
+    assert batch.held_back == f"tenant {new['tenant_id']}: changes a shard move brought along"
+    batch = reader._settle([new, later], coordinator=1, limit=100, source="notify")
+    assert [p for p, _ in batch.changes] == [Position(70, G2 + 2), Position(80, G2 + 3)]
+    assert batch.held_back is None
 
 
 def consumer(xid: int | None, seq: int, nodes: Nodes | None) -> dict[str, Any]:
