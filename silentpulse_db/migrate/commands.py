@@ -660,10 +660,9 @@ async def distribute(
     )
     dsn = _core_set(dsn, "distribute")
     # On first use, as drift's: the CLI's other commands do not load them.
-    from ..schema.distribution import Limits, distribute_on
+    from ..schema.distribution import distribute_on
     from .stored_files import FILES_TABLE
 
-    limits = Limits(given.ddl.table_lock_timeout, given.ddl.retry_for)
     retry = given.connect
     with typed_errors(dsn, "distribute the schema on Citus"):
         session_of = (
@@ -690,7 +689,7 @@ async def distribute(
                 where=redact(dsn, dsn),
                 dry_run=dry_run,
                 shard_count=shard_count,
-                limits=limits,
+                limits=given.ddl,
             )
 
 

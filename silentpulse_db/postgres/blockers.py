@@ -1,4 +1,5 @@
-"""Who holds the table locks a statement is waiting for.
+"""Who holds the table locks a statement is waiting for, and the backoff that waits
+them out.
 
 After a statement gave up waiting (lock_timeout), the runner asks which other
 sessions hold locks on the tables it needed, in a mode that conflicts with the
@@ -9,9 +10,20 @@ the long transaction in the way, not every reader of the table.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    stop_before_delay,
+    wait_exponential,
+    wait_random,
+)
+from tenacity.retry import retry_base
+
+from ..defaults import DDL_RETRY_FIRST, DDL_RETRY_MAX
 from ..errors import TableLockHolder
 
 # pg_locks spells modes "AccessShareLock"; the docs (and files/lock_levels.py) "ACCESS SHARE".
@@ -110,3 +122,24 @@ def _match(relation: str, wanted: Mapping[str, str]) -> str | None:
         if name.rsplit(".", 1)[-1].strip('"') == bare:
             return mode
     return None
+
+
+def lock_backoff(
+    retry_for: float,
+    started: float,
+    *,
+    retry: retry_base,
+    before_sleep: Callable[[RetryCallState], None],
+) -> AsyncRetrying:
+    """The retries of DDL that lost a table-lock conflict (a migration's, a distribute
+    step's): pauses from DDL_RETRY_FIRST, doubling up to DDL_RETRY_MAX, with jitter
+    (replicas do not retry in step), and no new attempt once its pause would end past
+    ``retry_for`` seconds after ``started`` (time.monotonic() of the first attempt)."""
+    return AsyncRetrying(
+        retry=retry,
+        wait=wait_exponential(multiplier=DDL_RETRY_FIRST, max=DDL_RETRY_MAX)
+        + wait_random(0, DDL_RETRY_FIRST),
+        stop=stop_before_delay(max(retry_for - (time.monotonic() - started), 0)),
+        before_sleep=before_sleep,
+        reraise=True,
+    )

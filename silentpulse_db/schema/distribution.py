@@ -28,7 +28,6 @@ after the other tenant tables.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import time
@@ -36,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import asyncpg
+from tenacity import retry_if_exception_type
 
 from ..errors import (
     CitusRequiredError,
@@ -46,7 +46,7 @@ from ..errors import (
     PermissionDeniedError,
     SchemaVersionError,
 )
-from ..postgres.blockers import table_lock_holders
+from ..postgres.blockers import lock_backoff, table_lock_holders
 from ..postgres.literals import quote_literal
 from ..postgres.translate import connection_closed
 from ..results.migrations import VersionState
@@ -59,6 +59,7 @@ from ..results.placement import (
     DistributionStep,
     TablePlacement,
 )
+from ..settings import DDLLimits
 from .citus_alerts import prepare_alert_stream_for_citus
 
 logger = logging.getLogger("silentpulse_db.distribute")
@@ -524,13 +525,8 @@ STREAM_WHY = (
 
 # --- running it ---------------------------------------------------------------------
 
-
-class Limits(NamedTuple):
-    """How a step waits for a table lock: ``lock_timeout`` seconds at a time (None: the
-    session's own), retried with backoff for ``retry_for`` seconds in all."""
-
-    lock_timeout: float | None
-    retry_for: float
+# What a step waits out and tries again, as a migration does (run/lock_retries.py).
+LOCK_CONFLICTS = (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError)
 
 
 async def distribute_on(
@@ -542,7 +538,7 @@ async def distribute_on(
     where: str,
     dry_run: bool,
     shard_count: int | None,
-    limits: Limits,
+    limits: DDLLimits,
 ) -> DistributionReport:
     """Plan on ``conn`` (a session on the coordinator, holding the migration lock unless
     ``dry_run``) and run the steps; ``state``: the schema's version (None: not migrated);
@@ -613,7 +609,7 @@ async def _run_steps(
     conn: Any,
     steps: Sequence[DistributionStep],
     tables: Mapping[str, Table],
-    limits: Limits,
+    limits: DDLLimits,
     who: tuple[str, str | None],
 ) -> tuple[DistributionStep, ...]:
     """Run ``steps`` in order; ``who``: the role running them, and the anchor of the
@@ -636,40 +632,47 @@ async def _run_step(
     conn: Any,
     step: DistributionStep,
     table: Table,
-    limits: Limits,
+    limits: DDLLimits,
     context: tuple[str, Sequence[DistributionStep]],
 ) -> float:
     """One step in a transaction of its own, each statement a message of its own (Citus
     refuses some DDL sent together, citusdata/citus#6608); a table lock waited for past
-    ``limits.lock_timeout`` rolls it back, and it is tried again with backoff.
+    ``limits.table_lock_timeout`` rolls it back, and it is tried again with backoff.
     ``context``: the role running it, and the steps done before it (for the errors)."""
     role, done = context
     started = time.monotonic()
-    pause = 0.2
-    while True:
-        try:
-            async with conn.transaction():
-                if limits.lock_timeout is not None:
-                    await conn.execute(
-                        f"SET LOCAL lock_timeout = {int(limits.lock_timeout * 1000)}"
-                    )
-                for statement in step.statements:
-                    await conn.execute(statement)
-            return time.monotonic() - started
-        except asyncpg.LockNotAvailableError as exc:
-            if time.monotonic() - started + pause > limits.retry_for:
-                raise await _lock_error(conn, step, table, done, exc) from None
-            logger.info(
-                "%s %s waited for a table lock; again in %.1f s", step.action, step.table, pause
-            )
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 5.0)
-        except asyncpg.PostgresError as exc:
-            # A lost connection is ours only if ours is closed: Citus reports a node it
-            # could not reach with a connection SQLSTATE (08...) on a live session.
-            if isinstance(exc, asyncpg.InsufficientPrivilegeError) or connection_closed(conn):
-                raise  # typed_errors: the privilege it needs, or the lost connection
-            raise _refused(step, done, exc, role) from None
+    retrying = lock_backoff(
+        limits.retry_for,
+        started,
+        retry=retry_if_exception_type(LOCK_CONFLICTS),
+        before_sleep=lambda state: logger.info(
+            "%s %s waited for a table lock; again in %.1f s",
+            step.action,
+            step.table,
+            state.upcoming_sleep,
+        ),
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                await _attempt_step(conn, step, limits.table_lock_timeout)
+    except LOCK_CONFLICTS as exc:
+        raise await _lock_error(conn, step, table, done, exc) from None
+    except asyncpg.PostgresError as exc:
+        # A lost connection is ours only if ours is closed: Citus reports a node it
+        # could not reach with a connection SQLSTATE (08...) on a live session.
+        if isinstance(exc, asyncpg.InsufficientPrivilegeError) or connection_closed(conn):
+            raise  # typed_errors: the privilege it needs, or the lost connection
+        raise _refused(step, done, exc, role) from None
+    return time.monotonic() - started
+
+
+async def _attempt_step(conn: Any, step: DistributionStep, lock_timeout: float | None) -> None:
+    async with conn.transaction():
+        if lock_timeout is not None:
+            await conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout * 1000)}")
+        for statement in step.statements:
+            await conn.execute(statement)
 
 
 # Citus's words when the coordinator cannot open a connection to a worker, and the fix

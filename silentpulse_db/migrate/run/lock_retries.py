@@ -16,18 +16,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pglast import parser
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_before_delay,
-    wait_exponential,
-    wait_random,
-)
+from tenacity import RetryCallState, retry_if_exception_type
 
-from ...defaults import DDL_RETRY_FIRST, DDL_RETRY_MAX
 from ...errors import TableLockHolder
-from ...postgres.blockers import table_lock_holders
+from ...postgres.blockers import lock_backoff, table_lock_holders
 from ..files.lock_levels import statement_locks, strongest
 from ..files.source import MigrationFile
 from .error_messages import locked_out
@@ -76,14 +68,11 @@ class LockRetries:
         ``started`` (monotonic) lost; TableLockTimeoutError once ``retry_for`` is spent."""
         attempts = 1
         failed: LockConflict | None = first
-        retrying = AsyncRetrying(
+        retrying = lock_backoff(
+            self.retry_for,
+            started,
             retry=retry_if_exception_type(LockConflict),
-            wait=wait_exponential(multiplier=DDL_RETRY_FIRST, max=DDL_RETRY_MAX)
-            + wait_random(0, DDL_RETRY_FIRST),  # jitter: replicas do not retry in step
-            # No new attempt once its pause would end past retry_for.
-            stop=stop_before_delay(max(self.retry_for - (time.monotonic() - started), 0)),
             before_sleep=self._log_retry,
-            reraise=True,
         )
         try:
             async for try_ in retrying:
