@@ -301,7 +301,11 @@ class NodeReader:
 def _brought_along(rows: list[Any]) -> set[Any]:
     """Tenants with a change read on a node not its origin's: a shard move (or the
     distribution, for origin 0) brought it along, so it is older than every change the
-    tenant's new node wrote for it (the move blocks the shard's writes while it copies)."""
+    tenant's new node wrote for it (the move blocks the shard's writes while it copies).
+    Only the rows of this read: one that the read's limit left out holds nothing, so a
+    consumer catching up more than a read across a move may deliver the tenant's new
+    changes first (holding them on rows not read could hold their node for good, the
+    limit filled by its own rows every time)."""
     return {row["tenant_id"] for row in rows if row["node"] != origin(int(row["seq"]))}
 
 
@@ -313,9 +317,9 @@ def _order(event: AlertEvent) -> tuple[datetime, str]:
 
 def _read_query(position: Position, nodes: Nodes, limit: int) -> tuple[str, list[Any]]:
     """Rows after each origin's position (none of a group that is None; all of a group
-    above ``top``): those a shard move brought along first (so that a full read holds
-    all of them before any the tenants' new nodes wrote), then in origin then (xid,
-    seq) order; each with its node and horizon."""
+    above ``top``), in origin then (xid, seq) order, so that each origin's rows read are
+    the first after its position (a full read cuts one origin's and leaves out those
+    after it); each with its node and horizon."""
     arms, args = [], []
     for group, after in [(0, position), *sorted(nodes.at.items())]:
         if after is None:
@@ -328,8 +332,7 @@ def _read_query(position: Position, nodes: Nodes, limit: int) -> tuple[str, list
     sql = (
         f"SELECT {_COLUMNS}, pg_snapshot_xmin(pg_current_snapshot()) AS horizon, "
         f"silentpulse_node_group() AS node FROM alert_changes c WHERE {' OR '.join(arms)} "
-        f"ORDER BY silentpulse_node_group() = {_ORIGIN}, {_ORIGIN}, c.xid, c.seq "
-        f"LIMIT ${len(args)}"
+        f"ORDER BY {_ORIGIN}, c.xid, c.seq LIMIT ${len(args)}"
     )
     return sql, args
 

@@ -354,6 +354,45 @@ async def test_a_tenant_moved_to_the_other_worker_loses_nothing(citus_alerts: st
         await conn.close()
 
 
+async def test_a_nodes_changes_read_on_two_nodes_after_a_move_keep_its_order(
+    citus_alerts: str,
+) -> None:
+    """Worker 1's transactions, some for a tenant whose shard then moves to worker 2 and
+    some for a tenant that stays: read from both nodes, they arrive in worker 1's
+    transaction order, each once."""
+    conn = await asyncpg.connect(citus_alerts)
+    name = f"split-{uuid.uuid4().hex[:6]}"
+    try:
+        moving, _ = await tenants_on_each_worker(conn, 1)
+        staying = await another_tenant_on_worker_1(conn, moving)
+        async with consuming(citus_alerts, consumer=name):
+            pass
+        written = [
+            a for _ in range(3) for t in (moving, staying) for a in await new_alerts(conn, t)
+        ]
+        async with (
+            moved_to_worker_2(conn, moving),
+            consuming(citus_alerts, consumer=name) as events,
+        ):
+            await arrived(events, {(a, "open") for a in written})
+        ours = changes(events, [moving, staying])
+        assert [e.alert_id for e in ours] == written
+        assert_each_nodes_order(ours)
+    finally:
+        await conn.close()
+
+
+async def another_tenant_on_worker_1(conn: asyncpg.Connection, other: Tenant) -> Tenant:
+    """A new tenant on worker 1 whose shard is not ``other``'s (stays when that moves)."""
+    shard = "get_shard_id_for_distribution_column('alerts', $1::uuid)"
+    while True:
+        found = (await tenants_on_each_worker(conn, 1))[0]
+        if await conn.fetchval(
+            f"SELECT {shard} <> {shard.replace('$1', '$2')}", found.id, other.id
+        ):
+            return found
+
+
 async def test_a_moved_tenants_new_changes_wait_for_those_its_shard_brought(
     citus_alerts: str,
 ) -> None:
