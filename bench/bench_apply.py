@@ -2,7 +2,8 @@
 
 - ours: `run_migrations` from the folder (one transaction per migration with
   its version change and history row, sent as one message);
-- the same without `SET LOCAL lock_timeout` (`ddl_lock_timeout=None`): what the
+- the same without `SET LOCAL lock_timeout`
+  (`DDLLimits(table_lock_timeout=None)`): what the
   3 s table-lock limit costs;
 - baseline: the same 500 statements executed on one connection, each its own
   (autocommit) transaction: what PostgreSQL itself costs;
@@ -137,7 +138,7 @@ Reproduce: `.venv/bin/python bench/bench_apply.py`.
 |---|---|---|
 | baseline: the {COUNT} statements on one connection, autocommit | {med["baseline"]:.3f} s | {med["baseline"] / COUNT * 1000:.3f} ms |
 | `run_migrations` | {med["ours"]:.3f} s | {med["ours"] / COUNT * 1000:.3f} ms |
-| `run_migrations(ddl_lock_timeout=None)` (no `SET LOCAL lock_timeout`) | {med["no_limit"]:.3f} s | {med["no_limit"] / COUNT * 1000:.3f} ms |
+| `run_migrations(ddl=DDLLimits(table_lock_timeout=None))` (no `SET LOCAL lock_timeout`) | {med["no_limit"]:.3f} s | {med["no_limit"] / COUNT * 1000:.3f} ms |
 | yoyo-migrations 9.0 (psycopg2), same files | {med["yoyo"]:.3f} s | {med["yoyo"] / COUNT * 1000:.3f} ms |
 
 - `run_migrations` / baseline: **{paired["ours"]:.2f}x** (median of the rounds' ratios; target <= 1.25x)
