@@ -15,6 +15,9 @@ alerts, its referenced tables and the log distributed by tenant_id
   random phase against the poll), the time from the INSERT's return to the event's
   arrival, median and 90th percentile. Plain PostgreSQL: woken by NOTIFY; Citus: the
   log read every poll_interval (0.5 s, the default; and 0.1 s).
+- **Catch-up**: a named consumer stopped while BACKLOG changes of each of two tenants
+  were written (on Citus, one tenant on each worker), then started again: changes
+  delivered per second until it has them all (full reads of 1,000).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from silentpulse_db import listen_alerts, run_migrations
 from silentpulse_db.migrate import apply_prerequisites
 from silentpulse_db.postgres import databases
 from silentpulse_db.schema.citus_alerts import prepare_alert_stream_for_citus
+from silentpulse_db.testing.alerts import listening
 from silentpulse_db.testing.citus import CitusCluster, citus_missing
 from silentpulse_db.testing.server import PostgresServer
 
@@ -41,6 +45,8 @@ ROUNDS = 15
 SINGLES = 40  # one-alert INSERTs per round and variant
 BULK = 1000
 DELIVERIES = 40
+BACKLOG = 10_000  # changes per tenant a stopped consumer finds when it starts again
+CATCH_UPS = 3
 REFERENCED = ["assets", "asset_groups", "integration_points", "flows", "flow_pulses"]
 SEED = (
     "INSERT INTO tenants (id, name, handle) VALUES ($1, $2, $2)",
@@ -140,6 +146,47 @@ async def delivery(dsn: str, tenant: uuid.UUID, **options: Any) -> list[float]:
         await conn.close()
 
 
+async def two_tenants(conn: asyncpg.Connection, citus: bool) -> list[uuid.UUID]:
+    """Two tenants, seeded; on Citus, one on each worker."""
+    found: dict[int, uuid.UUID] = {}
+    while len(found) < 2:
+        tenant = uuid.uuid4()
+        group = (
+            await conn.fetchval(
+                "SELECT p.groupid FROM pg_dist_placement p WHERE p.shardid = "
+                "get_shard_id_for_distribution_column('alerts', $1::uuid)",
+                tenant,
+            )
+            if citus
+            else len(found)
+        )
+        found.setdefault(group, tenant)
+    for tenant in found.values():
+        await seed(conn, tenant)
+    return list(found.values())
+
+
+async def catch_up(dsn: str, tenants: list[uuid.UUID]) -> float:
+    """Changes per second that a consumer stopped while BACKLOG changes of each tenant
+    were written delivers once started again."""
+    name = f"behind-{uuid.uuid4().hex[:6]}"
+    async with listening(dsn, consumer=name):
+        pass  # its position: now
+    conn = await asyncpg.connect(dsn)
+    try:
+        for tenant in tenants:
+            for _ in range(BACKLOG // BULK):
+                await conn.execute(INSERT, tenant, BULK)
+    finally:
+        await conn.close()
+    total = BACKLOG * len(tenants)
+    began = time.perf_counter()
+    async with listening(dsn, consumer=name, ready=False) as alerts:
+        while len(alerts.events) < total:
+            await asyncio.sleep(0.01)
+    return total / (time.perf_counter() - began)
+
+
 def p90(values: list[float]) -> float:
     return statistics.quantiles(values, n=10)[-1]
 
@@ -155,6 +202,7 @@ async def measure(plain_dsn: str, citus_dsn: str) -> str:
         await citus.execute("SET citus.enable_unsafe_triggers = on")
         costs = {"PostgreSQL": await write_cost(plain, tenant)}
         costs["Citus"] = await write_cost(citus, tenant)
+        pairs = [await two_tenants(plain, False), await two_tenants(citus, True)]
     finally:
         await plain.close()
         await citus.close()
@@ -163,10 +211,18 @@ async def measure(plain_dsn: str, citus_dsn: str) -> str:
         "Citus, poll_interval 0.5 s (default)": await delivery(citus_dsn, tenant),
         "Citus, poll_interval 0.1 s": await delivery(citus_dsn, tenant, poll_interval=0.1),
     }
-    return render(costs, delays)
+    rates: dict[str, list[float]] = {"PostgreSQL": [], "Citus": []}
+    for _ in range(CATCH_UPS):
+        rates["PostgreSQL"].append(await catch_up(plain_dsn, pairs[0]))
+        rates["Citus"].append(await catch_up(citus_dsn, pairs[1]))
+    return render(costs, delays, rates)
 
 
-def render(costs: dict[str, dict[str, list[float]]], delays: dict[str, list[float]]) -> str:
+def render(
+    costs: dict[str, dict[str, list[float]]],
+    delays: dict[str, list[float]],
+    rates: dict[str, list[float]],
+) -> str:
     lines = [
         "## Alert stream on Citus: write cost and delivery",
         "",
@@ -205,6 +261,15 @@ def render(costs: dict[str, dict[str, list[float]]], delays: dict[str, list[floa
         lines.append(
             f"| {name} | {statistics.median(values) * 1000:.0f} ms | {p90(values) * 1000:.0f} ms |"
         )
+    lines += [
+        "",
+        f"Catch-up: a consumer back after {2 * BACKLOG:,} changes (two tenants; on Citus one "
+        f"on each worker), {CATCH_UPS} alternating rounds, medians:",
+        "",
+        "| server | changes delivered per second |",
+        "|---|---|",
+        *(f"| {server} | {statistics.median(r):,.0f} |" for server, r in rates.items()),
+    ]
     return "\n".join(lines)
 
 

@@ -200,15 +200,37 @@ class NodeReader:
         if self._ask:
             self._ask = False
             await self.ask_every_node(conn)
-        sql, args = _read_query(position, nodes, limit)
+        arms = _arms(position, nodes)
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             # The coordinator's horizon first: taken before any node's snapshot.
             coordinator = int(await conn.fetchval(_HORIZON))
+            sql, args = _read_query(arms, limit)
             rows = await conn.fetch(sql, *args)
-        return self._settle(rows, coordinator, limit, source)
+            full, brought = len(rows) == limit, _brought_along(rows)
+            if full and await _brought_past(conn, arms):
+                # Catching up after a shard move: each origin read on its own (the same
+                # snapshots), so that one origin's backlog neither fills the read nor
+                # hides the rows a move brought along to another origin's shards.
+                rows, full = [], False
+                for arm in arms:
+                    sql, args = _read_query([arm], limit)
+                    part = await conn.fetch(sql, *args)
+                    rows, full = rows + part, full or len(part) == limit
+                brought = await _brought_past(conn, arms)
+        return self._settle(rows, coordinator, source, full=full, brought=brought)
 
-    def _settle(self, rows: list[Any], coordinator: int, limit: int, source: Source) -> NodeBatch:
-        """Per origin, its rows up to the first one not settled; merged by time."""
+    def _settle(
+        self,
+        rows: list[Any],
+        coordinator: int,
+        source: Source,
+        *,
+        full: bool = False,
+        brought: set[Any] | None = None,
+    ) -> NodeBatch:
+        """Per origin, its rows up to the first one not settled; merged by time.
+        ``brought``: the tenants with rows a shard move brought along past these
+        positions (None: those among ``rows``, all there are when the read was not full)."""
         snapshots: dict[int, set[int]] = {}
         for row in rows:
             snapshots.setdefault(row["node"], set()).add(int(row["horizon"]))
@@ -223,7 +245,7 @@ class NodeReader:
             )
         streams: dict[int, list[tuple[Position, AlertEvent]]] = {}
         held: dict[int, str] = {}
-        brought = _brought_along(rows)
+        brought = _brought_along(rows) if brought is None else brought
         for row in rows:
             xid, node = int(row["xid"]), row["node"]
             group = origin(int(row["seq"]))
@@ -255,7 +277,7 @@ class NodeReader:
                 self.horizons[node] = max(min(seen), self.horizons.get(node, 0))
         # Each origin's order kept; across origins, by the time the node recorded them.
         changes = list(heapq.merge(*streams.values(), key=lambda change: _order(change[1])))
-        return NodeBatch(changes, next(iter(held.values()), None), len(rows) == limit)
+        return NodeBatch(changes, next(iter(held.values()), None), full)
 
     async def from_now(self, conn: Any) -> NodeStart:
         """Every change of a transaction not ended yet on its node, and none committed
@@ -301,12 +323,19 @@ class NodeReader:
 def _brought_along(rows: list[Any]) -> set[Any]:
     """Tenants with a change read on a node not its origin's: a shard move (or the
     distribution, for origin 0) brought it along, so it is older than every change the
-    tenant's new node wrote for it (the move blocks the shard's writes while it copies).
-    Only the rows of this read: one that the read's limit left out holds nothing, so a
-    consumer catching up more than a read across a move may deliver the tenant's new
-    changes first (holding them on rows not read could hold their node for good, the
-    limit filled by its own rows every time)."""
+    tenant's new node wrote for it (the move blocks the shard's writes while it copies)."""
     return {row["tenant_id"] for row in rows if row["node"] != origin(int(row["seq"]))}
+
+
+async def _brought_past(conn: Any, arms: list[Arm]) -> set[Any]:
+    """The tenants with a row of ``arms`` that a shard move brought along, read or not:
+    few rows, found by origin on the nodes that are not it (an arm's own node skips its
+    scan: ``silentpulse_node_group()`` is stable, a one-time filter)."""
+    found: set[Any] = set()
+    for arm in arms:
+        sql, args = _brought_query(arm)
+        found |= {row["tenant_id"] for row in await conn.fetch(sql, *args)}
+    return found
 
 
 def _order(event: AlertEvent) -> tuple[datetime, str]:
@@ -315,26 +344,59 @@ def _order(event: AlertEvent) -> tuple[datetime, str]:
     return recorded, event.id
 
 
-def _read_query(position: Position, nodes: Nodes, limit: int) -> tuple[str, list[Any]]:
-    """Rows after each origin's position (none of a group that is None; all of a group
-    above ``top``), in origin then (xid, seq) order, so that each origin's rows read are
-    the first after its position (a full read cuts one origin's and leaves out those
-    after it); each with its node and horizon."""
-    arms, args = [], []
-    for group, after in [(0, position), *sorted(nodes.at.items())]:
+Arm = tuple[int, Position | None]
+
+
+def _arms(position: Position, nodes: Nodes) -> list[Arm]:
+    """What to read of each origin: (group, the position after which), in group order;
+    none of a group that is None; last (group, None): every group above ``top``, from
+    its first change (added since)."""
+    known = [(0, position), *sorted(nodes.at.items())]
+    return [*[(group, after) for group, after in known if after is not None], (nodes.top, None)]
+
+
+def _where(arms: list[Arm], args: list[Any]) -> str:
+    """The rows of ``arms``; their positions appended to ``args`` as parameters."""
+    parts = []
+    for group, after in arms:
         if after is None:
+            parts.append(f"{_ORIGIN} > {group}")
             continue
         args += [after.xid, after.seq]
         xid, seq = f"${len(args) - 1}::xid8", f"${len(args)}::bigint"
-        arms.append(f"({_ORIGIN} = {group} AND (c.xid, c.seq) > ({xid}, {seq}))")
-    arms.append(f"{_ORIGIN} > {nodes.top}")
+        parts.append(f"({_ORIGIN} = {group} AND (c.xid, c.seq) > ({xid}, {seq}))")
+    return " OR ".join(parts)
+
+
+def _read_query(arms: list[Arm], limit: int) -> tuple[str, list[Any]]:
+    """The first ``limit`` rows of ``arms``, in origin then (xid, seq) order, so that each
+    origin's rows read are the first after its position (a full read cuts one origin's
+    and leaves out those after it); each with its node and horizon."""
+    args: list[Any] = []
+    where = _where(arms, args)
     args.append(limit)
     sql = (
         f"SELECT {_COLUMNS}, pg_snapshot_xmin(pg_current_snapshot()) AS horizon, "
-        f"silentpulse_node_group() AS node FROM alert_changes c WHERE {' OR '.join(arms)} "
+        f"silentpulse_node_group() AS node FROM alert_changes c WHERE {where} "
         f"ORDER BY {_ORIGIN}, c.xid, c.seq LIMIT ${len(args)}"
     )
     return sql, args
+
+
+def _brought_query(arm: Arm) -> tuple[str, list[Any]]:
+    """The tenants with a row of ``arm`` on a node not its origin's."""
+    group, after = arm
+    if after is None:  # groups added since: rare, and read from their first change
+        where = f"{_ORIGIN} > {group} AND {_ORIGIN} <> silentpulse_node_group()"
+        return f"SELECT DISTINCT c.tenant_id FROM alert_changes c WHERE {where}", []
+    where = (
+        f"silentpulse_node_group() <> {group} AND {_ORIGIN} = {group} "
+        "AND (c.xid, c.seq) > ($1::xid8, $2::bigint)"
+    )
+    return f"SELECT DISTINCT c.tenant_id FROM alert_changes c WHERE {where}", [
+        after.xid,
+        after.seq,
+    ]
 
 
 def describe(groups: Iterable[int]) -> str:

@@ -22,6 +22,7 @@ import pytest
 from silentpulse_db import AlertEvent
 from silentpulse_db.listener.events import START, Position
 from silentpulse_db.listener.nodes import origin
+from silentpulse_db.listener.stream import BATCH
 from silentpulse_db.schema.citus_alerts import prepare_alert_stream_for_citus
 from silentpulse_db.testing.alerts import HANG, listening
 from silentpulse_db.testing.citus import CitusCluster
@@ -140,21 +141,21 @@ def changes(events: list[AlertEvent], tenants: list[Tenant]) -> list[AlertEvent]
 
 
 @contextlib.asynccontextmanager
-async def moved_to_worker_2(conn: asyncpg.Connection, tenant: Tenant) -> AsyncIterator[None]:
-    """The tenant's shards (alert_changes' and all colocated with it) moved from worker 1
-    to worker 2 as the rebalancer would, and back afterwards: the module's other tests
-    find tenants on both workers still."""
+async def moved(conn: asyncpg.Connection, tenant: Tenant, to: int) -> AsyncIterator[None]:
+    """The tenant's shards (alert_changes' and all colocated with it) moved from its
+    worker to worker ``to`` as the rebalancer would, and back afterwards: the module's
+    other tests find tenants on both workers still."""
     move = (
         "SELECT citus_move_shard_placement(get_shard_id_for_distribution_column("
         "'alert_changes', $1::uuid), src.nodename, src.nodeport, dst.nodename, dst.nodeport, "
         "shard_transfer_mode => 'block_writes') "
         "FROM pg_dist_node src, pg_dist_node dst WHERE src.groupid = $2 AND dst.groupid = $3"
     )
-    await conn.execute(move, tenant.id, 1, 2)
+    await conn.execute(move, tenant.id, tenant.node, to)
     try:
         yield
     finally:
-        await conn.execute(move, tenant.id, 2, 1)
+        await conn.execute(move, tenant.id, to, tenant.node)
 
 
 def assert_each_nodes_order(events: list[AlertEvent]) -> None:
@@ -343,7 +344,7 @@ async def test_a_tenant_moved_to_the_other_worker_loses_nothing(citus_alerts: st
         async with consuming(citus_alerts, consumer=name):
             pass
         before = await new_alerts(conn, one, 3)
-        async with moved_to_worker_2(conn, one):
+        async with moved(conn, one, to=2):
             after = await new_alerts(conn, one, 2)
             async with consuming(citus_alerts, consumer=name) as events:
                 await arrived(events, {(a, "open") for a in before + after})
@@ -371,7 +372,7 @@ async def test_a_nodes_changes_read_on_two_nodes_after_a_move_keep_its_order(
             a for _ in range(3) for t in (moving, staying) for a in await new_alerts(conn, t)
         ]
         async with (
-            moved_to_worker_2(conn, moving),
+            moved(conn, moving, to=2),
             consuming(citus_alerts, consumer=name) as events,
         ):
             await arrived(events, {(a, "open") for a in written})
@@ -391,6 +392,33 @@ async def another_tenant_on_worker_1(conn: asyncpg.Connection, other: Tenant) ->
             f"SELECT {shard} <> {shard.replace('$1', '$2')}", found.id, other.id
         ):
             return found
+
+
+async def test_a_consumer_more_than_a_read_behind_keeps_a_moved_tenants_order(
+    citus_alerts: str,
+) -> None:
+    """Moved from worker 2 to worker 1 while the consumer was stopped, then worker 1
+    wrote more than a read (BATCH rows) after the tenant's new changes: read in origin
+    order those fill the read before worker 2's rows, the brought-along ones among them.
+    Caught up origin by origin, the tenant's order holds, and everything arrives once."""
+    conn = await asyncpg.connect(citus_alerts)
+    name = f"behind-{uuid.uuid4().hex[:6]}"
+    try:
+        busy, moving = await tenants_on_each_worker(conn, 1)
+        async with consuming(citus_alerts, consumer=name):
+            pass
+        before = await new_alerts(conn, moving, 3)
+        async with moved(conn, moving, to=1):
+            after = await new_alerts(conn, moving, 2)
+            backlog = await new_alerts(conn, busy, BATCH + 100)
+            async with consuming(citus_alerts, consumer=name) as events:
+                await arrived(events, {(a, "open") for a in before + after + backlog})
+        assert [e.alert_id for e in changes(events, [moving])] == before + after
+        ours = changes(events, [moving, busy])
+        assert len(ours) == len({e.id for e in ours}) == 5 + BATCH + 100
+        assert_each_nodes_order(ours)
+    finally:
+        await conn.close()
 
 
 async def test_a_moved_tenants_new_changes_wait_for_those_its_shard_brought(
@@ -413,7 +441,7 @@ async def test_a_moved_tenants_new_changes_wait_for_those_its_shard_brought(
         await tx.start()
         await blocker.fetchval("SELECT pg_current_xact_id()")  # worker 1's horizon stays here
         before = await new_alerts(conn, one, 3)
-        async with moved_to_worker_2(conn, one):
+        async with moved(conn, one, to=2):
             [earlier] = await new_alerts(conn, two)  # worker 2's, before the tenant's new ones
             after = await new_alerts(conn, one, 2)
             async with consuming(citus_alerts, consumer=name) as events:

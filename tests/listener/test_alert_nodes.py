@@ -9,7 +9,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from silentpulse_db.listener.events import START, Position
-from silentpulse_db.listener.nodes import NodeReader, Nodes, _read_query, origin
+from silentpulse_db.listener.nodes import (
+    NodeReader,
+    Nodes,
+    _arms,
+    _brought_query,
+    _read_query,
+    origin,
+)
 from silentpulse_db.schema.alert_log_nodes import doomed, passed_by_all
 
 G1, G2 = 1 << 48, 2 << 48  # the first seq of node groups 1 and 2
@@ -33,13 +40,27 @@ def test_a_group_above_top_is_new_and_one_known_as_gone_gives_nothing() -> None:
 
 def test_the_read_asks_each_origin_after_its_own_position() -> None:
     nodes = Nodes({1: Position(10, G1 + 3), 2: None}, top=2)
-    sql, args = _read_query(Position(99, 7), nodes, 500)
+    sql, args = _read_query(_arms(Position(99, 7), nodes), 500)
     assert "((c.seq >> 48) = 0 AND (c.xid, c.seq) > ($1::xid8, $2::bigint))" in sql
     assert "((c.seq >> 48) = 1 AND (c.xid, c.seq) > ($3::xid8, $4::bigint))" in sql
     assert "(c.seq >> 48) = 2" not in sql  # none of group 2
     assert "(c.seq >> 48) > 2" in sql  # groups added since: all
     assert sql.endswith("ORDER BY (c.seq >> 48), c.xid, c.seq LIMIT $5")
     assert args == [99, 7, 10, G1 + 3, 500]
+
+
+def test_catching_up_reads_each_origin_alone_and_asks_for_moved_tenants() -> None:
+    arms = _arms(Position(99, 7), Nodes({1: Position(10, G1 + 3), 2: None}, top=2))
+    assert arms == [(0, Position(99, 7)), (1, Position(10, G1 + 3)), (2, None)]
+    sql, args = _read_query([arms[1]], 500)
+    assert "WHERE ((c.seq >> 48) = 1 AND (c.xid, c.seq) > ($1::xid8, $2::bigint)) ORDER" in sql
+    assert args == [10, G1 + 3, 500]
+    sql, args = _brought_query(arms[1])
+    # On node 1 a one-time filter: no scan of its own rows
+    assert "WHERE silentpulse_node_group() <> 1 AND (c.seq >> 48) = 1 AND (c.xid, c.seq) >" in sql
+    assert args == [10, G1 + 3]
+    sql, args = _brought_query(arms[2])
+    assert "(c.seq >> 48) > 2 AND (c.seq >> 48) <> silentpulse_node_group()" in sql and not args
 
 
 class Row(dict[str, Any]):
@@ -70,7 +91,7 @@ def test_each_origin_stops_at_its_first_row_not_settled_and_the_others_go_on() -
         row(80, G1 + 3, node=1, horizon=60, at=3),  # behind it: held too
         row(20, G2 + 1, node=2, horizon=30, at=5),
     ]
-    batch = reader._settle(rows, coordinator=6, limit=100, source="notify")
+    batch = reader._settle(rows, coordinator=6, source="notify")
     # Merged by the time recorded, each origin's order kept.
     assert [p for p, _ in batch.changes] == [
         Position(50, G1 + 1),
@@ -85,13 +106,13 @@ def test_a_moved_row_waits_for_its_nodes_horizon_and_asks_for_it() -> None:
     reader = NodeReader()
     reader.live = {0, 1, 2}
     moved = [row(50, G1 + 1, node=2, horizon=900, at=1)]  # node 1's xid, read on node 2
-    assert reader._settle(moved, coordinator=1, limit=100, source="notify").changes == []
+    assert reader._settle(moved, coordinator=1, source="notify").changes == []
     assert reader._ask
     reader.horizons[1] = 51  # asked: node 1's transactions below 51 have ended
-    assert len(reader._settle(moved, coordinator=1, limit=100, source="notify").changes) == 1
+    assert len(reader._settle(moved, coordinator=1, source="notify").changes) == 1
     reader.live = {0, 2}  # node 1 removed: it writes nothing more
     reader.horizons.pop(1)
-    assert len(reader._settle(moved, coordinator=1, limit=100, source="notify").changes) == 1
+    assert len(reader._settle(moved, coordinator=1, source="notify").changes) == 1
 
 
 def test_a_moved_tenants_rows_on_its_new_node_wait_for_those_its_shard_brought() -> None:
@@ -103,14 +124,14 @@ def test_a_moved_tenants_rows_on_its_new_node_wait_for_those_its_shard_brought()
     new = row(70, G2 + 2, node=2, horizon=900, at=3)  # the moved tenant's, after the move
     later = row(80, G2 + 3, node=2, horizon=900, at=4)
     new["tenant_id"] = brought["tenant_id"]
-    batch = reader._settle([brought, other, new, later], coordinator=1, limit=100, source="notify")
+    batch = reader._settle([brought, other, new, later], coordinator=1, source="notify")
     assert [p for p, _ in batch.changes] == [Position(60, G2 + 1)]
     assert batch.held_back == "transaction 50 of node group 1"
     reader.horizons[1] = 51  # ended: the brought row goes, the tenant's new ones at the next read
-    batch = reader._settle([brought, new, later], coordinator=1, limit=100, source="notify")
+    batch = reader._settle([brought, new, later], coordinator=1, source="notify")
     assert [p for p, _ in batch.changes] == [Position(50, G1 + 1)]
     assert batch.held_back == f"tenant {new['tenant_id']}: changes a shard move brought along"
-    batch = reader._settle([new, later], coordinator=1, limit=100, source="notify")
+    batch = reader._settle([new, later], coordinator=1, source="notify")
     assert [p for p, _ in batch.changes] == [Position(70, G2 + 2), Position(80, G2 + 3)]
     assert batch.held_back is None
 
@@ -138,6 +159,6 @@ def test_retention_deletes_on_each_group_what_every_consumer_passed_there() -> N
 def test_a_node_read_in_two_snapshots_is_judged_by_neither() -> None:
     reader = NodeReader()
     rows = [row(10, G1 + 1, node=1, horizon=60, at=1), row(11, G1 + 2, node=1, horizon=70, at=2)]
-    batch = reader._settle(rows, coordinator=1, limit=100, source="notify")
+    batch = reader._settle(rows, coordinator=1, source="notify")
     assert batch.changes == [] and batch.held_back == "node group 1 read in several snapshots"
     assert 1 not in reader.horizons
