@@ -20,6 +20,12 @@ origin below it has ended:
 
 Node groups are never reused (they come from a sequence), so a group the reader did not
 know of when it last wrote its position was added since: all its changes are new.
+
+A tenant whose shard moved has rows of two origins: those the move brought along, older
+than any its new node wrote for it (the move blocks the shard's writes while it copies).
+Its new node's rows wait while it has brought-along rows to deliver; a full read asks
+for them past the positions, and if there are some, reads each origin on its own, so
+that one origin's backlog neither fills the read nor hides another's.
 """
 
 from __future__ import annotations
@@ -71,6 +77,9 @@ _COLUMNS = (
     "c.changed_at, c.recorded_at"
 )
 _ORIGIN = "(c.seq >> 48)"
+# What a read asks of one origin: (group, the position after which); (top, None): every
+# group above top, from its first change.
+Arm = tuple[int, Position | None]
 
 
 def origin(seq: int) -> int:
@@ -342,9 +351,6 @@ def _order(event: AlertEvent) -> tuple[datetime, str]:
     recorded = event.recorded_at
     assert recorded is not None  # every row of the log has one
     return recorded, event.id
-
-
-Arm = tuple[int, Position | None]
 
 
 def _arms(position: Position, nodes: Nodes) -> list[Arm]:
