@@ -209,23 +209,10 @@ class NodeReader:
         if self._ask:
             self._ask = False
             await self.ask_every_node(conn)
-        arms = _arms(position, nodes)
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             # The coordinator's horizon first: taken before any node's snapshot.
             coordinator = int(await conn.fetchval(_HORIZON))
-            sql, args = _read_query(arms, limit)
-            rows = await conn.fetch(sql, *args)
-            full, brought = len(rows) == limit, _brought_along(rows)
-            if full and await _brought_past(conn, arms):
-                # Catching up after a shard move: each origin read on its own (the same
-                # snapshots), so that one origin's backlog neither fills the read nor
-                # hides the rows a move brought along to another origin's shards.
-                rows, full = [], False
-                for arm in arms:
-                    sql, args = _read_query([arm], limit)
-                    part = await conn.fetch(sql, *args)
-                    rows, full = rows + part, full or len(part) == limit
-                brought = await _brought_past(conn, arms)
+            rows, full, brought = await _read(conn, _arms(position, nodes), limit)
         return self._settle(rows, coordinator, source, full=full, brought=brought)
 
     def _settle(
@@ -327,6 +314,28 @@ class NodeReader:
             else:
                 nodes.set(group, first)
         return NodeStart(position, nodes, frozenset(committed))
+
+
+async def _read(conn: Any, arms: list[Arm], limit: int) -> tuple[list[Any], bool, set[Any]]:
+    """The rows to settle, whether the read was full, and the tenants with rows a shard
+    move brought along still to deliver."""
+    sql, args = _read_query(arms, limit)
+    rows = await conn.fetch(sql, *args)
+    if len(rows) < limit:  # every row past the positions: all there is to know
+        return rows, False, _brought_along(rows)
+    # A full read may have left out rows a shard move brought along: asked for.
+    brought = await _brought_past(conn, arms)
+    if not brought:
+        return rows, True, brought
+    # Catching up after a shard move: each origin read on its own (the same snapshots),
+    # so that one origin's backlog neither fills the read nor hides the rows a move
+    # brought along to another origin's shards.
+    rows, full = [], False
+    for arm in arms:
+        sql, args = _read_query([arm], limit)
+        part = await conn.fetch(sql, *args)
+        rows, full = rows + part, full or len(part) == limit
+    return rows, full, brought
 
 
 def _brought_along(rows: list[Any]) -> set[Any]:
