@@ -267,3 +267,30 @@ async def test_a_long_migration_logs_its_progress(
     assert progress[:3] == [
         f"{source / '000001_add_p.up.sql'}: {n} of 300 statements in 0 s" for n in (100, 200, 300)
     ]
+
+
+async def test_a_start_compares_each_version_with_its_latest_up_alone(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
+    """The history a start-up reads holds downs, forces and other sets' rows beside the
+    ups: the file is compared with the latest 'up' of its version in its own set only."""
+    from silentpulse_db.migrate import down, force
+
+    dsn = silentpulse_database
+    first = write_migrations(tmp_path / "first", simple_set(2))
+    await run_migrations(dsn, source=first)
+    await down(dsn, 1, source=first)
+    # Version 2 again with another text: its newest 'up' has the new checksum.
+    changed = {**simple_set(2), 2: ("add_t2", "CREATE TABLE t2 (id bigint);\n", "DROP TABLE t2;\n")}
+    second = write_migrations(tmp_path / "second", changed)
+    await run_migrations(dsn, source=second)
+    await force(dsn, 2, source=second)  # a 'force' row, newer than every 'up'
+    # Another set on the same history, its version 2 with the first text's checksum.
+    other = write_migrations(tmp_path / "other", simple_set(2, prefix="o"))
+    await run_migrations(dsn, source=other, table="other_migrations", partitions_ahead=None)
+
+    result = await run_migrations(dsn, source=second, strict=True)
+    assert (result.version_after, result.applied, result.warnings) == (2, (), ())
+    with pytest.raises(ChecksumMismatchError) as failure:
+        await run_migrations(dsn, source=first, strict=True)  # the text before: changed
+    assert "000002_add_t2.up.sql" in str(failure.value)

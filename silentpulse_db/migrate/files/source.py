@@ -145,10 +145,12 @@ class MigrationSource:
         return self.migrations[-1].version if self.migrations else None
 
     def get(self, version: int) -> Migration | None:
-        for migration in self.migrations:
-            if migration.version == version:
-                return migration
-        return None
+        return self._by_version.get(version)
+
+    @functools.cached_property
+    def _by_version(self) -> dict[int, Migration]:
+        # A start-up compares every applied version with its file: one lookup each.
+        return {migration.version: migration for migration in self.migrations}
 
     def previous_version(self, version: int) -> int | None:
         """The version below ``version`` in this set, or None (no version) below the first."""
