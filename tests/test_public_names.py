@@ -50,3 +50,12 @@ def test_no_verb_shares_its_name_with_a_module_of_migrate() -> None:
     assert not modules & set(migrate.__all__), modules & set(migrate.__all__)
     importlib.import_module("silentpulse_db.migrate.schema_diff.compare")
     assert inspect.iscoroutinefunction(migrate.drift)
+
+
+@pytest.mark.parametrize("name", ["StatusReport", "StatusRow"])
+def test_status_records_still_come_from_their_old_room(name: str) -> None:
+    from silentpulse_db.results import migrations, status
+
+    with pytest.warns(DeprecationWarning, match=rf"use silentpulse_db\.results\.status\.{name} "):
+        old = getattr(migrations, name)
+    assert old is getattr(status, name) is getattr(silentpulse_db, name)

@@ -30,12 +30,7 @@ from ..errors import (
 )
 from ..postgres.dsn import redact, validate_dsn
 from ..postgres.translate import typed_errors
-from ..results.migrations import (
-    MigrationResult,
-    PrerequisitesResult,
-    StatusReport,
-    VersionState,
-)
+from ..results.migrations import MigrationResult, PrerequisitesResult, VersionState
 from ..settings import (
     CONNECTING,
     DEFAULT_CONNECT,
@@ -48,7 +43,6 @@ from ..settings import (
     settings,
 )
 from .files.source import MigrationSource, SourceLike, load_source
-from .migration_lock import lock_holders
 from .plan import (
     CLI,
     NIL_VERSION,
@@ -58,11 +52,8 @@ from .plan import (
     Request,
     Up,
     dirty_message,
-    require_same_set,
-    status_rows,
     version_label,
 )
-from .prerequisites import OPTIONAL_EXTENSIONS, extensions_in, run_prerequisites
 from .runbook import run_request
 from .session import locked_session, open_session, read_only_state
 from .version_table import (
@@ -77,6 +68,7 @@ from .version_table import (
 if TYPE_CHECKING:
     from ..results.placement import DistributionReport
     from ..results.proofs import CheckReport, DriftReport
+    from ..results.status import StatusReport
 
 logger = logging.getLogger("silentpulse_db.migrate")
 
@@ -297,38 +289,15 @@ async def status(
     """
     connect = settings("status", deprecated, CONNECTING, connect=connect).connect
     dsn, table = resolve_table(dsn, table)
+    # Loaded when asked: status's records are no start-up's (~2 ms of `up`).
+    from .status_report import read_status
+
     with typed_errors(dsn, "read the migration status"):
         migrations = load_source(source) if files else None
         async with open_session(
             dsn, attempts=connect.attempts, wait=connect.wait, table=table
         ) as session:
-            conn = session.conn
-            running = tuple(await lock_holders(conn, session.keys))
-            if migrations is None:
-                current = (await read_only_state(session))[0]
-                return StatusReport(
-                    current=current, rows=(), running=running, versioned=session.versioned
-                )
-            # The audits load only for the full status: spares `version` ~9 ms.
-            from ..postgres.indexes import invalid_indexes
-            from ..schema.partitions import partition_coverage
-            from ..schema.tenancy import rls_gaps
-
-            state, history = await read_only_state(session)
-            # Another set's files read against this table would show nonsense rows.
-            require_same_set(migrations, history, session.table.name)
-            coverage = tuple(await partition_coverage(conn))
-            gaps = tuple(await rls_gaps(conn))
-            invalid = tuple(await invalid_indexes(conn))
-        return StatusReport(
-            current=state,
-            rows=status_rows(migrations, state, history),
-            partitions=coverage,
-            unguarded=gaps,
-            running=running,
-            versioned=session.versioned,
-            invalid_indexes=invalid,
-        )
+            return await read_status(session, migrations)
 
 
 async def apply_prerequisites(
@@ -357,13 +326,15 @@ async def apply_prerequisites(
         migration_lock_timeout=migration_lock_timeout,
     )
     dsn = _core_set(dsn, "prerequisites")
+    # Loaded when asked, as by a run with work: spares a no-op start-up ~2 ms.
+    from .prerequisites import create_extensions
+
     with typed_errors(dsn, "run prerequisites.sql"):
         migrations = load_source(source)
         if migrations.prerequisites is None:
             raise MigrationSourceError(
                 f"{migrations.description} has no prerequisites.sql", file=migrations.description
             )
-        notices: list[str] = []
         async with locked_session(
             dsn,
             attempts=given.connect.attempts,
@@ -371,30 +342,14 @@ async def apply_prerequisites(
             lock_timeout=given.migration_lock_timeout,
             ensure=False,
         ) as session:
-            conn = session.conn
-            conn.add_log_listener(lambda _c, msg: notices.append(str(getattr(msg, "message", msg))))
-            notices += await run_prerequisites(
-                conn, migrations, migrations.prerequisites, then="Then run prerequisites again."
-            )
-            installed = await conn.fetch("SELECT extname FROM pg_extension ORDER BY extname")
-            missing = await conn.fetch(
-                "SELECT n FROM unnest($1::text[]) n "
-                "WHERE n NOT IN (SELECT name FROM pg_available_extensions) ORDER BY n",
-                list(OPTIONAL_EXTENSIONS),
-            )
-        result = PrerequisitesResult(
-            installed=tuple(r["extname"] for r in installed),
-            unavailable_optional=tuple(r["n"] for r in missing),
-            notices=tuple(notices),
-        )
-        for name in result.unavailable_optional:
-            logger.info("optional extension %r is not available on this server; skipped", name)
-        return result
+            return await create_extensions(session.conn, migrations, migrations.prerequisites)
 
 
 def _baseline_refusal(migrations: MigrationSource, differences: list[str]) -> str:
     """Why baseline refuses. Extensions prerequisites.sql creates are not 000001's to
     answer for: a database that lacks them is told to run `prerequisites` first."""
+    from .prerequisites import extensions_in  # as in apply_prerequisites
+
     wanted = extensions_in(migrations.prerequisites) if migrations.prerequisites else []
     missing = [
         name

@@ -5,8 +5,8 @@ checksums), the migration files (:class:`MigrationSource`) and a request
 (:class:`Up`, :class:`Down`, :class:`Goto`, :class:`Force`), :func:`make_plan`
 returns the :class:`Plan` to apply, or raises the typed error that says why
 not: a dirty database, a database ahead of the files, a version without a
-file, a changed checksum (strict). :func:`status_rows` is the same reading
-turned into the table ``status`` prints.
+file, a changed checksum (strict). The same reading turned into the table
+``status`` prints is status_report.py's.
 
 Nothing here touches a database: the rules are unit-tested in milliseconds.
 """
@@ -14,9 +14,8 @@ Nothing here touches a database: the rules are unit-tested in milliseconds.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 from ..errors import (
     ChecksumMismatchError,
@@ -27,17 +26,17 @@ from ..errors import (
     MissingMigrationFileError,
     VersionNotFoundError,
 )
-from ..results.migrations import StatusRow, VersionState
+from ..results.migrations import VersionState
 from .files.source import Direction, Migration, MigrationFile, MigrationSource
 
 CLI = "silentpulse-db"
 NIL_VERSION = -1  # golang-migrate's NilVersion: "no version", written only as (-1, dirty)
 
 
-# The plan's records are NamedTuples rather than frozen dataclasses: every start-up
-# creates their classes at import, ~0.07 ms each against ~0.4 ms for a frozen
-# dataclass (bench/bench_startup_tricks.py): ~4 ms over the dozen records of `up`.
-# The four requests are plain dataclasses: slotted classes saved them < 1 ms in all.
+# The plan's records and the requests are NamedTuples rather than dataclasses: every
+# start-up creates their classes at import, ~0.1 ms each against ~1 ms for a frozen
+# dataclass and ~0.4 ms for a plain one (bench/bench_startup_tricks.py): ~5 ms over
+# the sixteen records of `up`. A request is told apart by its class, never by ==.
 
 
 class HistoryEntry(NamedTuple):
@@ -56,35 +55,31 @@ class HistoryEntry(NamedTuple):
 # --- requests -------------------------------------------------------------------
 
 
-@dataclass
-class Up:
-    """Apply pending migrations: all, the next ``count``, or up to ``target``.
+class Up(NamedTuple):
+    """Apply pending migrations: all, the next ``limit``, or up to ``target``.
 
     ``allow_ahead``: a database newer than every file (an older replica in a
     rolling deploy) is a warning and nothing to do, instead of an error.
     """
 
-    count: int | None = None
+    limit: int | None = None  # ``count`` in the verbs (a tuple's count is a method)
     target: int | None = None
     allow_ahead: bool = False
 
 
-@dataclass
-class Down:
-    """Revert the last ``count`` applied migrations, or all of them (None)."""
+class Down(NamedTuple):
+    """Revert the last ``limit`` applied migrations, or all of them (None)."""
 
-    count: int | None
+    limit: int | None
 
 
-@dataclass
-class Goto:
+class Goto(NamedTuple):
     """Migrate up or down to ``version`` (which must have a file)."""
 
     version: int
 
 
-@dataclass
-class Force:
+class Force(NamedTuple):
     """Record ``version`` as clean without running anything (-1: no version).
 
     A version no file has is refused unless ``allow_missing_file``: recording
@@ -231,7 +226,7 @@ def _make_plan(
             dirty_message(source, state, unfinished),
             version=NIL_VERSION if state.version is None else state.version,
         )
-    if _ahead_of_files(source, state):
+    if ahead_of_files(source, state):
         error = ahead_error(source, state)
         if isinstance(request, Up) and request.allow_ahead and _past_latest_file(source, state):
             breaking = _breaking_beyond(source, state, history or {})
@@ -253,18 +248,18 @@ def _make_plan(
         if warnings and strict:
             raise ChecksumMismatchError("; ".join(warnings))
         steps = _pending(source, state, target=request.target)
-        return Plan(state, steps=_first(steps, request.count), warnings=tuple(warnings))
+        return Plan(state, steps=_first(steps, request.limit), warnings=tuple(warnings))
     if isinstance(request, Down):
         applied = _applied(source, state)
-        if request.count is not None and request.count > len(applied):
+        if request.limit is not None and request.limit > len(applied):
             if not applied:
-                raise ConfigurationError(f"down {request.count}: nothing is applied to revert")
+                raise ConfigurationError(f"down {request.limit}: nothing is applied to revert")
             applied_now = _count(len(applied), "migration is", "migrations are")
             raise ConfigurationError(
-                f"down {request.count}: only {applied_now} applied; "
+                f"down {request.limit}: only {applied_now} applied; "
                 f"use --all (count='all') to revert every one"
             )
-        return Plan(state, steps=_first(applied, request.count))
+        return Plan(state, steps=_first(applied, request.limit))
     current = NIL_VERSION if state.version is None else state.version
     if request.version >= current:
         return Plan(state, steps=_pending(source, state, target=request.version))
@@ -296,13 +291,13 @@ def _rerun(
             return None
         steps = (first, *_pending(source, VersionState(at, False), target=target))
         if isinstance(request, Up):
-            steps = _first(steps, request.count)
+            steps = _first(steps, request.limit)
     elif isinstance(request, (Down, Goto)) and unfinished.reruns_down:
         first = Step(migration, "down", below)
         target = request.version if isinstance(request, Goto) else None
         steps = (first, *_applied(source, VersionState(below, False), target=target))
         if isinstance(request, Down):
-            steps = _first(steps, request.count)
+            steps = _first(steps, request.limit)
     else:
         return None
     what = unfinished.seen or "a migration stopped partway"
@@ -346,7 +341,7 @@ def is_settled(source: MigrationSource, state: VersionState, *, target: int | No
     """
     if state.dirty or _pending(source, state, target=target):
         return False
-    return not _ahead_of_files(source, state) or _past_latest_file(source, state)
+    return not ahead_of_files(source, state) or _past_latest_file(source, state)
 
 
 # --- the rules ---------------------------------------------------------------------
@@ -384,7 +379,7 @@ def _first(steps: tuple[Step, ...], count: int | None) -> tuple[Step, ...]:
     return steps if count is None else steps[:count]
 
 
-def _ahead_of_files(source: MigrationSource, state: VersionState) -> bool:
+def ahead_of_files(source: MigrationSource, state: VersionState) -> bool:
     return state.version is not None and source.get(state.version) is None
 
 
@@ -503,71 +498,6 @@ def checksum_problems(
     return problems
 
 
-def status_rows(
-    source: MigrationSource, state: VersionState, history: Mapping[int, HistoryEntry]
-) -> tuple[StatusRow, ...]:
-    """One row a version: applied, pending or dirty; when, how long, checksum state."""
-
-    current = NIL_VERSION if state.version is None else state.version
-    rows: list[StatusRow] = []
-    for migration in source.migrations:
-        applied = migration.version <= current
-        entry = history.get(migration.version) if applied else None
-        checksum: Literal["ok", "changed", "unknown", "-"]
-        if not applied:
-            checksum = "-"
-        elif entry is None or entry.checksum is None or migration.up is None:
-            checksum = "unknown"
-        else:
-            checksum = "ok" if entry.checksum == migration.up.checksum else "changed"
-        word: Literal["applied", "pending", "dirty"]
-        if state.dirty and migration.version == current:
-            word = "dirty"
-        else:
-            word = "applied" if applied else "pending"
-        rows.append(
-            StatusRow(
-                version=migration.version,
-                name=migration.name,
-                state=word,
-                applied_at=entry.applied_at if entry else None,
-                duration=entry.duration if entry else None,
-                checksum=checksum,
-                breaking=migration.up is not None and migration.up.directives.breaking,
-                notes=file_notes(migration),
-            )
-        )
-    if _ahead_of_files(source, state):
-        for version, entry in sorted(history.items()):
-            if version > (source.latest or NIL_VERSION) and version <= current:
-                rows.append(
-                    StatusRow(
-                        version=version,
-                        name=entry.name,
-                        state="applied (no file)",
-                        applied_at=entry.applied_at,
-                        duration=entry.duration,
-                        breaking=entry.breaking,
-                    )
-                )
-        if not any(r.version == current for r in rows):
-            rows.append(StatusRow(version=current, name="?", state="applied (no file)"))
-        rows.sort(key=lambda r: r.version)
-    return tuple(rows)
-
-
-def file_notes(migration: Migration) -> tuple[str, ...]:
-    """What `status` says of a version's files: one missing, or holding no statement."""
-    notes = []
-    for direction in ("up", "down"):
-        file = migration.file(direction)
-        if file is None:
-            notes.append(f"no {direction} file")
-        elif file.empty:
-            notes.append(f"empty {direction}")
-    return tuple(notes)
-
-
 def missing_file(
     source: MigrationSource, plan: Plan, step: Step, request: Request
 ) -> MissingMigrationFileError:
@@ -606,9 +536,9 @@ def _doing(request: Request) -> str:
     if isinstance(request, Up):
         if request.target is not None:
             return f"up to version {request.target}"
-        return "up" if request.count is None else f"up {request.count}"
+        return "up" if request.limit is None else f"up {request.limit}"
     if isinstance(request, Down):
-        return "down --all" if request.count is None else f"down {request.count}"
+        return "down --all" if request.limit is None else f"down {request.limit}"
     if isinstance(request, Goto):
         return f"goto {request.version}"
     return "force"

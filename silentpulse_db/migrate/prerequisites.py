@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 from ..errors import AdministratorRequiredError
 from ..postgres.databases import quote_ident
 from ..postgres.roles import extensions_out_of_reach, trusted_extensions
+from ..results.migrations import PrerequisitesResult
 from .files.source import MigrationFile, MigrationSource
 
 logger = logging.getLogger("silentpulse_db.migrate")
@@ -197,3 +198,29 @@ async def _extensions_refused(
         object=f"database {row['db']}",
         statements=statements,
     )
+
+
+async def create_extensions(
+    conn: Any, source: MigrationSource, prerequisites: MigrationFile
+) -> PrerequisitesResult:
+    """apply_prerequisites on ``conn`` (holding the migration lock): run the file, then
+    say what is installed and which optional extensions the server does not have."""
+    notices: list[str] = []
+    conn.add_log_listener(lambda _c, msg: notices.append(str(getattr(msg, "message", msg))))
+    notices += await run_prerequisites(
+        conn, source, prerequisites, then="Then run prerequisites again."
+    )
+    installed = await conn.fetch("SELECT extname FROM pg_extension ORDER BY extname")
+    missing = await conn.fetch(
+        "SELECT n FROM unnest($1::text[]) n "
+        "WHERE n NOT IN (SELECT name FROM pg_available_extensions) ORDER BY n",
+        list(OPTIONAL_EXTENSIONS),
+    )
+    result = PrerequisitesResult(
+        installed=tuple(r["extname"] for r in installed),
+        unavailable_optional=tuple(r["n"] for r in missing),
+        notices=tuple(notices),
+    )
+    for name in result.unavailable_optional:
+        logger.info("optional extension %r is not available on this server; skipped", name)
+    return result

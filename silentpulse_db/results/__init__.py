@@ -1,7 +1,8 @@
 """What the public functions return, by who returns them. Durations are seconds (float).
 
 - :mod:`.migrations`: the migration verbs (run_migrations, up, down, goto, force,
-  baseline, version, status, apply_prerequisites);
+  baseline, version, apply_prerequisites);
+- :mod:`.status`: what status reports;
 - :mod:`.proofs`: check and drift;
 - :mod:`.schema_jobs`: the partition and retention jobs;
 - :mod:`.placement`: distribute, where each table's rows live on a Citus cluster.
@@ -22,8 +23,6 @@ if TYPE_CHECKING:
         AppliedMigration,
         MigrationResult,
         PrerequisitesResult,
-        StatusReport,
-        StatusRow,
         VersionState,
     )
     from .placement import (
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
         RetentionAction,
         RetentionReport,
     )
+    from .status import StatusReport, StatusRow
 
 # Each public name, and the room it lives in (silentpulse_db's face reuses it).
 HOMES = {
@@ -48,12 +48,11 @@ HOMES = {
             "AppliedMigration",
             "MigrationResult",
             "PrerequisitesResult",
-            "StatusReport",
-            "StatusRow",
             "VersionState",
         ),
         ".migrations",
     ),
+    **dict.fromkeys(("StatusReport", "StatusRow"), ".status"),
     **dict.fromkeys(("CheckReport", "DriftDifference", "DriftExcuse", "DriftReport"), ".proofs"),
     **dict.fromkeys(
         (

@@ -1,17 +1,14 @@
 """What the migration verbs return: run_migrations, up, down, goto, force, baseline
-(MigrationResult), version (VersionState), status (StatusReport, StatusRow) and
-apply_prerequisites (PrerequisitesResult). Durations are seconds (float)."""
+(MigrationResult), version (VersionState) and apply_prerequisites
+(PrerequisitesResult). Durations are seconds (float). What `status` reports is in
+:mod:`.status`."""
 
 from __future__ import annotations
 
+import importlib
+import warnings
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Literal
-
-from ..errors import LockHolder
-
-if TYPE_CHECKING:
-    from .schema_jobs import PartitionCoverage
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -52,43 +49,25 @@ class MigrationResult:
 
 
 @dataclass(frozen=True)
-class StatusReport:
-    """What `status` shows: the current version, one row a migration file, the
-    partitioned tables' coverage, and relations with tenant rows that row-level
-    security does not guard (should be none)."""
-
-    current: VersionState
-    rows: tuple[StatusRow, ...]
-    partitions: tuple[PartitionCoverage, ...] = ()
-    unguarded: tuple[str, ...] = ()
-    # Whoever holds the migration lock right now (a migration is running), each once.
-    running: tuple[LockHolder, ...] = ()
-    # False: the database has no version table (nothing was ever migrated here).
-    versioned: bool = True
-    # INVALID indexes (failed concurrent builds), each with what to do.
-    invalid_indexes: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class StatusRow:
-    """One version in `status`: applied or pending, when, how long, checksum state."""
-
-    version: int
-    name: str
-    state: Literal["applied", "pending", "dirty", "applied (no file)"]
-    applied_at: datetime | None = None
-    duration: float | None = None  # seconds
-    checksum: Literal["ok", "changed", "unknown", "-"] = "-"
-    breaking: bool = False  # its up file says `-- silentpulse: breaking`
-    # What its files are: "no down file", "no up file", "empty up", "empty down" (a file
-    # of comments only runs nothing, as in golang-migrate).
-    notes: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class PrerequisitesResult:
     """What prerequisites.sql did: notices from the server and unavailable optional extensions."""
 
     installed: tuple[str, ...]
     unavailable_optional: tuple[str, ...]
     notices: tuple[str, ...]
+
+
+# Moved to results/status.py; the old path works until 0.3.0 (settings.REMOVED_IN).
+_MOVED = ("StatusReport", "StatusRow")
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(
+        f"silentpulse_db.results.migrations.{name} is deprecated and goes in 0.3.0: use "
+        f"silentpulse_db.results.status.{name} (or silentpulse_db.{name})",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(importlib.import_module(".status", __package__), name)

@@ -26,8 +26,8 @@ from silentpulse_db.migrate.plan import (
     Up,
     is_settled,
     make_plan,
-    status_rows,
 )
+from silentpulse_db.migrate.status_report import status_rows
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
@@ -89,10 +89,10 @@ def test_up_from_nothing_runs_every_file_in_order() -> None:
 @pytest.mark.parametrize(
     ("request_", "expected"),
     [
-        (Up(count=1), [(2, "up", 2)]),
+        (Up(limit=1), [(2, "up", 2)]),
         (Up(target=2), [(2, "up", 2)]),
         (Up(target=4), [(2, "up", 2)]),
-        (Up(count=5), [(2, "up", 2), (5, "up", 5)]),
+        (Up(limit=5), [(2, "up", 2), (5, "up", 5)]),
     ],
 )
 def test_up_count_and_target(request_: Up, expected: list[tuple[int, str, int | None]]) -> None:
@@ -216,7 +216,7 @@ def test_an_unfinished_build_runs_again_whichever_way_the_request_goes() -> None
         (2, "up", 2),
         (3, "up", 3),
     ]
-    assert steps(make_plan(THREE, dirty, Up(count=1), unfinished=build)) == [(2, "up", 2)]
+    assert steps(make_plan(THREE, dirty, Up(limit=1), unfinished=build)) == [(2, "up", 2)]
     assert steps(make_plan(THREE, dirty, Goto(3), unfinished=build)) == [
         (2, "up", 2),
         (3, "up", 3),

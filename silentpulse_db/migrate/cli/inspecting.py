@@ -7,7 +7,7 @@ import sys
 from typing import TextIO
 
 from ... import console
-from ...results.migrations import StatusReport
+from ...results.status import StatusReport
 from ..commands import status
 from .keywords import connect, connection
 
