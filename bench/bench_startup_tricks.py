@@ -159,8 +159,20 @@ def main() -> None:
         ("tenacity (connect's retry: a plain loop)", "`postgres/connect.py`", CLI_UP, "tenacity"),
         ("the dry run", "`cli/planning.py`", CLI_UP, "silentpulse_db.migrate.dryrun.preview"),
         (
-            "status's audits",
+            "status's records and its reading",
             "`commands.py` (status)",
+            CLI_UP,
+            "silentpulse_db.migrate.status_report",
+        ),
+        (
+            "prerequisites (and the role and database helpers)",
+            "`runbook.py`, `commands.py`",
+            CLI_UP,
+            "silentpulse_db.migrate.prerequisites",
+        ),
+        (
+            "status's audits",
+            "`status_report.py`",
             CLI_UP,
             "silentpulse_db.postgres.indexes, silentpulse_db.schema.partitions, "
             "silentpulse_db.schema.tenancy",

@@ -1,5 +1,5 @@
 """What `status` reports (StatusReport, one StatusRow a version): loaded by status and
-version alone, so that a start-up does not create these records (~2 ms,
+version alone, so that a start-up does not create these records (~4 ms with the reading,
 bench/bench_startup_tricks.py). Durations are seconds (float)."""
 
 from __future__ import annotations
