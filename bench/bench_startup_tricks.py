@@ -162,7 +162,7 @@ def main() -> None:
             "status's records and its reading",
             "`commands.py` (status)",
             CLI_UP,
-            "silentpulse_db.migrate.status_report",
+            "silentpulse_db.migrate.status_reading",
         ),
         (
             "prerequisites (and the role and database helpers)",
@@ -172,7 +172,7 @@ def main() -> None:
         ),
         (
             "status's audits",
-            "`status_report.py`",
+            "`status_reading.py`",
             CLI_UP,
             "silentpulse_db.postgres.indexes, silentpulse_db.schema.partitions, "
             "silentpulse_db.schema.tenancy",

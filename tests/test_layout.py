@@ -35,7 +35,10 @@ def test_the_cli_starts_without_what_up_does_not_need() -> None:
         "            'silentpulse_db.schema.jobs', 'silentpulse_db.migrate.run.applier',\n"
         "            'silentpulse_db.credentials', 'silentpulse_db.crypto',\n"
         "            'silentpulse_db.migrate.dryrun.preview', 'silentpulse_db.migrate.proofs',\n"
-        "            'silentpulse_db.migrate.files.scaffold'}\n"
+        "            'silentpulse_db.migrate.files.scaffold', 'silentpulse_db.results.status',\n"
+        "            'silentpulse_db.migrate.status_reading', 'silentpulse_db.migrate.prerequisites',\n"
+        "            'silentpulse_db.postgres.roles', 'silentpulse_db.postgres.databases',\n"
+        "            'silentpulse_db.migrate.files.statements'}\n"
         "loaded = unneeded & set(sys.modules)\n"
         "assert not loaded, loaded"
     )

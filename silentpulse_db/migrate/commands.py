@@ -290,7 +290,7 @@ async def status(
     connect = settings("status", deprecated, CONNECTING, connect=connect).connect
     dsn, table = resolve_table(dsn, table)
     # Loaded when asked: status's records are no start-up's (~4 ms, bench_startup_tricks).
-    from .status_report import read_status
+    from .status_reading import read_status
 
     with typed_errors(dsn, "read the migration status"):
         migrations = load_source(source) if files else None
@@ -348,7 +348,7 @@ async def apply_prerequisites(
 def _baseline_refusal(migrations: MigrationSource, differences: list[str]) -> str:
     """Why baseline refuses. Extensions prerequisites.sql creates are not 000001's to
     answer for: a database that lacks them is told to run `prerequisites` first."""
-    from .prerequisites import extensions_in  # as in apply_prerequisites
+    from .prerequisites import extensions_in  # imported when asked, as apply_prerequisites does
 
     wanted = extensions_in(migrations.prerequisites) if migrations.prerequisites else []
     missing = [

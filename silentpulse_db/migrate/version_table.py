@@ -364,7 +364,7 @@ def _state_sql(table: VersionTable, current: bool) -> str:
     """The version row and every history row of ``table``'s set, in one round trip; the
     'up'/'baseline' rows, and the latest per version, are picked in Python: a cold
     backend plans a sort, or a filter on ``direction``, in about as long as it reads
-    the rows (the direction filter cost a no-op start-up ~0.3 ms, bench_noop.py)."""
+    the rows (the probe's fetch on a fresh backend: 4.03 ms with it, 3.70 without)."""
     return f"""
     SELECT s.version AS current_version, s.dirty AS current_dirty, h.*
     FROM (SELECT 1) AS one

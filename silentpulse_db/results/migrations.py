@@ -57,7 +57,10 @@ class PrerequisitesResult:
     notices: tuple[str, ...]
 
 
-# Moved to results/status.py; the old path works until 0.3.0 (settings.REMOVED_IN).
+# Moved to results/status.py; the old path works until 0.3.0 (settings.REMOVED_IN), at
+# run time only: importing them here for type checkers would make results/status.py,
+# which imports VersionState from this module, a cycle. The documented homes (the
+# package face, silentpulse_db.results) are typed and unchanged.
 _MOVED = ("StatusReport", "StatusRow")
 
 

@@ -27,7 +27,7 @@ from silentpulse_db.migrate.plan import (
     is_settled,
     make_plan,
 )
-from silentpulse_db.migrate.status_report import status_rows
+from silentpulse_db.migrate.status_reading import status_rows
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 

@@ -1,8 +1,9 @@
-"""`status`: the version, one row a migration file, and the audits (partitions, row-level
-security, INVALID indexes), read without the lock and changing nothing.
+"""`status`'s reading: the version, one row a migration file, and the audits (partitions,
+row-level security, INVALID indexes), without the lock and changing nothing. The records
+it returns (StatusReport, StatusRow) are results/status.py's.
 
-Loaded by the status and version verbs alone (commands.status): a start-up creates none
-of these records.
+Imported by commands.status alone (the CLI's `version` calls it too, with files=False),
+so that a start-up loads neither this nor those records.
 """
 
 from __future__ import annotations
