@@ -361,23 +361,22 @@ def _history(table: VersionTable, current: bool) -> str:
 
 @functools.cache
 def _state_sql(table: VersionTable, current: bool) -> str:
-    """The version row and every history row of ``table``'s set, in one round trip; the
-    'up'/'baseline' rows, and the latest per version, are picked in Python: a cold
-    backend plans a sort, or a filter on ``direction``, in about as long as it reads
-    the rows (the probe's fetch on a fresh backend: 4.03 ms with it, 3.70 without)."""
+    """The version row and every 'up'/'baseline' history row of ``table``'s set, in one
+    round trip; the latest per version is picked in Python (no sort on the server: a cold
+    backend plans and runs this in about half the time). The directions are two
+    equalities, not an IN list: a fresh backend analyses the list's array and operator
+    in ~0.35 ms, about as long as it takes to read the rows, where the equalities reuse
+    the text = of the set's filter (log_parser_stats and log_planner_stats, 60 fresh
+    sessions: 1.90 ms against 1.53 ms of server time for the history's query)."""
     return f"""
     SELECT s.version AS current_version, s.dirty AS current_dirty, h.*
     FROM (SELECT 1) AS one
     LEFT JOIN (SELECT version, dirty FROM {table.qualified()} LIMIT 1) AS s ON true
     LEFT JOIN (
         SELECT {_READ_COLUMNS}, breaking FROM {_history(table, current)}
-        WHERE migrations_table = '{table.name}'
+        WHERE migrations_table = '{table.name}' AND (direction = 'up' OR direction = 'baseline')
     ) AS h ON true
 """
-
-
-# The history rows that say a version's files were applied.
-_APPLIED = ("up", "baseline")
 
 
 def _state_from(rows: Any) -> State:
@@ -389,10 +388,8 @@ def _state_from(rows: Any) -> State:
         state = VersionState(None if version == NIL_VERSION else version, dirty)
     newest: dict[int, Any] = {}
     for row in rows:
-        if row["direction"] not in _APPLIED:
-            continue  # a down or a force (or no history row: the LEFT JOIN's NULLs)
         seen = newest.get(row["version"])
-        if seen is None or row["id"] > seen["id"]:
+        if row["version"] is not None and (seen is None or row["id"] > seen["id"]):
             newest[row["version"]] = row
     return State(state, {number: _entry(row) for number, row in sorted(newest.items())})
 
