@@ -149,8 +149,10 @@ class MigrationSource:
 
     @functools.cached_property
     def _by_version(self) -> dict[int, Migration]:
-        # A start-up compares every applied version with its file: one lookup each.
-        return {migration.version: migration for migration in self.migrations}
+        # A start-up compares every applied version with its file: one lookup each. The
+        # first of a version wins, as the scan this replaced (only a set made by hand
+        # can hold one twice: load_source refuses it).
+        return {migration.version: migration for migration in reversed(self.migrations)}
 
     def previous_version(self, version: int) -> int | None:
         """The version below ``version`` in this set, or None (no version) below the first."""
