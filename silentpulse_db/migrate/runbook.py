@@ -292,11 +292,13 @@ async def before_the_steps(
 ) -> None:
     """What a plan with steps checks and keeps first: the extensions its up files need,
     and a service set's up files, stored for drift before they run (stored_files.py)."""
-    # Loaded when there is work, as the runner is: ~5 ms of a start (bench_startup_tricks).
-    from .prerequisites import check_extensions
-
     ups = [step.file for step in plan.steps if step.direction == "up"]
-    await check_extensions(conn, migrations, ups)
+    if migrations.prerequisites or any(file.directives.extensions for file in ups):
+        # Loaded when there are extensions to check (a service set seldom has any):
+        # ~5 ms of a start (bench_startup_tricks).
+        from .prerequisites import check_extensions
+
+        await check_extensions(conn, migrations, ups)
     if session.table.name == VERSION_TABLE:
         return  # the packaged set's files are in the package drift runs from
     from .stored_files import store_files  # a service set's, when there is work
