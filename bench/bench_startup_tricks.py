@@ -198,7 +198,7 @@ def main() -> None:
             "silentpulse_db.migrate.cli, silentpulse_db.migrate.cli.creating",
             "silentpulse_db.migrate.commands",
         ),
-        ("zlib, not binascii, for crc32 (went)", "`migration_lock/keys.py`", "asyncpg", "zlib"),
+        ("zlib, not binascii, for crc32 (went)", "`session.py`", "asyncpg", "zlib"),
         ("shutil (argparse's default width)", "`console.py`", CLI_UP, "shutil"),
     ]
     rows = []

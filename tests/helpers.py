@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit
 
 import asyncpg
 
-from silentpulse_db.migrate.migration_lock import LockKeys, lock_keys_for
+from silentpulse_db.migrate.session import LockKeys, lock_keys_for
 
 # The shard count of what the Citus tests distribute, but for the test of Citus's default
 # (32): two a worker. What they prove holds for any count, and each shard is a table (each

@@ -14,11 +14,10 @@ Data flows one way: ``files/`` (the migrations, read and validated) ->
 ``plan.py`` (pure policy: what to run, or why not) -> ``run/`` (runs a plan on a
 locked connection) -> :mod:`silentpulse_db.results`. ``commands.py`` holds the
 public verbs, each a short wrapper, with the engine one call down in ``runbook.py``;
-``cli.py`` is a thin shell over them. Beside them: ``session.py`` (one connection:
-probe, state, lock), ``version_table.py`` (golang-migrate's table and our history),
-``migration_lock.py`` (golang-migrate's advisory lock), ``dryrun/`` (the dry run and
-each statement's lock level) and ``proofs/`` (``check``'s and ``baseline``'s proofs
-on a scratch database).
+``cli/`` is a thin shell over them. Beside them: ``session.py`` (one connection:
+probe, state, golang-migrate's advisory lock), ``version_table.py`` (golang-migrate's
+table and our history), ``dryrun/`` (the dry run) and ``proofs/`` (``check``'s and
+``baseline``'s proofs on a scratch database).
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ from ..postgres.translate import typed_errors
 from ..results.migrations import AppliedMigration, MigrationResult, VersionState
 from ..settings import DEFAULT_DDL, ConnectRetry, DDLLimits
 from .files.source import MigrationSource
-from .migration_lock import MigrationLock
 from .plan import (
     Force,
     Plan,
@@ -33,7 +32,7 @@ from .plan import (
     require_same_set,
     version_label,
 )
-from .session import Session, create_tables, open_session, read_only_state
+from .session import MigrationLock, Session, create_tables, open_session, read_only_state
 from .version_table import VERSION_TABLE, State, VersionStore, VersionTable
 
 if TYPE_CHECKING:

@@ -14,9 +14,8 @@ from typing import Literal
 from ..results.migrations import VersionState
 from ..results.status import StatusReport, StatusRow
 from .files.source import Migration, MigrationSource
-from .migration_lock import lock_holders
 from .plan import NIL_VERSION, HistoryEntry, ahead_of_files, require_same_set
-from .session import Session, read_only_state
+from .session import Session, lock_holders, read_only_state
 
 
 async def read_status(session: Session, migrations: MigrationSource | None) -> StatusReport:

@@ -567,7 +567,7 @@ class VersionStore:
     """A set's version table and the history beside it, on one connection: the part of
     golang-migrate's ``database.Driver`` that keeps the version (``Version``,
     ``SetVersion``, ``ensureVersionTable``). Its ``Lock``/``Unlock`` are
-    migration_lock.py, its ``Run`` is run/. All of this engine's SQL on the two tables
+    session.py's MigrationLock, its ``Run`` is run/. All of this engine's SQL on the two tables
     is in this module.
 
     - :meth:`ensure`: create both tables, or bring an older release's history to this

@@ -16,7 +16,7 @@ import pytest
 
 from silentpulse_db import LockTimeoutError, run_migrations
 from silentpulse_db.migrate import down, force, goto
-from silentpulse_db.migrate.migration_lock import golang_migrate_lock_key
+from silentpulse_db.migrate.session import golang_migrate_lock_key
 
 from helpers import execute, fetch, lock_keys, simple_set, version_rows, write_migrations
 

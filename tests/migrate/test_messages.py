@@ -38,7 +38,7 @@ ONE_TABLE = {1: ("t", "CREATE TABLE t (id int);\n", "DROP TABLE t;\n")}
 
 def _polls(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     """Set the waiters' fallback poll (120 s: only a NOTIFY or a try can wake them)."""
-    from silentpulse_db.migrate import migration_lock as waiting
+    from silentpulse_db.migrate import session as waiting
 
     monkeypatch.setattr(waiting, "LOCK_POLL_FIRST", seconds)
     monkeypatch.setattr(waiting, "LOCK_POLL_MAX", seconds)
@@ -307,7 +307,7 @@ async def test_a_waiter_that_gives_up_holding_the_first_key_tells_the_others(
     """An embedded golang-migrate runner holds only the second key: our waiter takes the
     first and waits for the second. When it stops waiting (nothing left to do), its
     release of the first key NOTIFYs, or replicas queued on that key sleep a poll."""
-    from silentpulse_db.migrate import migration_lock as waiting
+    from silentpulse_db.migrate import session as waiting
     from silentpulse_db.migrate.runbook import lock_unless_no_change
 
     _polls(monkeypatch, 0.05)

@@ -29,7 +29,7 @@ from silentpulse_db.migrate import (
     status,
     version,
 )
-from silentpulse_db.migrate.migration_lock import lock_keys_for
+from silentpulse_db.migrate.session import lock_keys_for
 from silentpulse_db.settings import ConnectRetry
 
 from helpers import cli as run_cli
