@@ -148,7 +148,12 @@ def main() -> None:
             CLI_UP,
             "silentpulse_db.results.proofs, silentpulse_db.results.schema_jobs",
         ),
-        ("the schema jobs", "`commands.py`, `runbook.py`", CLI_UP, "silentpulse_db.schema.jobs"),
+        (
+            "start-up's partition hook (the schema jobs went with it)",
+            "`commands.py`",
+            CLI_UP,
+            "silentpulse_db.schema.partitions",
+        ),
         (
             "the runner (tenacity, pglast)",
             "`runbook.py`",

@@ -13,6 +13,9 @@
   expired partitions; never a partition that still holds a not-closed alert.
 - :func:`partition_coverage`: what `status` shows: months covered ahead and
   rows left in each default partition.
+- :func:`partitions_at_startup`: run_migrations' hook after migrating
+  (:class:`PartitionsAtStartup`): the months ahead when the session's probe
+  (:func:`partitions_due`, name lookups only) finds one missing; never fatal.
 
 Each change runs in its own transaction under a short lock_timeout: a busy
 table makes it skip (and say so) rather than stall the application.
@@ -24,13 +27,18 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
 from ..defaults import PARTITION_LOCK_TIMEOUT, PARTITIONS_AHEAD, PARTITIONS_MAX_AHEAD
-from ..errors import ConfigurationError, PermissionDeniedError
-from ..postgres.translate import permission_denied
+from ..errors import (
+    ConfigurationError,
+    InvalidArgumentError,
+    PermissionDeniedError,
+    SilentPulseDBError,
+)
+from ..postgres.translate import permission_denied, translate
 from ..results.schema_jobs import PartitionChange, PartitionCoverage, PartitionReport
 from .tenancy import rls_filters, seeing_every_row
 
@@ -485,3 +493,78 @@ async def _owns(conn: Any, relations: list[str]) -> bool:
             relations,
         )
     )
+
+
+# --- at start-up: run_migrations' hook after migrating -------------------------------
+
+
+def partitions_due(ahead: int, now: datetime | None = None) -> str:
+    """A boolean SQL expression: is a partition of this month or of the furthest one
+    missing for a table the packaged schema partitions?
+
+    Name lookups only (syscache): a no-op start-up pays about 0.1 ms for it, where
+    reading pg_class or pg_inherits in a fresh backend cost 1-2 ms. Partitions
+    without row-level security are the daily job's and `status`'s to find.
+    """
+    current = month_of(now or datetime.now(timezone.utc))
+    months = (current, add_months(current, ahead))
+    checks = [
+        f"(to_regclass('{table}') IS NOT NULL AND ("
+        + " OR ".join(f"to_regclass('{table}_p{m:%Y_%m}') IS NULL" for m in months)
+        + "))"
+        for table in PARTITIONED
+    ]
+    return "(" + " OR ".join(checks) + ")"
+
+
+class PartitionsAtStartup(NamedTuple):
+    """What run_migrations does after migrating (the engine's AfterApply): this month's
+    partitions and ``ahead`` more, cheap when nothing is due, never fatal."""
+
+    ahead: int
+
+    @property
+    def probe(self) -> str:
+        return partitions_due(self.ahead)
+
+    async def __call__(self, conn: Any, dsn: str, *, due: bool | None) -> None:
+        """``due``: what the session's query found (None: ask now). A busy table, a
+        missing privilege or any other failure is a warning: the service starts, and
+        the daily job (or the next start) tries again."""
+        try:
+            if due is None:
+                due = await conn.fetchval(f"SELECT {self.probe}")
+            if due:
+                await ensure_partitions(conn, ahead=self.ahead)
+        except Exception as exc:
+            typed = exc if isinstance(exc, SilentPulseDBError) else None
+            typed = typed or translate(
+                exc, role=await _role(conn), doing="create partitions", dsn=dsn
+            )
+            if typed is None:
+                raise
+            logger.warning("partitions not maintained at start-up: %s", typed)
+
+
+def partitions_at_startup(ahead: int) -> PartitionsAtStartup:
+    """run_migrations' ``partitions_ahead``, checked before connecting: a number the job
+    would refuse (over PARTITIONS_MAX_AHEAD) or cannot make (past year 9999) would
+    otherwise be a warning at every start, with no month ever made."""
+    if (
+        isinstance(ahead, bool)
+        or not isinstance(ahead, int)
+        or not 0 <= ahead <= PARTITIONS_MAX_AHEAD
+    ):
+        raise InvalidArgumentError(
+            f"run_migrations(partitions_ahead={ahead!r}): a whole number of months from 0 "
+            f"to {PARTITIONS_MAX_AHEAD} (PARTITIONS_MAX_AHEAD), or None for no partition "
+            "work at start-up"
+        )
+    return PartitionsAtStartup(ahead)
+
+
+async def _role(conn: Any) -> str:
+    try:
+        return str(await conn.fetchval("SELECT current_user"))
+    except Exception:
+        return "<unknown>"

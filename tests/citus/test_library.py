@@ -31,8 +31,12 @@ from silentpulse_db import (
 from silentpulse_db import sqlalchemy as scoped
 from silentpulse_db.defaults import PARTITIONS_AHEAD
 from silentpulse_db.migrate import apply_prerequisites
-from silentpulse_db.schema.jobs import PartitionsAtStartup
-from silentpulse_db.schema.partitions import add_months, month_of, partition_name
+from silentpulse_db.schema.partitions import (
+    PartitionsAtStartup,
+    add_months,
+    month_of,
+    partition_name,
+)
 
 from helpers import CITUS_SHARDS, execute, fetch, fetchval, login_role
 
