@@ -60,8 +60,8 @@ def _seconds(owner: str, name: str, value: object, *, none: bool = False) -> Non
 
 class ConnectRetry(NamedTuple):
     """How a call waits for a database that is still starting: ``attempts`` connection
-    attempts, ``wait`` seconds apart (tenacity). The defaults wait a minute, for a
-    service started beside its database; the CLI makes one attempt unless told."""
+    attempts, ``wait`` seconds apart. The defaults wait a minute, for a service started
+    beside its database; the CLI makes one attempt unless told."""
 
     attempts: int = CONNECT_ATTEMPTS
     wait: float = CONNECT_WAIT

@@ -138,6 +138,15 @@ async def test_every_verb_takes_connect_and_still_its_old_attempts(
     assert {Path(w.filename).name for w in warned} == {Path(__file__).name}
 
 
+@pytest.mark.parametrize("verb", ["check", "apply_prerequisites", "baseline"])
+async def test_the_verbs_without_old_keywords_take_connect(verb: str, tmp_path: Path) -> None:
+    # The packaged set: prerequisites and baseline need their files.
+    source = write_migrations(tmp_path, simple_set(1)) if verb == "check" else None
+    call = getattr(migrate, verb)
+    with pytest.raises(DatabaseConnectionError, match="after 2 attempts"):
+        await call(NOBODY, source=source, connect=ConnectRetry(attempts=2, wait=0))
+
+
 async def test_the_old_lock_names_warn_and_a_keyword_never_taken_is_a_type_error(
     tmp_path: Path,
 ) -> None:

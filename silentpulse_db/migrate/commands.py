@@ -40,6 +40,7 @@ from ..settings import (
     ConnectRetry,
     DDLLimits,
     Settings,
+    checked_connect,
     settings,
 )
 from .files.source import MigrationSource, SourceLike, load_source
@@ -339,7 +340,7 @@ async def apply_prerequisites(
             dsn,
             attempts=given.connect.attempts,
             wait=given.connect.wait,
-            lock_timeout=given.migration_lock_timeout,
+            migration_lock_timeout=given.migration_lock_timeout,
             ensure=False,
         ) as session:
             return await create_extensions(session.conn, migrations, migrations.prerequisites)
@@ -424,7 +425,7 @@ async def baseline(
             if differences:
                 raise BaselineError(_baseline_refusal(migrations, differences))
         async with locked_session(
-            dsn, attempts=attempts, wait=wait, lock_timeout=given.migration_lock_timeout
+            dsn, attempts=attempts, wait=wait, migration_lock_timeout=given.migration_lock_timeout
         ) as session:
             conn, store = session.conn, session.store
             before = await store.version()
@@ -460,6 +461,7 @@ async def check(
     source: SourceLike = None,
     table: str | None = None,
     scratch_dsn: str | None = None,
+    connect: ConnectRetry = DEFAULT_CONNECT,
 ) -> CheckReport:
     """Prove on a scratch database beside ``dsn``'s that every down undoes its up.
 
@@ -471,7 +473,9 @@ async def check(
     and left empty again afterwards. Raises ReversibilityError listing every problem
     (naming rules included); returns the versions checked when all is well. ``table``:
     the set's version table (a service's own set gets the packaged set it requires first).
+    ``connect``: how the first connection waits for a database still starting.
     """
+    connect = checked_connect(connect)
     dsn, table = resolve_table(dsn, table)
     with typed_errors(dsn, "check the migrations on a scratch database"):
         validate_dsn(dsn)
@@ -482,7 +486,7 @@ async def check(
         from .proofs.check import prove_reversible
 
         migrations = load_source(source)
-        async with open_session(dsn, attempts=1) as session:
+        async with open_session(dsn, attempts=connect.attempts, wait=connect.wait) as session:
             from ..postgres.indexes import invalid_indexes
 
             invalid = await invalid_indexes(session.conn)  # in the database itself
@@ -627,7 +631,7 @@ async def distribute(
                 dsn,
                 attempts=retry.attempts,
                 wait=retry.wait,
-                lock_timeout=given.migration_lock_timeout,
+                migration_lock_timeout=given.migration_lock_timeout,
                 ensure=False,
             )
         )

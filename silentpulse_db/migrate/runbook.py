@@ -208,7 +208,7 @@ async def _locked(
     migrations: MigrationSource,
     request: Request,
     check: NoChangeCheck | None,
-    lock_timeout: float,
+    migration_lock_timeout: float,
     ddl: DDLLimits,
     statement_timeout: float | None,
     strict: bool,
@@ -218,7 +218,7 @@ async def _locked(
     from .run.applier import Applier  # loaded when there is work, as in parse_ahead
 
     parsed = await parse_ahead(session, migrations, request, strict)
-    lock = session.lock(lock_timeout)
+    lock = session.lock(migration_lock_timeout)
     plan = await lock_unless_no_change(lock, check)
     if plan is not None:
         assert check is not None
@@ -231,13 +231,15 @@ async def _locked(
         state, history = await store.state()
         require_same_set(migrations, history, session.table.name)
         # A dirty version is read against the catalog; a backend still building or
-        # dropping its index is waited for, at most lock_timeout, as the lock was. Force
+        # dropping its index is waited for, at most migration_lock_timeout, as the lock was. Force
         # records what it is told (index_healing.refuse_force guards it).
         unfinished = None
         if state.dirty and not isinstance(request, Force):
             from .run.unfinished import read_unfinished  # a dirty version is rare
 
-            unfinished = await read_unfinished(conn, migrations, state, store, wait=lock_timeout)
+            unfinished = await read_unfinished(
+                conn, migrations, state, store, wait=migration_lock_timeout
+            )
         plan = warned(
             make_plan(
                 migrations, state, request, history=history, strict=strict, unfinished=unfinished
@@ -253,7 +255,7 @@ async def _locked(
             ddl_retry_for=ddl.retry_for,
             statement_timeout=statement_timeout,
             table=session.table,
-            build_wait=lock_timeout,
+            build_wait=migration_lock_timeout,
             one_by_one=session.citus,  # Citus refuses a statement sent with others
         )
         applied = await applier.apply(plan, parsed)

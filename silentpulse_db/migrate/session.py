@@ -216,14 +216,14 @@ async def locked_session(
     *,
     attempts: int = CONNECT_ATTEMPTS,
     wait: float = CONNECT_WAIT,
-    lock_timeout: float,
+    migration_lock_timeout: float,
     ensure: bool = True,
     table: str = VERSION_TABLE,
 ) -> AsyncIterator[Session]:
     """A session holding the migration lock, the version tables created if missing."""
     async with (
         open_session(dsn, attempts=attempts, wait=wait, table=table) as session,
-        session.lock(lock_timeout),
+        session.lock(migration_lock_timeout),
     ):
         if ensure:
             with typed_errors(dsn, create_tables(session.table)):

@@ -232,6 +232,14 @@ def test_the_cli_does_not_wait_for_a_server_that_is_not_there() -> None:
     assert "after 2 attempts" in r.stderr, r.stderr
 
 
+def test_check_waits_for_the_server_as_told() -> None:
+    """check's --attempts and --wait reach the verb (they were accepted and ignored)."""
+    dsn = f"postgresql://postgres@127.0.0.1:{free_port()}/silentpulse"
+    r = cli("check", "--attempts", "2", "--wait", "0", dsn=dsn)
+    assert r.returncode == 1 and r.stderr.count("not reachable yet") == 1, r.stderr
+    assert "after 2 attempts" in r.stderr, r.stderr
+
+
 def test_create_in_a_folder_that_is_not_there_names_it(tmp_path: Path) -> None:
     r = cli("create", "--path", str(tmp_path / "nope"), "add_tags")
     assert r.returncode == 2, r.stderr

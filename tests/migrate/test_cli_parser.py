@@ -7,7 +7,15 @@ import io
 
 import pytest
 
-from silentpulse_db.migrate.cli.parser import build_parser, command_named
+from silentpulse_db.migrate.cli.parser import (
+    COMMANDS,
+    CONNECT,
+    EVERY_GROUP,
+    MIGRATION_LOCK,
+    TABLE_LOCKS,
+    build_parser,
+    command_named,
+)
 
 ARGVS = [
     [],
@@ -79,3 +87,31 @@ def test_the_command_parser_reads_argv_as_the_full_parser(
 )
 def test_which_command_argv_names(argv: list[str], command: str | None) -> None:
     assert command_named(argv) == command
+
+
+# Each group's options, as an operator spells them (a deprecated name included).
+GROUP_OPTIONS = {
+    CONNECT: ("--attempts", "--wait"),
+    MIGRATION_LOCK: ("--migration-lock-timeout", "--lock-timeout"),
+    TABLE_LOCKS: ("--table-lock-timeout", "--ddl-lock-timeout", "--ddl-retry-for"),
+}
+WORDS = {"goto": ["1"], "force": ["1"], "create": ["add_tags_table"]}
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_after_a_command_an_option_it_would_ignore_is_refused(name: str) -> None:
+    """`check --attempts 30` used to be accepted and ignored, as were the table-lock limits
+    of force, baseline and prerequisites, which run no migration: after the command,
+    only what it uses is accepted; before it, every option is global (golang-migrate's)."""
+    assert set(GROUP_OPTIONS) == EVERY_GROUP
+    words = [name, *WORDS.get(name, [])]
+    for group, options in GROUP_OPTIONS.items():
+        for option in options:
+            after, _, err = _parse(name, [*words, option, "5"])
+            if group in COMMANDS[name].groups:
+                assert isinstance(after, dict), (option, err)
+            else:
+                assert after == ("exit", 2), (option, after)
+                assert f"unrecognized arguments: {option} 5" in err, err
+            before, _, err = _parse(name, [option, "5", *words])
+            assert isinstance(before, dict), (option, err)

@@ -148,7 +148,8 @@ async def test_status_and_version_answer_at_once_while_a_migration_runs(
         await wait_for(lambda: _is_not_none(sleeping_backend(silentpulse_database)), timeout=30)
         runner_pid = await sleeping_backend(silentpulse_database)
         for command in ("status", "version"):
-            # --lock-timeout 600: had they waited for the lock, they would still be waiting.
+            # --lock-timeout 600 (global, before the command: after it, a command that takes
+            # no lock refuses it): had they waited for the lock, they would still be waiting.
             done = await asyncio.wait_for(
                 asyncio.to_thread(
                     subprocess.run,
@@ -156,11 +157,11 @@ async def test_status_and_version_answer_at_once_while_a_migration_runs(
                         sys.executable,
                         "-m",
                         "silentpulse_db",
+                        "--lock-timeout",
+                        "600",
                         command,
                         "--path",
                         str(source),
-                        "--lock-timeout",
-                        "600",
                     ],
                     capture_output=True,
                     text=True,

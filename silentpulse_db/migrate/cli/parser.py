@@ -31,10 +31,19 @@ from ...defaults import (
 PROG = "silentpulse-db"
 
 
-def _common_options(parser: argparse.ArgumentParser, *, suppress: bool, locks: bool = True) -> None:
+# The option groups a command's own parser may list besides the set (--path, --table),
+# --database, --debug and --verbose. Given before the command they are global, as
+# golang-migrate's flags are (a wrapper passes the same ones to every command, each uses
+# what it needs); after it, one the command does not use is refused: it would do nothing.
+CONNECT, MIGRATION_LOCK, TABLE_LOCKS = "connect", "migration lock", "table locks"
+EVERY_GROUP = frozenset({CONNECT, MIGRATION_LOCK, TABLE_LOCKS})
+
+
+def _common_options(
+    parser: argparse.ArgumentParser, *, suppress: bool, groups: frozenset[str] = EVERY_GROUP
+) -> None:
     # Accepted before and after the command; SUPPRESS keeps a subcommand from
-    # overwriting a value given before it. ``locks``: the migration lock's and the DDL's
-    # options, which a command that takes neither (drift) does not list.
+    # overwriting a value given before it.
     console.add_connection_options(parser, suppress=suppress)
 
     def default(value: object) -> Any:
@@ -53,8 +62,18 @@ def _common_options(parser: argparse.ArgumentParser, *, suppress: bool, locks: b
         help="the version table of this set of migrations (default schema_migrations, or the "
         "DSN's ?x-migrations-table=): a service's own set keeps its own",
     )
-    if locks:
-        _lock_options(parser, default)
+    if MIGRATION_LOCK in groups:
+        _migration_lock_option(parser, default)
+    if TABLE_LOCKS in groups:
+        _table_lock_options(parser, default)
+    if CONNECT in groups:
+        _connect_options(parser, default)
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=default(False), help="log each step"
+    )
+
+
+def _connect_options(parser: argparse.ArgumentParser, default: Callable[[object], Any]) -> None:
     parser.add_argument(
         "--attempts",
         type=_positive,
@@ -70,12 +89,11 @@ def _common_options(parser: argparse.ArgumentParser, *, suppress: bool, locks: b
         default=default(CONNECT_WAIT),
         help=f"seconds between two connection attempts (default {CONNECT_WAIT:g})",
     )
-    parser.add_argument(
-        "-v", "--verbose", action="store_true", default=default(False), help="log each step"
-    )
 
 
-def _lock_options(parser: argparse.ArgumentParser, default: Callable[[object], Any]) -> None:
+def _migration_lock_option(
+    parser: argparse.ArgumentParser, default: Callable[[object], Any]
+) -> None:
     # --lock-timeout is golang-migrate's name for the same wait: its operators keep it.
     parser.add_argument(
         "--migration-lock-timeout",
@@ -87,6 +105,9 @@ def _lock_options(parser: argparse.ArgumentParser, default: Callable[[object], A
         help=f"how long to wait for the migration lock, held by another runner "
         f"(default {LOCK_TIMEOUT:g}; --lock-timeout: golang-migrate's name for it)",
     )
+
+
+def _table_lock_options(parser: argparse.ArgumentParser, default: Callable[[object], Any]) -> None:
     parser.add_argument(
         "--table-lock-timeout",
         dest="table_lock_timeout",
@@ -132,7 +153,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                 description=command.help,
                 formatter_class=console.HelpFormatter,
             )
-            _common_options(cmd, suppress=True, locks=name not in _NO_LOCKS)
+            _common_options(cmd, suppress=True, groups=command.groups)
             command.arguments(cmd)
     return parser
 
@@ -294,9 +315,10 @@ def _no_arguments(cmd: argparse.ArgumentParser) -> None:
     pass
 
 
-# Commands that take neither the migration lock nor a table lock for DDL: their help
-# lists no such option, and refuses one given after them.
-_NO_LOCKS = frozenset({"drift"})
+# What each kind of command uses (see EVERY_GROUP).
+_CONNECTS = frozenset({CONNECT})  # version, status, check, drift, partitions, retention
+_LOCKS = _CONNECTS | {MIGRATION_LOCK}  # force, baseline, prerequisites
+_MIGRATES = _LOCKS | {TABLE_LOCKS}  # up, down, goto, distribute
 
 
 class Command(NamedTuple):
@@ -308,58 +330,87 @@ class Command(NamedTuple):
     help: str
     arguments: Callable[[argparse.ArgumentParser], None]
     module: str
+    groups: frozenset[str]  # the common options it uses (EVERY_GROUP)
 
 
 COMMANDS: dict[str, Command] = {
-    "up": Command("apply all pending migrations, or the next N", _up_arguments, "migrating"),
-    "down": Command(
-        "revert the last N migrations (or all with --all)", _down_arguments, "migrating"
+    "up": Command(
+        "apply all pending migrations, or the next N", _up_arguments, "migrating", _MIGRATES
     ),
-    "goto": Command("migrate up or down to version V", _goto_arguments, "migrating"),
+    "down": Command(
+        "revert the last N migrations (or all with --all)",
+        _down_arguments,
+        "migrating",
+        _MIGRATES,
+    ),
+    "goto": Command("migrate up or down to version V", _goto_arguments, "migrating", _MIGRATES),
     "force": Command(
         "record version V as clean without running anything (-1: none)",
         _force_arguments,
         "migrating",
+        _LOCKS,
     ),
-    "version": Command("print the current version: 3, or 3 (dirty)", _no_arguments, "inspecting"),
+    "version": Command(
+        "print the current version: 3, or 3 (dirty)",
+        _no_arguments,
+        "inspecting",
+        _CONNECTS,
+    ),
     "status": Command(
-        "one row a version: applied or pending, when, checksum", _no_arguments, "inspecting"
+        "one row a version: applied or pending, when, checksum",
+        _no_arguments,
+        "inspecting",
+        _CONNECTS,
     ),
     "prerequisites": Command(
         "run prerequisites.sql (extensions); exit 3: what an administrator must run",
         _no_arguments,
         "migrating",
+        _LOCKS,
     ),
     "baseline": Command(
-        "adopt a database created before migrations (version 1)", _baseline_arguments, "migrating"
+        "adopt a database created before migrations (version 1)",
+        _baseline_arguments,
+        "migrating",
+        _LOCKS,
     ),
     "create": Command(
-        "write the next NNNNNN_name.up.sql / .down.sql pair", _create_arguments, "creating"
+        "write the next NNNNNN_name.up.sql / .down.sql pair",
+        _create_arguments,
+        "creating",
+        frozenset(),
     ),
     "check": Command(
-        "prove on a scratch database that every down undoes its up", _check_arguments, "proving"
+        "prove on a scratch database that every down undoes its up",
+        _check_arguments,
+        "proving",
+        _CONNECTS,
     ),
     "drift": Command(
         "compare the live schema with what the files build at its version; exit 0 "
         "matches, 1 drift, 2 error",
         _drift_arguments,
         "proving",
+        _CONNECTS,
     ),
     "partitions": Command(
         "create the monthly partitions ahead, empty the default partitions",
         _partitions_arguments,
         "maintaining",
+        _CONNECTS,
     ),
     "retention": Command(
         "drop expired partitions (alerts, audit logs, observations)",
         _retention_arguments,
         "maintaining",
+        _CONNECTS,
     ),
     "distribute": Command(
         "on a Citus coordinator: reference tables, tenant tables distributed by tenant_id "
         "and colocated (docs/scaling.md); --dry-run: the plan",
         _distribute_arguments,
         "distributing",
+        _MIGRATES,
     ),
 }
 

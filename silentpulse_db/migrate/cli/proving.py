@@ -24,6 +24,7 @@ async def _check(args: argparse.Namespace, out: TextIO) -> int:
         source=source(args),
         table=args.table,
         scratch_dsn=args.scratch_dsn,
+        connect=connect(args),
     )
     print(
         f"checked {len(report.checked)} migration(s): up, down and up again restore the "
