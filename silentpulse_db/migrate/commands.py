@@ -14,18 +14,13 @@ The flow is one way: source -> plan (pure) -> apply -> result.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..defaults import LOCK_TIMEOUT, PARTITIONS_AHEAD
 from ..errors import (
-    BaselineError,
     ConfigurationError,
-    DirtyDatabaseError,
     MigrationSourceError,
 )
 from ..postgres.dsn import redact, validate_dsn
@@ -43,24 +38,19 @@ from ..settings import (
     checked_connect,
     settings,
 )
-from .files.source import MigrationSource, SourceLike, load_source
+from .files.source import SourceLike, load_source
 from .plan import (
-    CLI,
-    NIL_VERSION,
     Down,
     Force,
     Goto,
     Request,
     Up,
-    dirty_message,
-    version_label,
 )
 from .runbook import run_request
 from .session import locked_session, open_session, read_only_state
 from .version_table import (
     HISTORY_TABLE,
     VERSION_TABLE,
-    HistoryRecord,
     VersionTable,
     resolve,
     resolve_table,
@@ -346,37 +336,6 @@ async def apply_prerequisites(
             return await create_extensions(session.conn, migrations, migrations.prerequisites)
 
 
-def _baseline_refusal(migrations: MigrationSource, differences: list[str]) -> str:
-    """Why baseline refuses. Extensions prerequisites.sql creates are not 000001's to
-    answer for: a database that lacks them is told to run `prerequisites` first."""
-    from .prerequisites import extensions_in  # imported when asked, as apply_prerequisites does
-
-    wanted = extensions_in(migrations.prerequisites) if migrations.prerequisites else []
-    missing = [
-        name
-        for name in wanted
-        if any(d.startswith(f"extension {name}: missing") for d in differences)
-    ]
-    rest = [d for d in differences if not any(d.startswith(f"extension {n}: ") for n in missing)]
-    first = f"the database's schema does not match what {migrations.migrations[0].location} creates"
-    if missing and not rest:
-        return (
-            f"the database lacks the extension(s) prerequisites.sql creates "
-            f"({', '.join(missing)}): run `silentpulse-db prerequisites` first "
-            f"(docs/migrations.md, 'A new database'), then baseline again; not baselining."
-        )
-    lines = [f"- {d}" for d in rest]
-    if missing:
-        lines.append(
-            f"- and the extension(s) {', '.join(missing)} of prerequisites.sql: run "
-            f"`silentpulse-db prerequisites` first"
-        )
-    return (
-        f"{first}; not baselining. {len(rest)} difference(s) (expected -> this database):\n"
-        + "\n".join(lines)
-    )
-
-
 async def baseline(
     dsn: str,
     *,
@@ -402,57 +361,11 @@ async def baseline(
         connect=connect,
         migration_lock_timeout=migration_lock_timeout,
     )
-    attempts, wait = given.connect.attempts, given.connect.wait
     dsn = _core_set(dsn, "baseline")
+    from .baselining import adopt  # loaded when asked, as status's reading
+
     with typed_errors(dsn, "baseline the database"):
-        migrations = load_source(source)
-        if migrations.baseline is None:
-            raise MigrationSourceError(
-                f"{migrations.description} has no baseline.sql", file=migrations.description
-            )
-        current = await version(dsn, connect=given.connect)
-        if current.version is not None or current.dirty:
-            raise BaselineError(
-                f"the database is already versioned ({current}): baseline only adopts a "
-                f"database created before migrations; use `up`"
-            )
-        if verify and migrations.migrations:
-            from .proofs.check import baseline_differences  # as in check()
-
-            differences = await baseline_differences(
-                dsn, migrations, attempts=attempts, wait=wait, scratch_dsn=scratch_dsn
-            )
-            if differences:
-                raise BaselineError(_baseline_refusal(migrations, differences))
-        async with locked_session(
-            dsn, attempts=attempts, wait=wait, migration_lock_timeout=given.migration_lock_timeout
-        ) as session:
-            conn, store = session.conn, session.store
-            before = await store.version()
-            if before.version is not None or before.dirty:
-                raise BaselineError(
-                    f"database already has a migration version ({before}); baseline only adopts an "
-                    f"unversioned database"
-                )
-            from .run.applier import Applier  # as in runbook.parse_ahead
-
-            await Applier(conn, migrations).run_file(migrations.baseline)
-            after = await store.version()
-            if after.version is not None:
-                first = migrations.get(after.version)
-                # Keep baseline.sql's row; add the history entry beside it.
-                await store.write(
-                    after.version,
-                    after.dirty,
-                    HistoryRecord(
-                        after.version,
-                        first.name if first else "baseline",
-                        "baseline",
-                        first.up.checksum if first and first.up else None,
-                    ),
-                )
-        logger.info("baselined database at version %s", version_label(after.version))
-        return MigrationResult(version_before=None, version_after=after.version)
+        return await adopt(dsn, load_source(source), given, verify=verify, scratch_dsn=scratch_dsn)
 
 
 async def check(
@@ -536,8 +449,7 @@ async def drift(
     with typed_errors(dsn, "compare the live schema with the migration files"):
         if scratch_dsn is not None:
             validate_dsn(scratch_dsn, setting="the scratch DSN")
-        from .schema_diff.compare import compare  # the catalog wing loads on first use, as check's
-        from .schema_diff.expected import all_service_sets, built_catalog, live_catalog
+        from .schema_diff.report import drift_report  # the catalog wing: on first use
         from .version_table import check_table_name
 
         migrations = load_source(source)
@@ -545,40 +457,8 @@ async def drift(
             (load_source(files), check_table_name(table, setting="a service set's version table"))
             for files, table in sets
         ]
-        async with open_session(dsn, attempts=connect.attempts, wait=connect.wait) as session:
-            if not session.versioned:
-                raise ConfigurationError(
-                    f"{redact(dsn, dsn)} has no {VERSION_TABLE}: it was never migrated, so "
-                    f"there is no version to compare with. Run `{CLI} prerequisites` and "
-                    f"`{CLI} up` (or `{CLI} baseline` for a database made before migrations)."
-                )
-            # golang-migrate's table alone is enough: drift needs no history.
-            state = await session.store.version()
-            if state.dirty:
-                raise DirtyDatabaseError(
-                    dirty_message(migrations, state),
-                    version=NIL_VERSION if state.version is None else state.version,
-                )
-            version = None if state is None else state.version
-            # The scratch build takes the time; the live read goes on meanwhile.
-            others = await all_service_sets(session.conn, given)
-            built = asyncio.create_task(
-                built_catalog(dsn, scratch_dsn, migrations, version, others)
-            )
-            try:
-                live = await live_catalog(session.conn)
-            except BaseException:
-                built.cancel()
-                with contextlib.suppress(BaseException):
-                    await built  # its scratch database dropped before we go
-                raise
-            expected = await built
-        return compare(
-            expected,
-            live,
-            version=version,
-            checked_at=datetime.now(timezone.utc),
-            app_roles=tuple(app_roles),
+        return await drift_report(
+            dsn, migrations, given, connect=connect, scratch_dsn=scratch_dsn, app_roles=app_roles
         )
 
 
