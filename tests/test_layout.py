@@ -292,8 +292,9 @@ TEST_TIERS = {"citus"}
 
 
 def test_the_tests_folders_mirror_the_package() -> None:
-    """A test of silentpulse_db/x/y.py is found under tests/x/; a folder of tests that is
-    not a folder of the package is a tier (a Citus cluster) named in TEST_TIERS."""
+    """A test of silentpulse_db/x/y.py is found under tests/x/, both ways: a folder of tests
+    that is not a folder of the package is a tier (a Citus cluster) named in TEST_TIERS,
+    and every folder of the package with a module has its folder of tests."""
     tests = Path(__file__).parent
     strays = []
     for folder in sorted({path.parent for path in tests.rglob("test_*.py")}):
@@ -301,3 +302,10 @@ def test_the_tests_folders_mirror_the_package() -> None:
         if where.parts and where.parts[0] not in TEST_TIERS and not (PACKAGE / where).is_dir():
             strays.append(where.as_posix())
     assert strays == [], "tests/<folder> with no silentpulse_db/<folder>: " + ", ".join(strays)
+    untested = [
+        folder.relative_to(PACKAGE).as_posix()
+        for folder in sorted(p for p in PACKAGE.rglob("*") if p.is_dir())
+        if any(module.name != "__init__.py" for module in folder.glob("*.py"))
+        and not any((tests / folder.relative_to(PACKAGE)).glob("test_*.py"))
+    ]
+    assert untested == [], "silentpulse_db/<folder> with no tests/<folder>: " + ", ".join(untested)

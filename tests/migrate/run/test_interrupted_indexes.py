@@ -35,7 +35,7 @@ from silentpulse_db.migrate import down, force
 
 from helpers import execute, fetch, fetchval, version_rows, wait_for, write_migrations
 
-RUNNER = Path(__file__).with_name("runner_process.py")
+RUNNER = Path(__file__).parent.parent / "runner_process.py"
 TABLE = ("add_t1", "CREATE TABLE t1 (id int, v int);\n", "DROP TABLE t1;\n")
 INDEX = (
     "create_index_t1_v",
