@@ -197,7 +197,8 @@ async def run_request(
                     )
                     await asyncio.sleep(wait)
         result = migration_result(outcome, session)
-        if after is not None:  # cheap when it is not due (as last read), never fatal
+        # Not when done under the lock or read as not due (False); never fatal.
+        if after is not None and outcome.due is not False:
             await after(session.conn, dsn, due=outcome.due)
         return result
 
