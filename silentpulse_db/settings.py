@@ -102,6 +102,15 @@ DEFAULT_CONNECT = ConnectRetry()
 DEFAULT_DDL = DDLLimits()
 
 
+def milliseconds(seconds: float) -> str:
+    """A timeout in ``seconds`` as a PostgreSQL ``SET`` takes it: ``'1500ms'``. PostgreSQL
+    keeps whole milliseconds and reads 0 as no limit, so a limit under a millisecond is
+    1ms, never 0 (``int()`` made 0.29 s 289ms and 0.4 ms no limit at all)."""
+    if seconds <= 0:
+        return "'0ms'"
+    return f"'{max(round(seconds * 1000), 1)}ms'"
+
+
 class Settings(NamedTuple):
     """A verb's settings once the deprecated keywords are folded in."""
 

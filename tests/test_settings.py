@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 import silentpulse_db
@@ -20,11 +21,12 @@ from silentpulse_db import (
     DDLLimits,
     InvalidArgumentError,
     migrate,
+    run_migrations,
 )
 from silentpulse_db.schema import jobs
-from silentpulse_db.settings import MIGRATING, settings
+from silentpulse_db.settings import MIGRATING, milliseconds, settings
 
-from helpers import simple_set, write_migrations
+from helpers import fetch, simple_set, write_migrations
 
 NOBODY = "postgresql://someone@127.0.0.1:1/db"
 
@@ -177,3 +179,38 @@ async def test_the_alert_listener_takes_connect_too() -> None:
     assert (listener._attempts, listener._wait) == (30, 0.1)
     listener = silentpulse_db.AlertListener(NOBODY, connect=ConnectRetry(attempts=2, wait=0))
     assert (listener._attempts, listener._wait) == (2, 0)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(0, "0"), (0.0004, "1ms"), (0.0005, "1ms"), (0.001, "1ms"), (0.29, "290ms"), (2.5, "2500ms")],
+)
+async def test_a_timeout_reaches_postgresql_as_set(
+    silentpulse_database: str, seconds: float, shown: str
+) -> None:
+    """int(0.29 * 1000) sent 289ms, and any limit under a millisecond read as 0: no limit."""
+    conn = await asyncpg.connect(silentpulse_database)
+    try:
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL lock_timeout = {milliseconds(seconds)}")
+            assert await conn.fetchval("SHOW lock_timeout") == shown
+    finally:
+        await conn.close()
+
+
+async def test_a_migration_runs_under_the_limit_its_header_and_the_run_give(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
+    seen = "CREATE TABLE {name} AS SELECT current_setting('lock_timeout') AS lock_timeout;\n"
+    files = {
+        1: ("add_header", "-- silentpulse: lock_timeout=0.4ms\n" + seen.format(name="h"), ""),
+        2: ("add_run", seen.format(name="r"), ""),
+    }
+    await run_migrations(
+        silentpulse_database,
+        source=write_migrations(tmp_path, files),
+        ddl=DDLLimits(table_lock_timeout=0.29),
+        partitions_ahead=None,
+    )
+    rows = await fetch(silentpulse_database, "SELECT 'h', * FROM h UNION ALL SELECT 'r', * FROM r")
+    assert sorted(tuple(row) for row in rows) == [("h", "1ms"), ("r", "290ms")]

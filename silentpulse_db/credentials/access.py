@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import asyncpg
 
 from ..errors import CredentialMigrationError, PermissionDeniedError, RowSecurityError
+from ..settings import milliseconds
 from .columns import COLUMNS
 
 _WHO = """
@@ -81,7 +82,7 @@ async def lift_force(conn: Any, lock_timeout: float, *, doing: str) -> None:
     table is held ACCESS EXCLUSIVE until the transaction ends); :func:`restore_force` puts
     it back before a commit, a rollback does by itself. Other roles never depended on it:
     FORCE only subjects the owner to the policies."""
-    await conn.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'")
+    await conn.execute(f"SET LOCAL lock_timeout = {milliseconds(lock_timeout)}")
     try:
         for table in TABLES:
             await conn.execute(f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY")

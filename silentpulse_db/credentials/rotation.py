@@ -34,6 +34,7 @@ from ..errors import CredentialMigrationError
 from ..postgres.advisory import advisory_lock_holders
 from ..postgres.connect import close_quietly, connect
 from ..postgres.translate import typed_errors
+from ..settings import milliseconds
 from .access import (
     FullView,
     full_view,
@@ -229,7 +230,7 @@ async def _left_behind(
 
 
 async def _lock(conn: Any, timeout: float) -> None:
-    await conn.execute(f"SET LOCAL lock_timeout = '{int(timeout * 1000)}ms'")
+    await conn.execute(f"SET LOCAL lock_timeout = {milliseconds(timeout)}")
     try:
         async with conn.transaction():  # a savepoint: a timeout leaves the transaction usable
             await conn.execute("SELECT pg_advisory_xact_lock($1::bigint)", LOCK_KEY)

@@ -24,6 +24,7 @@ from ..defaults import ALERT_LOG_KEEP, ALERT_LOG_MAX_AGE
 from ..errors import PermissionDeniedError
 from ..listener.nodes import citus_present, log_distributed
 from ..results.schema_jobs import RetentionAction
+from ..settings import milliseconds
 from .alert_log_nodes import prune_by_node
 from .tenancy import rls_filters, seeing_every_row
 
@@ -129,6 +130,6 @@ async def _lifted_as_owner(conn: Any) -> bool:
 
 
 async def lift(conn: Any, lock_timeout: float) -> None:
-    await conn.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'")
+    await conn.execute(f"SET LOCAL lock_timeout = {milliseconds(lock_timeout)}")
     for table in TABLES:
         await conn.execute(f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY")

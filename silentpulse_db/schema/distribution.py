@@ -59,7 +59,7 @@ from ..results.placement import (
     DistributionStep,
     TablePlacement,
 )
-from ..settings import DDLLimits
+from ..settings import DDLLimits, milliseconds
 from .citus_alerts import prepare_alert_stream_for_citus
 
 logger = logging.getLogger("silentpulse_db.distribute")
@@ -670,7 +670,7 @@ async def _run_step(
 async def _attempt_step(conn: Any, step: DistributionStep, lock_timeout: float | None) -> None:
     async with conn.transaction():
         if lock_timeout is not None:
-            await conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout * 1000)}")
+            await conn.execute(f"SET LOCAL lock_timeout = {milliseconds(lock_timeout)}")
         for statement in step.statements:
             await conn.execute(statement)
 

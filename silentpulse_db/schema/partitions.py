@@ -40,6 +40,7 @@ from ..errors import (
 )
 from ..postgres.translate import permission_denied, translate
 from ..results.schema_jobs import PartitionChange, PartitionCoverage, PartitionReport
+from ..settings import milliseconds
 from .tenancy import rls_filters, seeing_every_row
 
 logger = logging.getLogger("silentpulse_db.partitions")
@@ -381,7 +382,7 @@ def _local_settings(lock_timeout: float, *, citus: bool) -> str:
     any role, with no migration and no database default (which would make every other
     transaction sequential as well); plain PostgreSQL gets the one statement it always did.
     """
-    timeout = f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'"
+    timeout = f"SET LOCAL lock_timeout = {milliseconds(lock_timeout)}"
     if not citus:
         return timeout
     # Sequential: a month's ATTACH failed after a parallel operation on a distributed

@@ -19,6 +19,7 @@ import asyncpg
 
 from ..defaults import PARTITION_LOCK_TIMEOUT
 from ..results.schema_jobs import RetentionAction, RetentionReport
+from ..settings import milliseconds
 from .alert_log import prune_alert_log
 from .partitions import (
     RETENTION,
@@ -107,6 +108,6 @@ async def _judge(
 
 async def _drop(conn: Any, table: PartitionedTable, part: Partition, lock_timeout: float) -> None:
     async with conn.transaction():
-        await conn.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'")
+        await conn.execute(f"SET LOCAL lock_timeout = {milliseconds(lock_timeout)}")
         await conn.execute(f"ALTER TABLE {table.parent} DETACH PARTITION {part.name}")
         await conn.execute(f"DROP TABLE {part.name}")

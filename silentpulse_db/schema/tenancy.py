@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..settings import milliseconds
+
 _GAPS = r"""
     SELECT c.oid::regclass::text AS relation,
            c.relrowsecurity AS rls, c.relforcerowsecurity AS forced,
@@ -105,7 +107,7 @@ async def seeing_every_row(
     await transaction.start()
     try:
         if lock_timeout is not None:
-            await conn.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'")
+            await conn.execute(f"SET LOCAL lock_timeout = {milliseconds(lock_timeout)}")
         for relation in relations:
             await conn.execute(f"ALTER TABLE {relation} NO FORCE ROW LEVEL SECURITY")
         yield

@@ -18,6 +18,7 @@ import re
 from typing import NamedTuple
 
 from ...errors import MigrationSourceError
+from ...settings import milliseconds
 
 
 class Directives(NamedTuple):
@@ -127,7 +128,7 @@ def statement_limit(directives: Directives, *, local: bool, default: float | Non
     if timeout is None:
         return ""
     scope = " LOCAL" if local else ""
-    return f" SET{scope} statement_timeout = '{round(timeout * 1000)}ms';"
+    return f" SET{scope} statement_timeout = {milliseconds(timeout)};"
 
 
 def duration_text(seconds: float) -> str:

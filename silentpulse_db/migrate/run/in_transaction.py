@@ -25,6 +25,7 @@ import asyncpg
 
 from ...defaults import ENGINE_SESSION_SETTINGS, PROGRESS_EVERY
 from ...postgres.connect import is_connection_lost, rollback
+from ...settings import milliseconds
 from ..files.directives import statement_limit
 from ..files.source import MigrationSource
 from ..files.statements import ParsedSQL
@@ -125,7 +126,7 @@ class TransactionalRun:
     def _begin(self) -> str:
         timeout = self.lock_timeout
         # None: the session's own lock_timeout (the library's: wait forever).
-        limit = "" if timeout is None else f" SET LOCAL lock_timeout = '{round(timeout * 1000)}ms';"
+        limit = "" if timeout is None else f" SET LOCAL lock_timeout = {milliseconds(timeout)};"
         # Its own, the run's or the library's: never a statement_timeout an earlier file SET.
         own = statement_limit(self.step.file.directives, local=True, default=self.statement_timeout)
         # parsed.begin: "BEGIN;", or with the options of the file's own BEGIN, which is dropped.

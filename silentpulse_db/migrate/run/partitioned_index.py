@@ -50,6 +50,7 @@ from ...defaults import DDL_RETRY_FIRST, DDL_RETRY_MAX
 from ...errors import MigrationFailedError, TableLockHolder, TableLockTimeoutError
 from ...postgres.blockers import table_lock_holders
 from ...postgres.connect import is_connection_lost, rollback
+from ...settings import milliseconds
 from ..files.directives import duration_text
 from ..files.lock_levels import LockTaken
 from ..files.source import MigrationFile, MigrationSource
@@ -218,7 +219,7 @@ class _Steps:
         its ``locks`` (relation -> mode), so that the queries queued behind it are held up
         no longer; tried again with backoff (as lock_retries.py does) for retry_for."""
         timeout = self.lock_timeout
-        limit = f"SET LOCAL lock_timeout = '{round(timeout * 1000)}ms'; " if timeout else ""
+        limit = f"SET LOCAL lock_timeout = {milliseconds(timeout)}; " if timeout else ""
         started = time.monotonic()
         pause, attempt = DDL_RETRY_FIRST, 1
         while True:
