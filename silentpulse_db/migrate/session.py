@@ -188,7 +188,7 @@ async def open_session(
 
 
 async def read_only_state(session: Session) -> State:
-    """The version and history for a reader (version, status, drift), creating nothing
+    """The version and history for a reader (version, status, baseline), creating nothing
     (VersionStore.state)."""
     return await session.store.state()
 

@@ -1,5 +1,6 @@
-"""The command line's words: the options every command shares, each command's own, and
-the table of commands (its help line, its arguments, the module that runs it).
+"""The command line's words: the options a command shares with others (global before
+it), each command's own, and the table of commands (its help line, its arguments, the
+option groups it uses, the module that runs it).
 
 Only the command being run gets its parser: building all of them costs every start-up
 ~1.7 ms more (bench/bench_startup_tricks.py). Top-level help, or a doubt, gets them all
@@ -27,6 +28,7 @@ from ...defaults import (
     PARTITIONS_AHEAD,
     SCRATCH_DSN_ENV,
 )
+from ...settings import REMOVED_IN
 
 PROG = "silentpulse-db"
 
@@ -34,7 +36,9 @@ PROG = "silentpulse-db"
 # The option groups a command's own parser may list besides the set (--path, --table),
 # --database, --debug and --verbose. Given before the command they are global, as
 # golang-migrate's flags are (a wrapper passes the same ones to every command, each uses
-# what it needs); after it, one the command does not use is refused: it would do nothing.
+# what it needs); after it, a command's help lists the groups it uses, and an option of
+# another group does nothing: a warning says so until REMOVED_IN, then it is refused
+# (drift refused the lock options already).
 CONNECT, MIGRATION_LOCK, TABLE_LOCKS = "connect", "migration lock", "table locks"
 EVERY_GROUP = frozenset({CONNECT, MIGRATION_LOCK, TABLE_LOCKS})
 
@@ -42,8 +46,8 @@ EVERY_GROUP = frozenset({CONNECT, MIGRATION_LOCK, TABLE_LOCKS})
 def _common_options(
     parser: argparse.ArgumentParser, *, suppress: bool, groups: frozenset[str] = EVERY_GROUP
 ) -> None:
-    # Accepted before and after the command; SUPPRESS keeps a subcommand from
-    # overwriting a value given before it.
+    # Before the command, and after it for a command's own ``groups``; SUPPRESS keeps a
+    # subcommand from overwriting a value given before it.
     console.add_connection_options(parser, suppress=suppress)
 
     def default(value: object) -> Any:
@@ -135,6 +139,37 @@ def _table_lock_options(parser: argparse.ArgumentParser, default: Callable[[obje
     )
 
 
+# Each group's options after a command that does not use them (see EVERY_GROUP).
+_GROUP_OPTIONS: dict[str, tuple[tuple[str, ...], ...]] = {
+    CONNECT: (("--attempts",), ("--wait",)),
+    MIGRATION_LOCK: (("--migration-lock-timeout", "--lock-timeout"),),
+    TABLE_LOCKS: (("--table-lock-timeout",), ("--ddl-lock-timeout",), ("--ddl-retry-for",)),
+}
+
+
+class _DoesNothing(argparse.Action):
+    """An option given after a command that does not use it: a warning, no value."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        print(
+            f"warning: {option} does nothing after `{parser.prog}`: give it before the "
+            f"command (after it, it is refused from {REMOVED_IN})",
+            file=sys.stderr,
+        )
+
+
+def _options_that_do_nothing(parser: argparse.ArgumentParser, groups: frozenset[str]) -> None:
+    for group in sorted(groups):
+        for names in _GROUP_OPTIONS[group]:
+            parser.add_argument(
+                *names,
+                dest=f"ignored_{names[0][2:].replace('-', '_')}",
+                action=_DoesNothing,
+                default=argparse.SUPPRESS,
+                help=argparse.SUPPRESS,
+            )
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The CLI's parser; with ``only``, that command's and no other (see main)."""
     parser = argparse.ArgumentParser(
@@ -154,6 +189,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                 formatter_class=console.HelpFormatter,
             )
             _common_options(cmd, suppress=True, groups=command.groups)
+            _options_that_do_nothing(cmd, EVERY_GROUP - command.groups - _REFUSED.get(name, set()))
             command.arguments(cmd)
     return parser
 
@@ -314,6 +350,9 @@ def _distribute_arguments(cmd: argparse.ArgumentParser) -> None:
 def _no_arguments(cmd: argparse.ArgumentParser) -> None:
     pass
 
+
+# After the command, refused rather than ignored (they were refused before REMOVED_IN).
+_REFUSED = {"drift": {MIGRATION_LOCK, TABLE_LOCKS}}
 
 # What each kind of command uses (see EVERY_GROUP).
 _CONNECTS = frozenset({CONNECT})  # version, status, check, drift, partitions, retention

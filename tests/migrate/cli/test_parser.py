@@ -99,19 +99,30 @@ WORDS = {"goto": ["1"], "force": ["1"], "create": ["add_tags_table"]}
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
-def test_after_a_command_an_option_it_would_ignore_is_refused(name: str) -> None:
-    """`check --attempts 30` used to be accepted and ignored, as were the table-lock limits
-    of force, baseline and prerequisites, which run no migration: after the command,
-    only what it uses is accepted; before it, every option is global (golang-migrate's)."""
+def test_after_a_command_an_option_it_does_not_use_warns(name: str) -> None:
+    """`check --attempts 30` was listed and did nothing, as were the table-lock limits of
+    force, baseline and prerequisites, which run no migration: after a command, its help
+    lists what it uses, and another option warns that it does nothing (refused from
+    0.3.0; drift refused its lock options already); before it, every option is global
+    (golang-migrate's)."""
     assert set(GROUP_OPTIONS) == EVERY_GROUP
     words = [name, *WORDS.get(name, [])]
+    _, shown, _ = _parse(name, [*words, "--help"])
     for group, options in GROUP_OPTIONS.items():
         for option in options:
-            after, _, err = _parse(name, [*words, option, "5"])
+            given = [*words, option, "5"]
+            after, _, err = _parse(name, given)
+            before, _, before_err = _parse(name, [option, "5", *words])
+            assert isinstance(before, dict) and "nothing" not in before_err, (option, before_err)
+            listed = f"{option} " in shown or f"{option}," in shown
+            hidden = option == "--ddl-lock-timeout"  # the old name, hidden everywhere
+            assert listed == (group in COMMANDS[name].groups and not hidden), (option, shown)
             if group in COMMANDS[name].groups:
-                assert isinstance(after, dict), (option, err)
-            else:
+                assert isinstance(after, dict) and "nothing" not in err, (option, err)
+            elif name == "drift":
                 assert after == ("exit", 2), (option, after)
                 assert f"unrecognized arguments: {option} 5" in err, err
-            before, _, err = _parse(name, [option, "5", *words])
-            assert isinstance(before, dict), (option, err)
+            else:
+                assert isinstance(after, dict), (option, err)
+                assert after == _parse(name, words)[0], option  # no value taken
+                assert f"warning: {option} does nothing after `silentpulse-db {name}`" in err
