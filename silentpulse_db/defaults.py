@@ -68,6 +68,9 @@ DDL_RETRY_MAX = 8.0  # ... up to this
 
 # migrate-credentials: how long to wait for another run of it to finish.
 ROTATION_LOCK_TIMEOUT = 30.0
+# migrate-credentials connects up to this many times (CONNECT_WAIT apart): an operator's
+# job, run with the services stopped, against a server that is up.
+ROTATION_CONNECT_ATTEMPTS = 3
 
 # Partitions: months created ahead of time, and how long a partition change
 # may wait for its table's lock before it is skipped (and retried later).

@@ -26,7 +26,8 @@ from typing import TextIO
 
 from .. import console
 from ..crypto.keyring import Keyring, parse_flag, parse_key, salt_from
-from ..defaults import ROTATION_LOCK_TIMEOUT
+from ..defaults import CONNECT_WAIT, ROTATION_CONNECT_ATTEMPTS, ROTATION_LOCK_TIMEOUT
+from ..settings import ConnectRetry
 from .rotation import DEFAULT_BATCH, RotationReport, migrate_credentials
 from .sealing import Mode
 from .verify import VerifyReport, verify_credentials
@@ -64,6 +65,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=ROTATION_LOCK_TIMEOUT,
         metavar="SECONDS",
         help=f"how long to wait for another run to finish (default {ROTATION_LOCK_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--attempts",
+        type=int,
+        default=ROTATION_CONNECT_ATTEMPTS,
+        metavar="N",
+        help=f"connection attempts while the server starts (default {ROTATION_CONNECT_ATTEMPTS})",
+    )
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=CONNECT_WAIT,
+        metavar="SECONDS",
+        help=f"seconds between two connection attempts (default {CONNECT_WAIT:g})",
     )
     return parser
 
@@ -136,6 +151,7 @@ async def _migrate(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             lock_timeout=args.lock_timeout,
             progress=_Progress(sys.stderr),
+            connect=ConnectRetry(args.attempts, args.wait),
         )
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; nothing was changed", file=sys.stderr)
@@ -164,6 +180,8 @@ async def _verify(
         batch_size=args.batch_size,
         progress=_Progress(sys.stderr),
         known_kids=known,
+        lock_timeout=args.lock_timeout,
+        connect=ConnectRetry(args.attempts, args.wait),
     )
     print(format_verify(report))
     return console.EXIT_OK if report.passed else console.EXIT_FAILURE

@@ -29,12 +29,12 @@ from typing import Any
 import asyncpg
 
 from ..crypto.keyring import Keyring
-from ..defaults import ROTATION_LOCK_TIMEOUT
+from ..defaults import ROTATION_CONNECT_ATTEMPTS, ROTATION_LOCK_TIMEOUT
 from ..errors import CredentialMigrationError
 from ..postgres.advisory import advisory_lock_holders
 from ..postgres.connect import close_quietly, connect
 from ..postgres.translate import typed_errors
-from ..settings import milliseconds
+from ..settings import ConnectRetry, checked_connect, milliseconds
 from .access import (
     FullView,
     full_view,
@@ -86,6 +86,10 @@ class RotationReport:
 Progress = Callable[[str, int, float], None]
 
 
+# How the job's connections wait for the server, unless told (verify's too).
+ROTATION_CONNECT = ConnectRetry(ROTATION_CONNECT_ATTEMPTS)
+
+
 async def migrate_credentials(
     dsn: str,
     *,
@@ -96,6 +100,7 @@ async def migrate_credentials(
     batch_size: int = DEFAULT_BATCH,
     lock_timeout: float = ROTATION_LOCK_TIMEOUT,
     progress: Progress | None = None,
+    connect: ConnectRetry = ROTATION_CONNECT,
 ) -> RotationReport:
     """Rewrite every credential value, or raise CredentialMigrationError with nothing changed.
 
@@ -103,8 +108,10 @@ async def migrate_credentials(
     key. ``mode="rotate"``: values under ``old_keyring``'s key are re-sealed under
     ``keyring``'s, each keeping its version. ``dry_run`` reads and seals in memory in
     a READ ONLY transaction and reports the same counts. A role that row-level
-    security limits is refused (RowSecurityError) before anything is read.
+    security limits is refused (RowSecurityError) before anything is read. ``connect``:
+    how each connection waits for a server still starting (3 attempts by default).
     """
+    retry = checked_connect(connect)
     if mode == "rotate" and old_keyring is None:
         raise CredentialMigrationError("rotation needs the old key (OLD_ENCRYPTION_KEY)")
     if mode == "rotate" and old_keyring is not None and old_keyring.kid == keyring.kid:
@@ -118,22 +125,30 @@ async def migrate_credentials(
     doing = "read the credential columns" if dry_run else "rewrite the credential columns"
     with typed_errors(dsn, doing):
         if dry_run:
-            await _dry_run(dsn, sealer, report, batch_size, lock_timeout, progress)
+            await _dry_run(dsn, retry, sealer, report, batch_size, lock_timeout, progress)
         else:
-            await _rotate(dsn, sealer, report, batch_size, lock_timeout, progress)
+            await _rotate(dsn, retry, sealer, report, batch_size, lock_timeout, progress)
     report.seconds = time.perf_counter() - started
     return report
 
 
+async def connected(dsn: str, retry: ConnectRetry, application_name: str) -> Any:
+    """A connection of the job's, waiting for the server as ``retry`` says."""
+    return await connect(
+        dsn, attempts=retry.attempts, wait=retry.wait, application_name=application_name
+    )
+
+
 async def _dry_run(
     dsn: str,
+    retry: ConnectRetry,
     sealer: Sealer,
     report: RotationReport,
     batch_size: int,
     lock_timeout: float,
     progress: Progress | None,
 ) -> None:
-    conn = await connect(dsn, attempts=3, application_name="migrate-credentials dry run")
+    conn = await connected(dsn, retry, "migrate-credentials dry run")
     try:
         view = await full_view(conn, "check the credentials")
         report.role, report.held_tables = view.role, view.lift
@@ -152,13 +167,14 @@ async def _dry_run(
 
 async def _rotate(
     dsn: str,
+    retry: ConnectRetry,
     sealer: Sealer,
     report: RotationReport,
     batch_size: int,
     lock_timeout: float,
     progress: Progress | None,
 ) -> None:
-    writer = await connect(dsn, attempts=3, application_name="migrate-credentials")
+    writer = await connected(dsn, retry, "migrate-credentials")
     reader = None
     try:
         view = await full_view(writer, "rewrite the credentials")
@@ -189,9 +205,7 @@ async def _rotate(
             else:
                 # A second connection streams the rows, so that reading, sealing (here)
                 # and writing (the writer's backend) overlap.
-                reader = await connect(
-                    dsn, attempts=3, application_name="migrate-credentials reader"
-                )
+                reader = await connected(dsn, retry, "migrate-credentials reader")
                 async with reader.transaction(isolation="repeatable_read", readonly=True):
                     for column in COLUMNS:
                         report.tables.append(

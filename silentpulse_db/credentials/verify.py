@@ -17,11 +17,12 @@ from ..crypto import envelope as env
 from ..crypto.keyring import Keyring, shown_kid
 from ..defaults import ROTATION_LOCK_TIMEOUT
 from ..errors import ConfigurationError, CryptoError, InvalidArgumentError
-from ..postgres.connect import close_quietly, connect
+from ..postgres.connect import close_quietly
 from ..postgres.translate import typed_errors
+from ..settings import ConnectRetry, checked_connect
 from .access import full_view, reading_all, require_privileges
 from .columns import COLUMNS, CredentialColumn, Problem, reason
-from .rotation import DEFAULT_BATCH, Progress
+from .rotation import DEFAULT_BATCH, ROTATION_CONNECT, Progress, connected
 
 
 @dataclass
@@ -68,6 +69,7 @@ async def verify_credentials(
     progress: Progress | None = None,
     lock_timeout: float = ROTATION_LOCK_TIMEOUT,
     known_kids: Collection[bytes] = (),
+    connect: ConnectRetry = ROTATION_CONNECT,
 ) -> VerifyReport:
     """Open every credential value with ``keyring``'s one key; changes nothing.
 
@@ -79,7 +81,9 @@ async def verify_credentials(
     shown (without the key it cannot be told from a value that is not an envelope). As the
     tables' owner (no BYPASSRLS) it holds them exclusively while it reads (see
     credentials/access.py), waiting at most ``lock_timeout`` seconds for them.
+    ``connect``: how the connection waits for a server still starting.
     """
+    retry = checked_connect(connect)
     if len(keyring.kids) != 1:
         raise ConfigurationError(
             "verify with the new key alone: this keyring also holds "
@@ -94,7 +98,7 @@ async def verify_credentials(
     known = frozenset(others) | {keyring.kid}
     started = time.perf_counter()
     with typed_errors(dsn, "read the credential columns"):
-        conn = await connect(dsn, attempts=3, application_name="migrate-credentials verify")
+        conn = await connected(dsn, retry, "migrate-credentials verify")
         try:
             view = await full_view(conn, "verify the credentials")
             report.role = view.role

@@ -14,13 +14,19 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from silentpulse_db import CredentialMigrationError, UnknownKeyError, tenant_transaction
-from silentpulse_db.credentials import migrate_credentials
+from silentpulse_db import (
+    ConnectRetry,
+    CredentialMigrationError,
+    DatabaseConnectionError,
+    UnknownKeyError,
+    tenant_transaction,
+)
+from silentpulse_db.credentials import migrate_credentials, verify_credentials
 from silentpulse_db.credentials.rotation import LOCK_KEY
 from silentpulse_db.crypto import Keyring, peek
 
 from .data import NEW_KEY, OLD_KEY, SALT, Cell, checksum, open_all, populate, read_value
-from helpers import fetchval, wait_for
+from helpers import fetchval, free_port, wait_for
 
 OLD = Keyring(OLD_KEY, salt=SALT)
 NEW = Keyring(NEW_KEY, salt=SALT)
@@ -390,3 +396,20 @@ async def test_output_never_shows_keys_plaintext_or_password(
     for secret in forbidden:
         assert secret not in blob, f"leaked: {secret[:6]}..."
     assert "would change" in outputs[2][1] and "nothing to do" in outputs[4][1]
+
+
+async def test_the_job_waits_for_the_server_as_told() -> None:
+    """The job's connections took 3 attempts whatever the caller wanted."""
+    nobody = f"postgresql://someone@127.0.0.1:{free_port()}/db"
+    two = ConnectRetry(attempts=2, wait=0)
+    for call in (
+        migrate_credentials(nobody, keyring=NEW, old_keyring=OLD, mode="rotate", connect=two),
+        migrate_credentials(nobody, keyring=NEW, dry_run=True, connect=two),
+        verify_credentials(nobody, keyring=NEW, connect=two),
+    ):
+        with pytest.raises(DatabaseConnectionError, match="after 2 attempts"):
+            await call
+    env = cli_env(nobody, ENCRYPTION_KEY=NEW_KEY.hex())
+    for args in (["--verify"], ["--dry-run"]):
+        code, _, err = await run_cli(*args, "--attempts", "2", "--wait", "0", env=env)
+        assert code == 1 and "after 2 attempts" in err, (args, err)

@@ -361,3 +361,23 @@ async def test_migrate_credentials_as_the_owner(
     again = await migrate_credentials(dsn, keyring=NEW, old_keyring=OLD, mode="rotate")
     assert again.rewritten == 0 and again.rows == len(cells)
     assert all((await forced(dsn)).values())
+
+
+async def test_the_owner_waits_for_the_tables_as_long_as_told(
+    silentpulse_database: str, migrated: tuple[str, str]
+) -> None:
+    """As the owner the job holds the credential tables while it reads; a session reading
+    one stands in the way. --verify waited ROTATION_LOCK_TIMEOUT whatever --lock-timeout
+    said (the CLI did not pass it on)."""
+    _, dsn = migrated
+    env = cli_env(dsn, ENCRYPTION_KEY=NEW_KEY.hex())
+    reader = await asyncpg.connect(silentpulse_database)
+    try:
+        async with reader.transaction():
+            await reader.fetchval("SELECT count(*) FROM integration_points")
+            for args in (["--verify"], ["--dry-run"]):
+                code, out, err = await run_cli(*args, "--lock-timeout", "0.2", env=env)
+                assert code == 1, (args, out, err)
+                assert "stayed in use for 0.2s" in err and "Nothing was read" in err, err
+    finally:
+        await reader.close()
