@@ -86,25 +86,25 @@ if TYPE_CHECKING:
     from .pool import create_pool
     from .results import (
         AppliedMigration,
-        CheckReport,
-        DistributionReport,
-        DistributionSetting,
-        DistributionStep,
-        DriftDifference,
-        DriftExcuse,
-        DriftReport,
         MigrationResult,
         PartitionChange,
         PartitionCoverage,
         PartitionReport,
-        PrerequisitesResult,
         RetentionAction,
         RetentionReport,
-        StatusReport,
-        StatusRow,
-        TablePlacement,
         VersionState,
     )
+    from .results import CheckReport as CheckReport
+    from .results import DistributionReport as DistributionReport
+    from .results import DistributionSetting as DistributionSetting
+    from .results import DistributionStep as DistributionStep
+    from .results import DriftDifference as DriftDifference
+    from .results import DriftExcuse as DriftExcuse
+    from .results import DriftReport as DriftReport
+    from .results import PrerequisitesResult as PrerequisitesResult
+    from .results import StatusReport as StatusReport
+    from .results import StatusRow as StatusRow
+    from .results import TablePlacement as TablePlacement
     from .schema.jobs import enforce_retention, maintain_partitions
     from .tenants import set_tenant, tenant_transaction
 
@@ -132,8 +132,23 @@ def __dir__() -> list[str]:
 
 
 # The operator verbs and their types live in silentpulse_db.migrate (as alembic keeps its
-# commands in alembic.command), the credential verbs in silentpulse_db.credentials; the
-# top level keeps what a service imports. Their old names here work until 0.3.0.
+# commands in alembic.command), what the operator verbs return in silentpulse_db.results,
+# the credential verbs in silentpulse_db.credentials; the top level keeps what a service
+# imports (run_migrations and its result, the pool, tenants, the listener, the jobs a
+# worker runs, the errors). Their old names here work until 0.3.0.
+_OPERATOR_RESULTS = (
+    "CheckReport",
+    "DistributionReport",
+    "DistributionSetting",
+    "DistributionStep",
+    "DriftDifference",
+    "DriftExcuse",
+    "DriftReport",
+    "PrerequisitesResult",
+    "StatusReport",
+    "StatusRow",
+    "TablePlacement",
+)
 _MOVED = {
     **dict.fromkeys(
         (
@@ -161,6 +176,7 @@ _MOVED = {
         ),
         "silentpulse_db.migrate",
     ),
+    **dict.fromkeys(_OPERATOR_RESULTS, "silentpulse_db.results"),
     "migrate_credentials": "silentpulse_db.credentials",
     "verify_credentials": "silentpulse_db.credentials",
 }
@@ -192,7 +208,6 @@ __all__ = [
     "AlertListener",
     "AppliedMigration",
     "BaselineError",
-    "CheckReport",
     "ChecksumMismatchError",
     "CitusRequiredError",
     "CommitOutcomeUnknownError",
@@ -207,12 +222,6 @@ __all__ = [
     "DatabaseUnavailableError",
     "DirtyDatabaseError",
     "DistributionError",
-    "DistributionReport",
-    "DistributionSetting",
-    "DistributionStep",
-    "DriftDifference",
-    "DriftExcuse",
-    "DriftReport",
     "ForceRefusedError",
     "InvalidArgumentError",
     "KeyConfigError",
@@ -232,7 +241,6 @@ __all__ = [
     "PartitionReport",
     "PermissionDeniedError",
     "PoolingModeError",
-    "PrerequisitesResult",
     "RequiredVersionError",
     "RetentionAction",
     "RetentionReport",
@@ -241,11 +249,8 @@ __all__ = [
     "SchemaVersionError",
     "ScratchDatabaseError",
     "SilentPulseDBError",
-    "StatusReport",
-    "StatusRow",
     "TableLockHolder",
     "TableLockTimeoutError",
-    "TablePlacement",
     "TamperedValueError",
     "TestServerError",
     "UnknownKeyError",

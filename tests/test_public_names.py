@@ -58,4 +58,4 @@ def test_status_records_still_come_from_their_old_room(name: str) -> None:
 
     with pytest.warns(DeprecationWarning, match=rf"use silentpulse_db\.results\.status\.{name} "):
         old = getattr(migrations, name)
-    assert old is getattr(status, name) is getattr(silentpulse_db, name)
+    assert old is getattr(status, name) is getattr(silentpulse_db.results, name)

@@ -15,8 +15,9 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from silentpulse_db import DirtyDatabaseError, DriftReport
+from silentpulse_db import DirtyDatabaseError
 from silentpulse_db.migrate import drift
+from silentpulse_db.results import DriftReport
 from silentpulse_db.settings import ConnectRetry
 
 from helpers import cli, execute, fetchval, login_role, wait_for
