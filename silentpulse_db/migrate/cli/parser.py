@@ -351,7 +351,8 @@ def _no_arguments(cmd: argparse.ArgumentParser) -> None:
     pass
 
 
-# After the command, refused rather than ignored (they were refused before REMOVED_IN).
+# Options refused after a command rather than ignored with a warning: drift refused them
+# before the warning came.
 _REFUSED = {"drift": {MIGRATION_LOCK, TABLE_LOCKS}}
 
 # What each kind of command uses (see EVERY_GROUP).
