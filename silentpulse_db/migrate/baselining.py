@@ -26,12 +26,11 @@ async def adopt(
     dsn: str, migrations: MigrationSource, given: Settings, *, verify: bool, scratch_dsn: str | None
 ) -> MigrationResult:
     """Baseline ``dsn`` with ``migrations``' baseline.sql (commands.baseline says what)."""
-    attempts, wait = given.connect.attempts, given.connect.wait
     if migrations.baseline is None:
         raise MigrationSourceError(
             f"{migrations.description} has no baseline.sql", file=migrations.description
         )
-    async with open_session(dsn, attempts=attempts, wait=wait) as session:
+    async with open_session(dsn, given.connect) as session:
         current = (await read_only_state(session))[0]
     if current.version is not None or current.dirty:
         raise BaselineError(
@@ -42,12 +41,12 @@ async def adopt(
         from .proofs.check import baseline_differences  # the proofs load on first use
 
         differences = await baseline_differences(
-            dsn, migrations, attempts=attempts, wait=wait, scratch_dsn=scratch_dsn
+            dsn, migrations, given.connect, scratch_dsn=scratch_dsn
         )
         if differences:
             raise BaselineError(_baseline_refusal(migrations, differences))
     async with locked_session(
-        dsn, attempts=attempts, wait=wait, migration_lock_timeout=given.migration_lock_timeout
+        dsn, given.connect, migration_lock_timeout=given.migration_lock_timeout
     ) as session:
         conn, store = session.conn, session.store
         before = await store.version()

@@ -46,7 +46,7 @@ from .plan import (
     Request,
     Up,
 )
-from .runbook import run_request
+from .runbook import AfterApply, Job, run_request
 from .session import locked_session, open_session, read_only_state
 from .version_table import (
     HISTORY_TABLE,
@@ -128,21 +128,12 @@ async def run_migrations(
         ddl=ddl,
         migration_lock_timeout=migration_lock_timeout,
     )
-    dsn, table, statement_timeout = resolve(dsn, table)
+    request = Up(target=target, allow_ahead=not strict)
+    dsn, job = _job(
+        dsn, request, source, given, strict=strict, table=table, after=after, wait_for_required=True
+    )
     with typed_errors(dsn, "apply migrations"):
-        return await run_request(
-            dsn,
-            Up(target=target, allow_ahead=not strict),
-            load_source(source),
-            table=table,
-            connect=given.connect,
-            migration_lock_timeout=given.migration_lock_timeout,
-            ddl=given.ddl,
-            statement_timeout=statement_timeout,
-            strict=strict,
-            after=after,
-            wait_for_required=True,
-        )
+        return await run_request(dsn, job)
 
 
 async def up(
@@ -257,9 +248,7 @@ async def version(
     connect = settings("version", deprecated, CONNECTING, connect=connect).connect
     dsn, table = resolve_table(dsn, table)
     with typed_errors(dsn, "read the migration version"):
-        async with open_session(
-            dsn, attempts=connect.attempts, wait=connect.wait, table=table
-        ) as session:
+        async with open_session(dsn, connect, table=table) as session:
             return (await read_only_state(session))[0]
 
 
@@ -285,9 +274,7 @@ async def status(
 
     with typed_errors(dsn, "read the migration status"):
         migrations = load_source(source) if files else None
-        async with open_session(
-            dsn, attempts=connect.attempts, wait=connect.wait, table=table
-        ) as session:
+        async with open_session(dsn, connect, table=table) as session:
             return await read_status(session, migrations)
 
 
@@ -327,11 +314,7 @@ async def apply_prerequisites(
                 f"{migrations.description} has no prerequisites.sql", file=migrations.description
             )
         async with locked_session(
-            dsn,
-            attempts=given.connect.attempts,
-            wait=given.connect.wait,
-            migration_lock_timeout=given.migration_lock_timeout,
-            ensure=False,
+            dsn, given.connect, migration_lock_timeout=given.migration_lock_timeout, ensure=False
         ) as session:
             return await create_extensions(session.conn, migrations, migrations.prerequisites)
 
@@ -399,7 +382,7 @@ async def check(
         from .proofs.check import prove_reversible
 
         migrations = load_source(source)
-        async with open_session(dsn, attempts=connect.attempts, wait=connect.wait) as session:
+        async with open_session(dsn, connect) as session:
             from ..postgres.indexes import invalid_indexes
 
             invalid = await invalid_indexes(session.conn)  # in the database itself
@@ -502,15 +485,13 @@ async def distribute(
     from ..schema.distribution import distribute_on
     from .stored_files import FILES_TABLE
 
-    retry = given.connect
     with typed_errors(dsn, "distribute the schema on Citus"):
         session_of = (
-            open_session(dsn, attempts=retry.attempts, wait=retry.wait)
+            open_session(dsn, given.connect)
             if dry_run
             else locked_session(
                 dsn,
-                attempts=retry.attempts,
-                wait=retry.wait,
+                given.connect,
                 migration_lock_timeout=given.migration_lock_timeout,
                 ensure=False,
             )
@@ -552,6 +533,26 @@ def _core_set(dsn: str, verb: str) -> str:
     return dsn
 
 
+def _job(
+    dsn: str,
+    request: Request,
+    source: SourceLike,
+    given: Settings,
+    *,
+    strict: bool,
+    table: str | None,
+    after: AfterApply | None = None,
+    wait_for_required: bool = False,
+) -> tuple[str, Job]:
+    """The engine's job for a verb, and the DSN to connect with (golang-migrate's ``x-``
+    options read into the job: its version table, its statement timeout)."""
+    dsn, table, statement_timeout = resolve(dsn, table)
+    migrations = load_source(source)
+    return dsn, Job(
+        request, migrations, table, given, statement_timeout, strict, after, wait_for_required
+    )
+
+
 async def _run(
     dsn: str,
     request: Request,
@@ -563,16 +564,6 @@ async def _run(
 ) -> MigrationResult:
     """An operator's verb through the engine: a required version not there is an error
     at once (the operator runs the other set first), and no partition work after."""
-    dsn, table, statement_timeout = resolve(dsn, table)
+    dsn, job = _job(dsn, request, source, given, strict=strict, table=table)
     with typed_errors(dsn, "change the migration version"):
-        return await run_request(
-            dsn,
-            request,
-            load_source(source),
-            table=table,
-            connect=given.connect,
-            migration_lock_timeout=given.migration_lock_timeout,
-            ddl=given.ddl,
-            statement_timeout=statement_timeout,
-            strict=strict,
-        )
+        return await run_request(dsn, job)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from ..errors import MissingMigrationFileError, RequiredVersionError, SilentPulseDBError
 from ..postgres.translate import typed_errors
 from ..results.migrations import AppliedMigration, MigrationResult, VersionState
-from ..settings import DEFAULT_DDL, ConnectRetry, DDLLimits
+from ..settings import Settings
 from .files.source import MigrationSource
 from .plan import (
     Force,
@@ -124,45 +124,49 @@ class NoChangeCheck:
         return state
 
 
-async def run_request(
-    dsn: str,
-    request: Request,
-    migrations: MigrationSource,
-    *,
-    table: str,
-    connect: ConnectRetry,
-    migration_lock_timeout: float,
-    ddl: DDLLimits = DEFAULT_DDL,
-    statement_timeout: float | None = None,
-    strict: bool = False,
-    after: AfterApply | None = None,
-    wait_for_required: bool = False,
-) -> MigrationResult:
-    """Run ``request`` as golang-migrate's Migrate.Up runs one:
+class Job(NamedTuple):
+    """One run for the engine: the request, the set's files and version table, and the
+    verb's settings (connecting, the migration lock's wait, the DDL limits).
 
-    1. connect (``attempts`` times ``wait`` seconds apart) and probe the database, its
-       version and history in one query;
+    ``statement_timeout``: each migration statement's limit in seconds (the DSN's
+    x-statement-timeout; None: none; a file's ``-- silentpulse: statement_timeout`` wins
+    for its file). ``after``: the work after applying (start-up's partitions).
+    ``wait_for_required``: a file that requires another set's version not there yet waits
+    for it as connecting waits for the server (a service started before the API); else
+    RequiredVersionError at once (an operator runs the other set first).
+    """
+
+    request: Request
+    migrations: MigrationSource
+    table: str
+    settings: Settings
+    statement_timeout: float | None = None
+    strict: bool = False
+    after: AfterApply | None = None
+    wait_for_required: bool = False
+
+
+async def run_request(dsn: str, job: Job) -> MigrationResult:
+    """Run ``job`` as golang-migrate's Migrate.Up runs one:
+
+    1. connect (as ``job.settings.connect`` says) and probe the database, its version and
+       history in one query;
     2. an ``Up`` with nothing left to do is answered there, without the lock;
     3. else read the files likely to run, wait for the lock (leaving as soon as another
-       replica has done the work), plan again under it, apply, and ``after``;
+       replica has done the work), plan again under it, apply, and ``job.after``;
     4. a file that requires another set's version not there yet: with
-       ``wait_for_required``, step 3 again, as many times and as far apart as
-       ``connect``'s attempts (a service started before the API); else
-       RequiredVersionError at once.
-
-    ``statement_timeout``: each migration statement's limit (the DSN's
-    x-statement-timeout; None: none; a file's ``-- silentpulse: statement_timeout`` wins
-    for its file), in seconds.
+       ``job.wait_for_required``, step 3 again, as many times and as far apart as the
+       connect attempts; else RequiredVersionError at once.
     """
-    attempts, wait = connect.attempts, connect.wait
+    connect, after = job.settings.connect, job.after
     probe = after.probe if after is not None else None
-    quick = isinstance(request, Up)  # nothing left is final without the lock
+    quick = isinstance(job.request, Up)  # nothing left is final without the lock
     async with open_session(
-        dsn, attempts=attempts, wait=wait, after_probe=probe, with_state=quick, table=table
+        dsn, connect, after_probe=probe, with_state=quick, table=job.table
     ) as session:
         check = (
-            NoChangeCheck(session, migrations, request, strict, probe)
-            if isinstance(request, Up)
+            NoChangeCheck(session, job.migrations, job.request, job.strict, probe)
+            if isinstance(job.request, Up)
             else None
         )
         plan = await check.ask() if check is not None and session.tables_exist else None
@@ -170,33 +174,29 @@ async def run_request(
             assert check is not None
             outcome = Outcome(plan, due=check.due)
         else:
-            tries = attempts if wait_for_required else 1
+            tries = connect.attempts if job.wait_for_required else 1
             for number in range(1, tries + 1):
                 try:
-                    outcome = await _locked(
-                        dsn,
-                        session,
-                        migrations,
-                        request,
-                        check,
-                        migration_lock_timeout,
-                        ddl,
-                        statement_timeout,
-                        strict,
-                        after,
-                    )
+                    outcome = await _locked(dsn, session, job, check)
                     break
                 except RequiredVersionError as exc:
                     if number >= tries:
                         if tries > 1:
                             logger.error(
-                                "gave up after %d attempts %.1fs apart: %s", tries, wait, exc
+                                "gave up after %d attempts %.1fs apart: %s",
+                                tries,
+                                connect.wait,
+                                exc,
                             )
                         raise
                     logger.warning(
-                        "%s; trying again in %.1fs (attempt %d of %d)", exc, wait, number, tries
+                        "%s; trying again in %.1fs (attempt %d of %d)",
+                        exc,
+                        connect.wait,
+                        number,
+                        tries,
                     )
-                    await asyncio.sleep(wait)
+                    await asyncio.sleep(connect.wait)
         result = migration_result(outcome, session)
         # Not when done under the lock or read as not due (False); never fatal.
         if after is not None and outcome.due is not False:
@@ -204,23 +204,14 @@ async def run_request(
         return result
 
 
-async def _locked(
-    dsn: str,
-    session: Session,
-    migrations: MigrationSource,
-    request: Request,
-    check: NoChangeCheck | None,
-    migration_lock_timeout: float,
-    ddl: DDLLimits,
-    statement_timeout: float | None,
-    strict: bool,
-    after: AfterApply | None,
-) -> Outcome:
+async def _locked(dsn: str, session: Session, job: Job, check: NoChangeCheck | None) -> Outcome:
     """Step 3 of :func:`run_request`: read ahead, lock (or leave: no change), plan, apply."""
     from .run.applier import Applier  # loaded when there is work, as in parse_ahead
 
+    migrations, request, strict = job.migrations, job.request, job.strict
+    lock_wait, ddl = job.settings.migration_lock_timeout, job.settings.ddl
     parsed = await parse_ahead(session, migrations, request, strict)
-    lock = session.lock(migration_lock_timeout)
+    lock = session.lock(lock_wait)
     plan = await lock_unless_no_change(lock, check)
     if plan is not None:
         assert check is not None
@@ -233,15 +224,13 @@ async def _locked(
         state, history = await store.state()
         require_same_set(migrations, history, session.table.name)
         # A dirty version is read against the catalog; a backend still building or
-        # dropping its index is waited for, at most migration_lock_timeout, as the lock was. Force
+        # dropping its index is waited for, at most the migration lock's wait. Force
         # records what it is told (index_healing.refuse_force guards it).
         unfinished = None
         if state.dirty and not isinstance(request, Force):
             from .run.unfinished import read_unfinished  # a dirty version is rare
 
-            unfinished = await read_unfinished(
-                conn, migrations, state, store, wait=migration_lock_timeout
-            )
+            unfinished = await read_unfinished(conn, migrations, state, store, wait=lock_wait)
         plan = warned(
             make_plan(
                 migrations, state, request, history=history, strict=strict, unfinished=unfinished
@@ -255,15 +244,15 @@ async def _locked(
             migrations,
             ddl_lock_timeout=ddl.table_lock_timeout,
             ddl_retry_for=ddl.retry_for,
-            statement_timeout=statement_timeout,
+            statement_timeout=job.statement_timeout,
             table=session.table,
-            build_wait=migration_lock_timeout,
+            build_wait=lock_wait,
             one_by_one=session.citus,  # Citus refuses a statement sent with others
         )
         applied = await applier.apply(plan, parsed)
-        if after is None:
+        if job.after is None:
             return Outcome(plan, applied)
-        await after(conn, dsn, due=None)  # before the release: the waiters find it done
+        await job.after(conn, dsn, due=None)  # before the release: the waiters find it done
         return Outcome(plan, applied, due=False)
     finally:
         await lock.release()

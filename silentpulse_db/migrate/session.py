@@ -29,8 +29,6 @@ from typing import Any, NamedTuple
 import asyncpg
 
 from ..defaults import (
-    CONNECT_ATTEMPTS,
-    CONNECT_WAIT,
     ENGINE_SESSION_SETTINGS,
     LOCK_POLL_FIRST,
     LOCK_POLL_MAX,
@@ -40,6 +38,7 @@ from ..postgres.advisory import advisory_lock_holders
 from ..postgres.connect import close_quietly, connect_settled
 from ..postgres.pooler import Pooling
 from ..postgres.translate import typed_errors
+from ..settings import DEFAULT_CONNECT, ConnectRetry
 from ..timeouts import event_set_within
 from .version_table import (
     CORE,
@@ -127,14 +126,14 @@ MIGRATIONS_NEED_A_SESSION = (
 @contextlib.asynccontextmanager
 async def open_session(
     dsn: str,
+    connect: ConnectRetry = DEFAULT_CONNECT,
     *,
-    attempts: int = CONNECT_ATTEMPTS,
-    wait: float = CONNECT_WAIT,
     after_probe: str | None = None,
     with_state: bool = False,
     table: str = VERSION_TABLE,
 ) -> AsyncIterator[Session]:
-    """Connect (with retries) and probe schema, database and the version tables in one query.
+    """Connect (retrying as ``connect`` says) and probe schema, database and the version
+    tables in one query.
 
     ``table``: the set's version table (its lock keys follow golang-migrate's formula
     for it).
@@ -165,8 +164,8 @@ async def open_session(
         dsn,
         ENGINE_SESSION_SETTINGS,
         need=MIGRATIONS_NEED_A_SESSION,
-        attempts=attempts,
-        wait=wait,
+        attempts=connect.attempts,
+        wait=connect.wait,
         first=probe,
     )
     connected = time.perf_counter()
@@ -213,16 +212,15 @@ async def _probe(
 @contextlib.asynccontextmanager
 async def locked_session(
     dsn: str,
+    connect: ConnectRetry = DEFAULT_CONNECT,
     *,
-    attempts: int = CONNECT_ATTEMPTS,
-    wait: float = CONNECT_WAIT,
     migration_lock_timeout: float,
     ensure: bool = True,
     table: str = VERSION_TABLE,
 ) -> AsyncIterator[Session]:
     """A session holding the migration lock, the version tables created if missing."""
     async with (
-        open_session(dsn, attempts=attempts, wait=wait, table=table) as session,
+        open_session(dsn, connect, table=table) as session,
         session.lock(migration_lock_timeout),
     ):
         if ensure:

@@ -9,8 +9,8 @@ import pytest
 
 from silentpulse_db.migrate.files.source import load_source
 from silentpulse_db.migrate.plan import Up
-from silentpulse_db.migrate.runbook import run_request
-from silentpulse_db.settings import ConnectRetry
+from silentpulse_db.migrate.runbook import Job, run_request
+from silentpulse_db.settings import ConnectRetry, DDLLimits, Settings
 
 from helpers import simple_set, write_migrations
 
@@ -27,15 +27,9 @@ class Counting:
 
 
 async def _run(dsn: str, source: Path, after: Counting) -> int:
-    result = await run_request(
-        dsn,
-        Up(),
-        load_source(source),
-        table="schema_migrations",
-        connect=ConnectRetry(attempts=1),
-        migration_lock_timeout=5,
-        after=after,
-    )
+    given = Settings(ConnectRetry(attempts=1), migration_lock_timeout=5, ddl=DDLLimits())
+    job = Job(Up(), load_source(source), "schema_migrations", given, after=after)
+    result = await run_request(dsn, job)
     return len(result.applied)
 
 

@@ -59,7 +59,7 @@ async def test_the_dead_client_check_is_set_after_connecting(
     the bouncer, the migrating session has it; nothing went in the startup packet."""
     from silentpulse_db.migrate.session import open_session
 
-    async with open_session(bouncer, attempts=1) as session:
+    async with open_session(bouncer, ConnectRetry(attempts=1)) as session:
         assert await session.conn.fetchval("SHOW client_connection_check_interval") == "2s"
     conn = await asyncpg.connect(bouncer)  # a plain client: what PgBouncer passes by default
     try:

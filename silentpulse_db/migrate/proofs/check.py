@@ -14,12 +14,12 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-from ...defaults import CONNECT_ATTEMPTS, CONNECT_WAIT
 from ...errors import MigrationFailedError, MissingMigrationFileError, ReversibilityError
 from ...postgres.connect import close_quietly, connect
 from ...postgres.databases import provided_scratch, scratch_database
 from ...results.migrations import VersionState
 from ...results.proofs import CheckReport
+from ...settings import DEFAULT_CONNECT, ConnectRetry
 from ..files.scaffold import LEGACY_MAX_VERSION, naming_problem
 from ..files.source import Direction, Migration, MigrationSource, load_source
 from ..plan import Plan, Step, Up, make_plan
@@ -213,9 +213,8 @@ def _compare(stem: str, what: str, expected: Snapshot, actual: Snapshot) -> list
 async def baseline_differences(
     dsn: str,
     source: MigrationSource,
+    retry: ConnectRetry = DEFAULT_CONNECT,
     *,
-    attempts: int = CONNECT_ATTEMPTS,
-    wait: float = CONNECT_WAIT,
     scratch_dsn: str | None = None,
 ) -> list[str]:
     """How ``dsn``'s schema differs from prerequisites + the first migration on a scratch DB
@@ -227,7 +226,7 @@ async def baseline_differences(
         await VersionStore(scratch).ensure()
         await _one(applier, first, "up")
         expected = await snapshot(scratch)
-    conn = await connect(dsn, attempts=attempts, wait=wait)
+    conn = await connect(dsn, attempts=retry.attempts, wait=retry.wait)
     try:
         actual = await snapshot(conn)
     finally:

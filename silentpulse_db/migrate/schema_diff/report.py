@@ -31,7 +31,7 @@ async def drift_report(
 ) -> DriftReport:
     """``dsn``'s live schema against what ``migrations`` (then each of ``sets``: its files,
     its version table) build at its version (commands.drift says what is compared)."""
-    async with open_session(dsn, attempts=connect.attempts, wait=connect.wait) as session:
+    async with open_session(dsn, connect) as session:
         if not session.versioned:
             raise ConfigurationError(
                 f"{redact(dsn, dsn)} has no {VERSION_TABLE}: it was never migrated, so "
