@@ -6,7 +6,9 @@ here; change a value here and it changes everywhere.
 
 from __future__ import annotations
 
+import warnings
 from datetime import timedelta
+from typing import Any
 
 # Connecting: a service's start-up waits for a database that is still starting.
 CONNECT_ATTEMPTS = 30
@@ -29,10 +31,10 @@ ENGINE_SESSION_SETTINGS = {
     "client_connection_check_interval": CLIENT_CONNECTION_CHECK_INTERVAL,
     # A migration, a concurrent index build or a wait for the migration lock takes as
     # long as it takes: a role's statement_timeout would cut it and leave an INVALID
-    # index behind. Table-lock waits are bounded by DDL_LOCK_TIMEOUT instead; a file
+    # index behind. Table-lock waits are bounded by TABLE_LOCK_TIMEOUT instead; a file
     # may SET its own.
     "statement_timeout": "0",
-    # Table-lock waits are the engine's to bound (DDL_LOCK_TIMEOUT, per transaction, and
+    # Table-lock waits are the engine's to bound (TABLE_LOCK_TIMEOUT, per transaction, and
     # retried); a concurrent index build must wait for older transactions, unbounded.
     "lock_timeout": "0",
     # The library is never idle inside its own transactions but between two statements;
@@ -51,7 +53,7 @@ ENGINE_SESSION_SETTINGS = {
 PROGRESS_EVERY = 5.0
 
 # The migration lock.
-LOCK_TIMEOUT = 60.0  # how long to wait for another runner
+MIGRATION_LOCK_TIMEOUT = 60.0  # how long to wait for another runner
 # A waiter wakes when our holder's release NOTIFYs; polling the lock is the fallback
 # for a golang-migrate holder or a dead one. Each poll is two queries: 19 waiters
 # polling fast slowed the holder's migrations more than they gained.
@@ -61,7 +63,7 @@ LOCK_POLL_MAX = 2.0
 # A migration statement waits at most this long for a table lock: while it waits,
 # every later query on that table queues behind it. Then the migration is rolled
 # back and retried with backoff, for DDL_RETRY_FOR seconds in all.
-DDL_LOCK_TIMEOUT = 3.0
+TABLE_LOCK_TIMEOUT = 3.0
 DDL_RETRY_FOR = 60.0
 DDL_RETRY_FIRST = 0.5  # first pause between two attempts, doubling (with jitter) ...
 DDL_RETRY_MAX = 8.0  # ... up to this
@@ -103,3 +105,19 @@ DSN_ENV_VARS = ("DATABASE_URL", "POSTGRES_DSN")
 SCRATCH_DSN_ENV = "SCRATCH_DATABASE_URL"
 # Whose passwords an error message printed by a CLI never shows.
 SECRET_ENV_VARS = (*DSN_ENV_VARS, SCRATCH_DSN_ENV)
+
+
+# Renamed so that each name says which lock it waits for; the old names warn until 0.3.0.
+_RENAMED = {"LOCK_TIMEOUT": "MIGRATION_LOCK_TIMEOUT", "DDL_LOCK_TIMEOUT": "TABLE_LOCK_TIMEOUT"}
+
+
+def __getattr__(name: str) -> Any:
+    new = _RENAMED.get(name)
+    if new is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(
+        f"silentpulse_db.defaults.{name} is deprecated and goes in 0.3.0: use {new}",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return globals()[new]

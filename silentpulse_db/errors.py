@@ -253,7 +253,9 @@ class LockWaitError(SilentPulseDBError):
 
 
 class LockTimeoutError(LockWaitError):
-    """The migration lock stayed held by someone else for longer than lock_timeout."""
+    """The migration lock stayed held by someone else for longer than
+    ``migration_lock_timeout`` (the CLI's ``--migration-lock-timeout``). A table lock
+    waited for too long is :class:`TableLockTimeoutError`; both are :class:`LockWaitError`."""
 
     def __init__(self, message: str, *, holders: Sequence[LockHolder] = ()) -> None:
         super().__init__(message)

@@ -26,9 +26,9 @@ from typing import Any, NamedTuple
 from .defaults import (
     CONNECT_ATTEMPTS,
     CONNECT_WAIT,
-    DDL_LOCK_TIMEOUT,
     DDL_RETRY_FOR,
-    LOCK_TIMEOUT,
+    MIGRATION_LOCK_TIMEOUT,
+    TABLE_LOCK_TIMEOUT,
 )
 from .errors import InvalidArgumentError
 
@@ -77,7 +77,7 @@ class DDLLimits(NamedTuple):
     rolled back and tried again with backoff for this many seconds in all, then
     TableLockTimeoutError names who held the lock."""
 
-    table_lock_timeout: float | None = DDL_LOCK_TIMEOUT
+    table_lock_timeout: float | None = TABLE_LOCK_TIMEOUT
     retry_for: float = DDL_RETRY_FOR
 
 
@@ -138,7 +138,7 @@ def settings(
     accepted: tuple[str, ...],
     *,
     connect: ConnectRetry = DEFAULT_CONNECT,
-    migration_lock_timeout: float = LOCK_TIMEOUT,
+    migration_lock_timeout: float = MIGRATION_LOCK_TIMEOUT,
     ddl: DDLLimits = DEFAULT_DDL,
 ) -> Settings:
     """``verb``'s settings, checked, with the deprecated keywords in ``old`` (a

@@ -11,7 +11,7 @@ import warnings
 import pytest
 
 import silentpulse_db
-from silentpulse_db import migrate
+from silentpulse_db import defaults, migrate
 
 MOVED_TO_MIGRATE = sorted(
     name for name, home in silentpulse_db._MOVED.items() if home == "silentpulse_db.migrate"
@@ -59,3 +59,15 @@ def test_status_records_still_come_from_their_old_room(name: str) -> None:
     with pytest.warns(DeprecationWarning, match=rf"use silentpulse_db\.results\.status\.{name} "):
         old = getattr(migrations, name)
     assert old is getattr(status, name) is getattr(silentpulse_db.results, name)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [("LOCK_TIMEOUT", "MIGRATION_LOCK_TIMEOUT"), ("DDL_LOCK_TIMEOUT", "TABLE_LOCK_TIMEOUT")],
+)
+def test_a_renamed_default_still_works_and_names_its_lock(old: str, new: str) -> None:
+    with pytest.warns(DeprecationWarning, match=rf"defaults\.{old} is deprecated .* use {new}$"):
+        value = getattr(defaults, old)
+    assert value == getattr(defaults, new)
+    with pytest.raises(AttributeError, match="no attribute 'LOCK_WAIT'"):
+        defaults.LOCK_WAIT  # noqa: B018  (any other name is no attribute, as before)

@@ -64,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=ROTATION_LOCK_TIMEOUT,
         metavar="SECONDS",
-        help=f"how long to wait for another run to finish (default {ROTATION_LOCK_TIMEOUT:g})",
+        help=(
+            "how long to wait for each lock: another run's, and (run as the tables' owner) "
+            f"the credential tables' (default {ROTATION_LOCK_TIMEOUT:g})"
+        ),
     )
     parser.add_argument(
         "--attempts",

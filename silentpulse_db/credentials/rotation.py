@@ -108,7 +108,10 @@ async def migrate_credentials(
     key. ``mode="rotate"``: values under ``old_keyring``'s key are re-sealed under
     ``keyring``'s, each keeping its version. ``dry_run`` reads and seals in memory in
     a READ ONLY transaction and reports the same counts. A role that row-level
-    security limits is refused (RowSecurityError) before anything is read. ``connect``:
+    security limits is refused (RowSecurityError) before anything is read.
+    ``lock_timeout``: how long each lock is waited for, in seconds: another run's (the
+    job's advisory lock) and, run as the tables' owner, the credential tables (see
+    credentials/access.py); then CredentialMigrationError, nothing changed. ``connect``:
     how each connection waits for a server still starting (3 attempts by default).
     """
     retry = checked_connect(connect)

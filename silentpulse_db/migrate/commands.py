@@ -18,7 +18,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..defaults import LOCK_TIMEOUT, PARTITIONS_AHEAD
+from ..defaults import MIGRATION_LOCK_TIMEOUT, PARTITIONS_AHEAD
 from ..errors import (
     ConfigurationError,
     MigrationSourceError,
@@ -78,7 +78,7 @@ async def run_migrations(
     partitions_ahead: int | None = PARTITIONS_AHEAD,
     table: str | None = None,
     connect: ConnectRetry = DEFAULT_CONNECT,
-    migration_lock_timeout: float = LOCK_TIMEOUT,
+    migration_lock_timeout: float = MIGRATION_LOCK_TIMEOUT,
     ddl: DDLLimits = DEFAULT_DDL,
     **deprecated: Any,
 ) -> MigrationResult:
@@ -145,7 +145,7 @@ async def up(
     source: SourceLike = None,
     table: str | None = None,
     connect: ConnectRetry = DEFAULT_CONNECT,
-    migration_lock_timeout: float = LOCK_TIMEOUT,
+    migration_lock_timeout: float = MIGRATION_LOCK_TIMEOUT,
     ddl: DDLLimits = DEFAULT_DDL,
     **deprecated: Any,
 ) -> MigrationResult:
@@ -173,7 +173,7 @@ async def down(
     source: SourceLike = None,
     table: str | None = None,
     connect: ConnectRetry = DEFAULT_CONNECT,
-    migration_lock_timeout: float = LOCK_TIMEOUT,
+    migration_lock_timeout: float = MIGRATION_LOCK_TIMEOUT,
     ddl: DDLLimits = DEFAULT_DDL,
     **deprecated: Any,
 ) -> MigrationResult:
@@ -197,7 +197,7 @@ async def goto(
     source: SourceLike = None,
     table: str | None = None,
     connect: ConnectRetry = DEFAULT_CONNECT,
-    migration_lock_timeout: float = LOCK_TIMEOUT,
+    migration_lock_timeout: float = MIGRATION_LOCK_TIMEOUT,
     ddl: DDLLimits = DEFAULT_DDL,
     **deprecated: Any,
 ) -> MigrationResult:
@@ -221,7 +221,7 @@ async def force(
     source: SourceLike = None,
     table: str | None = None,
     connect: ConnectRetry = DEFAULT_CONNECT,
-    migration_lock_timeout: float = LOCK_TIMEOUT,
+    migration_lock_timeout: float = MIGRATION_LOCK_TIMEOUT,
     **deprecated: Any,
 ) -> MigrationResult:
     """Record ``version`` as clean without running anything (-1: no version).
@@ -283,7 +283,7 @@ async def apply_prerequisites(
     *,
     source: SourceLike = None,
     connect: ConnectRetry = DEFAULT_CONNECT,
-    migration_lock_timeout: float = LOCK_TIMEOUT,
+    migration_lock_timeout: float = MIGRATION_LOCK_TIMEOUT,
     **deprecated: Any,
 ) -> PrerequisitesResult:
     """Run prerequisites.sql (the extensions) once, under the migration lock.
@@ -326,7 +326,7 @@ async def baseline(
     verify: bool = True,
     scratch_dsn: str | None = None,
     connect: ConnectRetry = DEFAULT_CONNECT,
-    migration_lock_timeout: float = LOCK_TIMEOUT,
+    migration_lock_timeout: float = MIGRATION_LOCK_TIMEOUT,
     **deprecated: Any,
 ) -> MigrationResult:
     """Adopt a database created before migrations: run baseline.sql (version 1, clean).
@@ -451,7 +451,7 @@ async def distribute(
     dry_run: bool = False,
     shard_count: int | None = None,
     connect: ConnectRetry = DEFAULT_CONNECT,
-    migration_lock_timeout: float = LOCK_TIMEOUT,
+    migration_lock_timeout: float = MIGRATION_LOCK_TIMEOUT,
     ddl: DDLLimits = DEFAULT_DDL,
 ) -> DistributionReport:
     """Distribute the migrated schema by tenant on a Citus coordinator (docs/scaling.md).

@@ -242,8 +242,7 @@ async def _locked(dsn: str, session: Session, job: Job, check: NoChangeCheck | N
         applier = Applier(
             conn,
             migrations,
-            ddl_lock_timeout=ddl.table_lock_timeout,
-            ddl_retry_for=ddl.retry_for,
+            ddl=ddl,
             statement_timeout=job.statement_timeout,
             table=session.table,
             build_wait=lock_wait,

@@ -22,11 +22,11 @@ from ...defaults import (
     CLI_CONNECT_ATTEMPTS,
     CONNECT_ATTEMPTS,
     CONNECT_WAIT,
-    DDL_LOCK_TIMEOUT,
     DDL_RETRY_FOR,
-    LOCK_TIMEOUT,
+    MIGRATION_LOCK_TIMEOUT,
     PARTITIONS_AHEAD,
     SCRATCH_DSN_ENV,
+    TABLE_LOCK_TIMEOUT,
 )
 from ...settings import REMOVED_IN
 
@@ -105,9 +105,9 @@ def _migration_lock_option(
         dest="migration_lock_timeout",
         metavar="SECONDS",
         type=_seconds,
-        default=default(LOCK_TIMEOUT),
+        default=default(MIGRATION_LOCK_TIMEOUT),
         help=f"how long to wait for the migration lock, held by another runner "
-        f"(default {LOCK_TIMEOUT:g}; --lock-timeout: golang-migrate's name for it)",
+        f"(default {MIGRATION_LOCK_TIMEOUT:g}; --lock-timeout: golang-migrate's name for it)",
     )
 
 
@@ -117,16 +117,16 @@ def _table_lock_options(parser: argparse.ArgumentParser, default: Callable[[obje
         dest="table_lock_timeout",
         metavar="SECONDS",
         type=_seconds,
-        default=default(DDL_LOCK_TIMEOUT),
+        default=default(TABLE_LOCK_TIMEOUT),
         help=f"how long each migration statement may wait for a table lock, holding up "
-        f"the queries behind it (default {DDL_LOCK_TIMEOUT:g}; 0: no limit)",
+        f"the queries behind it (default {TABLE_LOCK_TIMEOUT:g}; 0: no limit)",
     )
     parser.add_argument(  # the name before 0.2.0: it said "lock" twice
         "--ddl-lock-timeout",
         dest="table_lock_timeout",
         metavar="SECONDS",
         type=_deprecated_seconds("--ddl-lock-timeout", "--table-lock-timeout"),
-        default=default(DDL_LOCK_TIMEOUT),
+        default=default(TABLE_LOCK_TIMEOUT),
         help=argparse.SUPPRESS,
     )
     parser.add_argument(

@@ -19,8 +19,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ...defaults import DDL_LOCK_TIMEOUT, DDL_RETRY_FOR, LOCK_TIMEOUT
+from ...defaults import MIGRATION_LOCK_TIMEOUT
 from ...results.migrations import AppliedMigration
+from ...settings import DEFAULT_DDL, DDLLimits
 from ..files.source import MigrationFile, MigrationSource
 from ..files.statements import ParsedSQL, Statement, analyze_cached
 from ..plan import NIL_VERSION, Plan, Step, version_label
@@ -45,11 +46,10 @@ class Applier:
         conn: Any,
         source: MigrationSource,
         *,
-        ddl_lock_timeout: float | None = DDL_LOCK_TIMEOUT,
-        ddl_retry_for: float = DDL_RETRY_FOR,
+        ddl: DDLLimits = DEFAULT_DDL,
         statement_timeout: float | None = None,
         table: VersionTable = CORE,
-        build_wait: float = LOCK_TIMEOUT,
+        build_wait: float = MIGRATION_LOCK_TIMEOUT,
         one_by_one: bool = False,
     ) -> None:
         self.conn = conn
@@ -59,8 +59,8 @@ class Applier:
         # How long a concurrent build or drop waits for another backend still at it.
         self.build_wait = build_wait
         self.source = source
-        self.ddl_lock_timeout = ddl_lock_timeout
-        self.ddl_retry_for = ddl_retry_for
+        # Each migration's wait for a table lock, and how long a lost wait is retried.
+        self.ddl = ddl
         # Each migration statement's limit (the DSN's x-statement-timeout), unless its
         # file sets one; None: none.
         self.statement_timeout = statement_timeout
@@ -155,8 +155,7 @@ class Applier:
             self.store,
             statement_timeout=self.statement_timeout,
             build_wait=self.build_wait,
-            ddl_lock_timeout=self.ddl_lock_timeout,
-            ddl_retry_for=self.ddl_retry_for,
+            ddl=self.ddl,
         )
         await outside.run(step, parsed, history_record)
 
@@ -179,8 +178,8 @@ class Applier:
             self.source,
             step,
             parsed,
-            lock_timeout=self.ddl_lock_timeout if timeout is None else timeout,
-            retry_for=self.ddl_retry_for,
+            lock_timeout=self.ddl.table_lock_timeout if timeout is None else timeout,
+            retry_for=self.ddl.retry_for,
             record=history_record(step),
             stays_at=f"version {version_label(before)}",
             store=self.store,

@@ -16,9 +16,10 @@ from typing import Any
 
 import asyncpg
 
-from ...defaults import DDL_LOCK_TIMEOUT, DDL_RETRY_FOR, ENGINE_SESSION_SETTINGS, LOCK_TIMEOUT
+from ...defaults import ENGINE_SESSION_SETTINGS, MIGRATION_LOCK_TIMEOUT
 from ...errors import MigrationFailedError
 from ...postgres.connect import is_connection_lost, set_config_sql
+from ...settings import DEFAULT_DDL, DDLLimits
 from ..files.directives import statement_limit
 from ..files.source import MigrationFile, MigrationSource
 from ..files.statements import ParsedSQL, Statement
@@ -47,9 +48,8 @@ class OutsideTransaction:
         store: VersionStore | None = None,
         *,
         statement_timeout: float | None = None,
-        build_wait: float = LOCK_TIMEOUT,
-        ddl_lock_timeout: float | None = DDL_LOCK_TIMEOUT,
-        ddl_retry_for: float = DDL_RETRY_FOR,
+        build_wait: float = MIGRATION_LOCK_TIMEOUT,
+        ddl: DDLLimits = DEFAULT_DDL,
     ) -> None:
         self.conn = conn
         self.source = source
@@ -62,8 +62,7 @@ class OutsideTransaction:
         self.build_wait = build_wait
         # A partitioned build's steps that block writes (partitioned_index.py): how long
         # each waits for its lock, and for how long they are tried again.
-        self.ddl_lock_timeout = ddl_lock_timeout
-        self.ddl_retry_for = ddl_retry_for
+        self.ddl = ddl
         self.step: Step | None = None  # the step running, for its failure's message
 
     async def run(self, step: Step, parsed: ParsedSQL, record: Recorder) -> None:

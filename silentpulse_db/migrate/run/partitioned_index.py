@@ -50,7 +50,7 @@ from ...defaults import DDL_RETRY_FIRST, DDL_RETRY_MAX
 from ...errors import MigrationFailedError, TableLockHolder, TableLockTimeoutError
 from ...postgres.blockers import table_lock_holders
 from ...postgres.connect import is_connection_lost, rollback
-from ...settings import milliseconds
+from ...settings import DDLLimits, milliseconds
 from ..files.directives import duration_text
 from ..files.lock_levels import LockTaken
 from ..files.source import MigrationFile, MigrationSource
@@ -186,8 +186,7 @@ class Runner(Protocol):
     step: Step | None
     statement_timeout: float | None
     build_wait: float
-    ddl_lock_timeout: float | None
-    ddl_retry_for: float
+    ddl: DDLLimits
 
 
 class _Steps:
@@ -206,7 +205,7 @@ class _Steps:
         self.file = outside.step.file
         self.attach = not self.file.directives.partitions_only
         timeout = self.file.directives.lock_timeout
-        self.lock_timeout = outside.ddl_lock_timeout if timeout is None else timeout
+        self.lock_timeout = outside.ddl.table_lock_timeout if timeout is None else timeout
 
     async def _attach(self, parent: str, child: str) -> None:
         await self._locked(
@@ -231,7 +230,7 @@ class _Steps:
                 blockers = await table_lock_holders(self.conn, locks)
                 who = "; ".join(map(str, blockers)) or "(released meanwhile)"
                 waited = time.monotonic() - started
-                if waited + pause > self.outside.ddl_retry_for:
+                if waited + pause > self.outside.ddl.retry_for:
                     raise self._locked_out(sql, attempt, waited, who, blockers) from lost.error
                 logger.warning(
                     "%s: %s (attempt %d): %s; held by: %s; retrying in %.1fs",
