@@ -31,7 +31,7 @@ from typing import Any
 import asyncpg
 
 from .files.source import Migration, MigrationFile, MigrationSource
-from .version_table import GUARD_FUNCTION, HISTORY_TABLE, VERSION_TABLE
+from .version_table import GUARD_FUNCTION, HISTORY_TABLE, VERSION_TABLE, VersionStore
 
 logger = logging.getLogger("silentpulse_db.migrate")
 
@@ -123,12 +123,6 @@ async def _store(
     )
 
 
-# Each version's latest record: the up that put it there, or what else came last.
-_LATEST = f"""
-    SELECT DISTINCT ON (version) version, name, direction, checksum
-    FROM "{HISTORY_TABLE}" WHERE migrations_table = $1 AND version BETWEEN 0 AND $2
-    ORDER BY version, id DESC
-"""
 _READABLE = f"""
     SELECT CASE WHEN to_regclass('"{FILES_TABLE}"') IS NOT NULL
                 THEN has_table_privilege(to_regclass('"{FILES_TABLE}"'), 'SELECT') END
@@ -139,12 +133,14 @@ _STORED = f"""
 """
 
 
-async def stored_source(conn: Any, table: str, version: int | None) -> MigrationSource | str:
-    """Service set ``table`` at ``version`` as the database stored its up files: the
-    source drift builds; or why it cannot be (a sentence: what is missing)."""
+async def stored_source(store: VersionStore, version: int | None) -> MigrationSource | str:
+    """The service set of ``store``'s table at ``version`` as the database stored its up
+    files: the source drift builds; or why it cannot be (a sentence: what is missing)."""
+    conn, table = store.conn, store.table.name
     if version is None:
         return MigrationSource(f"{table}'s files as stored in the database", ())
-    latest = [r for r in await conn.fetch(_LATEST, table, version) if r["direction"] != "down"]
+    # Each version's last record: the up that put it there, or what else came last.
+    latest = [r for r in await store.latest(version) if r["direction"] != "down"]
     other = [r for r in latest if r["direction"] != "up" or r["checksum"] is None]
     if other:
         first = other[0]

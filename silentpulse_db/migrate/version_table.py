@@ -565,19 +565,28 @@ def _quote_literal(text: str) -> str:
 
 class VersionStore:
     """A set's version table and the history beside it, on one connection: the part of
-    golang-migrate's ``database.Driver`` that keeps the version (``Version``,
-    ``SetVersion``, ``ensureVersionTable``). Its ``Lock``/``Unlock`` are
-    session.py's MigrationLock, its ``Run`` is run/. All of this engine's SQL on the two tables
-    is in this module.
+    golang-migrate's ``database.Driver`` that keeps the version. All of this library's
+    SQL on the two tables is in this module. The driver's methods, and where each is here:
 
-    - :meth:`ensure`: create both tables, or bring an older release's history to this
-      layout (once), under the migration lock;
-    - :meth:`look`: what of them is there, for a reader that may not create anything;
-    - :meth:`version` (golang-migrate's Version), :meth:`version_if_there`,
-      :meth:`state` (and the history), :meth:`state_beside`, :meth:`recent`,
-      :meth:`recorded_sets`: read;
-    - :meth:`write`: SetVersion, in a transaction of its own; :meth:`record_sql` and
-      :meth:`prepare_sql`: the same write as SQL, for a migration's own transaction.
+    ==================== ===============================================================
+    golang-migrate       silentpulse-db
+    ==================== ===============================================================
+    ``Open``/``Close``   session.py's ``open_session`` (one pass: connect, settle, probe)
+    ``Lock``/``Unlock``  session.py's ``MigrationLock`` (``Session.lock``), the same keys
+    ``Run``              run/ (``Applier.apply``), each migration with its version write
+    ``Version``          :meth:`version`; :meth:`state`: with the history (checksums)
+    ``SetVersion``       :meth:`write`; in a migration's own transaction
+                         :meth:`record_sql` (:meth:`prepare_sql` for several a message)
+    ``ensureVersion-     :meth:`ensure`: both tables, or an older release's history
+    Table``              brought to this layout (once), under the migration lock
+    ``Drop``             none (``down --all`` reverts; nothing drops every table)
+    ==================== ===============================================================
+
+    The other reads are this engine's own: :meth:`look` (what of the tables is there,
+    for a reader that may create nothing), :meth:`state_beside` (the state and a
+    caller's row in one round trip: the start-up probe), :meth:`recent` (durations, the
+    last run), :meth:`latest` (each version's last record: drift's stored files), and
+    another set's version (:meth:`version_if_there`, :meth:`recorded_sets`).
 
     ``found``: what the store reads, as :meth:`look` (or the session's probe) found it;
     by default both tables in this release's layout (after :meth:`ensure`).
@@ -657,6 +666,22 @@ class VersionStore:
             self.table.name,
         )
         return [Recorded(r[0], r[1], None if r[2] is None else r[2] / 1000) for r in rows]
+
+    async def latest(self, up_to: int) -> list[Any]:
+        """Each version's last history row up to ``up_to`` (version, name, direction,
+        checksum), whatever its direction: how the version got there."""
+        if not self.found.history:
+            return []
+        return list(
+            await self.conn.fetch(
+                "SELECT DISTINCT ON (version) version, name, direction, checksum "
+                f"FROM {_history(self.table, self.found.current)} "
+                "WHERE migrations_table = $1 AND version BETWEEN 0 AND $2 "
+                "ORDER BY version, id DESC",
+                self.table.name,
+                up_to,
+            )
+        )
 
     async def recorded_sets(self) -> dict[str, VersionState]:
         """Every other set the history names whose version table is there, and its

@@ -88,12 +88,14 @@ async def all_service_sets(
     """Every service set the live database records, to build after the packaged one:
     those given (their folders), and the others from the files the database stored
     when it applied them (stored_files.py)."""
-    recorded = await VersionStore(conn).recorded_sets()
+    store = VersionStore(conn)
+    recorded = await store.recorded_sets()  # looks at the history's layout first
     tables = {table for _source, table in given}
     stored: dict[str, MigrationSource | str] = {}  # read only where needed
     for table, state in recorded.items():
         if table not in tables and not state.dirty:
-            stored[table] = await stored_source(conn, table, state.version)
+            theirs = VersionStore(conn, VersionTable(table), store.found)
+            stored[table] = await stored_source(theirs, state.version)
     return service_sets(given, recorded, stored)
 
 
