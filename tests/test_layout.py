@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -262,6 +263,38 @@ def test_no_module_is_named_like_a_folder_or_another_name_but_for_underscores() 
         squeezed.setdefault(name.replace("_", ""), set()).add(name)
     underscores = [sorted(names) for names in squeezed.values() if len(names) > 1]
     assert (sorted(like_a_folder), underscores) == ([], [])
+
+
+# Names of one word's forms (migrate, migrating, migrations) read alike in a listing. The
+# families there are today, each with what tells its members apart; a new member, or a
+# new family, fails the test: name it for what it holds instead, or add it here with why.
+ONE_WORD_TODAY = {
+    "migrat": {
+        # golang-migrate's own two names: its verb, and the folder its CLI's -path reads.
+        "migrate": "the engine and the operator verbs (silentpulse_db.migrate)",
+        "migrations": "the packaged SQL files; results/migrations.py, what runs over them return",
+        "migrating": "migrate/cli/migrating.py: the CLI's commands that migrate",
+    },
+    "distribut": {
+        "distribution": "schema/distribution.py: the schema distributed on Citus",
+        "distributing": "migrate/cli/distributing.py: the CLI's distribute command",
+    },
+}
+
+
+def _stem(name: str) -> str:
+    """A name without its word ending: migrate, migrating and migrations alike."""
+    return re.sub(r"(ions?|ing|es|s|e)$", "", name)
+
+
+def test_no_two_names_are_forms_of_one_word_unless_listed() -> None:
+    folders = {p.name for p in PACKAGE.rglob("*") if p.is_dir() and p.name != "__pycache__"}
+    modules = {p.stem for p in PACKAGE.rglob("*.py")} - {"__init__", "__main__"}
+    families: dict[str, set[str]] = {}
+    for name in folders | modules:
+        families.setdefault(_stem(name), set()).add(name)
+    alike = {stem: names for stem, names in families.items() if len(names) > 1}
+    assert alike == {stem: set(names) for stem, names in ONE_WORD_TODAY.items()}
 
 
 def test_no_function_or_class_is_longer_than_150_lines() -> None:

@@ -52,6 +52,7 @@ from .version_table import (
     HISTORY_TABLE,
     VERSION_TABLE,
     VersionTable,
+    recorded_sets,
     resolve,
     resolve_table,
 )
@@ -499,7 +500,7 @@ async def distribute(
         async with session_of as session:
             store = session.store
             state = await store.version() if session.versioned else None
-            keep = {name: VERSION_KEPT for name in await store.recorded_sets()}
+            keep = {name: VERSION_KEPT for name in await recorded_sets(store)}
             keep |= {name: VERSION_KEPT for name in (VERSION_TABLE, HISTORY_TABLE, FILES_TABLE)}
             return await distribute_on(
                 session.conn,

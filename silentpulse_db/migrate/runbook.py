@@ -33,7 +33,7 @@ from .plan import (
     version_label,
 )
 from .session import MigrationLock, Session, create_tables, open_session, read_only_state
-from .version_table import VERSION_TABLE, State, VersionStore, VersionTable
+from .version_table import VERSION_TABLE, State, VersionTable, version_if_there
 
 if TYPE_CHECKING:
     from .files.statements import ParsedSQL
@@ -68,10 +68,10 @@ class AfterApply(Protocol):
 
 class NoChangeCheck:
     """Is there no change to make for ``request`` (golang-migrate's ErrNoChange)?
-    :meth:`ask` returns the (empty) plan when there is none, None when there is work.
-    The first ask uses the state the session's probe read; later ones (a waiter woken by
-    the lock's holder) read it again, with the ``probe`` expression (the run's
-    AfterApply) in the same query."""
+    :meth:`settled` answers with the plan of a settled database (no step: what the run
+    returns) when there is none, None when there is work. The first answer uses the state
+    the session's probe read; later ones (a waiter woken by the lock's holder) read it
+    again, with the ``probe`` expression (the run's AfterApply) in the same query."""
 
     def __init__(
         self,
@@ -88,12 +88,12 @@ class NoChangeCheck:
         self.probe = probe
         # Whether the work after applying is due, as read with the last state.
         self.due = session.after_due
-        # The state the probe read, until the first ask uses it.
+        # The state the probe read, until the first answer uses it.
         self._unread = session.state
         # The version tables, read as the probe found them (and as each look finds them).
         self._store = session.store
 
-    async def ask(self) -> Plan | None:
+    async def settled(self) -> Plan | None:
         read = await self._read_state()
         if read is None:
             return None
@@ -169,7 +169,7 @@ async def run_request(dsn: str, job: Job) -> MigrationResult:
             if isinstance(job.request, Up)
             else None
         )
-        plan = await check.ask() if check is not None and session.tables_exist else None
+        plan = await check.settled() if check is not None and session.tables_exist else None
         if plan is not None:
             assert check is not None
             outcome = Outcome(plan, due=check.due)
@@ -265,7 +265,7 @@ async def lock_unless_no_change(lock: MigrationLock, check: NoChangeCheck | None
     try:
         while not await lock.try_take():
             await lock.pause()
-            if check is not None and (plan := await check.ask()) is not None:
+            if check is not None and (plan := await check.settled()) is not None:
                 logger.info("stopped waiting for the migration lock: nothing left")
                 # A first key ours is released with a NOTIFY; still LISTENing: the session
                 # ends now (UNLISTEN would cost each of many replicas a round trip).
@@ -332,7 +332,7 @@ async def require_versions(conn: Any, plan: Plan) -> None:
             continue
         for table, version in step.file.directives.requires:
             if table not in found:
-                found[table] = await VersionStore(conn, VersionTable(table)).version_if_there()
+                found[table] = await version_if_there(conn, VersionTable(table))
             state = found[table]
             if state is not None and not state.dirty and (state.version or 0) >= version:
                 continue

@@ -12,7 +12,22 @@ golang-migrate's ``x-migrations-table`` does): a :class:`VersionTable` names it.
 The history is shared: each row records the version table it belongs to.
 
 The engine reads and writes both through :class:`VersionStore`, as golang-migrate's
-engine goes through its ``database.Driver``; the SQL on them is all here.
+engine goes through its ``database.Driver``; all of the library's SQL on them is here.
+The driver's methods, and where each is in this engine:
+
+==================== ===============================================================
+golang-migrate       silentpulse-db
+==================== ===============================================================
+``Open``/``Close``   session.py's ``open_session`` (one pass: connect, settle, probe)
+``Lock``/``Unlock``  session.py's ``MigrationLock`` (``Session.lock``), the same keys
+``Run``              run/ (``Applier.apply``), each migration with its version write
+``Version``          ``version``; ``state``: with the history (checksums)
+``SetVersion``       ``write``; in a migration's own transaction
+                     ``record_sql`` (``prepare_sql`` for several a message)
+``ensureVersion-     ``ensure``: both tables, or an older release's history
+Table``              brought to this layout (once), under the migration lock
+``Drop``             none (``down --all`` reverts; nothing drops every table)
+==================== ===============================================================
 """
 
 from __future__ import annotations
@@ -565,28 +580,14 @@ def _quote_literal(text: str) -> str:
 
 class VersionStore:
     """A set's version table and the history beside it, on one connection: the part of
-    golang-migrate's ``database.Driver`` that keeps the version. All of this library's
-    SQL on the two tables is in this module. The driver's methods, and where each is here:
-
-    ==================== ===============================================================
-    golang-migrate       silentpulse-db
-    ==================== ===============================================================
-    ``Open``/``Close``   session.py's ``open_session`` (one pass: connect, settle, probe)
-    ``Lock``/``Unlock``  session.py's ``MigrationLock`` (``Session.lock``), the same keys
-    ``Run``              run/ (``Applier.apply``), each migration with its version write
-    ``Version``          :meth:`version`; :meth:`state`: with the history (checksums)
-    ``SetVersion``       :meth:`write`; in a migration's own transaction
-                         :meth:`record_sql` (:meth:`prepare_sql` for several a message)
-    ``ensureVersion-     :meth:`ensure`: both tables, or an older release's history
-    Table``              brought to this layout (once), under the migration lock
-    ``Drop``             none (``down --all`` reverts; nothing drops every table)
-    ==================== ===============================================================
-
-    The other reads are this engine's own: :meth:`look` (what of the tables is there,
-    for a reader that may create nothing), :meth:`state_beside` (the state and a
-    caller's row in one round trip: the start-up probe), :meth:`recent` (durations, the
-    last run), :meth:`latest` (each version's last record: drift's stored files), and
-    another set's version (:meth:`version_if_there`, :meth:`recorded_sets`).
+    golang-migrate's ``database.Driver`` that keeps the version (the module's docstring
+    maps the driver's methods to this engine's). :meth:`ensure` makes the tables (or
+    brings an older release's history to this layout, once) under the migration lock;
+    :meth:`version` and :meth:`state` read, :meth:`write` writes (:meth:`record_sql`,
+    :meth:`prepare_sql`: the same write inside a migration's own transaction). The other
+    reads are this engine's own: :meth:`look`, :meth:`state_beside` (the start-up probe),
+    :meth:`recent` and :meth:`latest`; other sets' versions are read by the functions
+    after it (:func:`version_if_there`, :func:`recorded_sets`).
 
     ``found``: what the store reads, as :meth:`look` (or the session's probe) found it;
     by default both tables in this release's layout (after :meth:`ensure`).
@@ -627,14 +628,6 @@ class VersionStore:
             return VersionState(None, False)
         version = row["version"]
         return VersionState(None if version == NIL_VERSION else version, row["dirty"])
-
-    async def version_if_there(self) -> VersionState | None:
-        """version(), or None where the table is not there (another set's, not migrated
-        yet; a name the database gave is a parameter, never inlined)."""
-        there = await self.conn.fetchval(
-            "SELECT to_regclass($1) IS NOT NULL", self.table.qualified()
-        )
-        return await self.version() if there else None
 
     async def state(self) -> State:
         """The version and history of whatever is there, creating nothing: golang-migrate's
@@ -683,23 +676,6 @@ class VersionStore:
             )
         )
 
-    async def recorded_sets(self) -> dict[str, VersionState]:
-        """Every other set the history names whose version table is there, and its
-        version (a database only golang-migrate migrated names none)."""
-        if not (await self.look()).history:
-            return {}
-        names = await self.conn.fetch(
-            f"SELECT DISTINCT migrations_table FROM {_history(self.table, self.found.current)} "
-            "WHERE migrations_table <> $1 ORDER BY 1",
-            self.table.name,
-        )
-        found: dict[str, VersionState] = {}
-        for (name,) in names:
-            other = VersionStore(self.conn, VersionTable(name, self.table.schema))
-            if (version := await other.version_if_there()) is not None:
-                found[name] = version
-        return found
-
     async def write(
         self, version: int | None, dirty: bool, history: HistoryRecord | None = None
     ) -> None:
@@ -735,3 +711,31 @@ class VersionStore:
             f"BEGIN;{_pin_schema(self.table.schema)}PREPARE {RECORD_STATEMENT} "
             f"(bigint, bigint, text, text, text, text, boolean) AS {body};COMMIT;"
         )
+
+
+# --- other sets' versions ---------------------------------------------------------------
+
+
+async def version_if_there(conn: Any, table: VersionTable) -> VersionState | None:
+    """``table``'s version, or None where the table is not there (another set's, not
+    migrated yet; a name the database gave is a parameter, never inlined)."""
+    there = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table.qualified())
+    return await VersionStore(conn, table).version() if there else None
+
+
+async def recorded_sets(store: VersionStore) -> dict[str, VersionState]:
+    """Every set other than ``store``'s that the history names whose version table is
+    there, and its version (a database only golang-migrate migrated names none)."""
+    if not (await store.look()).history:
+        return {}
+    names = await store.conn.fetch(
+        f"SELECT DISTINCT migrations_table FROM {_history(store.table, store.found.current)} "
+        "WHERE migrations_table <> $1 ORDER BY 1",
+        store.table.name,
+    )
+    found: dict[str, VersionState] = {}
+    for (name,) in names:
+        table = VersionTable(name, store.table.schema)
+        if (version := await version_if_there(store.conn, table)) is not None:
+            found[name] = version
+    return found

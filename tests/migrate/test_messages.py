@@ -322,7 +322,7 @@ async def test_a_waiter_that_gives_up_holding_the_first_key_tells_the_others(
         asked = 0
 
         class Check:  # the engine's NoChangeCheck: answers at its third asking
-            async def ask(self) -> str | None:
+            async def settled(self) -> str | None:
                 nonlocal asked
                 asked += 1
                 return "nothing left" if asked == 3 else None

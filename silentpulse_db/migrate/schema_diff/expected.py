@@ -21,7 +21,7 @@ from ..plan import Up, make_plan
 from ..proofs.check import prerequisites_in, proof_database
 from ..run.applier import Applier
 from ..stored_files import stored_source
-from ..version_table import HISTORY_TABLE, VersionStore, VersionTable
+from ..version_table import HISTORY_TABLE, VersionStore, VersionTable, recorded_sets
 
 logger = logging.getLogger("silentpulse_db.migrate")
 
@@ -89,7 +89,7 @@ async def all_service_sets(
     those given (their folders), and the others from the files the database stored
     when it applied them (stored_files.py)."""
     store = VersionStore(conn)
-    recorded = await store.recorded_sets()  # looks at the history's layout first
+    recorded = await recorded_sets(store)  # looks at the history's layout first
     tables = {table for _source, table in given}
     stored: dict[str, MigrationSource | str] = {}  # read only where needed
     for table, state in recorded.items():
