@@ -6,7 +6,8 @@ password, key or plaintext. Grouped by what the caller does about them, as
 httpx groups its own (``retryable``: the same call, unchanged, can succeed)::
 
     SilentPulseDBError
-    ├── InvalidArgumentError (also ValueError)    a bug in the calling code
+    ├── InvalidArgumentError (also ValueError)    a value the call does not take
+    │   └── VersionNotFoundError                  goto/force: no file of that version
     ├── ConfigurationError                        fix the setting it names
     │   ├── PoolingModeError
     │   ├── CitusRequiredError                    distribute: not a Citus coordinator
@@ -30,14 +31,13 @@ httpx groups its own (``retryable``: the same call, unchanged, can succeed)::
     │   ├── ChecksumMismatchError
     │   ├── MigrationSetMismatchError
     │   ├── RequiredVersionError                  retryable: once the other set is applied
-    │   └── SchemaVersionError                    migrate first (distribute's version)
+    │   ├── SchemaVersionError                    migrate first (distribute's version)
+    │   └── BaselineError                         baseline: versioned, or another schema
     ├── MigrationSourceError                      fix the file it names
     │   └── MissingMigrationFileError
     ├── MigrationFailedError                      a file's SQL failed
     │   ├── MigrationInterruptedError
     │   └── TableLockTimeoutError
-    ├── VersionNotFoundError
-    ├── BaselineError
     ├── ReversibilityError
     ├── AlertGapError
     ├── TestServerError
@@ -335,8 +335,9 @@ def _hidden(role: str | None) -> str:
 
 class MigrationStateError(SilentPulseDBError):
     """What the version table says refuses the request (dirty, ahead of the files,
-    another set's, a changed file, a required version missing): nothing ran, and an
-    operator decides what comes next."""
+    another set's, a changed file, a required version missing; for baseline, a version
+    already there or a schema that is not the baseline's): nothing ran, and an operator
+    decides what comes next."""
 
 
 class DirtyDatabaseError(MigrationStateError):
@@ -458,11 +459,11 @@ class AlertGapError(SilentPulseDBError):
         self.pruned_to = pruned_to
 
 
-class VersionNotFoundError(SilentPulseDBError):
-    """A requested target version has no migration file."""
+class VersionNotFoundError(InvalidArgumentError):
+    """A requested target version has no migration file (goto, force)."""
 
 
-class BaselineError(SilentPulseDBError):
+class BaselineError(MigrationStateError):
     """The database cannot be adopted with baseline (already versioned, or schema differs)."""
 
 
