@@ -156,7 +156,7 @@ def main() -> None:
         ),
         (
             "the runner (tenacity, pglast)",
-            "`runbook.py`",
+            "`engine.py`",
             CLI_UP,
             "silentpulse_db.migrate.run.applier",
         ),
@@ -171,7 +171,7 @@ def main() -> None:
         ),
         (
             "prerequisites (and the role and database helpers)",
-            "`runbook.py`, `commands.py`",
+            "`engine.py`, `commands.py`",
             CLI_UP,
             "silentpulse_db.migrate.prerequisites",
         ),

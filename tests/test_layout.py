@@ -54,7 +54,7 @@ def test_the_cli_starts_without_what_up_does_not_need() -> None:
         # create writes two files: no driver, no engine.
         (
             "create",
-            {"asyncpg", "silentpulse_db.migrate.commands", "silentpulse_db.migrate.runbook"},
+            {"asyncpg", "silentpulse_db.migrate.commands", "silentpulse_db.migrate.engine"},
         ),
         # status and version read: no runner, no dry run, no proofs.
         (
@@ -62,7 +62,7 @@ def test_the_cli_starts_without_what_up_does_not_need() -> None:
             {"pglast", "silentpulse_db.migrate.run.applier", "silentpulse_db.migrate.proofs"},
         ),
         # the daily jobs: no migration engine.
-        ("partitions", {"silentpulse_db.migrate.runbook", "silentpulse_db.migrate.commands"}),
+        ("partitions", {"silentpulse_db.migrate.engine", "silentpulse_db.migrate.commands"}),
     ],
 )
 def test_each_command_imports_what_it_needs(command: str, unneeded: set[str]) -> None:

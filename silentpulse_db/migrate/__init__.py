@@ -13,7 +13,7 @@ A service's start-up needs only :func:`silentpulse_db.run_migrations` (also here
 Data flows one way: ``files/`` (the migrations, read and validated) ->
 ``plan.py`` (pure policy: what to run, or why not) -> ``run/`` (runs a plan on a
 locked connection) -> :mod:`silentpulse_db.results`. ``commands.py`` holds the
-public verbs, each a short wrapper, with the engine one call down in ``runbook.py``;
+public verbs, each a short wrapper, with the engine one call down in ``engine.py``;
 ``cli/`` is a thin shell over them. Beside them: ``session.py`` (one connection:
 probe, state, golang-migrate's advisory lock), ``version_table.py`` (golang-migrate's
 table and our history), ``dryrun/`` (the dry run) and ``proofs/`` (``check``'s and

@@ -55,7 +55,7 @@ async def adopt(
                 f"database already has a migration version ({before}); baseline only adopts an "
                 f"unversioned database"
             )
-        from .run.applier import Applier  # as in runbook.parse_ahead
+        from .run.applier import Applier  # as in engine.parse_ahead
 
         await Applier(conn, migrations).run_file(migrations.baseline)
         after = await store.version()

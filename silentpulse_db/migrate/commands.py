@@ -38,6 +38,7 @@ from ..settings import (
     checked_connect,
     settings,
 )
+from .engine import AfterApply, Job, run_request
 from .files.source import SourceLike, load_source
 from .plan import (
     Down,
@@ -46,7 +47,6 @@ from .plan import (
     Request,
     Up,
 )
-from .runbook import AfterApply, Job, run_request
 from .session import locked_session, open_session, read_only_state
 from .version_table import (
     HISTORY_TABLE,

@@ -89,7 +89,7 @@ async def run_prerequisites(
     if needed.required:
         raise await administrator_creates(conn, needed, then=then)
     if not needed.optional:
-        from .run.applier import Applier  # lazily, as in runbook.parse_ahead
+        from .run.applier import Applier  # lazily, as in engine.parse_ahead
 
         await Applier(conn, source).run_file(file)
         return []

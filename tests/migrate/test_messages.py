@@ -308,7 +308,7 @@ async def test_a_waiter_that_gives_up_holding_the_first_key_tells_the_others(
     first and waits for the second. When it stops waiting (nothing left to do), its
     release of the first key NOTIFYs, or replicas queued on that key sleep a poll."""
     from silentpulse_db.migrate import session as waiting
-    from silentpulse_db.migrate.runbook import lock_unless_no_change
+    from silentpulse_db.migrate.engine import lock_unless_no_change
 
     _polls(monkeypatch, 0.05)
     dsn = silentpulse_database

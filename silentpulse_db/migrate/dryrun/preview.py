@@ -28,6 +28,7 @@ from ...postgres.connect import connect as connected
 from ...postgres.translate import typed_errors
 from ...results.migrations import VersionState
 from ...settings import CONNECTING, DEFAULT_CONNECT, ConnectRetry, settings
+from ..engine import require_versions
 from ..files.lock_levels import ACCESS_EXCLUSIVE, LockTaken, blocks_writes, statement_locks
 from ..files.source import Direction, MigrationFile, SourceLike, load_source
 from ..files.statements import analyze_cached
@@ -44,7 +45,6 @@ from ..plan import (
 )
 from ..run.partitioned_index import PlannedBuild, plan_build
 from ..run.unfinished import read_unfinished
-from ..runbook import require_versions
 from ..version_table import VersionStore, VersionTable, resolve_table
 
 SQL_HEAD = 60  # characters of a statement shown on its line

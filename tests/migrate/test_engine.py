@@ -1,4 +1,4 @@
-"""The engine's hook after applying (runbook.AfterApply): when it runs, and with what."""
+"""The engine's hook after applying (engine.AfterApply): when it runs, and with what."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from silentpulse_db.migrate.engine import Job, run_request
 from silentpulse_db.migrate.files.source import load_source
 from silentpulse_db.migrate.plan import Up
-from silentpulse_db.migrate.runbook import Job, run_request
 from silentpulse_db.settings import ConnectRetry, DDLLimits, Settings
 
 from helpers import simple_set, write_migrations
