@@ -14,6 +14,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -155,7 +156,18 @@ async def moved(conn: asyncpg.Connection, tenant: Tenant, to: int) -> AsyncItera
     try:
         yield
     finally:
+        # The move left its source shards to a deferred drop, which waits for the
+        # sessions still holding them (a listener's read): a move back before it fails
+        # ("orphaned shard ... could not be cleaned up"). Wait for the drop first.
+        await wait_for(partial(_cleaned_up, conn), timeout=120)
         await conn.execute(move, tenant.id, to, tenant.node)
+
+
+async def _cleaned_up(conn: asyncpg.Connection) -> bool:
+    """Citus has dropped what earlier moves left behind (asked to try now)."""
+    with contextlib.suppress(asyncpg.PostgresError):  # a shard still held: ask again
+        await conn.execute("CALL citus_cleanup_orphaned_resources()")
+    return not await conn.fetchval("SELECT count(*) FROM pg_dist_cleanup")
 
 
 def assert_each_nodes_order(events: list[AlertEvent]) -> None:
