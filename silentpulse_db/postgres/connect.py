@@ -154,7 +154,7 @@ async def connect(
 
 async def connect_settled(
     dsn: str,
-    settings: Mapping[str, str] | None,
+    session_settings: Mapping[str, str] | None,
     *,
     need: str,
     attempts: int = CONNECT_ATTEMPTS,
@@ -166,24 +166,24 @@ async def connect_settled(
     """Connect, settle the session, and learn what is in front of PostgreSQL, in one pass:
 
     1. connect, retrying transient failures ``attempts`` times ``wait`` s apart;
-    2. one query: the backend's pid, ``settings`` set if that backend is the one the
+    2. one query: the backend's pid, ``session_settings`` set if that backend is the one the
        connection started with, and the caller's own question (``first``) beside them;
     3. the pid is the start-up key: a direct connection, settled. Else a pooler (PgBouncer
        answers with a key of its own), whose mode pooler.pooling_mode tells: one that
        keeps no session is PoolingModeError saying ``need``; one that does gets
-       ``settings`` now.
+       ``session_settings`` now.
 
-    ``settings`` None: steps 2 and 3 are skipped (nothing set, nothing checked).
+    ``session_settings`` None: steps 2 and 3 are skipped (nothing set, nothing checked).
     """
     dsn = connection_dsn(dsn)
     validate_dsn(dsn)
     if attempts < 1:
         raise ConfigurationError(f"attempts must be at least 1, got {attempts}")
     conn = await _open(dsn, attempts, wait, application_name, statement_cache_size)
-    if not settings:
+    if not session_settings:
         return Settled(conn, None)
     try:
-        own = _on_own_backend(conn, settings)
+        own = _on_own_backend(conn, session_settings)
         row = None if first is None else await _unless_shared(first(conn, own))
         # Without the caller's row (none asked, or its query met another client's statement
         # on a server connection a pooler gave us): the items alone. None again: shared.
@@ -196,7 +196,7 @@ async def connect_settled(
             pooling = await pooling_mode(conn, opener, pid=pid)
             if not pooling.keeps_session:
                 raise pooling_error(pooling, dsn, need=need)
-            await conn.execute(set_config_sql(settings))
+            await conn.execute(set_config_sql(session_settings))
         if first is not None and row is None:  # a session kept, yet its backend was shared
             row = await first(conn, own)
     except BaseException:
@@ -211,7 +211,7 @@ async def _open(
     """An asyncpg connection to ``dsn`` (validated), retrying transient failures; the
     probe connections of the pooling check are opened here too (one attempt, asyncpg's
     statement cache off: its named statements collide on shared server connections)."""
-    settings = {"application_name": application_name}
+    startup = {"application_name": application_name}
     attempt = 1
     try:
         # A plain loop, not tenacity: importing it would cost every start-up (the CLI's
@@ -221,7 +221,7 @@ async def _open(
                 return await asyncpg.connect(
                     dsn,
                     timeout=CONNECT_TIMEOUT,
-                    server_settings=settings,
+                    server_settings=startup,
                     statement_cache_size=statement_cache_size,
                 )
             except Exception as exc:
@@ -251,18 +251,20 @@ async def _unless_shared(query: Awaitable[Any]) -> Any:
         return None
 
 
-def set_config_sql(settings: Mapping[str, str]) -> str:
-    """One statement that sets each of ``settings`` for the session (literals: the
+def set_config_sql(session_settings: Mapping[str, str]) -> str:
+    """One statement that sets each of ``session_settings`` for the session (literals: the
     values are the library's own, from defaults.py)."""
-    return f"SELECT {_set_config_calls(settings)}"
+    return f"SELECT {_set_config_calls(session_settings)}"
 
 
-def _set_config_calls(settings: Mapping[str, str]) -> str:
-    return ", ".join(f"set_config('{name}', '{value}', false)" for name, value in settings.items())
+def _set_config_calls(session_settings: Mapping[str, str]) -> str:
+    return ", ".join(
+        f"set_config('{name}', '{value}', false)" for name, value in session_settings.items()
+    )
 
 
-def _on_own_backend(conn: Any, settings: Mapping[str, str]) -> str:
-    """Select-list items: the backend's pid (``backend_pid``), and ``settings`` set only
+def _on_own_backend(conn: Any, session_settings: Mapping[str, str]) -> str:
+    """Select-list items: the backend's pid (``backend_pid``), and ``session_settings`` set only
     if that backend is the one ``conn`` started with (no pooler in between).
 
     Behind a transaction pooler a session SET would stay on a server connection that
@@ -270,7 +272,7 @@ def _on_own_backend(conn: Any, settings: Mapping[str, str]) -> str:
     """
     return (
         f"pg_backend_pid() AS backend_pid, CASE WHEN pg_backend_pid() = "
-        f"{int(conn.get_server_pid())} THEN concat({_set_config_calls(settings)}) END "
+        f"{int(conn.get_server_pid())} THEN concat({_set_config_calls(session_settings)}) END "
         f"AS settings"
     )
 
