@@ -41,8 +41,8 @@ data-model: $(STAMP)
 	$(BIN)/python tools/data_model.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check silentpulse_db tests bench
-	$(BIN)/ruff format --check silentpulse_db tests bench
+	$(BIN)/ruff check silentpulse_db tests bench tools
+	$(BIN)/ruff format --check silentpulse_db tests bench tools
 	$(BIN)/mypy
 	$(BIN)/squawk --config .squawk.toml silentpulse_db/migrations/*.sql
 

@@ -29,7 +29,10 @@ PAGE = ROOT / "docs" / "data-model.md"
 # notifications service, the operators' jobs. A new table needs a line here (tested).
 WRITERS: dict[str, str] = {
     "ai_configs": "API",
-    "alert_changes": "the alerts trigger (one row per change; read by the notifications service's listener); retention prunes it",
+    "alert_changes": (
+        "the alerts trigger (one row per change; read by the notifications service's "
+        "listener); retention prunes it"
+    ),
     "alert_changes_pruned": "retention (the highest position it deleted from alert_changes)",
     "alert_listener_positions": "notifications service (its listener's position)",
     "alerts": "worker (creates); API (acknowledge, resolve)",
