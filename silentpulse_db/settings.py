@@ -99,6 +99,9 @@ def checked_ddl(ddl: DDLLimits) -> DDLLimits:
 
 
 DEFAULT_CONNECT = ConnectRetry()
+# A connection whose server is known to be up (a scratch database beside the one just
+# reached, the test harness's) or whose caller retries in its own way (the listener).
+ONE_ATTEMPT = ConnectRetry(attempts=1)
 DEFAULT_DDL = DDLLimits()
 
 

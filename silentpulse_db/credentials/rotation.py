@@ -137,9 +137,7 @@ async def migrate_credentials(
 
 async def connected(dsn: str, retry: ConnectRetry, application_name: str) -> Any:
     """A connection of the job's, waiting for the server as ``retry`` says."""
-    return await connect(
-        dsn, attempts=retry.attempts, wait=retry.wait, application_name=application_name
-    )
+    return await connect(dsn, retry, application_name=application_name)
 
 
 async def _dry_run(

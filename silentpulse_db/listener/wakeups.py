@@ -16,6 +16,7 @@ from typing import Any
 
 from ..defaults import ENGINE_SESSION_SETTINGS
 from ..postgres.connect import connect
+from ..settings import ONE_ATTEMPT
 from ..timeouts import event_set_within
 
 logger = logging.getLogger("silentpulse_db.listener")
@@ -111,7 +112,7 @@ async def subscribe(dsn: str) -> Link:
     LISTEN would hear only while the server connection it ran on happened to be ours."""
     conn = await connect(
         dsn,
-        attempts=1,
+        ONE_ATTEMPT,
         application_name="silentpulse-db listener",
         session_settings={**ENGINE_SESSION_SETTINGS, **KEEPALIVES},
         need=LISTENER_NEEDS_A_SESSION,

@@ -164,8 +164,7 @@ async def open_session(
         dsn,
         ENGINE_SESSION_SETTINGS,
         need=MIGRATIONS_NEED_A_SESSION,
-        attempts=connect.attempts,
-        wait=connect.wait,
+        retry=connect,
         first=probe,
     )
     connected = time.perf_counter()

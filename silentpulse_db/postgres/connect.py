@@ -21,12 +21,11 @@ import asyncpg
 
 from ..defaults import (
     APPLICATION_NAME,
-    CONNECT_ATTEMPTS,
     CONNECT_TIMEOUT,
-    CONNECT_WAIT,
     ENGINE_SESSION_SETTINGS,
 )
 from ..errors import ConfigurationError, DatabaseConnectionError, SilentPulseDBError
+from ..settings import DEFAULT_CONNECT, ONE_ATTEMPT, ConnectRetry
 from .dsn import connection_dsn, redact, validate_dsn
 from .pooler import SHARED_BACKEND_ERRORS, Pooling, pooling_error, pooling_mode
 from .tls import certificate_failure, missing_tls_file, tls_setting
@@ -119,15 +118,14 @@ class Settled(NamedTuple):
 
 async def connect(
     dsn: str,
+    retry: ConnectRetry = DEFAULT_CONNECT,
     *,
-    attempts: int = CONNECT_ATTEMPTS,
-    wait: float = CONNECT_WAIT,
     application_name: str = APPLICATION_NAME,
     session_settings: Mapping[str, str] | None = ENGINE_SESSION_SETTINGS,
     statement_cache_size: int = 100,
     need: str = LIBRARY_NEEDS_A_SESSION_BY_DEFAULT,
 ) -> Any:
-    """Open an asyncpg connection, retrying transient failures ``attempts`` times ``wait`` s apart.
+    """Open an asyncpg connection, retrying transient failures as ``retry`` says.
 
     Permanent failures (bad password, unknown database, malformed DSN) raise at
     once. Nothing logged or raised contains the DSN's password.
@@ -144,8 +142,7 @@ async def connect(
         dsn,
         session_settings,
         need=need,
-        attempts=attempts,
-        wait=wait,
+        retry=retry,
         application_name=application_name,
         statement_cache_size=statement_cache_size,
     )
@@ -157,15 +154,14 @@ async def connect_settled(
     session_settings: Mapping[str, str] | None,
     *,
     need: str,
-    attempts: int = CONNECT_ATTEMPTS,
-    wait: float = CONNECT_WAIT,
+    retry: ConnectRetry = DEFAULT_CONNECT,
     application_name: str = APPLICATION_NAME,
     statement_cache_size: int = 100,
     first: FirstQuery | None = None,
 ) -> Settled:
     """Connect, settle the session, and learn what is in front of PostgreSQL, in one pass:
 
-    1. connect, retrying transient failures ``attempts`` times ``wait`` s apart;
+    1. connect, retrying transient failures as ``retry`` says;
     2. one query: the backend's pid, ``session_settings`` set if that backend is the one the
        connection started with, and the caller's own question (``first``) beside them;
     3. the pid is the start-up key: a direct connection, settled. Else a pooler (PgBouncer
@@ -177,9 +173,9 @@ async def connect_settled(
     """
     dsn = connection_dsn(dsn)
     validate_dsn(dsn)
-    if attempts < 1:
-        raise ConfigurationError(f"attempts must be at least 1, got {attempts}")
-    conn = await _open(dsn, attempts, wait, application_name, statement_cache_size)
+    if retry.attempts < 1:
+        raise ConfigurationError(f"attempts must be at least 1, got {retry.attempts}")
+    conn = await _open(dsn, retry, application_name, statement_cache_size)
     if not session_settings:
         return Settled(conn, None)
     try:
@@ -192,7 +188,7 @@ async def connect_settled(
         if pid is not None and pid == conn.get_server_pid():
             pooling = Pooling.DIRECT  # the start-up key is the backend's own: settled above
         else:  # a pooler's key: which mode (one probe connection, opened here)
-            opener = partial(_open, dsn, 1, wait, APPLICATION_NAME, 0)
+            opener = partial(_open, dsn, ONE_ATTEMPT, APPLICATION_NAME, 0)
             pooling = await pooling_mode(conn, opener, pid=pid)
             if not pooling.keeps_session:
                 raise pooling_error(pooling, dsn, need=need)
@@ -206,12 +202,13 @@ async def connect_settled(
 
 
 async def _open(
-    dsn: str, attempts: int, wait: float, application_name: str, statement_cache_size: int
+    dsn: str, retry: ConnectRetry, application_name: str, statement_cache_size: int
 ) -> Any:
     """An asyncpg connection to ``dsn`` (validated), retrying transient failures; the
     probe connections of the pooling check are opened here too (one attempt, asyncpg's
     statement cache off: its named statements collide on shared server connections)."""
     startup = {"application_name": application_name}
+    attempts, wait = retry
     attempt = 1
     try:
         # A plain loop, not tenacity: importing it would cost every start-up (the CLI's

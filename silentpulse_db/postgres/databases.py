@@ -14,6 +14,7 @@ import asyncpg
 
 from ..defaults import SCRATCH_PREFIX
 from ..errors import AdministratorRequiredError, ScratchDatabaseError
+from ..settings import ONE_ATTEMPT
 from .connect import close_quietly, connect
 
 logger = logging.getLogger("silentpulse_db.postgres")
@@ -31,7 +32,7 @@ def unique_name(prefix: str) -> str:
 async def create_database(dsn: str, name: str, *, template: str | None = None) -> str:
     """Create database ``name`` on ``dsn``'s server (needs CREATEDB); return its DSN."""
     clause = f' TEMPLATE "{template}"' if template else ""
-    admin = await connect(dsn, attempts=1)
+    admin = await connect(dsn, ONE_ATTEMPT)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"{clause}')
     finally:
@@ -41,7 +42,7 @@ async def create_database(dsn: str, name: str, *, template: str | None = None) -
 
 async def execute_sql(dsn: str, sql: str) -> None:
     """Run ``sql`` (statements, simple protocol) on ``dsn``'s database, then disconnect."""
-    conn = await connect(dsn, attempts=1)
+    conn = await connect(dsn, ONE_ATTEMPT)
     try:
         await conn.execute(sql)
     finally:
@@ -50,7 +51,7 @@ async def execute_sql(dsn: str, sql: str) -> None:
 
 async def drop_database(dsn: str, name: str) -> None:
     """Drop database ``name`` on ``dsn``'s server, disconnecting whoever is still in it."""
-    admin = await connect(dsn, attempts=1)
+    admin = await connect(dsn, ONE_ATTEMPT)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
@@ -72,7 +73,7 @@ async def scratch_database(
     except asyncpg.InsufficientPrivilegeError:
         raise await _createdb_required(dsn, instead) from None
     try:
-        conn = await connect(scratch_dsn, attempts=1)
+        conn = await connect(scratch_dsn, ONE_ATTEMPT)
         try:
             yield conn
         finally:
@@ -82,7 +83,7 @@ async def scratch_database(
 
 
 async def _createdb_required(dsn: str, instead: str) -> AdministratorRequiredError:
-    conn = await connect(dsn, attempts=1)
+    conn = await connect(dsn, ONE_ATTEMPT)
     try:
         # The server's quote_ident: quotes only where SQL needs it (keywords included).
         row = await conn.fetchrow("SELECT current_user AS role, quote_ident(current_user) AS q")
@@ -182,9 +183,9 @@ async def provided_scratch(live_dsn: str, scratch_dsn: str, *, doing: str) -> As
     holds anything but extensions. Extensions it had stay; everything else the block
     creates in it is dropped.
     """
-    conn = await connect(scratch_dsn, attempts=1)
+    conn = await connect(scratch_dsn, ONE_ATTEMPT)
     try:
-        live = await connect(live_dsn, attempts=1)
+        live = await connect(live_dsn, ONE_ATTEMPT)
         try:
             if await same_database(conn, live):
                 name = await conn.fetchval("SELECT current_database()")
@@ -217,7 +218,7 @@ async def provided_scratch(live_dsn: str, scratch_dsn: str, *, doing: str) -> As
 
 async def empty_database(dsn: str, keep_extensions: set[str]) -> None:
     """Drop every object of ``dsn``'s database, and every extension not in ``keep_extensions``."""
-    conn = await connect(dsn, attempts=1)
+    conn = await connect(dsn, ONE_ATTEMPT)
     try:
         for _ in range(5):  # CASCADE takes most at once; what depended on a later one, next round
             objects = await conn.fetch(_USER_OBJECTS)

@@ -37,7 +37,7 @@ async def maintain_partitions(
     retry = settings("maintain_partitions", deprecated, CONNECTING, connect=connect).connect
     months_ahead(now, ahead, max_ahead)  # a wrong number fails before connecting
     with typed_errors(dsn, "maintain partitions"):
-        conn = await connected(dsn, attempts=retry.attempts, wait=retry.wait)
+        conn = await connected(dsn, retry)
         try:
             return await ensure_partitions(
                 conn, ahead=ahead, now=now, stray_months=True, max_ahead=max_ahead
@@ -57,7 +57,7 @@ async def enforce_retention(
     """The retention job: drop whole expired partitions; ``dry_run`` changes nothing."""
     retry = settings("enforce_retention", deprecated, CONNECTING, connect=connect).connect
     with typed_errors(dsn, "apply retention"):
-        conn = await connected(dsn, attempts=retry.attempts, wait=retry.wait)
+        conn = await connected(dsn, retry)
         try:
             return await apply_retention(conn, dry_run=dry_run, now=now)
         finally:

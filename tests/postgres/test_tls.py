@@ -28,7 +28,7 @@ from cryptography.x509.oid import NameOID
 from silentpulse_db import ConfigurationError, DatabaseConnectionError, SilentPulseDBError
 from silentpulse_db.migrate import version
 from silentpulse_db.postgres.connect import connect
-from silentpulse_db.settings import ConnectRetry
+from silentpulse_db.settings import ONE_ATTEMPT, ConnectRetry
 from silentpulse_db.testing import PostgresServer
 from silentpulse_db.testing.server import ENV_DSN, run_sync
 
@@ -186,7 +186,7 @@ def cli_fails(dsn: str, password: str, code: int) -> str:
 
 async def test_require_encrypts(tls_server: TLSServer) -> None:
     dsn = with_query(tls_server.dsn, sslmode="require")
-    conn = await connect(dsn, attempts=1)
+    conn = await connect(dsn, ONE_ATTEMPT)
     try:
         assert await conn.fetchval("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
         assert await conn.fetchval("SELECT current_user") == "tls_app"

@@ -152,7 +152,7 @@ async def _preview(
     table = VersionTable(name)
     with typed_errors(dsn, "plan the migrations (dry run)"):
         migrations = load_source(source)
-        conn = await connected(dsn, attempts=retry.attempts, wait=retry.wait)
+        conn = await connected(dsn, retry)
         try:
             # READ ONLY: a dry run cannot change anything, whatever a bug would try.
             async with conn.transaction(readonly=True):

@@ -226,7 +226,7 @@ async def baseline_differences(
         await VersionStore(scratch).ensure()
         await _one(applier, first, "up")
         expected = await snapshot(scratch)
-    conn = await connect(dsn, attempts=retry.attempts, wait=retry.wait)
+    conn = await connect(dsn, retry)
     try:
         actual = await snapshot(conn)
     finally:

@@ -15,6 +15,7 @@ from ...errors import ConfigurationError, ScratchDatabaseError
 from ...postgres.connect import close_quietly, connect
 from ...postgres.databases import empty_database
 from ...results.migrations import VersionState
+from ...settings import ONE_ATTEMPT
 from ..catalog.reader import Catalog, read_catalog
 from ..files.source import MigrationSource
 from ..plan import Up, make_plan
@@ -202,7 +203,7 @@ async def _left_by_a_run_cut_short(scratch_dsn: str | None) -> AsyncIterator[Non
     if scratch_dsn is None:  # a database of its own, dropped afterwards
         yield
         return
-    guard = await connect(scratch_dsn, attempts=1)
+    guard = await connect(scratch_dsn, ONE_ATTEMPT)
     try:
         try:
             await guard.execute(f"SET lock_timeout = '{SCRATCH_LOCK_TIMEOUT}'")
