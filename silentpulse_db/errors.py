@@ -71,8 +71,9 @@ class SilentPulseDBError(Exception):
 
 
 class InvalidArgumentError(SilentPulseDBError, ValueError):
-    """A function was called with a value it does not take (a bug in the calling code,
-    not in the database or the migration files); a ValueError too."""
+    """A function was called with a value it does not take: a bug in the calling code, or
+    a version the migration files do not have (:class:`VersionNotFoundError`); not the
+    database's state. A ValueError too."""
 
 
 # --- configuration ---------------------------------------------------------

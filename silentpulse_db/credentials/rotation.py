@@ -110,8 +110,9 @@ async def migrate_credentials(
     a READ ONLY transaction and reports the same counts. A role that row-level
     security limits is refused (RowSecurityError) before anything is read.
     ``lock_timeout``: how long each lock is waited for, in seconds: another run's (the
-    job's advisory lock) and, run as the tables' owner, the credential tables (see
-    credentials/access.py); then CredentialMigrationError, nothing changed. ``connect``:
+    job's advisory lock; the dry run takes none) and, run as the tables' owner, the
+    credential tables (see credentials/access.py); then CredentialMigrationError,
+    nothing changed (the count after the commit only warns). ``connect``:
     how each connection waits for a server still starting (3 attempts by default).
     """
     retry = checked_connect(connect)

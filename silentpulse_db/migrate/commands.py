@@ -38,7 +38,7 @@ from ..settings import (
     checked_connect,
     settings,
 )
-from .engine import AfterApply, Job, run_request
+from .engine import Job, run_request
 from .files.source import SourceLike, load_source
 from .plan import (
     Down,
@@ -130,10 +130,19 @@ async def run_migrations(
         migration_lock_timeout=migration_lock_timeout,
     )
     request = Up(target=target, allow_ahead=not strict)
-    dsn, job = _job(
-        dsn, request, source, given, strict=strict, table=table, after=after, wait_for_required=True
-    )
+    dsn, table, statement_timeout = resolve(dsn, table)
     with typed_errors(dsn, "apply migrations"):
+        migrations = load_source(source)
+        job = Job(
+            request,
+            migrations,
+            table,
+            given,
+            statement_timeout,
+            strict,
+            after,
+            wait_for_required=True,
+        )
         return await run_request(dsn, job)
 
 
@@ -534,26 +543,6 @@ def _core_set(dsn: str, verb: str) -> str:
     return dsn
 
 
-def _job(
-    dsn: str,
-    request: Request,
-    source: SourceLike,
-    given: Settings,
-    *,
-    strict: bool,
-    table: str | None,
-    after: AfterApply | None = None,
-    wait_for_required: bool = False,
-) -> tuple[str, Job]:
-    """The engine's job for a verb, and the DSN to connect with (golang-migrate's ``x-``
-    options read into the job: its version table, its statement timeout)."""
-    dsn, table, statement_timeout = resolve(dsn, table)
-    migrations = load_source(source)
-    return dsn, Job(
-        request, migrations, table, given, statement_timeout, strict, after, wait_for_required
-    )
-
-
 async def _run(
     dsn: str,
     request: Request,
@@ -565,6 +554,7 @@ async def _run(
 ) -> MigrationResult:
     """An operator's verb through the engine: a required version not there is an error
     at once (the operator runs the other set first), and no partition work after."""
-    dsn, job = _job(dsn, request, source, given, strict=strict, table=table)
+    dsn, table, statement_timeout = resolve(dsn, table)
     with typed_errors(dsn, "change the migration version"):
+        job = Job(request, load_source(source), table, given, statement_timeout, strict)
         return await run_request(dsn, job)

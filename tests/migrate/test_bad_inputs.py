@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from silentpulse_db import (
     SilentPulseDBError,
     run_migrations,
 )
+from silentpulse_db.migrate import up
 from silentpulse_db.settings import ConnectRetry
 
 from helpers import execute, simple_set, user_tables, version_rows, write_migrations
@@ -301,3 +303,31 @@ async def test_goto_unknown_version(silentpulse_database: str, tmp_path: Path) -
     with pytest.raises(VersionNotFoundError, match="version 7"):
         await goto(silentpulse_database, 7, source=source)
     assert await version_rows(silentpulse_database) == []
+
+
+def _unreadable(folder: Path, name: str) -> None:
+    """``name`` in ``folder``, listed as a file that cannot be read: for a user, one its
+    mode forbids; for root (whom modes do not stop), a link to /proc/self/mem, whose
+    first byte no process may read (EIO)."""
+    path = folder / name
+    if os.geteuid() == 0:
+        path.symlink_to("/proc/self/mem")
+    else:
+        path.write_text("CREATE TABLE t2 (id int);\n")
+        path.chmod(0)
+
+
+@pytest.mark.parametrize("verb", ["run_migrations", "up"])
+async def test_an_unreadable_file_is_a_source_error_naming_it(
+    verb: str, silentpulse_database: str, tmp_path: Path
+) -> None:
+    write_migrations(tmp_path, simple_set(1))
+    _unreadable(tmp_path, "000002_add_t2.up.sql")
+    (tmp_path / "000002_add_t2.down.sql").write_text("DROP TABLE t2;\n")
+    run = run_migrations if verb == "run_migrations" else up
+    with pytest.raises(
+        MigrationSourceError, match=r"000002_add_t2\.up\.sql: cannot be read"
+    ) as info:
+        await run(silentpulse_database, source=tmp_path)
+    assert info.value.file == str(tmp_path / "000002_add_t2.up.sql")
+    assert await user_tables(silentpulse_database) == set()  # nothing applied

@@ -167,8 +167,14 @@ class MigrationSource:
             raise MigrationSourceError(
                 f"migrations folder {str(directory)!r} is not a directory", file=str(directory)
             )
-        with os.scandir(directory) as found:
-            entries: list[_Traversable] = sorted(map(_DirFile, found), key=lambda e: e.name)
+        try:
+            with os.scandir(directory) as found:
+                entries: list[_Traversable] = sorted(map(_DirFile, found), key=lambda e: e.name)
+        except OSError as exc:  # a folder this user may not list
+            raise MigrationSourceError(
+                f"migrations folder {str(directory)!r} cannot be read: {exc.strerror or exc}",
+                file=str(directory),
+            ) from None
         return _build(str(directory), entries, lambda e: os.path.join(directory, e.name))
 
     @classmethod
@@ -315,7 +321,12 @@ def _build(
 
 
 def _read(entry: _Traversable, location: str) -> MigrationFile:
-    raw = entry.read_bytes()
+    try:
+        raw = entry.read_bytes()
+    except OSError as exc:  # a file this user may not read, or gone since the listing
+        raise MigrationSourceError(
+            f"{location}: cannot be read: {exc.strerror or exc}", file=location
+        ) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
