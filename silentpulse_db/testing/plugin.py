@@ -54,7 +54,7 @@ import pytest
 
 from ..errors import ConfigurationError
 from ..postgres.databases import execute_sql
-from ..settings import ConnectRetry
+from ..settings import ONE_ATTEMPT
 from .alerts import ListeningAlerts, listening
 from .citus import CitusCluster, citus_missing
 from .server import PostgresServer, create_database, drop_database, run_sync
@@ -127,7 +127,7 @@ def silentpulse_migrated_template(
         await apply_prerequisites(dsn)
         await run_migrations(dsn)
         for folder, table in services:
-            await run_migrations(dsn, source=folder, table=table, connect=ConnectRetry(attempts=1))
+            await run_migrations(dsn, source=folder, table=table, connect=ONE_ATTEMPT)
 
     try:
         run_sync(migrate())
@@ -300,9 +300,7 @@ def silentpulse_citus_migrated_template(
             await apply_prerequisites(dsn)
             await run_migrations(dsn)
             for folder, table in services:
-                await run_migrations(
-                    dsn, source=folder, table=table, connect=ConnectRetry(attempts=1)
-                )
+                await run_migrations(dsn, source=folder, table=table, connect=ONE_ATTEMPT)
 
         run_sync(migrate())
 
