@@ -18,9 +18,12 @@ _INVALID = """
 
 
 async def invalid_indexes(conn: Any) -> list[str]:
-    """Each INVALID index of the database as "index on table", with what to do."""
+    """Each INVALID index of the database as "index on table", with what to do: the
+    command that stopped, run again, finishes the build (run/unfinished.py), whichever
+    way it was going; `up` after a stopped down would undo the down instead."""
     return [
-        f"index {row['what']} is INVALID (a concurrent build failed): run `silentpulse-db up` "
-        f"again if a migration builds it, else DROP INDEX CONCURRENTLY it"
+        f"index {row['what']} is INVALID (a concurrent build failed): if a migration builds "
+        f"it, run the `silentpulse-db` command that stopped again (`up`; the `down` or `goto` "
+        f"whose down file builds it), else DROP INDEX CONCURRENTLY it"
         for row in await conn.fetch(_INVALID)
     ]

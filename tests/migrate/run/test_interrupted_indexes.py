@@ -31,7 +31,7 @@ import asyncpg
 import pytest
 
 from silentpulse_db import ForceRefusedError, MigrationInterruptedError, run_migrations
-from silentpulse_db.migrate import down, force
+from silentpulse_db.migrate import down, force, status
 
 from helpers import execute, fetch, fetchval, version_rows, wait_for, write_migrations
 
@@ -562,6 +562,9 @@ async def test_an_interrupted_drop_up_or_build_down_is_finished_by_the_same_comm
     assert "run the same down again, `silentpulse-db down 1`" in str(info.value)
     assert await version_rows(dsn) == [(2, True)]
     assert await fetchval(dsn, VALID) is False
+    # status's advice for the INVALID index names the down, not an `up` that would undo it.
+    (advice,) = (await status(dsn, source=source)).invalid_indexes
+    assert "t1_v_key on t1 is INVALID" in advice and "the `down` or `goto`" in advice
     again = await cli(dsn, "down", "1", "--path", str(source))
     assert again.returncode == 0, again.stderr
     assert await version_rows(dsn) == [(2, False)]
