@@ -24,7 +24,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -90,6 +90,24 @@ Progress = Callable[[str, int, float], None]
 ROTATION_CONNECT = ConnectRetry(ROTATION_CONNECT_ATTEMPTS)
 
 
+class _Job(NamedTuple):
+    """What every step of one run reads: how to connect, what seals each value, and the
+    run's settings (migrate_credentials' arguments). Not the DSN: a tuple's repr shows
+    every field, and a DSN may hold a password."""
+
+    retry: ConnectRetry
+    sealer: Sealer
+    batch_size: int
+    lock_timeout: float
+    progress: Progress | None
+
+    async def connect(self, dsn: str, application_name: str) -> Any:
+        return await connected(dsn, self.retry, application_name)
+
+    async def scan(self, reader: Any, writer: Any | None, column: CredentialColumn) -> TableReport:
+        return await _scan(reader, writer, column, self.sealer, self.batch_size, self.progress)
+
+
 async def migrate_credentials(
     dsn: str,
     *,
@@ -123,60 +141,45 @@ async def migrate_credentials(
             "OLD_ENCRYPTION_KEY and ENCRYPTION_KEY are the same key (same key id): "
             "nothing to rotate"
         )
-    sealer = Sealer(mode, keyring, old_keyring)
+    job = _Job(retry, Sealer(mode, keyring, old_keyring), batch_size, lock_timeout, progress)
     report = RotationReport(mode=mode, dry_run=dry_run, target_kid=keyring.kid.hex())
     started = time.perf_counter()
     doing = "read the credential columns" if dry_run else "rewrite the credential columns"
     with typed_errors(dsn, doing):
-        if dry_run:
-            await _dry_run(dsn, retry, sealer, report, batch_size, lock_timeout, progress)
-        else:
-            await _rotate(dsn, retry, sealer, report, batch_size, lock_timeout, progress)
+        await (_dry_run(dsn, job, report) if dry_run else _rotate(dsn, job, report))
     report.seconds = time.perf_counter() - started
     return report
 
 
 async def connected(dsn: str, retry: ConnectRetry, application_name: str) -> Any:
-    """A connection of the job's, waiting for the server as ``retry`` says."""
+    """A connection of the job's (or verify's), waiting for the server as ``retry`` says."""
     return await connect(dsn, retry, application_name=application_name)
 
 
-async def _dry_run(
-    dsn: str,
-    retry: ConnectRetry,
-    sealer: Sealer,
-    report: RotationReport,
-    batch_size: int,
-    lock_timeout: float,
-    progress: Progress | None,
-) -> None:
-    conn = await connected(dsn, retry, "migrate-credentials dry run")
+async def _dry_run(dsn: str, job: _Job, report: RotationReport) -> None:
+    """Read and seal in memory, in a READ ONLY transaction: the counts, nothing written."""
+    conn = await job.connect(dsn, "migrate-credentials dry run")
     try:
         view = await full_view(conn, "check the credentials")
         report.role, report.held_tables = view.role, view.lift
         await require_privileges(conn, report.role, write=False, doing="check the credentials")
         # A read-only role can check; the real run needs UPDATE: say so, and go on.
         report.cannot_write = await missing_privileges(conn, write=True)
-        async with reading_all(conn, view, lock_timeout, doing="check the credentials"):
+        async with reading_all(conn, view, job.lock_timeout, doing="check the credentials"):
             for column in COLUMNS:
-                report.tables.append(await _scan(conn, None, column, sealer, batch_size, progress))
-        report.problems = sealer.problems
+                report.tables.append(await job.scan(conn, None, column))
+        report.problems = job.sealer.problems
         if report.problems:
             raise CredentialMigrationError(_failure_message(report))
     finally:
         await close_quietly(conn)
 
 
-async def _rotate(
-    dsn: str,
-    retry: ConnectRetry,
-    sealer: Sealer,
-    report: RotationReport,
-    batch_size: int,
-    lock_timeout: float,
-    progress: Progress | None,
-) -> None:
-    writer = await connected(dsn, retry, "migrate-credentials")
+async def _rotate(dsn: str, job: _Job, report: RotationReport) -> None:
+    """Rewrite every value in one transaction under the job's lock, then count what was
+    written meanwhile under the old key."""
+    lock_timeout = job.lock_timeout
+    writer = await job.connect(dsn, "migrate-credentials")
     reader = None
     try:
         view = await full_view(writer, "rewrite the credentials")
@@ -201,19 +204,15 @@ async def _rotate(
                 # The owner: only this transaction sees every row (FORCE lifted, and the
                 # tables held): it reads them itself.
                 for column in COLUMNS:
-                    report.tables.append(
-                        await _scan(writer, writer, column, sealer, batch_size, progress)
-                    )
+                    report.tables.append(await job.scan(writer, writer, column))
             else:
                 # A second connection streams the rows, so that reading, sealing (here)
                 # and writing (the writer's backend) overlap.
-                reader = await connected(dsn, retry, "migrate-credentials reader")
+                reader = await job.connect(dsn, "migrate-credentials reader")
                 async with reader.transaction(isolation="repeatable_read", readonly=True):
                     for column in COLUMNS:
-                        report.tables.append(
-                            await _scan(reader, writer, column, sealer, batch_size, progress)
-                        )
-            report.problems = sealer.problems
+                        report.tables.append(await job.scan(reader, writer, column))
+            report.problems = job.sealer.problems
             if report.problems:
                 raise CredentialMigrationError(_failure_message(report))
             if view.lift:
@@ -223,7 +222,7 @@ async def _rotate(
             raise
         await transaction.commit()
         report.committed = True
-        report.left_behind = await _left_behind(writer, sealer, view, lock_timeout)
+        report.left_behind = await _left_behind(writer, job.sealer, view, lock_timeout)
     finally:
         for conn in (reader, writer):
             if conn is not None:
