@@ -22,7 +22,7 @@ httpx groups its own (``retryable``: the same call, unchanged, can succeed)::
     ├── DatabaseError
     │   └── DistributionError                     distribute: Citus refused a step
     ├── LockWaitError                             retryable: another session held a lock
-    │   ├── LockTimeoutError                      the migration lock
+    │   ├── LockTimeoutError                      the migration lock, or the version tables
     │   └── TableLockTimeoutError (also MigrationFailedError)   a table's lock
     ├── MigrationStateError                       the version table's state refuses it
     │   ├── DirtyDatabaseError
@@ -255,12 +255,21 @@ class LockWaitError(SilentPulseDBError):
 
 class LockTimeoutError(LockWaitError):
     """The migration lock stayed held by someone else for longer than
-    ``migration_lock_timeout`` (the CLI's ``--migration-lock-timeout``). A table lock
-    waited for too long is :class:`TableLockTimeoutError`; both are :class:`LockWaitError`."""
+    ``migration_lock_timeout`` (the CLI's ``--migration-lock-timeout``): ``holders``; or
+    another session held a lock on the version tables that long: ``blockers``. A
+    migration's table lock waited for too long is :class:`TableLockTimeoutError`; both
+    are :class:`LockWaitError`."""
 
-    def __init__(self, message: str, *, holders: Sequence[LockHolder] = ()) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        holders: Sequence[LockHolder] = (),
+        blockers: Sequence[TableLockHolder] = (),
+    ) -> None:
         super().__init__(message)
         self.holders = tuple(holders)
+        self.blockers = tuple(blockers)
 
 
 @dataclass(frozen=True)
@@ -278,9 +287,13 @@ class LockHolder:
     # Connected from the pooler the asking session goes through: ``pid`` is one of the
     # pooler's server connections and ``client_addr`` the pooler's.
     through_pooler: bool = False
+    # The role it is logged in as (any role may see it): a session's application_name
+    # is whatever it chose to call itself.
+    role: str | None = None
 
     def __str__(self) -> str:
-        parts = [f"pid {self.pid}", f"application_name {self.application_name or '<none>'!r}"]
+        parts = [f"pid {self.pid}", *_as_role(self.role)]
+        parts.append(f"application_name {self.application_name or '<none>'!r}")
         parts.append(f"key {self.key}")
         if self.through_pooler:
             where = f" at {self.client_addr}" if self.client_addr else ""
@@ -308,9 +321,12 @@ class TableLockHolder:
     age: float | None = None  # seconds since then, by the server's clock
     # The role that asked, when PostgreSQL hid this session's details from it.
     hidden_from: str | None = None
+    # The role it is logged in as (any role may see it), as for LockHolder.
+    role: str | None = None
 
     def __str__(self) -> str:
-        parts = [f"pid {self.pid}", f"application_name {self.application_name or '<none>'!r}"]
+        parts = [f"pid {self.pid}", *_as_role(self.role)]
+        parts.append(f"application_name {self.application_name or '<none>'!r}")
         parts.append(f"{self.mode} on {self.relation}")
         if self.since is not None:
             age = "" if self.age is None else f"for {self.age:.0f}s "
@@ -320,6 +336,10 @@ class TableLockHolder:
         if self.query:
             parts.append(f"query: {self.query[:120]}")
         return ", ".join(parts) + _hidden(self.hidden_from)
+
+
+def _as_role(role: str | None) -> list[str]:
+    return [] if role is None else [f"role {role!r}"]
 
 
 def _hidden(role: str | None) -> str:

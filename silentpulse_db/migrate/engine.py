@@ -162,7 +162,12 @@ async def run_request(dsn: str, job: Job) -> MigrationResult:
     probe = after.probe if after is not None else None
     quick = isinstance(job.request, Up)  # nothing left is final without the lock
     async with open_session(
-        dsn, connect, after_probe=probe, with_state=quick, table=job.table
+        dsn,
+        connect,
+        after_probe=probe,
+        with_state=quick,
+        table=job.table,
+        lock_wait=job.settings.migration_lock_timeout,
     ) as session:
         check = (
             NoChangeCheck(session, job.migrations, job.request, job.strict, probe)
@@ -221,7 +226,7 @@ async def _locked(dsn: str, session: Session, job: Job, check: NoChangeCheck | N
         store = session.store
         with typed_errors(dsn, create_tables(session.table)):  # or adds newer columns
             await store.ensure()
-        state, history = await store.state()
+        state, history = await store.state(several=isinstance(request, Force))
         require_same_set(migrations, history, session.table.name)
         # A dirty version is read against the catalog; a backend still building or
         # dropping its index is waited for, at most the migration lock's wait. Force
@@ -307,6 +312,8 @@ async def parse_ahead(
 ) -> dict[str, ParsedSQL]:
     """Read the files that will likely run before taking the lock (a large file must not
     hold other runners up); the plan made under the lock decides what actually runs."""
+    if isinstance(request, Force):
+        return {}  # runs no file (and may be what puts an ambiguous version right)
     if session.state is not None:
         state, history = session.state  # as the probe read it: a guess is all this needs
     else:  # golang-migrate's version alone, if it has run here: the files after it

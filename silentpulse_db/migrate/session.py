@@ -32,6 +32,7 @@ from ..defaults import (
     ENGINE_SESSION_SETTINGS,
     LOCK_POLL_FIRST,
     LOCK_POLL_MAX,
+    MIGRATION_LOCK_TIMEOUT,
 )
 from ..errors import LockHolder, LockTimeoutError
 from ..postgres.advisory import advisory_lock_holders
@@ -88,6 +89,9 @@ class Session(NamedTuple):
     # The citus extension is installed (a Citus coordinator): the runner sends a
     # migration's statements one by one (run/in_transaction.py says why).
     citus: bool = False
+    # How long a statement on the version tables waits for another session's lock on
+    # them (VersionStore's ``wait``): the migration lock's wait.
+    wait: float = MIGRATION_LOCK_TIMEOUT
 
     @property
     def tables_exist(self) -> bool:
@@ -103,7 +107,7 @@ class Session(NamedTuple):
     @property
     def store(self) -> VersionStore:
         """The set's version table and history on this connection, read as found."""
-        return VersionStore(self.conn, self.table, self.found)
+        return VersionStore(self.conn, self.table, self.found, wait=self.wait)
 
     def lock(self, timeout: float) -> MigrationLock:
         return MigrationLock(self.conn, self.keys, timeout=timeout, pooled=self.pooled)
@@ -131,12 +135,14 @@ async def open_session(
     after_probe: str | None = None,
     with_state: bool = False,
     table: str = VERSION_TABLE,
+    lock_wait: float = MIGRATION_LOCK_TIMEOUT,
 ) -> AsyncIterator[Session]:
     """Connect (retrying as ``connect`` says) and probe schema, database and the version
     tables in one query.
 
     ``table``: the set's version table (its lock keys follow golang-migrate's formula
-    for it).
+    for it). ``lock_wait``: how long a statement on the version tables, this probe's
+    included, waits for another session's lock on them (Session.wait).
 
     ``after_probe``: a boolean SQL expression asked in the same query (the run's
     AfterApply: start-up's partition check), so that a no-op start-up pays no round trip for it.
@@ -156,7 +162,7 @@ async def open_session(
             f"SELECT {settling}, current_schema() AS schema, current_database() AS db, "
             f"{after_probe or 'NULL::boolean'} AS after_due, {_CITUS} AS citus"
         )
-        row, state = await _probe(conn, probe_sql, table, with_state)
+        row, state = await _probe(conn, probe_sql, VersionTable(table), with_state, lock_wait)
         return row
 
     before = time.perf_counter()
@@ -180,6 +186,7 @@ async def open_session(
             connected=connected,
             pooled=pooling is not Pooling.DIRECT,
             citus=row["citus"],
+            wait=lock_wait,
         )
     finally:
         await close_quietly(conn)
@@ -192,20 +199,19 @@ async def read_only_state(session: Session) -> State:
 
 
 async def _probe(
-    conn: Any, probe_sql: str, table: str, with_state: bool
+    conn: Any, probe_sql: str, table: VersionTable, with_state: bool, wait: float
 ) -> tuple[Any, State | None]:
     """The probe's row (with what of ``table`` and the history is there), and their
     version and history if ``with_state`` and there in this release's layout."""
     if with_state:
         try:
-            columns = found_columns(table, layout=False)  # a state read proves the layout
-            state, row = await VersionStore(conn, VersionTable(table)).state_beside(
-                f"{probe_sql}, {columns}"
-            )
+            columns = found_columns(table.name, layout=False)  # a state read proves the layout
+            store = VersionStore(conn, table, wait=wait)
+            state, row = await store.state_beside(f"{probe_sql}, {columns}")
             return row, state
         except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
             pass  # never migrated, or an older release's history (the lock's ensure says)
-    return await conn.fetchrow(f"{probe_sql}, {found_columns(table)}"), None
+    return await conn.fetchrow(f"{probe_sql}, {found_columns(table.name)}"), None
 
 
 @contextlib.asynccontextmanager
@@ -219,7 +225,7 @@ async def locked_session(
 ) -> AsyncIterator[Session]:
     """A session holding the migration lock, the version tables created if missing."""
     async with (
-        open_session(dsn, connect, table=table) as session,
+        open_session(dsn, connect, table=table, lock_wait=migration_lock_timeout) as session,
         session.lock(migration_lock_timeout),
     ):
         if ensure:

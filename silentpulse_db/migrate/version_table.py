@@ -32,16 +32,18 @@ Table``              brought to this layout (once), under the migration lock
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import getpass
 import logging
 import os
 import re
 import socket
-from typing import Any, NamedTuple
+from collections.abc import Awaitable
+from typing import Any, NamedTuple, TypeVar
 
 from .._version import __version__
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, LockTimeoutError, MigrationStateError
 from ..postgres.dsn import (
     LOCK_STRATEGY_PARAMETER,
     MIGRATIONS_TABLE_PARAMETER,
@@ -53,6 +55,7 @@ from ..results.migrations import VersionState
 from .plan import NIL_VERSION, HistoryEntry
 
 logger = logging.getLogger("silentpulse_db.migrate")
+T = TypeVar("T")
 
 VERSION_TABLE = "schema_migrations"
 HISTORY_TABLE = "schema_migrations_history"
@@ -384,9 +387,11 @@ def _state_sql(table: VersionTable, current: bool) -> str:
     the text = of the set's filter (log_parser_stats and log_planner_stats, 60 fresh
     sessions: 1.90 ms against 1.53 ms of server time for the history's query)."""
     return f"""
-    SELECT s.version AS current_version, s.dirty AS current_dirty, h.*
+    SELECT s.version AS current_version, s.dirty AS current_dirty, s.version_rows, h.*
     FROM (SELECT 1) AS one
-    LEFT JOIN (SELECT version, dirty FROM {table.qualified()} LIMIT 1) AS s ON true
+    LEFT JOIN (
+        SELECT version, dirty, count(*) OVER () AS version_rows FROM {table.qualified()} LIMIT 1
+    ) AS s ON true
     LEFT JOIN (
         SELECT {_READ_COLUMNS}, breaking FROM {_history(table, current)}
         WHERE migrations_table = '{table.name}' AND (direction = 'up' OR direction = 'baseline')
@@ -394,8 +399,11 @@ def _state_sql(table: VersionTable, current: bool) -> str:
 """
 
 
-def _state_from(rows: Any) -> State:
-    """The State in the rows of _state_sql (or a query joining it)."""
+def _state_from(rows: Any, table: str, *, several: bool = False) -> State:
+    """The State in the rows of _state_sql (or a query joining it); MigrationStateError
+    where ``table`` holds more than one row, unless ``several`` (force, which fixes it)."""
+    if (rows[0]["version_rows"] or 0) > 1 and not several:
+        raise several_versions(table, rows[0]["version_rows"])
     version, dirty = rows[0]["current_version"], rows[0]["current_dirty"]
     if version is None:
         state = VersionState(None, False)
@@ -407,6 +415,17 @@ def _state_from(rows: Any) -> State:
         if row["version"] is not None and (seen is None or row["id"] > seen["id"]):
             newest[row["version"]] = row
     return State(state, {number: _entry(row) for number, row in sorted(newest.items())})
+
+
+def several_versions(table: str, count: int) -> MigrationStateError:
+    """golang-migrate keeps one row; with more, which one `LIMIT 1` reads is chance, and
+    a `down` would revert a migration the schema may not be at."""
+    return MigrationStateError(
+        f"{table} holds {count} rows where golang-migrate keeps one: the version is "
+        f"ambiguous (SELECT * FROM {table}; the history, `silentpulse-db status`, shows "
+        f"what was applied). Record the right one with `silentpulse-db force V`, which "
+        f"leaves that row alone; nothing else runs until then"
+    )
 
 
 def _entry(row: Any) -> HistoryEntry:
@@ -580,25 +599,38 @@ def _quote_literal(text: str) -> str:
 
 class VersionStore:
     """A set's version table and the history beside it, on one connection: the part of
-    golang-migrate's ``database.Driver`` that keeps the version (the module's docstring
-    maps the driver's methods to this engine's). :meth:`ensure` makes the tables (or
-    brings an older release's history to this layout, once) under the migration lock;
-    :meth:`version` and :meth:`state` read, :meth:`write` writes (:meth:`record_sql`,
-    :meth:`prepare_sql`: the same write inside a migration's own transaction). The other
-    reads are this engine's own: :meth:`look`, :meth:`state_beside` (the start-up probe),
-    :meth:`recent` and :meth:`latest`; other sets' versions are read by the functions
-    after it (:func:`version_if_there`, :func:`recorded_sets`).
+    golang-migrate's ``database.Driver`` that keeps the version (mapped in the module's
+    docstring). :meth:`ensure` makes the tables, or brings an older history to this
+    layout, under the migration lock; :meth:`version` and :meth:`state` read;
+    :meth:`write` writes (:meth:`record_sql`, :meth:`prepare_sql`: in a migration's own
+    transaction). This engine's own reads: :meth:`look`, :meth:`state_beside` (the
+    probe), :meth:`recent`, :meth:`latest`; other sets': :func:`version_if_there`,
+    :func:`recorded_sets`.
 
-    ``found``: what the store reads, as :meth:`look` (or the session's probe) found it;
-    by default both tables in this release's layout (after :meth:`ensure`).
+    ``found``: what the store reads, as :meth:`look` (or the probe) found it; by default
+    both tables in this release's layout. ``wait``: how long each statement waits for
+    another session's lock on the tables, in seconds (None: no limit; a run's: its
+    migration lock's wait, :func:`_within_wait`).
     """
 
-    __slots__ = ("conn", "found", "table")
+    __slots__ = ("conn", "found", "table", "wait")
 
-    def __init__(self, conn: Any, table: VersionTable = CORE, found: Found = THIS_RELEASE):
+    def __init__(
+        self,
+        conn: Any,
+        table: VersionTable = CORE,
+        found: Found = THIS_RELEASE,
+        *,
+        wait: float | None = None,
+    ):
         self.conn = conn
         self.table = table
         self.found = found
+        self.wait = wait
+
+    def _read(self, query: str, *args: Any) -> Awaitable[list[Any]]:
+        """The rows of ``query``, waiting for a lock on the tables at most ``wait``."""
+        return _within_wait(self, "ACCESS SHARE", self.conn.fetch(query, *args, timeout=self.wait))
 
     async def ensure(self) -> None:
         """Create both tables if missing, or add the history's newer columns (and the
@@ -606,9 +638,11 @@ class VersionStore:
         Call with the migration lock held."""
         name = self.table.name
         if not await self.conn.fetchval(f"SELECT {_tables_current(name)}"):
-            await self.conn.execute(_create_tables(name))
+            create = self.conn.execute(_create_tables(name), timeout=self.wait)
+            await _within_wait(self, "ACCESS EXCLUSIVE", create)
         self.found = THIS_RELEASE
-        put_back = await self.conn.fetchval(_HISTORY_IDS_AHEAD)
+        ids = self.conn.fetchval(_HISTORY_IDS_AHEAD, timeout=self.wait)
+        put_back = await _within_wait(self, "ROW EXCLUSIVE", ids)
         if put_back is not None:
             logger.warning(_IDS_PUT_BACK, HISTORY_TABLE, put_back)
 
@@ -621,37 +655,38 @@ class VersionStore:
 
     async def version(self) -> VersionState:
         """golang-migrate's Version() (its table must exist)."""
-        row = await self.conn.fetchrow(
-            f"SELECT version, dirty FROM {self.table.qualified()} LIMIT 1"
-        )
+        read = f"SELECT version, dirty FROM {self.table.qualified()} LIMIT 1"
+        row = await _within_wait(self, "ACCESS SHARE", self.conn.fetchrow(read, timeout=self.wait))
         if row is None:
             return VersionState(None, False)
         version = row["version"]
         return VersionState(None if version == NIL_VERSION else version, row["dirty"])
 
-    async def state(self) -> State:
+    async def state(self, *, several: bool = False) -> State:
         """The version and history of whatever is there, creating nothing: golang-migrate's
-        table alone is enough (no history: every row unknown), none is no version."""
+        table alone is enough (no history: every row unknown), none is no version.
+        ``several``: a version table of several rows is no error (force leaves one)."""
         if not self.found.versioned:
             return State(VersionState(None, False), {})
         if not self.found.history:
             return State(await self.version(), {})
-        return _state_from(await self.conn.fetch(_state_sql(self.table, self.found.current)))
+        rows = await self._read(_state_sql(self.table, self.found.current))
+        return _state_from(rows, self.table.name, several=several)
 
     async def state_beside(self, select: str) -> tuple[State, Any]:
         """The state (both tables must exist) and the one row of ``select``, in one round
         trip: a start-up's probe; a waiter's question whether the work after applying is due."""
-        rows = await self.conn.fetch(
+        rows = await self._read(
             f"SELECT b.*, st.* FROM ({select}) AS b "
             f"CROSS JOIN ({_state_sql(self.table, self.found.current)}) AS st"
         )
-        return _state_from(rows), rows[0]
+        return _state_from(rows, self.table.name), rows[0]
 
     async def recent(self, count: int) -> list[Recorded]:
         """The table's last ``count`` history rows, newest first (none: no history)."""
         if not self.found.history:
             return []
-        rows = await self.conn.fetch(
+        rows = await self._read(
             f"SELECT version, direction, duration_ms "
             f"FROM {_history(self.table, self.found.current)} "
             "WHERE migrations_table = $2 ORDER BY id DESC LIMIT $1",
@@ -665,15 +700,13 @@ class VersionStore:
         checksum), whatever its direction: how the version got there."""
         if not self.found.history:
             return []
-        return list(
-            await self.conn.fetch(
-                "SELECT DISTINCT ON (version) version, name, direction, checksum "
-                f"FROM {_history(self.table, self.found.current)} "
-                "WHERE migrations_table = $1 AND version BETWEEN 0 AND $2 "
-                "ORDER BY version, id DESC",
-                self.table.name,
-                up_to,
-            )
+        return await self._read(
+            "SELECT DISTINCT ON (version) version, name, direction, checksum "
+            f"FROM {_history(self.table, self.found.current)} "
+            "WHERE migrations_table = $1 AND version BETWEEN 0 AND $2 "
+            "ORDER BY version, id DESC",
+            self.table.name,
+            up_to,
         )
 
     async def write(
@@ -683,10 +716,13 @@ class VersionStore:
         a row for any real version; ``(-1, true)`` for a failed down of the first
         migration; no row for a clean "no version"."""
         statement, args = _set_version(self.table.name, version, dirty, history)
-        async with self.conn.transaction():
-            if self.table.schema:
-                await self.conn.execute(_pin_schema(self.table.schema))
-            await self.conn.execute(statement, *args)
+        try:
+            async with self.conn.transaction():
+                if self.table.schema:
+                    await self.conn.execute(_pin_schema(self.table.schema))
+                await self.conn.execute(statement, *args, timeout=self.wait)
+        except asyncio.TimeoutError:  # the transaction rolled back: asking who is in the way
+            raise await _tables_locked(self, "ROW EXCLUSIVE") from None
 
     def record_sql(
         self, version: int | None, history: HistoryRecord, *, prepared: bool = False
@@ -711,6 +747,39 @@ class VersionStore:
             f"BEGIN;{_pin_schema(self.table.schema)}PREPARE {RECORD_STATEMENT} "
             f"(bigint, bigint, text, text, text, text, boolean) AS {body};COMMIT;"
         )
+
+
+async def _within_wait(store: VersionStore, mode: str, query: Awaitable[T]) -> T:
+    """``query``'s result; its timeout (sent with ``timeout=store.wait``) as the
+    LockTimeoutError naming who holds a lock on the tables that ``mode`` conflicts with.
+    Only a runner should lock them, but any role with UPDATE on them may (`LOCK TABLE`),
+    and the runbook's default privileges give the application's roles UPDATE on every
+    table: without a limit, one such session held every start-up for ever."""
+    try:
+        return await query
+    except asyncio.TimeoutError:
+        raise await _tables_locked(store, mode) from None
+
+
+async def _tables_locked(store: VersionStore, mode: str) -> LockTimeoutError:
+    # Loaded when it happens: postgres/blockers.py imports tenacity, ~5 ms of every
+    # start-up (bench_startup_tricks), for a wait that should never run out.
+    from ..postgres.blockers import table_lock_holders
+
+    conn, table = store.conn, store.table
+    if conn.is_in_transaction():  # ensure()'s one message, BEGIN ... COMMIT
+        await conn.execute("ROLLBACK")
+    tables = (table.qualified(), table.qualified(HISTORY_TABLE))
+    holders = await table_lock_holders(conn, dict.fromkeys(tables, mode))
+    who = "; ".join(map(str, holders)) or "no session holds one now (it was released)"
+    return LockTimeoutError(
+        f"gave up after {store.wait:g}s waiting for a lock on {table.name} or "
+        f"{HISTORY_TABLE} that another session holds: {who}. Nothing but the migrations' "
+        f"runner should lock the version tables (every role may read them): end that "
+        f"session's transaction, or the session (SELECT pg_terminate_backend(pid)), then "
+        f"run again",
+        blockers=holders,
+    )
 
 
 # --- other sets' versions ---------------------------------------------------------------

@@ -14,7 +14,8 @@ _HOLDERS = """
            a.xact_start AS since,
            CASE WHEN a.query = '<insufficient privilege>' THEN current_user::text
            END AS hidden_from,
-           a.client_addr IS NOT DISTINCT FROM inet_client_addr() AS our_client
+           a.client_addr IS NOT DISTINCT FROM inet_client_addr() AS our_client,
+           a.usename::text AS role
     FROM pg_locks l
     LEFT JOIN pg_stat_activity a ON a.pid = l.pid
     WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objsubid = 1
@@ -45,6 +46,7 @@ async def advisory_lock_holders(
                 since=r["since"],
                 hidden_from=r["hidden_from"],
                 through_pooler=pooled and r["our_client"],
+                role=r["role"],
             ),
         )
     return list(holders.values())

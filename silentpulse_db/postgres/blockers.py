@@ -58,7 +58,8 @@ _HOLDERS = """
     SELECT l.pid, coalesce(a.application_name, '') AS application_name, l.mode,
            l.relation::regclass::text AS relation, a.state, a.query,
            a.xact_start AS since, extract(epoch FROM clock_timestamp() - a.xact_start) AS age,
-           CASE WHEN a.query = '<insufficient privilege>' THEN current_user::text END AS hidden_from
+           CASE WHEN a.query = '<insufficient privilege>' THEN current_user::text
+           END AS hidden_from, a.usename::text AS role
     FROM pg_locks AS l
     LEFT JOIN pg_stat_activity AS a ON a.pid = l.pid
     WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
@@ -91,6 +92,7 @@ async def table_lock_holders(conn: Any, wanted: Mapping[str, str]) -> list[Table
                 since=row["since"],
                 age=None if row["age"] is None else float(row["age"]),
                 hidden_from=row["hidden_from"],
+                role=row["role"],
             ),
         )
     return list(holders.values())

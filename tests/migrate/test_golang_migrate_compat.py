@@ -14,8 +14,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from silentpulse_db import LockTimeoutError, run_migrations
-from silentpulse_db.migrate import down, force, goto
+from silentpulse_db import LockTimeoutError, MigrationStateError, run_migrations
+from silentpulse_db.migrate import down, force, goto, status, up, version
 from silentpulse_db.migrate.session import golang_migrate_lock_key
 
 from helpers import execute, fetch, lock_keys, simple_set, version_rows, write_migrations
@@ -190,3 +190,33 @@ async def test_reads_what_golang_migrate_wrote(silentpulse_database: str, tmp_pa
     result = await run_migrations(silentpulse_database, source=source)
     assert [a.version for a in result.applied] == [3]
     assert await version_rows(silentpulse_database) == [(3, False)]
+
+
+async def test_a_version_table_with_stray_rows_is_refused_until_forced(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
+    """golang-migrate keeps one row; read with LIMIT 1, two rows gave whichever came
+    first, and `down 1` reverted a migration the schema was not at (a stray row put in
+    by hand, or a SetVersion run without its TRUNCATE). Every verb refuses, naming the
+    count and the fix, with nothing run; `force` leaves the one row it is given."""
+    dsn = silentpulse_database
+    source = write_migrations(tmp_path, simple_set(3))
+    await run_migrations(dsn, source=source, partitions_ahead=None)
+    await execute(dsn, "INSERT INTO schema_migrations VALUES (1, false)")
+    for verb in (
+        run_migrations(dsn, source=source, partitions_ahead=None),
+        up(dsn, source=source),
+        down(dsn, 1, source=source),
+        goto(dsn, 2, source=source),
+        version(dsn),
+        status(dsn, source=source),
+    ):
+        with pytest.raises(MigrationStateError, match="schema_migrations holds 2 rows") as info:
+            await verb
+        assert "silentpulse-db force V" in str(info.value)
+    assert sorted(await version_rows(dsn)) == [(1, False), (3, False)]
+    tables = "SELECT count(*) FROM pg_tables WHERE tablename IN ('t1', 't2', 't3')"
+    assert (await fetch(dsn, tables))[0][0] == 3
+    await force(dsn, 3, source=source)
+    assert await version_rows(dsn) == [(3, False)]
+    assert (await down(dsn, 1, source=source)).version_after == 2

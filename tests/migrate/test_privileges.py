@@ -3,6 +3,7 @@ the object and the privilege, from every public function and both CLIs (issue 10
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -189,3 +190,85 @@ async def test_the_app_role_cannot_rewrite_the_bookkeeping_whatever_it_is_grante
             owner_dsn, "TRUNCATE schema_migrations; INSERT INTO schema_migrations VALUES (2, false)"
         )
         assert owner
+
+
+async def test_an_app_role_locking_the_version_tables_delays_a_run_no_longer_than_its_lock_wait(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
+    """The runbook's default privileges give the app role UPDATE on the version tables,
+    and with it `LOCK TABLE`: a session of it holding a lock on them must not hang a
+    start (the probe read them with no limit, for ever) or be hidden from the operator.
+    A start waits at most its migration lock wait, then LockTimeoutError names the
+    session and its role; a migration whose version write is blocked names it too."""
+    dsn = silentpulse_database
+    source = write_migrations(tmp_path, simple_set(1))
+    one = ConnectRetry(attempts=1)
+    async with (
+        login_role(dsn, "", prefix="app") as (app, app_dsn),
+        login_role(
+            dsn,
+            "GRANT CREATE, USAGE ON SCHEMA public TO {role}; "
+            f"GRANT USAGE ON SCHEMA public TO {app}; "
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {role} IN SCHEMA public "
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {app};",
+            prefix="owner",
+        ) as (_owner, owner_dsn),
+    ):
+        await run_migrations(owner_dsn, source=source, connect=one, partitions_ahead=None)
+        source = write_migrations(tmp_path, simple_set(2))
+        attacker = await asyncpg.connect(app_dsn)
+        try:
+            pid = attacker.get_server_pid()
+            await attacker.execute("BEGIN; LOCK TABLE schema_migrations IN ACCESS EXCLUSIVE MODE")
+            # The guard only keeps the old code's hang from stalling the suite.
+            with pytest.raises(LockTimeoutError) as info:
+                await asyncio.wait_for(
+                    run_migrations(
+                        owner_dsn,
+                        source=source,
+                        connect=one,
+                        migration_lock_timeout=0.5,
+                        partitions_ahead=None,
+                    ),
+                    timeout=60,
+                )
+            (blocker,) = info.value.blockers
+            assert (blocker.pid, blocker.role, blocker.mode) == (pid, app, "ACCESS EXCLUSIVE")
+            text = str(info.value)
+            assert f"pid {pid}, role '{app}'" in text and "schema_migrations" in text, text
+            assert "pg_terminate_backend" in text
+            process = await asyncio.to_thread(
+                cli,
+                "silentpulse-db",
+                "--migration-lock-timeout",
+                "0.5",
+                "up",
+                "--path",
+                str(source),
+                dsn=owner_dsn,
+            )
+            assert process.returncode == 1, process.stderr
+            assert f"pid {pid}, role '{app}'" in process.stderr, process.stderr
+
+            # A lock that lets the run read but not write: the migration's own version
+            # write waits, and its TableLockTimeoutError names that session, not "no one".
+            await attacker.execute("ROLLBACK; BEGIN; LOCK TABLE schema_migrations IN SHARE MODE")
+            with pytest.raises(TableLockTimeoutError) as table_info:
+                await asyncio.wait_for(
+                    run_migrations(
+                        owner_dsn,
+                        source=source,
+                        connect=one,
+                        ddl=DDLLimits(table_lock_timeout=0.1, retry_for=0.3),
+                        partitions_ahead=None,
+                    ),
+                    timeout=60,
+                )
+            text = str(table_info.value)
+            assert f"pid {pid}, role '{app}'" in text and "SHARE on schema_migrations" in text
+            assert "no session holds it now" not in text
+        finally:
+            await attacker.close()
+        # The session gone, the same run goes through.
+        result = await run_migrations(owner_dsn, source=source, connect=one, partitions_ahead=None)
+        assert result.version_after == 2

@@ -65,7 +65,8 @@ class Applier:
         # file sets one; None: none.
         self.statement_timeout = statement_timeout
         # The set's version table; its schema None: current_schema() when a plan starts.
-        self.store = VersionStore(conn, table)
+        # Its writes outside a migration's transaction wait for a lock as long as a build.
+        self.store = VersionStore(conn, table, wait=build_wait)
         self.filtered_writes: FilteredWrites | None = None  # made for the first file that writes
         self.together: Together | None = None  # made for the first group sent together
 
@@ -86,7 +87,8 @@ class Applier:
                 logger.debug("%s holds no statement: a migration that runs nothing", step.file)
         if self.store.table.schema is None and plan.steps:
             schema = await self.conn.fetchval("SELECT current_schema()")
-            self.store = VersionStore(self.conn, self.store.table._replace(schema=schema))
+            table = self.store.table._replace(schema=schema)
+            self.store = VersionStore(self.conn, table, wait=self.build_wait)
         notices = _Notices()
         self.conn.add_log_listener(notices)
         # A SQL_ASCII database counts error positions in bytes (packing.group_size).

@@ -169,7 +169,7 @@ class TransactionalRun:
         await rollback(self.conn)
         if isinstance(exc, asyncpg.LockNotAvailableError | asyncpg.DeadlockDetectedError):
             deadlock = isinstance(exc, asyncpg.DeadlockDetectedError)
-            raise await lock_conflict(self.conn, file, deadlock=deadlock) from None
+            raise await lock_conflict(self.conn, file, self.store, deadlock=deadlock) from None
         where = await locate(
             self.conn,
             self.parsed.text(file.sql),

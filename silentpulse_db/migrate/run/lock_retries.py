@@ -22,6 +22,7 @@ from ...errors import TableLockHolder
 from ...postgres.blockers import lock_backoff, table_lock_holders
 from ..files.lock_levels import statement_locks, strongest
 from ..files.source import MigrationFile
+from ..version_table import HISTORY_TABLE, VersionStore
 from .error_messages import locked_out
 
 logger = logging.getLogger("silentpulse_db.migrate")
@@ -37,9 +38,16 @@ class LockConflict(Exception):
         self.deadlock = deadlock
 
 
-async def lock_conflict(conn: Any, file: MigrationFile, *, deadlock: bool) -> LockConflict:
-    """The conflict, naming who holds a lock that conflicts with what ``file`` needs."""
-    wanted: dict[str, list[str]] = {}
+async def lock_conflict(
+    conn: Any, file: MigrationFile, store: VersionStore, *, deadlock: bool
+) -> LockConflict:
+    """The conflict, naming who holds a lock that conflicts with what ``file`` needs, or
+    with the version row and history row written in its transaction (``store``'s)."""
+    table = store.table
+    wanted: dict[str, list[str]] = {
+        table.qualified(): ["ROW EXCLUSIVE"],
+        table.qualified(HISTORY_TABLE): ["ROW EXCLUSIVE"],
+    }
     try:
         nodes = parser.parse_sql(file.sql)
     except parser.ParseError:
