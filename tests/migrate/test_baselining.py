@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from silentpulse_db import BaselineError, run_migrations
+from pathlib import Path
+
+from silentpulse_db import BaselineError, RequiredVersionError, run_migrations
 from silentpulse_db.migrate import apply_prerequisites, baseline, load_source
 
-from helpers import execute, fetch, version_rows
+from helpers import execute, fetch, version_rows, write_migrations
 
 
 async def premigration_database(dsn: str, *, prerequisites: bool = True) -> None:
@@ -69,3 +71,24 @@ async def test_baseline_refuses_a_versioned_database(silentpulse_migrated_databa
         await baseline(silentpulse_migrated_database)
     assert "\n" not in str(info.value)
     assert await version_rows(silentpulse_migrated_database) == [(load_source().latest, False)]
+
+
+async def test_a_service_sets_version_table_is_no_difference_to_baseline(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
+    """A service's set started before the core was adopted is refused (it requires the
+    core's version) and leaves its version table behind: bookkeeping, like the core's,
+    which baseline's comparison leaves out (it listed every part of it as unexpected)."""
+    dsn = silentpulse_database
+    await premigration_database(dsn)
+    requires = (
+        "-- silentpulse: requires schema_migrations >= 1\nCREATE TABLE worker_jobs (id int);\n"
+    )
+    source = write_migrations(tmp_path, {1: ("worker_jobs", requires, "DROP TABLE worker_jobs;\n")})
+    with pytest.raises(RequiredVersionError):
+        await run_migrations(dsn, source=source, table="worker_schema_migrations")
+    assert await fetch(dsn, "SELECT 1 FROM worker_schema_migrations") == []
+    result = await baseline(dsn)
+    assert result.version_after == 1
+    applied = await run_migrations(dsn, source=source, table="worker_schema_migrations")
+    assert [a.version for a in applied.applied] == [1]

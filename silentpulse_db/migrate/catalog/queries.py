@@ -14,10 +14,13 @@ from ..version_table import GUARD_FUNCTION, HISTORY_TABLE, VERSION_TABLE
 SKIP_SCHEMAS = "('pg_catalog', 'information_schema', 'pg_toast', 'ag_catalog')"
 _USER_SCHEMA = f"n.nspname NOT IN {SKIP_SCHEMAS} AND n.nspname NOT LIKE 'pg_temp%'"
 # The version table and its history (and the history's sequence, and what protects
-# them: their policy and trigger, and GUARD_FUNCTION): the runner's own.
+# them: their policy and trigger, and GUARD_FUNCTION): the runner's own. So is a
+# service set's version table, whatever its name: told by the trigger guarding it.
 _NOT_BOOKKEEPING = (
     f"c.relname NOT IN ('{VERSION_TABLE}', '{HISTORY_TABLE}') "
-    f"AND c.relname NOT LIKE '{HISTORY_TABLE}%'"
+    f"AND c.relname NOT LIKE '{HISTORY_TABLE}%' "
+    "AND NOT EXISTS (SELECT 1 FROM pg_trigger g JOIN pg_proc gp ON gp.oid = g.tgfoid "
+    f"WHERE g.tgrelid = c.oid AND gp.proname = '{GUARD_FUNCTION}')"
 )
 _USER_FUNCTION = (
     f"{_USER_SCHEMA} AND p.prokind IN ('f', 'p', 'w') AND p.proname <> '{GUARD_FUNCTION}'"
