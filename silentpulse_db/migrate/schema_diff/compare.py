@@ -95,8 +95,10 @@ def compare(
             # golang-migrate migrated it (the runner adds the history at its next run).
             del rest_want["sequence"][key]
     _excuse_citus(rest_want, rest_have, excused)
-    blanket = expect_blanket_grants(rest_want, rest_have, excused, named_roles(live, app_roles))
+    # The default privileges first: a grant they give is theirs, not a blanket grant's,
+    # though it too is on every table.
     defaults, differences = expect_default_grants(rest_want, rest_have, live, excused)
+    blanket = expect_blanket_grants(rest_want, rest_have, excused, named_roles(live, app_roles))
     differences += _schema_create(live)
     context = _context(expected, live)
     differences += _detached(_differences(rest_want, rest_have, context), want)
