@@ -26,12 +26,12 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from .defaults import DSN_ENV_VARS, SECRET_ENV_VARS
 from .errors import AdministratorRequiredError, ConfigurationError, SilentPulseDBError
-from .postgres.dsn import dsn_from_env, redact, validate_dsn
+from .postgres.dsn import dsn_from_env, redact, redact_arguments, validate_dsn
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -74,6 +74,36 @@ def _terminal_columns() -> int:
 
 class UsageError(ConfigurationError):
     """Wrong words on the command line (exit 2)."""
+
+
+class ArgumentsRefused(SystemExit):
+    """argparse refused the command line (exit 2): its message, as printed (no password)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(EXIT_USAGE)
+        self.message = message
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's, whose errors never show a DSN password: argparse quotes the words it
+    refuses (``invalid choice: 'postgresql://u:pw@h/db'``, ``unrecognized arguments:``,
+    ``invalid int value:``), and a DSN given in the wrong place is such a word. Every
+    text of the message is scrubbed of the passwords the words and the environment hold.
+    A subparser is of the parser's class, so scrubs its errors too."""
+
+    _words: tuple[str, ...] = ()
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        # Every parse, the subparsers' included (a subparser parses the words after its
+        # command), goes through here with the words its errors may quote.
+        self._words = tuple(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        shown = scrubbed(redact_arguments(message, self._words))
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {shown}", file=sys.stderr)
+        raise ArgumentsRefused(shown)
 
 
 def add_connection_options(parser: argparse.ArgumentParser, *, suppress: bool = False) -> None:

@@ -37,7 +37,7 @@ logger = logging.getLogger("silentpulse_db.credentials")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = console.ArgumentParser(
         prog="migrate-credentials",
         description="Move credential envelopes from v1 to v2 (default), or re-encrypt them "
         "from OLD_ENCRYPTION_KEY to ENCRYPTION_KEY (--rotate), in one transaction.",

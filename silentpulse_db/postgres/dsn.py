@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import parse_qs, parse_qsl, quote, unquote, unquote_plus, urlsplit
@@ -45,6 +45,8 @@ def passwords_of(dsn: str) -> frozenset[str]:
     forms = set()
     for secret in found:
         forms |= {secret, unquote(secret), quote(secret, safe=""), quote(unquote(secret), safe="")}
+    # As repr() shows each (argparse's "invalid choice: 'x'"): a quote or a backslash escaped.
+    forms |= {repr(form)[1:-1] for form in forms}
     return frozenset(f for f in forms if len(f) >= _MIN_SECRET)
 
 
@@ -63,6 +65,23 @@ def redact(text: str, *dsns: str) -> str:
     text = _URL_USERINFO.sub(r"\1***\2", text)
     text = _QUERY_PASSWORD.sub(r"\1***", text)
     return _KW_PASSWORD.sub(r"\1***", text)
+
+
+_URL_START = re.compile(r"(?i)postgres(?:ql)?://")
+
+
+def redact_arguments(text: str, words: Iterable[str]) -> str:
+    """``text``, a message about the command-line ``words`` (argparse's errors), with no
+    DSN password any word holds: a word may be a DSN, or carry one after an option's name
+    (``--database=URL``, ``-dURL``), and the message may show it as written or as repr()
+    does; ``redact``'s patterns catch those the words do not give away."""
+    dsns: list[str] = []
+    for word in words:
+        dsns.append(word)
+        dsns.extend(word[start.start() :] for start in _URL_START.finditer(word))
+        if "=" in word:
+            dsns.append(word.split("=", 1)[1])
+    return redact(text, *dsns)
 
 
 # golang-migrate's own URL options: every query parameter whose name starts with "x-"

@@ -122,3 +122,76 @@ def test_both_clis(template: str, silentpulse_postgres: PostgresServer, tmp_path
     ]
     for output in outputs:
         assert not any(marker in output for marker in MARKERS), output
+
+
+# Command lines that argparse refuses, a DSN in the wrong place (DSN): each error quotes the
+# words it refuses (invalid choice, unrecognized arguments, a value of the wrong type).
+BAD_COMMAND_LINES = {
+    "silentpulse-db": [
+        ["version", "DSN"],
+        ["DSN", "version"],
+        ["DSN"],
+        ["up", "DSN"],
+        ["down", "DSN"],
+        ["goto", "DSN"],
+        ["force", "DSN"],
+        ["status", "--bogus", "DSN"],
+        ["--attempts", "DSN", "up"],
+        ["--attempts=DSN", "up"],
+        ["--wait", "DSN", "up"],
+        ["--migration-lock-timeout", "DSN", "up"],
+        ["--lock-timeout", "DSN", "status"],
+        ["--table-lock-timeout", "DSN", "up"],
+        ["--ddl-lock-timeout", "DSN", "up"],
+        ["--ddl-retry-for", "DSN", "down", "1"],
+        ["up", "--attempts", "DSN"],
+        ["up", "--migration-lock-timeout=DSN"],
+        ["partitions", "--ahead", "DSN"],
+        ["distribute", "--shard-count", "DSN"],
+        ["--scratch-dsn", "DSN", "check"],
+        ["drift", "--json", "DSN"],
+        ["drift", "--json", "--migration-lock-timeout", "DSN"],
+        ["-d", "DSN", "version", "DSN"],
+        ["--d=DSN", "version"],  # ambiguous option: --d=... could match --database, --debug
+    ],
+    "migrate-credentials": [
+        ["DSN"],
+        ["--lock-timeout", "DSN"],
+        ["--lock-timeout=DSN"],
+        ["--attempts", "DSN"],
+        ["--wait", "DSN"],
+        ["--batch-size", "DSN"],
+        ["--rotate", "DSN"],
+        ["--verify", "DSN"],
+        ["--d=DSN"],
+    ],
+}
+
+
+@pytest.mark.parametrize("template", CORPUS)
+@pytest.mark.parametrize(
+    ("tool", "words"),
+    [(tool, words) for tool, lines in BAD_COMMAND_LINES.items() for words in lines],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else value,
+)
+def test_argument_errors_never_show_a_password(
+    tool: str,
+    words: list[str],
+    template: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """argparse's own errors quoted the DSN a user put in the wrong place, password and
+    all (`silentpulse-db version "$DATABASE_URL"`), in both tools and any subparser."""
+    from silentpulse_db.credentials.cli import main as credentials_main
+    from silentpulse_db.migrate.cli import main as migrate_main
+
+    for name in ("DATABASE_URL", "POSTGRES_DSN", "SCRATCH_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)  # the words alone give the password away
+    dsn = template.format(host="127.0.0.1", port=5432)
+    argv = [word.replace("DSN", dsn) for word in words]
+    main = migrate_main if tool == "silentpulse-db" else credentials_main
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert "error:" in err, err
+    assert not any(marker in out + err for marker in MARKERS), out + err

@@ -172,7 +172,7 @@ def _options_that_do_nothing(parser: argparse.ArgumentParser, groups: frozenset[
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The CLI's parser; with ``only``, that command's and no other (see main)."""
-    parser = argparse.ArgumentParser(
+    parser = console.ArgumentParser(
         prog=PROG,
         description="Migrations for the SilentPulse database (golang-migrate compatible).",
         formatter_class=console.HelpFormatter,
