@@ -247,6 +247,14 @@ def validate_dsn(dsn: str, *, setting: str = "dsn") -> str:
             f"{setting} must start with postgresql:// or postgres://, got {shown} "
             f"(the rest is not shown: it may hold a password)"
         )
+    if parts.netloc.count("@") > 1:
+        # urlsplit reads the userinfo to the last "@", asyncpg to the first: it would try
+        # the rest of the password as a host name (a DNS failure, retried for a minute).
+        raise ConfigurationError(
+            f"{setting} is not a valid PostgreSQL URL: an '@' in its user name or password "
+            f"must be percent-encoded (%40), as '/', '#' and '?' must (%2F, %23, %3F): "
+            f"{redact(dsn, dsn)}"
+        )
     # A file the TLS setup needs and cannot find would otherwise look like a
     # socket that is not there yet, and be retried for a minute.
     for name, values in parse_qs(parts.query).items():

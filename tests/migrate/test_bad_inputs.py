@@ -19,6 +19,7 @@ from silentpulse_db import (
     run_migrations,
 )
 from silentpulse_db.migrate import up
+from silentpulse_db.postgres.dsn import validate_dsn
 from silentpulse_db.settings import ConnectRetry
 
 from helpers import execute, simple_set, user_tables, version_rows, write_migrations
@@ -270,6 +271,12 @@ async def test_unknown_source(source: str, silentpulse_database: str) -> None:
         ("//root:hunter2@localhost/db", "must start with postgresql://"),
         ("root@localhost password=hunter2", "must start with postgresql://"),
         ("postgresql://u:hunter2@localhost:notaport/db", "not a valid PostgreSQL URL"),
+        # An unencoded "@": asyncpg reads the userinfo to the first one, so tried the host
+        # "hunter2@localhost" (a DNS failure, retried as transient for a minute).
+        ("postgresql://u:S3c@hunter2@localhost/db", "must be percent-encoded (%40)"),
+        ("postgresql://u:hunter2@@localhost/db", "must be percent-encoded (%40)"),
+        ("postgresql://me@corp:hunter2@localhost:5432/db", "must be percent-encoded (%40)"),
+        ("postgresql://me@corp@localhost/db", "must be percent-encoded (%40)"),
         ("", "empty"),
         ("postgresql://u:hunter2@localhost/db?sslmode=sometimes", "invalid DSN"),
     ],
@@ -281,6 +288,25 @@ async def test_malformed_dsn(dsn: str, mentions: str, tmp_path: Path) -> None:
         )
     assert mentions in str(info.value)
     assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://u:p@h1,h2/db",
+        "postgresql://u:p@h1,h2:5433/db",
+        "postgresql://u:p@[::1]:5432/db",
+        "postgresql://u@[::1]/db",
+        "postgresql://u@localhost/db",
+        "postgresql://localhost/db",
+        "postgres://u:S3c%40hunter2@localhost:5432/db",
+        "postgresql://u%40corp:S3c%2F%23%3F%40@localhost/db",
+        "postgresql:///db?host=/tmp&user=u&password=S3c@hunter2",
+        "postgresql://u:p@localhost/db?application_name=a@b",
+    ],
+)
+def test_well_formed_dsns_pass_validation(dsn: str) -> None:
+    assert validate_dsn(dsn) == dsn
 
 
 async def test_unknown_database_fails_at_once(

@@ -95,6 +95,15 @@ def test_errors_never_print_the_password(silentpulse_database: str, source: Path
     assert "TopSecret99" not in r.stderr + r.stdout and "***" in r.stderr
 
 
+def test_an_unencoded_at_in_the_password_is_refused_before_connecting() -> None:
+    """asyncpg read `S3cret@PW@127.0.0.1` as user and password up to the first "@", tried
+    the host `PW@127.0.0.1` (a DNS failure, retried as transient): refused at once now."""
+    r = cli("version", "--attempts", "30", dsn="postgresql://u:S3cret@PW@127.0.0.1/db")
+    assert r.returncode == 2, r.stderr
+    assert "must be percent-encoded (%40)" in r.stderr and "gaierror" not in r.stderr, r.stderr
+    assert "S3cret" not in r.stderr + r.stdout, r.stderr
+
+
 def test_unknown_path(silentpulse_database: str, tmp_path: Path) -> None:
     r = cli("up", "--path", str(tmp_path / "nope"), dsn=silentpulse_database)
     assert r.returncode == 2 and "nope" in r.stderr  # a configuration error
