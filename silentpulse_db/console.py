@@ -212,9 +212,20 @@ def _print_error(
     print(f"{label}: error: {scrubbed(str(exc), given)}", file=sys.stderr)
 
 
-def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace | int:
-    """Parse ``argv``; an exit code instead of SystemExit (0 for --help, 2 for usage errors)."""
+def parse(
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None,
+    on_refused: Callable[[str], None] | None = None,
+) -> argparse.Namespace | int:
+    """Parse ``argv``; an exit code instead of SystemExit (0 for --help, 2 for usage errors).
+
+    ``on_refused`` gets the message of a usage error, once printed (drift --json's object).
+    """
     try:
         return parser.parse_args(argv)
+    except ArgumentsRefused as exc:
+        if on_refused is not None:
+            on_refused(exc.message)
+        return EXIT_USAGE
     except SystemExit as exc:
         return int(exc.code or 0)

@@ -39,8 +39,11 @@ DRY_RUN_COMMANDS = ("up", "down", "goto")
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(only=command_named(words))
-    args = console.parse(parser, words)
+    command = command_named(words)
+    parser = build_parser(only=command)
+    args = console.parse(
+        parser, words, on_refused=lambda message: _json_usage_error(command, words, message)
+    )
     if isinstance(args, int):
         return args
     if not args.command:
@@ -83,16 +86,38 @@ async def _json_errors(args: argparse.Namespace, run: Awaitable[int]) -> int:
     except SilentPulseDBError as exc:
         if not getattr(args, "json", False):
             raise
-        import json  # drift --json's failure alone
-
         given = (args.database, getattr(args, "scratch_dsn", None))
-        error = {
-            "type": type(exc).__name__,
-            "message": console.scrubbed(str(exc), given),
-            "exit": console.exit_code(exc, failure_exit(args.command)),
-        }
-        print(json.dumps({"error": error}, indent=2), file=sys.stdout)
+        _print_json_error(
+            type(exc).__name__,
+            console.scrubbed(str(exc), given),
+            console.exit_code(exc, failure_exit(args.command)),
+        )
         raise
+
+
+def _json_usage_error(command: str | None, words: list[str], message: str) -> None:
+    """``drift --json`` whose words argparse refused: the error as JSON too (its message,
+    already printed on stderr, holds no password)."""
+    # The first word that names a command when the router was not sure of it.
+    command = command or next((word for word in words if word in COMMANDS), None)
+    if command == "drift" and any(_is_json_option(word) for word in _after(command, words)):
+        _print_json_error(console.UsageError.__name__, message, console.EXIT_USAGE)
+
+
+def _after(command: str, words: list[str]) -> list[str]:
+    return words[words.index(command) + 1 :]
+
+
+def _is_json_option(word: str) -> bool:
+    # argparse takes any unambiguous prefix: --j is drift's --json alone.
+    return len(word) >= 3 and "--json".startswith(word)
+
+
+def _print_json_error(kind: str, message: str, code: int) -> None:
+    import json  # drift --json's failure alone
+
+    error = {"type": kind, "message": message, "exit": code}
+    print(json.dumps({"error": error}, indent=2), file=sys.stdout)
 
 
 __all__ = ["main"]

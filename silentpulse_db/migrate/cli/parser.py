@@ -158,13 +158,26 @@ class _DoesNothing(argparse.Action):
         )
 
 
-def _options_that_do_nothing(parser: argparse.ArgumentParser, groups: frozenset[str]) -> None:
+class _Refused(argparse.Action):
+    """An option given after a command that does not use it, and refuses it (_REFUSED):
+    the same advice as the warning of _DoesNothing, as a usage error."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        parser.error(
+            f"{option} does nothing after `{parser.prog}`, which refuses it: give it "
+            f"before the command"
+        )
+
+
+def _options_that_do_nothing(
+    parser: argparse.ArgumentParser, groups: frozenset[str], refused: frozenset[str]
+) -> None:
     for group in sorted(groups):
         for names in _GROUP_OPTIONS[group]:
             parser.add_argument(
                 *names,
                 dest=f"ignored_{names[0][2:].replace('-', '_')}",
-                action=_DoesNothing,
+                action=_Refused if group in refused else _DoesNothing,
                 default=argparse.SUPPRESS,
                 help=argparse.SUPPRESS,
             )
@@ -189,7 +202,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                 formatter_class=console.HelpFormatter,
             )
             _common_options(cmd, suppress=True, groups=command.groups)
-            _options_that_do_nothing(cmd, EVERY_GROUP - command.groups - _REFUSED.get(name, set()))
+            _options_that_do_nothing(
+                cmd, EVERY_GROUP - command.groups, _REFUSED.get(name, frozenset())
+            )
             command.arguments(cmd)
     return parser
 
@@ -352,8 +367,8 @@ def _no_arguments(cmd: argparse.ArgumentParser) -> None:
 
 
 # Options refused after a command rather than ignored with a warning: drift refused them
-# before the warning came.
-_REFUSED = {"drift": {MIGRATION_LOCK, TABLE_LOCKS}}
+# before the warning came (with the warning's advice).
+_REFUSED = {"drift": frozenset({MIGRATION_LOCK, TABLE_LOCKS})}
 
 # What each kind of command uses (see EVERY_GROUP).
 _CONNECTS = frozenset({CONNECT})  # version, status, check, drift, partitions, retention

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 
 import pytest
 
@@ -119,10 +120,51 @@ def test_after_a_command_an_option_it_does_not_use_warns(name: str) -> None:
             assert listed == (group in COMMANDS[name].groups and not hidden), (option, shown)
             if group in COMMANDS[name].groups:
                 assert isinstance(after, dict) and "nothing" not in err, (option, err)
-            elif name == "drift":
+            elif name == "drift":  # refused, with the same advice
                 assert after == ("exit", 2), (option, after)
-                assert f"unrecognized arguments: {option} 5" in err, err
+                assert (
+                    f"error: {option} does nothing after `silentpulse-db drift`, which "
+                    f"refuses it: give it before the command" in err
+                ), err
             else:
                 assert isinstance(after, dict), (option, err)
                 assert after == _parse(name, words)[0], option  # no value taken
                 assert f"warning: {option} does nothing after `silentpulse-db {name}`" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["drift", "--json", "--migration-lock-timeout", "5"], "--migration-lock-timeout does"),
+        (["drift", "--table-lock-timeout", "5", "--js"], "--table-lock-timeout does nothing"),
+        (["drift", "--json", "--bogus"], "unrecognized arguments: --bogus"),
+        (["drift", "--json", "--attempts", "x"], "argument --attempts: expected a whole number"),
+        (["--attempts", "x", "drift", "--json"], "argument --attempts: expected a whole number"),
+    ],
+)
+def test_drift_json_says_an_argument_error_as_json_too(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/reference.md: with --json an error is also a JSON object on stdout; argparse's
+    errors printed nothing there."""
+    from silentpulse_db.migrate.cli import main
+
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert said in err
+    error = json.loads(out)["error"]
+    assert error["type"] == "UsageError" and error["exit"] == 2, error
+    assert said in error["message"] and error["message"] in err, (error, err)
+
+
+@pytest.mark.parametrize(
+    "argv", [["drift", "--migration-lock-timeout", "5"], ["status", "--json"], ["bogus", "--json"]]
+)
+def test_without_drift_json_an_argument_error_prints_nothing_on_stdout(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from silentpulse_db.migrate.cli import main
+
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "error:" in err

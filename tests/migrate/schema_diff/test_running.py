@@ -95,9 +95,9 @@ def test_drift_lists_and_takes_no_lock_option() -> None:
             timeout=60,
             check=False,
         )
-        assert refused.returncode == 2 and "unrecognized arguments" in refused.stderr, (
-            refused.stderr
-        )
+        advice = f"{option} does nothing after `silentpulse-db drift`, which refuses it"
+        assert refused.returncode == 2 and advice in refused.stderr, refused.stderr
+        assert "give it before the command" in refused.stderr, refused.stderr
     up = subprocess.run(
         [sys.executable, "-m", "silentpulse_db", "up", "--help"],
         capture_output=True,
