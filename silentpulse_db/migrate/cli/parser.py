@@ -125,7 +125,8 @@ def _table_lock_options(parser: argparse.ArgumentParser, default: Callable[[obje
         "--ddl-lock-timeout",
         dest="table_lock_timeout",
         metavar="SECONDS",
-        type=_deprecated_seconds("--ddl-lock-timeout", "--table-lock-timeout"),
+        type=_seconds,
+        action=_DeprecatedName,
         default=default(TABLE_LOCK_TIMEOUT),
         help=argparse.SUPPRESS,
     )
@@ -145,6 +146,19 @@ _GROUP_OPTIONS: dict[str, tuple[tuple[str, ...], ...]] = {
     MIGRATION_LOCK: (("--migration-lock-timeout", "--lock-timeout"),),
     TABLE_LOCKS: (("--table-lock-timeout",), ("--ddl-lock-timeout",), ("--ddl-retry-for",)),
 }
+
+
+class _DeprecatedName(argparse._StoreAction):
+    """An option's old name: stored as the new one, with a warning that names it (once:
+    not when command_named's router reads the same words first)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        if not isinstance(parser, _Router):
+            print(
+                f"warning: {option} is deprecated and goes in 0.3.0: use --table-lock-timeout",
+                file=sys.stderr,
+            )
+        super().__call__(parser, namespace, values, option)
 
 
 class _DoesNothing(argparse.Action):
@@ -494,16 +508,6 @@ def _seconds(text: str) -> float:
     if not 0 <= value < math.inf:  # also refuses nan
         raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text}")
     return value
-
-
-def _deprecated_seconds(old: str, new: str) -> Callable[[str], float]:
-    """_seconds for an option's old name, with a warning that names the new one."""
-
-    def parse(text: str) -> float:
-        print(f"warning: {old} is deprecated and goes in 0.3.0: use {new}", file=sys.stderr)
-        return _seconds(text)
-
-    return parse
 
 
 _positive = _at_least(1)

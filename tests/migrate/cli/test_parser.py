@@ -133,6 +133,28 @@ def test_after_a_command_an_option_it_does_not_use_warns(name: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "argv",
+    [
+        ["--ddl-lock-timeout", "5", "up"],
+        ["up", "--ddl-lock-timeout", "5"],
+        ["--ddl-lock-timeout=5", "down", "1"],
+        ["--ddl-lock", "5", "goto", "1"],
+    ],
+    ids=" ".join,
+)
+def test_a_deprecated_name_warns_once(argv: list[str]) -> None:
+    """Before the command it warned twice: command_named's router read it too."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        args = build_parser(only=command_named(argv)).parse_args(argv)
+    assert args.table_lock_timeout == 5
+    warning = (
+        "warning: --ddl-lock-timeout is deprecated and goes in 0.3.0: use --table-lock-timeout"
+    )
+    assert err.getvalue().count(warning) == 1, err.getvalue()
+
+
+@pytest.mark.parametrize(
     ("argv", "said"),
     [
         (["drift", "--json", "--migration-lock-timeout", "5"], "--migration-lock-timeout does"),
