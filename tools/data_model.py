@@ -49,14 +49,14 @@ WRITERS: dict[str, str] = {
     "audit_tasks": "API",
     "availability_snapshots": "worker",
     "compliance_breaches": "worker (opens); API (acknowledge, resolve)",
-    "connector_defs": "API (connector hub sync)",
+    "connector_defs": "API (connector hub sync, outside any tenant's transaction)",
     "exclusion_logs": "worker (instead of an alert)",
     "exclusion_windows": "API",
     "feed_profiles": "worker (learning); API (configuration)",
     "flow_pulses": "API",
     "flows": "API",
     "integration_points": "API; migrate-credentials (re-encryption)",
-    "mitre_techniques": "operators (reference data)",
+    "mitre_techniques": "operators (reference data, as the owner)",
     "notification_channels": "API; migrate-credentials (re-encryption)",
     "notification_rules": "API",
     "report_definitions": "API",
@@ -95,7 +95,7 @@ _CONSTRAINTS = """
     ORDER BY contype, conname
 """
 _POLICIES = """
-    SELECT policyname AS name, cmd, qual FROM pg_policies
+    SELECT policyname AS name, cmd, qual, with_check FROM pg_policies
     WHERE schemaname = current_schema() AND tablename = $1 ORDER BY policyname
 """
 
@@ -132,7 +132,9 @@ database's own; "written by" is tools/data_model.py's `WRITERS`.
 
 Tenant isolation: a table with row-level security shows a role without BYPASSRLS
 only the rows of `app.current_tenant` (set it with `tenant_transaction`, see
-docs/tenancy.md); "forced" means the table's owner is held to it too.
+docs/tenancy.md); "forced" means the table's owner is held to it too. "enabled"
+(not forced): a table shared by every tenant, which every role granted SELECT reads
+whole and only its writers change (docs/security.md, "Shared reference tables").
 
 | table | written by | partitioned | row-level security |
 |---|---|---|---|
@@ -149,6 +151,16 @@ def _rls(table: Any) -> str:
     if not table["rls"]:
         return "no"
     return "forced" if table["forced"] else "enabled"
+
+
+def _policy(policy: Any) -> str:
+    """A policy's expressions: rows it shows (USING), rows it admits (WITH CHECK)."""
+    qual, check = (" ".join(e.split()) if e else e for e in (policy["qual"], policy["with_check"]))
+    if check is None or check == qual:
+        return f"`{qual}`"
+    if qual is None:
+        return f"WITH CHECK `{check}`"
+    return f"`{qual}`, WITH CHECK `{check}`"
 
 
 def _diagram(tables: list[Any], edges: list[Any]) -> str:
@@ -184,7 +196,7 @@ def _section(table: Any, columns: list[Any], constraints: list[Any], policies: l
         out += ["", "Keys and checks:", "", *keys]
     if policies:
         out += ["", "Policies:", ""]
-        out += [f"- `{p['name']}` ({p['cmd']}): `{p['qual']}`" for p in policies]
+        out += [f"- `{p['name']}` ({p['cmd']}): {_policy(p)}" for p in policies]
     out.append("")
     return "\n".join(out)
 
