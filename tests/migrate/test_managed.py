@@ -90,12 +90,14 @@ def said_once(text: str, needle: str) -> bool:
 
 async def forced(dsn: str) -> dict[str, bool]:
     """relforcerowsecurity of every table that has row-level security (the bookkeeping's
-    is not forced: its owner writes it, every other role only reads it)."""
+    and the shared reference tables' are not forced: their owner writes them, every other
+    role reads them, 000060)."""
     rows = await fetch(
         dsn,
         "SELECT relname, relforcerowsecurity FROM pg_class "
         "WHERE relrowsecurity AND relnamespace = 'public'::regnamespace "
-        "AND relname NOT IN ('schema_migrations', 'schema_migrations_history')",
+        "AND relname NOT IN ('schema_migrations', 'schema_migrations_history', "
+        "'mitre_techniques', 'connector_defs')",
     )
     return {r["relname"]: r["relforcerowsecurity"] for r in rows}
 
