@@ -1,0 +1,9 @@
+-- 000060_alter_alert_listener_positions_holder: reverses
+-- 000060_alter_alert_listener_positions_holder.up.sql. Listeners of the version that
+-- claims the row fall back to the advisory lock of the versions before it.
+SET LOCAL lock_timeout = '3s';
+
+ALTER TABLE alert_listener_positions
+    DROP COLUMN holder_since,
+    DROP COLUMN holder_lock,
+    DROP COLUMN holder_pid;
