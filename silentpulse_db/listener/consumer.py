@@ -1,11 +1,22 @@
 """A named consumer: one active process at a time, and its position in the log.
 
 The position is a row of ``alert_listener_positions`` (migration 000021; the log
-position since 000022). Which process delivers is decided by a session-level
-advisory lock keyed by the name, held by the listener's own connection: a second
-process with the same name waits as a standby and takes the lock (and the row)
-over when the first one's session ends, whether it closed, was killed, or its
-host vanished (the server drops the session once TCP keepalives fail).
+position since 000022). Which process delivers is written in that row (migration
+000060): ``holder_pid``, the delivering backend, and ``holder_lock``, the second key of a
+session-level advisory lock that backend holds while it lives (a random key, taken
+before the claim). Forced row-level security with no policy leaves the row to a role
+with BYPASSRLS, the listeners' (an advisory lock any role may take, and the name's keys
+are computable: the election of earlier versions could be held by any role that
+connects, and kept every listener standing by). A second process with the same name
+waits as a standby and claims the row when the holder no longer holds its lock: its
+session closed, was killed, or its host vanished (the server drops the session once TCP
+keepalives fail).
+
+On a database before 000060 the listener elects as earlier versions did, by the
+advisory lock keyed by the name (:func:`lock_keys`). A listener of this version also
+takes that lock once it delivers, so that a listener of an earlier version stands by
+during a rolling deploy; a holder of it whose role cannot listen (no BYPASSRLS) is
+reported and ignored.
 """
 
 from __future__ import annotations
@@ -16,8 +27,8 @@ import logging
 import random
 import re
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,23 +43,22 @@ _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")  # as migration 000021 checks it
 # The lock's first key: the space of alert consumers, apart from golang-migrate's
 # one-bigint key (two int4 keys are another lock space in pg_locks) and any other.
 _LOCK_SPACE = 0x53504143  # "SPAC"
+# The first key of a holder's own lock (migration 000060's holder_lock is the second).
+HOLDER_SPACE = 0x53504148  # "SPAH"
+# How long an election waits for a lock on alert_listener_positions (a role with UPDATE
+# on it, as the blanket grant gives the application's, may LOCK TABLE it), after which
+# it names the sessions holding one and stands by.
+ELECTION_LOCK_TIMEOUT = "2s"
 
 _LOAD = """
     SELECT log_xid, log_seq, delivered,
            greatest(since, least(changed_at, now()) - $2::interval) AS threshold
     FROM alert_listener_positions WHERE consumer = $1
 """
-_CREATE = """
-    INSERT INTO alert_listener_positions (consumer, since, changed_at, log_xid, log_seq)
-    VALUES ($1, now(), now(), $2, $3)
-"""
 # On Citus, once the log is distributed (migration 000059's column): the positions on the
 # other node groups too.
 _LOAD_NODES = _LOAD.replace("SELECT log_xid,", "SELECT log_nodes, log_xid,")
-_CREATE_NODES = """
-    INSERT INTO alert_listener_positions (consumer, since, changed_at, log_xid, log_seq, log_nodes)
-    VALUES ($1, now(), now(), $2, $3, $4::jsonb)
-"""
+
 # changed_at keeps meaning something to a listener of an older library version (a
 # rollback): the server's time of the last change delivered. The position never
 # moves back, even from a process that lost the lock without noticing yet.
@@ -93,28 +103,240 @@ def checked_name(name: str) -> str:
 
 
 async def try_lock(conn: Any, name: str) -> bool:
-    """Become the one active process of ``name``, if no other session is."""
+    """The advisory lock of ``name``, as listeners before migration 000060 elect."""
     space, key = lock_keys(name)
     return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", space, key))
 
 
-async def take_the_lead(link: Link, name: str, poll: float, on_standby: Callable[[], None]) -> None:
-    """Return once this process is the one that delivers under ``name``; until then,
-    stand by (``on_standby()`` once), trying the lock every ``poll`` seconds (jittered).
-    ConnectionLost if the connection ends meanwhile."""
-    standing_by = False
-    while not await try_lock(link.conn, name):
-        if not standing_by:
-            logger.info(
-                "alert listener %r: another process is delivering under this name; "
-                "standing by to take over",
-                name,
+# The database has migration 000060's columns: the election claims the consumer's row.
+_HAS_HOLDER = """
+    SELECT EXISTS (SELECT 1 FROM pg_attribute
+                   WHERE attrelid = to_regclass('alert_listener_positions')
+                     AND attname = 'holder_lock' AND NOT attisdropped)
+"""
+# A session-level advisory lock of two int4 keys held in this database, as pg_locks
+# shows it (the keys as oids: the second one unsigned).
+_ADVISORY = """l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"""
+# A role that may listen: the listener refuses any other (startup.require_every_row).
+# A backend pg_stat_activity does not show (yet: its view is cached for the
+# transaction) counts as one: never two processes delivering.
+_MAY_LISTEN = "coalesce(r.rolsuper OR r.rolbypassrls, true)"
+_HOLDER = "SELECT holder_pid, holder_lock FROM alert_listener_positions WHERE consumer = $1"
+# The row's holder still lives: it holds its own lock, its role may listen.
+_ALIVE = f"""
+    SELECT EXISTS (
+        SELECT 1 FROM pg_locks l
+        LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+        LEFT JOIN pg_roles r ON r.oid = a.usesysid
+        WHERE {_ADVISORY} AND l.pid = $1 AND l.pid <> pg_backend_pid()
+          AND l.classid::bigint = {HOLDER_SPACE}
+          AND l.objid::bigint = ($2::bigint & 4294967295)
+          AND {_MAY_LISTEN})
+"""
+# Who holds the lock of earlier versions: a listener of one (its role may listen, and it
+# holds no lock of its own: a listener of this version also takes that lock), or not.
+_EARLIER = f"""
+    SELECT l.pid, a.usename, a.application_name, host(a.client_addr) AS client,
+           {_MAY_LISTEN} AS may_listen,
+           EXISTS (SELECT 1 FROM pg_locks o
+                   WHERE o.pid = l.pid AND o.locktype = 'advisory' AND o.granted
+                     AND o.classid::bigint = {HOLDER_SPACE} AND o.objsubid = 2) AS current
+    FROM pg_locks l
+    LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+    LEFT JOIN pg_roles r ON r.oid = a.usesysid
+    WHERE {_ADVISORY} AND l.pid <> pg_backend_pid()
+      AND l.classid::bigint = $1 AND l.objid::bigint = ($2::bigint & 4294967295)
+    ORDER BY l.pid
+"""
+_CLAIM = """
+    UPDATE alert_listener_positions
+    SET holder_pid = pg_backend_pid(), holder_lock = $2, holder_since = now()
+    WHERE consumer = $1
+"""
+# The sessions whose lock on the table keeps an election waiting: a claim's row lock
+# (ROW SHARE) or a new row (ROW EXCLUSIVE) waits for these modes, which LOCK TABLE takes.
+_TABLE_LOCKS = """
+    SELECT l.pid, a.usename, a.application_name, host(a.client_addr) AS client, l.mode
+    FROM pg_locks l
+    LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
+      AND l.relation = 'alert_listener_positions'::regclass
+      AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock',
+                     'AccessExclusiveLock')
+    ORDER BY l.pid
+"""
+_LOCK_NOT_AVAILABLE = "55P03"
+
+# Create the consumer's row, claimed by this session: True when it did (no other did).
+CreateRow = Callable[[Any, int], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One try at the election: this process delivers (and ``created`` the consumer's
+    row), or ``why`` it stands by."""
+
+    delivers: bool
+    created: bool = False
+    why: str = ""
+
+
+def _who(row: Any) -> str:
+    client = f", from {row['client']}" if row["client"] else ""
+    return (
+        f"backend pid {row['pid']} (role {row['usename']!r}, application "
+        f"{row['application_name']!r}{client})"
+    )
+
+
+@dataclass
+class Election:
+    """This process's election under ``name``, across its connections: it tries every
+    ``poll`` seconds (jittered), and calls ``on_standby()`` when it stands by."""
+
+    name: str
+    poll: float
+    on_standby: Callable[[], None]
+    reported: set[int] = field(default_factory=set)  # hijackers already named
+    _blockers: tuple[int, ...] = ()
+    _warned_before_000060: bool = False
+
+    async def take_the_lead(self, link: Link, create: CreateRow) -> bool:
+        """Return once this process is the one that delivers under the name, and whether
+        it created the consumer's row (``create``: when there is none); until then, stand
+        by. ConnectionLost if the connection ends meanwhile."""
+        conn = link.conn
+        if not await conn.fetchval(_HAS_HOLDER):
+            await self._by_the_earlier_lock(link)
+            return False
+        key = await own_lock(conn)
+        standing_by = False
+        while not (outcome := await self.claim(conn, key, create)).delivers:
+            if not standing_by:
+                logger.info(
+                    "alert listener %r: %s; standing by to take over", self.name, outcome.why
+                )
+                self.on_standby()
+                standing_by = True
+            await link.sleep(self.poll * random.uniform(0.8, 1.2))
+        # A listener of an earlier version of this name stands by while this one delivers.
+        await try_lock(conn, self.name)
+        if standing_by:
+            logger.info("alert listener %r: took over", self.name)
+        return outcome.created
+
+    async def claim(self, conn: Any, key: int, create: CreateRow) -> Outcome:
+        """Claim the consumer's row unless a live holder has it; ``key``: this session's
+        own lock. Waits at most ELECTION_LOCK_TIMEOUT for a lock on the table, then names
+        who holds it and stands by."""
+        try:
+            async with conn.transaction():
+                await conn.execute(f"SET LOCAL lock_timeout = '{ELECTION_LOCK_TIMEOUT}'")
+                # Read first, then again under the row's lock (only when it looks free):
+                # a standby does not lock the row every poll.
+                for locking in ("", " FOR UPDATE"):
+                    row = await conn.fetchrow(_HOLDER + locking, self.name)
+                    why = await self._delivering_elsewhere(conn, row)
+                    if why:
+                        return Outcome(False, why=why)
+                if row is None:
+                    if await create(conn, key):
+                        return Outcome(True, created=True)
+                    return Outcome(False, why="another process has just started under this name")
+                await conn.execute(_CLAIM, self.name, key)
+        except Exception as exc:
+            if getattr(exc, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+                raise
+            return Outcome(False, why=await self._report_table_locks(conn))
+        self._blockers = ()
+        return Outcome(True)
+
+    async def _delivering_elsewhere(self, conn: Any, row: Any) -> str:
+        """Why another process delivers under the name, or "" if none does."""
+        pid = None if row is None else row["holder_pid"]
+        if pid is not None and await conn.fetchval(_ALIVE, pid, row["holder_lock"]):
+            return f"backend pid {pid} is delivering under this name"
+        for earlier in await conn.fetch(_EARLIER, *lock_keys(self.name)):
+            if not earlier["may_listen"]:
+                self._report_hijack(earlier)
+            elif not earlier["current"]:
+                return (
+                    f"a listener of an earlier version, {_who(earlier)}, is delivering under "
+                    f"this name"
+                )
+        return ""
+
+    def _report_hijack(self, holder: Any) -> None:
+        if holder["pid"] in self.reported:
+            return
+        self.reported.add(holder["pid"])
+        space, key = lock_keys(self.name)
+        logger.error(
+            "alert listener %r: %s holds pg_advisory_lock(%d, %d), by which listeners of "
+            "earlier versions elected the process that delivers under this name; its role "
+            "cannot listen (no BYPASSRLS), so it is no listener and is ignored (it delays "
+            "nothing here, but would keep an earlier version's listeners standing by). "
+            "Nothing but a listener takes that lock: find who runs it (SELECT * FROM "
+            "pg_stat_activity WHERE pid = %d)",
+            self.name,
+            _who(holder),
+            space,
+            key,
+            holder["pid"],
+        )
+
+    async def _report_table_locks(self, conn: Any) -> str:
+        holders = await conn.fetch(_TABLE_LOCKS)
+        who = "; ".join(f"{_who(h)} in {h['mode']}" for h in holders) or "a session now gone"
+        pids = tuple(h["pid"] for h in holders)
+        if pids != self._blockers:
+            self._blockers = pids
+            logger.error(
+                "alert listener %r: cannot claim its consumer's row: a lock on "
+                "alert_listener_positions held for over %s blocks the election (LOCK TABLE, "
+                "which a role with UPDATE on the table may take, in an open transaction): "
+                "%s. It stands by until that transaction ends (idle_in_transaction_session_"
+                "timeout on that role ends an idle one)",
+                self.name,
+                ELECTION_LOCK_TIMEOUT,
+                who,
             )
-            on_standby()
-            standing_by = True
-        await link.sleep(poll * random.uniform(0.8, 1.2))
-    if standing_by:
-        logger.info("alert listener %r: took over", name)
+        return f"a lock on alert_listener_positions blocks the election ({who})"
+
+    async def _by_the_earlier_lock(self, link: Link) -> None:
+        """Before migration 000060: the advisory lock keyed by the name."""
+        if not self._warned_before_000060:
+            self._warned_before_000060 = True
+            logger.warning(
+                "alert listener %r: this database is before migration 000060, so the "
+                "process that delivers is elected by an advisory lock keyed by the name, "
+                "which any role that connects may take and hold (docs/notifications.md); "
+                "apply the migrations (`silentpulse-db up`)",
+                self.name,
+            )
+        standing_by = False
+        while not await try_lock(link.conn, self.name):
+            if not standing_by:
+                logger.info(
+                    "alert listener %r: another process is delivering under this name; "
+                    "standing by to take over",
+                    self.name,
+                )
+                self.on_standby()
+                standing_by = True
+            await link.sleep(self.poll * random.uniform(0.8, 1.2))
+        if standing_by:
+            logger.info("alert listener %r: took over", self.name)
+
+
+async def own_lock(conn: Any) -> int:
+    """A session-level advisory lock of this connection's own, (HOLDER_SPACE, a random
+    key): while it holds it, the row it claimed is its. Returns the key."""
+    while True:
+        key = random.randint(1, 2**31 - 1)
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", HOLDER_SPACE, key):
+            return key
 
 
 @dataclass(frozen=True)
@@ -157,11 +379,42 @@ async def load(conn: Any, name: str, margin: timedelta, distributed: bool = Fals
     return Stored(None, Carried(row["threshold"], delivered))
 
 
-async def create(conn: Any, name: str, position: Position, nodes: Nodes | None = None) -> None:
-    if nodes is None:
-        await conn.execute(_CREATE, name, position.xid, position.seq)
-    else:
-        await conn.execute(_CREATE_NODES, name, position.xid, position.seq, nodes.to_json())
+async def create(
+    conn: Any,
+    name: str,
+    position: Position,
+    nodes: Nodes | None = None,
+    holder: int | None = None,
+) -> bool:
+    """Write the consumer's first row; with ``holder`` (this session's own lock, migration
+    000060), claimed by this session, unless another process wrote it first (False)."""
+    columns, values = (
+        ["consumer", "since", "changed_at", "log_xid", "log_seq"],
+        [
+            "$1",
+            "now()",
+            "now()",
+            "$2",
+            "$3",
+        ],
+    )
+    args: list[Any] = [name, position.xid, position.seq]
+    if nodes is not None:
+        args.append(nodes.to_json())
+        columns.append("log_nodes")
+        values.append(f"${len(args)}::jsonb")
+    conflict = ""
+    if holder is not None:
+        args.append(holder)
+        columns += ["holder_pid", "holder_lock", "holder_since"]
+        values += ["pg_backend_pid()", f"${len(args)}", "now()"]
+        conflict = " ON CONFLICT (consumer) DO NOTHING"
+    status = await conn.execute(
+        f"INSERT INTO alert_listener_positions ({', '.join(columns)}) "
+        f"VALUES ({', '.join(values)}){conflict}",
+        *args,
+    )
+    return bool(status == "INSERT 0 1")
 
 
 async def save(

@@ -10,6 +10,7 @@ written before the log was distributed), ``nodes`` holds the others.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -24,69 +25,77 @@ logger = logging.getLogger("silentpulse_db.listener")
 OnGap = Literal["raise", "skip"]
 
 
-class Progress:
-    """One listener's position (in memory), its consumer's row, and the carry-over of a
-    position kept by time before migration 000022."""
+@dataclass(frozen=True)
+class _Start:
+    """Where a listener starts: its position (and on the other node groups), and the
+    transactions it skips, committed above the horizon when it started."""
 
-    def __init__(
-        self, consumer: str | None, since: datetime | None, margin: timedelta, on_gap: OnGap
-    ) -> None:
+    position: Position
+    nodes: Nodes | None
+    before: frozenset[int]
+    on_nodes: frozenset[tuple[int, int]]
+
+
+class Reading:
+    """Where a listener reads: its position (in memory), from where it started, and the
+    log's shape (by node group once Citus distributes it)."""
+
+    def __init__(self, consumer: str | None, since: datetime | None) -> None:
         self.consumer = consumer
         self._since = since
-        self._margin = margin
-        self._on_gap = on_gap
         self.position: Position | None = None
         self.nodes: Nodes | None = None  # on Citus, once the log is distributed
         self._reader: NodeReader | None = None
         self._citus = False  # the extension is there: the log may be distributed later
-        self._saved: Position | None = None
-        self._saved_nodes: str | None = None  # the nodes' positions last written
-        self.unsaved = 0  # events handed out since the position was last written
-        self._recorded_at: datetime | None = None
-        self._carried: consumers.Carried | None = None
         # The transactions "from now" skips: xids (plain), (origin, xid) on Citus.
         self._committed_before: frozenset[int] = frozenset()
         self._committed_on_nodes: frozenset[tuple[int, int]] = frozenset()
+        # A named consumer's "from now on", taken when the listener started (it may
+        # stand by first): used if its row does not exist yet when it takes the lead.
+        self._first: _Start | None = None
 
     @property
     def distributed(self) -> bool:
         """The log is distributed by Citus: no notification wakes the reader (it polls)."""
         return self._reader is not None
 
-    async def resume(self, conn: Any) -> list[AlertEvent]:
-        """Where to read from: a named consumer's stored position (carried over from one
-        by time, once), else this process's, else ``since`` or now. Returns the changes
-        from before the log that a carried-over position has not had."""
+    async def note_start(self, conn: Any) -> None:
+        """A named consumer's start: where "from now on" begins, should its row not exist
+        yet when it takes the lead (it may stand by first). Once per process."""
+        if self.consumer is None or self.position is not None or self._first is not None:
+            return
+        await self._detect(conn)
+        self._first = await self._started_now(conn)
+
+    async def _detect(self, conn: Any) -> None:
+        """Citus, and whether the log is distributed (then read by node group)."""
         self._citus = await citus_present(conn)
         self._reader = None
         if self._citus and await log_distributed(conn):
             await self._distribute(conn)
-        if self.consumer is None:
-            if self.position is None:
-                await self._start(conn)
-            return []
-        stored = await consumers.load(conn, self.consumer, self._margin, self.distributed)
-        if stored is None:
-            if self.position is None:
-                await self._start(conn)
-            assert self.position is not None
-            # Were it killed before it wrote a position past them, its next start would
-            # deliver the changes committed just before this one: older, never twice.
-            await consumers.create(conn, self.consumer, self.position, self.nodes)
-            self._mark_saved()
-        elif stored.position is not None:
-            # Ahead of what is stored: delivered by this process, not written yet.
-            self.position = max(stored.position, self.position or stored.position)
-            if self.distributed:
-                self.nodes = _ahead(stored.nodes or Nodes(), self.nodes)
-            self._saved = stored.position
-            self._saved_nodes = stored.nodes.to_json() if stored.nodes is not None else None
-        elif stored.carried is not None:
-            self.position, self._carried = START, stored.carried
-            if self.distributed:
-                self.nodes = Nodes()
-            return await consumers.before_the_log(conn, stored.carried)
-        return []
+
+    async def _started_now(self, conn: Any) -> _Start:
+        """Where a start now (or at ``since``) would read from; the position is not moved."""
+        assert self.position is None
+        await self._start(conn)
+        start = self._here()
+        self.position, self.nodes = None, None
+        self._committed_before, self._committed_on_nodes = frozenset(), frozenset()
+        return start
+
+    def _here(self) -> _Start:
+        assert self.position is not None
+        return _Start(self.position, self.nodes, self._committed_before, self._committed_on_nodes)
+
+    def _adopt(self, start: _Start) -> None:
+        """Read from ``start`` (the log distributed since it was taken: by node group,
+        every group but 0 from its first change, as _distribute does)."""
+        self.position, self.nodes = start.position, start.nodes
+        self._committed_before, self._committed_on_nodes = start.before, start.on_nodes
+        if self.distributed and self.nodes is None:
+            self.nodes = Nodes()
+            self._committed_on_nodes = frozenset((0, xid) for xid in start.before)
+        self._first = None
 
     async def _distribute(self, conn: Any) -> None:
         """Read the distributed log from now on: the positions on the other node groups
@@ -108,6 +117,71 @@ class Progress:
         plain = await (from_now(conn) if self._since is None else from_time(conn, self._since))
         self.position = plain.position
         self._committed_before = plain.committed
+
+
+class Progress(Reading):
+    """One listener's position (in memory), its consumer's row, and the carry-over of a
+    position kept by time before migration 000022."""
+
+    def __init__(
+        self, consumer: str | None, since: datetime | None, margin: timedelta, on_gap: OnGap
+    ) -> None:
+        super().__init__(consumer, since)
+        self._margin = margin
+        self._on_gap = on_gap
+        self._saved: Position | None = None
+        self._saved_nodes: str | None = None  # the nodes' positions last written
+        self.unsaved = 0  # events handed out since the position was last written
+        self._recorded_at: datetime | None = None
+        self._carried: consumers.Carried | None = None
+
+    async def create_row(self, conn: Any, holder: int) -> bool:
+        """The election found no row for the consumer: write it, claimed by this session
+        (its own lock ``holder``), from where this process is or started; False if
+        another process wrote it first (then its row says where to resume)."""
+        assert self.consumer is not None
+        await self._detect(conn)
+        here = self.position is not None
+        start = self._here() if here else self._first or await self._started_now(conn)
+        nodes = _on_nodes(start) if self.distributed else None
+        if not await consumers.create(conn, self.consumer, start.position, nodes, holder):
+            return False
+        self._adopt(start)
+        self._mark_saved()
+        return True
+
+    async def resume(self, conn: Any) -> list[AlertEvent]:
+        """Where to read from: a named consumer's stored position (carried over from one
+        by time, once), else this process's, else ``since`` or now (a named consumer's:
+        when the process started). Returns the changes from before the log that a
+        carried-over position has not had."""
+        await self._detect(conn)
+        if self.consumer is None:
+            if self.position is None:
+                await self._start(conn)
+            return []
+        stored = await consumers.load(conn, self.consumer, self._margin, self.distributed)
+        if stored is None:
+            if self.position is None:
+                self._adopt(self._first or await self._started_now(conn))
+            assert self.position is not None
+            # Were it killed before it wrote a position past them, its next start would
+            # deliver the changes committed just before this one: older, never twice.
+            await consumers.create(conn, self.consumer, self.position, self.nodes)
+            self._mark_saved()
+        elif stored.position is not None:
+            # Ahead of what is stored: delivered by this process, not written yet.
+            self.position = max(stored.position, self.position or stored.position)
+            if self.distributed:
+                self.nodes = _ahead(stored.nodes or Nodes(), self.nodes)
+            self._saved = stored.position
+            self._saved_nodes = stored.nodes.to_json() if stored.nodes is not None else None
+        elif stored.carried is not None:
+            self.position, self._carried = START, stored.carried
+            if self.distributed:
+                self.nodes = Nodes()
+            return await consumers.before_the_log(conn, stored.carried)
+        return []
 
     async def read(self, conn: Any, limit: int, source: Source) -> Batch | NodeBatch:
         """The next changes after the position."""
@@ -174,6 +248,10 @@ class Progress:
                 where = f"node group {group}: "
                 gap(self.consumer, self._on_gap, where + str(after), where + str(deleted), mark.at)
                 self.nodes.set(group, deleted)
+
+
+def _on_nodes(start: _Start) -> Nodes:
+    return start.nodes if start.nodes is not None else Nodes()
 
 
 def gap(consumer: str | None, on_gap: OnGap, position: str, pruned_to: str, at: datetime) -> None:

@@ -1,9 +1,10 @@
 """AlertListener: the alert change log, followed for as long as the service runs.
 
 One pass, top to bottom: connect and LISTEN; on the very first connection, check the
-role and wait for migration 000022; for a named consumer, take its lock (or stand by);
-find where to resume; then read rounds from the log, each woken by a notification, a
-poll while a change is held back, or the health check's timeout. Whatever ends it,
+role, wait for migration 000022 and note where "from now on" starts; for a named
+consumer, claim its row (or stand by); find where to resume; then read rounds from the
+log, each woken by a notification, a poll while a change is held back, or the health
+check's timeout. Whatever ends it,
 reconnect with backoff and go on from the position reached.
 """
 
@@ -81,7 +82,9 @@ class AlertListener:
         self._progress = Progress(self.consumer, since, catch_up_margin, on_gap)
         self._health_check_interval = health_check_interval
         self._poll = poll_interval
-        self._standby_poll = standby_poll
+        self._election = None
+        if self.consumer is not None:
+            self._election = consumers.Election(self.consumer, standby_poll, self._stand_by)
         self._attempts, self._wait = retry.attempts, retry.wait
         self._state: State = "starting"
         self._ready = asyncio.Event()
@@ -130,11 +133,10 @@ class AlertListener:
                     if first:
                         await require_every_row(link.conn)
                         await wait_for_the_log(link.conn, self._attempts, self._wait)
+                        await self._progress.note_start(link.conn)
                         first = False
-                    if self.consumer is not None:
-                        await consumers.take_the_lead(
-                            link, self.consumer, self._standby_poll, self._stand_by
-                        )
+                    if self._election is not None:
+                        await self._election.take_the_lead(link, self._progress.create_row)
                     carried_over = await self._progress.resume(link.conn)
                 for event in carried_over:
                     yield event
