@@ -1,0 +1,211 @@
+"""Which process delivers under a consumer name (migration 000060): a claim on the
+consumer's row, which only the listeners' role (BYPASSRLS) may write. What the
+application's role (the blanket grant, no BYPASSRLS) can and cannot do to it, a listener
+of an earlier version met during a rolling deploy, and a first start that stood by."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+from schema.seed import seed_tenant
+
+from silentpulse_db import AlertListener
+from silentpulse_db.listener.consumer import lock_keys
+from silentpulse_db.testing.alerts import HANG
+
+from .listening import delivered, new_alert, running, settled
+from helpers import wait_for
+
+POSITIONS = "alert_listener_positions"
+
+
+def _name() -> str:
+    return f"notifications-{uuid.uuid4().hex[:6]}"
+
+
+async def _errors(caplog: pytest.LogCaptureFixture, *words: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.ERROR and all(w in r.getMessage() for w in words)
+    ]
+
+
+async def test_the_application_role_cannot_claim_nor_silence_a_consumer(
+    silentpulse_migrated_database: str,
+    silentpulse_app_database: str,
+    silentpulse_jobs_database: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The red team's hijack: the application's role holds the consumer's advisory lock
+    (its keys are computable from the name) in an idle session. Earlier versions stood by
+    behind it for as long as it liked and delivered nothing; now the listener delivers,
+    and names the session. The row that elects, the role can neither claim nor lock."""
+    admin = await asyncpg.connect(silentpulse_migrated_database)
+    app = await asyncpg.connect(silentpulse_app_database)  # the runbook's blanket grant
+    name = _name()
+    try:
+        ids = await seed_tenant(admin, "hijack")
+        assert await app.fetchval("SELECT pg_try_advisory_lock($1, $2)", *lock_keys(name))
+        app_pid = await app.fetchval("SELECT pg_backend_pid()")
+        with caplog.at_level(logging.INFO, logger="silentpulse_db.listener"):
+            async with running(silentpulse_jobs_database, consumer=name) as (listener, events):
+                alert = await new_alert(admin, ids)
+                await delivered(events, alert)
+                assert listener.state == "active"
+                assert not any("standing by to take over" in r.getMessage() for r in caplog.records)
+                (reported,) = await _errors(caplog, f"backend pid {app_pid}", "no BYPASSRLS")
+                space, key = lock_keys(name)
+                assert f"pg_advisory_lock({space}, {key})" in reported
+
+                # The row the listener claimed: the role sees it not, locks it not, and
+                # changes it not, whatever it has been granted.
+                holder = await admin.fetchval(
+                    f"SELECT holder_pid FROM {POSITIONS} WHERE consumer = $1", name
+                )
+                assert holder is not None and holder != app_pid
+                async with app.transaction():
+                    assert await app.fetch(f"SELECT 1 FROM {POSITIONS} FOR UPDATE") == []
+                    assert await app.fetch(f"SELECT 1 FROM {POSITIONS} FOR SHARE") == []
+                claim = (
+                    f"UPDATE {POSITIONS} SET holder_pid = pg_backend_pid(), holder_lock = 1 "
+                    f"WHERE consumer = $1"
+                )
+                assert await app.execute(claim, name) == "UPDATE 0"
+                assert await app.execute(f"DELETE FROM {POSITIONS}") == "DELETE 0"
+                with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level"):
+                    await app.execute(
+                        f"INSERT INTO {POSITIONS} (consumer, since, changed_at, holder_pid) "
+                        f"VALUES ('x', now(), now(), pg_backend_pid())"
+                    )
+                assert (
+                    await admin.fetchval(
+                        f"SELECT holder_pid FROM {POSITIONS} WHERE consumer = $1", name
+                    )
+                    == holder
+                )
+                later = await new_alert(admin, ids)
+                await delivered(events, later)
+                await settled(admin, ids, events)
+        assert [e.alert_id for e in events] == [alert, later]
+    finally:
+        await app.close()
+        await admin.close()
+
+
+async def test_a_table_lock_is_named_and_a_first_start_misses_nothing_meanwhile(
+    silentpulse_migrated_database: str,
+    silentpulse_app_database: str,
+    silentpulse_jobs_database: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What the blanket grant still allows: LOCK TABLE (UPDATE suffices), in an open
+    transaction. A first start (no row yet) stands by, saying which session blocks it;
+    an alert written meanwhile is delivered once the lock is gone: "from now on" is when
+    the listener started, not when it took the lead."""
+    admin = await asyncpg.connect(silentpulse_migrated_database)
+    app = await asyncpg.connect(silentpulse_app_database)
+    name = _name()
+    try:
+        ids = await seed_tenant(admin, "locker")
+        locking = app.transaction()
+        await locking.start()
+        await app.execute(f"LOCK TABLE {POSITIONS} IN ACCESS EXCLUSIVE MODE")
+        app_pid = await app.fetchval("SELECT pg_backend_pid()")
+        with caplog.at_level(logging.INFO, logger="silentpulse_db.listener"):
+            async with running(silentpulse_jobs_database, consumer=name, ready=False) as (
+                listener,
+                events,
+            ):
+
+                async def named() -> bool:
+                    return bool(await _errors(caplog, f"backend pid {app_pid}", "LOCK TABLE"))
+
+                await wait_for(named, timeout=HANG)
+                assert listener.state == "standby"
+                meanwhile = await new_alert(admin, ids)
+                await locking.rollback()
+                await delivered(events, meanwhile)
+                await settled(admin, ids, events)
+        assert [e.alert_id for e in events] == [meanwhile]
+    finally:
+        await app.close()
+        await admin.close()
+
+
+async def test_a_listener_of_an_earlier_version_delivers_until_it_stops(
+    silentpulse_migrated_database: str, silentpulse_jobs_database: str
+) -> None:
+    """A rolling deploy from an earlier version, on a first deploy: its listener holds
+    the advisory lock of the name (the jobs role's session, no row written yet). This one
+    stands by, and once that one stops it delivers what was written meanwhile too."""
+    admin = await asyncpg.connect(silentpulse_migrated_database)
+    earlier = await asyncpg.connect(silentpulse_jobs_database)
+    name = _name()
+    try:
+        ids = await seed_tenant(admin, "earlier")
+        assert await earlier.fetchval("SELECT pg_try_advisory_lock($1, $2)", *lock_keys(name))
+        async with running(silentpulse_jobs_database, consumer=name, ready=False) as (
+            listener,
+            events,
+        ):
+
+            async def standing_by() -> bool:
+                return listener.state == "standby"
+
+            await wait_for(standing_by, timeout=HANG)
+            meanwhile = await new_alert(admin, ids)
+            await earlier.close()  # it stops: its session ends
+            await delivered(events, meanwhile)
+            await settled(admin, ids, events)
+            # It now holds that lock too: an earlier version's listener stands by.
+            assert not await admin.fetchval("SELECT pg_try_advisory_lock($1, $2)", *lock_keys(name))
+        assert [e.alert_id for e in events] == [meanwhile]
+    finally:
+        await earlier.close()
+        await admin.close()
+
+
+async def test_two_listeners_of_one_name_and_a_killed_connection(
+    silentpulse_migrated_database: str, silentpulse_jobs_database: str
+) -> None:
+    """Exactly one of two delivers; its connection killed, the other takes over (its
+    claim's holder no longer holds its lock), and the first, reconnected (after a pause
+    long enough for the other to claim first), stands by."""
+    admin = await asyncpg.connect(silentpulse_migrated_database)
+    name = _name()
+    try:
+        ids = await seed_tenant(admin, "pair")
+        dsn = silentpulse_jobs_database
+        slow: dict[str, Any] = {"initial_backoff": 10.0, "max_backoff": 10.0}
+        async with (
+            running(dsn, consumer=name, **slow) as (first, first_events),
+            running(dsn, consumer=name, standby_poll=0.2, ready=False) as (second, second_events),
+        ):
+
+            async def state(listener: AlertListener, wanted: str) -> bool:
+                return listener.state == wanted
+
+            await wait_for(lambda: state(second, "standby"), timeout=HANG)
+            before = await new_alert(admin, ids)
+            await delivered(first_events, before)
+
+            holder = await admin.fetchval(
+                f"SELECT holder_pid FROM {POSITIONS} WHERE consumer = $1", name
+            )
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", holder)
+            await wait_for(lambda: state(second, "active"), timeout=HANG)
+            await wait_for(lambda: state(first, "standby"), timeout=HANG)
+            after = await new_alert(admin, ids)
+            await delivered(second_events, after)
+            await settled(admin, ids, second_events)
+            assert first.state == "standby"
+        assert after not in {e.alert_id for e in first_events}
+        # What the first handed out after its last written position may come again.
+        assert [e.alert_id for e in second_events if e.alert_id != before] == [after]
+    finally:
+        await admin.close()
