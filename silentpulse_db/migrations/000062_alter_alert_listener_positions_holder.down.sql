@@ -1,5 +1,5 @@
--- 000060_alter_alert_listener_positions_holder: reverses
--- 000060_alter_alert_listener_positions_holder.up.sql. Listeners of the version that
+-- 000062_alter_alert_listener_positions_holder: reverses
+-- 000062_alter_alert_listener_positions_holder.up.sql. Listeners of the version that
 -- claims the row fall back to the advisory lock of the versions before it.
 SET LOCAL lock_timeout = '3s';
 

@@ -1,4 +1,4 @@
--- 000060_alter_alert_listener_positions_holder: which session delivers under each
+-- 000062_alter_alert_listener_positions_holder: which session delivers under each
 -- consumer name, where only the listeners' role may write it.
 --
 -- Until now a named consumer elected its one delivering process with a session
