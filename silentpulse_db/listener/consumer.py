@@ -2,7 +2,7 @@
 
 The position is a row of ``alert_listener_positions`` (migration 000021; the log
 position since 000022). Which process delivers is written in that row (migration
-000060): ``holder_pid``, the delivering backend, and ``holder_lock``, the second key of a
+000062): ``holder_pid``, the delivering backend, and ``holder_lock``, the second key of a
 session-level advisory lock that backend holds while it lives (a random key, taken
 before the claim). Forced row-level security with no policy leaves the row to a role
 with BYPASSRLS, the listeners' (an advisory lock any role may take, and the name's keys
@@ -12,7 +12,7 @@ waits as a standby and claims the row when the holder no longer holds its lock: 
 session closed, was killed, or its host vanished (the server drops the session once TCP
 keepalives fail).
 
-On a database before 000060 the listener elects as earlier versions did, by the
+On a database before 000062 the listener elects as earlier versions did, by the
 advisory lock keyed by the name (:func:`lock_keys`). A listener of this version also
 takes that lock once it delivers, so that a listener of an earlier version stands by
 during a rolling deploy; a holder of it whose role cannot listen (no BYPASSRLS) is
@@ -43,7 +43,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")  # as migration 000021 checks it
 # The lock's first key: the space of alert consumers, apart from golang-migrate's
 # one-bigint key (two int4 keys are another lock space in pg_locks) and any other.
 _LOCK_SPACE = 0x53504143  # "SPAC"
-# The first key of a holder's own lock (migration 000060's holder_lock is the second).
+# The first key of a holder's own lock (migration 000062's holder_lock is the second).
 HOLDER_SPACE = 0x53504148  # "SPAH"
 # How long an election waits for a lock on alert_listener_positions (a role with UPDATE
 # on it, as the blanket grant gives the application's, may LOCK TABLE it), after which
@@ -103,12 +103,12 @@ def checked_name(name: str) -> str:
 
 
 async def try_lock(conn: Any, name: str) -> bool:
-    """The advisory lock of ``name``, as listeners before migration 000060 elect."""
+    """The advisory lock of ``name``, as listeners before migration 000062 elect."""
     space, key = lock_keys(name)
     return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", space, key))
 
 
-# The database has migration 000060's columns: the election claims the consumer's row.
+# The database has migration 000062's columns: the election claims the consumer's row.
 _HAS_HOLDER = """
     SELECT EXISTS (SELECT 1 FROM pg_attribute
                    WHERE attrelid = to_regclass('alert_listener_positions')
@@ -200,7 +200,7 @@ class Election:
     on_standby: Callable[[], None]
     reported: set[int] = field(default_factory=set)  # hijackers already named
     _blockers: tuple[int, ...] = ()
-    _warned_before_000060: bool = False
+    _warned_before_000062: bool = False
 
     async def take_the_lead(self, link: Link, create: CreateRow) -> bool:
         """Return once this process is the one that delivers under the name, and whether
@@ -305,11 +305,11 @@ class Election:
         return f"a lock on alert_listener_positions blocks the election ({who})"
 
     async def _by_the_earlier_lock(self, link: Link) -> None:
-        """Before migration 000060: the advisory lock keyed by the name."""
-        if not self._warned_before_000060:
-            self._warned_before_000060 = True
+        """Before migration 000062: the advisory lock keyed by the name."""
+        if not self._warned_before_000062:
+            self._warned_before_000062 = True
             logger.warning(
-                "alert listener %r: this database is before migration 000060, so the "
+                "alert listener %r: this database is before migration 000062, so the "
                 "process that delivers is elected by an advisory lock keyed by the name, "
                 "which any role that connects may take and hold (docs/notifications.md); "
                 "apply the migrations (`silentpulse-db up`)",
@@ -387,7 +387,7 @@ async def create(
     holder: int | None = None,
 ) -> bool:
     """Write the consumer's first row; with ``holder`` (this session's own lock, migration
-    000060), claimed by this session, unless another process wrote it first (False)."""
+    000062), claimed by this session, unless another process wrote it first (False)."""
     columns, values = (
         ["consumer", "since", "changed_at", "log_xid", "log_seq"],
         [

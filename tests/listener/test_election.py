@@ -1,4 +1,4 @@
-"""Which process delivers under a consumer name (migration 000060): a claim on the
+"""Which process delivers under a consumer name (migration 000062): a claim on the
 consumer's row, which only the listeners' role (BYPASSRLS) may write. What the
 application's role (the blanket grant, no BYPASSRLS) can and cannot do to it, a listener
 of an earlier version met during a rolling deploy, and a first start that stood by."""
