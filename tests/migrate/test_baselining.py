@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 from pathlib import Path
+
+import pytest
 
 from silentpulse_db import BaselineError, RequiredVersionError, run_migrations
 from silentpulse_db.migrate import apply_prerequisites, baseline, load_source
