@@ -384,4 +384,12 @@ def _timeout_message(timeout: float, holders: list[LockHolder], pooled: bool) ->
             "connections, not the process (PgBouncer's SHOW CLIENTS / SHOW SERVERS on "
             "its admin console pair them)"
         )
-    return f"timed out after {timeout:g}s waiting for the migration lock: {who}"
+    what = (
+        ". Another migration run (or golang-migrate's CLI) holds it while it works: wait for "
+        "it, or give it longer (--migration-lock-timeout). Any role may take an advisory "
+        "lock: a session that is no runner holding it (its role and application above) is "
+        "in the way, and ending it (SELECT pg_terminate_backend(pid)) frees the lock"
+        if holders
+        else ""
+    )
+    return f"timed out after {timeout:g}s waiting for the migration lock: {who}{what}"

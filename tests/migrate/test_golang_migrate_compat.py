@@ -108,6 +108,9 @@ async def test_waits_for_a_golang_migrate_holder_then_names_it(
         assert f"pid {pid}" in text and "'migrate-cli'" in text and str(key) in text
         assert [h.pid for h in info.value.holders] == [pid]
         assert "timed out after 1s" in text
+        # Who it is (its role: application_name is what it calls itself), and what to do.
+        role = await holder.fetchval("SELECT current_user")
+        assert f"pid {pid}, role '{role}'" in text and "pg_terminate_backend" in text
         # Nothing ran while the peer held the lock.
         assert await version_rows(silentpulse_database) == []
 
