@@ -4,9 +4,11 @@ the object and the privilege, from every public function and both CLIs (issue 10
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -41,6 +43,25 @@ def cli(tool: str, *args: str, dsn: str, **env: str) -> subprocess.CompletedProc
         env={**os.environ, "DATABASE_URL": dsn, **env},
         timeout=120,
     )
+
+
+@contextlib.asynccontextmanager
+async def owner_and_app(dsn: str) -> AsyncIterator[tuple[str, str, str, str]]:
+    """The runbook's two roles (docs/operations.md): an owner that migrates, and an app
+    role its default privileges give DML on every table it creates. Yields the app
+    role, its DSN, the owner and its DSN."""
+    async with (
+        login_role(dsn, "", prefix="app") as (app, app_dsn),
+        login_role(
+            dsn,
+            "GRANT CREATE, USAGE ON SCHEMA public TO {role}; "
+            f"GRANT USAGE ON SCHEMA public TO {app}; "
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {role} IN SCHEMA public "
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {app};",
+            prefix="owner",
+        ) as (owner, owner_dsn),
+    ):
+        yield app, app_dsn, owner, owner_dsn
 
 
 async def test_no_create_on_the_schema(silentpulse_database: str, tmp_path: Path) -> None:
@@ -153,17 +174,7 @@ async def test_the_app_role_cannot_rewrite_the_bookkeeping_whatever_it_is_grante
     (issue 27, 9). The owner, and golang-migrate run as the owner, write as before."""
     dsn = silentpulse_database
     source = write_migrations(tmp_path, simple_set(2))
-    async with (
-        login_role(dsn, "", prefix="app") as (app, app_dsn),
-        login_role(
-            dsn,
-            "GRANT CREATE, USAGE ON SCHEMA public TO {role}; "
-            f"GRANT USAGE ON SCHEMA public TO {app}; "
-            "ALTER DEFAULT PRIVILEGES FOR ROLE {role} IN SCHEMA public "
-            f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {app};",
-            prefix="owner",
-        ) as (owner, owner_dsn),
-    ):
+    async with owner_and_app(dsn) as (app, app_dsn, owner, owner_dsn):
         await run_migrations(owner_dsn, source=source, target=1, connect=ConnectRetry(attempts=1))
         await execute(owner_dsn, f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {app}")
         conn = await asyncpg.connect(app_dsn)
@@ -203,17 +214,7 @@ async def test_an_app_role_locking_the_version_tables_delays_a_run_no_longer_tha
     dsn = silentpulse_database
     source = write_migrations(tmp_path, simple_set(1))
     one = ConnectRetry(attempts=1)
-    async with (
-        login_role(dsn, "", prefix="app") as (app, app_dsn),
-        login_role(
-            dsn,
-            "GRANT CREATE, USAGE ON SCHEMA public TO {role}; "
-            f"GRANT USAGE ON SCHEMA public TO {app}; "
-            "ALTER DEFAULT PRIVILEGES FOR ROLE {role} IN SCHEMA public "
-            f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {app};",
-            prefix="owner",
-        ) as (_owner, owner_dsn),
-    ):
+    async with owner_and_app(dsn) as (app, app_dsn, _owner, owner_dsn):
         await run_migrations(owner_dsn, source=source, connect=one, partitions_ahead=None)
         source = write_migrations(tmp_path, simple_set(2))
         attacker = await asyncpg.connect(app_dsn)
