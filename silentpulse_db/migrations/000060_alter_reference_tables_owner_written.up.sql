@@ -45,11 +45,13 @@ ALTER TABLE connector_defs ENABLE ROW LEVEL SECURITY;
 CREATE POLICY connector_defs_readable ON connector_defs FOR SELECT USING (true);
 -- The hub sync: any role granted the DML, outside a tenant's transaction.
 CREATE POLICY connector_defs_written_outside_a_tenant ON connector_defs FOR ALL
-    USING (NULLIF(current_setting('app.current_tenant', true), '') IS NULL)
-    WITH CHECK (NULLIF(current_setting('app.current_tenant', true), '') IS NULL);
+    USING (coalesce(current_setting('app.current_tenant', true), '') = '')
+    WITH CHECK (coalesce(current_setting('app.current_tenant', true), '') = '');
 COMMENT ON TABLE connector_defs
     IS 'Connector definitions shared by every tenant (no tenant_id): read by all, written by the hub sync outside a tenant''s transaction';
 
-ALTER TABLE asset_group_mitre DROP CONSTRAINT asset_group_mitre_mitre_technique_id_fkey,
-    ADD CONSTRAINT asset_group_mitre_mitre_technique_id_fkey FOREIGN KEY (mitre_technique_id)
-        REFERENCES mitre_techniques (id) NOT VALID;
+-- Two statements, in this one transaction: Citus refuses an ALTER TABLE that adds a
+-- constraint beside other subcommands on a distributed table.
+ALTER TABLE asset_group_mitre DROP CONSTRAINT asset_group_mitre_mitre_technique_id_fkey;
+ALTER TABLE asset_group_mitre ADD CONSTRAINT asset_group_mitre_mitre_technique_id_fkey
+    FOREIGN KEY (mitre_technique_id) REFERENCES mitre_techniques (id) NOT VALID;

@@ -28,7 +28,7 @@ from silentpulse_db import (
     tenant_transaction,
 )
 from silentpulse_db.defaults import PARTITIONS_AHEAD
-from silentpulse_db.migrate import apply_prerequisites, distribute
+from silentpulse_db.migrate import apply_prerequisites, distribute, down
 from silentpulse_db.results.placement import COORDINATOR, DISTRIBUTED, REFERENCE
 from silentpulse_db.schema.distribution import TENANT_FIRST_VERSION
 from silentpulse_db.testing.citus import CitusCluster
@@ -320,3 +320,37 @@ async def test_after_distribute_the_alert_stream_delivers_what_the_workers_commi
     report = await drift(dsn)
     assert report.matches, [str(d) for d in report.differences]
     assert {e.rule for e in report.excused if "alert_changes" in e.key}, report.excused
+
+
+async def test_a_schema_distributed_at_59_takes_the_later_migrations(
+    silentpulse_citus_database: str,
+) -> None:
+    """A deployment distributed before 000060-000062 upgrades in place: the shared
+    reference tables get their row-level security and policies on every node (Citus
+    forwards them to the reference tables' shards), asset_group_mitre's reference
+    becomes NO ACTION and is validated, and the listeners' table its holder columns."""
+    dsn = silentpulse_citus_database
+    await migrate(dsn, target=59)
+    tenants = await seed(dsn, ("before",))
+    await distribute(dsn, shard_count=CITUS_SHARDS)
+    result = await run_migrations(dsn)
+    assert [a.version for a in result.applied] == [60, 61, 62]
+    assert await fetchval(
+        dsn, "SELECT relrowsecurity FROM pg_class WHERE oid = 'mitre_techniques'::regclass"
+    )
+    on_workers = await fetch(
+        dsn,
+        "SELECT DISTINCT result FROM run_command_on_placements('mitre_techniques', "
+        "$$SELECT relrowsecurity::text FROM pg_class WHERE oid = '%s'::regclass$$)",
+    )
+    assert [r[0] for r in on_workers] == ["true"]
+    validated = "SELECT convalidated FROM pg_constraint WHERE conname = $1"
+    assert await fetchval(dsn, validated, "asset_group_mitre_mitre_technique_id_fkey")
+    assert await fetchval(
+        dsn, "SELECT count(*) FROM alerts WHERE tenant_id = $1", tenants["before"]
+    )
+    # And each down undoes it there.
+    assert (await down(dsn, 3)).version_after == 59
+    assert not await fetchval(
+        dsn, "SELECT relrowsecurity FROM pg_class WHERE oid = 'mitre_techniques'::regclass"
+    )
