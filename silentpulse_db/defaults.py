@@ -54,6 +54,10 @@ PROGRESS_EVERY = 5.0
 
 # The migration lock.
 MIGRATION_LOCK_TIMEOUT = 60.0  # how long to wait for another runner
+# A statement on the version tables waits for another session's lock on them as long as
+# the migration lock is waited for, and at least this long: a lock wait of 0 ("do not
+# wait for another runner") still leaves each read its milliseconds.
+VERSION_TABLES_MIN_WAIT = 1.0
 # A waiter wakes when our holder's release NOTIFYs; polling the lock is the fallback
 # for a golang-migrate holder or a dead one. Each poll is two queries: 19 waiters
 # polling fast slowed the holder's migrations more than they gained.

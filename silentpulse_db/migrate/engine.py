@@ -241,7 +241,7 @@ async def _locked(dsn: str, session: Session, job: Job, check: NoChangeCheck | N
                 migrations, state, request, history=history, strict=strict, unfinished=unfinished
             )
         )
-        await require_versions(conn, plan)
+        await require_versions(conn, plan, session.wait)
         if plan.steps:
             await before_the_steps(conn, session, migrations, plan)
         applier = Applier(
@@ -330,16 +330,17 @@ async def parse_ahead(
     return parse_steps(candidate.steps)
 
 
-async def require_versions(conn: Any, plan: Plan) -> None:
+async def require_versions(conn: Any, plan: Plan, wait: float) -> None:
     """RequiredVersionError unless every other set's version the plan's files require
-    (``-- silentpulse: requires <table> >= <version>``) is there, clean."""
+    (``-- silentpulse: requires <table> >= <version>``) is there, clean. ``wait``: for a
+    lock another session holds on their version tables (VersionStore's)."""
     found: dict[str, VersionState | None] = {}
     for step in plan.steps:
         if step.direction != "up":
             continue
         for table, version in step.file.directives.requires:
             if table not in found:
-                found[table] = await version_if_there(conn, VersionTable(table))
+                found[table] = await version_if_there(conn, VersionTable(table), wait)
             state = found[table]
             if state is not None and not state.dirty and (state.version or 0) >= version:
                 continue

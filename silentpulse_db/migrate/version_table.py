@@ -43,6 +43,7 @@ from collections.abc import Awaitable
 from typing import Any, NamedTuple, TypeVar
 
 from .._version import __version__
+from ..defaults import MIGRATION_LOCK_TIMEOUT, VERSION_TABLES_MIN_WAIT
 from ..errors import ConfigurationError, LockTimeoutError, MigrationStateError
 from ..postgres.dsn import (
     LOCK_STRATEGY_PARAMETER,
@@ -422,9 +423,10 @@ def several_versions(table: str, count: int) -> MigrationStateError:
     a `down` would revert a migration the schema may not be at."""
     return MigrationStateError(
         f"{table} holds {count} rows where golang-migrate keeps one: the version is "
-        f"ambiguous (SELECT * FROM {table}; the history, `silentpulse-db status`, shows "
-        f"what was applied). Record the right one with `silentpulse-db force V`, which "
-        f"leaves that row alone; nothing else runs until then"
+        f"ambiguous (SELECT * FROM {table}; what was applied last: SELECT version, "
+        f"direction, applied_at FROM {HISTORY_TABLE} WHERE migrations_table = '{table}' "
+        f"ORDER BY id DESC LIMIT 5). Record the right one with `silentpulse-db force V`, "
+        f"which leaves that row alone; nothing else runs until then"
     )
 
 
@@ -621,12 +623,12 @@ class VersionStore:
         table: VersionTable = CORE,
         found: Found = THIS_RELEASE,
         *,
-        wait: float | None = None,
+        wait: float = MIGRATION_LOCK_TIMEOUT,
     ):
         self.conn = conn
         self.table = table
         self.found = found
-        self.wait = wait
+        self.wait = max(wait, VERSION_TABLES_MIN_WAIT)
 
     def _read(self, query: str, *args: Any) -> Awaitable[list[Any]]:
         """The rows of ``query``, waiting for a lock on the tables at most ``wait``."""
@@ -639,7 +641,7 @@ class VersionStore:
         name = self.table.name
         if not await self.conn.fetchval(f"SELECT {_tables_current(name)}"):
             create = self.conn.execute(_create_tables(name), timeout=self.wait)
-            await _within_wait(self, "ACCESS EXCLUSIVE", create)
+            await _within_wait(self, "ACCESS EXCLUSIVE", create, rollback=True)
         self.found = THIS_RELEASE
         ids = self.conn.fetchval(_HISTORY_IDS_AHEAD, timeout=self.wait)
         put_back = await _within_wait(self, "ROW EXCLUSIVE", ids)
@@ -749,15 +751,21 @@ class VersionStore:
         )
 
 
-async def _within_wait(store: VersionStore, mode: str, query: Awaitable[T]) -> T:
+async def _within_wait(
+    store: VersionStore, mode: str, query: Awaitable[T], *, rollback: bool = False
+) -> T:
     """``query``'s result; its timeout (sent with ``timeout=store.wait``) as the
     LockTimeoutError naming who holds a lock on the tables that ``mode`` conflicts with.
     Only a runner should lock them, but any role with UPDATE on them may (`LOCK TABLE`),
     and the runbook's default privileges give the application's roles UPDATE on every
-    table: without a limit, one such session held every start-up for ever."""
+    table: without a limit, one such session held every start-up for ever. ``rollback``:
+    ``query`` is a message of its own with BEGIN (its transaction is left aborted; the
+    connection cannot tell so yet when the timeout fires)."""
     try:
         return await query
     except asyncio.TimeoutError:
+        if rollback:
+            await store.conn.execute("ROLLBACK")
         raise await _tables_locked(store, mode) from None
 
 
@@ -767,11 +775,14 @@ async def _tables_locked(store: VersionStore, mode: str) -> LockTimeoutError:
     from ..postgres.blockers import table_lock_holders
 
     conn, table = store.conn, store.table
-    if conn.is_in_transaction():  # ensure()'s one message, BEGIN ... COMMIT
-        await conn.execute("ROLLBACK")
     tables = (table.qualified(), table.qualified(HISTORY_TABLE))
-    holders = await table_lock_holders(conn, dict.fromkeys(tables, mode))
-    who = "; ".join(map(str, holders)) or "no session holds one now (it was released)"
+    try:
+        holders = await table_lock_holders(conn, dict.fromkeys(tables, mode))
+        who = "; ".join(map(str, holders)) or "no session holds one now (it was released)"
+    except Exception as exc:  # a caller's transaction, aborted by the cancel (25P02)
+        if getattr(exc, "sqlstate", None) != "25P02":
+            raise
+        holders, who = [], "pg_locks names it (this transaction can no longer ask)"
     return LockTimeoutError(
         f"gave up after {store.wait:g}s waiting for a lock on {table.name} or "
         f"{HISTORY_TABLE} that another session holds: {who}. Nothing but the migrations' "
@@ -785,11 +796,13 @@ async def _tables_locked(store: VersionStore, mode: str) -> LockTimeoutError:
 # --- other sets' versions ---------------------------------------------------------------
 
 
-async def version_if_there(conn: Any, table: VersionTable) -> VersionState | None:
+async def version_if_there(
+    conn: Any, table: VersionTable, wait: float = MIGRATION_LOCK_TIMEOUT
+) -> VersionState | None:
     """``table``'s version, or None where the table is not there (another set's, not
     migrated yet; a name the database gave is a parameter, never inlined)."""
     there = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table.qualified())
-    return await VersionStore(conn, table).version() if there else None
+    return await VersionStore(conn, table, wait=wait).version() if there else None
 
 
 async def recorded_sets(store: VersionStore) -> dict[str, VersionState]:
@@ -797,7 +810,7 @@ async def recorded_sets(store: VersionStore) -> dict[str, VersionState]:
     there, and its version (a database only golang-migrate migrated names none)."""
     if not (await store.look()).history:
         return {}
-    names = await store.conn.fetch(
+    names = await store._read(
         f"SELECT DISTINCT migrations_table FROM {_history(store.table, store.found.current)} "
         "WHERE migrations_table <> $1 ORDER BY 1",
         store.table.name,
@@ -805,6 +818,6 @@ async def recorded_sets(store: VersionStore) -> dict[str, VersionState]:
     found: dict[str, VersionState] = {}
     for (name,) in names:
         table = VersionTable(name, store.table.schema)
-        if (version := await version_if_there(store.conn, table)) is not None:
+        if (version := await version_if_there(store.conn, table, store.wait)) is not None:
             found[name] = version
     return found

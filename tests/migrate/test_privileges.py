@@ -273,3 +273,63 @@ async def test_an_app_role_locking_the_version_tables_delays_a_run_no_longer_tha
         # The session gone, the same run goes through.
         result = await run_migrations(owner_dsn, source=source, connect=one, partitions_ahead=None)
         assert result.version_after == 2
+
+
+async def test_every_read_of_a_locked_version_table_is_bounded_and_named(
+    silentpulse_database: str, tmp_path: Path
+) -> None:
+    """The rarer paths to the version tables wait no longer than a start-up's probe: a
+    file's `requires` reading another set's version, and ensure() bringing a table only
+    golang-migrate made to this layout (its ALTERs wait for any lock: the error names the
+    holder, not an aborted transaction). A lock wait of 0 (do not wait for another
+    runner) still leaves each read its milliseconds."""
+    dsn = silentpulse_database
+    one = ConnectRetry(attempts=1)
+    async with owner_and_app(dsn) as (app, app_dsn, _owner, owner_dsn):
+        # golang-migrate's table alone, made by the owner: the app role may lock it.
+        await execute(
+            owner_dsn,
+            "CREATE TABLE schema_migrations (version bigint not null primary key, "
+            "dirty boolean not null); INSERT INTO schema_migrations VALUES (1, false)",
+        )
+        core = write_migrations(tmp_path / "core", simple_set(2))
+        attacker = await asyncpg.connect(app_dsn)
+        try:
+            pid = attacker.get_server_pid()
+            await attacker.execute("BEGIN; LOCK TABLE schema_migrations IN ROW EXCLUSIVE MODE")
+            with pytest.raises(LockTimeoutError) as info:
+                await asyncio.wait_for(
+                    run_migrations(
+                        owner_dsn,
+                        source=core,
+                        connect=one,
+                        migration_lock_timeout=1,
+                        partitions_ahead=None,
+                    ),
+                    timeout=60,
+                )
+            assert f"pid {pid}, role '{app}'" in str(info.value), str(info.value)
+            await attacker.execute("ROLLBACK")
+            result = await run_migrations(
+                owner_dsn, source=core, connect=one, migration_lock_timeout=0, partitions_ahead=None
+            )
+            assert result.version_after == 2
+
+            requires = "-- silentpulse: requires schema_migrations >= 2\nCREATE TABLE w (id int);\n"
+            worker = write_migrations(tmp_path / "worker", {1: ("w", requires, "DROP TABLE w;\n")})
+            await attacker.execute("BEGIN; LOCK TABLE schema_migrations IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(LockTimeoutError) as info:
+                await asyncio.wait_for(
+                    run_migrations(
+                        owner_dsn,
+                        source=worker,
+                        table="worker_schema_migrations",
+                        connect=one,
+                        migration_lock_timeout=1,
+                        partitions_ahead=None,
+                    ),
+                    timeout=60,
+                )
+            assert f"pid {pid}, role '{app}'" in str(info.value), str(info.value)
+        finally:
+            await attacker.close()

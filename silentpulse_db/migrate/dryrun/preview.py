@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pglast import parser
 
-from ...defaults import LARGE_TABLE_ROWS
+from ...defaults import LARGE_TABLE_ROWS, MIGRATION_LOCK_TIMEOUT
 from ...errors import RequiredVersionError
 from ...postgres.connect import close_quietly
 from ...postgres.connect import connect as connected
@@ -203,7 +203,7 @@ async def _partitioned_builds(conn: Any, steps: Iterable[Step]) -> dict[str, Pla
 async def _unmet_requirements(conn: Any, plan: Plan) -> tuple[str, ...]:
     """What the real command would refuse for: another set's version not reached."""
     try:
-        await require_versions(conn, plan)
+        await require_versions(conn, plan, MIGRATION_LOCK_TIMEOUT)
     except RequiredVersionError as exc:
         return (f"the real command would stop here: {exc}",)
     return ()
