@@ -15,12 +15,20 @@ SKIP_SCHEMAS = "('pg_catalog', 'information_schema', 'pg_toast', 'ag_catalog')"
 _USER_SCHEMA = f"n.nspname NOT IN {SKIP_SCHEMAS} AND n.nspname NOT LIKE 'pg_temp%'"
 # The version table and its history (and the history's sequence, and what protects
 # them: their policy and trigger, and GUARD_FUNCTION): the runner's own. So is a
-# service set's version table, whatever its name: told by the trigger guarding it.
+# service set's version table, whatever its name: golang-migrate's two columns, guarded
+# by the runner's trigger. Both, since a role with TRIGGER on a table (GRANT ALL gives
+# it) may attach that trigger to any table: the trigger alone would hide it from drift.
+_VERSION_TABLE_LAYOUT = (
+    "(SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a "
+    "WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) "
+    "= ARRAY['dirty', 'version']"
+)
 _NOT_BOOKKEEPING = (
     f"c.relname NOT IN ('{VERSION_TABLE}', '{HISTORY_TABLE}') "
     f"AND c.relname NOT LIKE '{HISTORY_TABLE}%' "
-    "AND NOT EXISTS (SELECT 1 FROM pg_trigger g JOIN pg_proc gp ON gp.oid = g.tgfoid "
-    f"WHERE g.tgrelid = c.oid AND gp.proname = '{GUARD_FUNCTION}')"
+    "AND NOT (EXISTS (SELECT 1 FROM pg_trigger g JOIN pg_proc gp ON gp.oid = g.tgfoid "
+    f"WHERE g.tgrelid = c.oid AND gp.proname = '{GUARD_FUNCTION}') "
+    f"AND {_VERSION_TABLE_LAYOUT})"
 )
 _USER_FUNCTION = (
     f"{_USER_SCHEMA} AND p.prokind IN ('f', 'p', 'w') AND p.proname <> '{GUARD_FUNCTION}'"

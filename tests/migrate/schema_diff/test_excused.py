@@ -231,3 +231,23 @@ async def test_a_database_with_data_and_rotated_credentials_is_no_drift(
     for report in (before, after):
         assert report.matches, "\n".join(str(d) for d in report.differences)
     assert [e.rule for e in after.excused] == [e.rule for e in before.excused]
+
+
+async def test_the_version_tables_guard_trigger_hides_no_other_table(
+    silentpulse_migrated_database: str,
+) -> None:
+    """A set's version table is bookkeeping (golang-migrate's two columns, guarded by
+    the runner's trigger), which drift leaves out. The trigger alone is no mark: any role
+    with TRIGGER on a table (a blanket GRANT ALL gives it) may attach it, and the table
+    must stay in drift, the trigger reported."""
+    dsn = silentpulse_migrated_database
+    await execute(
+        dsn,
+        "CREATE TRIGGER hide_me BEFORE TRUNCATE ON tenants FOR EACH STATEMENT "
+        "EXECUTE FUNCTION silentpulse_version_table_guard(); "
+        "ALTER TABLE tenants ADD COLUMN hidden text",
+    )
+    report = await drift(dsn, connect=ConnectRetry(attempts=1))
+    changes = {(d.kind, d.key, d.change) for d in report.differences}
+    assert ("trigger", "public.tenants.hide_me", "unexpected") in changes, changes
+    assert ("column", "public.tenants.hidden", "unexpected") in changes, changes
