@@ -3,6 +3,9 @@
 -- claims the row fall back to the advisory lock of the versions before it.
 SET LOCAL lock_timeout = '3s';
 
+DROP TRIGGER alert_listener_positions_truncate_guard ON alert_listener_positions;
+DROP FUNCTION silentpulse_alert_listener_positions_guard();
+
 ALTER TABLE alert_listener_positions
     DROP COLUMN holder_since,
     DROP COLUMN holder_lock,

@@ -15,6 +15,12 @@
 --
 -- Nullable, no default, no constraint: a change of the catalog only (no rewrite, no
 -- scan), under 000021's brief lock.
+--
+-- TRUNCATE is not subject to row-level security: a role with a blanket GRANT ALL could
+-- empty the table, and a standby that finds no row creates it, claimed; the holder
+-- notices at its next round and stops, but the two may deliver a round alike. A guard
+-- trigger refuses TRUNCATE but to the owner and roles that bypass row-level security,
+-- as 000022's does for alert_changes.
 SET LOCAL lock_timeout = '3s';
 
 ALTER TABLE alert_listener_positions
@@ -27,3 +33,20 @@ COMMENT ON COLUMN alert_listener_positions.holder_lock
     IS 'The second key of the advisory lock the holder holds while it lives: pg_locks classid 1397768520, objid holder_lock, objsubid 2';
 COMMENT ON COLUMN alert_listener_positions.holder_since
     IS 'When the holder claimed the row';
+
+CREATE FUNCTION silentpulse_alert_listener_positions_guard() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF NOT pg_has_role((SELECT c.relowner FROM pg_class c WHERE c.oid = TG_RELID), 'USAGE')
+       AND NOT (SELECT r.rolbypassrls FROM pg_roles r WHERE r.rolname = current_user) THEN
+        RAISE EXCEPTION 'role % may not % %: the alert listeners write it, and elect by it the process that delivers',
+            current_user, TG_OP, TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION silentpulse_alert_listener_positions_guard() IS 'Refuses TRUNCATE of alert_listener_positions but to its owner and roles that bypass row-level security';
+CREATE TRIGGER alert_listener_positions_truncate_guard
+    BEFORE TRUNCATE ON alert_listener_positions
+    FOR EACH STATEMENT EXECUTE FUNCTION silentpulse_alert_listener_positions_guard();
