@@ -13,10 +13,18 @@ session closed, was killed, or its host vanished (the server drops the session o
 keepalives fail).
 
 On a database before 000062 the listener elects as earlier versions did, by the
-advisory lock keyed by the name (:func:`lock_keys`). A listener of this version also
-takes that lock once it delivers, so that a listener of an earlier version stands by
-during a rolling deploy; a holder of it whose role cannot listen (no BYPASSRLS) is
-reported and ignored.
+advisory lock keyed by the name (:func:`lock_keys`). A listener of this version takes
+that lock too, first thing in each try at the election, so that a listener of an
+earlier version stands by during a rolling deploy: while another listener that may
+listen (its role has BYPASSRLS, it holds no lock of its own: an earlier version's) has
+it, this one stands by. A holder whose role cannot listen (no BYPASSRLS) is reported
+and ignored: the listener delivers without that lock (hijacked), tries to take it every
+round and every ``poll`` seconds, and stops delivering (reconnects and stands by) if a
+listener of an earlier version took it first.
+
+The holder checks its claim as it delivers: before each round it reads the row, and
+each write of its position is filtered on the holder; a row gone or claimed by another
+(an operator's DELETE, a TRUNCATE by its owner) is a lost claim, :class:`LostClaim`.
 """
 
 from __future__ import annotations
@@ -69,6 +77,8 @@ _SAVE = """
     WHERE consumer = $1
       AND (log_xid IS NULL OR (log_xid, log_seq) <= ($2::xid8, $3::bigint))
 """
+# Only while this session holds the row's claim (migration 000062), by its own lock.
+_MINE = " AND holder_pid = pg_backend_pid() AND holder_lock = ${}"
 # The same on every node group: none moves back. A group the row knows and the new
 # positions do not (or say none of, or put before it) keeps the row as it is.
 _SAVE_NODES = """
@@ -85,6 +95,11 @@ _SAVE_NODES = """
                     > (($5::jsonb -> 'at' -> old.node ->> 0)::xid8,
                        ($5::jsonb -> 'at' -> old.node ->> 1)::bigint)))
 """
+
+
+class LostClaim(Exception):
+    """This session no longer holds its consumer's row (migration 000062): it must stop
+    delivering; it reconnects and stands by, or claims the row again."""
 
 
 def lock_keys(name: str) -> tuple[int, int]:
@@ -119,8 +134,10 @@ _HAS_HOLDER = """
 _ADVISORY = """l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"""
 # A role that may listen: the listener refuses any other (startup.require_every_row).
-# A backend pg_stat_activity does not show (yet: its view is cached for the
-# transaction) counts as one: never two processes delivering.
+# A backend pg_stat_activity does not show counts as one: never two processes
+# delivering. pg_stat_activity is read once per transaction and then cached: each check
+# first clears that snapshot (_FRESH), or a backend started since would count as one.
+_FRESH = "SELECT pg_stat_clear_snapshot()"
 _MAY_LISTEN = "coalesce(r.rolsuper OR r.rolbypassrls, true)"
 _HOLDER = "SELECT holder_pid, holder_lock FROM alert_listener_positions WHERE consumer = $1"
 # The row's holder still lives: it holds its own lock, its role may listen.
@@ -149,6 +166,11 @@ _EARLIER = f"""
       AND l.classid::bigint = $1 AND l.objid::bigint = ($2::bigint & 4294967295)
     ORDER BY l.pid
 """
+# This session still holds the consumer's row.
+_HOLDS = """
+    SELECT EXISTS (SELECT 1 FROM alert_listener_positions
+                   WHERE consumer = $1 AND holder_pid = pg_backend_pid() AND holder_lock = $2)
+"""
 _CLAIM = """
     UPDATE alert_listener_positions
     SET holder_pid = pg_backend_pid(), holder_lock = $2, holder_since = now()
@@ -166,6 +188,14 @@ _TABLE_LOCKS = """
                      'AccessExclusiveLock')
     ORDER BY l.pid
 """
+# Otherwise a row lock kept it waiting: the consumer's row locked (FOR UPDATE, FOR
+# SHARE, an UPDATE), or a row of its name inserted, by a transaction not ended. That
+# transaction holds one of these modes on the table: the sessions that may be it.
+_ROW_LOCKERS = _TABLE_LOCKS.replace(
+    """'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock',
+                     'AccessExclusiveLock'""",
+    "'RowShareLock', 'RowExclusiveLock'",
+)
 _LOCK_NOT_AVAILABLE = "55P03"
 
 # Create the consumer's row, claimed by this session: True when it did (no other did).
@@ -174,11 +204,9 @@ CreateRow = Callable[[Any, int], Awaitable[bool]]
 
 @dataclass(frozen=True)
 class Outcome:
-    """One try at the election: this process delivers (and ``created`` the consumer's
-    row), or ``why`` it stands by."""
+    """One try at the election: this process delivers, or ``why`` it stands by."""
 
     delivers: bool
-    created: bool = False
     why: str = ""
 
 
@@ -199,17 +227,28 @@ class Election:
     poll: float
     on_standby: Callable[[], None]
     reported: set[int] = field(default_factory=set)  # hijackers already named
+    # This connection's own lock once the election is by the row (None before 000062),
+    # and whether it holds the lock of earlier versions.
+    key: int | None = None
+    earlier_held: bool = False
     _blockers: tuple[int, ...] = ()
     _warned_before_000062: bool = False
 
-    async def take_the_lead(self, link: Link, create: CreateRow) -> bool:
-        """Return once this process is the one that delivers under the name, and whether
-        it created the consumer's row (``create``: when there is none); until then, stand
-        by. ConnectionLost if the connection ends meanwhile."""
+    @property
+    def hijacked(self) -> bool:
+        """Delivering by the row without the lock of earlier versions (a role that
+        cannot listen holds it): that lock is tried for every ``poll`` seconds."""
+        return self.key is not None and not self.earlier_held
+
+    async def take_the_lead(self, link: Link, create: CreateRow) -> None:
+        """Return once this process is the one that delivers under the name (``create``:
+        the consumer's row, when there is none); until then, stand by. ConnectionLost if
+        the connection ends meanwhile."""
         conn = link.conn
+        self.key, self.earlier_held = None, False  # a new connection
         if not await conn.fetchval(_HAS_HOLDER):
             await self._by_the_earlier_lock(link)
-            return False
+            return
         key = await own_lock(conn)
         standing_by = False
         while not (outcome := await self.claim(conn, key, create)).delivers:
@@ -220,35 +259,38 @@ class Election:
                 self.on_standby()
                 standing_by = True
             await link.sleep(self.poll * random.uniform(0.8, 1.2))
-        # A listener of an earlier version of this name stands by while this one delivers.
-        await try_lock(conn, self.name)
+        self.key = key
         if standing_by:
             logger.info("alert listener %r: took over", self.name)
-        return outcome.created
 
     async def claim(self, conn: Any, key: int, create: CreateRow) -> Outcome:
         """Claim the consumer's row unless a live holder has it; ``key``: this session's
-        own lock. Waits at most ELECTION_LOCK_TIMEOUT for a lock on the table, then names
-        who holds it and stands by."""
+        own lock. First the lock of earlier versions (kept: a listener of an earlier
+        version stands by), then the row. Waits at most ELECTION_LOCK_TIMEOUT for a lock
+        on the table, then names who holds it and stands by."""
         try:
             async with conn.transaction():
                 await conn.execute(f"SET LOCAL lock_timeout = '{ELECTION_LOCK_TIMEOUT}'")
+                # Session-level: held after this transaction whatever its outcome.
+                if not self.earlier_held:
+                    self.earlier_held = await try_lock(conn, self.name)
                 # Read first, then again under the row's lock (only when it looks free):
                 # a standby does not lock the row every poll.
                 for locking in ("", " FOR UPDATE"):
+                    await conn.execute(_FRESH)
                     row = await conn.fetchrow(_HOLDER + locking, self.name)
                     why = await self._delivering_elsewhere(conn, row)
                     if why:
                         return Outcome(False, why=why)
                 if row is None:
                     if await create(conn, key):
-                        return Outcome(True, created=True)
+                        return Outcome(True)
                     return Outcome(False, why="another process has just started under this name")
                 await conn.execute(_CLAIM, self.name, key)
         except Exception as exc:
             if getattr(exc, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
                 raise
-            return Outcome(False, why=await self._report_table_locks(conn))
+            return Outcome(False, why=await self._report_locks(conn))
         self._blockers = ()
         return Outcome(True)
 
@@ -257,6 +299,13 @@ class Election:
         pid = None if row is None else row["holder_pid"]
         if pid is not None and await conn.fetchval(_ALIVE, pid, row["holder_lock"]):
             return f"backend pid {pid} is delivering under this name"
+        return await self._earlier_delivering(conn)
+
+    async def _earlier_delivering(self, conn: Any) -> str:
+        """Who, a listener of an earlier version, delivers under the name (it holds
+        their lock), or ""; a holder that cannot listen is reported."""
+        if self.earlier_held:
+            return ""  # no listener of an earlier version can deliver
         for earlier in await conn.fetch(_EARLIER, *lock_keys(self.name)):
             if not earlier["may_listen"]:
                 self._report_hijack(earlier)
@@ -267,6 +316,29 @@ class Election:
                 )
         return ""
 
+    async def still_leads(self, conn: Any) -> None:
+        """Before each round of a process that delivers by the row: LostClaim if its
+        claim is gone, or if a listener of an earlier version took their lock (it could
+        while one that cannot listen held it, and released it). Takes that lock when it
+        can."""
+        if self.key is None:
+            return  # before 000062: the lock of earlier versions, held by the session
+        if not await conn.fetchval(_HOLDS, self.name, self.key):
+            raise LostClaim(
+                f"alert listener {self.name!r}: its consumer's row is gone or claimed by "
+                f"another session (deleted, or the table emptied); it stops delivering"
+            )
+        if self.earlier_held:
+            return
+        if await try_lock(conn, self.name):
+            self.earlier_held = True
+            logger.info("alert listener %r: took the advisory lock of earlier versions", self.name)
+            return
+        await conn.execute(_FRESH)
+        why = await self._earlier_delivering(conn)
+        if why:
+            raise LostClaim(f"alert listener {self.name!r}: {why}; it stops delivering")
+
     def _report_hijack(self, holder: Any) -> None:
         if holder["pid"] in self.reported:
             return
@@ -276,9 +348,10 @@ class Election:
             "alert listener %r: %s holds pg_advisory_lock(%d, %d), by which listeners of "
             "earlier versions elected the process that delivers under this name; its role "
             "cannot listen (no BYPASSRLS), so it is no listener and is ignored (it delays "
-            "nothing here, but would keep an earlier version's listeners standing by). "
-            "Nothing but a listener takes that lock: find who runs it (SELECT * FROM "
-            "pg_stat_activity WHERE pid = %d)",
+            "nothing here, but would keep an earlier version's listeners standing by; "
+            "should it release the lock while one of those stands by, that one would "
+            "take it and this listener would stand by). Nothing but a listener takes that "
+            "lock: find who runs it (SELECT * FROM pg_stat_activity WHERE pid = %d)",
             self.name,
             _who(holder),
             space,
@@ -286,23 +359,41 @@ class Election:
             holder["pid"],
         )
 
-    async def _report_table_locks(self, conn: Any) -> str:
+    async def _report_locks(self, conn: Any) -> str:
+        """lock_timeout: the sessions whose lock kept the election waiting."""
         holders = await conn.fetch(_TABLE_LOCKS)
-        who = "; ".join(f"{_who(h)} in {h['mode']}" for h in holders) or "a session now gone"
-        pids = tuple(h["pid"] for h in holders)
+        if holders:
+            who = "; ".join(f"{_who(h)} in {h['mode']}" for h in holders)
+            return self._report(
+                tuple(h["pid"] for h in holders),
+                f"a lock on alert_listener_positions held for over {ELECTION_LOCK_TIMEOUT} "
+                f"blocks the election (LOCK TABLE, which a role with UPDATE on the table "
+                f"may take, in an open transaction): {who}",
+                f"a lock on alert_listener_positions blocks the election ({who})",
+            )
+        lockers = await conn.fetch(_ROW_LOCKERS)
+        who = "; ".join(_who(h) for h in lockers) or "none now (it has ended)"
+        return self._report(
+            tuple(h["pid"] for h in lockers),
+            f"a lock on the consumer's row held for over {ELECTION_LOCK_TIMEOUT} blocks "
+            f"the election: the row locked (SELECT ... FOR UPDATE or FOR SHARE, an UPDATE) "
+            f"or a row of this name being inserted, by a transaction not ended, of a role "
+            f"that bypasses row-level security (another listener, an operator's session). "
+            f"Sessions in a transaction that wrote or locked rows of the table: {who}",
+            f"a lock on the consumer's row blocks the election (held by one of: {who})",
+        )
+
+    def _report(self, pids: tuple[int, ...], message: str, why: str) -> str:
         if pids != self._blockers:
             self._blockers = pids
             logger.error(
-                "alert listener %r: cannot claim its consumer's row: a lock on "
-                "alert_listener_positions held for over %s blocks the election (LOCK TABLE, "
-                "which a role with UPDATE on the table may take, in an open transaction): "
-                "%s. It stands by until that transaction ends (idle_in_transaction_session_"
-                "timeout on that role ends an idle one)",
+                "alert listener %r: cannot claim its consumer's row: %s. It stands by "
+                "until that transaction ends (idle_in_transaction_session_timeout on that "
+                "role ends an idle one)",
                 self.name,
-                ELECTION_LOCK_TIMEOUT,
-                who,
+                message,
             )
-        return f"a lock on alert_listener_positions blocks the election ({who})"
+        return why
 
     async def _by_the_earlier_lock(self, link: Link) -> None:
         """Before migration 000062: the advisory lock keyed by the name."""
@@ -423,12 +514,26 @@ async def save(
     position: Position,
     recorded_at: datetime | None,
     nodes: Nodes | None = None,
+    holder: int | None = None,
 ) -> None:
-    if nodes is None:
-        await conn.execute(_SAVE, name, position.xid, position.seq, recorded_at)
-    else:
-        await conn.execute(
-            _SAVE_NODES, name, position.xid, position.seq, recorded_at, nodes.to_json()
+    """Write the position; with ``holder`` (this session's own lock, migration 000062),
+    only while this session holds the row's claim: LostClaim if it does not."""
+    args: list[Any] = [name, position.xid, position.seq, recorded_at]
+    query = _SAVE
+    if nodes is not None:
+        query = _SAVE_NODES
+        args.append(nodes.to_json())
+    if holder is not None:
+        args.append(holder)
+        query += _MINE.format(len(args))
+    status = await conn.execute(query, *args)
+    if holder is None or status != "UPDATE 0":
+        return
+    if not await conn.fetchval(_HOLDS, name, holder):  # else: it never moves back
+        raise LostClaim(
+            f"alert listener {name!r}: could not write its position: its consumer's row is "
+            f"gone or claimed by another session (deleted, or the table emptied); it stops "
+            f"delivering"
         )
 
 

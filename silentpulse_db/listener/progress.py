@@ -134,6 +134,9 @@ class Progress(Reading):
         self.unsaved = 0  # events handed out since the position was last written
         self._recorded_at: datetime | None = None
         self._carried: consumers.Carried | None = None
+        # The own lock of the session that claimed the consumer's row (migration 000062;
+        # None before it): writes of the position are filtered on that claim.
+        self.holder: int | None = None
 
     async def create_row(self, conn: Any, holder: int) -> bool:
         """The election found no row for the consumer: write it, claimed by this session
@@ -162,6 +165,11 @@ class Progress(Reading):
             return []
         stored = await consumers.load(conn, self.consumer, self._margin, self.distributed)
         if stored is None:
+            if self.holder is not None:  # claimed, and gone since
+                raise consumers.LostClaim(
+                    f"alert listener {self.consumer!r}: its consumer's row was deleted as it "
+                    f"took the lead"
+                )
             if self.position is None:
                 self._adopt(self._first or await self._started_now(conn))
             assert self.position is not None
@@ -227,7 +235,9 @@ class Progress(Reading):
         if self.consumer is None or self.position is None or not self._moved():
             return
         nodes = self.nodes if self.distributed else None
-        await consumers.save(conn, self.consumer, self.position, self._recorded_at, nodes)
+        await consumers.save(
+            conn, self.consumer, self.position, self._recorded_at, nodes, self.holder
+        )
         self._mark_saved()
         self.unsaved, self._carried = 0, None
 

@@ -127,6 +127,8 @@ class AlertListener:
         first = True
         while True:
             link: Link | None = None
+            failure: Exception
+            lost = False  # the consumer's row is no longer this connection's
             try:
                 with typed_errors(self._dsn, "listen for alerts"):
                     link = await subscribe(self._dsn)
@@ -136,7 +138,9 @@ class AlertListener:
                         await self._progress.note_start(link.conn)
                         first = False
                     if self._election is not None:
+                        self._progress.holder = None  # no claim on this connection yet
                         await self._election.take_the_lead(link, self._progress.create_row)
+                        self._progress.holder = self._election.key
                     carried_over = await self._progress.resume(link.conn)
                 for event in carried_over:
                     yield event
@@ -144,6 +148,10 @@ class AlertListener:
                     yield event
             except AlertGapError:
                 raise
+            except consumers.LostClaim as exc:
+                logger.error("%s", exc)
+                lost = True
+                failure = exc
             except Exception as exc:
                 if first and not _worth_retrying(exc):
                     raise
@@ -151,7 +159,7 @@ class AlertListener:
             finally:
                 self._ready.clear()
                 self._state = "reconnecting"
-                await self._close(link)
+                await self._close(link, save=not lost)
             await self._retrying.failed(failure)
 
     def _stand_by(self) -> None:
@@ -161,7 +169,10 @@ class AlertListener:
         """Read, deliver, wait; until the connection fails."""
         progress, held = self._progress, HeldBack()
         source: Literal["notify", "catch_up"] = "catch_up"
+        election = self._election
         while True:
+            if election is not None:
+                await election.still_leads(link.conn)
             await progress.check_gap(link.conn)
             assert progress.position is not None
             batch = await progress.read(link.conn, BATCH, source)
@@ -181,15 +192,18 @@ class AlertListener:
             if batch.held_back is None:
                 held.clear()
                 source = "notify"  # caught up: what comes next, a wake-up brought
-                await link.wait(idle_wait(progress, self._poll, self._health_check_interval))
+                wait = idle_wait(progress, self._poll, self._health_check_interval)
+                if election is not None and election.hijacked:
+                    wait = min(wait, election.poll)  # for the lock of earlier versions
+                await link.wait(wait)
             else:
                 await link.wait(held.next_poll(batch))
 
-    async def _close(self, link: Link | None) -> None:
+    async def _close(self, link: Link | None, save: bool = True) -> None:
         """Write what was delivered (the caller had it), then drop the connection."""
         if link is None:
             return
-        if self.consumer is not None and not link.lost and not link.conn.is_closed():
+        if save and self.consumer is not None and not link.lost and not link.conn.is_closed():
             try:
                 await asyncio.wait_for(self._progress.save(link.conn), 5)
             except Exception as exc:  # a lost connection: the next start delivers them again
