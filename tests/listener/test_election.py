@@ -5,6 +5,7 @@ of an earlier version met during a rolling deploy, and a first start that stood 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from typing import Any
@@ -14,8 +15,11 @@ import pytest
 from schema.seed import seed_tenant
 
 from silentpulse_db import AlertListener
-from silentpulse_db.listener.consumer import lock_keys
+from silentpulse_db.listener import consumer
+from silentpulse_db.listener.consumer import Election, LostClaim, lock_keys, own_lock
+from silentpulse_db.listener.events import Position
 from silentpulse_db.testing.alerts import HANG
+from silentpulse_db.testing.plugin import AppRole
 
 from .listening import delivered, new_alert, running, settled
 from helpers import wait_for
@@ -208,4 +212,195 @@ async def test_two_listeners_of_one_name_and_a_killed_connection(
         # What the first handed out after its last written position may come again.
         assert [e.alert_id for e in second_events if e.alert_id != before] == [after]
     finally:
+        await admin.close()
+
+
+async def _state(listener: AlertListener, wanted: str) -> bool:
+    return listener.state == wanted
+
+
+async def test_an_earlier_version_that_gets_the_lock_a_hijacker_releases_delivers_alone(
+    silentpulse_migrated_database: str,
+    silentpulse_app_database: str,
+    silentpulse_jobs_database: str,
+) -> None:
+    """The application's role holds the lock of earlier versions, so this listener
+    delivers without it; a listener of an earlier version waits for that lock, and gets
+    it as the role releases it (pg_advisory_unlock_all). This one stops delivering and
+    stands by: never two delivering. Once that one stops, this one takes over."""
+    admin = await asyncpg.connect(silentpulse_migrated_database)
+    app = await asyncpg.connect(silentpulse_app_database)
+    earlier = await asyncpg.connect(silentpulse_jobs_database)
+    name = _name()
+    space, key = lock_keys(name)
+    try:
+        ids = await seed_tenant(admin, "released")
+        assert await app.fetchval("SELECT pg_try_advisory_lock($1, $2)", space, key)
+        async with running(silentpulse_jobs_database, consumer=name, standby_poll=0.2) as (
+            listener,
+            events,
+        ):
+            first = await new_alert(admin, ids)
+            await delivered(events, first)
+            earlier_pid = await earlier.fetchval("SELECT pg_backend_pid()")
+            waiting = asyncio.create_task(
+                earlier.fetchval("SELECT pg_advisory_lock($1, $2)", space, key)
+            )
+
+            async def queued() -> bool:
+                return bool(
+                    await admin.fetchval(
+                        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted)",
+                        earlier_pid,
+                    )
+                )
+
+            await wait_for(queued, timeout=HANG)
+            await app.execute("SELECT pg_advisory_unlock_all()")  # granted to the waiter
+            await waiting
+            await wait_for(lambda: _state(listener, "standby"), timeout=HANG)
+            assert [e.alert_id for e in events] == [first]
+            meanwhile = await new_alert(admin, ids)  # the earlier version's to deliver
+            await earlier.close()
+            await delivered(events, meanwhile)
+            await settled(admin, ids, events)
+            assert not await admin.fetchval("SELECT pg_try_advisory_lock($1, $2)", space, key)
+        assert [e.alert_id for e in events] == [first, meanwhile]
+    finally:
+        await earlier.close()
+        await app.close()
+        await admin.close()
+
+
+async def test_a_lost_row_stops_the_holder_and_truncate_is_refused(
+    silentpulse_migrated_database: str,
+    silentpulse_app_database: str,
+    silentpulse_app_role: AppRole,
+    silentpulse_jobs_database: str,
+) -> None:
+    """Given GRANT ALL, the application's role may not TRUNCATE the table (a guard
+    trigger: no row-level security covers TRUNCATE). An operator's DELETE of the row: the
+    standby finds no row and claims a new one; the holder finds its claim gone at its
+    next round and stands by, delivering nothing of it."""
+    admin = await asyncpg.connect(silentpulse_migrated_database)
+    app = await asyncpg.connect(silentpulse_app_database)
+    name = _name()
+    try:
+        ids = await seed_tenant(admin, "lost")
+        await admin.execute(f"GRANT ALL ON {POSITIONS} TO {silentpulse_app_role.name}")
+        dsn = silentpulse_jobs_database
+        async with (
+            running(dsn, consumer=name) as (first, first_events),
+            running(dsn, consumer=name, standby_poll=0.2, ready=False) as (second, second_events),
+        ):
+            await wait_for(lambda: _state(second, "standby"), timeout=HANG)
+            before = await new_alert(admin, ids)
+            await delivered(first_events, before)
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="may not TRUNCATE"):
+                await app.execute(f"TRUNCATE {POSITIONS}")
+            assert await admin.fetchval(
+                f"SELECT count(*) FROM {POSITIONS} WHERE consumer = $1", name
+            )
+
+            assert await admin.execute(f"DELETE FROM {POSITIONS} WHERE consumer = $1", name) == (
+                "DELETE 1"
+            )
+            await wait_for(lambda: _state(second, "active"), timeout=HANG)
+            after = await new_alert(admin, ids)
+            await wait_for(lambda: _state(first, "standby"), timeout=HANG)
+            await delivered(second_events, after)
+            await settled(admin, ids, second_events)
+            assert first.state == "standby"
+        assert after not in {e.alert_id for e in first_events}
+    finally:
+        await app.close()
+        await admin.close()
+
+
+async def test_a_position_is_written_only_by_the_rows_holder(
+    silentpulse_migrated_database: str, silentpulse_jobs_database: str
+) -> None:
+    """A session that no longer holds the row (another claimed it) writes no position,
+    and is told: LostClaim."""
+    admin = await asyncpg.connect(silentpulse_migrated_database)
+    jobs = await asyncpg.connect(silentpulse_jobs_database)
+    name = _name()
+    try:
+        await admin.execute(
+            f"INSERT INTO {POSITIONS} (consumer, since, changed_at, log_xid, log_seq, "
+            f"holder_pid, holder_lock) VALUES ($1, now(), now(), '1', 1, 1, 1)",
+            name,
+        )
+        with pytest.raises(LostClaim):
+            await consumer.save(jobs, name, Position(5, 5), None, None, 7)
+        row = await admin.fetchrow(
+            f"SELECT log_xid, log_seq FROM {POSITIONS} WHERE consumer = $1", name
+        )
+        assert (int(row["log_xid"]), row["log_seq"]) == (1, 1)
+    finally:
+        await jobs.close()
+        await admin.close()
+
+
+async def test_a_session_started_during_the_claim_is_seen_as_it_is(
+    silentpulse_migrated_database: str,
+    silentpulse_app_database: str,
+    silentpulse_jobs_database: str,
+) -> None:
+    """pg_stat_activity is read once per transaction: a backend started after the
+    election's first read, holding the lock of earlier versions when it reads again
+    under the row's lock, must be seen as the application's role it is (no listener),
+    not as an unknown one that would keep the standby from taking over. The application's
+    role holds the lock, locks the table until the claim waits, hands the lock to a new
+    session, and lets the claim go on."""
+    admin = await asyncpg.connect(silentpulse_migrated_database)
+    app = await asyncpg.connect(silentpulse_app_database)
+    fresh: asyncpg.Connection | None = None
+    jobs = await asyncpg.connect(silentpulse_jobs_database)
+    name = _name()
+    space, lock = lock_keys(name)
+    try:
+        # A consumer whose holder is gone.
+        await admin.execute(
+            f"INSERT INTO {POSITIONS} (consumer, since, changed_at, holder_pid, holder_lock) "
+            f"VALUES ($1, now(), now(), 1, 1)",
+            name,
+        )
+        assert await app.fetchval("SELECT pg_try_advisory_lock($1, $2)", space, lock)
+        election = Election(name, 1.0, lambda: None)
+        key = await own_lock(jobs)
+
+        async def never(conn: Any, key: int) -> bool:
+            raise AssertionError("the row exists")
+
+        locking = app.transaction()
+        await locking.start()
+        await app.execute(f"LOCK TABLE {POSITIONS} IN EXCLUSIVE MODE")
+        jobs_pid = await jobs.fetchval("SELECT pg_backend_pid()")
+        claiming = asyncio.create_task(election.claim(jobs, key, never))
+
+        async def waiting() -> bool:
+            return bool(
+                await admin.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted)",
+                    jobs_pid,
+                )
+            )
+
+        await wait_for(waiting, timeout=HANG)
+        fresh = await asyncpg.connect(silentpulse_app_database)
+        await app.execute("SELECT pg_advisory_unlock($1, $2)", space, lock)
+        assert await fresh.fetchval("SELECT pg_try_advisory_lock($1, $2)", space, lock)
+        await locking.commit()
+        outcome = await claiming
+        assert outcome.delivers, outcome.why
+        holder = await admin.fetchval(
+            f"SELECT holder_pid FROM {POSITIONS} WHERE consumer = $1", name
+        )
+        assert holder == jobs_pid
+    finally:
+        if fresh is not None:
+            await fresh.close()
+        await jobs.close()
+        await app.close()
         await admin.close()
