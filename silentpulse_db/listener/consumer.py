@@ -178,24 +178,22 @@ _CLAIM = """
 """
 # The sessions whose lock on the table keeps an election waiting: a claim's row lock
 # (ROW SHARE) or a new row (ROW EXCLUSIVE) waits for these modes, which LOCK TABLE takes.
-_TABLE_LOCKS = """
+_LOCKS_IN = """
     SELECT l.pid, a.usename, a.application_name, host(a.client_addr) AS client, l.mode
     FROM pg_locks l
     LEFT JOIN pg_stat_activity a ON a.pid = l.pid
     WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
       AND l.relation = 'alert_listener_positions'::regclass
-      AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock',
-                     'AccessExclusiveLock')
+      AND l.mode IN ({})
     ORDER BY l.pid
 """
+_TABLE_LOCKS = _LOCKS_IN.format(
+    "'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'"
+)
 # Otherwise a row lock kept it waiting: the consumer's row locked (FOR UPDATE, FOR
 # SHARE, an UPDATE), or a row of its name inserted, by a transaction not ended. That
 # transaction holds one of these modes on the table: the sessions that may be it.
-_ROW_LOCKERS = _TABLE_LOCKS.replace(
-    """'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock',
-                     'AccessExclusiveLock'""",
-    "'RowShareLock', 'RowExclusiveLock'",
-)
+_ROW_LOCKERS = _LOCKS_IN.format("'RowShareLock', 'RowExclusiveLock'")
 _LOCK_NOT_AVAILABLE = "55P03"
 
 # Create the consumer's row, claimed by this session: True when it did (no other did).

@@ -404,3 +404,47 @@ async def test_a_session_started_during_the_claim_is_seen_as_it_is(
         await jobs.close()
         await app.close()
         await admin.close()
+
+
+async def test_a_row_lock_is_reported_as_one(
+    silentpulse_migrated_database: str,
+    silentpulse_jobs_database: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A session of a role that bypasses row-level security (an operator's) keeps the
+    consumer's row locked in an open transaction: the election waits, then says it is a
+    lock on the row and names the sessions that may hold it, not a table lock."""
+    admin = await asyncpg.connect(silentpulse_migrated_database)
+    operator = await asyncpg.connect(silentpulse_jobs_database)
+    name = _name()
+    try:
+        await admin.execute(
+            f"INSERT INTO {POSITIONS} (consumer, since, changed_at, holder_pid, holder_lock) "
+            f"VALUES ($1, now(), now(), 1, 1)",
+            name,
+        )
+        locking = operator.transaction()
+        await locking.start()
+        assert await operator.fetch(
+            f"SELECT 1 FROM {POSITIONS} WHERE consumer = $1 FOR UPDATE", name
+        )
+        operator_pid = await operator.fetchval("SELECT pg_backend_pid()")
+        with caplog.at_level(logging.INFO, logger="silentpulse_db.listener"):
+            async with running(silentpulse_jobs_database, consumer=name, ready=False) as (
+                listener,
+                _,
+            ):
+
+                async def named() -> bool:
+                    return bool(
+                        await _errors(caplog, "lock on the consumer's row", f"pid {operator_pid}")
+                    )
+
+                await wait_for(named, timeout=HANG)
+                assert listener.state == "standby"
+                assert not await _errors(caplog, "LOCK TABLE")
+                await locking.rollback()
+                await wait_for(lambda: _state(listener, "active"), timeout=HANG)
+    finally:
+        await operator.close()
+        await admin.close()
