@@ -224,13 +224,15 @@ class Election:
     name: str
     poll: float
     on_standby: Callable[[], None]
-    reported: set[int] = field(default_factory=set)  # hijackers already named
     # This connection's own lock once the election is by the row (None before 000062),
     # and whether it holds the lock of earlier versions.
     key: int | None = None
     earlier_held: bool = False
-    _blockers: tuple[int, ...] = ()
+    reports: Reports = field(init=False)
     _warned_before_000062: bool = False
+
+    def __post_init__(self) -> None:
+        self.reports = Reports(self.name)
 
     @property
     def hijacked(self) -> bool:
@@ -288,8 +290,8 @@ class Election:
         except Exception as exc:
             if getattr(exc, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
                 raise
-            return Outcome(False, why=await self._report_locks(conn))
-        self._blockers = ()
+            return Outcome(False, why=await self.reports.locks(conn))
+        self.reports.blockers = ()
         return Outcome(True)
 
     async def _delivering_elsewhere(self, conn: Any, row: Any) -> str:
@@ -306,7 +308,7 @@ class Election:
             return ""  # no listener of an earlier version can deliver
         for earlier in await conn.fetch(_EARLIER, *lock_keys(self.name)):
             if not earlier["may_listen"]:
-                self._report_hijack(earlier)
+                self.reports.hijack(earlier)
             elif not earlier["current"]:
                 return (
                     f"a listener of an earlier version, {_who(earlier)}, is delivering under "
@@ -337,62 +339,6 @@ class Election:
         if why:
             raise LostClaim(f"alert listener {self.name!r}: {why}; it stops delivering")
 
-    def _report_hijack(self, holder: Any) -> None:
-        if holder["pid"] in self.reported:
-            return
-        self.reported.add(holder["pid"])
-        space, key = lock_keys(self.name)
-        logger.error(
-            "alert listener %r: %s holds pg_advisory_lock(%d, %d), by which listeners of "
-            "earlier versions elected the process that delivers under this name; its role "
-            "cannot listen (no BYPASSRLS), so it is no listener and is ignored (it delays "
-            "nothing here, but would keep an earlier version's listeners standing by; "
-            "should it release the lock while one of those stands by, that one would "
-            "take it and this listener would stand by). Nothing but a listener takes that "
-            "lock: find who runs it (SELECT * FROM pg_stat_activity WHERE pid = %d)",
-            self.name,
-            _who(holder),
-            space,
-            key,
-            holder["pid"],
-        )
-
-    async def _report_locks(self, conn: Any) -> str:
-        """lock_timeout: the sessions whose lock kept the election waiting."""
-        holders = await conn.fetch(_TABLE_LOCKS)
-        if holders:
-            who = "; ".join(f"{_who(h)} in {h['mode']}" for h in holders)
-            return self._report(
-                tuple(h["pid"] for h in holders),
-                f"a lock on alert_listener_positions held for over {ELECTION_LOCK_TIMEOUT} "
-                f"blocks the election (LOCK TABLE, which a role with UPDATE on the table "
-                f"may take, in an open transaction): {who}",
-                f"a lock on alert_listener_positions blocks the election ({who})",
-            )
-        lockers = await conn.fetch(_ROW_LOCKERS)
-        who = "; ".join(_who(h) for h in lockers) or "none now (it has ended)"
-        return self._report(
-            tuple(h["pid"] for h in lockers),
-            f"a lock on the consumer's row held for over {ELECTION_LOCK_TIMEOUT} blocks "
-            f"the election: the row locked (SELECT ... FOR UPDATE or FOR SHARE, an UPDATE) "
-            f"or a row of this name being inserted, by a transaction not ended, of a role "
-            f"that bypasses row-level security (another listener, an operator's session). "
-            f"Sessions in a transaction that wrote or locked rows of the table: {who}",
-            f"a lock on the consumer's row blocks the election (held by one of: {who})",
-        )
-
-    def _report(self, pids: tuple[int, ...], message: str, why: str) -> str:
-        if pids != self._blockers:
-            self._blockers = pids
-            logger.error(
-                "alert listener %r: cannot claim its consumer's row: %s. It stands by "
-                "until that transaction ends (idle_in_transaction_session_timeout on that "
-                "role ends an idle one)",
-                self.name,
-                message,
-            )
-        return why
-
     async def _by_the_earlier_lock(self, link: Link) -> None:
         """Before migration 000062: the advisory lock keyed by the name."""
         if not self._warned_before_000062:
@@ -417,6 +363,72 @@ class Election:
             await link.sleep(self.poll * random.uniform(0.8, 1.2))
         if standing_by:
             logger.info("alert listener %r: took over", self.name)
+
+
+@dataclass
+class Reports:
+    """What an election under ``name`` logs as an error, once per culprit: a role that
+    cannot listen holding the lock of earlier versions, a lock that keeps it waiting."""
+
+    name: str
+    reported: set[int] = field(default_factory=set)  # hijackers already named
+    blockers: tuple[int, ...] = ()  # the sessions last named for a lock
+
+    def hijack(self, holder: Any) -> None:
+        if holder["pid"] in self.reported:
+            return
+        self.reported.add(holder["pid"])
+        space, key = lock_keys(self.name)
+        logger.error(
+            "alert listener %r: %s holds pg_advisory_lock(%d, %d), by which listeners of "
+            "earlier versions elected the process that delivers under this name; its role "
+            "cannot listen (no BYPASSRLS), so it is no listener and is ignored (it delays "
+            "nothing here, but would keep an earlier version's listeners standing by; "
+            "should it release the lock while one of those stands by, that one would "
+            "take it and this listener would stand by). Nothing but a listener takes that "
+            "lock: find who runs it (SELECT * FROM pg_stat_activity WHERE pid = %d)",
+            self.name,
+            _who(holder),
+            space,
+            key,
+            holder["pid"],
+        )
+
+    async def locks(self, conn: Any) -> str:
+        """lock_timeout: the sessions whose lock kept the election waiting."""
+        holders = await conn.fetch(_TABLE_LOCKS)
+        if holders:
+            who = "; ".join(f"{_who(h)} in {h['mode']}" for h in holders)
+            return self._report(
+                tuple(h["pid"] for h in holders),
+                f"a lock on alert_listener_positions held for over {ELECTION_LOCK_TIMEOUT} "
+                f"blocks the election (LOCK TABLE, which a role with UPDATE on the table "
+                f"may take, in an open transaction): {who}",
+                f"a lock on alert_listener_positions blocks the election ({who})",
+            )
+        lockers = await conn.fetch(_ROW_LOCKERS)
+        who = "; ".join(_who(h) for h in lockers) or "none now (it has ended)"
+        return self._report(
+            tuple(h["pid"] for h in lockers),
+            f"a lock on the consumer's row held for over {ELECTION_LOCK_TIMEOUT} blocks "
+            f"the election: the row locked (SELECT ... FOR UPDATE or FOR SHARE, an UPDATE) "
+            f"or a row of this name being inserted, by a transaction not ended, of a role "
+            f"that bypasses row-level security (another listener, an operator's session). "
+            f"Sessions in a transaction that wrote or locked rows of the table: {who}",
+            f"a lock on the consumer's row blocks the election (held by one of: {who})",
+        )
+
+    def _report(self, pids: tuple[int, ...], message: str, why: str) -> str:
+        if pids != self.blockers:
+            self.blockers = pids
+            logger.error(
+                "alert listener %r: cannot claim its consumer's row: %s. It stands by "
+                "until that transaction ends (idle_in_transaction_session_timeout on that "
+                "role ends an idle one)",
+                self.name,
+                message,
+            )
+        return why
 
 
 async def own_lock(conn: Any) -> int:

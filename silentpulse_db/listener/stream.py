@@ -159,7 +159,7 @@ class AlertListener:
             finally:
                 self._ready.clear()
                 self._state = "reconnecting"
-                await self._close(link, save=not lost)
+                await close(link, self._progress if not lost else None)
             await self._retrying.failed(failure)
 
     def _stand_by(self) -> None:
@@ -192,27 +192,32 @@ class AlertListener:
             if batch.held_back is None:
                 held.clear()
                 source = "notify"  # caught up: what comes next, a wake-up brought
-                wait = idle_wait(progress, self._poll, self._health_check_interval)
-                if election is not None and election.hijacked:
-                    wait = min(wait, election.poll)  # for the lock of earlier versions
-                await link.wait(wait)
+                await link.wait(
+                    idle_wait(progress, self._poll, self._health_check_interval, election)
+                )
             else:
                 await link.wait(held.next_poll(batch))
 
-    async def _close(self, link: Link | None, save: bool = True) -> None:
-        """Write what was delivered (the caller had it), then drop the connection."""
-        if link is None:
-            return
-        if save and self.consumer is not None and not link.lost and not link.conn.is_closed():
-            try:
-                await asyncio.wait_for(self._progress.save(link.conn), 5)
-            except Exception as exc:  # a lost connection: the next start delivers them again
-                logger.warning(
-                    "alert listener %r could not write its position: %s",
-                    self.consumer,
-                    describe(exc),
-                )
-        link.close()
+
+async def close(link: Link | None, progress: Progress | None) -> None:
+    """Write what was delivered (the caller had it), with ``progress`` (None: the claim
+    was lost, nothing to write), then drop the connection."""
+    if link is None:
+        return
+    consumer = progress.consumer if progress is not None else None
+    if (
+        progress is not None
+        and consumer is not None
+        and not link.lost
+        and not link.conn.is_closed()
+    ):
+        try:
+            await asyncio.wait_for(progress.save(link.conn), 5)
+        except Exception as exc:  # a lost connection: the next start delivers them again
+            logger.warning(
+                "alert listener %r could not write its position: %s", consumer, describe(exc)
+            )
+    link.close()
 
 
 class Retrying:
@@ -271,12 +276,19 @@ class HeldBack:
         return poll
 
 
-def idle_wait(progress: Progress, poll: float, health_check: float) -> float:
+def idle_wait(
+    progress: Progress,
+    poll: float,
+    health_check: float,
+    election: consumers.Election | None = None,
+) -> float:
     """Caught up: until a notification, or the health check's timeout. On Citus no
     trigger notifies (the workers' NOTIFY would reach no one and fail a two-node commit):
     the log is read every ``poll`` seconds, and a NOTIFY on the coordinator's channel
-    still wakes it at once."""
-    return min(poll, health_check) if progress.distributed else health_check
+    still wakes it at once. Delivering without the lock of earlier versions (hijacked),
+    every ``standby_poll`` seconds at least, to try for it."""
+    wait = min(poll, health_check) if progress.distributed else health_check
+    return min(wait, election.poll) if election is not None and election.hijacked else wait
 
 
 def _worth_retrying(exc: BaseException) -> bool:

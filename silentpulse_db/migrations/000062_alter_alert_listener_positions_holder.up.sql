@@ -46,6 +46,13 @@ BEGIN
     RETURN NULL;
 END
 $$;
+-- Pinned, as 000022's functions: no name resolved through the caller's search_path.
+DO $$
+BEGIN
+    EXECUTE format('ALTER FUNCTION silentpulse_alert_listener_positions_guard() SET search_path = %I, pg_temp',
+                   current_schema());
+END
+$$;
 COMMENT ON FUNCTION silentpulse_alert_listener_positions_guard() IS 'Refuses TRUNCATE of alert_listener_positions but to its owner and roles that bypass row-level security';
 CREATE TRIGGER alert_listener_positions_truncate_guard
     BEFORE TRUNCATE ON alert_listener_positions
