@@ -128,7 +128,7 @@ class AlertListener:
         while True:
             link: Link | None = None
             failure: Exception
-            lost = False  # the consumer's row is no longer this connection's
+            leads = self._election is None  # only the elected process writes a position
             try:
                 with typed_errors(self._dsn, "listen for alerts"):
                     link = await subscribe(self._dsn)
@@ -141,6 +141,7 @@ class AlertListener:
                         self._progress.holder = None  # no claim on this connection yet
                         await self._election.take_the_lead(link, self._progress.create_row)
                         self._progress.holder = self._election.key
+                        leads = True
                     carried_over = await self._progress.resume(link.conn)
                 for event in carried_over:
                     yield event
@@ -150,7 +151,7 @@ class AlertListener:
                 raise
             except consumers.LostClaim as exc:
                 logger.error("%s", exc)
-                lost = True
+                leads = False
                 failure = exc
             except Exception as exc:
                 if first and not _worth_retrying(exc):
@@ -159,7 +160,7 @@ class AlertListener:
             finally:
                 self._ready.clear()
                 self._state = "reconnecting"
-                await close(link, self._progress if not lost else None)
+                await close(link, self._progress if leads else None)
             await self._retrying.failed(failure)
 
     def _stand_by(self) -> None:
@@ -200,8 +201,9 @@ class AlertListener:
 
 
 async def close(link: Link | None, progress: Progress | None) -> None:
-    """Write what was delivered (the caller had it), with ``progress`` (None: the claim
-    was lost, nothing to write), then drop the connection."""
+    """Write what was delivered (the caller had it), with ``progress`` (None: this
+    connection did not take the lead, or lost its claim: nothing to write), then drop
+    the connection."""
     if link is None:
         return
     consumer = progress.consumer if progress is not None else None
