@@ -611,8 +611,8 @@ class VersionStore:
 
     ``found``: what the store reads, as :meth:`look` (or the probe) found it; by default
     both tables in this release's layout. ``wait``: how long each statement waits for
-    another session's lock on the tables, in seconds (None: no limit; a run's: its
-    migration lock's wait, :func:`_within_wait`).
+    another session's lock on the tables, in seconds (at least VERSION_TABLES_MIN_WAIT;
+    a run's: its migration lock's wait, :func:`_within_wait`).
     """
 
     __slots__ = ("conn", "found", "table", "wait")
